@@ -1,0 +1,31 @@
+# The two commands in the README: `make demo` and `make test`. Both build the virtual
+# environment on first use, so a fresh machine needs only Python 3.11 and make.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= labinterp-demo
+
+.PHONY: demo test lint system-deps bench
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Debian packages used by some tests (headless browser, PDF to PNG). Installed when we
+# can (root with apt); otherwise the tests that need them skip and say why.
+system-deps:
+	@sh .ci/system-deps.sh
+
+demo: $(STAMP)
+	$(BIN)/labinterp demo -o $(DEMO_OUT)
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q -n 2
+
+lint: $(STAMP)
+	$(BIN)/ruff check labinterp tests benchmarks
+	$(BIN)/ruff format --check labinterp tests benchmarks
+	$(BIN)/mypy

@@ -1,0 +1,34 @@
+"""labinterp: read lab exports, flag Mg-linked patterns, write handouts and audits.
+
+The public API is small and stable; heavy modules (WeasyPrint, Dask) load on first use.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API = {
+    "audit": "labinterp.audit",
+    "ctcae_grade": "labinterp.grading",
+    "interpret": "labinterp.interpret",
+    "read": "labinterp.reading",
+    "render_handout": "labinterp.handout",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'labinterp' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,3 @@
+from labinterp.cli import main
+
+raise SystemExit(main())

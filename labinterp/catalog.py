@@ -1,0 +1,141 @@
+"""The analyte catalog: which tests labinterp interprets, read from reference_ranges/.
+
+Everything clinical here comes from the data files (with their source column); this module
+only parses them and answers look-ups on exact, normalised spellings. There is deliberately
+no fuzzy matching of test names: "Calcium, urine" must never become serum calcium.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from functools import cache
+
+from labinterp.errors import ConfigError
+from labinterp.resources import reference_file
+
+
+@dataclass(frozen=True)
+class Analyte:
+    id: str
+    display_name: str
+    canonical_unit: str  # a key of unit_aliases.csv
+    molar_mass: float | None  # g/mol, for mass <-> substance conversions
+    valence: int | None  # for mEq/L; None means equivalents are not meaningful
+    plausible_low: float  # canonical unit; outside = suspected unit error
+    plausible_high: float
+    loinc_codes: tuple[str, ...]
+    synonyms: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class FallbackRange:
+    analyte: str
+    sex: str  # "any" | "female" | "male"
+    age_min: float | None
+    age_max: float | None
+    low: float | None  # canonical unit
+    high: float | None
+    source: str
+
+
+def normalise_name(text: str) -> str:
+    """Lower-case, collapse punctuation and spaces: 'Calcium, Total' -> 'calcium total'."""
+    text = text.strip().lower().replace("_", " ")
+    text = re.sub(r"[,;:/\\.\-\[\]]+", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _float_or_none(text: str) -> float | None:
+    text = text.strip()
+    return float(text) if text else None
+
+
+@cache
+def analytes() -> dict[str, Analyte]:
+    path = reference_file("analytes.csv")
+    out: dict[str, Analyte] = {}
+    with path.open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                a = Analyte(
+                    id=row["analyte"],
+                    display_name=row["display_name"],
+                    canonical_unit=row["canonical_unit"],
+                    molar_mass=_float_or_none(row["molar_mass_g_per_mol"]),
+                    valence=int(row["valence"]) if row["valence"].strip() else None,
+                    plausible_low=float(row["plausible_low"]),
+                    plausible_high=float(row["plausible_high"]),
+                    loinc_codes=tuple(row["loinc_codes"].split()),
+                    synonyms=tuple(s for s in row["synonyms"].split("|") if s),
+                    source=row["source"],
+                )
+            except (KeyError, ValueError) as exc:
+                raise ConfigError(f"bad row in {path.name}: {exc}") from exc
+            out[a.id] = a
+    return out
+
+
+@cache
+def loinc_index() -> dict[str, str]:
+    """LOINC code -> analyte id."""
+    index: dict[str, str] = {}
+    for a in analytes().values():
+        for code in a.loinc_codes:
+            if code in index:
+                raise ConfigError(f"LOINC {code} is listed for both {index[code]} and {a.id}")
+            index[code] = a.id
+    return index
+
+
+@cache
+def name_index() -> dict[str, str]:
+    """Normalised synonym or display name -> analyte id."""
+    index: dict[str, str] = {}
+    for a in analytes().values():
+        for name in (a.id, a.display_name, *a.synonyms):
+            key = normalise_name(name)
+            if index.get(key, a.id) != a.id:
+                raise ConfigError(f"name '{name}' is listed for both {index[key]} and {a.id}")
+            index[key] = a.id
+    return index
+
+
+def analyte_for(loinc: str | None, code: str | None, name: str | None) -> str | None:
+    """Catalog id for a test, by LOINC first, then exact normalised name; None if unknown."""
+    for candidate in (loinc, code):
+        if candidate and candidate.strip() in loinc_index():
+            return loinc_index()[candidate.strip()]
+    for candidate in (name, code):
+        if candidate:
+            hit = name_index().get(normalise_name(candidate))
+            if hit:
+                return hit
+    return None
+
+
+@cache
+def fallback_ranges() -> tuple[FallbackRange, ...]:
+    path = reference_file("fallback_ranges.csv")
+    rows = []
+    with path.open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            a = analytes().get(row["analyte"])
+            if a is None:
+                raise ConfigError(f"{path.name}: unknown analyte {row['analyte']}")
+            if row["unit"] != a.canonical_unit:
+                raise ConfigError(f"{path.name}: {a.id} range must be in {a.canonical_unit}")
+            rows.append(
+                FallbackRange(
+                    analyte=a.id,
+                    sex=row["sex"],
+                    age_min=_float_or_none(row["age_min_years"]),
+                    age_max=_float_or_none(row["age_max_years"]),
+                    low=_float_or_none(row["low"]),
+                    high=_float_or_none(row["high"]),
+                    source=row["source"],
+                )
+            )
+    return tuple(rows)

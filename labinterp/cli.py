@@ -1,0 +1,63 @@
+"""The `labinterp` command line: check, interpret, handout, audit, demo.
+
+Data goes to stdout, progress and messages to stderr. Exit codes: 0 ok, 2 bad input or
+usage (any LabinterpError), 1 unexpected error. Each subcommand's options and behaviour
+live in its own module (cli_*.py); this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import textwrap
+from collections.abc import Sequence
+
+from labinterp import __version__, cli_audit, cli_check, cli_demo, cli_handout, cli_interpret
+from labinterp.errors import LabinterpError
+
+log = logging.getLogger("labinterp")
+
+_COMMANDS = (cli_check, cli_interpret, cli_handout, cli_audit, cli_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="labinterp",
+        description="Read lab exports, flag magnesium-linked patterns, write handouts and audits.",
+    )
+    parser.add_argument("--version", action="version", version=f"labinterp {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in _COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.INFO if not getattr(args, "quiet", False) else logging.WARNING,
+                        format="labinterp: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.run(args) or 0)
+    except LabinterpError as exc:
+        sys.stderr.write(textwrap.fill(f"labinterp: {exc}", width=100) + "\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("labinterp: interrupted; no output was left half-written.\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # last resort: never a bare traceback for users
+        if getattr(args, "debug", False):
+            raise
+        sys.stderr.write(
+            f"labinterp: unexpected error ({type(exc).__name__}). This is a bug in labinterp; "
+            "run again with --debug and report the traceback (it contains no patient data "
+            "unless your file names do).\n"
+        )
+        return 1

@@ -1,0 +1,53 @@
+"""Tabular output for the CLI: a readable table on a terminal, CSV or JSON when asked."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TextIO
+
+import pandas as pd
+
+FORMATS = ("table", "json", "csv")
+
+# Characters that make a spreadsheet treat a text cell as a formula (OWASP CSV injection).
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralize_formulas(df: pd.DataFrame) -> pd.DataFrame:
+    """Prefix text cells that a spreadsheet would run as a formula with a single quote.
+
+    Only text columns are touched, so numeric columns stay numeric; a text cell that is a
+    plain signed number ("-1.5") is left alone because it cannot carry a formula.
+    """
+    out = df.copy()
+    for name in out.columns:
+        col = out[name]
+        if not (pd.api.types.is_string_dtype(col.dtype) or col.dtype == object):
+            continue
+        text = col.astype("string")
+        risky = text.str.startswith(_FORMULA_PREFIXES, na=False) & ~text.str.fullmatch(
+            r"[-+]?\d+(\.\d+)?", na=False
+        )
+        if risky.any():
+            out[name] = text.mask(risky, "'" + text)
+    return out
+
+
+def to_json_records(df: pd.DataFrame) -> str:
+    records = json.loads(df.to_json(orient="records", date_format="iso", date_unit="s"))
+    return json.dumps(records, indent=2, ensure_ascii=False)
+
+
+def write_table(df: pd.DataFrame, fmt: str, stream: TextIO | None = None) -> None:
+    stream = stream or sys.stdout
+    if fmt == "csv":
+        neutralize_formulas(df).to_csv(stream, index=False, date_format="%Y-%m-%dT%H:%M:%S")
+    elif fmt == "json":
+        stream.write(to_json_records(df) + "\n")
+    else:
+        with pd.option_context(
+            "display.max_rows", None, "display.max_columns", None, "display.width", 200,
+            "display.max_colwidth", 60,
+        ):
+            stream.write((df.to_string(index=False) if len(df) else "(no rows)") + "\n")

@@ -1,0 +1,167 @@
+"""The tables that flow between stages, written down once and checked at each hand-over.
+
+Flow: reader -> RAW -> normalize -> RESULTS (+ REJECTED) -> episodes -> FINDINGS.
+Every stage returns a pandas DataFrame whose columns and dtypes are listed here, so the
+same code runs on one machine and per patient partition on Dask.
+
+dtype vocabulary:
+    "string"   pandas StringDtype backed by pyarrow (missing = <NA>)
+    "float64"  numpy float (missing = NaN)
+    "Int64"    nullable integer
+    "datetime64[ns]"  naive timestamps (UTC when the source had an offset)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+from labinterp.errors import SchemaError
+
+STR = "string[pyarrow]"
+
+# What a reader hands to the normalizer: one row per input result row, every field still
+# the text the file held (except source_row). Readers fill what their format has and leave
+# the rest missing; `analyte_hint` lets a preset (MIMIC item ids, LOINC in a code column)
+# say which analyte a row is without the normalizer guessing.
+RAW: dict[str, str] = {
+    "source_file": STR,  # file name as given by the user (never an absolute machine path)
+    "source_row": "Int64",  # 1-based physical line (CSV) or record number (JSON/FHIR)
+    "patient_id": STR,
+    "collected_at": STR,
+    "specimen_id": STR,
+    "test_code": STR,  # local code / item id as printed
+    "test_name": STR,
+    "loinc": STR,
+    "analyte_hint": STR,  # catalog id decided by a preset or mapping file
+    "value_raw": STR,  # the result text as printed ("<0.5", "7.9", "UNABLE TO REPORT")
+    "valuenum_raw": STR,  # a separate numeric column if the format has one (MIMIC VALUENUM)
+    "comparator_raw": STR,  # FHIR valueQuantity.comparator
+    "unit_raw": STR,
+    "range_raw": STR,  # "3.5-5.0", "<10", ">= 60"
+    "range_low_raw": STR,
+    "range_high_raw": STR,
+    "flag": STR,
+    "comment": STR,
+    "sex": STR,
+    "birth_date": STR,
+    "age_raw": STR,
+}
+
+# The canonical results table: one row per result that is in scope and usable.
+RESULTS: dict[str, str] = {
+    "source_file": STR,
+    "source_row": "Int64",
+    "patient_id": STR,
+    "collected_at": "datetime64[ns]",
+    "specimen_id": STR,
+    "analyte": STR,  # catalog id, e.g. "magnesium"
+    "test_label": STR,  # what the file called the test (code and/or name), for evidence text
+    "loinc": STR,
+    "value_raw": STR,
+    "unit_raw": STR,
+    "comparator": STR,  # "" | "<" | "<=" | ">" | ">=" (censored results keep it)
+    "value_reported": "float64",  # number in the unit the lab reported (NaN for text)
+    "unit_reported": STR,  # the alias-table spelling of the reported unit, e.g. "mg/dL"
+    "unit_system": STR,  # "si" | "conventional": which CTCAE cut-offs apply
+    "value": "float64",  # number in the canonical unit of the analyte
+    "unit": STR,  # canonical unit, e.g. "mmol/L"
+    "text_result": STR,  # non-numeric result kept as text ("See Comments", "___")
+    "range_low": "float64",  # canonical unit
+    "range_high": "float64",
+    "range_low_reported": "float64",  # in the reported unit, for handouts
+    "range_high_reported": "float64",
+    "range_origin": STR,  # "row" | "bundled" | "unknown"
+    "range_source": STR,  # "row" or the citation key of the bundled range (e.g. "S7")
+    "flag": STR,
+    "comment": STR,
+    "quality": STR,  # ";"-joined quality flags: hemolyzed, contamination_comment, ...
+    "sex": STR,  # "female" | "male" | <NA>
+    "age_years": "float64",
+}
+
+# Rows that could not be used, each with a machine-readable reason.
+REJECTED: dict[str, str] = {
+    "source_file": STR,
+    "source_row": "Int64",
+    "reason": STR,
+    "detail": STR,  # one sentence for a person: what was wrong and how to fix it
+    "test": STR,
+    "value_raw": STR,
+    "unit_raw": STR,
+}
+
+REJECT_REASONS: tuple[str, ...] = (
+    "out_of_scope",  # a test labinterp does not interpret (sodium, glucose, ...)
+    "missing_test",  # no test code or name at all
+    "missing_patient_id",
+    "missing_date",
+    "unparseable_date",
+    "ambiguous_two_digit_year",
+    "missing_value",
+    "unknown_unit",  # spelling not in the unit alias table
+    "unit_not_valid_for_analyte",  # e.g. "U/L" on a magnesium row
+    "implausible_value",  # magnitude impossible for the stated unit: suspected unit error
+    "non_blood_specimen",  # urine / body-fluid rows of a blood test
+    "duplicate",  # same patient, analyte, time and value as an earlier row
+    "malformed_row",  # wrong number of fields and similar structural damage
+)
+
+# The findings table: one row per patient x rule x episode, the same everywhere
+# (Python API, `interpret --format csv|json`, audit).
+FINDINGS: dict[str, str] = {
+    "patient_id": STR,
+    "rule_id": STR,
+    "kind": STR,  # "pattern" | "guard" | "context"
+    "status": STR,  # "fired" | "not_fired" | "indeterminate" | "suppressed"
+    "tier": STR,  # rule-specific tier, "" when not fired
+    "grade": "Int64",  # CTCAE v5 grade of the rule's key abnormality, where relevant
+    "episode_start": "datetime64[ns]",
+    "episode_end": "datetime64[ns]",
+    "evidence": STR,  # human-readable: "Mg 1.2 mg/dL (0.49 mmol/L; range 1.6-2.6 mg/dL, row)"
+    "evidence_json": STR,  # the same evidence as a JSON list of objects
+    "range_origin": STR,  # origins of the ranges used, ";"-joined
+    "missing_inputs": STR,  # ";"-joined analytes that were needed and absent
+    "suppressed_by": STR,  # guard id that vetoed the rule
+    "caveats": STR,  # ";"-joined, e.g. inflammation_caveat, albumin_unknown
+    "note": STR,  # one or two sentences for the clinician
+    "citations": STR,  # ";"-joined source keys from CLINICAL.md
+}
+
+STATUSES: tuple[str, ...] = ("fired", "not_fired", "indeterminate", "suppressed")
+
+
+def empty(schema: Mapping[str, str]) -> pd.DataFrame:
+    """An empty frame with the schema's columns and dtypes."""
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in schema.items()})
+
+
+def conform(df: pd.DataFrame, schema: Mapping[str, str]) -> pd.DataFrame:
+    """Return `df` with exactly the schema's columns, in order, cast to the schema's dtypes.
+
+    Missing columns are added as all-missing. Extra columns are dropped: a stage must not
+    leak private working columns to the next one.
+    """
+    out = {}
+    n = len(df)
+    for name, dtype in schema.items():
+        if name in df.columns:
+            col = df[name]
+            out[name] = col if str(col.dtype) == dtype else col.astype(dtype)
+        else:
+            out[name] = pd.Series([None] * n, index=df.index, dtype=dtype)
+    return pd.DataFrame(out, index=df.index).reset_index(drop=True)
+
+
+def check(df: pd.DataFrame, schema: Mapping[str, str], table: str) -> pd.DataFrame:
+    """Raise SchemaError unless `df` has exactly the schema's columns and dtypes."""
+    expected = list(schema)
+    if list(df.columns) != expected:
+        missing = [c for c in expected if c not in df.columns]
+        extra = [c for c in df.columns if c not in schema]
+        raise SchemaError(f"{table} table columns differ: missing {missing}, extra {extra}")
+    wrong = {c: str(df[c].dtype) for c in expected if str(df[c].dtype) != schema[c]}
+    if wrong:
+        raise SchemaError(f"{table} table has wrong dtypes: {wrong} (expected {dict(schema)})")
+    return df
