@@ -132,6 +132,10 @@ FINDINGS: dict[str, str] = {
 STATUSES: tuple[str, ...] = ("fired", "not_fired", "indeterminate", "suppressed")
 
 
+def _same_dtype(actual: object, expected: str) -> bool:
+    return bool(actual == pd.api.types.pandas_dtype(expected))
+
+
 def empty(schema: Mapping[str, str]) -> pd.DataFrame:
     """An empty frame with the schema's columns and dtypes."""
     return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in schema.items()})
@@ -148,7 +152,7 @@ def conform(df: pd.DataFrame, schema: Mapping[str, str]) -> pd.DataFrame:
     for name, dtype in schema.items():
         if name in df.columns:
             col = df[name]
-            out[name] = col if str(col.dtype) == dtype else col.astype(dtype)
+            out[name] = col if _same_dtype(col.dtype, dtype) else col.astype(dtype)
         else:
             out[name] = pd.Series([None] * n, index=df.index, dtype=dtype)
     return pd.DataFrame(out, index=df.index).reset_index(drop=True)
@@ -161,7 +165,7 @@ def check(df: pd.DataFrame, schema: Mapping[str, str], table: str) -> pd.DataFra
         missing = [c for c in expected if c not in df.columns]
         extra = [c for c in df.columns if c not in schema]
         raise SchemaError(f"{table} table columns differ: missing {missing}, extra {extra}")
-    wrong = {c: str(df[c].dtype) for c in expected if str(df[c].dtype) != schema[c]}
+    wrong = {c: str(df[c].dtype) for c in expected if not _same_dtype(df[c].dtype, schema[c])}
     if wrong:
         raise SchemaError(f"{table} table has wrong dtypes: {wrong} (expected {dict(schema)})")
     return df
