@@ -1,0 +1,172 @@
+"""CTCAE v5.0 lab grades for magnesium, calcium (corrected and ionized) and potassium.
+
+The cut-offs live in reference_ranges/ctcae_v5.csv (source S70/S71); this module only
+applies them, the way the reference implementation (pharmaverse admiral) does:
+
+* the criteria of a term are tried in the order listed, most severe first, like a
+  `case_when`; comparisons are strict where CTCAE says "<" or ">";
+* a value is graded against the cut-offs of the unit system it was reported in (SI
+  mmol/L or conventional mg/dL), because the two printed sets are not exact conversions
+  of each other; ionized calcium in mg/dL uses 4 x the mmol/L cut-offs (listed in the
+  table); units of a third spelling (mEq/L) are converted to the table unit of their
+  system first;
+* grade 0 and the band anchored on LLN/ULN need that limit; without it the grade is
+  unknown (None) unless a numeric band already applies;
+* hypokalemia below LLN but >= 3.0 mmol/L is grade 2 (grades 1 and 2 differ only by
+  symptoms, which a lab table does not carry);
+* a missing value or unit gives None.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labinterp import units
+from labinterp.errors import ConfigError, UnitError
+from labinterp.resources import reference_file
+
+TERMS: dict[str, str] = {
+    "hypomagnesemia": "magnesium",
+    "hypermagnesemia": "magnesium",
+    "hypocalcemia": "calcium_corrected",
+    "hypercalcemia": "calcium_corrected",
+    "hypocalcemia_ionized": "calcium_ionized",
+    "hypercalcemia_ionized": "calcium_ionized",
+    "hypokalemia": "potassium",
+    "hyperkalemia": "potassium",
+}
+
+
+@dataclass(frozen=True)
+class Criterion:
+    grade: int
+    operator: str  # "<" | "<=" | ">" | ">="
+    cutoff: float | None  # None when the cut-off is the LLN or ULN
+    anchor: str  # "" | "LLN" | "ULN"
+
+
+@cache
+def criteria() -> dict[tuple[str, str], tuple[Criterion, ...]]:
+    """(term, table unit) -> criteria in evaluation order, read from ctcae_v5.csv."""
+    path = reference_file("ctcae_v5.csv")
+    table: dict[tuple[str, str], list[Criterion]] = {}
+    with path.open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            term, unit, cut = row["term"], row["unit"], row["cutoff"].strip()
+            if term not in TERMS or row["operator"] not in ("<", "<=", ">", ">="):
+                raise ConfigError(f"{path.name}: bad row for term '{term}'")
+            anchor = cut if cut in ("LLN", "ULN") else ""
+            table.setdefault((term, unit), []).append(
+                Criterion(int(row["grade"]), row["operator"], None if anchor else float(cut), anchor)
+            )
+    return {key: tuple(rows) for key, rows in table.items()}
+
+
+@cache
+def _table_unit_and_scale(term: str, unit: str) -> tuple[str, float] | None:
+    """Which table unit grades a value reported in `unit`, and the factor to reach it."""
+    alias = units.lookup(unit)
+    if alias is None:
+        return None
+    analyte = TERMS[term]
+    table_units = [u for (t, u) in criteria() if t == term]
+    for tu in table_units:
+        tu_alias = units.lookup(tu)
+        if tu_alias is not None and tu_alias.pint_expr == alias.pint_expr:
+            return tu, 1.0
+    same_system = [tu for tu in table_units if units.unit_system(tu) == alias.system]
+    target = (same_system or table_units)[0]
+    try:
+        scale = units.factor(analyte, unit) / units.factor(analyte, target)
+    except UnitError:
+        return None
+    return target, scale
+
+
+def _as_array(x: Any, n: int) -> np.ndarray:
+    if x is None:
+        return np.full(n, np.nan)
+    arr = pd.to_numeric(pd.Series(np.atleast_1d(np.asarray(x, dtype=object))), errors="coerce")
+    out = arr.to_numpy(dtype="float64", na_value=np.nan)
+    return np.full(n, out[0]) if len(out) == 1 and n != 1 else out
+
+
+def _compare(values: np.ndarray, op: str, bound: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        if op == "<":
+            res = values < bound
+        elif op == "<=":
+            res = values <= bound
+        elif op == ">":
+            res = values > bound
+        else:
+            res = values >= bound
+    # NaN on either side never satisfies a criterion (admiral: NA condition is not met)
+    return res & ~np.isnan(values) & ~np.isnan(bound)
+
+
+def grade_array(
+    term: str,
+    values: np.ndarray,
+    unit_list: Sequence[Any],
+    lln: np.ndarray,
+    uln: np.ndarray,
+) -> np.ndarray:
+    """Vectorized core: float array of grades (NaN = no grade). All inputs same length."""
+    if term not in TERMS:
+        raise ValueError(f"unknown CTCAE term '{term}'; expected one of {sorted(TERMS)}")
+    n = len(values)
+    out = np.full(n, np.nan)
+    units_ser = pd.Series(list(unit_list), dtype="object")
+    for unit in pd.unique(units_ser.dropna()):
+        hit = _table_unit_and_scale(term, str(unit))
+        if hit is None:
+            continue
+        table_unit, scale = hit
+        mask = (units_ser == unit).to_numpy()
+        v, lo, hi = values[mask] * scale, lln[mask] * scale, uln[mask] * scale
+        g = np.full(len(v), np.nan)
+        for crit in criteria()[(term, table_unit)]:
+            if crit.anchor == "LLN":
+                bound = lo
+            elif crit.anchor == "ULN":
+                bound = hi
+            else:
+                bound = np.full(len(v), crit.cutoff)
+            take = np.isnan(g) & _compare(v, crit.operator, bound)
+            g[take] = crit.grade
+        out[mask] = g
+    return out
+
+
+def ctcae_grade(
+    term: str,
+    value: Any,
+    unit: Any,
+    lln: Any = None,
+    uln: Any = None,
+) -> Any:
+    """CTCAE v5.0 grade (0-4) or None for each value.
+
+    `value`, `unit`, `lln` and `uln` may be scalars or array-likes of one length; `lln` and
+    `uln` are in the same unit as the value. A scalar value gives a scalar result (int or
+    None); an array-like gives a list.
+    """
+    scalar = np.ndim(value) == 0
+    vals = _as_array(value, 1 if scalar else len(value))
+    n = len(vals)
+    if unit is None or isinstance(unit, str):
+        unit_list: list[Any] = [unit] * n
+    else:
+        unit_list = list(unit)
+    unit_list = [None if (u is None or u is pd.NA or u != u) else u for u in unit_list]
+    grades = grade_array(term, vals, unit_list, _as_array(lln, n), _as_array(uln, n))
+    result = [None if np.isnan(g) else int(g) for g in grades]
+    return result[0] if scalar else result
