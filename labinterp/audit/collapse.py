@@ -1,0 +1,253 @@
+"""Per-bucket work of the audit: deduplicate, interpret, collapse episodes, tally.
+
+`process_bucket` is the per-patient code both engines run: it receives every result row of
+a set of patients (one hash bucket on the local engine, one shuffled partition on Dask),
+and writes its share of the outputs as Parquet files into a folder. The final assembly
+(sorting, CSV, report) happens once, in `labinterp.audit.outputs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from labinterp import schema
+
+# The collapsed findings table written as findings.csv / findings.parquet: one row per
+# patient x rule. The chosen episode is the worst status, then the best tier, then the
+# latest episode, so the row shows what a reviewer should look at first.
+AUDIT_FINDINGS: dict[str, str] = {
+    "patient_id": schema.STR,
+    "rule_id": schema.STR,
+    "kind": schema.STR,
+    "status": schema.STR,
+    "tier": schema.STR,
+    "grade": "Int64",
+    "episode_start": "datetime64[ns]",
+    "episode_end": "datetime64[ns]",
+    "episodes": "Int64",  # episodes of this patient x rule in the input
+    "episodes_fired": "Int64",
+    "evidence": schema.STR,  # key values with units of the chosen episode
+    "range_origin": schema.STR,
+    "missing_inputs": schema.STR,
+    "suppressed_by": schema.STR,
+    "caveats": schema.STR,
+    "citations": schema.STR,
+}
+
+# Status severity for collapsing: a finding outranks a veto, a veto outranks "cannot tell".
+STATUS_RANK = {"fired": 3, "suppressed": 2, "indeterminate": 1, "not_fired": 0}
+# Stronger tiers first when one patient has several fired episodes of a rule.
+TIER_RANK = {
+    "supported": 2,
+    "possible": 1,
+    "refractory": 2,
+    "concurrent": 1,
+    "serial": 2,
+    "single": 1,
+}
+
+# Analytes whose latest value goes into patients.csv (canonical units).
+LATEST_ANALYTES: tuple[str, ...] = (
+    "magnesium",
+    "calcium",
+    "calcium_ionized",
+    "potassium",
+    "albumin",
+    "phosphate",
+    "pth",
+    "vitamin_d_25oh",
+    "crp",
+    "creatinine",
+    "egfr",
+)
+
+# Fixed histogram bins (canonical units) so partial histograms from any bucket add up.
+HISTOGRAMS: dict[str, tuple[float, float, float]] = {
+    "magnesium": (0.0, 2.0, 0.05),
+    "calcium": (1.0, 3.5, 0.05),
+    "potassium": (2.0, 7.5, 0.1),
+}
+
+
+def bins(analyte: str) -> np.ndarray:
+    lo, hi, step = HISTOGRAMS[analyte]
+    return np.round(np.arange(lo, hi + step / 2, step), 6)
+
+
+@dataclass
+class BucketStats:
+    """What one bucket contributes to summary.json and the report (no identifiers)."""
+
+    rows_used: int = 0
+    duplicates: int = 0
+    patients: int = 0
+    findings_rows: int = 0
+    # analyte -> counts per bin (len(bins) + 1: under-range and over-range at the ends)
+    histograms: dict[str, list[int]] = field(default_factory=dict)
+    # analyte -> {"below": n, "within": n, "above": n, "no_range": n} against each row's range
+    vs_range: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, other: BucketStats) -> None:
+        self.rows_used += other.rows_used
+        self.duplicates += other.duplicates
+        self.patients += other.patients
+        self.findings_rows += other.findings_rows
+        for a, h in other.histograms.items():
+            mine = self.histograms.setdefault(a, [0] * len(h))
+            self.histograms[a] = [x + y for x, y in zip(mine, h, strict=True)]
+        for a, d in other.vs_range.items():
+            mine_d = self.vs_range.setdefault(a, {})
+            for k, v in d.items():
+                mine_d[k] = mine_d.get(k, 0) + v
+
+
+def bucket_of(patient_id: pd.Series, n_buckets: int) -> np.ndarray:
+    """Stable bucket number per row: the same id lands in the same bucket in every process."""
+    if n_buckets == 1:
+        return np.zeros(len(patient_id), dtype=np.int64)
+    hashed = pd.util.hash_array(patient_id.astype(object).to_numpy(), categorize=True)
+    return (hashed % np.uint64(n_buckets)).astype(np.int64)
+
+
+def arrow_to_results(table: pa.Table) -> pd.DataFrame:
+    """A RESULTS frame from Parquet, with the schema's dtypes."""
+    df = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+    return schema.conform(df, schema.RESULTS)
+
+
+def collapse(findings: pd.DataFrame) -> pd.DataFrame:
+    """One row per patient x rule from the engine's per-episode findings (deterministic)."""
+    if findings.empty:
+        return schema.conform(pd.DataFrame(), AUDIT_FINDINGS)
+    f = findings.copy()
+    status = f["status"].astype(object)
+    f["_s"] = status.map(STATUS_RANK).fillna(-1).astype(int)
+    f["_t"] = f["tier"].astype(object).map(TIER_RANK).fillna(0).astype(int)
+    f["_fired"] = (status == "fired").astype(int)
+    f["_end"] = f["episode_end"].fillna(pd.Timestamp.min)
+    f["_start"] = f["episode_start"].fillna(pd.Timestamp.min)
+    f["_ev"] = f["evidence"].fillna("").astype(object)
+    f = f.sort_values(
+        ["patient_id", "rule_id", "_s", "_t", "_end", "_start", "_ev"],
+        ascending=[True, True, False, False, False, False, True],
+        kind="mergesort",
+    )
+    keys = ["patient_id", "rule_id"]
+    counts = f.groupby(keys, sort=False, observed=True).agg(
+        episodes=("_s", "size"), episodes_fired=("_fired", "sum")
+    )
+    first = f.drop_duplicates(keys, keep="first").set_index(keys)
+    first = first.join(counts).reset_index()
+    return schema.conform(first, AUDIT_FINDINGS)
+
+
+def patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """One row per patient: worst status (with tier) per rule, then latest values."""
+    pids = pd.Index(results["patient_id"].dropna().unique()).union(
+        pd.Index(collapsed["patient_id"].dropna().unique())
+    )
+    out = pd.DataFrame(index=pids.sort_values())
+    out.index.name = "patient_id"
+    if not collapsed.empty:
+        label = (
+            collapsed["status"]
+            .astype(object)
+            .where(
+                collapsed["tier"].fillna("").eq(""),
+                collapsed["status"].astype(object) + ":" + collapsed["tier"].astype(object),
+            )
+        )
+        wide = (
+            pd.DataFrame(
+                {"patient_id": collapsed["patient_id"], "rule_id": collapsed["rule_id"], "v": label}
+            )
+            .pivot(index="patient_id", columns="rule_id", values="v")
+            .astype("string[pyarrow]")
+        )
+        out = out.join(wide[sorted(wide.columns)])
+    counts = results.groupby("patient_id", observed=True).agg(
+        results=("analyte", "size"),
+        first_at=("collected_at", "min"),
+        last_at=("collected_at", "max"),
+    )
+    out = out.join(counts)
+    numeric = results[results["value"].notna()]
+    numeric = numeric.sort_values(
+        ["patient_id", "analyte", "collected_at", "source_file", "source_row"], kind="mergesort"
+    )
+    latest = numeric.drop_duplicates(["patient_id", "analyte"], keep="last")
+    for analyte in LATEST_ANALYTES:
+        sub = latest[latest["analyte"] == analyte].set_index("patient_id")
+        out[f"{analyte}_latest"] = sub["value"].reindex(out.index).astype("float64")
+        out[f"{analyte}_unit"] = sub["unit"].reindex(out.index).astype("string[pyarrow]")
+        out[f"{analyte}_at"] = sub["collected_at"].reindex(out.index)
+    out["results"] = out["results"].fillna(0).astype("Int64")
+    return out.reset_index()
+
+
+def _tally(results: pd.DataFrame, stats: BucketStats) -> None:
+    for analyte in HISTOGRAMS:
+        sub = results[(results["analyte"] == analyte) & results["value"].notna()]
+        edges = bins(analyte)
+        v = sub["value"].to_numpy(dtype=float)
+        idx = np.searchsorted(edges, v, side="right")  # 0 = under, len(edges) = over
+        counts = np.bincount(idx, minlength=len(edges) + 1)
+        stats.histograms[analyte] = [int(x) for x in counts]
+        low = sub["range_low"].to_numpy(dtype=float)
+        high = sub["range_high"].to_numpy(dtype=float)
+        below = ~np.isnan(low) & (v < low)
+        above = ~np.isnan(high) & (v > high)
+        no_range = np.isnan(low) & np.isnan(high)
+        stats.vs_range[analyte] = {
+            "below": int(below.sum()),
+            "above": int(above.sum()),
+            "no_range": int(no_range.sum()),
+            "within": int((~below & ~above & ~no_range).sum()),
+        }
+
+
+def _write(df: pd.DataFrame, path: Path) -> None:
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+
+
+def process_bucket(
+    results: pd.DataFrame,
+    out_dir: Path,
+    tag: str,
+    *,
+    deduplicate: Callable[[pd.DataFrame], tuple[pd.DataFrame, pd.DataFrame]],
+    interpret_results: Callable[[pd.DataFrame], pd.DataFrame],
+) -> BucketStats:
+    """Deduplicate, interpret and collapse all rows of a set of patients; write the parts.
+
+    Rows are put in source order first, so "the earlier row" of a duplicate pair and every
+    tie-break are the same whichever engine or partitioning delivered them.
+    """
+    stats = BucketStats()
+    results = schema.conform(results, schema.RESULTS)
+    results = results.sort_values(["source_file", "source_row"], kind="mergesort")
+    results = results.reset_index(drop=True)
+    if results.empty:
+        kept, dups = results, schema.empty(schema.REJECTED)
+        findings = schema.empty(schema.FINDINGS)
+    else:
+        kept, dups = deduplicate(results)
+        findings = interpret_results(kept)
+    collapsed = collapse(findings)
+    patients = patient_rows(collapsed, kept)
+    stats.rows_used = len(kept)
+    stats.duplicates = len(dups)
+    stats.patients = int(kept["patient_id"].nunique())
+    stats.findings_rows = len(findings)
+    _tally(kept, stats)
+    _write(collapsed, out_dir / f"findings-{tag}.parquet")
+    _write(patients, out_dir / f"patients-{tag}.parquet")
+    _write(schema.conform(dups, schema.REJECTED), out_dir / f"duplicates-{tag}.parquet")
+    return stats

@@ -1,0 +1,328 @@
+"""The audit driver: read in batches, bucket by patient, process buckets, assemble outputs.
+
+Memory stays bounded on the default engine: the input is read in batches and each batch
+is split by a stable hash of the patient id into on-disk Parquet buckets; each bucket then
+holds every row of its patients and is processed on its own. Nothing is written to the
+output folder until every input has been read and interpreted, and each output replaces
+its target atomically, so a bad input leaves the folder as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from labinterp import schema
+from labinterp.audit.collapse import BucketStats, bucket_of, process_bucket
+from labinterp.audit.progress import Progress
+from labinterp.errors import InputNotFoundError, LabinterpError, OutputError
+
+ENGINES = ("local", "dask")
+
+# Target size of one bucket, in input bytes; a bucket is read whole into memory.
+_BUCKET_BYTES = 24 * 1024 * 1024
+_BATCH_ROWS = 200_000
+# Files in a folder that are documentation, not exports.
+_SKIP_SUFFIXES = {".md", ".txt", ".pdf", ".html", ".png", ".jpg", ".toml", ".yaml", ".yml"}
+_COMPRESSED = {".gz", ".bz2", ".xz", ".zip", ".parquet", ".xpt"}
+
+
+@dataclass
+class Ingest:
+    """What the reading pass learned (no identifiers)."""
+
+    files: list[dict[str, Any]] = field(default_factory=list)
+    rows_in: int = 0
+    rejected: int = 0
+    n_buckets: int = 1
+
+
+def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Files named directly, plus the export files inside named folders (sorted, recursive)."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                and f.suffix.lower() not in _SKIP_SUFFIXES
+            )
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InputNotFoundError(
+                f"'{p}' does not exist.",
+                fix="check the path, or name a file or folder that exists.",
+            )
+    if not out:
+        raise InputNotFoundError(
+            "no export files were found in the paths given.",
+            fix="name the export files, or a folder that contains them.",
+        )
+    return out
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _estimate_rows(files: Sequence[Path]) -> int | None:
+    """Rough row count for the ETA: total bytes / bytes per line of the first file's head."""
+    total = 0
+    for f in files:
+        size = f.stat().st_size
+        if f.suffix.lower() in _COMPRESSED:
+            return None
+        with f.open("rb") as fh:
+            head = fh.read(1 << 20)
+        lines = head.count(b"\n")
+        if not lines:
+            return None
+        total += int(size / (len(head) / lines))
+    return total
+
+
+def _stages() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    """The reader and pattern engine entry points (imported late: they are separate modules)."""
+    from labinterp.interpret import interpret_results
+    from labinterp.reading import deduplicate, iter_batches
+
+    return iter_batches, deduplicate, interpret_results
+
+
+class _BucketWriters:
+    """Append-only Parquet files, one per bucket (or one per batch for Dask)."""
+
+    def __init__(self, folder: Path, n: int) -> None:
+        self.folder = folder
+        self.n = n  # 0: a new file per batch (Dask reads them as its input partitions)
+        self.parts = 0
+        self.writers: dict[int, pq.ParquetWriter] = {}
+        self.arrow_schema: pa.Schema | None = None
+
+    def write(self, results: pd.DataFrame) -> None:
+        if results.empty:
+            return
+        table = pa.Table.from_pandas(results, preserve_index=False)
+        if self.arrow_schema is None:
+            self.arrow_schema = table.schema
+        table = table.cast(self.arrow_schema)
+        if self.n == 0:
+            pq.write_table(table, self.folder / f"part-{self.parts:05d}.parquet")
+            self.parts += 1
+            return
+        if self.n == 1:
+            self._writer(0).write_table(table)
+            return
+        b = bucket_of(results["patient_id"], self.n)
+        order = b.argsort(kind="stable")
+        sorted_b = b[order]
+        table = table.take(pa.array(order))
+        starts = sorted_b.searchsorted(range(self.n + 1))
+        for i in range(self.n):
+            lo, hi = int(starts[i]), int(starts[i + 1])
+            if hi > lo:
+                self._writer(i).write_table(table.slice(lo, hi - lo))
+
+    def _writer(self, i: int) -> pq.ParquetWriter:
+        w = self.writers.get(i)
+        if w is None:
+            assert self.arrow_schema is not None
+            w = pq.ParquetWriter(self.folder / f"bucket-{i:04d}.parquet", self.arrow_schema)
+            self.writers[i] = w
+        return w
+
+    def close(self) -> list[Path]:
+        for w in self.writers.values():
+            w.close()
+        return [self.folder / f"bucket-{i:04d}.parquet" for i in sorted(self.writers)]
+
+
+def _ingest(
+    files: list[Path],
+    work: Path,
+    n_buckets: int,
+    *,
+    mapping: str | os.PathLike[str] | None,
+    date_format: str | None,
+    progress: Progress,
+) -> tuple[Ingest, list[Path]]:
+    iter_batches, _, _ = _stages()
+    ingest = Ingest(n_buckets=n_buckets)
+    buckets_dir = work / "buckets"
+    buckets_dir.mkdir()
+    writers = _BucketWriters(buckets_dir, n_buckets)
+    rejected_writer: pq.ParquetWriter | None = None
+    rejected_schema = pa.Schema.from_pandas(schema.empty(schema.REJECTED), preserve_index=False)
+    try:
+        for f in files:
+            info: dict[str, Any] = {
+                "file": f.name,
+                "bytes": f.stat().st_size,
+                "sha256": sha256_of(f),
+            }
+            rows_before = ingest.rows_in
+            for batch in iter_batches(
+                f, mapping=mapping, date_format=date_format, batch_rows=_BATCH_ROWS
+            ):
+                ingest.rows_in += int(batch.rows_in)
+                writers.write(schema.conform(batch.results, schema.RESULTS))
+                rej = schema.conform(batch.rejected, schema.REJECTED)
+                if len(rej):
+                    if rejected_writer is None:
+                        rejected_writer = pq.ParquetWriter(
+                            work / "rejected.parquet", rejected_schema
+                        )
+                    rejected_writer.write_table(
+                        pa.Table.from_pandas(rej, preserve_index=False).cast(rejected_schema)
+                    )
+                    ingest.rejected += len(rej)
+                progress.rows_read(int(batch.rows_in))
+            info["rows_in"] = ingest.rows_in - rows_before
+            ingest.files.append(info)
+    finally:
+        bucket_files = writers.close()
+        if rejected_writer is not None:
+            rejected_writer.close()
+    return ingest, bucket_files
+
+
+def _run_local(bucket_files: list[Path], parts: Path, progress: Progress) -> BucketStats:
+    _, deduplicate, interpret_results = _stages()
+    from labinterp.audit.collapse import arrow_to_results
+
+    total = BucketStats()
+    progress.start_stage("interpret", len(bucket_files))
+    for i, path in enumerate(bucket_files):
+        results = arrow_to_results(pq.read_table(path))
+        stats = process_bucket(
+            results,
+            parts,
+            f"{i:04d}",
+            deduplicate=deduplicate,
+            interpret_results=interpret_results,
+        )
+        del results
+        total.add(stats)
+        progress.bucket_done(stats.patients)
+    return total
+
+
+def _n_buckets(files: Sequence[Path]) -> int:
+    size = 0
+    for f in files:
+        s = f.stat().st_size
+        size += s * (5 if f.suffix.lower() in _COMPRESSED else 1)
+    return max(1, math.ceil(size / _BUCKET_BYTES))
+
+
+@contextlib.contextmanager
+def _output_folder(output_dir: Path) -> Iterator[Path]:
+    """Create the output folder if needed (removed again if the audit fails) and a scratch
+    folder inside it, always removed."""
+    created = not output_dir.exists()
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create the output folder '{output_dir}' ({exc.strerror}).",
+            fix="choose a folder you can write to.",
+        ) from exc
+    if not output_dir.is_dir():
+        raise OutputError(f"'{output_dir}' is not a folder.", fix="choose a folder for -o.")
+    work = Path(tempfile.mkdtemp(prefix=".labinterp-audit-", dir=output_dir))
+    ok = False
+    try:
+        yield work
+        ok = True
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if not ok and created:
+            shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def audit(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    *,
+    engine: str = "local",
+    scheduler: Any = None,
+    mapping: str | os.PathLike[str] | None = None,
+    date_format: str | None = None,
+    progress: bool = False,
+    n_buckets: int | None = None,
+) -> dict[str, Any]:
+    """Audit lab exports and write the audit folder; return the summary (as in summary.json).
+
+    `paths` are files or folders. `engine="local"` works in bounded memory on one machine;
+    `engine="dask"` runs the per-patient work on a Dask distributed cluster (`scheduler` is
+    its address, or a `distributed.Client`; none starts a local cluster). With Dask, the
+    output folder must be on a file system the workers can reach at the same path.
+    """
+    if engine not in ENGINES:
+        raise LabinterpError(
+            f"unknown engine '{engine}'.", fix=f"use one of: {', '.join(ENGINES)}."
+        )
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    files = expand_paths(paths)
+    out = Path(output_dir)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    prog = Progress(enabled=progress, total_rows=_estimate_rows(files))
+    buckets = n_buckets or _n_buckets(files)
+    with _output_folder(out) as work:
+        parts = work / "parts"
+        parts.mkdir()
+        ingest, bucket_files = _ingest(
+            files,
+            work,
+            buckets if engine == "local" else 0,
+            mapping=mapping,
+            date_format=date_format,
+            progress=prog,
+        )
+        timings["read_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        if engine == "local":
+            stats = _run_local(bucket_files, parts, prog)
+        else:
+            from labinterp.audit.dask_engine import run_dask
+
+            stats = run_dask(work / "buckets", parts, scheduler, prog, ingest.rows_in)
+        timings["interpret_s"] = time.perf_counter() - t1
+        from labinterp.audit.outputs import write_outputs
+
+        summary = write_outputs(
+            out,
+            work,
+            parts,
+            ingest=ingest,
+            stats=stats,
+            engine=engine,
+            timings=timings,
+            started=t0,
+        )
+    prog.finish()
+    return summary

@@ -1,0 +1,196 @@
+"""Assemble the audit folder from the per-bucket parts: tables, summary.json, report.html.
+
+Every file is written to a temporary name beside its target and renamed into place
+(labinterp.atomic). findings.csv is sorted by patient and rule and holds no timestamps of
+the run, so the same inputs give the same bytes whichever engine or bucket count ran.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from labinterp import __version__, schema
+from labinterp.atomic import atomic_open, atomic_path, write_text
+from labinterp.audit.collapse import AUDIT_FINDINGS, LATEST_ANALYTES, BucketStats
+from labinterp.output import neutralize_formulas
+from labinterp.resources import reference_file
+
+_CSV_CHUNK = 100_000
+_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
+REJECTED_COLUMNS = (
+    "source_file",
+    "source_row",
+    "reason",
+    "detail",
+    "test",
+    "value_raw",
+    "unit_raw",
+)
+
+
+def _read_parts(parts: Path, prefix: str) -> pa.Table | None:
+    files = sorted(parts.glob(f"{prefix}-*.parquet"))
+    tables = [pq.read_table(f) for f in files]
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _sorted(table: pa.Table, keys: Iterable[str]) -> pa.Table:
+    return table.take(pc.sort_indices(table, [(k, "ascending") for k in keys]))
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    return table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+
+
+def write_csv(table: pa.Table, fh: IO[str]) -> None:
+    """CSV in chunks, text cells neutralized against formula injection."""
+    header = True
+    for start in range(0, max(table.num_rows, 1), _CSV_CHUNK):
+        chunk = _to_pandas(table.slice(start, _CSV_CHUNK))
+        neutralize_formulas(chunk).to_csv(
+            fh, index=False, header=header, date_format=_DATE_FORMAT, lineterminator="\n"
+        )
+        header = False
+
+
+def _write_table(out: Path, name: str, table: pa.Table, *, parquet: bool = False) -> None:
+    with atomic_open(out / f"{name}.csv") as fh:
+        write_csv(table, fh)
+    if parquet:
+        with atomic_path(out / f"{name}.parquet") as tmp:
+            pq.write_table(table, tmp)
+
+
+def _empty_findings() -> pa.Table:
+    return pa.Table.from_pandas(schema.empty(AUDIT_FINDINGS), preserve_index=False)
+
+
+def ruleset() -> dict[str, Any]:
+    """The ruleset version and every parameter used (from the bundled parameter file)."""
+    path = reference_file("rule_parameters.toml")
+    raw = path.read_bytes()
+    import hashlib
+
+    return {
+        "labinterp_version": __version__,
+        "parameters_file": path.name,
+        "parameters_sha256": hashlib.sha256(raw).hexdigest(),
+        "parameters": tomllib.loads(raw.decode("utf-8")),
+    }
+
+
+def _counts(findings: pa.Table) -> dict[str, dict[str, dict[str, int]]]:
+    """rule -> status -> tier ("" when none) -> patients."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    if not findings.num_rows:
+        return out
+    grouped = (
+        findings.select(["rule_id", "status", "tier"])
+        .group_by(["rule_id", "status", "tier"])
+        .aggregate([([], "count_all")])
+        .to_pylist()
+    )
+    for row in sorted(grouped, key=lambda r: (r["rule_id"], r["status"], r["tier"] or "")):
+        rule = out.setdefault(row["rule_id"], {})
+        rule.setdefault(row["status"], {})[row["tier"] or ""] = int(row["count_all"])
+    return out
+
+
+def write_outputs(
+    out: Path,
+    work: Path,
+    parts: Path,
+    *,
+    ingest: Any,
+    stats: BucketStats,
+    engine: str,
+    timings: dict[str, float],
+    started: float,
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    findings = _read_parts(parts, "findings")
+    findings = (
+        _empty_findings() if findings is None else _sorted(findings, ["patient_id", "rule_id"])
+    )
+    findings = findings.cast(_empty_findings().schema)
+
+    patients = _read_parts(parts, "patients")
+    if patients is None:
+        patients = pa.table({"patient_id": pa.array([], pa.string())})
+    patients = _sorted(patients, ["patient_id"])
+    rule_cols = sorted(
+        c
+        for c in patients.column_names
+        if c not in {"patient_id", "results", "first_at", "last_at"}
+        and not any(c.startswith(f"{a}_") for a in LATEST_ANALYTES)
+    )
+    tail = [c for c in patients.column_names if c not in rule_cols and c != "patient_id"]
+    patients = patients.select(["patient_id", *rule_cols, *tail])
+
+    rejected_parts = []
+    if (work / "rejected.parquet").exists():
+        rejected_parts.append(pq.read_table(work / "rejected.parquet"))
+    dups = _read_parts(parts, "duplicates")
+    if dups is not None:
+        rejected_parts.append(dups)
+    if rejected_parts:
+        rejected = pa.concat_tables(rejected_parts, promote_options="permissive")
+    else:
+        rejected = pa.Table.from_pandas(schema.empty(schema.REJECTED), preserve_index=False)
+    rejected = _sorted(
+        rejected.select(list(REJECTED_COLUMNS)), ["source_file", "source_row", "reason"]
+    )
+
+    _write_table(out, "findings", findings, parquet=True)
+    _write_table(out, "patients", patients)
+    _write_table(out, "rejected_rows", rejected)
+
+    by_reason: dict[str, int] = {}
+    if rejected.num_rows:
+        for row in rejected.column("reason").value_counts().to_pylist():
+            by_reason[str(row["values"])] = int(row["counts"])
+    rows_rejected = int(rejected.num_rows)
+    timings = dict(timings)
+    timings["write_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - started
+    summary: dict[str, Any] = {
+        "labinterp_version": __version__,
+        "engine": engine,
+        "rows_in": int(ingest.rows_in),
+        "rows_used": int(stats.rows_used),
+        "rows_rejected": rows_rejected,
+        "rows_rejected_by_reason": dict(sorted(by_reason.items())),
+        "rows_balanced": int(ingest.rows_in) == int(stats.rows_used) + rows_rejected,
+        "patients": int(stats.patients),
+        "findings_rows": int(findings.num_rows),
+        "episodes": int(stats.findings_rows),
+        "counts": _counts(findings),
+        "ruleset": ruleset(),
+        "inputs": ingest.files,
+        "distributions": {
+            "histograms": stats.histograms,
+            "against_ranges": stats.vs_range,
+        },
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    from labinterp.audit.report import render_report
+
+    html = render_report(summary, findings=findings, patients=patients, rejected=rejected)
+    write_text(out / "report.html", html)
+    write_text(
+        out / "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
+    )
+    return summary

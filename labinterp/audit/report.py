@@ -1,0 +1,240 @@
+"""report.html: one self-contained page (inline CSS, SVG and a few lines of JS, no network).
+
+The template (templates/audit/report.html.j2) gets plain dicts and lists; chart geometry
+is computed here so the template only places shapes and text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jinja2
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from labinterp.audit.collapse import HISTOGRAMS, bins
+from labinterp.catalog import fallback_ranges
+from labinterp.resources import template_dir
+
+PATIENT_LIST_MAX = 2000
+TABLE_MAX = 200
+PATTERNS = ("hypomagnesemia_hypocalcemia", "hypomagnesemia_hypokalemia", "vitamin_d_resistance")
+GUARDS = ("edta_contamination",)
+_LABELS = {
+    "hypomagnesemia_hypocalcemia": "Low Mg with low Ca",
+    "hypomagnesemia_hypokalemia": "Low Mg with low K",
+    "vitamin_d_resistance": "Vitamin D not rising with low Mg",
+    "edta_contamination": "Suspected EDTA contamination",
+}
+_ANALYTE_LABELS = {"magnesium": "Magnesium", "calcium": "Calcium (total)", "potassium": "Potassium"}
+_TIER_COLOURS = ["#b2182b", "#ef8a62", "#fddbc7", "#d6604d"]
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir() / "audit")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["n"] = lambda v: f"{int(v):,}"
+    return env
+
+
+def _rule_order(rules: list[str]) -> list[str]:
+    known = [r for r in (*PATTERNS, *GUARDS) if r in rules]
+    return known + sorted(r for r in rules if r not in known)
+
+
+def _prevalence(summary: dict[str, Any]) -> dict[str, Any]:
+    counts: dict[str, dict[str, dict[str, int]]] = summary["counts"]
+    rows = []
+    for rule in _rule_order(list(counts)):
+        by_status = counts[rule]
+        fired = by_status.get("fired", {})
+        segments = [
+            {"label": f"fired: {tier or 'untiered'}", "n": n, "colour": _TIER_COLOURS[i % 4]}
+            for i, (tier, n) in enumerate(sorted(fired.items()))
+        ]
+        segments.append(
+            {
+                "label": "suppressed",
+                "n": sum(by_status.get("suppressed", {}).values()),
+                "colour": "#7f7f7f",
+            }
+        )
+        segments.append(
+            {
+                "label": "indeterminate",
+                "n": sum(by_status.get("indeterminate", {}).values()),
+                "colour": "#c7c7c7",
+            }
+        )
+        rows.append(
+            {
+                "rule": rule,
+                "label": _LABELS.get(rule, rule.replace("_", " ")),
+                "fired": sum(fired.values()),
+                "segments": [s for s in segments if s["n"]],
+                "total": sum(sum(v.values()) for v in by_status.values()),
+            }
+        )
+    longest = max([sum(s["n"] for s in r["segments"]) for r in rows] + [1])
+    width, bar_h, gap, left = 520.0, 18, 10, 250
+    for i, r in enumerate(rows):
+        x = float(left)
+        r["y"] = 10 + i * (bar_h + gap)
+        for s in r["segments"]:
+            s["x"] = round(x, 2)
+            s["w"] = round(max(s["n"] / longest * width, 1.0), 2)
+            x += s["w"]
+        r["end"] = round(x + 6, 2)
+    return {"rows": rows, "height": 20 + len(rows) * (bar_h + gap), "bar_h": bar_h, "left": left}
+
+
+def _fallback(analyte: str) -> tuple[float | None, float | None]:
+    for r in fallback_ranges():
+        if r.analyte == analyte and r.sex == "any":
+            return r.low, r.high
+    return None, None
+
+
+def _distributions(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    hist = summary["distributions"]["histograms"]
+    vs = summary["distributions"]["against_ranges"]
+    for analyte in HISTOGRAMS:
+        counts = hist.get(analyte)
+        edges = bins(analyte)
+        if not counts:
+            counts = [0] * (len(edges) + 1)
+        inner = counts[1:-1]
+        top = max([*inner, 1])
+        width, height, pad = 460.0, 140.0, 30.0
+        step = width / len(inner)
+        bars = [
+            {
+                "x": round(pad + i * step, 2),
+                "w": round(step - 1, 2),
+                "h": round(c / top * height, 2),
+                "y": round(pad + height - c / top * height, 2),
+                "title": f"{edges[i]:g}-{edges[i + 1]:g} mmol/L: {c:,}",
+            }
+            for i, c in enumerate(inner)
+        ]
+        lo, hi = _fallback(analyte)
+
+        def xpos(v: float | None, edges: Any = edges, step: float = step) -> float | None:
+            if v is None or v < edges[0] or v > edges[-1]:
+                return None
+            return round(pad + (v - edges[0]) / (edges[1] - edges[0]) * step, 2)
+
+        ticks = [
+            {"x": xpos(float(e)), "label": f"{e:g}"}
+            for k, e in enumerate(edges)
+            if k % max(1, len(edges) // 6) == 0
+        ]
+        out.append(
+            {
+                "analyte": analyte,
+                "label": _ANALYTE_LABELS[analyte],
+                "bars": bars,
+                "ticks": ticks,
+                "low": lo,
+                "high": hi,
+                "low_x": xpos(lo),
+                "high_x": xpos(hi),
+                "width": width + 2 * pad,
+                "height": height + 2 * pad,
+                "base": pad + height,
+                "under": counts[0],
+                "over": counts[-1],
+                "n": sum(counts),
+                "vs": vs.get(analyte, {"below": 0, "within": 0, "above": 0, "no_range": 0}),
+            }
+        )
+    return out
+
+
+def _records(table: pa.Table, columns: list[str], limit: int) -> list[dict[str, Any]]:
+    cols = [c for c in columns if c in table.column_names]
+    rows = table.select(cols).slice(0, limit).to_pylist()
+    for r in rows:
+        for k, v in r.items():
+            if v is None:
+                r[k] = ""
+            elif hasattr(v, "strftime"):
+                r[k] = v.strftime("%Y-%m-%d %H:%M")
+            elif isinstance(v, float):
+                r[k] = f"{v:.3g}"
+    return rows
+
+
+def _patient_list(patients: pa.Table) -> tuple[list[dict[str, Any]], list[str], int]:
+    rules = [r for r in (*PATTERNS, *GUARDS) if r in patients.column_names]
+    n = patients.num_rows
+    if not n:
+        return [], rules, 0
+    score = pa.array([0] * n, pa.int64())
+    for r in rules:
+        col = pc.fill_null(patients.column(r), "")
+        hit = pc.cast(pc.starts_with(col, "fired"), pa.int64())
+        score = pc.add(score, pc.multiply(hit, 2))
+        score = pc.add(score, pc.cast(pc.starts_with(col, "suppressed"), pa.int64()))
+    with_score = patients.append_column("_score", score)
+    order = pc.sort_indices(with_score, [("_score", "descending"), ("patient_id", "ascending")])
+    top = with_score.take(order).slice(0, PATIENT_LIST_MAX)
+    cols = ["patient_id", *rules, "magnesium_latest", "calcium_latest", "potassium_latest"]
+    return _records(top, cols, PATIENT_LIST_MAX), rules, n
+
+
+def render_report(
+    summary: dict[str, Any], *, findings: pa.Table, patients: pa.Table, rejected: pa.Table
+) -> str:
+    fired_pattern = pc.and_(
+        pc.equal(findings.column("kind"), "pattern"), pc.equal(findings.column("status"), "fired")
+    )
+    pattern_patients = len(pc.unique(findings.filter(fired_pattern).column("patient_id")))
+    edta = findings.filter(
+        pc.and_(
+            pc.equal(findings.column("rule_id"), "edta_contamination"),
+            pc.equal(findings.column("status"), "fired"),
+        )
+    )
+    plist, plist_rules, n_patients = _patient_list(patients)
+    context = {
+        "summary": summary,
+        "headline": [
+            {"id": "rows-in", "label": "rows read", "value": summary["rows_in"]},
+            {"id": "rows-used", "label": "rows used", "value": summary["rows_used"]},
+            {"id": "rows-rejected", "label": "rows rejected", "value": summary["rows_rejected"]},
+            {"id": "patients", "label": "patients", "value": summary["patients"]},
+            {
+                "id": "patients-pattern",
+                "label": "patients with a pattern",
+                "value": pattern_patients,
+            },
+            {"id": "contamination", "label": "suspected contaminated", "value": edta.num_rows},
+        ],
+        "prevalence": _prevalence(summary),
+        "distributions": _distributions(summary),
+        "contamination": _records(
+            edta, ["patient_id", "episode_start", "evidence", "caveats"], TABLE_MAX
+        ),
+        "contamination_total": edta.num_rows,
+        "rejected_reasons": sorted(
+            summary["rows_rejected_by_reason"].items(), key=lambda kv: (-kv[1], kv[0])
+        ),
+        "rejected": _records(
+            rejected,
+            ["source_file", "source_row", "reason", "test", "value_raw", "unit_raw"],
+            TABLE_MAX,
+        ),
+        "patients": plist,
+        "patient_rules": plist_rules,
+        "patient_labels": {r: _LABELS.get(r, r) for r in plist_rules},
+        "patients_total": n_patients,
+        "inputs": summary["inputs"],
+    }
+    return _env().get_template("report.html.j2").render(**context)
