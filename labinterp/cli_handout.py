@@ -1,16 +1,117 @@
-"""`labinterp handout`: placeholder until its issue lands (reports itself as unavailable)."""
+"""`labinterp handout`: printable PDF handouts for one patient or for every patient.
+
+    labinterp handout FILE --patient ID -o out.pdf
+    labinterp handout FILE --all -o DIR/
+
+A batch names files handout-0001.pdf, ... and writes index.csv mapping them back to
+patient ids, so the file names themselves carry nothing identifying. Progress goes to
+stderr (only on a terminal); patient ids and values never go to the log.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from pathlib import Path
 
 from labinterp.errors import LabinterpError
 
+log = logging.getLogger("labinterp")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("handout", help="(not available yet)")
+    p = sub.add_parser(
+        "handout",
+        help="write printable PDF handouts for patients",
+        description="Write a printable, accessible PDF handout for one patient or all patients.",
+    )
+    p.add_argument("file", metavar="FILE", help="lab export to read and interpret")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--patient", metavar="ID", help="patient id to write a handout for")
+    who.add_argument("--all", action="store_true", help="one handout per patient into a folder")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="PATH",
+        help="PDF file (with --patient) or existing folder (with --all)",
+    )
+    p.add_argument("--lang", choices=("en", "es"), default="en", help="language (default en)")
+    p.add_argument("--large-print", action="store_true", help="larger type")
+    p.add_argument(
+        "--paper",
+        type=str.lower,
+        choices=("a4", "letter"),
+        default="a4",
+        help="paper size (default a4)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes for --all (default: all cores)",
+    )
     p.set_defaults(run=run)
 
 
+class _Progress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * done / max(total, 1))
+        sys.stderr.write(f"\rhandouts [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
 def run(args: argparse.Namespace) -> int:
-    raise LabinterpError("'labinterp handout' is not available in this build yet.")
+    from labinterp.handout import render_batch, render_handout
+
+    source = Path(args.file)
+    if not source.exists():
+        from labinterp.errors import InputNotFoundError
+
+        raise InputNotFoundError(f"'{args.file}' does not exist.", fix="check the path.")
+    if args.all:
+        out = Path(args.output)
+        if out.exists() and not out.is_dir():
+            raise LabinterpError(
+                f"'{args.output}' is a file, but --all writes a folder of PDFs.",
+                fix="pass a folder with -o DIR/.",
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        index = render_batch(
+            source,
+            None,
+            out,
+            lang=args.lang,
+            large_print=args.large_print,
+            paper=args.paper,
+            workers=args.workers,
+            progress=_Progress(not args.quiet),
+        )
+        if not args.quiet:
+            log.info("wrote %d handouts and index.csv to %s", len(index), out)
+        return 0
+    render_handout(
+        source,
+        None,
+        args.patient,
+        lang=args.lang,
+        large_print=args.large_print,
+        paper=args.paper,
+        output=args.output,
+    )
+    if not args.quiet:
+        log.info("wrote the handout to %s", args.output)
+    return 0

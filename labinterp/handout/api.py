@@ -1,0 +1,225 @@
+"""Public entry points: one handout (`render_handout`) or every patient (`render_batch`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from labinterp import atomic, schema
+from labinterp.errors import LabinterpError, OutputError
+from labinterp.handout.context import Grader, build_context
+from labinterp.handout.render import LANGS, PAPERS, shared_renderer
+
+log = logging.getLogger("labinterp.handout")
+
+PathLike = str | os.PathLike[str]
+Frame = pd.DataFrame | PathLike
+
+# Workers are replaced after this many handouts so a long batch cannot grow without bound.
+MAX_TASKS_PER_CHILD = 64
+
+
+def _grader() -> Grader | None:
+    try:
+        from labinterp.grading import ctcae_grade
+    except ImportError:  # grading not available in this build: no per-result grades
+        return None
+    return ctcae_grade
+
+
+def _check_options(lang: str, paper: str) -> None:
+    if lang not in LANGS:
+        raise LabinterpError(f"unknown handout language '{lang}'.", fix="use 'en' or 'es'.")
+    if paper.lower() not in PAPERS:
+        raise LabinterpError(f"unknown paper size '{paper}'.", fix="use 'a4' or 'letter'.")
+
+
+def load_inputs(results: Frame, findings: Frame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Accept RESULTS/FINDINGS frames, or a path to an export that is read and interpreted."""
+    if not isinstance(results, pd.DataFrame):
+        from labinterp.reading import read
+
+        results = read(results).results
+        findings = None
+    if findings is None:
+        try:
+            from labinterp.interpret import interpret_results
+        except ImportError as exc:
+            raise LabinterpError(
+                "the pattern engine is not available in this build, so an export file cannot "
+                "be interpreted for a handout.",
+                fix="pass RESULTS and FINDINGS tables to the Python API instead.",
+            ) from exc
+        findings = interpret_results(results)
+    if not isinstance(findings, pd.DataFrame):
+        raise LabinterpError("findings must be a FINDINGS table when results is a table.")
+    return (
+        schema.conform(results, schema.RESULTS),
+        schema.conform(findings, schema.FINDINGS),
+    )
+
+
+def render_handout(
+    results: Frame,
+    findings: Frame | None,
+    patient_id: str,
+    *,
+    lang: str = "en",
+    large_print: bool = False,
+    paper: str = "A4",
+    output: PathLike | None = None,
+) -> bytes:
+    """Render one patient's handout as a tagged PDF (PDF/UA-1) and return its bytes.
+
+    `results` and `findings` are RESULTS and FINDINGS tables; `results` may instead be the
+    path of an export, which is then read and interpreted (pass `findings=None`). With
+    `output`, the PDF is also written there atomically (a failed render leaves no file).
+    """
+    _check_options(lang, paper)
+    res, fnd = load_inputs(results, findings)
+    if not (res["patient_id"] == patient_id).any():
+        raise LabinterpError(
+            "no results for the requested patient id in this file.",
+            fix="check the id with 'labinterp check FILE' or use --all.",
+        )
+    ctx = build_context(
+        res, fnd, patient_id, lang=lang, large_print=large_print, paper=paper, grader=_grader()
+    )
+    pdf = shared_renderer().render(ctx)
+    if output is not None:
+        atomic.write_bytes(output, pdf)
+    return pdf
+
+
+def handout_name(index: int) -> str:
+    """Non-identifying file name for the index-th patient (1-based)."""
+    return f"handout-{index:04d}.pdf"
+
+
+# -- batch ---------------------------------------------------------------------------------
+
+
+def _worker_init(no_hb_subset: bool = False) -> None:
+    if no_hb_subset:  # benchmark switch: behave as if libharfbuzz-subset0 were absent
+        import weasyprint.pdf.fonts as wfonts
+
+        wfonts.harfbuzz_subset = None
+        logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    shared_renderer()
+
+
+def _render_to(context: dict[str, Any], target: str) -> str:
+    pdf = shared_renderer().render(context)
+    atomic.write_bytes(target, pdf)
+    return target
+
+
+def iter_contexts(
+    res: pd.DataFrame,
+    fnd: pd.DataFrame,
+    patient_ids: Sequence[str],
+    *,
+    lang: str,
+    large_print: bool,
+    paper: str,
+) -> Iterator[dict[str, Any]]:
+    grader = _grader()
+    by_patient_r = dict(tuple(res.groupby("patient_id", sort=False, observed=True)))
+    by_patient_f = dict(tuple(fnd.groupby("patient_id", sort=False, observed=True)))
+    empty_f = fnd.iloc[0:0]
+    for pid in patient_ids:
+        yield build_context(
+            by_patient_r[pid],
+            by_patient_f.get(pid, empty_f),
+            pid,
+            lang=lang,
+            large_print=large_print,
+            paper=paper,
+            grader=grader,
+        )
+
+
+def render_batch(
+    results: Frame,
+    findings: Frame | None,
+    out_dir: PathLike,
+    *,
+    lang: str = "en",
+    large_print: bool = False,
+    paper: str = "A4",
+    workers: int | None = None,
+    max_tasks_per_child: int = MAX_TASKS_PER_CHILD,
+    progress: Callable[[int, int], None] | None = None,
+    _no_hb_subset: bool = False,
+) -> pd.DataFrame:
+    """Render one handout per patient into `out_dir`; return the index (file, patient_id).
+
+    Files are named `handout-0001.pdf`, ... in patient-id order, so names carry nothing
+    identifying; `index.csv` in the same folder maps them back. Every file (and the index)
+    is written atomically. `workers` defaults to all cores; `workers=1` renders in this
+    process. `progress(done, total)` is called after each handout.
+    """
+    _check_options(lang, paper)
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise OutputError(
+            f"the output folder '{out}' does not exist.", fix="create it first or pass another -o."
+        )
+    res, fnd = load_inputs(results, findings)
+    patient_ids = sorted({str(p) for p in res["patient_id"].dropna()})
+    names = {pid: handout_name(i) for i, pid in enumerate(patient_ids, start=1)}
+    total = len(patient_ids)
+    contexts = iter_contexts(res, fnd, patient_ids, lang=lang, large_print=large_print, paper=paper)
+    workers = workers or os.cpu_count() or 1
+    done = 0
+    if workers <= 1 or total <= 1:
+        _worker_init(_no_hb_subset)
+        for ctx in contexts:
+            _render_to(ctx, str(out / names[ctx["patient_id"]]))
+            done += 1
+            if progress:
+                progress(done, total)
+    else:
+        # forkserver: workers fork from a server that has already imported WeasyPrint, so
+        # recycling a worker (max_tasks_per_child) costs a fork, not a fresh interpreter.
+        mp = multiprocessing.get_context("forkserver")
+        mp.set_forkserver_preload(["labinterp.handout.render"])
+        with ProcessPoolExecutor(
+            max_workers=min(workers, total),
+            mp_context=mp,
+            initializer=_worker_init,
+            initargs=(_no_hb_subset,),
+            max_tasks_per_child=max_tasks_per_child,
+        ) as pool:
+            futures = [
+                pool.submit(_render_to, ctx, str(out / names[ctx["patient_id"]]))
+                for ctx in contexts
+            ]
+            try:
+                for fut in as_completed(futures):
+                    fut.result()
+                    done += 1
+                    if progress:
+                        progress(done, total)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    index = pd.DataFrame(
+        {"file": [names[p] for p in patient_ids], "patient_id": patient_ids}, dtype="string"
+    )
+    from labinterp.output import neutralize_formulas
+
+    buf = io.StringIO()
+    neutralize_formulas(index).to_csv(buf, index=False, quoting=csv.QUOTE_MINIMAL)
+    atomic.write_text(out / "index.csv", buf.getvalue())
+    return index

@@ -1,0 +1,375 @@
+"""Turn one patient's RESULTS and FINDINGS rows into the plain dict a handout template gets.
+
+Pure pandas and arithmetic: no HTML, no wording (wording lives in templates/handout/), no I/O.
+Every text field is NFC-normalized here so odd Unicode (decomposed accents, compatibility
+forms) looks the same in the PDF as on screen. Numbers for the SVG charts are computed here
+as plain floats in a fixed 0-100 coordinate box, so the templates only place shapes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import unicodedata
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pandas as pd
+
+from labinterp import __version__
+
+# Order in which analytes appear on the handout: the ones the patterns are about first.
+ANALYTE_ORDER = (
+    "magnesium",
+    "calcium",
+    "calcium_corrected",
+    "calcium_ionized",
+    "potassium",
+    "vitamin_d_25oh",
+    "pth",
+    "phosphate",
+    "crp",
+    "albumin",
+    "creatinine",
+    "egfr",
+    "alp",
+)
+PATTERN_ORDER = (
+    "hypomagnesemia_hypocalcemia",
+    "hypomagnesemia_hypokalemia",
+    "vitamin_d_resistance",
+)
+
+# Which CTCAE term grades a low or high value of an analyte (CLINICAL.md sec. 7).
+CTCAE_TERMS: dict[str, tuple[str | None, str | None]] = {
+    "magnesium": ("hypomagnesemia", "hypermagnesemia"),
+    "calcium_corrected": ("hypocalcemia", "hypercalcemia"),
+    "calcium_ionized": ("hypocalcemia_ionized", "hypercalcemia_ionized"),
+    "potassium": ("hypokalemia", "hyperkalemia"),
+}
+
+Grader = Callable[[str, float, str, float | None, float | None], int | None]
+
+
+def nfc(value: Any) -> str:
+    """Text for a template: missing becomes "", everything else NFC-normalized str."""
+    if value is None or value is pd.NA:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    return unicodedata.normalize("NFC", str(value))
+
+
+def _num(value: Any) -> float | None:
+    if value is None or value is pd.NA:
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) or math.isinf(f) else f
+
+
+def fmt_number(value: float | None) -> str:
+    """A range limit as a person would write it: 0.7 not 0.7000000001, 150 not 150.0."""
+    if value is None:
+        return ""
+    text = f"{value:.4g}"
+    if "e" in text:  # very large or small: fall back to plain decimals
+        text = f"{value:f}".rstrip("0").rstrip(".")
+    return text
+
+
+def _date(ts: Any) -> dict[str, int] | None:
+    if ts is None or ts is pd.NaT or (isinstance(ts, float) and math.isnan(ts)):
+        return None
+    try:
+        t = pd.Timestamp(ts)
+    except (TypeError, ValueError):
+        return None
+    if pd.isna(t):
+        return None
+    return {"y": int(t.year), "m": int(t.month), "d": int(t.day)}
+
+
+def classify(value: float | None, comparator: str, low: float | None, high: float | None) -> str:
+    """ "low" | "normal" | "high" | "unknown" for a reported value against the lab's range.
+
+    A censored value counts as low or high only when the whole interval it stands for lies
+    outside the range ("<0.5" with a range from 0.7 is low; "<0.9" with 0.7 is unknown).
+    """
+    if value is None:
+        return "unknown"
+    if low is None and high is None:
+        return "unknown"
+    if comparator in ("<", "<="):
+        if low is not None and value <= low:
+            return "low"
+        if high is not None and value <= high and (low is None):
+            return "normal"
+        return "unknown"
+    if comparator in (">", ">="):
+        if high is not None and value >= high:
+            return "high"
+        if low is not None and value >= low and high is None:
+            return "normal"
+        return "unknown"
+    if low is not None and value < low:
+        return "low"
+    if high is not None and value > high:
+        return "high"
+    return "normal"
+
+
+def number_line(
+    value: float | None, low: float | None, high: float | None
+) -> dict[str, Any] | None:
+    """Positions (0-100) of the range band and the value on a scale that shows both."""
+    if value is None or (low is None and high is None):
+        return None
+    lo = low if low is not None else min(0.0, value)
+    hi = high if high is not None else max(lo * 2 if lo > 0 else 1.0, value)
+    span = max(hi - lo, abs(hi) * 0.1, 1e-9)
+    start = min(lo - 0.5 * span, value - 0.15 * span)
+    if lo >= 0 and start < 0:
+        start = 0.0
+    end = max(hi + 0.5 * span, value + 0.15 * span)
+
+    def pos(x: float) -> float:
+        return round(100.0 * (x - start) / (end - start), 2)
+
+    return {
+        "band_from": pos(lo),
+        "band_to": pos(hi),
+        "band_open_left": low is None,
+        "band_open_right": high is None,
+        "value_at": min(max(pos(value), 1.0), 99.0),
+        "low_text": fmt_number(low),
+        "high_text": fmt_number(high),
+    }
+
+
+def trend_line(
+    points: list[tuple[pd.Timestamp, float]], low: float | None, high: float | None
+) -> dict[str, Any] | None:
+    """A small line chart (0-100 box) for a test done two or more times."""
+    pts = [(t, v) for t, v in points if t is not None and not pd.isna(t)]
+    if len(pts) < 2:
+        return None
+    pts.sort(key=lambda p: p[0])
+    values = [v for _, v in pts]
+    bounds = [*values, *(x for x in (low, high) if x is not None)]
+    vmin, vmax = min(bounds), max(bounds)
+    pad = (vmax - vmin) * 0.15 or abs(vmax) * 0.1 or 1.0
+    vmin, vmax = vmin - pad, vmax + pad
+    t0, t1 = pts[0][0].value, pts[-1][0].value
+    width = (t1 - t0) or 1
+
+    def y(v: float) -> float:
+        return round(100.0 - 100.0 * (v - vmin) / (vmax - vmin), 2)
+
+    coords = [{"x": round(5 + 90.0 * (t.value - t0) / width, 2), "y": y(v)} for t, v in pts]
+    return {
+        "points": coords,
+        "path": " ".join(f"{c['x']},{c['y']}" for c in coords),
+        "band_top": y(high) if high is not None else 0.0,
+        "band_bottom": y(low) if low is not None else 100.0,
+        "has_band": low is not None or high is not None,
+        "first": _date(pts[0][0]),
+        "last": _date(pts[-1][0]),
+        "count": len(pts),
+    }
+
+
+def _grade_for(grader: Grader | None, analyte: str, status: str, row: pd.Series) -> int | None:
+    if grader is None or status not in ("low", "high") or analyte not in CTCAE_TERMS:
+        return None
+    term = CTCAE_TERMS[analyte][0 if status == "low" else 1]
+    value = _num(row.get("value_reported"))
+    unit = nfc(row.get("unit_reported"))
+    if term is None or value is None or not unit:
+        return None
+    try:
+        grade = grader(
+            term,
+            value,
+            unit,
+            _num(row.get("range_low_reported")),
+            _num(row.get("range_high_reported")),
+        )
+    except (KeyError, ValueError, TypeError, LookupError):
+        # A term or unit the grader does not know: no grade rather than a guessed one.
+        return None
+    return int(grade) if grade is not None and not pd.isna(grade) else None
+
+
+def _result_dict(row: pd.Series, grader: Grader | None) -> dict[str, Any]:
+    comparator = nfc(row.get("comparator"))
+    value = _num(row.get("value_reported"))
+    low = _num(row.get("range_low_reported"))
+    high = _num(row.get("range_high_reported"))
+    if value is None:  # fall back to the canonical value and range when needed
+        value = _num(row.get("value"))
+        if value is not None:
+            low, high = _num(row.get("range_low")), _num(row.get("range_high"))
+    status = classify(value, comparator, low, high)
+    value_text = nfc(row.get("value_raw")) or nfc(row.get("text_result"))
+    if not value_text and value is not None:
+        value_text = comparator + fmt_number(value)
+    unit_text = nfc(row.get("unit_raw")) or nfc(row.get("unit_reported"))
+    range_unit = nfc(row.get("unit_reported")) or unit_text
+    analyte = nfc(row.get("analyte"))
+    return {
+        "date": _date(row.get("collected_at")),
+        "value_text": value_text,
+        "unit_text": unit_text,
+        "comparator": comparator,
+        "is_number": value is not None,
+        "status": status,
+        "low_text": fmt_number(low),
+        "high_text": fmt_number(high),
+        "range_unit": range_unit,
+        "range_origin": nfc(row.get("range_origin")) or "unknown",
+        "comment": nfc(row.get("comment")),
+        "numberline": number_line(value, low, high),
+        "grade": _grade_for(grader, analyte, status, row),
+        "_value": value,
+        "_ts": row.get("collected_at"),
+    }
+
+
+def _split(text: Any) -> list[str]:
+    return [p for p in (s.strip() for s in nfc(text).split(";")) if p]
+
+
+def _finding_dict(row: pd.Series) -> dict[str, Any]:
+    grade = row.get("grade")
+    return {
+        "rule_id": nfc(row.get("rule_id")),
+        "kind": nfc(row.get("kind")),
+        "status": nfc(row.get("status")),
+        "tier": nfc(row.get("tier")),
+        "grade": None if grade is None or pd.isna(grade) else int(grade),
+        "start": _date(row.get("episode_start")),
+        "end": _date(row.get("episode_end")),
+        "missing": _split(row.get("missing_inputs")),
+        "suppressed_by": nfc(row.get("suppressed_by")),
+        "caveats": _split(row.get("caveats")),
+    }
+
+
+def _dedupe_findings(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per rule, keeping its most telling outcome across episodes."""
+    rank = {"fired": 0, "suppressed": 1, "indeterminate": 2, "not_fired": 3}
+    best: dict[str, dict[str, Any]] = {}
+    for f in items:
+        cur = best.get(f["rule_id"])
+        if cur is None or rank.get(f["status"], 9) < rank.get(cur["status"], 9):
+            best[f["rule_id"]] = f
+        elif cur["status"] == f["status"]:
+            # the same outcome in several episodes: keep the union of caveats and inputs
+            cur["caveats"] = sorted({*cur["caveats"], *f["caveats"]})
+            cur["missing"] = sorted({*cur["missing"], *f["missing"]})
+            if f["grade"] is not None and (cur["grade"] is None or f["grade"] > cur["grade"]):
+                cur["grade"] = f["grade"]
+    return list(best.values())
+
+
+def build_context(
+    results: pd.DataFrame,
+    findings: pd.DataFrame,
+    patient_id: str,
+    *,
+    lang: str = "en",
+    large_print: bool = False,
+    paper: str = "A4",
+    grader: Grader | None = None,
+    today: dt.date | None = None,
+) -> dict[str, Any]:
+    """The template context for one patient (plain dicts, lists, str, int, float, bool)."""
+    res = results[results["patient_id"] == patient_id]
+    fnd = findings[findings["patient_id"] == patient_id]
+
+    analytes: list[dict[str, Any]] = []
+    known = {a: i for i, a in enumerate(ANALYTE_ORDER)}
+    present = sorted({nfc(a) for a in res["analyte"].dropna()}, key=lambda a: (known.get(a, 99), a))
+    for analyte in present:
+        rows = res[res["analyte"] == analyte].sort_values("collected_at", kind="stable")
+        items = [_result_dict(r, grader) for _, r in rows.iterrows()]
+        numeric = [
+            (pd.Timestamp(i["_ts"]), i["_value"])
+            for i in items
+            if i["_value"] is not None and not pd.isna(i["_ts"])
+        ]
+        latest = items[-1]
+        trend = None
+        if len(numeric) >= 2:
+            lows = {i["low_text"] for i in items}
+            highs = {i["high_text"] for i in items}
+            units = {i["range_unit"] for i in items}
+            same_scale = len(units) == 1
+            low = _num(latest["low_text"]) if len(lows) == 1 and same_scale else None
+            high = _num(latest["high_text"]) if len(highs) == 1 and same_scale else None
+            trend = trend_line(numeric, low, high) if same_scale else None
+            if trend is not None:
+                trend["unit"] = latest["range_unit"]
+        for i in items:
+            del i["_value"], i["_ts"]
+        analytes.append({"id": analyte, "results": items, "trend": trend})
+
+    found = _dedupe_findings(_finding_dict(r) for _, r in fnd.iterrows())
+    patterns = sorted(
+        (f for f in found if f["kind"] == "pattern" or f["rule_id"] in PATTERN_ORDER),
+        key=lambda f: (
+            PATTERN_ORDER.index(f["rule_id"]) if f["rule_id"] in PATTERN_ORDER else 9,
+            f["rule_id"],
+        ),
+    )
+    guards = [f for f in found if f["kind"] == "guard" and f["status"] == "fired"]
+    context_rules = [
+        f
+        for f in found
+        if f["kind"] not in ("pattern", "guard")
+        and f["status"] == "fired"
+        and f["rule_id"] not in PATTERN_ORDER
+    ]
+
+    urgent = []
+    for a in analytes:
+        for r in a["results"]:
+            if r["grade"] is not None and r["grade"] >= 3:
+                urgent.append(
+                    {
+                        "analyte": a["id"],
+                        **{k: r[k] for k in ("date", "value_text", "unit_text", "grade", "status")},
+                    }
+                )
+    urgent_findings = [
+        f
+        for f in found
+        if f["status"] == "fired"
+        and f["grade"] is not None
+        and f["grade"] >= 3
+        and f["kind"] != "guard"
+    ]
+
+    dates = [d for d in res["collected_at"].dropna()]
+    today = today or dt.date.today()
+    return {
+        "lang": lang,
+        "large_print": bool(large_print),
+        "paper": "letter" if paper.lower() == "letter" else "A4",
+        "patient_id": nfc(patient_id),
+        "tool": f"labinterp {__version__}",
+        "made_on": {"y": today.year, "m": today.month, "d": today.day},
+        "first_date": _date(min(dates)) if dates else None,
+        "last_date": _date(max(dates)) if dates else None,
+        "analytes": analytes,
+        "patterns": patterns,
+        "fired_patterns": [f for f in patterns if f["status"] == "fired"],
+        "guards": guards,
+        "context_findings": context_rules,
+        "urgent": urgent,
+        "urgent_findings": urgent_findings,
+        "source_files": sorted({nfc(s) for s in res["source_file"].dropna()}),
+    }
