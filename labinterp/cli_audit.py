@@ -1,16 +1,67 @@
-"""`labinterp audit`: placeholder until its issue lands (reports itself as unavailable)."""
+"""`labinterp audit`: audit whole record sets into a folder of tables and an HTML report."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
-from labinterp.errors import LabinterpError
+from labinterp.audit.core import ENGINES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("audit", help="(not available yet)")
+    p = sub.add_parser(
+        "audit",
+        help="audit exports: findings, patients, rejected rows, summary and an HTML report",
+        description=(
+            "Read every named export (files or folders), interpret each patient and write "
+            "findings.csv/.parquet, patients.csv, rejected_rows.csv, summary.json and "
+            "report.html into DIR. Progress goes to stderr when it is a terminal."
+        ),
+    )
+    p.add_argument("paths", nargs="+", metavar="FILE_OR_FOLDER", help="exports to audit")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local: bounded memory on this machine (default); dask: a Dask cluster",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Dask scheduler address, e.g. tcp://host:8786 (with --engine dask; "
+        "the output folder must be reachable by the workers at the same path)",
+    )
+    p.add_argument("--mapping", metavar="M.toml", help="column mapping file for the exports")
+    p.add_argument("--date-format", metavar="FMT", help="date format, e.g. %%d/%%m/%%Y %%H:%%M")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise LabinterpError("'labinterp audit' is not available in this build yet.")
+    from labinterp.audit import audit
+
+    if args.scheduler and args.engine != "dask":
+        args.engine = "dask"
+    summary = audit(
+        args.paths,
+        args.output,
+        engine=args.engine,
+        scheduler=args.scheduler,
+        mapping=args.mapping,
+        date_format=args.date_format,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    if not args.quiet:
+        fired = {
+            rule: sum(by_status.get("fired", {}).values())
+            for rule, by_status in summary["counts"].items()
+        }
+        sys.stderr.write(
+            f"labinterp: audited {summary['rows_in']:,} rows ({summary['rows_used']:,} used, "
+            f"{summary['rows_rejected']:,} rejected), {summary['patients']:,} patients; "
+            f"patients fired per rule: {json.dumps(fired, sort_keys=True)}; "
+            f"wrote {args.output}\n"
+        )
+    return 0

@@ -125,7 +125,9 @@ def _distributions(summary: dict[str, Any]) -> list[dict[str, Any]]:
         ]
         lo, hi = _fallback(analyte)
 
-        def xpos(v: float | None, edges: Any = edges, step: float = step) -> float | None:
+        def xpos(
+            v: float | None, edges: Any = edges, step: float = step, pad: float = pad
+        ) -> float | None:
             if v is None or v < edges[0] or v > edges[-1]:
                 return None
             return round(pad + (v - edges[0]) / (edges[1] - edges[0]) * step, 2)

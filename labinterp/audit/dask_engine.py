@@ -1,0 +1,95 @@
+"""The Dask engine: the same per-patient code as the local engine, on a distributed cluster.
+
+Parquet in (the normalized batches written by the reading pass), shuffle by patient id so
+each partition holds every row of its patients, then `process_bucket` on each partition
+(deduplicate, interpret_results, collapse), Parquet out. Workers read and write the scratch
+folder inside the output folder, so on a multi-machine cluster it must be on a shared file
+system mounted at the same path everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from labinterp.audit.collapse import BucketStats, arrow_to_results, process_bucket
+from labinterp.audit.progress import Progress
+from labinterp.errors import LabinterpError
+
+# Rows per shuffled partition: each is processed in one worker's memory.
+_ROWS_PER_PARTITION = 250_000
+
+
+def _process_partition(df: Any, parts: str, tag: str) -> BucketStats:
+    import pyarrow as pa
+
+    from labinterp.interpret import interpret_results
+    from labinterp.reading import deduplicate
+
+    results = arrow_to_results(pa.Table.from_pandas(df, preserve_index=False))
+    return process_bucket(
+        results,
+        Path(parts),
+        tag,
+        deduplicate=deduplicate,
+        interpret_results=interpret_results,
+    )
+
+
+@contextlib.contextmanager
+def _client(scheduler: Any) -> Iterator[Any]:
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise LabinterpError(
+            "the Dask engine needs the 'dask' extra.",
+            fix="pip install 'labinterp[dask]', or use --engine local.",
+        ) from exc
+    if scheduler is not None and not isinstance(scheduler, str):
+        yield scheduler  # an existing Client
+        return
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as exc:
+            raise LabinterpError(
+                f"cannot reach the Dask scheduler at '{scheduler}'.",
+                fix="check the address (tcp://host:8786) and that the scheduler is running.",
+            ) from exc
+        with client:
+            yield client
+        return
+    with LocalCluster(processes=True, dashboard_address=None) as cluster, Client(cluster) as c:
+        yield c
+
+
+def run_dask(
+    inputs: Path, parts: Path, scheduler: Any, progress: Progress, rows_in: int
+) -> BucketStats:
+    import dask
+    import dask.dataframe as dd
+
+    total = BucketStats()
+    files = sorted(inputs.glob("part-*.parquet"))
+    if not files:
+        progress.start_stage("interpret", 0)
+        return total
+    npart = max(1, -(-rows_in // _ROWS_PER_PARTITION))
+    with _client(scheduler) as client:
+        ddf = dd.read_parquet([str(f) for f in files])
+        ddf = ddf.shuffle("patient_id", npartitions=npart)
+        tasks = [
+            dask.delayed(_process_partition)(part, str(parts), f"{i:05d}")
+            for i, part in enumerate(ddf.to_delayed())
+        ]
+        progress.start_stage("interpret", len(tasks))
+        futures = client.compute(tasks)
+        from distributed import as_completed
+
+        for fut in as_completed(futures):
+            stats = fut.result()
+            total.add(stats)
+            progress.bucket_done(stats.patients)
+    return total
