@@ -313,6 +313,9 @@ def build_context(
             trend = trend_line(numeric, low, high) if same_scale else None
             if trend is not None:
                 trend["unit"] = latest["range_unit"]
+                firsts = [i for i in items if i["_value"] is not None]
+                trend["first_value"] = firsts[0]["value_text"]
+                trend["last_value"] = firsts[-1]["value_text"]
         for i in items:
             del i["_value"], i["_ts"]
         analytes.append({"id": analyte, "results": items, "trend": trend})
