@@ -1,0 +1,150 @@
+"""Recognise what kind of file we were given before reading it."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from labinterp.errors import InputFileError, InputNotFoundError
+
+PROBE_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Sniffed:
+    kind: str  # "delimited" | "xlsx" | "json" | "ndjson" | "parquet"
+    encoding: str  # python codec name for text kinds
+    delimiter: str  # for "delimited"
+    compressed: bool  # gzip
+
+
+def display_name(path: Path) -> str:
+    """How a file is named in messages and in source_file: its name, not where it lives."""
+    return path.name
+
+
+def open_binary(path: Path) -> io.BufferedIOBase:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with open_binary(path) as fh:
+            return fh.read(PROBE_BYTES)
+    except (gzip.BadGzipFile, EOFError) as exc:
+        raise InputFileError(
+            f"the file looks compressed but cannot be decompressed ({exc}).",
+            file=display_name(path),
+            fix="re-export the file, or decompress it yourself and pass the plain file.",
+        ) from exc
+
+
+def detect_encoding(head: bytes) -> str:
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        head.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError as exc:
+        # A probe can end in the middle of a multi-byte character; only an error well
+        # before the end means the text is not UTF-8.
+        if exc.start >= len(head) - 4:
+            return "utf-8"
+        return "latin-1"
+
+
+def _looks_binary(head: bytes, encoding: str) -> bool:
+    if encoding == "utf-16" or not head:
+        return False
+    sample = head[:8192]
+    if b"\x00" in sample:
+        return True
+    control = sum(1 for b in sample if b < 32 and b not in (9, 10, 13, 12))
+    return control > len(sample) * 0.05
+
+
+def detect_delimiter(text_head: str) -> str:
+    lines = [ln for ln in text_head.splitlines()[:50] if ln.strip()]
+    if not lines:
+        return ","
+    try:
+        return csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=",;\t|").delimiter
+    except csv.Error:
+        # Fall back to the candidate that splits the header into the most fields.
+        header = lines[0]
+        return max(",;\t|", key=header.count)
+
+
+def sniff(path: Path) -> Sniffed:
+    if not path.exists():
+        raise InputNotFoundError(
+            "no such file.", file=str(path), fix="check the spelling and the folder."
+        )
+    if path.is_dir():
+        raise InputFileError(
+            "this is a folder, not a file.",
+            file=display_name(path),
+            fix="pass the export files inside it (the audit command accepts folders).",
+        )
+    if path.stat().st_size == 0:
+        raise InputFileError(
+            "the file is empty.", file=display_name(path), fix="export the results again."
+        )
+    compressed = path.suffix == ".gz"
+    head = _head(path)
+    if not head.strip():
+        raise InputFileError(
+            "the file holds no data (only blank space).",
+            file=display_name(path),
+            fix="export the results again.",
+        )
+    if head.startswith(b"PAR1"):
+        return Sniffed("parquet", "", "", compressed)
+    if head.startswith(b"PK\x03\x04"):
+        if not compressed and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                if any(n.startswith("xl/") for n in zf.namelist()):
+                    return Sniffed("xlsx", "", "", compressed)
+        raise InputFileError(
+            "this is a ZIP archive, not a lab export.",
+            file=display_name(path),
+            fix="unpack it and pass the CSV, Excel or FHIR files inside.",
+        )
+    if head.startswith((b"%PDF", b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"\xd0\xcf\x11\xe0")):
+        raise InputFileError(
+            "this is a document or image (PDF, picture or old .xls), not a lab export.",
+            file=display_name(path),
+            fix="export the results as CSV, .xlsx or FHIR JSON.",
+        )
+    encoding = detect_encoding(head)
+    if _looks_binary(head, encoding):
+        raise InputFileError(
+            "the file is binary, not text.",
+            file=display_name(path),
+            fix="export the results as CSV, .xlsx or FHIR JSON.",
+        )
+    text = head.decode(encoding, errors="replace").lstrip("\ufeff")
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        first_line = stripped.split("\n", 1)[0].strip()
+        if first_line.endswith("}") and "\n" in stripped.strip():
+            return Sniffed("ndjson", encoding, "", compressed)
+        return Sniffed("json", encoding, "", compressed)
+    if stripped.startswith("["):
+        return Sniffed("json", encoding, "", compressed)
+    if stripped.startswith("MSH|"):
+        raise InputFileError(
+            "this is an HL7 v2 message; labinterp reads CSV, Excel and FHIR exports.",
+            file=display_name(path),
+            fix="export the results as CSV or FHIR from the lab system.",
+        )
+    return Sniffed("delimited", encoding, detect_delimiter(text), compressed)

@@ -1,0 +1,437 @@
+"""Public reading API: any supported export -> canonical RESULTS + REJECTED tables.
+
+    result = labinterp.read("export.csv")
+    result.results    # one row per usable in-scope result, canonical units
+    result.rejected   # one row per unusable row, with a reason
+    assert result.rows_in == result.rows_used + result.rows_rejected
+
+Steps per file: sniff the format -> read a text table (or FHIR resources) -> plan which
+column feeds which field -> build the RAW table -> normalize -> (all files) deduplicate.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from labinterp.errors import InputFileError
+from labinterp.normalize import Options, normalize
+from labinterp.readers import columns as colplan
+from labinterp.readers import formats, sniff, table
+from labinterp.readers.fhir import fhir_raw
+from labinterp.schema import RAW, REJECTED, RESULTS, check, conform, empty
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class FileReport:
+    """What happened to one input file (printed by `labinterp check`)."""
+
+    name: str
+    format: str
+    plan: str  # where the column mapping came from
+    mapping_toml: str  # the mapping as a file a user can copy
+    rows_in: int
+    rows_used: int = 0
+    rows_rejected: int = 0
+    undated: bool = False
+
+
+@dataclass
+class ReadResult:
+    results: pd.DataFrame
+    rejected: pd.DataFrame
+    files: list[FileReport] = field(default_factory=list)
+
+    @property
+    def rows_in(self) -> int:
+        return sum(f.rows_in for f in self.files)
+
+    @property
+    def rows_used(self) -> int:
+        return len(self.results)
+
+    @property
+    def rows_rejected(self) -> int:
+        return len(self.rejected)
+
+
+# ---------------------------------------------------------------- public API
+
+
+def read(
+    paths: PathLike | Iterable[PathLike],
+    *,
+    mapping: PathLike | None = None,
+    date_format: str | None = None,
+) -> ReadResult:
+    """Read one or more exports into canonical results; duplicates across them are rejected."""
+    parts = [
+        _read_one(Path(p), mapping=Path(mapping) if mapping else None, date_format=date_format)
+        for p in _expand(paths)
+    ]
+    results = pd.concat([p.results for p in parts], ignore_index=True) if parts else empty(RESULTS)
+    rejected = (
+        pd.concat([p.rejected for p in parts], ignore_index=True) if parts else empty(REJECTED)
+    )
+    results, dups = deduplicate(results)
+    rejected = pd.concat([rejected, dups], ignore_index=True) if len(dups) else rejected
+    files = [f for p in parts for f in p.files]
+    for f in files:
+        f.rows_used = int((results["source_file"] == f.name).sum())
+        f.rows_rejected = int((rejected["source_file"] == f.name).sum())
+    out = ReadResult(
+        check(conform(results, RESULTS), RESULTS, "results"),
+        check(conform(rejected, REJECTED), REJECTED, "rejected"),
+        files,
+    )
+    assert out.rows_in == out.rows_used + out.rows_rejected, "row accounting broke"
+    return out
+
+
+def iter_batches(
+    path: PathLike,
+    *,
+    mapping: PathLike | None = None,
+    date_format: str | None = None,
+    batch_rows: int = 500_000,
+) -> Iterator[ReadResult]:
+    """Normalized batches of one file, for inputs larger than memory (not deduplicated).
+
+    Run `deduplicate` afterwards on complete per-patient data.
+    """
+    p = Path(path)
+    sniffed = sniff.sniff(p)
+    if sniffed.kind != "delimited":
+        yield _read_one(p, mapping=Path(mapping) if mapping else None, date_format=date_format)
+        return
+    label = sniff.display_name(p)
+    plan = None
+    for tbl in table.iter_delimited(p, sniffed, batch_rows):
+        if plan is None:
+            plan = colplan.plan_columns(
+                list(tbl.frame.columns), label, Path(mapping) if mapping else None
+            )
+        yield _from_table(p, label, "csv", tbl, plan, date_format)
+
+
+def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off repeated results: same patient, analyte and time, same value within 2 %.
+
+    Catches rows exported twice (joins that duplicate rows) and the same result given in
+    two unit systems (survey files with mg/dL and mmol/L columns). The earliest row by
+    (file, row) is kept. Must be given all rows of each patient it sees.
+    """
+    n = len(results)
+    if n == 0:
+        return results, empty(REJECTED)
+    key = np.zeros(n, dtype=np.int64)
+    for name in ("patient_id", "analyte"):
+        codes, uniq = pd.factorize(results[name], use_na_sentinel=False)
+        key, _ = pd.factorize(key * (len(uniq) + 1) + codes)
+    times = results["collected_at"].to_numpy().view("int64")
+    order = np.lexsort(
+        (
+            results["source_row"].to_numpy(dtype=np.int64, na_value=0),
+            pd.factorize(results["source_file"])[0],
+            times,
+            key,
+        )
+    )
+    k, t = key[order], times[order]
+    value = results["value"].to_numpy(dtype=float)[order]
+    text = results["text_result"].fillna("").to_numpy(dtype=object)[order]
+    cmp_ = results["comparator"].fillna("").to_numpy(dtype=object)[order]
+    new_run = np.ones(n, dtype=bool)
+    new_run[1:] = (k[1:] != k[:-1]) | (t[1:] != t[:-1])
+    run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
+    first_value = value[run_start]
+    with np.errstate(invalid="ignore"):
+        same_number = np.abs(value - first_value) <= 0.02 * np.abs(first_value)
+    same_text = (text != "") & (text == text[run_start])
+    dup = ~new_run & (cmp_ == cmp_[run_start]) & (same_number | same_text)
+    if not dup.any():
+        return results, empty(REJECTED)
+    dup_rows = order[dup]
+    firsts = order[run_start[dup]]
+    kept = results.drop(index=results.index[dup_rows])
+    sub = results.iloc[dup_rows]
+    first_file = results["source_file"].to_numpy(dtype=object)[firsts]
+    first_row = results["source_row"].to_numpy(dtype=object)[firsts]
+    rejected = pd.DataFrame(
+        {
+            "source_file": sub["source_file"].to_numpy(),
+            "source_row": sub["source_row"].to_numpy(),
+            "reason": "duplicate",
+            "detail": [
+                f"same result as {f} row {r}" for f, r in zip(first_file, first_row, strict=True)
+            ],
+            "test": sub["test_label"].to_numpy(),
+            "value_raw": sub["value_raw"].to_numpy(),
+            "unit_raw": sub["unit_raw"].to_numpy(),
+        }
+    )
+    return kept.reset_index(drop=True), conform(rejected, REJECTED)
+
+
+def plan_for(
+    path: PathLike, *, mapping: PathLike | None = None
+) -> tuple[str, colplan.ColumnPlan | None]:
+    """The detected format and column plan for a file (None for FHIR, which has no columns)."""
+    p = Path(path)
+    sniffed = sniff.sniff(p)
+    if sniffed.kind in ("json", "ndjson") and _is_fhir(p, sniffed):
+        return "fhir", None
+    tbl = _table(p, sniffed)
+    return sniffed.kind, colplan.plan_columns(
+        list(tbl.frame.columns), sniff.display_name(p), Path(mapping) if mapping else None
+    )
+
+
+# ---------------------------------------------------------------- one file
+
+
+def _expand(paths: PathLike | Iterable[PathLike]) -> list[Path]:
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(sorted(q for q in p.iterdir() if q.is_file() and _looks_like_export(q)))
+        else:
+            out.append(p)
+    return out
+
+
+_EXPORT_SUFFIXES = (
+    ".csv",
+    ".tsv",
+    ".txt",
+    ".xlsx",
+    ".json",
+    ".ndjson",
+    ".jsonl",
+    ".parquet",
+    ".gz",
+)
+
+
+def _looks_like_export(p: Path) -> bool:
+    return p.suffix.lower() in _EXPORT_SUFFIXES and not p.name.startswith(".")
+
+
+def _is_fhir(p: Path, sniffed: sniff.Sniffed) -> bool:
+    with sniff.open_binary(p) as fh:
+        head = fh.read(sniff.PROBE_BYTES).decode(sniffed.encoding or "utf-8", errors="replace")
+    return '"resourceType"' in head
+
+
+def _table(p: Path, sniffed: sniff.Sniffed) -> table.Table:
+    if sniffed.kind == "delimited":
+        return table.read_delimited(p, sniffed)
+    if sniffed.kind == "xlsx":
+        return formats.read_xlsx(p)
+    if sniffed.kind == "parquet":
+        return formats.read_parquet(p)
+    doc = formats.load_json(p, sniffed)
+    if sniffed.kind == "ndjson":
+        numbered = doc
+    elif isinstance(doc, list):
+        numbered = list(enumerate(doc, start=1))
+    else:
+        numbered = [(1, doc)]
+    if not all(isinstance(rec, dict) for _, rec in numbered):
+        raise InputFileError(
+            "the JSON is not a list of flat records or FHIR resources.",
+            file=sniff.display_name(p),
+            fix="export lab results as CSV, or as FHIR Observations.",
+        )
+    return formats.records_table(p, numbered)
+
+
+def _read_one(p: Path, *, mapping: Path | None, date_format: str | None) -> ReadResult:
+    sniffed = sniff.sniff(p)
+    label = sniff.display_name(p)
+    if sniffed.kind in ("json", "ndjson") and _is_fhir(p, sniffed):
+        doc = formats.load_json(p, sniffed)
+        raw, invalid = fhir_raw(doc, label)
+        results, rejected = normalize(raw, label, Options(date_format=date_format))
+        bad = conform(
+            pd.DataFrame(
+                {
+                    "source_file": label,
+                    "source_row": [n for n, _ in invalid],
+                    "reason": "malformed_row",
+                    "detail": [f"not a valid FHIR Observation: {why}" for _, why in invalid],
+                }
+            ),
+            REJECTED,
+        )
+        rejected = pd.concat([rejected, bad], ignore_index=True) if len(bad) else rejected
+        report = FileReport(label, "fhir", "FHIR Observation fields", "", len(raw) + len(invalid))
+        return ReadResult(results, rejected, [report])
+    tbl = _table(p, sniffed)
+    plan = colplan.plan_columns(list(tbl.frame.columns), label, mapping)
+    return _from_table(p, label, sniffed.kind, tbl, plan, date_format)
+
+
+def _from_table(
+    p: Path,
+    label: str,
+    kind: str,
+    tbl: table.Table,
+    plan: colplan.ColumnPlan,
+    date_format: str | None,
+) -> ReadResult:
+    raw = _raw_frame(p, label, tbl, plan)
+    undated = "collected_at" not in plan.columns
+    ragged = dict(getattr(tbl, "ragged", []))
+    malformed = empty(REJECTED)
+    if ragged:
+        bad = raw["source_row"].isin(list(ragged)).to_numpy()
+        malformed = conform(
+            pd.DataFrame(
+                {
+                    "source_file": label,
+                    "source_row": raw.loc[bad, "source_row"].to_numpy(),
+                    "reason": "malformed_row",
+                    "detail": "the row has a different number of fields than the header",
+                    "value_raw": raw.loc[bad, "value_raw"].to_numpy(),
+                    "unit_raw": raw.loc[bad, "unit_raw"].to_numpy(),
+                }
+            ),
+            REJECTED,
+        )
+        raw = raw.loc[~bad].reset_index(drop=True)
+    options = Options(
+        date_format=date_format or plan.date_format,
+        decimal=plan.decimal,
+        tests=tuple(plan.tests.items()),
+        undated=undated,
+    )
+    results, rejected = normalize(raw, label, options)
+    if len(malformed):
+        rejected = pd.concat([rejected, malformed], ignore_index=True)
+    report = FileReport(
+        label,
+        kind if plan.layout == "long" else f"{kind} (wide)",
+        plan.source,
+        plan.as_toml(),
+        len(raw) + len(malformed),
+        undated=undated,
+    )
+    return ReadResult(results, rejected, [report])
+
+
+def _raw_frame(p: Path, label: str, tbl: table.Table, plan: colplan.ColumnPlan) -> pd.DataFrame:
+    frame = tbl.frame
+    n = len(frame)
+
+    def column(name: str) -> pd.Series:
+        src = plan.columns.get(name)
+        if src is None:
+            return pd.Series([""] * n, dtype="string[pyarrow]")
+        return frame[src].astype("string[pyarrow]").fillna("")
+
+    if plan.layout == "wide":
+        return _melt_wide(label, tbl, plan, column)
+    data = {name: column(name) for name in RAW if name not in ("source_file", "source_row")}
+    raw = pd.DataFrame(data)
+    raw["source_file"] = label
+    raw["source_row"] = tbl.source_row
+    preset = plan.preset or {}
+    split = preset.get("split_code")
+    if split and split["column"] in frame.columns:
+        parts = (
+            frame[split["column"]]
+            .astype("string[pyarrow]")
+            .fillna("")
+            .str.extract(split["pattern"])
+        )
+        matched = parts["test_code"].notna()
+        raw["test_code"] = parts["test_code"].where(matched, frame[split["column"]]).fillna("")
+        unit = parts["unit_raw"].fillna("")
+        raw["unit_raw"] = unit.where(unit != split.get("missing_unit", ""), "")
+    items_name = preset.get("preset", {}).get("items")
+    if items_name:
+        items = colplan.item_map(items_name)
+        raw["analyte_hint"] = raw["test_code"].str.strip().map(items).fillna("")
+    dictionary = preset.get("dictionary")
+    if dictionary:
+        _join_dictionary(p, raw, dictionary)
+    demographics = preset.get("demographics")
+    if demographics:
+        _join_demographics(p, raw, demographics)
+    return conform(raw, RAW)
+
+
+def _melt_wide(label: str, tbl: table.Table, plan: colplan.ColumnPlan, column) -> pd.DataFrame:
+    """One RAW row per (input row, analyte column); the row's other fields repeat."""
+    shared = {
+        name: column(name)
+        for name in RAW
+        if name
+        not in ("source_file", "source_row", "test_name", "value_raw", "unit_raw", "analyte_hint")
+    }
+    pieces = []
+    for col, (analyte, unit) in plan.wide.items():
+        piece = pd.DataFrame(shared)
+        piece["source_row"] = tbl.source_row
+        piece["test_name"] = col
+        piece["value_raw"] = tbl.frame[col].astype("string[pyarrow]").fillna("")
+        piece["unit_raw"] = unit
+        piece["analyte_hint"] = analyte
+        pieces.append(piece)
+    raw = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(columns=list(RAW))
+    raw["source_file"] = label
+    if "collected_at" not in plan.columns and "specimen_id" not in plan.columns:
+        # an undated wide row is one draw: let its line number identify the specimen
+        raw["specimen_id"] = "line-" + raw["source_row"].astype(str)
+    raw = raw.sort_values(["source_row"], kind="stable").reset_index(drop=True)
+    return conform(raw, RAW)
+
+
+def _sibling(p: Path, name: str) -> Path | None:
+    wanted = name.lower()
+    for q in p.parent.iterdir():
+        if q.name.lower() == wanted:
+            return q
+    return None
+
+
+def _read_small_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _join_dictionary(p: Path, raw: pd.DataFrame, spec: dict[str, str]) -> None:
+    path = _sibling(p, spec["file"])
+    if path is None:
+        return
+    rows = _read_small_csv(path)
+    names = {r.get(spec["code"], ""): r.get(spec["name"], "") for r in rows}
+    loincs = {r.get(spec["code"], ""): r.get(spec.get("loinc", ""), "") for r in rows}
+    code = raw["test_code"].str.strip()
+    raw["test_name"] = raw["test_name"].where(raw["test_name"] != "", code.map(names).fillna(""))
+    raw["loinc"] = raw["loinc"].where(raw["loinc"] != "", code.map(loincs).fillna(""))
+
+
+def _join_demographics(p: Path, raw: pd.DataFrame, spec: dict[str, str]) -> None:
+    path = _sibling(p, spec["file"])
+    if path is None:
+        return
+    rows = _read_small_csv(path)
+    key = raw["patient_id"].str.strip()
+    for field_name in ("sex", "birth_date"):
+        src = spec.get(field_name)
+        if not src:
+            continue
+        lookup = {r.get(spec["key"], ""): r.get(src, "") for r in rows}
+        raw[field_name] = raw[field_name].where(raw[field_name] != "", key.map(lookup).fillna(""))
