@@ -64,7 +64,9 @@ def criteria() -> dict[tuple[str, str], tuple[Criterion, ...]]:
                 raise ConfigError(f"{path.name}: bad row for term '{term}'")
             anchor = cut if cut in ("LLN", "ULN") else ""
             table.setdefault((term, unit), []).append(
-                Criterion(int(row["grade"]), row["operator"], None if anchor else float(cut), anchor)
+                Criterion(
+                    int(row["grade"]), row["operator"], None if anchor else float(cut), anchor
+                )
             )
     return {key: tuple(rows) for key, rows in table.items()}
 

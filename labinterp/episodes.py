@@ -1,0 +1,338 @@
+"""Results -> observations, draws and episodes, ready for guards and rules.
+
+* A **draw** is one blood sample: rows of a patient with the same specimen id, or else the
+  same collection time. Rows without any date (a one-sample survey) form one draw per
+  patient; internally they get a sentinel time far from every real date, so they pair only
+  with each other, and findings show NaT for their episode span.
+* An **episode** is a run of a patient's draws in which each draw is within the
+  electrolyte window (parameter `window_electrolytes`) of the previous one.
+* Each observation carries tri-state flags `low` and `high` (1.0 yes, 0.0 no, NaN
+  unknown) computed against its own range, honouring censoring: `<0.5` with LLN 0.7 is
+  low; `>10` is high when ULN <= 10 but says nothing about low-ness the other way round.
+  Text results have no value and never get a state. An unknown range gives an unknown
+  state, never "normal".
+* Derived values: albumin-corrected calcium (S18) from a total Ca and the nearest albumin
+  within the electrolyte window, appended as extra observations with `derived` set; CKD
+  stage from eGFR (S28).
+
+Pairing (`nearest`) finds, for each anchor time, the nearest numeric observation of one
+analyte within a window (same draw first, since its distance is zero).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from labinterp.parameters import duration, number
+
+# Dates in real exports run from 1900 to 2200 (MIMIC shifts into the 2100s); undated draws
+# are placed here so no window can reach them from a real date.
+SENTINEL = pd.Timestamp("1700-01-01")
+
+CENSOR_BELOW = ("<", "<=")
+CENSOR_ABOVE = (">", ">=")
+
+# Columns of an observation carried into evidence text.
+EVIDENCE_FIELDS = (
+    "analyte",
+    "test_label",
+    "value_raw",
+    "comparator",
+    "value_reported",
+    "unit_reported",
+    "unit_system",
+    "value",
+    "unit",
+    "range_low",
+    "range_high",
+    "range_low_reported",
+    "range_high_reported",
+    "range_origin",
+    "source_row",
+    "collected_at",
+)
+
+
+@dataclass
+class Context:
+    """Everything a rule may read. Built once per call of interpret_results."""
+
+    obs: pd.DataFrame  # one row per observation; obs_id == position
+    episodes: pd.DataFrame  # one row per patient episode
+    patients: pd.DataFrame  # pat code -> patient_id, first/last time, sex, age
+    vitamin_d_guideline: str = "iom2011"
+    extras: dict[str, object] = field(default_factory=dict)
+
+    def of(self, analyte: str, numeric: bool = True) -> pd.DataFrame:
+        sel = self.obs[self.obs["analyte"].to_numpy() == analyte]
+        if numeric:
+            sel = sel[sel["has_value"].to_numpy()]
+        return sel
+
+
+def tri_below(value: np.ndarray, comparator: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """1.0 when the true value is surely below `threshold`, 0.0 when surely not, else NaN."""
+    out = np.full(len(value), np.nan)
+    ok = ~np.isnan(value) & ~np.isnan(threshold)
+    exact = ok & ~np.isin(comparator, CENSOR_BELOW + CENSOR_ABOVE)
+    with np.errstate(invalid="ignore"):
+        out[exact] = (value[exact] < threshold[exact]).astype(float)
+        lt = ok & (comparator == "<")
+        out[lt & (value <= threshold)] = 1.0
+        le = ok & (comparator == "<=")
+        out[le & (value < threshold)] = 1.0
+        gt = ok & np.isin(comparator, CENSOR_ABOVE)
+        out[gt & (value >= threshold)] = 0.0
+    return out
+
+
+def tri_above(value: np.ndarray, comparator: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """1.0 when the true value is surely above `threshold`, 0.0 when surely not, else NaN."""
+    out = np.full(len(value), np.nan)
+    ok = ~np.isnan(value) & ~np.isnan(threshold)
+    exact = ok & ~np.isin(comparator, CENSOR_BELOW + CENSOR_ABOVE)
+    with np.errstate(invalid="ignore"):
+        out[exact] = (value[exact] > threshold[exact]).astype(float)
+        gt = ok & (comparator == ">")
+        out[gt & (value >= threshold)] = 1.0
+        ge = ok & (comparator == ">=")
+        out[ge & (value > threshold)] = 1.0
+        lt = ok & np.isin(comparator, CENSOR_BELOW)
+        out[lt & (value <= threshold)] = 0.0
+    return out
+
+
+def _flags(quality: pd.Series, name: str) -> np.ndarray:
+    pattern = rf"(?:^|;)\s*{name}\s*(?:;|$)"
+    return quality.fillna("").str.contains(pattern, regex=True).to_numpy(dtype=bool)
+
+
+def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Context:
+    """Observations with draw and episode ids, tri-state flags and derived values."""
+    window = duration("window_electrolytes")
+    df = results.reset_index(drop=True)
+    pat_codes, pat_uniques = pd.factorize(df["patient_id"], sort=True)
+    t = df["collected_at"]
+    spec = df["specimen_id"]
+    has_spec = spec.notna() & (spec.fillna("").str.strip() != "")
+    if has_spec.any():
+        key = pd.DataFrame({"p": pat_codes, "s": spec.where(has_spec, None), "t": t})
+        unified = key[has_spec.to_numpy()].groupby(["p", "s"], sort=False)["t"].transform("min")
+        t = t.copy()
+        t.loc[unified.index] = unified
+    dated = t.notna().to_numpy()
+    t = t.fillna(SENTINEL)
+
+    comparator = df["comparator"].fillna("").astype(str).to_numpy()
+    value = df["value"].to_numpy(dtype="float64", na_value=np.nan)
+    lo = df["range_low"].to_numpy(dtype="float64", na_value=np.nan)
+    hi = df["range_high"].to_numpy(dtype="float64", na_value=np.nan)
+    quality = df["quality"].astype("string")
+    obs = pd.DataFrame(
+        {
+            "pat": pat_codes,
+            "patient_id": df["patient_id"],
+            "t": t.to_numpy(),
+            "dated": dated,
+            "analyte": df["analyte"].astype(str).to_numpy(),
+            "has_value": ~np.isnan(value),
+            "has_text": df["text_result"].notna().to_numpy()
+            & (df["text_result"].fillna("").str.strip() != "").to_numpy(),
+            "low": tri_below(value, comparator, lo),
+            "high": tri_above(value, comparator, hi),
+            "hemolyzed": _flags(quality, "hemolyzed"),
+            "contam_comment": _flags(quality, "contamination_comment")
+            | df["text_result"].fillna("").str.contains("CONTAMINAT", case=False).to_numpy(),
+            "derived": False,
+            "contaminated": False,
+            "albumin_obs": -1,
+            "text_result": df["text_result"],
+        }
+    )
+    for name in EVIDENCE_FIELDS:
+        if name != "analyte":
+            obs[name] = df[name].to_numpy() if name not in ("comparator",) else comparator
+    obs = _with_corrected_calcium(obs, window)
+    obs = obs.sort_values(["pat", "t", "analyte", "source_row"], kind="stable")
+    obs = obs.reset_index(drop=True)
+    obs["obs_id"] = np.arange(len(obs))
+    remap_albumin(obs)
+
+    # draws and episodes
+    pat = obs["pat"].to_numpy()
+    tt = obs["t"].to_numpy()
+    new_draw = np.ones(len(obs), dtype=bool)
+    new_episode = np.ones(len(obs), dtype=bool)
+    if len(obs):
+        same_pat = pat[1:] == pat[:-1]
+        gap = tt[1:] - tt[:-1]
+        new_draw[1:] = ~same_pat | (gap > np.timedelta64(0))
+        new_episode[1:] = ~same_pat | (gap > window.to_timedelta64())
+    obs["draw_id"] = np.cumsum(new_draw) - 1
+    obs["episode_id"] = np.cumsum(new_episode) - 1
+
+    dated_t = obs["t"].where(obs["dated"])
+    g = obs.assign(dt=dated_t).groupby("episode_id", sort=True)
+    episodes = pd.DataFrame(
+        {
+            "pat": g["pat"].first(),
+            "start": g["dt"].min(),
+            "end": g["dt"].max(),
+            "t_first": g["t"].min(),
+            "t_last": g["t"].max(),
+        }
+    ).reset_index()
+    pg = obs.assign(dt=dated_t).groupby("pat", sort=True)
+    patients = pd.DataFrame(
+        {
+            "patient_id": pd.array(
+                np.asarray(pat_uniques)[pg["pat"].first().to_numpy()], dtype="string[pyarrow]"
+            ),
+            "start": pg["dt"].min(),
+            "end": pg["dt"].max(),
+        }
+    )
+    patients.index.name = "pat"
+    patients = patients.reset_index()
+    return Context(
+        obs=obs, episodes=episodes, patients=patients, vitamin_d_guideline=vitamin_d_guideline
+    )
+
+
+def _with_corrected_calcium(obs: pd.DataFrame, window: pd.Timedelta) -> pd.DataFrame:
+    """Append albumin-corrected Ca (S18) for each numeric total Ca with an albumin nearby."""
+    ca = obs[(obs["analyte"].to_numpy() == "calcium") & obs["has_value"].to_numpy()]
+    alb = obs[(obs["analyte"].to_numpy() == "albumin") & obs["has_value"].to_numpy()]
+    if ca.empty or alb.empty:
+        return obs
+    alb_pos = nearest_positions(ca[["pat", "t"]], alb, window)
+    ok = alb_pos >= 0
+    if not ok.any():
+        return obs
+    ca = ca[ok]
+    a = alb.iloc[alb_pos[ok]]
+    a_val = a["value"].to_numpy(dtype="float64")
+    a_exact = ~np.isin(a["comparator"].to_numpy(), CENSOR_BELOW + CENSOR_ABOVE)
+    corr = ca["value"].to_numpy(dtype="float64") + number("calcium_correction_coefficient") * (
+        number("albumin_reference") - a_val
+    )
+    d = ca.copy()
+    d["analyte"] = "calcium_corrected"
+    d["derived"] = True
+    d["albumin_obs"] = a.index.to_numpy()  # original row label, remapped below
+    d["value"] = corr
+    lo = d["range_low"].to_numpy(dtype="float64", na_value=np.nan)
+    hi = d["range_high"].to_numpy(dtype="float64", na_value=np.nan)
+    comp = np.where(a_exact, d["comparator"].to_numpy(), "?")  # censored albumin: no state
+    d["low"] = tri_below(corr, comp, lo)
+    d["high"] = tri_above(corr, comp, hi)
+    d["test_label"] = "corrected Ca (derived)"
+    d["value_raw"] = pd.Series(np.char.mod("%.2f", corr), index=d.index)
+    d["value_reported"] = corr
+    d["unit_reported"] = d["unit"]
+    d["unit_system"] = "si"
+    d["range_low_reported"] = d["range_low"]
+    d["range_high_reported"] = d["range_high"]
+    d["hemolyzed"] = False
+    out = pd.concat([obs, d], ignore_index=False)
+    out["_label"] = out.index
+    return out
+
+
+def remap_albumin(obs: pd.DataFrame) -> None:
+    """Turn the albumin row labels of derived Ca rows into obs ids (after the final sort)."""
+    if "_label" not in obs.columns:
+        obs["albumin_obs"] = -1
+        return
+    base = obs[~obs["derived"].to_numpy()]
+    lookup = pd.Series(base["obs_id"].to_numpy(), index=base["_label"].to_numpy())
+    derived = obs["derived"].to_numpy()
+    mapped = obs.loc[derived, "albumin_obs"].map(lookup).fillna(-1).astype("int64")
+    obs.loc[derived, "albumin_obs"] = mapped.to_numpy()
+    obs.drop(columns="_label", inplace=True)
+
+
+def nearest_positions(
+    anchors: pd.DataFrame, candidates: pd.DataFrame, window: pd.Timedelta
+) -> np.ndarray:
+    """For each anchor row (pat, t), the position in `candidates` of the nearest row of the
+    same patient within `window`, or -1. Vectorized with merge_asof."""
+    n = len(anchors)
+    if n == 0 or candidates.empty:
+        return np.full(n, -1, dtype="int64")
+    left = pd.DataFrame(
+        {"pat": anchors["pat"].to_numpy(), "t": anchors["t"].to_numpy(), "_a": np.arange(n)}
+    ).sort_values(["t", "_a"], kind="stable")
+    right = pd.DataFrame(
+        {
+            "pat": candidates["pat"].to_numpy(),
+            "t": candidates["t"].to_numpy(),
+            "_c": np.arange(len(candidates)),
+        }
+    ).sort_values(["t", "_c"], kind="stable")
+    m = pd.merge_asof(left, right, on="t", by="pat", direction="nearest", tolerance=window)
+    pos = np.full(n, -1, dtype="int64")
+    c = m["_c"].to_numpy(dtype="float64", na_value=np.nan)
+    found = ~np.isnan(c)
+    pos[m["_a"].to_numpy()[found]] = c[found].astype("int64")
+    return pos
+
+
+def nearest(
+    ctx: Context,
+    anchors: pd.DataFrame,
+    analyte: str,
+    window: pd.Timedelta,
+    *,
+    where: np.ndarray | None = None,
+) -> np.ndarray:
+    """obs_id of the nearest numeric `analyte` observation within `window` of each anchor
+    (-1 when none). `where` optionally restricts candidates (a boolean mask over obs)."""
+    mask = (ctx.obs["analyte"].to_numpy() == analyte) & ctx.obs["has_value"].to_numpy()
+    if where is not None:
+        mask &= where
+    cand = ctx.obs[mask]
+    pos = nearest_positions(anchors, cand, window)
+    ids = cand["obs_id"].to_numpy()
+    return np.where(pos >= 0, ids[np.maximum(pos, 0)] if len(ids) else -1, -1)
+
+
+def take(ctx: Context, ids: np.ndarray, column: str, fill: float = np.nan) -> np.ndarray:
+    """Column values of obs rows `ids` (-1 -> fill), as a float array."""
+    col = ctx.obs[column].to_numpy(dtype="float64", na_value=np.nan)
+    out = np.full(len(ids), fill, dtype="float64")
+    ok = ids >= 0
+    out[ok] = col[ids[ok]]
+    return out
+
+
+def take_bool(ctx: Context, ids: np.ndarray, column: str) -> np.ndarray:
+    col = ctx.obs[column].to_numpy(dtype=bool)
+    out = np.zeros(len(ids), dtype=bool)
+    ok = ids >= 0
+    out[ok] = col[ids[ok]]
+    return out
+
+
+def ckd_stage(egfr: np.ndarray) -> np.ndarray:
+    """KDIGO G-stage (S28) for each eGFR value; "" when unknown."""
+    cuts = [
+        ("G1", number("ckd_g1_from")),
+        ("G2", number("ckd_g2_from")),
+        ("G3a", number("ckd_g3a_from")),
+        ("G3b", number("ckd_g3b_from")),
+        ("G4", number("ckd_g4_from")),
+    ]
+    out = np.full(len(egfr), "", dtype=object)
+    known = ~np.isnan(egfr)
+    out[known] = "G5"
+    assigned = ~known
+    for stage, floor in cuts:
+        with np.errstate(invalid="ignore"):
+            hit = ~assigned & (egfr >= floor)
+        out[hit] = stage
+        assigned |= hit
+    return out

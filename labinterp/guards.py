@@ -1,0 +1,108 @@
+"""Guards: checks that run before the patterns and can veto them (CLINICAL.md sec. 5).
+
+* Hemolysis (S66, S67): a quality flag `hemolyzed` (set by the reader from a comment,
+  flag or index) makes the K and Mg of that row unable to prove "high", and unable to
+  prove "not low" (a normal value may hide a low true value); a low value stays low,
+  since hemolysis only pushes them up.
+* `edta_contamination` (S63-S65): K above ULN on a draw whose calcium is below LLN, or
+  whose results carry a contamination comment or text ("UNABLE TO REPORT DUE TO
+  CONTAMINATION"). K2-EDTA from a purple-top tube adds K and chelates Ca and Mg. The draw
+  is marked `contaminated`; P1 and P3 then report `suppressed` for anything built on it.
+  Low Mg and low ALP on the same draw strengthen the finding (listed in its evidence).
+* Pseudo-hypocalcemia: computed inside P1 (total Ca low while corrected or ionized Ca is
+  normal), reported as a not-fired P1 with the caveat `pseudo_hypocalcemia`.
+* Suspected unit errors (a value impossible for its stated unit) are rejected by the
+  reader with reason `implausible_value` and never reach the engine; they appear in the
+  rejected-rows table, not in findings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from labinterp.episodes import Context
+
+HEMOLYSIS_SENSITIVE = ("potassium", "magnesium")
+EDTA_AFFECTED = ("potassium", "calcium", "calcium_ionized", "calcium_corrected", "magnesium", "alp")
+CALCIUM_MEASURED = ("calcium", "calcium_ionized", "calcium_corrected")
+
+
+def apply_hemolysis(ctx: Context) -> None:
+    obs = ctx.obs
+    hit = obs["hemolyzed"].to_numpy() & np.isin(obs["analyte"].to_numpy(), HEMOLYSIS_SENSITIVE)
+    if not hit.any():
+        return
+    high = obs["high"].to_numpy().copy()
+    low = obs["low"].to_numpy().copy()
+    high[hit] = np.nan
+    low[hit & (low == 0.0)] = np.nan
+    obs["high"] = high
+    obs["low"] = low
+
+
+def _first_per_draw(obs: pd.DataFrame, mask: np.ndarray) -> pd.Series:
+    return obs.loc[mask, ["draw_id", "obs_id"]].groupby("draw_id")["obs_id"].min()
+
+
+def edta_contamination(ctx: Context) -> pd.DataFrame:
+    """Fired rows of the guard, one per contaminated draw; marks `obs.contaminated`."""
+    obs = ctx.obs
+    analyte = obs["analyte"].to_numpy()
+    measured = ~obs["derived"].to_numpy()
+    is_k = analyte == "potassium"
+    is_ca = np.isin(analyte, CALCIUM_MEASURED) & measured
+    k_high = is_k & (obs["high"].to_numpy() == 1.0)
+    ca_low = is_ca & (obs["low"].to_numpy() == 1.0)
+    comment = obs["contam_comment"].to_numpy()
+    k_by_draw = _first_per_draw(obs, k_high)
+    ca_by_draw = _first_per_draw(obs, ca_low)
+    comment_by_draw = _first_per_draw(obs, comment)
+    draws = k_by_draw.index[
+        k_by_draw.index.isin(ca_by_draw.index) | k_by_draw.index.isin(comment_by_draw.index)
+    ]
+    if len(draws) == 0:
+        return pd.DataFrame()
+    in_draw = obs["draw_id"].isin(draws).to_numpy()
+    obs["contaminated"] = obs["contaminated"].to_numpy() | (
+        in_draw & np.isin(analyte, EDTA_AFFECTED)
+    )
+    ca_text = is_ca & obs["has_text"].to_numpy()
+    mg_low = (analyte == "magnesium") & (obs["low"].to_numpy() == 1.0)
+    alp_low = (analyte == "alp") & (obs["low"].to_numpy() == 1.0)
+
+    def pick(series: pd.Series) -> np.ndarray:
+        return series.reindex(draws).fillna(-1).astype("int64").to_numpy()
+
+    ev_ca = pick(ca_by_draw)
+    ev_ca_text = pick(_first_per_draw(obs, ca_text))
+    ev_ca = np.where(ev_ca >= 0, ev_ca, ev_ca_text)
+    ev_mg = pick(_first_per_draw(obs, mg_low))
+    ev_alp = pick(_first_per_draw(obs, alp_low))
+    has_comment = pick(comment_by_draw) >= 0
+    ev_k = pick(k_by_draw)
+    first = obs.iloc[ev_k]
+    strength = np.where(
+        (ev_mg >= 0) | (ev_alp >= 0) | has_comment, "with_supporting_evidence", "core_signature"
+    )
+    caveat = np.where(has_comment, "contamination_comment", "")
+    times = first["t"].where(first["dated"].to_numpy())
+    return pd.DataFrame(
+        {
+            "pat": first["pat"].to_numpy(),
+            "start": times.to_numpy(),
+            "end": times.to_numpy(),
+            "status": "fired",
+            "tier": strength,
+            "grade": np.nan,
+            "ev_potassium": ev_k,
+            "ev_calcium": ev_ca,
+            "ev_magnesium": ev_mg,
+            "ev_alp": ev_alp,
+            "missing_inputs": "",
+            "suppressed_by": "",
+            "caveats": caveat,
+            "note": "Suspected EDTA-contaminated sample (high K with low Ca on one draw): "
+            "recollect before acting on K, Ca or Mg from this draw.",
+        }
+    )

@@ -1,0 +1,250 @@
+"""RESULTS -> FINDINGS: episodes, guards, rules, grades, evidence.
+
+`interpret_results` is pure and deterministic (output sorted), and gives the same rows for a
+patient whether it sees the whole table or any partition holding all of that patient's rows
+(the audit runs it per patient partition). Every patient with an in-scope result gets a row
+for every pattern rule, so counts of not_fired and indeterminate are honest; guard and
+context rules report fired rows only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from os import PathLike
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labinterp import episodes, grading, guards, schema
+from labinterp.rules import REGISTRY
+from labinterp.rules.common import flags
+from labinterp.rules.vitamin_d_resistance import GUIDELINES
+
+ORIGINS = ("row", "bundled", "unknown")
+_RULE_ORDER = {rule.id: i for i, rule in enumerate(REGISTRY)}
+
+
+def interpret(
+    source: Any,
+    *,
+    patient: str | Sequence[str] | None = None,
+    vitamin_d_guideline: str = "iom2011",
+    mapping: str | PathLike[str] | None = None,
+    date_format: str | None = None,
+) -> pd.DataFrame:
+    """Findings for a lab export: a path or list of paths, a ReadResult or a RESULTS frame."""
+    if isinstance(source, pd.DataFrame):
+        results = source
+    elif hasattr(source, "results"):
+        results = source.results
+    else:
+        from labinterp.reading import read  # the reader is heavy; load it only when needed
+
+        paths = [source] if isinstance(source, (str, PathLike)) else list(source)
+        results = read(paths, mapping=mapping, date_format=date_format).results
+    return interpret_results(results, patient=patient, vitamin_d_guideline=vitamin_d_guideline)
+
+
+def interpret_results(
+    results: pd.DataFrame,
+    *,
+    patient: str | Sequence[str] | None = None,
+    vitamin_d_guideline: str = "iom2011",
+) -> pd.DataFrame:
+    """The FINDINGS table for a RESULTS table (see labinterp.schema)."""
+    if vitamin_d_guideline not in GUIDELINES:
+        raise ValueError(
+            f"unknown vitamin D guideline '{vitamin_d_guideline}'; use one of {sorted(GUIDELINES)}"
+        )
+    results = schema.conform(results, schema.RESULTS)
+    if patient is not None:
+        wanted = [patient] if isinstance(patient, str) else list(patient)
+        results = results[results["patient_id"].isin(wanted).to_numpy()]
+    results = results[results["patient_id"].notna().to_numpy() & results["analyte"].notna()]
+    if results.empty:
+        return schema.empty(schema.FINDINGS)
+    ctx = episodes.build(results, vitamin_d_guideline=vitamin_d_guideline)
+    guards.apply_hemolysis(ctx)
+    ctx.extras["edta_contamination"] = guards.edta_contamination(ctx)
+    parts = []
+    for rule in REGISTRY:
+        out = rule.evaluate(ctx)
+        if out is None or out.empty:
+            continue
+        out = out.assign(rule_id=rule.id, kind=rule.kind, citations=";".join(rule.citations))
+        parts.append(out.reset_index(drop=True))
+    if not parts:
+        return schema.empty(schema.FINDINGS)
+    f = pd.concat(parts, ignore_index=True)
+    return _assemble(ctx, f)
+
+
+def _fmt(values: np.ndarray) -> np.ndarray:
+    out = np.char.mod("%.4g", np.nan_to_num(values, nan=0.0)).astype(object)
+    out[np.isnan(values)] = ""
+    return out
+
+
+def _json_num(values: np.ndarray) -> np.ndarray:
+    out = np.char.mod("%.6g", np.nan_to_num(values, nan=0.0)).astype(object)
+    out[np.isnan(values)] = "null"
+    return out
+
+
+def _json_str(series: pd.Series) -> np.ndarray:
+    s = series.astype(object).where(series.notna(), None)
+    return s.map(json.dumps).to_numpy(dtype=object)
+
+
+def _obs_pieces(obs: pd.DataFrame, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Evidence text, JSON body and range origin for the observations `ids`."""
+    o = obs.iloc[ids]
+    num = {
+        c: o[c].to_numpy(dtype="float64", na_value=np.nan)
+        for c in (
+            "value",
+            "value_reported",
+            "range_low",
+            "range_high",
+            "range_low_reported",
+            "range_high_reported",
+        )
+    }
+    unit_rep = o["unit_reported"].astype(object).fillna("").to_numpy()
+    lo, hi = _fmt(num["range_low_reported"]), _fmt(num["range_high_reported"])
+    rng = np.where(
+        (lo != "") & (hi != ""),
+        lo + "-" + hi,
+        np.where(hi != "", "<" + hi, np.where(lo != "", ">" + lo, "")),
+    )
+    origin = o["range_origin"].astype(object).fillna("unknown").to_numpy()
+    rng = np.where(rng == "", "range unknown", "range " + rng + " " + unit_rep) + ", " + origin
+    raw = o["value_raw"].astype(object).fillna("").to_numpy()
+    text_res = o["text_result"].astype(object).fillna("").to_numpy()
+    shown = np.where(raw != "", raw, text_res)
+    label = o["test_label"].astype(object).fillna(o["analyte"]).to_numpy()
+    canon = np.where(
+        np.isnan(num["value"]),
+        "",
+        _fmt(num["value"]) + " " + o["unit"].astype(object).fillna("").to_numpy() + "; ",
+    )
+    text = label + " " + shown + " " + unit_rep + " (" + canon + rng + ")"
+    dated = o["dated"].to_numpy()
+    when = pd.Series(o["t"].to_numpy()).dt.strftime("%Y-%m-%dT%H:%M:%S").astype(object)
+    when = when.where(dated, None)
+    body = (
+        '"analyte":'
+        + _json_str(o["analyte"])
+        + ',"test":'
+        + _json_str(o["test_label"])
+        + ',"value_raw":'
+        + _json_str(o["value_raw"])
+        + ',"text_result":'
+        + _json_str(o["text_result"])
+        + ',"comparator":'
+        + _json_str(o["comparator"])
+        + ',"value_reported":'
+        + _json_num(num["value_reported"])
+        + ',"unit_reported":'
+        + _json_str(o["unit_reported"])
+        + ',"value":'
+        + _json_num(num["value"])
+        + ',"unit":'
+        + _json_str(o["unit"])
+        + ',"range_low":'
+        + _json_num(num["range_low"])
+        + ',"range_high":'
+        + _json_num(num["range_high"])
+        + ',"range_low_reported":'
+        + _json_num(num["range_low_reported"])
+        + ',"range_high_reported":'
+        + _json_num(num["range_high_reported"])
+        + ',"range_origin":'
+        + _json_str(o["range_origin"])
+        + ',"derived":'
+        + np.where(o["derived"].to_numpy(), "true", "false").astype(object)
+        + ',"collected_at":'
+        + _json_str(when)
+        + ',"source_row":'
+        + _json_num(o["source_row"].to_numpy(dtype="float64", na_value=np.nan))
+        + "}"
+    )
+    return text, body, origin
+
+
+def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
+    obs = ctx.obs
+    n = len(f)
+    roles = [c for c in f.columns if c.startswith("ev_")]
+    ids_by_role = {r: f[r].fillna(-1).to_numpy(dtype="int64") for r in roles}
+    chosen = [v[v >= 0] for v in ids_by_role.values()]
+    used = np.unique(np.concatenate([*chosen, np.array([], dtype="int64")]))
+    text_u, body_u, origin_u = _obs_pieces(obs, used)
+    pos = np.full(len(obs), -1, dtype="int64")
+    pos[used] = np.arange(len(used))
+
+    text = np.full(n, "", dtype=object)
+    js = np.full(n, "", dtype=object)
+    seen = {name: np.zeros(n, dtype=bool) for name in ORIGINS}
+    for role in roles:
+        ids = ids_by_role[role]
+        has = ids >= 0
+        if not has.any():
+            continue
+        p = pos[ids[has]]
+        piece_t = text_u[p]
+        piece_j = '{"role":"' + role[3:] + '",' + body_u[p]
+        cur_t, cur_j = text[has], js[has]
+        text[has] = np.where(cur_t == "", piece_t, cur_t + "; " + piece_t)
+        js[has] = np.where(cur_j == "", piece_j, cur_j + "," + piece_j)
+        for name in ORIGINS:
+            seen[name][has] |= origin_u[p] == name
+    js = "[" + js + "]"
+    origins = flags(*[(name, seen[name]) for name in ORIGINS])
+
+    grade = np.full(n, np.nan)
+    if "grade_obs" in f.columns:
+        gobs = f["grade_obs"].fillna(-1).to_numpy(dtype="int64")
+        terms = f["grade_term"].fillna("").astype(str).to_numpy()
+        for term in pd.unique(terms[gobs >= 0]):
+            sel = (terms == term) & (gobs >= 0)
+            o = obs.iloc[gobs[sel]]
+            grade[sel] = grading.grade_array(
+                term,
+                o["value_reported"].to_numpy(dtype="float64", na_value=np.nan),
+                list(o["unit_reported"].astype(object).where(o["unit_reported"].notna(), None)),
+                o["range_low_reported"].to_numpy(dtype="float64", na_value=np.nan),
+                o["range_high_reported"].to_numpy(dtype="float64", na_value=np.nan),
+            )
+
+    pid = ctx.patients.set_index("pat")["patient_id"]
+    out = pd.DataFrame(
+        {
+            "patient_id": pid.reindex(f["pat"].to_numpy()).to_numpy(),
+            "rule_id": f["rule_id"].to_numpy(),
+            "kind": f["kind"].to_numpy(),
+            "status": f["status"].to_numpy(),
+            "tier": f["tier"].fillna("").to_numpy(),
+            "grade": pd.Series(grade).round().astype("Int64").to_numpy(),
+            "episode_start": pd.to_datetime(f["start"]).to_numpy(),
+            "episode_end": pd.to_datetime(f["end"]).to_numpy(),
+            "evidence": text,
+            "evidence_json": js,
+            "range_origin": origins,
+            "missing_inputs": f["missing_inputs"].fillna("").to_numpy(),
+            "suppressed_by": f["suppressed_by"].fillna("").to_numpy(),
+            "caveats": f["caveats"].fillna("").to_numpy(),
+            "note": f["note"].fillna("").to_numpy(),
+            "citations": f["citations"].to_numpy(),
+        }
+    )
+    out["_r"] = out["rule_id"].map(_RULE_ORDER)
+    out = out.sort_values(
+        ["patient_id", "_r", "episode_start", "episode_end", "status"],
+        kind="stable",
+        na_position="first",
+    ).drop(columns="_r")
+    out = schema.conform(out, schema.FINDINGS)
+    return schema.check(out, schema.FINDINGS, "findings")

@@ -1,0 +1,30 @@
+"""What every rule declares (see DESIGN.md, idiom 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from labinterp.parameters import duration, number, parameters
+
+__all__ = ["Rule", "duration", "number", "parameters"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule: a pure, vectorized function over the engine's Context.
+
+    `evaluate(ctx)` returns one row per patient x episode with the columns of
+    `labinterp.interpret.RULE_OUTPUT` (status, tier, evidence obs ids, ...).
+    """
+
+    id: str
+    kind: str  # "pattern" | "guard" | "context"
+    analytes: tuple[str, ...]  # inputs the rule needs (for missing_inputs and docs)
+    parameters: tuple[str, ...]  # keys of rule_parameters.toml it reads
+    citations: tuple[str, ...]  # source keys of CLINICAL.md
+    evaluate: Callable[[Any], pd.DataFrame]
+    doc: str  # the module docstring (What it flags / Why it matters / Limitations / References)

@@ -1,0 +1,154 @@
+"""P1 `hypomagnesemia_hypocalcemia`: low magnesium with true low calcium.
+
+What it flags:
+    A magnesium below its lower limit paired (same draw, else within the electrolyte
+    window) with true hypocalcemia: ionized Ca below LLN, else albumin-corrected Ca
+    (reported, or derived from total Ca and albumin) below LLN, else total Ca below LLN with
+    albumin unknown (caveat `albumin_unknown`, tier at most `possible`). Tier `supported`
+    when PTH within the PTH window is not raised, or Mg is below the PTH-failure threshold;
+    else `possible` (the note says a PTH response is present when PTH is raised). Total Ca
+    low with corrected/ionized Ca normal is pseudo-hypocalcemia: not fired, with a caveat.
+
+Why it matters:
+    Magnesium deficiency blunts PTH release and makes bone and kidney resistant to PTH, so
+    calcium stays low until magnesium is replaced (functional hypoparathyroidism).
+
+Limitations:
+    Pairs each draw with the nearest value of each analyte in the window, not every
+    combination. Corrected calcium is unreliable with albumin < 30 g/L and in CKD (caveats
+    `corrected_ca_low_albumin`, `ckd_context`); ionized Ca is preferred whenever one with a
+    known range exists. Draws flagged by `edta_contamination` are suppressed and their values
+    are not paired with other draws. Hemolysis cannot make a Mg "not low". Censored values
+    count only when the censoring settles the comparison.
+
+References:
+    S7, S27, S6, S55 (mechanism); S1, S6 (Mg threshold of PTH failure); S18-S20 (corrected
+    calcium and its limits); S28 (CKD).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from labinterp.episodes import Context, nearest, take, take_bool, tri_below
+from labinterp.rules import common
+from labinterp.rules.base import Rule, duration, number
+
+ID = "hypomagnesemia_hypocalcemia"
+TIERS = {"supported": 0, "possible": 1}
+
+
+def evaluate(ctx: Context) -> pd.DataFrame:
+    w = duration("window_electrolytes")
+    obs = ctx.obs
+    a = common.anchors(ctx, ("magnesium", "calcium", "calcium_ionized", "calcium_corrected"))
+    ok = common.known(ctx)
+    mg = nearest(ctx, a, "magnesium", w, where=ok)
+    ion = nearest(ctx, a, "calcium_ionized", w, where=ok)
+    corr = nearest(ctx, a, "calcium_corrected", w, where=ok)
+    total = nearest(ctx, a, "calcium", w, where=ok)
+    pth = nearest(ctx, a, "pth", duration("window_pth"), where=common.known(ctx, "high"))
+    any_mg = nearest(ctx, a, "magnesium", w)
+    any_ca = np.maximum.reduce(
+        [nearest(ctx, a, x, w) for x in ("calcium", "calcium_ionized", "calcium_corrected")]
+    )
+
+    basis = np.where(
+        ion >= 0, "ionized", np.where(corr >= 0, "corrected", np.where(total >= 0, "total", ""))
+    )
+    ca = np.where(ion >= 0, ion, np.where(corr >= 0, corr, total))
+    ca_low = take(ctx, ca, "low")
+    mg_low = take(ctx, mg, "low")
+    total_low = take(ctx, total, "low")
+    pseudo = (total_low == 1.0) & (basis != "total") & (ca_low == 0.0)
+
+    contaminated = a["contaminated"].to_numpy()
+    fired = ~contaminated & (mg_low == 1.0) & (ca_low == 1.0)
+    not_fired = ~contaminated & ~fired & ((mg_low == 0.0) | (ca_low == 0.0))
+    status = np.select(
+        [contaminated, fired, not_fired], ["suppressed", "fired", "not_fired"], "indeterminate"
+    )
+
+    mg_val = take(ctx, mg, "value")
+    mg_cmp = np.where(mg >= 0, obs["comparator"].to_numpy()[np.maximum(mg, 0)], "")
+    severe = tri_below(mg_val, mg_cmp, np.full(len(a), number("p1_mg_pth_failure_below"))) == 1.0
+    pth_high = take(ctx, pth, "high")
+    supported = (severe | (pth_high == 0.0)) & (basis != "total")
+    tier = np.where(fired, np.where(supported, "supported", "possible"), "")
+
+    derived = take_bool(ctx, ca, "derived") & (basis == "corrected")
+    alb_id = np.where(derived, take(ctx, ca, "albumin_obs", fill=-1), -1).astype("int64")
+    alb_val = take(ctx, alb_id, "value")
+    with np.errstate(invalid="ignore"):
+        low_alb = derived & (alb_val < number("albumin_unreliable_below"))
+    ckd = (basis == "corrected") & common.ckd_nearby(ctx, a, w, number("ckd_context_egfr_below"))
+    hemolyzed_mg = take_bool(ctx, any_mg, "hemolyzed")
+    missing = common.flags(
+        ("magnesium", (status == "indeterminate") & np.isnan(mg_low)),
+        ("calcium", (status == "indeterminate") & np.isnan(ca_low)),
+    )
+    caveats = common.flags(
+        ("albumin_unknown", fired & (basis == "total")),
+        ("pseudo_hypocalcemia", pseudo & ~contaminated),
+        ("corrected_ca_low_albumin", low_alb & (fired | not_fired)),
+        ("ckd_context", ckd & (fired | not_fired)),
+        ("hemolyzed", hemolyzed_mg),
+        ("range_unknown", common.range_unknown(ctx, any_mg) | common.range_unknown(ctx, any_ca)),
+    )
+    note = np.select(
+        [
+            contaminated,
+            fired & (pth_high == 1.0),
+            fired & (basis == "total"),
+            fired,
+            pseudo,
+        ],
+        [
+            "Not assessed: this draw looks EDTA-contaminated; recollect.",
+            "Low Mg with low Ca; PTH is raised, so a PTH response is present.",
+            "Low Mg with low total Ca; albumin unknown, so true hypocalcemia is not proven.",
+            "Low Mg with low Ca (Ca basis: " + basis.astype(object) + ").",
+            "Total Ca is low but corrected/ionized Ca is normal (pseudo-hypocalcemia).",
+        ],
+        "",
+    )
+    grade_src = np.where(fired, mg, -1)
+    out = a.assign(
+        status=status,
+        tier=tier,
+        ev_magnesium=np.where(mg >= 0, mg, any_mg),
+        ev_calcium=np.where(ca >= 0, ca, any_ca),
+        ev_calcium_total=np.where((basis != "total") & (total >= 0), total, -1),
+        ev_albumin=alb_id,
+        ev_pth=pth,
+        grade_obs=grade_src,
+        grade_term="hypomagnesemia",
+        missing_inputs=missing,
+        suppressed_by=np.where(contaminated, "edta_contamination", ""),
+        caveats=caveats,
+        note=note,
+    )
+    out = common.best_per_group(out, "episode_id", TIERS)
+    out = common.with_episode_span(ctx, out)
+    rest = common.missing_patients(
+        ctx, out["pat"].unique(), "magnesium;calcium", "No Mg or Ca result to assess."
+    )
+    return pd.concat([out, rest], ignore_index=True)
+
+
+RULE = Rule(
+    id=ID,
+    kind="pattern",
+    analytes=("magnesium", "calcium", "calcium_ionized", "calcium_corrected", "albumin", "pth"),
+    parameters=(
+        "window_electrolytes",
+        "window_pth",
+        "p1_mg_pth_failure_below",
+        "albumin_unreliable_below",
+        "ckd_context_egfr_below",
+    ),
+    citations=("S1", "S6", "S7", "S18", "S19", "S20", "S27", "S55"),
+    evaluate=evaluate,
+    doc=__doc__ or "",
+)

@@ -1,0 +1,128 @@
+"""P3 `hypomagnesemia_hypokalemia`: low potassium with low magnesium.
+
+What it flags:
+    A potassium below its lower limit paired (same draw, else within the electrolyte window)
+    with a magnesium below its lower limit. Tier `refractory` when, within the episode, K is
+    below LLN on two or more draws at least `p3_refractory_min_gap` apart and every Mg
+    measured from one window before the first low K to the last low K is low; else
+    `concurrent`.
+
+Why it matters:
+    Magnesium deficiency releases the brake on renal potassium secretion (ROMK), so K
+    repletion fails until Mg is corrected; over half of significant hypokalemia has Mg
+    deficiency.
+
+Limitations:
+    Pairs each draw with the nearest value in the window. Episodes are chains of draws with
+    gaps no longer than the electrolyte window, so a refractory course with sparser sampling
+    is reported as `concurrent`. A hemolyzed sample cannot show K or Mg "not low" (a normal
+    value may hide a low one); a low value from it still counts. Draws flagged by
+    `edta_contamination` are suppressed. Supplement and diuretic history is not in lab
+    exports.
+
+References:
+    S59 (mechanism, ROMK), S43 (hypokalemia), S6 (Mg deficiency), S66, S67 (hemolysis).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from labinterp.episodes import Context, nearest, take, take_bool
+from labinterp.rules import common
+from labinterp.rules.base import Rule, duration
+
+ID = "hypomagnesemia_hypokalemia"
+TIERS = {"refractory": 0, "concurrent": 1}
+
+
+def _refractory_episodes(ctx: Context) -> np.ndarray:
+    """Episode ids where low K persists across draws >= the gap while Mg stays low."""
+    obs = ctx.obs
+    clean = ~obs["contaminated"].to_numpy()
+    analyte = obs["analyte"].to_numpy()
+    low = obs["low"].to_numpy(dtype="float64")
+    k = obs[(analyte == "potassium") & (low == 1.0) & clean]
+    if k.empty:
+        return np.array([], dtype="int64")
+    g = k.groupby("episode_id")["t"]
+    span = pd.DataFrame({"first": g.min(), "last": g.max()})
+    span = span[(span["last"] - span["first"]) >= duration("p3_refractory_min_gap")]
+    if span.empty:
+        return np.array([], dtype="int64")
+    mg = obs[(analyte == "magnesium") & ~np.isnan(low) & clean][["episode_id", "t", "low"]]
+    mg = mg.merge(span, left_on="episode_id", right_index=True)
+    w = duration("window_electrolytes")
+    mg = mg[(mg["t"] >= mg["first"] - w) & (mg["t"] <= mg["last"])]
+    agg = mg.groupby("episode_id")["low"].agg(["min", "max"])
+    return agg.index[(agg["min"] == 1.0) & (agg["max"] == 1.0)].to_numpy()
+
+
+def evaluate(ctx: Context) -> pd.DataFrame:
+    w = duration("window_electrolytes")
+    a = common.anchors(ctx, ("potassium", "magnesium"))
+    ok = common.known(ctx)
+    k = nearest(ctx, a, "potassium", w, where=ok)
+    mg = nearest(ctx, a, "magnesium", w, where=ok)
+    any_k = nearest(ctx, a, "potassium", w)
+    any_mg = nearest(ctx, a, "magnesium", w)
+    k_low = take(ctx, k, "low")
+    mg_low = take(ctx, mg, "low")
+    contaminated = a["contaminated"].to_numpy()
+    fired = ~contaminated & (k_low == 1.0) & (mg_low == 1.0)
+    not_fired = ~contaminated & ~fired & ((k_low == 0.0) | (mg_low == 0.0))
+    status = np.select(
+        [contaminated, fired, not_fired], ["suppressed", "fired", "not_fired"], "indeterminate"
+    )
+    refractory = a["episode_id"].isin(_refractory_episodes(ctx)).to_numpy()
+    tier = np.where(fired, np.where(refractory, "refractory", "concurrent"), "")
+    hemolyzed = take_bool(ctx, any_k, "hemolyzed") | take_bool(ctx, any_mg, "hemolyzed")
+    indeterminate = status == "indeterminate"
+    missing = common.flags(
+        ("potassium", indeterminate & np.isnan(k_low)),
+        ("magnesium", indeterminate & np.isnan(mg_low)),
+    )
+    caveats = common.flags(
+        ("hemolyzed", hemolyzed),
+        ("range_unknown", common.range_unknown(ctx, any_k) | common.range_unknown(ctx, any_mg)),
+    )
+    note = np.select(
+        [contaminated, fired & refractory, fired],
+        [
+            "Not assessed: this draw looks EDTA-contaminated; recollect.",
+            "Low K on repeated draws while Mg stays low: K repletion may fail until Mg "
+            "is corrected.",
+            "Low K with low Mg in the same window.",
+        ],
+        "",
+    )
+    out = a.assign(
+        status=status,
+        tier=tier,
+        ev_potassium=np.where(k >= 0, k, any_k),
+        ev_magnesium=np.where(mg >= 0, mg, any_mg),
+        grade_obs=np.where(fired, k, -1),
+        grade_term="hypokalemia",
+        missing_inputs=missing,
+        suppressed_by=np.where(contaminated, "edta_contamination", ""),
+        caveats=caveats,
+        note=note,
+    )
+    out = common.best_per_group(out, "episode_id", TIERS)
+    out = common.with_episode_span(ctx, out)
+    rest = common.missing_patients(
+        ctx, out["pat"].unique(), "potassium;magnesium", "No K or Mg result to assess."
+    )
+    return pd.concat([out, rest], ignore_index=True)
+
+
+RULE = Rule(
+    id=ID,
+    kind="pattern",
+    analytes=("potassium", "magnesium"),
+    parameters=("window_electrolytes", "p3_refractory_min_gap"),
+    citations=("S6", "S43", "S59", "S66", "S67"),
+    evaluate=evaluate,
+    doc=__doc__ or "",
+)

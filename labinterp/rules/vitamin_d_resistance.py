@@ -1,0 +1,209 @@
+"""P2 `vitamin_d_resistance`: 25-OH vitamin D not rising as expected, with low magnesium.
+
+What it flags:
+    Tier `serial`: two or more 25-OH D results at least `p2_serial_min_span` apart, the
+    latest still below the sufficiency cut-off of the chosen guideline, a rise from first to
+    last smaller than `p2_min_expected_rise`, and a Mg below LLN between the first and the
+    last result (or within the vitamin D window before the last). Tier `single`: one low
+    25-OH D with a Mg below LLN within the vitamin D window. "Low" means below the guideline
+    cut-off (IOM 2011 by default, Endocrine Society 2011 as a setting), not below the lab's
+    printed range. CRP above the inflammation threshold within the CRP window of a D result
+    used adds the caveat `inflammation_caveat`; eGFR below the CKD threshold adds
+    `ckd_context`. One row per patient (the whole D history is one episode).
+
+Why it matters:
+    Magnesium is a cofactor of the vitamin D hydroxylases, so replacing vitamin D may not
+    raise 25-OH D (or its active form) while Mg is low. Patient wording says "not rising as
+    expected", never "resistance" (a term for genetic rickets).
+
+Limitations:
+    The evidence is weaker than for P1 and P3. Supplement or medication columns are not in
+    the results table, so supplementation cannot strengthen the finding yet. Censored D
+    results settle "low" only when the censoring does; a censored first or last result
+    leaves the rise unknown (no `serial` tier). Assays of different generations are not
+    distinguished. One episode per patient hides a second, separate course.
+
+References:
+    S56 (Mg as hydroxylase cofactor), S55 (weaker evidence), S30-S34 (cut-offs), S38, S39
+    (CRP lowers 25-OH D), S28 (CKD).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from labinterp.episodes import CENSOR_ABOVE, CENSOR_BELOW, Context, nearest, tri_above, tri_below
+from labinterp.rules import common
+from labinterp.rules.base import Rule, duration, number
+
+ID = "vitamin_d_resistance"
+TIERS = {"serial": 0, "single": 1}
+GUIDELINES = {"iom2011": "vitamin_d_sufficient_iom2011", "es2011": "vitamin_d_sufficient_es2011"}
+
+
+def cutoff(guideline: str) -> float:
+    try:
+        return number(GUIDELINES[guideline])
+    except KeyError:
+        raise ValueError(
+            f"unknown vitamin D guideline '{guideline}'; use one of {sorted(GUIDELINES)}"
+        ) from None
+
+
+def evaluate(ctx: Context) -> pd.DataFrame:
+    obs = ctx.obs
+    wd = duration("window_vitamin_d")
+    analyte = obs["analyte"].to_numpy()
+    value = obs["value"].to_numpy(dtype="float64")
+    comp = obs["comparator"].to_numpy()
+    n = len(obs)
+    d_low_all = tri_below(value, comp, np.full(n, cutoff(ctx.vitamin_d_guideline)))
+    crp_high = (analyte == "crp") & (
+        tri_above(value, comp, np.full(n, number("crp_inflammation_above"))) == 1.0
+    )
+    mg_ok = common.known(ctx)
+    mg_low_mask = mg_ok & (analyte == "magnesium") & (obs["low"].to_numpy(dtype="float64") == 1.0)
+
+    d = obs[(analyte == "vitamin_d_25oh") & obs["has_value"].to_numpy()].copy()
+    d["d_low"] = d_low_all[d["obs_id"].to_numpy()]
+    d = d.sort_values(["pat", "t", "obs_id"], kind="stable").reset_index(drop=True)
+    mg_low_id = nearest(ctx, d, "magnesium", wd, where=mg_low_mask)
+    mg_any_id = nearest(ctx, d, "magnesium", wd, where=mg_ok)
+    d_low = d["d_low"].to_numpy()
+    single = (d_low == 1.0) & (mg_low_id >= 0)
+    per_d = np.select(
+        [single, d_low == 0.0, (d_low == 1.0) & (mg_any_id >= 0)],
+        ["fired", "not_fired", "not_fired"],
+        "indeterminate",
+    )
+    d["status"] = per_d
+    d["mg"] = np.where(mg_low_id >= 0, mg_low_id, mg_any_id)
+    d["missing"] = np.where(
+        per_d == "indeterminate",
+        np.where(np.isnan(d_low), "vitamin_d_25oh", "magnesium"),
+        "",
+    )
+
+    # serial tier: first and last D of each patient
+    g = d.groupby("pat", sort=True)
+    first = d.loc[g["t"].idxmin()].set_index("pat")
+    last = d.loc[g["t"].idxmax()].set_index("pat")
+    exact = ~np.isin(first["comparator"].to_numpy(), CENSOR_BELOW + CENSOR_ABOVE) & ~np.isin(
+        last["comparator"].to_numpy(), CENSOR_BELOW + CENSOR_ABOVE
+    )
+    rise = last["value"].to_numpy(dtype="float64") - first["value"].to_numpy(dtype="float64")
+    with np.errstate(invalid="ignore"):
+        serial_d = (
+            ((last["t"] - first["t"]).to_numpy() >= duration("p2_serial_min_span").to_timedelta64())
+            & (last["d_low"].to_numpy() == 1.0)
+            & exact
+            & (rise < number("p2_min_expected_rise"))
+        )
+    span = pd.DataFrame(
+        {
+            "first_t": first["t"],
+            "last_t": last["t"],
+            "first_id": first["obs_id"],
+            "last_id": last["obs_id"],
+        }
+    )[serial_d]
+    mg_low_obs = obs.loc[mg_low_mask, ["pat", "t", "obs_id"]]
+    hits = mg_low_obs.merge(span, left_on="pat", right_index=True)
+    lo_t = np.minimum(hits["first_t"], hits["last_t"] - wd)
+    hits = hits[(hits["t"] >= lo_t) & (hits["t"] <= hits["last_t"])]
+    serial_mg = hits.groupby("pat")["obs_id"].max()
+    serial_pats = serial_mg.index.to_numpy()
+
+    # patient outcome: any fired D, else the latest D decides
+    d["_rank"] = np.where(d["status"] == "fired", 0, 1)
+    best = d.sort_values(["pat", "_rank", "t"], ascending=[True, True, False], kind="stable")
+    best = best.drop_duplicates("pat").set_index("pat")
+    is_serial = best.index.isin(serial_pats)
+    status = np.where(is_serial, "fired", best["status"].to_numpy())
+    tier = np.where(is_serial, "serial", np.where(status == "fired", "single", ""))
+    pats = best.index.to_numpy()
+    ev_first = np.where(is_serial, span["first_id"].reindex(pats).fillna(-1), -1).astype("int64")
+    ev_last = np.where(
+        is_serial, span["last_id"].reindex(pats).fillna(-1), best["obs_id"].to_numpy()
+    ).astype("int64")
+    ev_mg = np.where(is_serial, serial_mg.reindex(pats).fillna(-1), best["mg"].to_numpy()).astype(
+        "int64"
+    )
+
+    used = pd.DataFrame({"pat": pats, "t": obs["t"].to_numpy()[ev_last]})
+    crp_id = nearest(ctx, used, "crp", duration("window_crp"), where=crp_high)
+    if is_serial.any():
+        used_first = pd.DataFrame({"pat": pats, "t": obs["t"].to_numpy()[np.maximum(ev_first, 0)]})
+        crp_first = nearest(ctx, used_first, "crp", duration("window_crp"), where=crp_high)
+        crp_id = np.where((crp_id < 0) & (ev_first >= 0), crp_first, crp_id)
+    ckd = common.ckd_nearby(ctx, used, wd, number("ckd_context_egfr_below"))
+    fired = status == "fired"
+    caveats = common.flags(
+        ("inflammation_caveat", crp_id >= 0),
+        ("ckd_context", ckd),
+    )
+    times = [obs["t"].to_numpy()[np.maximum(ids, 0)] for ids in (ev_first, ev_last, ev_mg)]
+    present = [ids >= 0 for ids in (ev_first, ev_last, ev_mg)]
+    dated = obs["dated"].to_numpy()
+    tt = np.stack(
+        [
+            np.where(p & dated[np.maximum(ids, 0)], t, np.datetime64("NaT"))
+            for p, t, ids in zip(present, times, (ev_first, ev_last, ev_mg), strict=True)
+        ]
+    )
+    start = pd.DataFrame(tt.T).min(axis=1).to_numpy()
+    end = pd.DataFrame(tt.T).max(axis=1).to_numpy()
+    note = np.select(
+        [is_serial, fired, status == "not_fired"],
+        [
+            "25-OH vitamin D not rising as expected on repeat testing, with low Mg.",
+            "Low 25-OH vitamin D with low Mg nearby; Mg is needed to activate vitamin D.",
+            "",
+        ],
+        "",
+    )
+    out = pd.DataFrame(
+        {
+            "pat": pats,
+            "t": obs["t"].to_numpy()[ev_last],
+            "start": start,
+            "end": end,
+            "status": status,
+            "tier": tier,
+            "ev_vitamin_d_first": ev_first,
+            "ev_vitamin_d": ev_last,
+            "ev_magnesium": ev_mg,
+            "ev_crp": crp_id,
+            "grade_obs": np.where(fired, ev_mg, -1),
+            "grade_term": "hypomagnesemia",
+            "missing_inputs": np.where(is_serial, "", best["missing"].to_numpy()),
+            "suppressed_by": "",
+            "caveats": caveats,
+            "note": note,
+        }
+    )
+    rest = common.missing_patients(
+        ctx, pats, "vitamin_d_25oh", "No 25-OH vitamin D result to assess."
+    )
+    return pd.concat([out, rest], ignore_index=True)
+
+
+RULE = Rule(
+    id=ID,
+    kind="pattern",
+    analytes=("vitamin_d_25oh", "magnesium", "crp", "egfr"),
+    parameters=(
+        "window_vitamin_d",
+        "window_crp",
+        "p2_serial_min_span",
+        "p2_min_expected_rise",
+        "vitamin_d_sufficient_iom2011",
+        "vitamin_d_sufficient_es2011",
+        "crp_inflammation_above",
+        "ckd_context_egfr_below",
+    ),
+    citations=("S28", "S30", "S31", "S33", "S34", "S38", "S39", "S55", "S56"),
+    evaluate=evaluate,
+    doc=__doc__ or "",
+)
