@@ -1,16 +1,72 @@
-"""`labinterp interpret`: placeholder until its issue lands (reports itself as unavailable)."""
+"""`labinterp interpret FILE...`: the findings table for one or more lab exports.
+
+On a terminal (`--format table`, the default) it prints compact columns, one line per
+patient x rule x episode; `--format csv|json` gives the full findings table (the same
+columns as the Python API). Findings go to stdout; a one-line count goes to stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 
-from labinterp.errors import LabinterpError
+import pandas as pd
+
+from labinterp.cli_check import add_input_options
+from labinterp.interpret import interpret_results
+from labinterp.output import FORMATS, write_table
+from labinterp.reading import read
+from labinterp.rules.vitamin_d_resistance import GUIDELINES
+
+log = logging.getLogger("labinterp")
+
+# Columns shown on a terminal; machine formats get every column of the findings table.
+TABLE_COLUMNS = (
+    "patient_id",
+    "rule_id",
+    "status",
+    "tier",
+    "grade",
+    "episode_start",
+    "missing_inputs",
+    "suppressed_by",
+    "caveats",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("interpret", help="(not available yet)")
+    p = sub.add_parser(
+        "interpret",
+        help="flag Mg-linked patterns (with guards and CTCAE grades) in lab exports",
+        description="Read the export(s) and print one finding per patient x rule x episode.",
+    )
+    add_input_options(p)
+    p.add_argument(
+        "--patient", metavar="ID", action="append", help="only this patient (repeatable)"
+    )
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    p.add_argument(
+        "--vitamin-d-guideline",
+        choices=sorted(GUIDELINES),
+        default="iom2011",
+        help="25-OH vitamin D sufficiency cut-off: IOM 2011 (default) or Endocrine Society 2011",
+    )
     p.set_defaults(run=run)
 
 
+def compact(findings: pd.DataFrame) -> pd.DataFrame:
+    out = findings.loc[:, list(TABLE_COLUMNS)].copy()
+    out["episode_start"] = out["episode_start"].dt.strftime("%Y-%m-%d %H:%M").fillna("")
+    out["grade"] = out["grade"].astype("string").fillna("")
+    return out.rename(columns={"episode_start": "from", "suppressed_by": "suppressed"})
+
+
 def run(args: argparse.Namespace) -> int:
-    raise LabinterpError("'labinterp interpret' is not available in this build yet.")
+    result = read(args.files, mapping=args.mapping, date_format=args.date_format)
+    findings = interpret_results(
+        result.results, patient=args.patient, vitamin_d_guideline=args.vitamin_d_guideline
+    )
+    fired = int((findings["status"] == "fired").sum())
+    log.info("%d findings (%d fired) from %d rows read", len(findings), fired, result.rows_in)
+    write_table(compact(findings) if args.format == "table" else findings, args.format)
+    return 0

@@ -23,6 +23,25 @@ from labinterp.rules.common import flags
 from labinterp.rules.vitamin_d_resistance import GUIDELINES
 
 ORIGINS = ("row", "bundled", "unknown")
+# Evidence is listed in this order whatever rules ran, so output does not depend on the
+# partition a patient was interpreted in.
+ROLE_ORDER = tuple(
+    "ev_" + r
+    for r in (
+        "magnesium",
+        "calcium",
+        "calcium_total",
+        "albumin",
+        "potassium",
+        "pth",
+        "vitamin_d_first",
+        "vitamin_d",
+        "crp",
+        "phosphate",
+        "egfr",
+        "alp",
+    )
+)
 _RULE_ORDER = {rule.id: i for i, rule in enumerate(REGISTRY)}
 
 
@@ -177,7 +196,8 @@ def _obs_pieces(obs: pd.DataFrame, ids: np.ndarray) -> tuple[np.ndarray, np.ndar
 def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
     obs = ctx.obs
     n = len(f)
-    roles = [c for c in f.columns if c.startswith("ev_")]
+    present = [c for c in f.columns if c.startswith("ev_")]
+    roles = [c for c in ROLE_ORDER if c in present] + sorted(set(present) - set(ROLE_ORDER))
     ids_by_role = {r: f[r].fillna(-1).to_numpy(dtype="int64") for r in roles}
     chosen = [v[v >= 0] for v in ids_by_role.values()]
     used = np.unique(np.concatenate([*chosen, np.array([], dtype="int64")]))
