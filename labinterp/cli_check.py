@@ -1,16 +1,116 @@
-"""`labinterp check`: placeholder until the reader lands."""
+"""`labinterp check FILE...`: how labinterp reads an export, before anything is interpreted.
+
+Prints, per file, the format and the column mapping it used (as a mapping file the user can
+copy and edit), then the row accounting, results per analyte and unit, where ranges came
+from, and why rows were rejected.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
-from labinterp.errors import LabinterpError
+import pandas as pd
+
+from labinterp.output import FORMATS, write_table
+from labinterp.reading import ReadResult, read
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check", help="(not available yet)")
+    p = sub.add_parser(
+        "check",
+        help="show how an export is read: mapping, units, row accounting",
+        description="Read the export(s) and report how every row was handled.",
+    )
+    add_input_options(p)
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    p.add_argument(
+        "--rejected", action="store_true", help="also list every rejected row with its reason"
+    )
     p.set_defaults(run=run)
 
 
+def add_input_options(p: argparse.ArgumentParser) -> None:
+    """Options every command that reads exports shares."""
+    p.add_argument("files", nargs="+", metavar="FILE", help="lab export(s): CSV, xlsx, FHIR JSON")
+    p.add_argument("--mapping", metavar="TOML", help="column mapping file (see `check` output)")
+    p.add_argument(
+        "--date-format",
+        metavar="FMT",
+        help="strftime format of the collection time, e.g. '%%d/%%m/%%Y %%H:%%M'",
+    )
+
+
+def summary(result: ReadResult) -> dict[str, object]:
+    res, rej = result.results, result.rejected
+    by_analyte = (
+        res.groupby(["analyte", "unit_reported"], dropna=False).size().reset_index(name="rows")
+        if len(res)
+        else pd.DataFrame(columns=["analyte", "unit_reported", "rows"])
+    )
+    return {
+        "rows_in": result.rows_in,
+        "rows_used": result.rows_used,
+        "rows_rejected": result.rows_rejected,
+        "patients": int(res["patient_id"].nunique()),
+        "rejected_by_reason": {k: int(v) for k, v in rej["reason"].value_counts().items()},
+        "range_origin": {k: int(v) for k, v in res["range_origin"].value_counts().items()},
+        "results_by_analyte_and_unit": [
+            {"analyte": a, "unit": u if isinstance(u, str) else "", "rows": int(n)}
+            for a, u, n in by_analyte.itertuples(index=False)
+        ],
+        "files": [
+            {
+                "file": f.name,
+                "format": f.format,
+                "columns_from": f.plan,
+                "rows_in": f.rows_in,
+                "rows_used": f.rows_used,
+                "rows_rejected": f.rows_rejected,
+                "undated": f.undated,
+                "mapping": f.mapping_toml,
+            }
+            for f in result.files
+        ],
+    }
+
+
 def run(args: argparse.Namespace) -> int:
-    raise LabinterpError("'labinterp check' is not available in this build yet.")
+    result = read(args.files, mapping=args.mapping, date_format=args.date_format)
+    info = summary(result)
+    out = sys.stdout
+    if args.format == "json":
+        if args.rejected:
+            info["rejected"] = json.loads(result.rejected.to_json(orient="records"))
+        out.write(json.dumps(info, indent=2) + "\n")
+        return 0
+    if args.format == "csv":
+        write_table(result.rejected if args.rejected else result.results, "csv", out)
+        return 0
+    for f in info["files"]:  # type: ignore[attr-defined]
+        out.write(f"== {f['file']}: {f['format']}, columns from {f['columns_from']}\n")
+        if f["undated"]:
+            out.write("   no collection-time column: each row is treated as one draw\n")
+        if f["mapping"]:
+            out.write("".join(f"   {line}\n" for line in f["mapping"].splitlines()))
+        out.write(
+            f"   rows: {f['rows_in']} in = {f['rows_used']} used + {f['rows_rejected']} rejected\n"
+        )
+    out.write(
+        f"\nTotal: {info['rows_in']} rows in = {info['rows_used']} used + "
+        f"{info['rows_rejected']} rejected; {info['patients']} patients\n"
+    )
+    out.write("\nResults by analyte and reported unit:\n")
+    for item in info["results_by_analyte_and_unit"]:  # type: ignore[attr-defined]
+        out.write(f"   {item['analyte']:<18} {item['unit'] or '(text)':<16} {item['rows']:>8}\n")
+    out.write("\nReference ranges from: ")
+    out.write(", ".join(f"{k} {v}" for k, v in info["range_origin"].items()) + "\n")  # type: ignore[attr-defined]
+    if info["rejected_by_reason"]:
+        out.write("\nRejected rows by reason:\n")
+        for reason, n in info["rejected_by_reason"].items():  # type: ignore[attr-defined]
+            out.write(f"   {reason:<28} {n:>8}\n")
+    if args.rejected and len(result.rejected):
+        out.write("\n")
+        write_table(result.rejected, "table", out)
+    return 0

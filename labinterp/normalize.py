@@ -331,8 +331,8 @@ def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple
 # ---------------------------------------------------------------- quality flags
 
 _QUALITY_PATTERNS = (
-    ("not_hemolyzed", re.compile(r"\b(not|no|non)[\s-]*hemoly", re.I)),
-    ("hemolyzed", re.compile(r"hemoly[sz]|haemoly[sz]", re.I)),
+    ("not_hemolyzed", re.compile(r"\b(not|no|non)[\s-]*h[eé]moly", re.I)),
+    ("hemolyzed", re.compile(r"h[eé]moly[sz]|haemoly[sz]|h[eé]molis", re.I)),
     ("contamination_comment", re.compile(r"contaminat|edta", re.I)),
     ("clotted", re.compile(r"\bclot", re.I)),
     ("lipemic", re.compile(r"lip(a)?emi", re.I)),
@@ -464,7 +464,14 @@ def normalize(
     # canonical value and plausibility (suspected unit errors)
     value = number * factor
     lo_p, hi_p, canon_unit = _per_analyte(analyte)
-    implausible = has_number & ~np.isnan(value) & ((value < lo_p) | (value > hi_p))
+    # A censored value only proves what its comparator allows: "<0.5" is impossible only
+    # when 0.5 is already at or below the plausible floor, and ">10" only above the ceiling.
+    upper_censored = np.isin(cmp_, ["<", "<="])
+    lower_censored = np.isin(cmp_, [">", ">="])
+    with np.errstate(invalid="ignore"):
+        too_low = np.where(upper_censored, value <= lo_p, value < lo_p)
+        too_high = np.where(lower_censored, value >= hi_p, value > hi_p)
+    implausible = has_number & ~np.isnan(value) & (too_low | too_high)
     if implausible.any():
         why = np.array(
             [

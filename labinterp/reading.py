@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,6 +348,10 @@ def _raw_frame(p: Path, label: str, tbl: table.Table, plan: colplan.ColumnPlan) 
     raw["source_file"] = label
     raw["source_row"] = tbl.source_row
     preset = plan.preset or {}
+    from_name = preset.get("patient_from_file_name")
+    if from_name and "patient_id" not in plan.columns:
+        m = re.search(from_name["pattern"], p.name)
+        raw["patient_id"] = m.group(1) if m else ""
     split = preset.get("split_code")
     if split and split["column"] in frame.columns:
         parts = (

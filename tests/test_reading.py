@@ -1,0 +1,366 @@
+"""The reader on small exports written the ways real systems write them."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from labinterp import schema
+from labinterp.errors import (
+    ColumnDetectionError,
+    DateFormatError,
+    InputFileError,
+    InputNotFoundError,
+    LabinterpError,
+    MappingFileError,
+)
+from labinterp.reading import read
+
+HEADER = "patient_id,collected_at,test,result,unit,reference_range,comment\n"
+
+
+def write(tmp_path: Path, text: str, name: str = "export.csv", encoding: str = "utf-8") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def one(tmp_path: Path, body: str, **kw) -> pd.DataFrame:
+    res = read(write(tmp_path, HEADER + body), **kw)
+    assert res.rows_in == res.rows_used + res.rows_rejected
+    return res.results
+
+
+def test_tables_match_their_schemas(tmp_path: Path) -> None:
+    res = read(write(tmp_path, HEADER + "P1,2024-03-01 08:30,Magnesium,1.2,mg/dL,1.6-2.6,\n"))
+    schema.check(res.results, schema.RESULTS, "results")
+    schema.check(res.rejected, schema.REJECTED, "rejected")
+
+
+def test_conventional_magnesium_is_converted_with_the_row_range(tmp_path: Path) -> None:
+    r = one(tmp_path, "P1,2024-03-01 08:30,Magnesium,1.2,mg/dL,1.6-2.6,\n").iloc[0]
+    assert r["analyte"] == "magnesium"
+    assert r["value"] == pytest.approx(1.2 * 10 / 24.305)
+    assert r["value_reported"] == 1.2 and r["unit_reported"] == "mg/dL"
+    assert r["unit_system"] == "conventional"
+    assert r["range_origin"] == "row"
+    assert r["range_low"] == pytest.approx(1.6 * 10 / 24.305)
+    assert r["range_high_reported"] == 2.6
+    assert r["collected_at"] == pd.Timestamp("2024-03-01 08:30")
+    assert r["source_row"] == 2
+
+
+def test_bundled_range_when_the_row_has_none_and_its_source(tmp_path: Path) -> None:
+    r = one(tmp_path, "P1,2024-03-01,Potassium,3.1,mmol/L,,\n").iloc[0]
+    assert (r["range_origin"], r["range_low"], r["range_high"]) == ("bundled", 3.5, 5.0)
+    assert r["range_source"] == "S43"
+
+
+def test_children_get_no_adult_range(tmp_path: Path) -> None:
+    text = "patient_id,birth_date,collected_at,test,result,unit\nC1,2020-01-01,2024-03-01,Phosphate,5.5,mg/dL\n"
+    r = read(write(tmp_path, text)).results.iloc[0]
+    assert r["age_years"] < 18
+    assert r["range_origin"] == "unknown" and math.isnan(r["range_low"])
+
+
+@pytest.mark.parametrize(
+    ("text", "comparator", "number"),
+    [
+        ("<0.5", "<", 0.5),
+        ("< 0.5", "<", 0.5),
+        (">= 200", ">=", 200.0),
+        ("LESS THAN 0.4", "<", 0.4),
+        ("GREATER THAN 10", ">", 10.0),
+        ("≤1.0", "<=", 1.0),
+        ("7.90", "", 7.9),
+    ],
+)
+def test_censored_values_keep_their_comparator(
+    tmp_path: Path, text: str, comparator: str, number: float
+) -> None:
+    r = one(tmp_path, f'P1,2024-03-01,CRP,"{text}",mg/L,,\n').iloc[0]
+    assert (r["comparator"], r["value_reported"]) == (comparator, number)
+
+
+def test_censored_values_are_checked_only_on_the_side_they_prove(tmp_path: Path) -> None:
+    res = read(
+        write(
+            tmp_path,
+            HEADER + "P1,2024-03-01,Potassium,<0.5,mmol/L,,\n"
+            "P1,2024-03-02,Potassium,<0.9,mmol/L,,\nP1,2024-03-03,Potassium,>20,mmol/L,,\n",
+        )
+    )
+    assert list(res.rejected["reason"]) == ["implausible_value", "implausible_value"]
+    assert list(res.results["value_raw"]) == ["<0.9"]
+
+
+@pytest.mark.parametrize(
+    "text", ["hemolyzed", "UNABLE TO REPORT DUE TO CONTAMINATION", "See Comments", "___", "NEG"]
+)
+def test_text_results_stay_text(tmp_path: Path, text: str) -> None:
+    r = one(tmp_path, f"P1,2024-03-01,Calcium,{text},mg/dL,,\n").iloc[0]
+    assert r["text_result"] == text
+    assert math.isnan(r["value"]) and math.isnan(r["value_reported"])
+
+
+def test_quality_flags_from_comments(tmp_path: Path) -> None:
+    res = one(
+        tmp_path,
+        "P1,2024-03-01,Potassium,6.1,mmol/L,,HEMOLYSIS FALSELY ELEVATES K..\n"
+        "P1,2024-03-02,Potassium,4.1,mmol/L,,VERIFIED.  NOT HEMOLYZED.\n"
+        "P1,2024-03-03,Calcium,hemolyzed,mg/dL,,\n"
+        "P1,2024-03-04,Calcium,5.0,mg/dL,,possible EDTA contamination\n",
+    )
+    assert list(res["quality"]) == [
+        "hemolyzed",
+        "not_hemolyzed",
+        "hemolyzed",
+        "contamination_comment",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("range_text", "low", "high"),
+    [
+        ("3.5-5.0", 3.5, 5.0),
+        ("3.5 - 5.0", 3.5, 5.0),
+        ("3.5 to 5.0", 3.5, 5.0),
+        ("<10", None, 10.0),
+        (">= 60", 60.0, None),
+        ("3.5-5.0 mmol/L", 3.5, 5.0),
+    ],
+)
+def test_reference_range_strings(tmp_path: Path, range_text: str, low, high) -> None:
+    r = one(tmp_path, f'P1,2024-03-01,Potassium,4.0,mmol/L,"{range_text}",\n').iloc[0]
+    assert r["range_origin"] == "row"
+    assert (None if math.isnan(r["range_low"]) else r["range_low"]) == low
+    assert (None if math.isnan(r["range_high"]) else r["range_high"]) == high
+
+
+def test_low_high_columns(tmp_path: Path) -> None:
+    text = "mrn,charttime,component,value,units,ref_low,ref_high\nA,2024-01-01,CRP,12,mg/L,,5\n"
+    r = read(write(tmp_path, text)).results.iloc[0]
+    assert r["analyte"] == "crp" and r["range_high"] == 5.0 and math.isnan(r["range_low"])
+
+
+@pytest.mark.parametrize(
+    ("delimiter", "encoding", "bom"),
+    [
+        (",", "utf-8", False),
+        (";", "utf-8", False),
+        ("\t", "utf-8", False),
+        (",", "utf-8", True),
+        (";", "latin-1", False),
+        ("\t", "utf-16", False),
+    ],
+)
+def test_delimiters_and_encodings(tmp_path: Path, delimiter: str, encoding: str, bom: bool) -> None:
+    rows = [
+        ["Patient", "Date", "Test", "Result", "Unit", "Comment"],
+        ["P1", "2024-03-01", "Magnesium", "1.9", "mg/dL", "prélèvement hémolysé"],
+        ["P2", "2024-03-01", "Potassium", "3.2", "mmol/L", ""],
+    ]
+    text = "\n".join(delimiter.join(r) for r in rows) + "\n"
+    data = ("\ufeff" if bom else "") + text
+    res = read(write(tmp_path, data, encoding=encoding))
+    assert res.rows_used == 2
+    assert res.results["comment"].iloc[0] == "prélèvement hémolysé"
+    assert res.results["quality"].iloc[0] == "hemolyzed"
+
+
+def test_decimal_commas_quoted_fields_and_blank_lines(tmp_path: Path) -> None:
+    text = (
+        "Patient;Date;Test;Result;Unit;Ref range\n\n"
+        'P1;01.03.2024 08:30;Magnesium;0,62;mmol/L;"0,70-1,05"\n\n'
+        'P1;01.03.2024 08:30;"Calcium, total";2,01;mmol/L;"2,12-2,62"\n'
+    )
+    res = read(write(tmp_path, text))
+    r = res.results
+    assert list(r["value"]) == [0.62, 2.01]
+    assert list(r["range_low"]) == [0.70, 2.12]
+    assert list(r["source_row"]) == [3, 5]  # physical lines, blank lines counted
+    assert r["collected_at"].iloc[0] == pd.Timestamp("2024-03-01 08:30")
+
+
+def test_us_dates_detected_per_file(tmp_path: Path) -> None:
+    r = one(
+        tmp_path,
+        "P1,8/16/2148 0:00,Magnesium,2,mg/dL,,\nP1,3/5/2148 1:47 PM,Magnesium,2.1,mg/dL,,\n",
+    )
+    assert list(r["collected_at"]) == [pd.Timestamp("2148-08-16"), pd.Timestamp("2148-03-05 13:47")]
+
+
+def test_ambiguous_slash_dates_ask_for_a_format(tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER + "P1,3/5/2024,Magnesium,2,mg/dL,,\n")
+    with pytest.raises(DateFormatError, match="--date-format"):
+        read(path)
+    r = read(path, date_format="%d/%m/%Y").results.iloc[0]
+    assert r["collected_at"] == pd.Timestamp("2024-05-03")
+
+
+def test_two_digit_years_are_rejected_not_guessed(tmp_path: Path) -> None:
+    res = read(
+        write(
+            tmp_path,
+            HEADER
+            + "P1,11/19/38 18:08,Magnesium,2,mg/dL,,\nP1,11/20/2038 18:08,Magnesium,2,mg/dL,,\n",
+        )
+    )
+    assert list(res.rejected["reason"]) == ["ambiguous_two_digit_year"]
+    assert res.rows_used == 1
+
+
+def test_offsets_become_utc(tmp_path: Path) -> None:
+    r = one(tmp_path, "P1,2018-05-26T23:21:43-07:00,Potassium,4.9,mmol/L,,\n").iloc[0]
+    assert r["collected_at"] == pd.Timestamp("2018-05-27 06:21:43")
+
+
+def test_every_rejection_reason_is_accounted(tmp_path: Path) -> None:
+    body = (
+        "P1,2024-03-01,Sodium,140,mmol/L,,\n"  # out_of_scope
+        ",2024-03-01,Magnesium,1.9,mg/dL,,\n"  # missing_patient_id
+        "P1,,Magnesium,1.9,mg/dL,,\n"  # missing_date
+        "P1,yesterday,Magnesium,1.9,mg/dL,,\n"  # unparseable_date
+        "P1,2024-03-01,Magnesium,,mg/dL,,\n"  # missing_value
+        "P1,2024-03-01,Magnesium,1.9,K/uL,,\n"  # unknown_unit
+        "P1,2024-03-01,Magnesium,1.9,U/L,,\n"  # unit_not_valid_for_analyte
+        "P1,2024-03-01,Magnesium,17,mmol/L,,\n"  # implausible_value
+        "P1,2024-03-01,CRP,235,mg/dL,,\n"  # implausible_value
+        "P1,2024-03-01,,1.9,mg/dL,,\n"  # missing_test
+        "P1,2024-03-02,Magnesium,1.9,mg/dL,,\n"  # used
+        "P1,2024-03-02,Magnesium,1.9,mg/dL,,\n"  # duplicate
+    )
+    res = read(write(tmp_path, HEADER + body))
+    assert res.rows_in == 12 and res.rows_used == 1
+    assert list(res.rejected.sort_values("source_row")["reason"]) == [
+        "out_of_scope",
+        "missing_patient_id",
+        "missing_date",
+        "unparseable_date",
+        "missing_value",
+        "unknown_unit",
+        "unit_not_valid_for_analyte",
+        "implausible_value",
+        "implausible_value",
+        "missing_test",
+        "duplicate",
+    ]
+    crp = res.rejected[res.rejected["source_row"] == 10].iloc[0]
+    assert "fits mg/L" in crp["detail"]
+
+
+def test_same_result_in_two_unit_systems_is_one_result(tmp_path: Path) -> None:
+    res = read(
+        write(
+            tmp_path,
+            HEADER + "P1,2024-03-01,Calcium,9.3,mg/dL,,\nP1,2024-03-01,Calcium,2.325,mmol/L,,\n",
+        )
+    )
+    assert res.rows_used == 1 and list(res.rejected["reason"]) == ["duplicate"]
+
+
+def test_wide_layout_with_units_in_headers(tmp_path: Path) -> None:
+    text = "MRN,Date,Mg (mg/dL),Calcium [mmol/L],K (mmol/L)\nA,2024-01-02,1.5,2.01,\n"
+    res = read(write(tmp_path, text))
+    assert res.rows_in == 3 and res.rows_used == 2
+    assert sorted(res.results["analyte"]) == ["calcium", "magnesium"]
+    assert list(res.rejected["reason"]) == ["missing_value"]
+
+
+def test_mapping_file_for_unusual_headers(tmp_path: Path) -> None:
+    text = "Pt No,When,Analysis,Res,Dim\nA,2024-01-02,CA TOT,8.1,mg/dL\n"
+    path = write(tmp_path, text)
+    with pytest.raises(ColumnDetectionError):
+        read(path)
+    mapping = tmp_path / "m.toml"
+    mapping.write_text(
+        '[columns]\npatient_id = "Pt No"\ncollected_at = "When"\ntest_name = "Analysis"\n'
+        'value_raw = "Res"\nunit_raw = "Dim"\n[tests]\n"CA TOT" = "calcium"\n'
+    )
+    r = read(path, mapping=mapping).results.iloc[0]
+    assert r["analyte"] == "calcium"
+    mapping.write_text('[columns]\npatient_id = "Nope"\n')
+    with pytest.raises(MappingFileError, match="Nope"):
+        read(path, mapping=mapping)
+
+
+def test_xlsx_export(tmp_path: Path) -> None:
+    openpyxl = pytest.importorskip("openpyxl")
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["Patient", "Collected", "Test", "Result", "Units"])
+    ws.append(["P1", "2024-03-01 08:30", "Magnesium", 1.2, "mg/dL"])
+    ws.append([None, None, None, None, None])
+    ws.append(["P1", "2024-03-01 08:30", "Potassium", "<2.5", "mmol/L"])
+    path = tmp_path / "export.xlsx"
+    wb.save(path)
+    res = read(path)
+    assert list(res.results["source_row"]) == [2, 4]
+    assert list(res.results["comparator"]) == ["", "<"]
+
+
+@pytest.mark.parametrize(
+    ("content", "error", "words"),
+    [
+        (b"", InputFileError, "empty"),
+        (b"\x00\x01\x02binary\x00" * 50, InputFileError, "binary"),
+        (b"%PDF-1.7 stuff", InputFileError, "PDF"),
+        (b"   \n\n  ", InputFileError, "no data"),
+        (b"a,b,c\n1,2,3\n", ColumnDetectionError, "no column"),
+        (b"MSH|^~\\&|LAB\r", InputFileError, "HL7"),
+    ],
+)
+def test_bad_input_names_file_and_fix(
+    tmp_path: Path, content: bytes, error: type, words: str
+) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(error) as info:
+        read(path)
+    message = str(info.value)
+    assert "bad.csv" in message and words in message and "Fix:" in message
+    assert isinstance(info.value, LabinterpError)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputNotFoundError):
+        read(tmp_path / "nope.csv")
+
+
+def test_huge_line_is_refused_with_its_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from labinterp.readers import table
+
+    monkeypatch.setattr(table, "MAX_LINE_BYTES", 1000)
+    path = write(
+        tmp_path, HEADER + "P1,2024-03-01,Magnesium,1.2,mg/dL,,\n" + "P1," + "x" * 5000 + "\n"
+    )
+    with pytest.raises(InputFileError, match="line 3"):
+        read(path)
+
+
+def test_fhir_observation_keeps_comparator_range_and_interpretation(tmp_path: Path) -> None:
+    import json
+
+    obs = {
+        "resourceType": "Observation",
+        "id": "k1",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}], "text": "Potassium"},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2024-03-01T08:30:00Z",
+        "valueQuantity": {"value": 2.5, "comparator": "<", "unit": "mmol/L"},
+        "referenceRange": [{"low": {"value": 3.5}, "high": {"value": 5.1}}],
+        "interpretation": [{"coding": [{"code": "LL"}]}],
+        "note": [{"text": "Specimen hemolysed"}],
+    }
+    path = write(tmp_path, json.dumps(obs), name="obs.json")
+    r = read(path).results.iloc[0]
+    assert (r["comparator"], r["value"], r["range_high"], r["flag"]) == ("<", 2.5, 5.1, "LL")
+    assert r["quality"] == "hemolyzed"
+    bad = dict(obs, valueQuantity={"value": "not a number", "unit": "mmol/L"})
+    path.write_text(json.dumps(bad))
+    res = read(path)
+    assert res.rows_in == 1 and list(res.rejected["reason"]) == ["malformed_row"]
