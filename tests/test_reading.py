@@ -60,7 +60,10 @@ def test_bundled_range_when_the_row_has_none_and_its_source(tmp_path: Path) -> N
 
 
 def test_children_get_no_adult_range(tmp_path: Path) -> None:
-    text = "patient_id,birth_date,collected_at,test,result,unit\nC1,2020-01-01,2024-03-01,Phosphate,5.5,mg/dL\n"
+    text = (
+        "patient_id,birth_date,collected_at,test,result,unit\n"
+        "C1,2020-01-01,2024-03-01,Phosphate,5.5,mg/dL\n"
+    )
     r = read(write(tmp_path, text)).results.iloc[0]
     assert r["age_years"] < 18
     assert r["range_origin"] == "unknown" and math.isnan(r["range_low"])

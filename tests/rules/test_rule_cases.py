@@ -1,0 +1,120 @@
+"""Per-rule YAML cases run through the real reader and the engine, plus the meta-test.
+
+Each case becomes a small CSV in the bundled sample's layout (units as labs print them),
+is read with `labinterp.read` and interpreted; the finding of the case's rule is compared
+with the expectation. Guard and context rules report fired rows only, so "not_fired" for
+them means "no fired row".
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from labinterp.interpret import interpret_results
+from labinterp.reading import read
+from labinterp.rules import REGISTRY
+
+HERE = Path(__file__).resolve().parent
+HEADER = [
+    "patient_id", "sex", "birth_date", "collected_at", "specimen_id", "test", "loinc",
+    "result", "unit", "reference_range", "flag", "comment",
+]
+SECTIONS = ("What it flags:", "Why it matters:", "Limitations:", "References:")
+
+
+def _load() -> dict[str, dict[str, Any]]:
+    return {p.stem: yaml.safe_load(p.read_text(encoding="utf-8")) for p in HERE.glob("*.yaml")}
+
+
+SPECS = _load()
+CASES = [
+    pytest.param(rule_id, case, id=f"{rule_id}::{case['name']}")
+    for rule_id, spec in sorted(SPECS.items())
+    for case in spec["cases"]
+]
+
+
+def _write_case(case: dict[str, Any], path: Path) -> None:
+    patient = {"sex": "F", "birth_date": "1970-01-01", **case.get("patient", {})}
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(HEADER)
+        for line in case["rows"]:
+            parts = [p.strip() for p in str(line).split("|")]
+            parts += [""] * (7 - len(parts))
+            when, test, result, unit, rng, comment, specimen = parts[:7]
+            w.writerow([
+                "CASE-1", patient["sex"], str(patient["birth_date"]), when, specimen, test, "",
+                result, unit, rng, "", comment,
+            ])
+
+
+@pytest.mark.parametrize(("rule_id", "case"), CASES)
+def test_case(rule_id: str, case: dict[str, Any], tmp_path: Path) -> None:
+    src = tmp_path / "case.csv"
+    _write_case(case, src)
+    result = read([src])
+    assert len(result.rejected) == 0, result.rejected[["reason", "detail"]].to_string()
+    findings = interpret_results(result.results, **case.get("options", {}))
+    rows = findings[findings["rule_id"] == rule_id]
+    if "episode" in case:
+        rows = rows[rows["episode_start"] == pd.Timestamp(str(case["episode"]))]
+    expect = case["expect"]
+    kind = next(r.kind for r in REGISTRY if r.id == rule_id)
+    if kind != "pattern":
+        fired = rows[rows["status"] == "fired"]
+        if expect["status"] == "not_fired":
+            assert fired.empty, fired.to_string()
+            return
+        rows = fired
+    assert len(rows) == 1, rows.to_string()
+    row = rows.iloc[0]
+    assert row["status"] == expect["status"], row.to_dict()
+    if "tier" in expect:
+        assert row["tier"] == expect["tier"], row.to_dict()
+    elif row["status"] != "fired":
+        assert row["tier"] == ""
+    if "grade" in expect:
+        assert row["grade"] == expect["grade"], row.to_dict()
+    for key, column in (("caveats", "caveats"), ("missing", "missing_inputs")):
+        have = set(filter(None, str(row[column]).split(";")))
+        assert set(expect.get(key, [])) <= have, row.to_dict()
+    if "suppressed_by" in expect:
+        assert row["suppressed_by"] == expect["suppressed_by"]
+    if row["status"] == "fired":
+        assert row["evidence"], "a fired finding must carry evidence"
+
+
+@pytest.mark.parametrize("rule", REGISTRY, ids=lambda r: r.id)
+def test_every_rule_has_cases_and_docstring(rule: Any) -> None:
+    spec = SPECS.get(rule.id)
+    assert spec is not None, f"tests/rules/{rule.id}.yaml is missing"
+    assert spec["rule"] == rule.id
+    statuses = {c["expect"]["status"] for c in spec["cases"]}
+    needed = {"fired", "not_fired", "indeterminate"} if rule.kind == "pattern" else {
+        "fired", "not_fired"
+    }
+    assert needed <= statuses, f"{rule.id} lacks cases for {needed - statuses}"
+    if rule.kind == "pattern":
+        tiers_needed = {
+            "hypomagnesemia_hypocalcemia": {"supported", "possible"},
+            "vitamin_d_resistance": {"serial", "single"},
+            "hypomagnesemia_hypokalemia": {"refractory", "concurrent"},
+        }[rule.id]
+        tiers = {c["expect"].get("tier") for c in spec["cases"]}
+        assert tiers_needed <= tiers
+        assert any("boundary" in c["name"] for c in spec["cases"])
+    positions = [rule.doc.find(s) for s in SECTIONS]
+    assert all(p >= 0 for p in positions), f"{rule.id} docstring lacks a section"
+    assert positions == sorted(positions)
+    assert rule.citations and all(c.startswith("S") for c in rule.citations)
+
+
+def test_every_yaml_names_a_registered_rule() -> None:
+    assert set(SPECS) <= {r.id for r in REGISTRY}

@@ -1,0 +1,266 @@
+"""The batch audit: row accounting, planted patterns, determinism, safety of the outputs."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import labinterp
+from benchmarks.make_export import HEADER, Manifest, generate
+from labinterp.audit.collapse import STATUS_RANK, collapse
+from labinterp.audit.progress import Progress
+from labinterp.errors import InputFileError, InputNotFoundError, LabinterpError
+
+OUTPUTS = (
+    "findings.csv",
+    "findings.parquet",
+    "patients.csv",
+    "rejected_rows.csv",
+    "summary.json",
+    "report.html",
+)
+PATTERNS = ("hypomagnesemia_hypocalcemia", "hypomagnesemia_hypokalemia", "vitamin_d_resistance")
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, Path, dict]:
+    base = tmp_path_factory.mktemp("planted")
+    manifest = generate(base / "export.csv", 20_000, seed=7)
+    summary = labinterp.audit(base / "export.csv", base / "out", n_buckets=3)
+    return manifest, base, summary
+
+
+def _fired(summary: dict, rule: str) -> dict[str, int]:
+    return summary["counts"].get(rule, {}).get("fired", {})
+
+
+def _total(summary: dict, rule: str, status: str) -> int:
+    return sum(summary["counts"].get(rule, {}).get(status, {}).values())
+
+
+def test_public_api_name(tmp_path: Path) -> None:
+    # `labinterp.audit` may be the function or (once the package was imported) the package;
+    # either way it is called the same.
+    from labinterp.audit import audit
+
+    assert callable(audit) and callable(labinterp.audit)
+    generate(tmp_path / "e.csv", 3000)
+    assert labinterp.audit(tmp_path / "e.csv", tmp_path / "out")["rows_in"] == 3000
+
+
+def test_planted_patterns_fire_exactly(planted: tuple[Manifest, Path, dict]) -> None:
+    manifest, _, summary = planted
+    for rule in PATTERNS:
+        assert _fired(summary, rule) == manifest.fired[rule], rule
+    for guard, n in manifest.guards.items():
+        assert _total(summary, guard, "fired") == n
+    for rule, n in manifest.suppressed.items():
+        assert _total(summary, rule, "suppressed") == n
+
+
+def test_planted_rows_accounted(planted: tuple[Manifest, Path, dict]) -> None:
+    manifest, base, summary = planted
+    assert summary["rows_in"] == manifest.rows
+    assert summary["rows_in"] == summary["rows_used"] + summary["rows_rejected"]
+    assert summary["rows_balanced"] is True
+    assert summary["rows_rejected_by_reason"] == manifest.rejected
+    assert summary["patients"] == manifest.patients
+    rejected = pd.read_csv(base / "out" / "rejected_rows.csv")
+    assert len(rejected) == summary["rows_rejected"]
+    assert rejected["reason"].value_counts().to_dict() == manifest.rejected
+
+
+def test_output_tables(planted: tuple[Manifest, Path, dict]) -> None:
+    manifest, base, summary = planted
+    out = base / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
+    findings = pd.read_csv(out / "findings.csv", keep_default_na=False, na_values=[""])
+    assert not findings.duplicated(["patient_id", "rule_id"]).any()
+    assert findings["status"].isin(list(STATUS_RANK)).all()
+    assert findings[["patient_id", "rule_id"]].equals(
+        findings[["patient_id", "rule_id"]].sort_values(["patient_id", "rule_id"]).reset_index(
+            drop=True
+        )
+    )
+    parquet = pq.read_table(out / "findings.parquet").to_pandas()
+    assert len(parquet) == len(findings) == summary["findings_rows"]
+    assert pd.api.types.is_integer_dtype(findings["episodes"])
+    patients = pd.read_csv(out / "patients.csv")
+    assert patients["patient_id"].is_unique
+    assert len(patients) == manifest.patients
+    assert pd.api.types.is_float_dtype(patients["magnesium_latest"])
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["rows_in"] == manifest.rows
+    assert len(on_disk["inputs"][0]["sha256"]) == 64
+    assert "parameters" in on_disk["ruleset"]
+    html = (out / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html  # self-contained
+
+
+def test_same_input_same_findings_bytes(planted: tuple[Manifest, Path, dict]) -> None:
+    _, base, _ = planted
+    labinterp.audit(base / "export.csv", base / "again", n_buckets=1)
+    for name in ("findings.csv", "patients.csv", "rejected_rows.csv"):
+        assert (base / "out" / name).read_bytes() == (base / "again" / name).read_bytes(), name
+
+
+def _write_rows(path: Path, rows: list[str]) -> None:
+    path.write_text(HEADER + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+
+
+def test_formula_injection_neutralized(tmp_path: Path) -> None:
+    evil = "=HYPERLINK(\"\"http://x\"\")"
+    rows = [
+        f'"{evil}",F,1970-01-01,2024-03-01 08:30,S1,Magnesium,19123-9,1.0,mg/dL,1.6-2.6,L,',
+        f'"{evil}",F,1970-01-01,2024-03-01 08:30,S1,Calcium,17861-6,7.5,mg/dL,8.6-10.3,L,',
+        f'"{evil}",F,1970-01-01,2024-03-01 08:30,S1,Sodium,2951-2,140,mmol/L,136-145,,',
+        "+P2,M,1970-01-01,2024-03-01 08:30,S2,Potassium,2823-3,4.1,mmol/L,3.5-5.1,,",
+    ]
+    _write_rows(tmp_path / "evil.csv", rows)
+    labinterp.audit(tmp_path / "evil.csv", tmp_path / "out")
+    for name in ("findings.csv", "patients.csv"):
+        df = pd.read_csv(tmp_path / "out" / name, dtype=str, keep_default_na=False)
+        ids = set(df["patient_id"])
+        assert ids == {"'" + evil.replace('""', '"'), "'+P2"}, name
+    patients = pd.read_csv(tmp_path / "out" / "patients.csv")
+    assert pd.api.types.is_float_dtype(patients["magnesium_latest"])
+    rejected = pd.read_csv(tmp_path / "out" / "rejected_rows.csv", dtype=str)
+    assert all(not str(v).startswith(("=", "+", "@")) for v in rejected.to_numpy().ravel())
+
+
+def test_missing_input_leaves_no_folder(tmp_path: Path) -> None:
+    with pytest.raises(InputNotFoundError):
+        labinterp.audit(tmp_path / "nope.csv", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_input_leaves_existing_outputs_untouched(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    generate(good, 4000, seed=1)
+    out = tmp_path / "out"
+    labinterp.audit(good, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\x00\x01\x02 not an export \xff" * 100)
+    with pytest.raises(LabinterpError):
+        labinterp.audit([good, bad], out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    with pytest.raises(LabinterpError):
+        labinterp.audit(bad, tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_folder_skips_side_tables_but_named_files_must_be_exports(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    generate(folder / "export.csv", 3000, seed=2)
+    (folder / "items.csv").write_text("itemid,label\n1,Magnesium\n", encoding="utf-8")
+    (folder / "NOTES.md").write_text("# notes\n", encoding="utf-8")
+    summary = labinterp.audit(folder, tmp_path / "out")
+    assert [f["file"] for f in summary["inputs"]] == ["export.csv"]
+    assert [f["file"] for f in summary["skipped_files"]] == ["items.csv"]
+    with pytest.raises(LabinterpError):
+        labinterp.audit(folder / "items.csv", tmp_path / "out2")
+
+
+def test_unknown_engine(tmp_path: Path) -> None:
+    generate(tmp_path / "e.csv", 3000)
+    with pytest.raises(LabinterpError, match="engine"):
+        labinterp.audit(tmp_path / "e.csv", tmp_path / "out", engine="spark")
+
+
+def test_cli_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from labinterp.cli import main
+
+    generate(tmp_path / "e.csv", 3000, seed=3)
+    code = main(["audit", str(tmp_path / "e.csv"), "-o", str(tmp_path / "out"), "-q"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.err == "" and captured.out == ""
+    assert (tmp_path / "out" / "findings.csv").exists()
+
+
+def test_cli_bad_input_exit_2(tmp_path: Path) -> None:
+    from labinterp.cli import main
+
+    assert main(["audit", str(tmp_path / "missing.csv"), "-o", str(tmp_path / "o")]) == 2
+
+
+def test_progress_shows_counts_not_identifiers(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    p = Progress(enabled=True, total_rows=1000, stream=stream)
+    p.rows_read(500)
+    p.start_stage("interpret", 2)
+    p.bucket_done(10)
+    p.bucket_done(12)
+    p.finish()
+    text = stream.getvalue()
+    assert "500 rows" in text and "22 patients" in text and "ETA" in text
+    quiet = io.StringIO()
+    Progress(enabled=False, stream=quiet).rows_read(5)
+    assert quiet.getvalue() == ""
+
+
+def test_collapse_picks_worst_status_then_latest_episode() -> None:
+    from labinterp import schema
+
+    t = pd.Timestamp
+    findings = schema.conform(
+        pd.DataFrame(
+            {
+                "patient_id": ["a", "a", "a", "b", "b"],
+                "rule_id": ["r"] * 5,
+                "status": ["not_fired", "fired", "fired", "indeterminate", "not_fired"],
+                "tier": ["", "possible", "possible", "", ""],
+                "episode_start": [t("2024-01-01"), t("2024-02-01"), t("2024-03-01")] * 1
+                + [t("2024-01-01"), t("2024-05-01")],
+                "episode_end": [t("2024-01-01"), t("2024-02-01"), t("2024-03-01")]
+                + [t("2024-01-01"), t("2024-05-01")],
+            }
+        ),
+        schema.FINDINGS,
+    )
+    out = collapse(findings.iloc[::-1].reset_index(drop=True))
+    assert list(out["patient_id"]) == ["a", "b"]
+    assert list(out["status"]) == ["fired", "indeterminate"]
+    assert out.loc[0, "episode_start"] == t("2024-03-01")
+    assert list(out["episodes"]) == [3, 2]
+    assert list(out["episodes_fired"]) == [2, 0]
+
+
+SHARED_SOURCES = (
+    "fhir_spec_examples",
+    "mimic_iii_demo",
+    "mimic_iv_demo_meds",
+    "mimic_iv_demo_v1_json",
+    "mimic_iv_demo_v22_excerpts",
+    "nhanes_2017_2018_biopro",
+    "synthea_andrew_nguyen_50pt",
+)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("source", SHARED_SOURCES)
+def test_shared_sources(shared_data: Path, tmp_path: Path, source: str) -> None:
+    summary = labinterp.audit(shared_data / source, tmp_path / "out")
+    assert summary["rows_in"] > 0
+    assert summary["rows_in"] == summary["rows_used"] + summary["rows_rejected"]
+    rejected = pd.read_csv(tmp_path / "out" / "rejected_rows.csv")
+    assert len(rejected) == summary["rows_rejected"]
+    findings = pd.read_csv(tmp_path / "out" / "findings.csv")
+    assert not findings.duplicated(["patient_id", "rule_id"]).any()
+    if summary["rows_used"]:
+        assert summary["patients"] > 0 and len(findings) > 0
+    assert (tmp_path / "out" / "report.html").stat().st_size > 0
+
+
+@pytest.mark.shared_data
+def test_shared_hl7_is_refused_cleanly(shared_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputFileError):
+        labinterp.audit(shared_data / "hl7v2_samples", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
