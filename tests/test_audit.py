@@ -83,9 +83,9 @@ def test_output_tables(planted: tuple[Manifest, Path, dict]) -> None:
     assert not findings.duplicated(["patient_id", "rule_id"]).any()
     assert findings["status"].isin(list(STATUS_RANK)).all()
     assert findings[["patient_id", "rule_id"]].equals(
-        findings[["patient_id", "rule_id"]].sort_values(["patient_id", "rule_id"]).reset_index(
-            drop=True
-        )
+        findings[["patient_id", "rule_id"]]
+        .sort_values(["patient_id", "rule_id"])
+        .reset_index(drop=True)
     )
     parquet = pq.read_table(out / "findings.parquet").to_pandas()
     assert len(parquet) == len(findings) == summary["findings_rows"]
@@ -114,7 +114,7 @@ def _write_rows(path: Path, rows: list[str]) -> None:
 
 
 def test_formula_injection_neutralized(tmp_path: Path) -> None:
-    evil = "=HYPERLINK(\"\"http://x\"\")"
+    evil = '=HYPERLINK(""http://x"")'
     rows = [
         f'"{evil}",F,1970-01-01,2024-03-01 08:30,S1,Magnesium,19123-9,1.0,mg/dL,1.6-2.6,L,',
         f'"{evil}",F,1970-01-01,2024-03-01 08:30,S1,Calcium,17861-6,7.5,mg/dL,8.6-10.3,L,',
@@ -210,6 +210,7 @@ def test_collapse_picks_worst_status_then_latest_episode() -> None:
     from labinterp import schema
 
     t = pd.Timestamp
+    times = [t("2024-01-01"), t("2024-02-01"), t("2024-03-01"), t("2024-01-01"), t("2024-05-01")]
     findings = schema.conform(
         pd.DataFrame(
             {
@@ -217,10 +218,8 @@ def test_collapse_picks_worst_status_then_latest_episode() -> None:
                 "rule_id": ["r"] * 5,
                 "status": ["not_fired", "fired", "fired", "indeterminate", "not_fired"],
                 "tier": ["", "possible", "possible", "", ""],
-                "episode_start": [t("2024-01-01"), t("2024-02-01"), t("2024-03-01")] * 1
-                + [t("2024-01-01"), t("2024-05-01")],
-                "episode_end": [t("2024-01-01"), t("2024-02-01"), t("2024-03-01")]
-                + [t("2024-01-01"), t("2024-05-01")],
+                "episode_start": times,
+                "episode_end": times,
             }
         ),
         schema.FINDINGS,

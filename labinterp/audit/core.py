@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import math
 import os
 import shutil
@@ -28,7 +29,13 @@ import pyarrow.parquet as pq
 from labinterp import schema
 from labinterp.audit.collapse import BucketStats, bucket_of, process_bucket
 from labinterp.audit.progress import Progress
-from labinterp.errors import InputNotFoundError, LabinterpError, OutputError
+from labinterp.errors import (
+    ColumnDetectionError,
+    InputFileError,
+    InputNotFoundError,
+    LabinterpError,
+    OutputError,
+)
 
 ENGINES = ("local", "dask")
 
@@ -45,14 +52,19 @@ class Ingest:
     """What the reading pass learned (no identifiers)."""
 
     files: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
     rows_in: int = 0
     rejected: int = 0
     n_buckets: int = 1
 
 
-def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Files named directly, plus the export files inside named folders (sorted, recursive)."""
-    out: list[Path] = []
+def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, bool]]:
+    """Files named directly, plus the files inside named folders (sorted, recursive).
+
+    Each comes with whether it was found in a folder: such files may be side tables (item
+    dictionaries, demographics) and are skipped, with a reason, if they are not exports.
+    """
+    out: list[tuple[Path, bool]] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
@@ -63,9 +75,9 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
                 and not any(part.startswith(".") for part in f.relative_to(p).parts)
                 and f.suffix.lower() not in _SKIP_SUFFIXES
             )
-            out.extend(found)
+            out.extend((f, True) for f in found)
         elif p.is_file():
-            out.append(p)
+            out.append((p, False))
         else:
             raise InputNotFoundError(
                 f"'{p}' does not exist.",
@@ -160,7 +172,7 @@ class _BucketWriters:
 
 
 def _ingest(
-    files: list[Path],
+    files: list[tuple[Path, bool]],
     work: Path,
     n_buckets: int,
     *,
@@ -176,16 +188,24 @@ def _ingest(
     rejected_writer: pq.ParquetWriter | None = None
     rejected_schema = pa.Schema.from_pandas(schema.empty(schema.REJECTED), preserve_index=False)
     try:
-        for f in files:
+        for f, from_folder in files:
             info: dict[str, Any] = {
                 "file": f.name,
                 "bytes": f.stat().st_size,
                 "sha256": sha256_of(f),
             }
             rows_before = ingest.rows_in
-            for batch in iter_batches(
+            batches = iter_batches(
                 f, mapping=mapping, date_format=date_format, batch_rows=_BATCH_ROWS
-            ):
+            )
+            try:
+                first = next(batches, None)
+            except (ColumnDetectionError, InputFileError) as exc:
+                if not from_folder:
+                    raise
+                ingest.skipped.append({"file": f.name, "reason": exc.problem})
+                continue
+            for batch in itertools.chain([] if first is None else [first], batches):
                 ingest.rows_in += int(batch.rows_in)
                 writers.write(schema.conform(batch.results, schema.RESULTS))
                 rej = schema.conform(batch.rejected, schema.REJECTED)
@@ -201,6 +221,12 @@ def _ingest(
                 progress.rows_read(int(batch.rows_in))
             info["rows_in"] = ingest.rows_in - rows_before
             ingest.files.append(info)
+        if not ingest.files:
+            raise InputFileError(
+                "none of the files found could be read as a lab export "
+                f"({'; '.join(s['file'] + ': ' + s['reason'] for s in ingest.skipped)})",
+                fix="name the export files directly, or pass --mapping for their columns.",
+            )
     finally:
         bucket_files = writers.close()
         if rejected_writer is not None:
@@ -290,8 +316,9 @@ def audit(
     out = Path(output_dir)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    prog = Progress(enabled=progress, total_rows=_estimate_rows(files))
-    buckets = n_buckets or _n_buckets(files)
+    plain = [f for f, _ in files]
+    prog = Progress(enabled=progress, total_rows=_estimate_rows(plain))
+    buckets = n_buckets or _n_buckets(plain)
     with _output_folder(out) as work:
         parts = work / "parts"
         parts.mkdir()

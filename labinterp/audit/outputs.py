@@ -180,6 +180,7 @@ def write_outputs(
         "counts": _counts(findings),
         "ruleset": ruleset(),
         "inputs": ingest.files,
+        "skipped_files": ingest.skipped,
         "distributions": {
             "histograms": stats.histograms,
             "against_ranges": stats.vs_range,

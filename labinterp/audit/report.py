@@ -49,11 +49,11 @@ def _rule_order(rules: list[str]) -> list[str]:
 
 def _prevalence(summary: dict[str, Any]) -> dict[str, Any]:
     counts: dict[str, dict[str, dict[str, int]]] = summary["counts"]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for rule in _rule_order(list(counts)):
         by_status = counts[rule]
         fired = by_status.get("fired", {})
-        segments = [
+        segments: list[dict[str, Any]] = [
             {"label": f"fired: {tier or 'untiered'}", "n": n, "colour": _TIER_COLOURS[i % 4]}
             for i, (tier, n) in enumerate(sorted(fired.items()))
         ]
