@@ -1,0 +1,37 @@
+"""The Dask engine gives the same findings as the default engine, row for row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import labinterp
+from benchmarks.make_export import generate
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.mark.slow
+def test_dask_matches_local(tmp_path: Path) -> None:
+    manifest = generate(tmp_path / "export.csv", 6000, seed=11)
+    local = labinterp.audit(tmp_path / "export.csv", tmp_path / "local", n_buckets=2)
+    with distributed.LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+    ) as cluster:
+        remote = labinterp.audit(
+            tmp_path / "export.csv",
+            tmp_path / "dask",
+            engine="dask",
+            scheduler=cluster.scheduler_address,
+        )
+    assert remote["engine"] == "dask"
+    assert pq.read_table(tmp_path / "dask" / "findings.parquet").equals(
+        pq.read_table(tmp_path / "local" / "findings.parquet")
+    )
+    for name in ("findings.csv", "patients.csv", "rejected_rows.csv"):
+        assert (tmp_path / "dask" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    for key in ("rows_in", "rows_used", "rows_rejected", "patients", "counts"):
+        assert remote[key] == local[key], key
+    assert remote["rows_in"] == manifest.rows
