@@ -192,7 +192,7 @@ def render_batch(
         # forkserver: workers fork from a server that has already imported WeasyPrint, so
         # recycling a worker (max_tasks_per_child) costs a fork, not a fresh interpreter.
         mp = multiprocessing.get_context("forkserver")
-        mp.set_forkserver_preload(["labinterp.handout.render"])
+        mp.set_forkserver_preload(["pandas", "labinterp.handout.api"])
         with ProcessPoolExecutor(
             max_workers=min(workers, total),
             mp_context=mp,

@@ -1,0 +1,154 @@
+"""Handouts per second for a batch of patients, and the speed-up over a plain loop.
+
+    .venv/bin/python benchmarks/bench_handouts.py [--patients 200] [--no-hb-subset]
+
+Batch: `render_batch` end to end (context building, templating, PDF, atomic writes) with a
+process pool, one parsed stylesheet and one FontConfiguration per worker. Plain loop: the
+*same HTML*, pre-rendered and not timed, turned into PDFs one at a time in this process with
+a fresh `CSS` and font configuration per document (what a naive script does). The ratio is
+measured in the same run. `--no-hb-subset` makes both paths behave as if the Debian package
+libharfbuzz-subset0 were missing (WeasyPrint then subsets fonts with fontTools).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from labinterp import schema
+from labinterp.handout import render_batch
+from labinterp.handout.api import _worker_init, iter_contexts
+from labinterp.handout.fetcher import ASSET_BASE, SafeFetcher
+from labinterp.handout.render import PDF_OPTIONS, make_environment, page_css
+from labinterp.resources import template_dir
+
+MG = ("magnesium", "mg/dL", 1.7, 2.55)
+CA = ("calcium", "mg/dL", 8.5, 10.5)
+K = ("potassium", "mmol/L", 3.5, 5.0)
+VD = ("vitamin_d_25oh", "ng/mL", 30.0, 100.0)
+PTH = ("pth", "pg/mL", 15.0, 65.0)
+CRP = ("crp", "mg/L", None, 10.0)
+ALB = ("albumin", "g/dL", 3.5, 5.0)
+
+SCENARIOS = [
+    (
+        "hypomagnesemia_hypocalcemia",
+        "fired",
+        "supported",
+        [(MG, 1.0), (CA, 7.4), (PTH, 40), (ALB, 4.0)],
+    ),
+    (
+        "hypomagnesemia_hypokalemia",
+        "fired",
+        "refractory",
+        [(MG, 1.3), (K, 3.0), (K, 3.1), (MG, 1.4)],
+    ),
+    ("vitamin_d_resistance", "fired", "serial", [(VD, 14), (MG, 1.5), (VD, 16), (CRP, 22)]),
+    ("edta_contamination", "fired", "", [(K, 7.9), (CA, 5.1), (MG, 1.2)]),
+    ("hypomagnesemia_hypocalcemia", "not_fired", "", [(MG, 2.0), (CA, 9.1), (K, 4.2)]),
+]
+
+
+def synthetic(n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows, finds = [], []
+    for i in range(n):
+        pid = f"BENCH{i:05d}"
+        rule, status, tier, tests = SCENARIOS[i % len(SCENARIOS)]
+        for j, ((analyte, unit, lo, hi), value) in enumerate(tests):
+            rows.append(
+                {
+                    "patient_id": pid,
+                    "collected_at": pd.Timestamp("2024-01-01") + pd.Timedelta(days=7 * j),
+                    "analyte": analyte,
+                    "value_raw": f"{value:g}",
+                    "unit_raw": unit,
+                    "comparator": "",
+                    "value_reported": float(value),
+                    "unit_reported": unit,
+                    "range_low_reported": lo,
+                    "range_high_reported": hi,
+                    "range_origin": "row",
+                    "source_file": "bench.csv",
+                }
+            )
+        kind = "guard" if rule == "edta_contamination" else "pattern"
+        finds.append(
+            {"patient_id": pid, "rule_id": rule, "kind": kind, "status": status, "tier": tier}
+        )
+        if rule == "edta_contamination":
+            finds.append(
+                {
+                    "patient_id": pid,
+                    "rule_id": "hypomagnesemia_hypocalcemia",
+                    "kind": "pattern",
+                    "status": "suppressed",
+                    "suppressed_by": "edta_contamination",
+                }
+            )
+    return (
+        schema.conform(pd.DataFrame(rows), schema.RESULTS),
+        schema.conform(pd.DataFrame(finds), schema.FINDINGS),
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--patients", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--no-hb-subset", action="store_true")
+    args = ap.parse_args()
+    res, fnd = synthetic(args.patients)
+    workers = args.workers or os.cpu_count() or 1
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        render_batch(res, fnd, tmp, workers=workers, _no_hb_subset=args.no_hb_subset)
+        batch_s = time.perf_counter() - t0
+        pages = sum(1 for _ in Path(tmp).glob("*.pdf"))
+
+    # The plain loop gets the same HTML, rendered before timing starts.
+    _worker_init(args.no_hb_subset)
+    from weasyprint import CSS, HTML
+
+    env = make_environment()
+    template = env.get_template("handout/handout.html.j2")
+    ids = sorted(res["patient_id"].unique())
+    htmls = [
+        template.render(**ctx)
+        for ctx in iter_contexts(res, fnd, ids, lang="en", large_print=False, paper="A4")
+    ]
+    css_text = (template_dir() / "handout" / "handout.css").read_text("utf-8") + page_css(
+        "A4", False
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        for k, html in enumerate(htmls):
+            fetcher = SafeFetcher()
+            HTML(string=html, base_url=ASSET_BASE, url_fetcher=fetcher).write_pdf(
+                Path(tmp) / f"{k}.pdf",
+                stylesheets=[CSS(string=css_text, base_url=ASSET_BASE, url_fetcher=fetcher)],
+                **PDF_OPTIONS,
+            )
+        loop_s = time.perf_counter() - t0
+
+    n = args.patients
+    print(
+        f"patients: {n}, workers: {workers}, cores: {os.cpu_count()}, "
+        f"hb-subset: {'disabled' if args.no_hb_subset else 'as installed'}"
+    )
+    print(f"batch:      {n / batch_s:6.1f} handouts/s ({batch_s:.1f} s, {pages} files)")
+    print(f"plain loop: {n / loop_s:6.1f} handouts/s ({loop_s:.1f} s)")
+    print(f"ratio:      {loop_s / batch_s:6.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
