@@ -252,7 +252,7 @@ def remap_albumin(obs: pd.DataFrame) -> None:
     derived = obs["derived"].to_numpy()
     mapped = obs.loc[derived, "albumin_obs"].map(lookup).fillna(-1).astype("int64")
     obs.loc[derived, "albumin_obs"] = mapped.to_numpy()
-    obs.drop(columns="_label", inplace=True)
+    del obs["_label"]
 
 
 def nearest_positions(

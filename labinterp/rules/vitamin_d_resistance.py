@@ -66,6 +66,13 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     mg_low_mask = mg_ok & (analyte == "magnesium") & (obs["low"].to_numpy(dtype="float64") == 1.0)
 
     d = obs[(analyte == "vitamin_d_25oh") & obs["has_value"].to_numpy()].copy()
+    if d.empty:
+        return common.missing_patients(
+            ctx,
+            np.array([], dtype="int64"),
+            "vitamin_d_25oh",
+            "No 25-OH vitamin D result to assess.",
+        )
     d["d_low"] = d_low_all[d["obs_id"].to_numpy()]
     d = d.sort_values(["pat", "t", "obs_id"], kind="stable").reset_index(drop=True)
     mg_low_id = nearest(ctx, d, "magnesium", wd, where=mg_low_mask)
@@ -109,7 +116,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         }
     )[serial_d]
     mg_low_obs = obs.loc[mg_low_mask, ["pat", "t", "obs_id"]]
-    hits = mg_low_obs.merge(span, left_on="pat", right_index=True)
+    hits = mg_low_obs.merge(span.rename_axis("_p"), left_on="pat", right_index=True)
     lo_t = np.minimum(hits["first_t"], hits["last_t"] - wd)
     hits = hits[(hits["t"] >= lo_t) & (hits["t"] <= hits["last_t"])]
     serial_mg = hits.groupby("pat")["obs_id"].max()

@@ -1,0 +1,142 @@
+"""Engine behaviour that YAML cases through the reader cannot express: undated rows,
+partition invariance, determinism, schema, and the parameter file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import labinterp
+from labinterp import schema
+from labinterp.episodes import tri_above, tri_below
+from labinterp.interpret import interpret, interpret_results
+from labinterp.parameters import parameters
+from labinterp.rules import PATTERN_IDS, REGISTRY
+
+SAMPLE = Path(labinterp.__file__).parent / "sample_data" / "clinic_export.csv"
+
+
+def _results(rows: list[dict]) -> pd.DataFrame:
+    return schema.conform(pd.DataFrame(rows), schema.RESULTS)
+
+
+def _row(pid, t, analyte, value, lo, hi, **kw):
+    base = {
+        "patient_id": pid,
+        "collected_at": pd.Timestamp(t) if t else pd.NaT,
+        "analyte": analyte,
+        "value": value,
+        "value_reported": value,
+        "unit": "mmol/L",
+        "unit_reported": "mmol/L",
+        "unit_system": "si",
+        "range_low": lo,
+        "range_high": hi,
+        "range_low_reported": lo,
+        "range_high_reported": hi,
+        "range_origin": "row",
+        "comparator": "",
+        "value_raw": str(value),
+        "source_row": 1,
+        "quality": "",
+    }
+    base.update(kw)
+    return base
+
+
+def test_undated_rows_of_a_patient_form_one_draw() -> None:
+    res = _results(
+        [
+            _row("U1", None, "magnesium", 0.45, 0.7, 1.0),
+            _row("U1", None, "calcium_ionized", 1.0, 1.15, 1.32),
+        ]
+    )
+    f = interpret_results(res)
+    p1 = f[f["rule_id"] == "hypomagnesemia_hypocalcemia"].iloc[0]
+    assert (p1["status"], p1["tier"]) == ("fired", "supported")
+    assert pd.isna(p1["episode_start"])
+
+
+def test_text_result_is_never_a_number() -> None:
+    res = _results(
+        [
+            _row("T1", "2024-01-01 08:00", "magnesium", 0.5, 0.7, 1.0),
+            _row(
+                "T1", "2024-01-01 08:00", "calcium", np.nan, 2.15, 2.55, text_result="See Comments"
+            ),
+        ]
+    )
+    p1 = interpret_results(res).query("rule_id == 'hypomagnesemia_hypocalcemia'").iloc[0]
+    assert p1["status"] == "indeterminate"
+    assert "calcium" in p1["missing_inputs"]
+
+
+def test_unknown_range_is_indeterminate_not_normal() -> None:
+    res = _results(
+        [
+            _row(
+                "R1", "2024-01-01 08:00", "magnesium", 0.9, np.nan, np.nan, range_origin="unknown"
+            ),
+            _row("R1", "2024-01-01 08:00", "potassium", 3.0, 3.5, 5.1),
+        ]
+    )
+    p3 = interpret_results(res).query("rule_id == 'hypomagnesemia_hypokalemia'").iloc[0]
+    assert p3["status"] == "indeterminate" and p3["missing_inputs"] == "magnesium"
+
+
+def test_censoring_tri_state() -> None:
+    v = np.array([0.5, 0.9, 10.0, 10.0, 0.5])
+    c = np.array(["<", "<", ">", "", ""], dtype=object)
+    lo = np.array([0.7, 0.7, 3.5, 3.5, np.nan])
+    assert list(np.nan_to_num(tri_below(v, c, lo), nan=-1)) == [1, -1, 0, 0, -1]
+    hi = np.array([1.0, 1.0, 5.1, 10.0, 1.0])
+    assert list(np.nan_to_num(tri_above(v, c, hi), nan=-1)) == [0, 0, 1, 0, 0]
+
+
+def test_sample_every_pattern_has_a_row_per_patient_and_schema() -> None:
+    f = interpret(SAMPLE)
+    schema.check(f, schema.FINDINGS, "findings")
+    patients = f["patient_id"].unique()
+    for rule_id in PATTERN_IDS:
+        assert set(f.loc[f["rule_id"] == rule_id, "patient_id"]) == set(patients)
+    fired = f[f["status"] == "fired"]
+    tiers = set(zip(fired["rule_id"], fired["tier"], strict=True))
+    for pair in [
+        ("hypomagnesemia_hypocalcemia", "supported"),
+        ("hypomagnesemia_hypocalcemia", "possible"),
+        ("vitamin_d_resistance", "serial"),
+        ("vitamin_d_resistance", "single"),
+        ("hypomagnesemia_hypokalemia", "refractory"),
+        ("hypomagnesemia_hypokalemia", "concurrent"),
+    ]:
+        assert pair in tiers
+    assert {"edta_contamination", "ckd_context"} <= set(fired["rule_id"])
+    assert set(f["status"]) == {"fired", "not_fired", "indeterminate", "suppressed"}
+    assert f["caveats"].str.contains("pseudo_hypocalcemia").any()
+    assert f["caveats"].str.contains("inflammation_caveat").any()
+
+
+def test_partition_invariance_and_determinism() -> None:
+    from labinterp.reading import read
+
+    res = read([SAMPLE]).results
+    whole = interpret_results(res)
+    ids = sorted(res["patient_id"].unique())
+    parts = [interpret_results(res[res["patient_id"].isin(ids[i::3])]) for i in range(3)]
+    joined = pd.concat(parts, ignore_index=True)
+    joined = joined.sort_values(["patient_id"], kind="stable").reset_index(drop=True)
+    key = ["patient_id", "rule_id", "status", "tier", "evidence", "episode_start"]
+    a = whole[key].astype(str).sort_values(key).reset_index(drop=True)
+    b = joined[key].astype(str).sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    shuffled = res.sample(frac=1.0, random_state=1)
+    pd.testing.assert_frame_equal(interpret_results(shuffled), whole)
+
+
+def test_parameters_have_units_and_sources() -> None:
+    params = parameters()
+    used = {k for rule in REGISTRY for k in rule.parameters}
+    assert used <= set(params)
+    assert all(p.source and p.unit for p in params.values())
