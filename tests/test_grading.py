@@ -1,0 +1,148 @@
+"""CTCAE v5.0 grades, table-driven from the criteria (CLINICAL.md sec. 7), with every
+boundary in both unit systems. Cut-offs are strict: a value equal to a cut-off belongs to
+the milder grade."""
+
+from __future__ import annotations
+
+import pytest
+
+from labinterp import ctcae_grade
+
+# term, value, unit, lln, uln, expected grade
+CASES = [
+    # hypomagnesemia, SI
+    ("hypomagnesemia", 0.70, "mmol/L", 0.70, 1.05, 0),
+    ("hypomagnesemia", 0.69, "mmol/L", 0.70, 1.05, 1),
+    ("hypomagnesemia", 0.50, "mmol/L", 0.70, 1.05, 1),
+    ("hypomagnesemia", 0.49, "mmol/L", 0.70, 1.05, 2),
+    ("hypomagnesemia", 0.40, "mmol/L", 0.70, 1.05, 2),
+    ("hypomagnesemia", 0.39, "mmol/L", 0.70, 1.05, 3),
+    ("hypomagnesemia", 0.30, "mmol/L", 0.70, 1.05, 3),
+    ("hypomagnesemia", 0.29, "mmol/L", 0.70, 1.05, 4),
+    # hypomagnesemia, conventional (not an exact conversion of the SI cut-offs)
+    ("hypomagnesemia", 1.6, "mg/dL", 1.6, 2.6, 0),
+    ("hypomagnesemia", 1.5, "mg/dL", 1.6, 2.6, 1),
+    ("hypomagnesemia", 1.2, "mg/dL", 1.6, 2.6, 1),
+    ("hypomagnesemia", 1.19, "mg/dL", 1.6, 2.6, 2),
+    ("hypomagnesemia", 0.9, "mg/dL", 1.6, 2.6, 2),
+    ("hypomagnesemia", 0.89, "mg/dL", 1.6, 2.6, 3),
+    ("hypomagnesemia", 0.7, "mg/dL", 1.6, 2.6, 3),
+    ("hypomagnesemia", 0.69, "mg/dL", 1.6, 2.6, 4),
+    # hypermagnesemia (no grade 2)
+    ("hypermagnesemia", 1.05, "mmol/L", 0.70, 1.05, 0),
+    ("hypermagnesemia", 1.06, "mmol/L", 0.70, 1.05, 1),
+    ("hypermagnesemia", 1.23, "mmol/L", 0.70, 1.05, 1),
+    ("hypermagnesemia", 1.24, "mmol/L", 0.70, 1.05, 3),
+    ("hypermagnesemia", 3.30, "mmol/L", 0.70, 1.05, 3),
+    ("hypermagnesemia", 3.31, "mmol/L", 0.70, 1.05, 4),
+    ("hypermagnesemia", 3.0, "mg/dL", 1.6, 2.6, 1),
+    ("hypermagnesemia", 3.1, "mg/dL", 1.6, 2.6, 3),
+    ("hypermagnesemia", 8.0, "mg/dL", 1.6, 2.6, 3),
+    ("hypermagnesemia", 8.1, "mg/dL", 1.6, 2.6, 4),
+    # hypocalcemia (corrected)
+    ("hypocalcemia", 2.12, "mmol/L", 2.12, 2.62, 0),
+    ("hypocalcemia", 2.0, "mmol/L", 2.12, 2.62, 1),
+    ("hypocalcemia", 1.99, "mmol/L", 2.12, 2.62, 2),
+    ("hypocalcemia", 1.75, "mmol/L", 2.12, 2.62, 2),
+    ("hypocalcemia", 1.74, "mmol/L", 2.12, 2.62, 3),
+    ("hypocalcemia", 1.5, "mmol/L", 2.12, 2.62, 3),
+    ("hypocalcemia", 1.49, "mmol/L", 2.12, 2.62, 4),
+    ("hypocalcemia", 8.5, "mg/dL", 8.5, 10.5, 0),
+    ("hypocalcemia", 8.0, "mg/dL", 8.5, 10.5, 1),
+    ("hypocalcemia", 7.9, "mg/dL", 8.5, 10.5, 2),
+    ("hypocalcemia", 7.0, "mg/dL", 8.5, 10.5, 2),
+    ("hypocalcemia", 6.9, "mg/dL", 8.5, 10.5, 3),
+    ("hypocalcemia", 6.0, "mg/dL", 8.5, 10.5, 3),
+    ("hypocalcemia", 5.9, "mg/dL", 8.5, 10.5, 4),
+    # hypercalcemia (corrected)
+    ("hypercalcemia", 2.62, "mmol/L", 2.12, 2.62, 0),
+    ("hypercalcemia", 2.9, "mmol/L", 2.12, 2.62, 1),
+    ("hypercalcemia", 2.91, "mmol/L", 2.12, 2.62, 2),
+    ("hypercalcemia", 3.1, "mmol/L", 2.12, 2.62, 2),
+    ("hypercalcemia", 3.11, "mmol/L", 2.12, 2.62, 3),
+    ("hypercalcemia", 3.4, "mmol/L", 2.12, 2.62, 3),
+    ("hypercalcemia", 3.41, "mmol/L", 2.12, 2.62, 4),
+    ("hypercalcemia", 11.5, "mg/dL", 8.5, 10.5, 1),
+    ("hypercalcemia", 11.6, "mg/dL", 8.5, 10.5, 2),
+    ("hypercalcemia", 12.5, "mg/dL", 8.5, 10.5, 2),
+    ("hypercalcemia", 12.6, "mg/dL", 8.5, 10.5, 3),
+    ("hypercalcemia", 13.5, "mg/dL", 8.5, 10.5, 3),
+    ("hypercalcemia", 13.6, "mg/dL", 8.5, 10.5, 4),
+    # ionized calcium; mg/dL uses 4 x the mmol/L cut-offs
+    ("hypocalcemia_ionized", 1.15, "mmol/L", 1.15, 1.32, 0),
+    ("hypocalcemia_ionized", 1.0, "mmol/L", 1.15, 1.32, 1),
+    ("hypocalcemia_ionized", 0.99, "mmol/L", 1.15, 1.32, 2),
+    ("hypocalcemia_ionized", 0.9, "mmol/L", 1.15, 1.32, 2),
+    ("hypocalcemia_ionized", 0.89, "mmol/L", 1.15, 1.32, 3),
+    ("hypocalcemia_ionized", 0.8, "mmol/L", 1.15, 1.32, 3),
+    ("hypocalcemia_ionized", 0.79, "mmol/L", 1.15, 1.32, 4),
+    ("hypocalcemia_ionized", 4.0, "mg/dL", 4.6, 5.3, 1),
+    ("hypocalcemia_ionized", 3.99, "mg/dL", 4.6, 5.3, 2),
+    ("hypocalcemia_ionized", 3.6, "mg/dL", 4.6, 5.3, 2),
+    ("hypocalcemia_ionized", 3.59, "mg/dL", 4.6, 5.3, 3),
+    ("hypocalcemia_ionized", 3.2, "mg/dL", 4.6, 5.3, 3),
+    ("hypocalcemia_ionized", 3.19, "mg/dL", 4.6, 5.3, 4),
+    ("hypercalcemia_ionized", 1.32, "mmol/L", 1.15, 1.32, 0),
+    ("hypercalcemia_ionized", 1.5, "mmol/L", 1.15, 1.32, 1),
+    ("hypercalcemia_ionized", 1.51, "mmol/L", 1.15, 1.32, 2),
+    ("hypercalcemia_ionized", 1.6, "mmol/L", 1.15, 1.32, 2),
+    ("hypercalcemia_ionized", 1.61, "mmol/L", 1.15, 1.32, 3),
+    ("hypercalcemia_ionized", 1.8, "mmol/L", 1.15, 1.32, 3),
+    ("hypercalcemia_ionized", 1.81, "mmol/L", 1.15, 1.32, 4),
+    ("hypercalcemia_ionized", 6.0, "mg/dL", 4.6, 5.3, 1),
+    ("hypercalcemia_ionized", 6.01, "mg/dL", 4.6, 5.3, 2),
+    ("hypercalcemia_ionized", 6.4, "mg/dL", 4.6, 5.3, 2),
+    ("hypercalcemia_ionized", 6.41, "mg/dL", 4.6, 5.3, 3),
+    ("hypercalcemia_ionized", 7.2, "mg/dL", 4.6, 5.3, 3),
+    ("hypercalcemia_ionized", 7.21, "mg/dL", 4.6, 5.3, 4),
+    # hypokalemia: below LLN and >= 3.0 is grade 2 (symptoms are not in lab data)
+    ("hypokalemia", 3.5, "mmol/L", 3.5, 5.1, 0),
+    ("hypokalemia", 3.4, "mmol/L", 3.5, 5.1, 2),
+    ("hypokalemia", 3.0, "mmol/L", 3.5, 5.1, 2),
+    ("hypokalemia", 2.99, "mmol/L", 3.5, 5.1, 3),
+    ("hypokalemia", 2.5, "mmol/L", 3.5, 5.1, 3),
+    ("hypokalemia", 2.49, "mmol/L", 3.5, 5.1, 4),
+    ("hypokalemia", 2.9, "mEq/L", 3.5, 5.1, 3),
+    # hyperkalemia
+    ("hyperkalemia", 5.1, "mmol/L", 3.5, 5.1, 0),
+    ("hyperkalemia", 5.5, "mmol/L", 3.5, 5.1, 1),
+    ("hyperkalemia", 5.51, "mmol/L", 3.5, 5.1, 2),
+    ("hyperkalemia", 6.0, "mmol/L", 3.5, 5.1, 2),
+    ("hyperkalemia", 6.01, "mmol/L", 3.5, 5.1, 3),
+    ("hyperkalemia", 7.0, "mmol/L", 3.5, 5.1, 3),
+    ("hyperkalemia", 7.01, "mEq/L", 3.5, 5.1, 4),
+    # limits needed for grade 0 and the anchored band; numeric bands do not need them
+    ("hypomagnesemia", 0.8, "mmol/L", None, None, None),
+    ("hypomagnesemia", 0.6, "mmol/L", None, None, None),
+    ("hypomagnesemia", 0.45, "mmol/L", None, None, 2),
+    ("hypokalemia", 3.2, "mmol/L", None, None, None),
+    ("hyperkalemia", 6.5, "mmol/L", 3.5, None, 3),
+    ("hyperkalemia", 5.3, "mmol/L", 3.5, None, None),
+    # missing value or unit
+    ("hypokalemia", None, "mmol/L", 3.5, 5.1, None),
+    ("hypokalemia", float("nan"), "mmol/L", 3.5, 5.1, None),
+    ("hypokalemia", 2.0, None, 3.5, 5.1, None),
+    ("hypokalemia", 2.0, "furlongs", 3.5, 5.1, None),
+]
+
+
+@pytest.mark.parametrize(("term", "value", "unit", "lln", "uln", "grade"), CASES)
+def test_grade(term, value, unit, lln, uln, grade) -> None:
+    assert ctcae_grade(term, value, unit, lln=lln, uln=uln) == grade
+
+
+def test_array_in_array_out() -> None:
+    got = ctcae_grade(
+        "hypokalemia", [3.4, 2.9, None, 2.4], ["mmol/L", "mEq/L", "mmol/L", None], 3.5
+    )
+    assert got == [2, 3, None, None]
+
+
+def test_mEq_magnesium_is_converted_before_grading() -> None:
+    # 0.8 mEq/L = 0.4 mmol/L = 0.97 mg/dL: grade 2 in the conventional table
+    assert ctcae_grade("hypomagnesemia", 0.8, "mEq/L", 1.3) == 2
+
+
+def test_unknown_term_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown CTCAE term"):
+        ctcae_grade("hyponatremia", 120, "mmol/L")
