@@ -50,7 +50,11 @@ def _read_bytes(path: Path, sniffed: Sniffed) -> bytes:
     with open_binary(path) as fh:
         data = fh.read()
     if sniffed.encoding in ("utf-8", "utf-8-sig"):
-        return data
+        try:
+            data.decode("utf-8")  # fast for ASCII; a damaged byte must not reach pyarrow
+            return data
+        except UnicodeDecodeError:
+            return data.decode("utf-8", errors="replace").encode("utf-8")
     # pyarrow reads UTF-8 only; transcode once (Latin-1 and UTF-16 exports are small).
     return data.decode(sniffed.encoding, errors="replace").encode("utf-8")
 
