@@ -6,6 +6,14 @@ folder using all cores. Wording lives in templates/handout/<lang>/ so clinicians
 
 from __future__ import annotations
 
-from labinterp.handout.api import handout_name, render_batch, render_handout
+import logging
+
+# WeasyPrint logs the URLs it could not load and other document details; those can hold
+# text from the export (patient data), so none of it may reach the application's log. Set
+# before WeasyPrint is first imported: it parses its own stylesheets (and logs) on import.
+for _name in ("weasyprint", "weasyprint.progress"):
+    logging.getLogger(_name).propagate = False
+
+from labinterp.handout.api import handout_name, render_batch, render_handout  # noqa: E402
 
 __all__ = ["handout_name", "render_batch", "render_handout"]

@@ -233,6 +233,9 @@ def _result_dict(row: pd.Series, grader: Grader | None) -> dict[str, Any]:
         "comment": nfc(row.get("comment")),
         "numberline": number_line(value, low, high),
         "grade": _grade_for(grader, analyte, status, row),
+        "sample_issue": any(
+            q.startswith(("contamination", "hemoly")) for q in _split(row.get("quality"))
+        ),
         "_value": value,
         "_ts": row.get("collected_at"),
     }
@@ -337,6 +340,18 @@ def build_context(
         and f["rule_id"] not in PATTERN_ORDER
     ]
 
+    # A draw a guard flagged (e.g. suspected EDTA contamination) may show false values: its
+    # results are still listed as urgent when far out of range, but marked as possibly wrong.
+    flagged_days = set()
+    for f in guards:
+        for d in (f["start"], f["end"]):
+            if d:
+                flagged_days.add((d["y"], d["m"], d["d"]))
+    for a in analytes:
+        for r in a["results"]:
+            if r["date"] and (r["date"]["y"], r["date"]["m"], r["date"]["d"]) in flagged_days:
+                r["sample_issue"] = True
+
     urgent = []
     for a in analytes:
         for r in a["results"]:
@@ -344,7 +359,17 @@ def build_context(
                 urgent.append(
                     {
                         "analyte": a["id"],
-                        **{k: r[k] for k in ("date", "value_text", "unit_text", "grade", "status")},
+                        **{
+                            k: r[k]
+                            for k in (
+                                "date",
+                                "value_text",
+                                "unit_text",
+                                "grade",
+                                "status",
+                                "sample_issue",
+                            )
+                        },
                     }
                 )
     urgent_findings = [
