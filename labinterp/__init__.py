@@ -21,6 +21,12 @@ _API = {
 
 __all__ = sorted(_API)
 
+# `interpret` and `audit` share their names with the modules that define them. Importing
+# a submodule binds the module over the package attribute, so these two are bound eagerly
+# (after their modules load) and stay functions. Neither loads WeasyPrint.
+from labinterp.audit import audit as audit  # noqa: E402
+from labinterp.interpret import interpret as interpret  # noqa: E402
+
 
 def __getattr__(name: str) -> Any:
     if name in _API:

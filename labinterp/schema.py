@@ -14,6 +14,7 @@ dtype vocabulary:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -132,8 +133,12 @@ FINDINGS: dict[str, str] = {
 STATUSES: tuple[str, ...] = ("fired", "not_fired", "indeterminate", "suppressed")
 
 
+def _dtype(name: str) -> Any:
+    return pd.api.types.pandas_dtype(name)
+
+
 def _same_dtype(actual: object, expected: str) -> bool:
-    return bool(actual == pd.api.types.pandas_dtype(expected))
+    return bool(actual == _dtype(expected))
 
 
 def empty(schema: Mapping[str, str]) -> pd.DataFrame:
@@ -152,7 +157,7 @@ def conform(df: pd.DataFrame, schema: Mapping[str, str]) -> pd.DataFrame:
     for name, dtype in schema.items():
         if name in df.columns:
             col = df[name]
-            out[name] = col if _same_dtype(col.dtype, dtype) else col.astype(dtype)
+            out[name] = col if _same_dtype(col.dtype, dtype) else col.astype(_dtype(dtype))
         else:
             out[name] = pd.Series([None] * n, index=df.index, dtype=dtype)
     return pd.DataFrame(out, index=df.index).reset_index(drop=True)

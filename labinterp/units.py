@@ -28,9 +28,9 @@ class UnitAlias:
 
 
 @cache
-def registry() -> pint.UnitRegistry:
+def registry() -> pint.UnitRegistry[float]:
     """The process-wide registry, with the project's definitions (equivalents, valence)."""
-    ureg = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+    ureg: pint.UnitRegistry[float] = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
     ureg.load_definitions(str(reference_file("units.txt")))
     return ureg
 

@@ -1,0 +1,82 @@
+"""The command line: exit codes, output formats, messages (run in-process and as a script)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labinterp.cli import main
+from labinterp.cli_demo import sample_path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_check_prints_the_mapping_and_the_accounting(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(sample_path())]) == 0
+    out = capsys.readouterr().out
+    assert "[columns]" in out and 'patient_id = "patient_id"' in out
+    assert "rows in =" in out
+
+
+def test_check_json_balances(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--format", "json", str(sample_path())]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["rows_in"] == info["rows_used"] + info["rows_rejected"]
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(b"", "empty"), (b"\x00\x01" * 100, "binary"), (b"a,b\n1,2\n", "no column")],
+)
+def test_bad_input_exits_2_with_one_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, words: str
+) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    assert main(["check", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "bad.csv" in captured.err and words in captured.err and "Traceback" not in captured.err
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check"]) == 2
+    assert main(["no-such-command"]) == 2
+
+
+def test_module_entry_point_runs() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "labinterp", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("labinterp ")
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    text = (REPO / "README.md").read_text()
+    block = text.split("```", 2)[1].strip().splitlines()
+    commands = [line.split("#")[0].strip() for line in block[1:] if line.strip()]
+    assert commands == ["make demo", "make test"]
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "make test" in ci
+
+
+@pytest.mark.slow
+def test_demo_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "hypomagnesemia_hypocalcemia" in printed and "edta_contamination" in printed
+    for name in ("findings.csv", "summary.json", "report.html", "rejected_rows.csv"):
+        assert (out / "audit" / name).is_file(), name
+    pdfs = sorted((out / "handouts").glob("handout-*.pdf"))
+    assert pdfs and (out / "handouts" / "index.csv").is_file()
+    summary = json.loads((out / "audit" / "summary.json").read_text())
+    assert summary["rows_in"] == summary["rows_used"] + summary["rows_rejected"]
