@@ -45,7 +45,10 @@ def atomic_open(
     """Open a temporary file for writing; it replaces `target` only if the block succeeds."""
     if "b" in mode:
         encoding = None
-    with atomic_path(target) as tmp, open(tmp, mode, encoding=encoding, newline="" if "b" not in mode else None) as fh:
+    with (
+        atomic_path(target) as tmp,
+        open(tmp, mode, encoding=encoding, newline="" if "b" not in mode else None) as fh,
+    ):
         yield fh
 
 

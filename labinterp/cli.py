@@ -27,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read lab exports, flag magnesium-linked patterns, write handouts and audits.",
     )
     parser.add_argument("--version", action="version", version=f"labinterp {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks for unexpected errors"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in _COMMANDS:
         module.register(sub)
@@ -40,8 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
-    logging.basicConfig(level=logging.INFO if not getattr(args, "quiet", False) else logging.WARNING,
-                        format="labinterp: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if not getattr(args, "quiet", False) else logging.WARNING,
+        format="labinterp: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         return int(args.run(args) or 0)
     except LabinterpError as exc:

@@ -47,7 +47,13 @@ def write_table(df: pd.DataFrame, fmt: str, stream: TextIO | None = None) -> Non
         stream.write(to_json_records(df) + "\n")
     else:
         with pd.option_context(
-            "display.max_rows", None, "display.max_columns", None, "display.width", 200,
-            "display.max_colwidth", 60,
+            "display.max_rows",
+            None,
+            "display.max_columns",
+            None,
+            "display.width",
+            200,
+            "display.max_colwidth",
+            60,
         ):
             stream.write((df.to_string(index=False) if len(df) else "(no rows)") + "\n")
