@@ -13,11 +13,13 @@ import contextlib
 import hashlib
 import itertools
 import math
+import multiprocessing
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +42,8 @@ from labinterp.errors import (
 ENGINES = ("local", "dask")
 
 # Target size of one bucket, in input bytes; a bucket is read whole into memory.
-_BUCKET_BYTES = 24 * 1024 * 1024
-_BATCH_ROWS = 200_000
+_BUCKET_BYTES = 8 * 1024 * 1024
+_BATCH_ROWS = 100_000
 # Files in a folder that are documentation, not exports.
 _SKIP_SUFFIXES = {".md", ".txt", ".pdf", ".html", ".png", ".jpg", ".toml", ".yaml", ".yml"}
 _COMPRESSED = {".gz", ".bz2", ".xz", ".zip", ".parquet", ".xpt"}
@@ -234,24 +236,43 @@ def _ingest(
     return ingest, bucket_files
 
 
-def _run_local(bucket_files: list[Path], parts: Path, progress: Progress) -> BucketStats:
-    _, deduplicate, interpret_results = _stages()
+def _bucket_job(path: Path, parts: Path, tag: str) -> BucketStats:
+    """Process one on-disk bucket (runs in a worker process when there are several)."""
     from labinterp.audit.collapse import arrow_to_results
 
+    _, deduplicate, interpret_results = _stages()
+    results = arrow_to_results(pq.read_table(path))
+    return process_bucket(
+        results, parts, tag, deduplicate=deduplicate, interpret_results=interpret_results
+    )
+
+
+def _run_local(
+    bucket_files: list[Path], parts: Path, progress: Progress, workers: int
+) -> BucketStats:
     total = BucketStats()
     progress.start_stage("interpret", len(bucket_files))
-    for i, path in enumerate(bucket_files):
-        results = arrow_to_results(pq.read_table(path))
-        stats = process_bucket(
-            results,
-            parts,
-            f"{i:04d}",
-            deduplicate=deduplicate,
-            interpret_results=interpret_results,
-        )
-        del results
-        total.add(stats)
-        progress.bucket_done(stats.patients)
+    jobs = [(path, parts, f"{i:04d}") for i, path in enumerate(bucket_files)]
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            stats = _bucket_job(*job)
+            total.add(stats)
+            progress.bucket_done(stats.patients)
+        return total
+    # Buckets are independent; a few worker processes use the machine's cores. Each holds
+    # one bucket at a time, so memory is bounded by workers x bucket size.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(_bucket_job, *job) for job in jobs]
+        try:
+            for fut in as_completed(futures):
+                stats = fut.result()
+                total.add(stats)
+                progress.bucket_done(stats.patients)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
     return total
 
 
@@ -298,6 +319,7 @@ def audit(
     date_format: str | None = None,
     progress: bool = False,
     n_buckets: int | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Audit lab exports and write the audit folder; return the summary (as in summary.json).
 
@@ -305,6 +327,8 @@ def audit(
     `engine="dask"` runs the per-patient work on a Dask distributed cluster (`scheduler` is
     its address, or a `distributed.Client`; none starts a local cluster). With Dask, the
     output folder must be on a file system the workers can reach at the same path.
+    `workers` is the number of processes the local engine interprets buckets with (default:
+    one per core, at most 2; small inputs use one bucket and no extra process).
     """
     if engine not in ENGINES:
         raise LabinterpError(
@@ -333,7 +357,8 @@ def audit(
         timings["read_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         if engine == "local":
-            stats = _run_local(bucket_files, parts, prog)
+            n_workers = workers or min(os.cpu_count() or 1, 2, len(bucket_files))
+            stats = _run_local(bucket_files, parts, prog, n_workers)
         else:
             from labinterp.audit.dask_engine import run_dask
 
