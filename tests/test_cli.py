@@ -80,3 +80,14 @@ def test_demo_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert pdfs and (out / "handouts" / "index.csv").is_file()
     summary = json.loads((out / "audit" / "summary.json").read_text())
     assert summary["rows_in"] == summary["rows_used"] + summary["rows_rejected"]
+
+
+def test_readme_python_example_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (REPO / "README.md").read_text()
+    code = text.split("```python", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(REPO)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "hypomagnesemia" in out and out.strip().endswith("2")
