@@ -456,7 +456,7 @@ def _background_chunk(
     seen: np.ndarray,
 ) -> tuple[pa.Table, int, dict[str, int]]:
     """Exactly `n_rows` rows of normal draws (the last draw may be cut short)."""
-    n_draws = int(n_rows / _ROWS_PER_DRAW) + 16
+    n_draws = int(n_rows / _ROWS_PER_DRAW * 1.02) + 64  # margin for the random panel sizes
     probs = np.array([1.0] * len(_PANEL) + [p for _, p in _OPTIONAL])
     mask = rng.random((n_draws, len(_SLOTS))) < probs
     # Exact duplicate lines of a Mg row: reserve room for them inside the chunk.
@@ -472,7 +472,7 @@ def _background_chunk(
     dup_flag[np.cumsum(rep)[dup] - 1] = True
     # Cut to the exact row count, never leaving a duplicate without its original.
     d_idx, s_idx, dup_flag = d_idx[:n_rows], s_idx[:n_rows], dup_flag[:n_rows]
-    if len(d_idx) < n_rows:  # pragma: no cover - the +16 draws margin makes this unreachable
+    if len(d_idx) < n_rows:  # pragma: no cover - the 2 % margin makes this unreachable
         raise RuntimeError("background chunk came out short")
 
     slots = np.asarray(_SLOTS, dtype=object)

@@ -64,24 +64,18 @@ def _prevalence(summary: dict[str, Any]) -> dict[str, Any]:
                 "colour": "#7f7f7f",
             }
         )
-        segments.append(
-            {
-                "label": "indeterminate",
-                "n": sum(by_status.get("indeterminate", {}).values()),
-                "colour": "#c7c7c7",
-            }
-        )
         rows.append(
             {
                 "rule": rule,
                 "label": _LABELS.get(rule, rule.replace("_", " ")),
                 "fired": sum(fired.values()),
                 "segments": [s for s in segments if s["n"]],
+                "indeterminate": sum(by_status.get("indeterminate", {}).values()),
                 "total": sum(sum(v.values()) for v in by_status.values()),
             }
         )
     longest = max([sum(s["n"] for s in r["segments"]) for r in rows] + [1])
-    width, bar_h, gap, left = 520.0, 18, 10, 250
+    width, bar_h, gap, left = 400.0, 18, 10, 250
     for i, r in enumerate(rows):
         x = float(left)
         r["y"] = 10 + i * (bar_h + gap)
@@ -182,7 +176,7 @@ def _patient_list(patients: pa.Table) -> tuple[list[dict[str, Any]], list[str], 
     for r in rules:
         col = pc.fill_null(patients.column(r), "")
         hit = pc.cast(pc.starts_with(col, "fired"), pa.int64())
-        score = pc.add(score, pc.multiply(hit, 2))
+        score = pc.add(score, pc.multiply(hit, 4 if r in PATTERNS else 2))
         score = pc.add(score, pc.cast(pc.starts_with(col, "suppressed"), pa.int64()))
     with_score = patients.append_column("_score", score)
     order = pc.sort_indices(with_score, [("_score", "descending"), ("patient_id", "ascending")])
