@@ -18,7 +18,7 @@ def test_dask_matches_local(tmp_path: Path) -> None:
     manifest = generate(tmp_path / "export.csv", 6000, seed=11)
     local = labinterp.audit(tmp_path / "export.csv", tmp_path / "local", n_buckets=2)
     with distributed.LocalCluster(
-        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
     ) as cluster:
         remote = labinterp.audit(
             tmp_path / "export.csv",

@@ -61,7 +61,7 @@ def _client(scheduler: Any) -> Iterator[Any]:
         with client:
             yield client
         return
-    with LocalCluster(processes=True, dashboard_address=None) as cluster, Client(cluster) as c:
+    with LocalCluster(processes=True, dashboard_address=":0") as cluster, Client(cluster) as c:
         yield c
 
 
