@@ -149,12 +149,13 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
             "derived": False,
             "contaminated": False,
             "albumin_obs": -1,
-            "text_result": df["text_result"],
+            "text_result": df["text_result"].array,
         }
     )
     for name in EVIDENCE_FIELDS:
         if name != "analyte":
-            obs[name] = df[name].to_numpy() if name not in ("comparator",) else comparator
+            # keep pandas (arrow-backed) arrays: evidence text is built with pyarrow later
+            obs[name] = df[name].array if name != "comparator" else comparator
     obs = _with_corrected_calcium(obs, window)
     obs = obs.sort_values(["pat", "t", "analyte", "source_row"], kind="stable")
     obs = obs.reset_index(drop=True)

@@ -9,13 +9,14 @@ context rules report fired rows only.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from os import PathLike
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from labinterp import episodes, grading, guards, schema
 from labinterp.rules import REGISTRY
@@ -100,25 +101,52 @@ def interpret_results(
     return _assemble(ctx, f)
 
 
-def _fmt(values: np.ndarray) -> np.ndarray:
-    out = np.char.mod("%.4g", np.nan_to_num(values, nan=0.0)).astype(object)
-    out[np.isnan(values)] = ""
-    return out
+def _join(*parts: Any, sep: str = "") -> pa.Array:
+    """Element-wise string concatenation (nulls propagate)."""
+    return pc.binary_join_element_wise(*parts, sep)
 
 
-def _json_num(values: np.ndarray) -> np.ndarray:
-    out = np.char.mod("%.6g", np.nan_to_num(values, nan=0.0)).astype(object)
-    out[np.isnan(values)] = "null"
-    return out
+def _as_str(arr: pa.Array) -> Any:
+    return pd.array(arr, dtype=schema.STR)
 
 
-def _json_str(series: pd.Series) -> np.ndarray:
-    s = series.astype(object).where(series.notna(), None)
-    return s.map(json.dumps).to_numpy(dtype=object)
+def _fold(pieces: list[pa.Array], sep: str) -> pa.Array | None:
+    """Join per-row pieces with `sep`, skipping missing ones (null when all are missing)."""
+    acc: pa.Array | None = None
+    for piece in pieces:
+        acc = piece if acc is None else pc.coalesce(_join(acc, sep, piece), acc, piece)
+    return acc
 
 
-def _obs_pieces(obs: pd.DataFrame, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Evidence text, JSON body and range origin for the observations `ids`."""
+def _num_text(values: np.ndarray, digits: int) -> pa.Array:
+    """Numbers as short text (rounded to `digits` decimals); null where NaN."""
+    arr = pa.array(values, from_pandas=True)
+    text = pc.cast(pc.round(arr, digits), pa.string())
+    return pc.replace_substring_regex(text, r"\.0$", "")
+
+
+def _str(series: pd.Series) -> pa.Array:
+    arr = series.array
+    if hasattr(arr, "__arrow_array__"):
+        return pc.cast(pa.array(arr), pa.string())
+    return pa.array(series.astype(object).where(series.notna(), None), type=pa.string())
+
+
+def _json_str(series: pd.Series) -> pa.Array:
+    """JSON string literals ("null" for missing), escaped without a per-row Python call."""
+    s = _str(series)
+    s = pc.replace_substring(s, "\\", "\\\\")
+    s = pc.replace_substring(s, '"', '\\"')
+    s = pc.replace_substring_regex(s, r"[\x00-\x1f]", " ")
+    return pc.fill_null(_join('"', s, '"'), "null")
+
+
+def _json_num(values: np.ndarray) -> pa.Array:
+    return pc.fill_null(_num_text(values, 6), "null")
+
+
+def _obs_pieces(obs: pd.DataFrame, ids: np.ndarray) -> tuple[pa.Array, pa.Array, np.ndarray]:
+    """Evidence text, JSON object and range origin for the observations `ids`."""
     o = obs.iloc[ids]
     num = {
         c: o[c].to_numpy(dtype="float64", na_value=np.nan)
@@ -129,68 +157,65 @@ def _obs_pieces(obs: pd.DataFrame, ids: np.ndarray) -> tuple[np.ndarray, np.ndar
             "range_high",
             "range_low_reported",
             "range_high_reported",
+            "source_row",
         )
     }
-    unit_rep = o["unit_reported"].astype(object).fillna("").to_numpy()
-    lo, hi = _fmt(num["range_low_reported"]), _fmt(num["range_high_reported"])
-    rng = np.where(
-        (lo != "") & (hi != ""),
-        lo + "-" + hi,
-        np.where(hi != "", "<" + hi, np.where(lo != "", ">" + lo, "")),
+    unit_rep = pc.fill_null(_str(o["unit_reported"]), "")
+    lo, hi = _num_text(num["range_low_reported"], 4), _num_text(num["range_high_reported"], 4)
+    rng = pc.coalesce(
+        _join(lo, "-", hi), _join("<", hi), _join(">", lo), pa.scalar(None, pa.string())
     )
-    origin = o["range_origin"].astype(object).fillna("unknown").to_numpy()
-    rng = np.where(rng == "", "range unknown", "range " + rng + " " + unit_rep) + ", " + origin
-    raw = o["value_raw"].astype(object).fillna("").to_numpy()
-    text_res = o["text_result"].astype(object).fillna("").to_numpy()
-    shown = np.where(raw != "", raw, text_res)
-    label = o["test_label"].astype(object).fillna(o["analyte"]).to_numpy()
-    canon = np.where(
-        np.isnan(num["value"]),
-        "",
-        _fmt(num["value"]) + " " + o["unit"].astype(object).fillna("").to_numpy() + "; ",
+    origin_np = o["range_origin"].astype(object).fillna("unknown").to_numpy()
+    origin = pa.array(origin_np, type=pa.string())
+    rng = pc.coalesce(_join("range ", rng, " ", unit_rep), pa.scalar("range unknown"))
+    shown = pc.coalesce(_str(o["value_raw"]), _str(o["text_result"]), pa.scalar(""))
+    label = pc.coalesce(_str(o["test_label"]), _str(o["analyte"]))
+    canon = pc.coalesce(
+        _join(_num_text(num["value"], 4), " ", pc.fill_null(_str(o["unit"]), ""), "; "),
+        pa.scalar(""),
     )
-    text = label + " " + shown + " " + unit_rep + " (" + canon + rng + ")"
-    dated = o["dated"].to_numpy()
-    when = pd.Series(o["t"].to_numpy()).dt.strftime("%Y-%m-%dT%H:%M:%S").astype(object)
-    when = when.where(dated, None)
-    body = (
-        '"analyte":'
-        + _json_str(o["analyte"])
-        + ',"test":'
-        + _json_str(o["test_label"])
-        + ',"value_raw":'
-        + _json_str(o["value_raw"])
-        + ',"text_result":'
-        + _json_str(o["text_result"])
-        + ',"comparator":'
-        + _json_str(o["comparator"])
-        + ',"value_reported":'
-        + _json_num(num["value_reported"])
-        + ',"unit_reported":'
-        + _json_str(o["unit_reported"])
-        + ',"value":'
-        + _json_num(num["value"])
-        + ',"unit":'
-        + _json_str(o["unit"])
-        + ',"range_low":'
-        + _json_num(num["range_low"])
-        + ',"range_high":'
-        + _json_num(num["range_high"])
-        + ',"range_low_reported":'
-        + _json_num(num["range_low_reported"])
-        + ',"range_high_reported":'
-        + _json_num(num["range_high_reported"])
-        + ',"range_origin":'
-        + _json_str(o["range_origin"])
-        + ',"derived":'
-        + np.where(o["derived"].to_numpy(), "true", "false").astype(object)
-        + ',"collected_at":'
-        + _json_str(when)
-        + ',"source_row":'
-        + _json_num(o["source_row"].to_numpy(dtype="float64", na_value=np.nan))
-        + "}"
+    text = _join(label, " ", shown, " ", unit_rep, " (", canon, rng, ", ", origin, ")")
+    stamps = pa.array(o["t"].to_numpy(), mask=~o["dated"].to_numpy()).cast(pa.timestamp("s"))
+    when = pd.Series(_as_str(pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%S")))
+    derived = pa.array(np.where(o["derived"].to_numpy(), "true", "false"), type=pa.string())
+    body = _join(
+        ',"analyte":',
+        _json_str(o["analyte"]),
+        ',"test":',
+        _json_str(o["test_label"]),
+        ',"value_raw":',
+        _json_str(o["value_raw"]),
+        ',"text_result":',
+        _json_str(o["text_result"]),
+        ',"comparator":',
+        _json_str(o["comparator"]),
+        ',"value_reported":',
+        _json_num(num["value_reported"]),
+        ',"unit_reported":',
+        _json_str(o["unit_reported"]),
+        ',"value":',
+        _json_num(num["value"]),
+        ',"unit":',
+        _json_str(o["unit"]),
+        ',"range_low":',
+        _json_num(num["range_low"]),
+        ',"range_high":',
+        _json_num(num["range_high"]),
+        ',"range_low_reported":',
+        _json_num(num["range_low_reported"]),
+        ',"range_high_reported":',
+        _json_num(num["range_high_reported"]),
+        ',"range_origin":',
+        _json_str(o["range_origin"]),
+        ',"derived":',
+        derived,
+        ',"collected_at":',
+        _json_str(when),
+        ',"source_row":',
+        _json_num(num["source_row"]),
+        "}",
     )
-    return text, body, origin
+    return text, body, origin_np
 
 
 def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
@@ -205,23 +230,27 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
     pos = np.full(len(obs), -1, dtype="int64")
     pos[used] = np.arange(len(used))
 
-    text = np.full(n, "", dtype=object)
-    js = np.full(n, "", dtype=object)
+    texts, objects = [], []
     seen = {name: np.zeros(n, dtype=bool) for name in ORIGINS}
     for role in roles:
         ids = ids_by_role[role]
         has = ids >= 0
         if not has.any():
             continue
-        p = pos[ids[has]]
-        piece_t = text_u[p]
-        piece_j = '{"role":"' + role[3:] + '",' + body_u[p]
-        cur_t, cur_j = text[has], js[has]
-        text[has] = np.where(cur_t == "", piece_t, cur_t + "; " + piece_t)
-        js[has] = np.where(cur_j == "", piece_j, cur_j + "," + piece_j)
+        p = np.where(has, pos[np.maximum(ids, 0)], -1)
+        idx = pa.array(p, mask=~has)
+        texts.append(pc.take(text_u, idx))
+        objects.append(_join('{"role":"' + role[3:] + '"', pc.take(body_u, idx)))
         for name in ORIGINS:
-            seen[name][has] |= origin_u[p] == name
-    js = "[" + js + "]"
+            seen[name][has] |= origin_u[p[has]] == name
+    text_acc = _fold(texts, "; ")
+    js_acc = _fold(objects, ",")
+    if text_acc is None or js_acc is None:
+        text = _as_str(pa.array([""] * n, type=pa.string()))
+        js = _as_str(pa.array(["[]"] * n, type=pa.string()))
+    else:
+        text = _as_str(pc.fill_null(text_acc, ""))
+        js = _as_str(pc.fill_null(_join("[", js_acc, "]"), "[]"))
     origins = flags(*[(name, seen[name]) for name in ORIGINS])
 
     grade = np.full(n, np.nan)

@@ -50,7 +50,7 @@ CASES = [
 ]
 
 
-def _write_case(case: dict[str, Any], path: Path) -> None:
+def _case_rows(case: dict[str, Any], patient_id: str) -> list[list[str]]:
     patient = {"sex": "F", "birth_date": "1970-01-01", **case.get("patient", {})}
     rows = []
     for line in case["rows"]:
@@ -59,7 +59,7 @@ def _write_case(case: dict[str, Any], path: Path) -> None:
         when, test, result, unit, rng, comment, specimen = parts[:7]
         rows.append(
             [
-                "CASE-1",
+                patient_id,
                 patient["sex"],
                 str(patient["birth_date"]),
                 when,
@@ -73,22 +73,39 @@ def _write_case(case: dict[str, Any], path: Path) -> None:
                 comment,
             ]
         )
-    # A file whose rows carry no date at all (a one-sample survey) has no date column.
-    undated = all(not r[3] for r in rows)
-    keep = [i for i, name in enumerate(HEADER) if not (undated and name == "collected_at")]
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow([HEADER[i] for i in keep])
-        w.writerows([[r[i] for i in keep] for r in rows])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def case_findings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
+    """Every case is one patient of one CSV per option set: read once, interpret once.
+
+    The engine's result for a patient does not depend on the other patients in the table
+    (tested in test_engine.py), so this equals running each case alone, much faster.
+    """
+    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for rule_id, case in (p.values for p in CASES):
+        key = yaml.safe_dump(case.get("options", {}), sort_keys=True)
+        groups.setdefault(key, []).append((f"{rule_id}::{case['name']}", case))
+    out: dict[str, pd.DataFrame] = {}
+    for i, (key, cases) in enumerate(groups.items()):
+        path = tmp_path_factory.mktemp("cases") / f"cases_{i}.csv"
+        with path.open("w", encoding="utf-8", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(HEADER)
+            for j, (_, case) in enumerate(cases):
+                w.writerows(_case_rows(case, f"CASE-{i:02d}-{j:03d}"))
+        result = read([path])
+        assert len(result.rejected) == 0, result.rejected[["reason", "detail"]].to_string()
+        findings = interpret_results(result.results, **yaml.safe_load(key))
+        for j, (name, _) in enumerate(cases):
+            out[name] = findings[findings["patient_id"] == f"CASE-{i:02d}-{j:03d}"]
+    return out
 
 
 @pytest.mark.parametrize(("rule_id", "case"), CASES)
-def test_case(rule_id: str, case: dict[str, Any], tmp_path: Path) -> None:
-    src = tmp_path / "case.csv"
-    _write_case(case, src)
-    result = read([src])
-    assert len(result.rejected) == 0, result.rejected[["reason", "detail"]].to_string()
-    findings = interpret_results(result.results, **case.get("options", {}))
+def test_case(rule_id: str, case: dict[str, Any], case_findings: dict[str, pd.DataFrame]) -> None:
+    findings = case_findings[f"{rule_id}::{case['name']}"]
     rows = findings[findings["rule_id"] == rule_id]
     if "episode" in case:
         rows = rows[rows["episode_start"] == pd.Timestamp(str(case["episode"]))]
