@@ -1,0 +1,65 @@
+"""`labinterp interpret` on the bundled sample: table, csv and json output, options."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import labinterp
+from labinterp import schema
+from labinterp.cli import main
+
+SAMPLE = str(Path(labinterp.__file__).parent / "sample_data" / "clinic_export.csv")
+
+
+def test_table_is_compact_and_readable(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["interpret", SAMPLE, "--patient", "DEMO-007"]) == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[0].split()
+    assert header[:4] == ["patient_id", "rule_id", "status", "tier"]
+    assert "evidence_json" not in out
+    assert "edta_contamination" in out and "suppressed" in out
+    assert "DEMO-001" not in out
+
+
+def test_csv_has_the_findings_columns(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["interpret", SAMPLE, "--format", "csv"]) == 0
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(df.columns) == list(schema.FINDINGS)
+    assert df["patient_id"].nunique() == 20
+
+
+def test_json_and_vitamin_d_guideline(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["interpret", SAMPLE, "--patient", "DEMO-012", "--format", "json"]
+    assert main(args) == 0
+    iom = json.loads(capsys.readouterr().out)
+    assert main([*args, "--vitamin-d-guideline", "es2011"]) == 0
+    es = json.loads(capsys.readouterr().out)
+
+    def p2(rows: list[dict]) -> dict:
+        return next(r for r in rows if r["rule_id"] == "vitamin_d_resistance")
+
+    assert p2(iom)["status"] == "not_fired"
+    assert (p2(es)["status"], p2(es)["tier"]) == ("fired", "single")
+    assert isinstance(json.loads(p2(es)["evidence_json"]), list)
+
+
+def test_missing_file_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["interpret", "no_such_export.csv"]) == 2
+    assert "no_such_export.csv" in capsys.readouterr().err
+
+
+def test_bad_guideline_is_a_usage_error() -> None:
+    assert main(["interpret", SAMPLE, "--vitamin-d-guideline", "who"]) == 2
+
+
+def test_python_api_matches_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    api = labinterp.interpret(SAMPLE)
+    assert main(["interpret", SAMPLE, "--format", "csv"]) == 0
+    cli = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert len(api) == len(cli)
+    assert list(api["status"]) == list(cli["status"])
