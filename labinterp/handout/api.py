@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import logging
 import multiprocessing
 import os
@@ -189,31 +190,40 @@ def render_batch(
             if progress:
                 progress(done, total)
     else:
-        # forkserver: workers fork from a server that has already imported WeasyPrint, so
-        # recycling a worker (max_tasks_per_child) costs a fork, not a fresh interpreter.
+        # Workers are recycled by giving each pool at most `max_tasks_per_child` handouts per
+        # worker and starting a fresh pool for the next slice. (ProcessPoolExecutor's own
+        # max_tasks_per_child can hang on Python 3.11 once every worker has retired with
+        # tasks still queued, CPython gh-115634.) forkserver: a new worker is a fork of a
+        # server that already imported WeasyPrint and pandas, so a fresh pool is cheap.
         mp = multiprocessing.get_context("forkserver")
         mp.set_forkserver_preload(["pandas", "labinterp.handout.api"])
-        with ProcessPoolExecutor(
-            max_workers=min(workers, total),
-            mp_context=mp,
-            initializer=_worker_init,
-            initargs=(_no_hb_subset,),
-            max_tasks_per_child=max_tasks_per_child,
-        ) as pool:
-            futures = [
-                pool.submit(_render_to, ctx, str(out / names[ctx["patient_id"]]))
-                for ctx in contexts
-            ]
-            try:
-                for fut in as_completed(futures):
-                    fut.result()
-                    done += 1
-                    if progress:
-                        progress(done, total)
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+        n_workers = min(workers, total)
+        per_pool = n_workers * max(1, max_tasks_per_child)
+        pending = iter(contexts)
+        while done < total:
+            chunk = list(itertools.islice(pending, per_pool))
+            if not chunk:
+                break
+            with ProcessPoolExecutor(
+                max_workers=min(n_workers, len(chunk)),
+                mp_context=mp,
+                initializer=_worker_init,
+                initargs=(_no_hb_subset,),
+            ) as pool:
+                futures = [
+                    pool.submit(_render_to, ctx, str(out / names[ctx["patient_id"]]))
+                    for ctx in chunk
+                ]
+                try:
+                    for fut in as_completed(futures):
+                        fut.result()
+                        done += 1
+                        if progress:
+                            progress(done, total)
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
     index = pd.DataFrame(
         {"file": [names[p] for p in patient_ids], "patient_id": patient_ids}, dtype="string"
     )
