@@ -111,11 +111,23 @@ def _as_str(arr: pa.Array) -> Any:
 
 
 def _fold(pieces: list[pa.Array], sep: str) -> pa.Array | None:
-    """Join per-row pieces with `sep`, skipping missing ones (null when all are missing)."""
-    acc: pa.Array | None = None
-    for piece in pieces:
-        acc = piece if acc is None else pc.coalesce(_join(acc, sep, piece), acc, piece)
-    return acc
+    """Join per-row pieces with `sep`, skipping missing ones (null when all are missing).
+
+    One join with a private separator, then the empty slots are squeezed out; this copies
+    the (long) strings a fixed number of times whatever the number of pieces.
+    """
+    if not pieces:
+        return None
+    if len(pieces) == 1:
+        return pieces[0]
+    unit = "\x1f"
+    joined = pc.binary_join_element_wise(
+        *pieces, unit, null_handling="replace", null_replacement=""
+    )
+    joined = pc.replace_substring_regex(joined, "\x1f{2,}", unit)
+    joined = pc.utf8_trim(joined, unit)
+    joined = pc.replace_substring(joined, unit, sep)
+    return pc.if_else(pc.equal(joined, ""), pa.scalar(None, pa.string()), joined)
 
 
 def _num_text(values: np.ndarray, digits: int) -> pa.Array:
