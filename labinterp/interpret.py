@@ -9,7 +9,7 @@ context rules report fired rows only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from os import PathLike
 from typing import Any
 
@@ -110,47 +110,50 @@ def _as_str(arr: pa.Array) -> Any:
     return pd.array(arr, dtype=schema.STR)
 
 
-def _fold(pieces: list[pa.Array], sep: str) -> pa.Array | None:
-    """Join per-row pieces with `sep`, skipping missing ones (null when all are missing).
+def _arrow(series: pd.Series) -> pa.Array:
+    """A column as one pyarrow string array (no copy for arrow-backed columns)."""
+    arr = series.array
+    if hasattr(arr, "__arrow_array__"):
+        out = pa.array(arr)
+    else:
+        out = pa.array(series.astype(object).where(series.notna(), None), type=pa.string())
+    if isinstance(out, pa.ChunkedArray):
+        out = out.combine_chunks()
+    return pc.cast(out, pa.string())
 
-    One join with a private separator, then the empty slots are squeezed out; this copies
-    the (long) strings a fixed number of times whatever the number of pieces.
+
+def _distinct(arr: pa.Array, fmt: Callable[[pa.Array], pa.Array]) -> pa.Array:
+    """`fmt` applied once per distinct value of `arr`, then spread back to every row.
+
+    Most evidence fields repeat a few hundred values (units, labels, ranges, printed
+    results) over hundreds of thousands of rows; formatting the distinct values is what
+    keeps evidence cheap (DESIGN.md: work on distinct values). Nulls stay null.
     """
-    if not pieces:
-        return None
-    if len(pieces) == 1:
-        return pieces[0]
-    unit = "\x1f"
-    joined = pc.binary_join_element_wise(
-        *pieces, unit, null_handling="replace", null_replacement=""
-    )
-    joined = pc.replace_substring_regex(joined, "\x1f{2,}", unit)
-    joined = pc.utf8_trim(joined, unit)
-    joined = pc.replace_substring(joined, unit, sep)
-    return pc.if_else(pc.equal(joined, ""), pa.scalar(None, pa.string()), joined)
+    enc = pc.dictionary_encode(arr)
+    return pc.take(fmt(enc.dictionary), enc.indices)
 
 
 def _num_text(values: np.ndarray, digits: int) -> pa.Array:
     """Numbers as short text (rounded to `digits` decimals); null where NaN."""
-    arr = pa.array(values, from_pandas=True)
-    text = pc.cast(pc.round(arr, digits), pa.string())
-    return pc.replace_substring_regex(text, r"\.0$", "")
+
+    def fmt(d: pa.Array) -> pa.Array:
+        text = pc.cast(pc.round(d, digits), pa.string())
+        return pc.replace_substring_regex(text, r"\.0$", "")
+
+    return _distinct(pa.array(values, from_pandas=True), fmt)
 
 
-def _str(series: pd.Series) -> pa.Array:
-    arr = series.array
-    if hasattr(arr, "__arrow_array__"):
-        return pc.cast(pa.array(arr), pa.string())
-    return pa.array(series.astype(object).where(series.notna(), None), type=pa.string())
+def _quoted(d: pa.Array) -> pa.Array:
+    """JSON string literals, escaped without a per-row Python call."""
+    d = pc.replace_substring(d, "\\", "\\\\")
+    d = pc.replace_substring(d, '"', '\\"')
+    d = pc.replace_substring_regex(d, r"[\x00-\x1f]", " ")
+    return _join('"', d, '"')
 
 
-def _json_str(series: pd.Series) -> pa.Array:
-    """JSON string literals ("null" for missing), escaped without a per-row Python call."""
-    s = _str(series)
-    s = pc.replace_substring(s, "\\", "\\\\")
-    s = pc.replace_substring(s, '"', '\\"')
-    s = pc.replace_substring_regex(s, r"[\x00-\x1f]", " ")
-    return pc.fill_null(_join('"', s, '"'), "null")
+def _json_str(arr: pa.Array) -> pa.Array:
+    """JSON string literals ("null" for missing)."""
+    return pc.fill_null(_distinct(arr, _quoted), "null")
 
 
 def _json_num(values: np.ndarray) -> pa.Array:
@@ -172,43 +175,60 @@ def _obs_pieces(obs: pd.DataFrame, ids: np.ndarray) -> tuple[pa.Array, pa.Array,
             "source_row",
         )
     }
-    unit_rep = pc.fill_null(_str(o["unit_reported"]), "")
+    s = {
+        c: _arrow(o[c])
+        for c in (
+            "analyte",
+            "test_label",
+            "value_raw",
+            "text_result",
+            "comparator",
+            "unit_reported",
+            "unit",
+            "range_origin",
+        )
+    }
+    unit_rep = pc.fill_null(s["unit_reported"], "")
     lo, hi = _num_text(num["range_low_reported"], 4), _num_text(num["range_high_reported"], 4)
     rng = pc.coalesce(
         _join(lo, "-", hi), _join("<", hi), _join(">", lo), pa.scalar(None, pa.string())
     )
     origin_np = o["range_origin"].astype(object).fillna("unknown").to_numpy()
-    origin = pa.array(origin_np, type=pa.string())
+    origin = pc.fill_null(s["range_origin"], "unknown")
     rng = pc.coalesce(_join("range ", rng, " ", unit_rep), pa.scalar("range unknown"))
-    shown = pc.coalesce(_str(o["value_raw"]), _str(o["text_result"]), pa.scalar(""))
-    label = pc.coalesce(_str(o["test_label"]), _str(o["analyte"]))
+    shown = pc.coalesce(s["value_raw"], s["text_result"], pa.scalar(""))
+    label = pc.coalesce(s["test_label"], s["analyte"])
     canon = pc.coalesce(
-        _join(_num_text(num["value"], 4), " ", pc.fill_null(_str(o["unit"]), ""), "; "),
+        _join(_num_text(num["value"], 4), " ", pc.fill_null(s["unit"], ""), "; "),
         pa.scalar(""),
     )
     text = _join(label, " ", shown, " ", unit_rep, " (", canon, rng, ", ", origin, ")")
     stamps = pa.array(o["t"].to_numpy(), mask=~o["dated"].to_numpy()).cast(pa.timestamp("s"))
-    when = pd.Series(_as_str(pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%S")))
+
+    def iso(d: pa.Array) -> pa.Array:
+        return _quoted(pc.strftime(d, format="%Y-%m-%dT%H:%M:%S"))
+
+    when = pc.fill_null(_distinct(stamps, iso), "null")
     derived = pa.array(np.where(o["derived"].to_numpy(), "true", "false"), type=pa.string())
     body = _join(
         ',"analyte":',
-        _json_str(o["analyte"]),
+        _json_str(s["analyte"]),
         ',"test":',
-        _json_str(o["test_label"]),
+        _json_str(s["test_label"]),
         ',"value_raw":',
-        _json_str(o["value_raw"]),
+        _json_str(s["value_raw"]),
         ',"text_result":',
-        _json_str(o["text_result"]),
+        _json_str(s["text_result"]),
         ',"comparator":',
-        _json_str(o["comparator"]),
+        _json_str(s["comparator"]),
         ',"value_reported":',
         _json_num(num["value_reported"]),
         ',"unit_reported":',
-        _json_str(o["unit_reported"]),
+        _json_str(s["unit_reported"]),
         ',"value":',
         _json_num(num["value"]),
         ',"unit":',
-        _json_str(o["unit"]),
+        _json_str(s["unit"]),
         ',"range_low":',
         _json_num(num["range_low"]),
         ',"range_high":',
@@ -218,11 +238,11 @@ def _obs_pieces(obs: pd.DataFrame, ids: np.ndarray) -> tuple[pa.Array, pa.Array,
         ',"range_high_reported":',
         _json_num(num["range_high_reported"]),
         ',"range_origin":',
-        _json_str(o["range_origin"]),
+        _json_str(s["range_origin"]),
         ',"derived":',
         derived,
         ',"collected_at":',
-        _json_str(when),
+        when,
         ',"source_row":',
         _json_num(num["source_row"]),
         "}",
@@ -230,39 +250,102 @@ def _obs_pieces(obs: pd.DataFrame, ids: np.ndarray) -> tuple[pa.Array, pa.Array,
     return text, body, origin_np
 
 
+def _concat_rows(
+    units: pa.Array,
+    pos: np.ndarray,
+    *,
+    first: Sequence[str],
+    later: Sequence[str],
+    close: str,
+    empty: str,
+) -> pa.Array:
+    """Per row, the `units` at `pos` (rows x roles, -1 = none) joined in role order.
+
+    Role j is preceded by `first[j]` when it opens the row, else by `later[j]`; a row with
+    units ends with `close`, a row without any is `empty`. Everything is one `take` from
+    a small dictionary of these strings plus `units`: the taken pieces already lie in row
+    order, so each row is a slice of the taken buffer and only new offsets are needed
+    (one copy of the long strings, whatever the number of roles).
+    """
+    n, r = pos.shape
+    lits = [empty, close, *first, *later]
+    dictionary = pa.concat_arrays(
+        [pa.array(lits, type=pa.large_string()), pc.cast(units, pa.large_string())]
+    )
+    has = pos >= 0
+    opens = has & (np.cumsum(has, axis=1) == 1)
+    col = np.arange(r)
+    elems = np.full((n, 2 * r + 1), -1, dtype="int64")
+    elems[:, 0 : 2 * r : 2] = np.where(has, np.where(opens, 2 + col, 2 + r + col), -1)
+    elems[:, 1 : 2 * r : 2] = np.where(has, len(lits) + pos, -1)
+    elems[:, 2 * r] = np.where(has.any(axis=1), 1, 0)
+    # empty literals add nothing: leave them out
+    blank = np.array([s == "" for s in lits] + [False], dtype=bool)
+    keep = elems >= 0
+    keep[keep] = ~blank[np.minimum(elems[keep], len(lits))]
+    flat = elems[keep]
+    taken = pc.take(dictionary, pa.array(flat, type=pa.int64()))
+    offsets = np.frombuffer(taken.buffers()[1], dtype="int64")[taken.offset :]
+    bounds = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+    row_offsets = np.ascontiguousarray(offsets[bounds])
+    data = taken.buffers()[2] or pa.py_buffer(b"")
+    return pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(row_offsets), data])
+
+
 def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
     obs = ctx.obs
+    pid = ctx.patients.set_index("pat")["patient_id"]
+    # Sort first, on the short key columns, so the long evidence strings are built in the
+    # final order and never moved again.
+    keys = pd.DataFrame(
+        {
+            "patient_id": pid.reindex(f["pat"].to_numpy()).to_numpy(),
+            "_r": f["rule_id"].map(_RULE_ORDER).to_numpy(),
+            "episode_start": pd.to_datetime(f["start"]).to_numpy(),
+            "episode_end": pd.to_datetime(f["end"]).to_numpy(),
+            "status": f["status"].to_numpy(),
+        }
+    )
+    order = keys.sort_values(
+        ["patient_id", "_r", "episode_start", "episode_end", "status"],
+        kind="stable",
+        na_position="first",
+    ).index.to_numpy()
+    f = f.iloc[order].reset_index(drop=True)
+    keys = keys.iloc[order].reset_index(drop=True)
     n = len(f)
     present = [c for c in f.columns if c.startswith("ev_")]
     roles = [c for c in ROLE_ORDER if c in present] + sorted(set(present) - set(ROLE_ORDER))
-    ids_by_role = {r: f[r].fillna(-1).to_numpy(dtype="int64") for r in roles}
-    chosen = [v[v >= 0] for v in ids_by_role.values()]
-    used = np.unique(np.concatenate([*chosen, np.array([], dtype="int64")]))
+    ids = np.full((n, len(roles)), -1, dtype="int64")
+    for j, role in enumerate(roles):
+        ids[:, j] = f[role].fillna(-1).to_numpy(dtype="int64")
+    used = np.unique(ids[ids >= 0])
     text_u, body_u, origin_u = _obs_pieces(obs, used)
     pos = np.full(len(obs), -1, dtype="int64")
     pos[used] = np.arange(len(used))
+    p = np.where(ids >= 0, pos[np.maximum(ids, 0)], -1)
 
-    texts, objects = [], []
+    text = _as_str(
+        _concat_rows(
+            text_u, p, first=[""] * len(roles), later=["; "] * len(roles), close="", empty=""
+        )
+    )
+    heads = ['{"role":"' + r[3:] + '"' for r in roles]
+    js = _as_str(
+        _concat_rows(
+            body_u,
+            p,
+            first=["[" + h for h in heads],
+            later=["," + h for h in heads],
+            close="]",
+            empty="[]",
+        )
+    )
     seen = {name: np.zeros(n, dtype=bool) for name in ORIGINS}
-    for role in roles:
-        ids = ids_by_role[role]
-        has = ids >= 0
-        if not has.any():
-            continue
-        p = np.where(has, pos[np.maximum(ids, 0)], -1)
-        idx = pa.array(p, mask=~has)
-        texts.append(pc.take(text_u, idx))
-        objects.append(_join('{"role":"' + role[3:] + '"', pc.take(body_u, idx)))
+    for j in range(len(roles)):
+        has = p[:, j] >= 0
         for name in ORIGINS:
-            seen[name][has] |= origin_u[p[has]] == name
-    text_acc = _fold(texts, "; ")
-    js_acc = _fold(objects, ",")
-    if text_acc is None or js_acc is None:
-        text = _as_str(pa.array([""] * n, type=pa.string()))
-        js = _as_str(pa.array(["[]"] * n, type=pa.string()))
-    else:
-        text = _as_str(pc.fill_null(text_acc, ""))
-        js = _as_str(pc.fill_null(_join("[", js_acc, "]"), "[]"))
+            seen[name][has] |= origin_u[p[has, j]] == name
     origins = flags(*[(name, seen[name]) for name in ORIGINS])
 
     grade = np.full(n, np.nan)
@@ -280,17 +363,16 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
                 o["range_high_reported"].to_numpy(dtype="float64", na_value=np.nan),
             )
 
-    pid = ctx.patients.set_index("pat")["patient_id"]
     out = pd.DataFrame(
         {
-            "patient_id": pid.reindex(f["pat"].to_numpy()).to_numpy(),
+            "patient_id": keys["patient_id"].to_numpy(),
             "rule_id": f["rule_id"].to_numpy(),
             "kind": f["kind"].to_numpy(),
             "status": f["status"].to_numpy(),
             "tier": f["tier"].fillna("").to_numpy(),
             "grade": pd.Series(grade).round().astype("Int64").to_numpy(),
-            "episode_start": pd.to_datetime(f["start"]).to_numpy(),
-            "episode_end": pd.to_datetime(f["end"]).to_numpy(),
+            "episode_start": keys["episode_start"].to_numpy(),
+            "episode_end": keys["episode_end"].to_numpy(),
             "evidence": text,
             "evidence_json": js,
             "range_origin": origins,
@@ -301,11 +383,5 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
             "citations": f["citations"].to_numpy(),
         }
     )
-    out["_r"] = out["rule_id"].map(_RULE_ORDER)
-    out = out.sort_values(
-        ["patient_id", "_r", "episode_start", "episode_end", "status"],
-        kind="stable",
-        na_position="first",
-    ).drop(columns="_r")
     out = schema.conform(out, schema.FINDINGS)
     return schema.check(out, schema.FINDINGS, "findings")
