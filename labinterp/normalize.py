@@ -9,18 +9,21 @@ the cost per row is a handful of array look-ups.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from labinterp import units
 from labinterp.catalog import analyte_for, analytes, fallback_ranges
 from labinterp.errors import DateFormatError, UnitError
 from labinterp.resources import reference_file
-from labinterp.schema import REJECTED, RESULTS, conform
+from labinterp.schema import REJECTED, RESULTS, STR, conform
 
 SIGNIFICANT_DIGITS = 6  # no lab reports more; removes float32 noise (1.7999999523 -> 1.8)
 
@@ -33,35 +36,144 @@ class Options:
     undated: bool = False  # the file has no collection-time column at all
 
 
-# ---------------------------------------------------------------- distinct-value helper
+# ---------------------------------------------------------------- distinct-value helpers
 
 
-def _factorize(columns: Sequence[pd.Series]) -> tuple[np.ndarray, pd.DataFrame]:
-    """Integer key per row over several columns, and one representative row per key."""
-    codes = np.zeros(len(columns[0]), dtype=np.int64)
-    for col in columns:
-        c, uniques = pd.factorize(col, use_na_sentinel=False)
-        codes = codes * (len(uniques) + 1) + c
-        codes, _ = pd.factorize(codes)  # keep keys dense so they never overflow
-    k = int(codes.max()) + 1 if len(codes) else 0
-    first_idx = np.empty(k, dtype=np.int64)
-    # assignment with repeated indices keeps the last write: reversed order -> first row
-    first_idx[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
-    reps = pd.DataFrame({i: col.iloc[first_idx].to_numpy() for i, col in enumerate(columns)})
-    return codes.astype(np.int64), reps
+@dataclass
+class _Coded:
+    """A per-row column kept as its distinct `values` and each row's index into them.
+
+    Every per-value computation (parsing, look-ups, pandas string methods) runs once per
+    distinct value; only integer codes and finished arrays ever touch a million rows.
+    """
+
+    codes: np.ndarray  # int64, one per row: index into `values`
+    values: list[Any]  # distinct values (text, None for missing, or tuples of them)
+
+    def map(self, func: Callable[[Any], Any]) -> _Coded:
+        """`func` applied once per distinct value."""
+        return _Coded(self.codes, [func(v) for v in self.values])
+
+    def field(self, k: int) -> _Coded:
+        """Item `k` of tuple values."""
+        return _Coded(self.codes, [v[k] for v in self.values])
+
+    def via_pandas(self, func: Callable[[pd.Series], pd.Series]) -> _Coded:
+        """A pandas string operation applied to the distinct values (same semantics as on rows)."""
+        out = func(pd.Series(self.values, dtype=STR)).tolist()
+        return _Coded(self.codes, [None if v is pd.NA else v for v in out])
+
+    def compact(self) -> _Coded:
+        """Equal values merged, so that equal codes mean equal values."""
+        index: dict[Any, int] = {}
+        remap = np.array([index.setdefault(v, len(index)) for v in self.values], dtype=np.int64)
+        return _Coded(remap[self.codes], list(index))
+
+    def at(self, rows: np.ndarray) -> _Coded:
+        return _Coded(self.codes[rows], self.values)
+
+    def rows_where(self, test: Callable[[Any], bool]) -> np.ndarray:
+        """Boolean per row; `test` runs once per distinct value."""
+        hit = np.array([bool(test(v)) for v in self.values], dtype=bool)
+        return hit[self.codes]
+
+    def floats(self) -> np.ndarray:
+        """Float per row (None -> NaN)."""
+        table = np.array([np.nan if v is None else v for v in self.values], dtype=float)
+        return table[self.codes]
+
+    def strings(self, empty_is_missing: bool = False) -> pd.Series:
+        """The values per row as a "string[pyarrow]" Series (None -> <NA>)."""
+        table = pa.array(
+            [None if v is None or (empty_is_missing and v == "") else v for v in self.values],
+            type=pa.large_string(),  # what pandas stores; saves a cast of every row
+        )
+        return _text_series(table.take(pa.array(self.codes)))
+
+    def filled(self) -> _Coded:
+        """Missing values as ""."""
+        return _Coded(self.codes, ["" if v is None else v for v in self.values])
 
 
-def _by_distinct(
-    columns: Sequence[pd.Series], func: Callable[..., tuple], n_out: int
-) -> list[np.ndarray]:
-    """Apply `func` once per distinct combination of `columns`; gather outputs to rows."""
-    inverse, reps = _factorize(columns)
-    results = [func(*row) for row in reps.itertuples(index=False, name=None)]
-    out = []
-    for k in range(n_out):
-        values = np.asarray([r[k] for r in results], dtype=object)
-        out.append(values[inverse] if len(values) else np.empty(0, dtype=object))
-    return out
+def _coded(series: pd.Series) -> _Coded:
+    """Encode a text column by its distinct values (missing -> None)."""
+    if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
+        arr = series.array.__arrow_array__()
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        enc = pc.dictionary_encode(arr, null_encoding="encode")
+        codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        return _Coded(codes, enc.dictionary.to_pylist())
+    codes, uniques = pd.factorize(series, use_na_sentinel=False)
+    return _Coded(codes.astype(np.int64), [None if pd.isna(v) else v for v in uniques])
+
+
+def _joint(*parts: _Coded) -> _Coded:
+    """Rows coded by the distinct combinations of several coded columns (tuple values)."""
+    ids = np.zeros(len(parts[0].codes), dtype=np.int64)
+    picks: list[np.ndarray] = []  # per part: which of its values each combination holds
+    for part in parts:
+        width = max(len(part.values), 1)
+        ids, combos = _renumber(ids * width + part.codes, (len(picks[0]) if picks else 1) * width)
+        picks = [p[combos // width] for p in picks] + [combos % width]
+    columns = [[part.values[i] for i in pick] for part, pick in zip(parts, picks, strict=True)]
+    return _Coded(ids, list(zip(*columns, strict=True)))
+
+
+def _renumber(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keys in [0, bound) renumbered 0..k-1, and the k distinct keys."""
+    if bound <= 4 * len(keys) + 1024:  # a bitmap over the key range beats hashing
+        seen = np.zeros(bound, dtype=bool)
+        seen[keys] = True
+        number = np.cumsum(seen) - 1
+        return number[keys], np.flatnonzero(seen)
+    codes, distinct = pd.factorize(keys)
+    return codes.astype(np.int64), np.asarray(distinct, dtype=np.int64)
+
+
+def _text_series(values: pa.Array | pa.ChunkedArray) -> pd.Series:
+    return pd.Series(pd.arrays.ArrowStringArray(values))
+
+
+def _take(series: pd.Series, rows: np.ndarray) -> pd.Series:
+    """Rows of a column, keeping its dtype (and its missing values)."""
+    return pd.Series(series.array.take(rows))
+
+
+class _Verdicts:
+    """Each row's first reject reason and its detail; rows without one are kept."""
+
+    def __init__(self, n: int) -> None:
+        self.texts = [""]  # reasons and details, by number (0 = none)
+        self._number = {"": 0}
+        self.reason = np.zeros(n, dtype=np.int64)
+        self.detail = np.zeros(n, dtype=np.int64)
+
+    def _id(self, text: str) -> int:
+        if text not in self._number:
+            self._number[text] = len(self.texts)
+            self.texts.append(text)
+        return self._number[text]
+
+    def mark(self, mask: np.ndarray, reason: str, detail: str) -> None:
+        fresh = mask & (self.reason == 0)
+        self.reason[fresh] = self._id(reason)
+        self.detail[fresh] = self._id(detail)
+
+    def mark_each(self, mask: np.ndarray, why: _Coded) -> None:
+        """Like `mark`, with a (reason, detail) pair per distinct value of `why`."""
+        reasons = np.array([self._id(r) for r, _ in why.values], dtype=np.int64)
+        details = np.array([self._id(d) for _, d in why.values], dtype=np.int64)
+        fresh = mask & (self.reason == 0)
+        self.reason[fresh] = reasons[why.codes[fresh]]
+        self.detail[fresh] = details[why.codes[fresh]]
+
+    @property
+    def kept(self) -> np.ndarray:
+        return self.reason == 0
+
+    def text_of(self, numbers: np.ndarray) -> pd.Series:
+        return _Coded(numbers, self.texts).strings()
 
 
 def _text(value: object) -> str:
@@ -235,11 +347,19 @@ def _slash_order(values: list[str], file_label: str) -> str:
 def parse_dates(
     distinct: list[str], file_label: str, forced: str | None
 ) -> tuple[list[pd.Timestamp | None], list[str]]:
-    """Timestamps (naive, UTC when the text had an offset) and a reject reason per value.
+    """Timestamps (naive, UTC when the text had an offset) and a reject reason per value."""
+    stamps, reasons = _parse_dates(pd.Series(distinct, dtype=object), file_label, forced)
+    return [None if pd.isna(t) else pd.Timestamp(t) for t in stamps], list(reasons)
 
-    Works on the file's distinct date strings, one vectorized parse per date shape.
+
+def _parse_dates(
+    values: pd.Series, file_label: str, forced: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`parse_dates` as arrays (datetime64[ns], reasons): one vectorized parse per date shape.
+
+    The shapes are exclusive (ISO starts with a 4-digit year, the others with 1-2 digits and
+    "/" or "."), so only what is not ISO is tried against the others.
     """
-    values = pd.Series(distinct, dtype=object)
     stamps = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
     reasons = pd.Series("", index=values.index, dtype=object)
     reasons[values == ""] = "missing_date"
@@ -251,18 +371,19 @@ def parse_dates(
         if iso.any():
             parsed = pd.to_datetime(values[iso], format="ISO8601", utc=True, errors="coerce")
             stamps[iso] = parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
-        slash = values.str.match(_SLASH)
+        rest = values[~iso]
+        slash = rest.str.match(_SLASH).reindex(values.index, fill_value=False).astype(bool)
         if slash.any():
             order = _slash_order(list(values[slash]), file_label)
             stamps[slash], two_digit = _parse_numeric_dates(values[slash], _SLASH, order)
             reasons[two_digit[two_digit].index] = "ambiguous_two_digit_year"
-        dot = values.str.match(_DOT)
+        dot = rest.str.match(_DOT).reindex(values.index, fill_value=False).astype(bool)
         if dot.any():
             stamps[dot], two_digit = _parse_numeric_dates(values[dot], _DOT, "dmy")
             reasons[two_digit[two_digit].index] = "ambiguous_two_digit_year"
     bad = stamps.isna() & (reasons == "")
     reasons[bad] = "unparseable_date"
-    return [None if pd.isna(t) else t for t in stamps], list(reasons)
+    return stamps.to_numpy(dtype="datetime64[ns]"), reasons.to_numpy(dtype=object)
 
 
 def _parse_numeric_dates(
@@ -371,27 +492,6 @@ def _sex(text: object) -> str:
 # ---------------------------------------------------------------- the stage
 
 
-def _reject(
-    frame: pd.DataFrame, mask: np.ndarray, reason: str | np.ndarray, detail
-) -> pd.DataFrame:
-    sub = frame.loc[mask]
-    test = sub["test_name"].fillna("")
-    test = test.where(test != "", sub["test_code"].fillna(""))
-    test = test.where(test != "", sub["loinc"].fillna(""))
-    out = pd.DataFrame(
-        {
-            "source_file": sub["source_file"],
-            "source_row": sub["source_row"],
-            "reason": reason if isinstance(reason, str) else np.asarray(reason)[mask],
-            "detail": detail if isinstance(detail, str) else np.asarray(detail)[mask],
-            "test": test,
-            "value_raw": sub["value_raw"],
-            "unit_raw": sub["unit_raw"],
-        }
-    )
-    return out
-
-
 _DETAIL = {
     "out_of_scope": "test not interpreted by labinterp (not in the analyte catalog)",
     "missing_test": "the row names no test (no code, name or LOINC); add the test column",
@@ -405,6 +505,15 @@ _DETAIL = {
 }
 
 
+def _strip(series: pd.Series) -> pd.Series:
+    return series.fillna("").str.strip()
+
+
+def _first_text(values: tuple[Any, ...]) -> str:
+    """The first non-empty text (test name, else code, else LOINC), else ""."""
+    return next((v for v in values if v), "")
+
+
 def normalize(
     raw: pd.DataFrame, file_label: str, options: Options | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -414,133 +523,128 @@ def normalize(
     if n == 0:
         return conform(pd.DataFrame(), RESULTS), conform(pd.DataFrame(), REJECTED)
     frame = raw.reset_index(drop=True)
-    col = {name: frame[name] for name in frame.columns}
-    reason = np.full(n, "", dtype=object)
-    detail = np.full(n, "", dtype=object)
-
-    def mark(mask: np.ndarray, why: str | np.ndarray, text: str | np.ndarray) -> None:
-        fresh = mask & (reason == "")
-        reason[fresh] = why if isinstance(why, str) else np.asarray(why)[fresh]
-        detail[fresh] = text if isinstance(text, str) else np.asarray(text)[fresh]
+    col = {name: _coded(frame[name]) for name in frame.columns if name != "source_row"}
+    verdict = _Verdicts(n)  # the first reason found for a row is the one reported
 
     # patient ids; pandas re-saves turn 93705 into "93705.0"
-    pid = col["patient_id"].fillna("").str.strip().str.replace(r"^(\d+)\.0$", r"\1", regex=True)
-    mark((pid == "").to_numpy(), "missing_patient_id", _DETAIL["missing_patient_id"])
+    pid = col["patient_id"].via_pandas(
+        lambda s: _strip(s).str.replace(r"^(\d+)\.0$", r"\1", regex=True)
+    )
+    verdict.mark(
+        pid.rows_where(lambda v: v == ""), "missing_patient_id", _DETAIL["missing_patient_id"]
+    )
 
     # analyte
     tests = dict(opts.tests)
-    analyte, a_reason = _by_distinct(
-        [col["analyte_hint"], col["loinc"], col["test_code"], col["test_name"]],
-        lambda h, lc, c, nm: _analyte_of(h, lc, c, nm, tests),
-        2,
+    found = _joint(col["analyte_hint"], col["loinc"], col["test_code"], col["test_name"]).map(
+        lambda v: _analyte_of(v[0], v[1], v[2], v[3], tests)
     )
-    for why in ("missing_test", "out_of_scope"):
-        mark(a_reason == why, why, _DETAIL[why])
+    why = found.map(lambda v: (v[1], _DETAIL.get(v[1], "")))  # missing_test, out_of_scope
+    verdict.mark_each(why.rows_where(lambda v: v[0] != ""), why)
+    analyte = found.field(0).compact()
 
     # value
-    decimal = opts.decimal or _detect_decimal(col["value_raw"])
-    cmp_, number, text_result, v_reason = _by_distinct(
-        [col["value_raw"], col["valuenum_raw"], col["comparator_raw"]],
-        lambda v, vn, c: _value_of(v, vn, c, decimal),
-        4,
+    decimal = opts.decimal or _detect_decimal(frame["value_raw"])
+    parsed = _joint(col["value_raw"], col["valuenum_raw"], col["comparator_raw"]).map(
+        lambda v: _value_of(v[0], v[1], v[2], decimal)
     )
-    mark(v_reason == "missing_value", "missing_value", _DETAIL["missing_value"])
-    number = number.astype(float)  # None -> nan
+    verdict.mark(
+        parsed.rows_where(lambda v: v[3] == "missing_value"),
+        "missing_value",
+        _DETAIL["missing_value"],
+    )
+    cmp_ = parsed.field(0).compact()
+    number = parsed.field(1).floats()
     has_number = ~np.isnan(number)
 
-    # unit (only numeric results need one)
-    factor, unit_rep, system, u_reason, u_detail = _by_distinct(
-        [pd.Series(analyte), col["unit_raw"]], _unit_of, 5
-    )
-    factor = factor.astype(float)
-    mark(has_number & (u_reason != ""), u_reason, u_detail)
+    # unit (only numeric results need one): (factor, spelling, system, reason, detail)
+    unit = _joint(analyte, col["unit_raw"]).map(lambda v: _unit_of(*v))
+    factor = unit.field(0).floats()
+    unit_rep = unit.field(1).compact()
+    verdict.mark_each(has_number & unit.rows_where(lambda v: v[3] != ""), unit.map(lambda v: v[3:]))
 
     # collection time
     if opts.undated:
         when = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
     else:
-        when = _dates(col["collected_at"], file_label, opts, mark)
+        when = _dates(col["collected_at"], file_label, opts, verdict)
 
     # canonical value and plausibility (suspected unit errors)
     value = number * factor
     lo_p, hi_p, canon_unit = _per_analyte(analyte)
     # A censored value only proves what its comparator allows: "<0.5" is impossible only
     # when 0.5 is already at or below the plausible floor, and ">10" only above the ceiling.
-    upper_censored = np.isin(cmp_, ["<", "<="])
-    lower_censored = np.isin(cmp_, [">", ">="])
+    upper_censored = cmp_.rows_where(lambda c: c in ("<", "<="))
+    lower_censored = cmp_.rows_where(lambda c: c in (">", ">="))
     with np.errstate(invalid="ignore"):
         too_low = np.where(upper_censored, value <= lo_p, value < lo_p)
         too_high = np.where(lower_censored, value >= hi_p, value > hi_p)
     implausible = has_number & ~np.isnan(value) & (too_low | too_high)
     if implausible.any():
-        why = np.array(
-            [
-                _implausible_detail(a, v, u)
-                for a, v, u in zip(
-                    analyte[implausible], number[implausible], unit_rep[implausible], strict=True
-                )
-            ],
-            dtype=object,
-        )
-        full = np.full(n, "", dtype=object)
-        full[implausible] = why
-        mark(implausible, "implausible_value", full)
+        verdict.mark_each(implausible, _implausible(implausible, analyte, parsed, unit_rep))
 
-    keep = reason == ""
-    rejected = _reject(frame, ~keep, reason, detail)
+    keep = verdict.kept
+    rejected = _reject(frame, np.flatnonzero(~keep), verdict, col)
 
+    # everything below is output for the kept rows only
+    rows = np.flatnonzero(keep)
     # reference ranges: the row's own, else bundled by age/sex, else unknown
-    r_low, r_high = _by_distinct(
-        [col["range_raw"], col["range_low_raw"], col["range_high_raw"]],
-        lambda t, lo, hi: parse_range(_text(t), _text(lo), _text(hi), decimal),
-        2,
-    )
-    r_low = r_low.astype(float)
-    r_high = r_high.astype(float)
-    sex = _by_distinct([col["sex"]], lambda s: (_sex(s),), 1)[0]
-    age = _ages(col, when)
+    ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"]).at(rows)
+    ranges = ranges.map(lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal))
+    sex = col["sex"].at(rows).map(_sex).compact()
+    age = _ages(col, when)[rows]
 
-    quality = _by_distinct(
-        [col["comment"], col["flag"], col["value_raw"]],
-        lambda c, f, v: (quality_flags(c, f, v),),
-        1,
-    )[0]
-    quality = _add_loinc_mismatch(quality, col["loinc"], unit_rep, analyte)
-    if opts.undated:
-        quality = np.array([q + (";" if q else "") + "undated" for q in quality], dtype=object)
+    quality = _quality(col, unit_rep, rows, opts.undated)
+    labels = (col[c].at(rows).via_pandas(_strip) for c in ("test_name", "test_code", "loinc"))
+    test_label = _joint(*labels).map(_first_text)
 
     out = pd.DataFrame(
         {
-            "source_file": frame["source_file"],
-            "source_row": frame["source_row"],
-            "patient_id": pid,
-            "collected_at": when,
-            "specimen_id": frame["specimen_id"].fillna("").str.strip(),
-            "analyte": analyte,
-            "test_label": _test_label(frame),
-            "loinc": frame["loinc"],
-            "value_raw": frame["value_raw"].fillna(""),
-            "unit_raw": frame["unit_raw"].fillna(""),
-            "comparator": cmp_,
-            "value_reported": number,
-            "unit_reported": unit_rep,
-            "unit_system": system,
-            "value": value,
-            "unit": canon_unit,
-            "text_result": text_result,
-            "range_low_reported": r_low,
-            "range_high_reported": r_high,
-            "flag": frame["flag"],
-            "comment": frame["comment"],
-            "quality": quality,
-            "sex": sex,
+            "source_file": col["source_file"].at(rows).strings(),
+            "source_row": _take(frame["source_row"], rows),
+            "patient_id": pid.at(rows).strings(),
+            "collected_at": when[rows],
+            "specimen_id": col["specimen_id"].at(rows).via_pandas(_strip).strings(True),
+            "analyte": analyte.at(rows).strings(),
+            "test_label": test_label.strings(),
+            "loinc": col["loinc"].at(rows).strings(),
+            "value_raw": col["value_raw"].at(rows).filled().strings(),
+            "unit_raw": col["unit_raw"].at(rows).filled().strings(),
+            "comparator": cmp_.at(rows).strings(),
+            "value_reported": number[rows],
+            "unit_reported": unit_rep.at(rows).strings(),
+            "unit_system": unit.at(rows).map(lambda v: v[2]).strings(),
+            "value": value[rows],
+            "unit": canon_unit.at(rows).strings(),
+            "text_result": parsed.at(rows).map(lambda v: v[2]).strings(),
+            "range_low_reported": ranges.field(0).floats(),
+            "range_high_reported": ranges.field(1).floats(),
+            "flag": col["flag"].at(rows).strings(),
+            "comment": col["comment"].at(rows).strings(),
+            "quality": quality.strings(),
+            "sex": sex.strings(empty_is_missing=True),
             "age_years": age,
         }
-    )[keep].reset_index(drop=True)
-    out = _apply_ranges(out, factor[keep])
-    out["specimen_id"] = out["specimen_id"].replace("", pd.NA)
-    out["sex"] = out["sex"].replace("", pd.NA)
+    )
+    out = _apply_ranges(out, factor[rows], analyte.at(rows), sex)
     return conform(out, RESULTS), conform(rejected, REJECTED)
+
+
+def _reject(
+    frame: pd.DataFrame, rows: np.ndarray, verdict: _Verdicts, col: dict[str, _Coded]
+) -> pd.DataFrame:
+    test = _joint(*(col[c].at(rows) for c in ("test_name", "test_code", "loinc"))).map(_first_text)
+    return pd.DataFrame(
+        {
+            "source_file": col["source_file"].at(rows).strings(),
+            "source_row": _take(frame["source_row"], rows),
+            "reason": verdict.text_of(verdict.reason[rows]),
+            "detail": verdict.text_of(verdict.detail[rows]),
+            "test": test.strings(),
+            "value_raw": col["value_raw"].at(rows).strings(),
+            "unit_raw": col["unit_raw"].at(rows).strings(),
+        }
+    )
 
 
 def _detect_decimal(values: pd.Series) -> str:
@@ -550,28 +654,35 @@ def _detect_decimal(values: pd.Series) -> str:
     return "," if commas > points else "."
 
 
-def _dates(series: pd.Series, file_label: str, opts: Options, mark) -> np.ndarray:
-    codes, uniques = pd.factorize(series.fillna("").str.strip(), use_na_sentinel=False)
-    distinct = [str(u) for u in uniques]
-    stamps, reasons = parse_dates(distinct, file_label, opts.date_format)
-    lookup = (
-        pd.array([pd.NaT if s is None else s for s in stamps], dtype="datetime64[ns]").to_numpy()
-        if distinct
-        else np.empty(0, dtype="datetime64[ns]")
+def _dates(collected: _Coded, file_label: str, opts: Options, verdict: _Verdicts) -> np.ndarray:
+    # The file's distinct date spellings decide the date order, so parse them all at once.
+    text = collected.via_pandas(_strip).compact()
+    stamps, reasons = _parse_dates(
+        pd.Series(text.values, dtype=object), file_label, opts.date_format
     )
-    why = np.asarray(reasons, dtype=object)[codes] if distinct else np.empty(0, dtype=object)
-    for r in ("missing_date", "unparseable_date", "ambiguous_two_digit_year"):
-        mark(why == r, r, _DETAIL[r])
-    return lookup[codes] if distinct else np.empty(0, dtype="datetime64[ns]")
+    why = _Coded(text.codes, [(r, _DETAIL.get(r, "")) for r in reasons])
+    verdict.mark_each(why.rows_where(lambda v: v[0] != ""), why)
+    return stamps[text.codes]
 
 
-def _per_analyte(analyte: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _per_analyte(analyte: _Coded) -> tuple[np.ndarray, np.ndarray, _Coded]:
+    """Plausible low and high per row, and the canonical unit."""
     cat = analytes()
-    ids = pd.Series(analyte)
-    lo = ids.map({k: a.plausible_low for k, a in cat.items()}).astype(float).to_numpy()
-    hi = ids.map({k: a.plausible_high for k, a in cat.items()}).astype(float).to_numpy()
-    unit = ids.map({k: a.canonical_unit for k, a in cat.items()}).fillna("").to_numpy(dtype=object)
+    known = [cat.get(a) for a in analyte.values]
+    lo = _Coded(analyte.codes, [a.plausible_low if a else None for a in known]).floats()
+    hi = _Coded(analyte.codes, [a.plausible_high if a else None for a in known]).floats()
+    unit = _Coded(analyte.codes, [(a.canonical_unit or "") if a else "" for a in known])
     return lo, hi, unit
+
+
+def _implausible(mask: np.ndarray, analyte: _Coded, parsed: _Coded, unit_rep: _Coded) -> _Coded:
+    """("implausible_value", detail) for the rows in `mask`; one detail per distinct case."""
+    rows = np.flatnonzero(mask)
+    cases = _joint(analyte.at(rows), parsed.at(rows), unit_rep.at(rows))
+    codes = np.zeros(len(mask), dtype=np.int64)
+    codes[rows] = cases.codes
+    details = [("implausible_value", _implausible_detail(a, v[1], u)) for a, v, u in cases.values]
+    return _Coded(codes, details or [("", "")])
 
 
 # Units to try when a value is impossible in its stated unit, per canonical unit family.
@@ -608,13 +719,16 @@ def _implausible_detail(analyte: str, number: float, unit: str) -> str:
     return text + ". Check the value and unit in the export."
 
 
-def _ages(col: dict[str, pd.Series], when: np.ndarray) -> np.ndarray:
-    age = pd.to_numeric(col["age_raw"].fillna("").str.strip(), errors="coerce").to_numpy(
+def _ages(col: dict[str, _Coded], when: np.ndarray) -> np.ndarray:
+    given = col["age_raw"]
+    age = pd.to_numeric(_strip(pd.Series(given.values, dtype=STR)), errors="coerce").to_numpy(
         dtype=float
-    )
-    births = col["birth_date"].fillna("").str.strip()
-    if (births != "").any():
-        b = pd.to_datetime(births.str.slice(0, 10), format="%Y-%m-%d", errors="coerce").to_numpy()
+    )[given.codes]
+    births = col["birth_date"].via_pandas(_strip)
+    if any(b != "" for b in births.values):
+        b = pd.to_datetime(
+            pd.Series(births.values, dtype=STR).str.slice(0, 10), format="%Y-%m-%d", errors="coerce"
+        ).to_numpy()[births.codes]
         from_birth = (when - b).astype("timedelta64[D]").astype(float) / 365.25
         age = np.where(np.isnan(age), from_birth, age)
     # MIMIC shifts the birth dates of patients over 89 by ~300 years: not a real age
@@ -622,49 +736,46 @@ def _ages(col: dict[str, pd.Series], when: np.ndarray) -> np.ndarray:
     return age
 
 
-def _add_loinc_mismatch(
-    quality: np.ndarray, loinc: pd.Series, unit_rep: np.ndarray, analyte: np.ndarray
-) -> np.ndarray:
+def _quality(col: dict[str, _Coded], unit_rep: _Coded, rows: np.ndarray, undated: bool) -> _Coded:
+    """ ";"-joined quality flags of the given rows."""
     props = _loinc_properties()
 
-    def one(code: object, unit: object) -> tuple[str]:
+    def mismatch(code: object, unit: object) -> str:
         prop = props.get(_text(code))
         kind = _unit_kind(_text(unit)) if prop else ""
-        return ("loinc_unit_mismatch" if prop and kind and kind != prop else "",)
+        return "loinc_unit_mismatch" if prop and kind and kind != prop else ""
 
-    flag = _by_distinct([loinc, pd.Series(unit_rep)], one, 1)[0]
-    out = quality.copy()
-    has = flag != ""
-    out[has] = [q + (";" if q else "") + f for q, f in zip(quality[has], flag[has], strict=True)]
-    return out
+    def joined(v: tuple[Any, ...]) -> str:
+        comment, flag, value_raw, loinc, unit = v
+        flags = [quality_flags(comment, flag, value_raw), mismatch(loinc, unit)]
+        if undated:
+            flags.append("undated")
+        return ";".join(f for f in flags if f)
 
-
-def _test_label(frame: pd.DataFrame) -> pd.Series:
-    name = frame["test_name"].fillna("").str.strip()
-    code = frame["test_code"].fillna("").str.strip()
-    loinc = frame["loinc"].fillna("").str.strip()
-    label = name.where(name != "", code)
-    label = label.where(label != "", loinc)
-    return label
+    parts = ("comment", "flag", "value_raw", "loinc")
+    return _joint(*(col[c].at(rows) for c in parts), unit_rep.at(rows)).map(joined)
 
 
-def _apply_ranges(out: pd.DataFrame, factor: np.ndarray) -> pd.DataFrame:
-    has_row_range = ~(
-        np.isnan(out["range_low_reported"].to_numpy())
-        & np.isnan(out["range_high_reported"].to_numpy())
-    )
-    low = out["range_low_reported"].to_numpy() * factor
-    high = out["range_high_reported"].to_numpy() * factor
-    origin = np.where(has_row_range, "row", "unknown").astype(object)
-    source = np.where(has_row_range, "row", "").astype(object)
-    analyte = out["analyte"].to_numpy(dtype=object)
-    sex = out["sex"].to_numpy(dtype=object)
+def _apply_ranges(
+    out: pd.DataFrame, factor: np.ndarray, analyte: _Coded, sex: _Coded
+) -> pd.DataFrame:
+    low_rep = out["range_low_reported"].to_numpy()
+    high_rep = out["range_high_reported"].to_numpy()
+    has_row_range = ~(np.isnan(low_rep) & np.isnan(high_rep))
+    low = low_rep * factor
+    high = high_rep * factor
+    # origin and source as numbers into these lists
+    origins = ["unknown", "row", "bundled"]
+    unknown, bundled_id = 0, 2
+    sources = ["", "row"]
+    origin = has_row_range.astype(np.int64)  # 1 = "row"
+    source = has_row_range.astype(np.int64)
     age = out["age_years"].to_numpy(dtype=float)
     for fb in fallback_ranges():
-        m = (~has_row_range) & (analyte == fb.analyte) & (origin == "unknown")
+        m = (origin == unknown) & analyte.rows_where(_equals(fb.analyte))
         if fb.sex != "any":
             # a sex-specific range never applies to an unknown sex (no male default)
-            m &= sex == fb.sex
+            m &= sex.rows_where(_equals(fb.sex))
         if fb.age_min is not None:
             # patients known to be younger get no adult range; unknown age is taken as adult
             m &= ~(age < fb.age_min)
@@ -674,25 +785,33 @@ def _apply_ranges(out: pd.DataFrame, factor: np.ndarray) -> pd.DataFrame:
             continue
         low[m] = np.nan if fb.low is None else fb.low
         high[m] = np.nan if fb.high is None else fb.high
-        origin[m] = "bundled"
-        source[m] = fb.source
+        origin[m] = bundled_id
+        if fb.source not in sources:
+            sources.append(fb.source)
+        source[m] = sources.index(fb.source)
     with np.errstate(invalid="ignore", divide="ignore"):
-        bundled = origin == "bundled"
-        low_rep = np.where(bundled, low / factor, out["range_low_reported"].to_numpy())
-        high_rep = np.where(bundled, high / factor, out["range_high_reported"].to_numpy())
+        bundled = origin == bundled_id
+        low_rep = np.where(bundled, low / factor, low_rep)
+        high_rep = np.where(bundled, high / factor, high_rep)
     out["range_low"] = low
     out["range_high"] = high
     out["range_low_reported"] = _round_bundled(low_rep, bundled)
     out["range_high_reported"] = _round_bundled(high_rep, bundled)
-    out["range_origin"] = origin
-    out["range_source"] = source
+    out["range_origin"] = _Coded(origin, origins).strings()
+    out["range_source"] = _Coded(source, sources).strings()
     return out
+
+
+def _equals(target: object) -> Callable[[object], bool]:
+    return lambda v: v == target
 
 
 def _round_bundled(values: np.ndarray, bundled: np.ndarray) -> np.ndarray:
     """Bundled limits converted into the lab's unit, shown to 3 significant digits."""
     out = values.astype(float).copy()
     idx = np.flatnonzero(bundled & np.isfinite(out))
-    for i in idx:
-        out[i] = float(f"{out[i]:.3g}")
+    # round each distinct number once (compared bit for bit, so -0.0 stays -0.0)
+    bits, where = np.unique(out[idx].view(np.int64), return_inverse=True)
+    rounded = np.array([float(f"{x:.3g}") for x in bits.view(np.float64)], dtype=float)
+    out[idx] = rounded[where]
     return out

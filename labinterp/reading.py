@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from labinterp.errors import InputFileError
 from labinterp.normalize import Options, normalize
@@ -148,24 +149,28 @@ def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     )
     k, t = key[order], times[order]
     value = results["value"].to_numpy(dtype=float)[order]
-    text = results["text_result"].fillna("").to_numpy(dtype=object)[order]
-    cmp_ = results["comparator"].fillna("").to_numpy(dtype=object)[order]
+    # equal texts have equal codes; compare codes instead of a million Python strings
+    text, no_text = _text_codes(results["text_result"])
+    cmp_, _ = _text_codes(results["comparator"])
+    text, cmp_ = text[order], cmp_[order]
     new_run = np.ones(n, dtype=bool)
     new_run[1:] = (k[1:] != k[:-1]) | (t[1:] != t[:-1])
     run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
     first_value = value[run_start]
     with np.errstate(invalid="ignore"):
         same_number = np.abs(value - first_value) <= 0.02 * np.abs(first_value)
-    same_text = (text != "") & (text == text[run_start])
+    same_text = (text != no_text) & (text == text[run_start])
     dup = ~new_run & (cmp_ == cmp_[run_start]) & (same_number | same_text)
     if not dup.any():
         return results, empty(REJECTED)
     dup_rows = order[dup]
     firsts = order[run_start[dup]]
-    kept = results.drop(index=results.index[dup_rows])
+    is_dup = np.zeros(n, dtype=bool)
+    is_dup[dup_rows] = True
+    kept = results.take(np.flatnonzero(~is_dup))
     sub = results.iloc[dup_rows]
-    first_file = results["source_file"].to_numpy(dtype=object)[firsts]
-    first_row = results["source_row"].to_numpy(dtype=object)[firsts]
+    first_file = results["source_file"].iloc[firsts].to_numpy(dtype=object)
+    first_row = results["source_row"].iloc[firsts].to_numpy(dtype=object)
     rejected = pd.DataFrame(
         {
             "source_file": sub["source_file"].to_numpy(),
@@ -180,6 +185,13 @@ def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         }
     )
     return kept.reset_index(drop=True), conform(rejected, REJECTED)
+
+
+def _text_codes(column: pd.Series) -> tuple[np.ndarray, int]:
+    """Integer codes of a text column (missing counts as ""), and the code of ""."""
+    codes, uniques = pd.factorize(column.fillna(""))
+    found = np.flatnonzero(np.asarray(uniques, dtype=object) == "")
+    return codes, int(found[0]) if len(found) else -1
 
 
 def plan_for(
@@ -338,8 +350,9 @@ def _raw_frame(p: Path, label: str, tbl: table.Table, plan: colplan.ColumnPlan) 
     def column(name: str) -> pd.Series:
         src = plan.columns.get(name)
         if src is None:
-            return pd.Series([""] * n, dtype="string[pyarrow]")
-        return frame[src].astype("string[pyarrow]").fillna("")
+            return table.text_series(pa.repeat("", n))  # no per-row Python strings
+        text = frame[src].astype("string[pyarrow]")
+        return text.fillna("") if text.hasnans else text
 
     if plan.layout == "wide":
         return _melt_wide(label, tbl, plan, column)
