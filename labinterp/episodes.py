@@ -21,6 +21,7 @@ analyte within a window (same draw first, since its distance is zero).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,31 +61,86 @@ EVIDENCE_FIELDS = (
 class Context:
     """Everything a rule may read. Built once per call of interpret_results."""
 
-    obs: pd.DataFrame  # one row per observation; obs_id == position
+    obs: pd.DataFrame  # one row per observation; obs_id == position, sorted by (pat, t)
     episodes: pd.DataFrame  # one row per patient episode
     patients: pd.DataFrame  # pat code -> patient_id, first/last time, sex, age
     vitamin_d_guideline: str = "iom2011"
     extras: dict[str, object] = field(default_factory=dict)
+    # Analytes, values and times of observations never change after `build` (guards only
+    # touch the flags), so masks and search keys over them are computed once and shared.
+    _cache: dict[object, np.ndarray] = field(default_factory=dict, repr=False)
 
     def of(self, analyte: str, numeric: bool = True) -> pd.DataFrame:
-        sel = self.obs[self.obs["analyte"].to_numpy() == analyte]
+        sel = self.obs[self.is_analyte(analyte)]
         if numeric:
             sel = sel[sel["has_value"].to_numpy()]
         return sel
+
+    def is_analyte(self, *names: str) -> np.ndarray:
+        """Boolean mask over obs: the observation is one of the analytes `names`."""
+        if names not in self._cache:
+            if "analyte_codes" not in self._cache:
+                codes, uniques = pd.factorize(self.obs["analyte"].to_numpy())
+                self._cache["analyte_codes"] = codes
+                self._cache["analyte_names"] = np.asarray(uniques, dtype=object)
+            known = np.isin(self._cache["analyte_names"], names)
+            self._cache[names] = known[self._cache["analyte_codes"]] & (
+                self._cache["analyte_codes"] >= 0
+            )
+        return self._cache[names]
+
+    def numeric_ids(self, analyte: str) -> np.ndarray:
+        """obs ids of the numeric observations of `analyte`, in (pat, t) order."""
+        key = ("numeric", analyte)
+        if key not in self._cache:
+            mask = self.is_analyte(analyte) & self.obs["has_value"].to_numpy()
+            self._cache[key] = np.flatnonzero(mask)
+        return self._cache[key]
+
+    def search_key(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted distinct times, key per obs): see `_pair_keys`."""
+        if "times" not in self._cache:
+            t = _ns(self.obs["t"].to_numpy())
+            times = np.unique(t)
+            self._cache["times"] = times
+            self._cache["okey"] = _pair_keys(self.obs["pat"].to_numpy(), t, times)
+        return self._cache["times"], self._cache["okey"]
+
+
+def _comparator_classes(comparator: np.ndarray) -> dict[str, np.ndarray]:
+    """Masks of each comparator spelling in `comparator`, classified once per distinct value
+    (comparisons on a million-row object array cost more than hashing it once)."""
+    codes, uniques = pd.factorize(np.asarray(comparator, dtype=object))
+    names = list(uniques)
+
+    def mask(*wanted: str) -> np.ndarray:
+        hit = np.array([u in wanted for u in names] + [False], dtype=bool)
+        return hit[codes]  # code -1 (missing) picks the trailing False
+
+    return {
+        "censored": mask(*CENSOR_BELOW, *CENSOR_ABOVE),
+        "below": mask(*CENSOR_BELOW),
+        "above": mask(*CENSOR_ABOVE),
+        "<": mask("<"),
+        "<=": mask("<="),
+        ">": mask(">"),
+        ">=": mask(">="),
+    }
 
 
 def tri_below(value: np.ndarray, comparator: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     """1.0 when the true value is surely below `threshold`, 0.0 when surely not, else NaN."""
     out = np.full(len(value), np.nan)
+    c = _comparator_classes(comparator)
     ok = ~np.isnan(value) & ~np.isnan(threshold)
-    exact = ok & ~np.isin(comparator, CENSOR_BELOW + CENSOR_ABOVE)
+    exact = ok & ~c["censored"]
     with np.errstate(invalid="ignore"):
         out[exact] = (value[exact] < threshold[exact]).astype(float)
-        lt = ok & (comparator == "<")
+        lt = ok & c["<"]
         out[lt & (value <= threshold)] = 1.0
-        le = ok & (comparator == "<=")
+        le = ok & c["<="]
         out[le & (value < threshold)] = 1.0
-        gt = ok & np.isin(comparator, CENSOR_ABOVE)
+        gt = ok & c["above"]
         out[gt & (value >= threshold)] = 0.0
     return out
 
@@ -92,22 +148,33 @@ def tri_below(value: np.ndarray, comparator: np.ndarray, threshold: np.ndarray) 
 def tri_above(value: np.ndarray, comparator: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     """1.0 when the true value is surely above `threshold`, 0.0 when surely not, else NaN."""
     out = np.full(len(value), np.nan)
+    c = _comparator_classes(comparator)
     ok = ~np.isnan(value) & ~np.isnan(threshold)
-    exact = ok & ~np.isin(comparator, CENSOR_BELOW + CENSOR_ABOVE)
+    exact = ok & ~c["censored"]
     with np.errstate(invalid="ignore"):
         out[exact] = (value[exact] > threshold[exact]).astype(float)
-        gt = ok & (comparator == ">")
+        gt = ok & c[">"]
         out[gt & (value >= threshold)] = 1.0
-        ge = ok & (comparator == ">=")
+        ge = ok & c[">="]
         out[ge & (value > threshold)] = 1.0
-        lt = ok & np.isin(comparator, CENSOR_BELOW)
+        lt = ok & c["below"]
         out[lt & (value <= threshold)] = 0.0
     return out
 
 
+def _per_distinct(column: pd.Series, test: Callable[[pd.Series], pd.Series]) -> np.ndarray:
+    """Boolean `test` run once per distinct value of a text column (missing -> False).
+
+    Quality notes and text results repeat a handful of values over a million rows.
+    """
+    codes, uniques = pd.factorize(column)
+    hit = test(pd.Series(uniques, dtype="string")).fillna(False).to_numpy(dtype=bool)
+    return np.append(hit, False)[codes]
+
+
 def _flags(quality: pd.Series, name: str) -> np.ndarray:
     pattern = rf"(?:^|;)\s*{name}\s*(?:;|$)"
-    return quality.fillna("").str.contains(pattern, regex=True).to_numpy(dtype=bool)
+    return _per_distinct(quality, lambda s: s.str.contains(pattern, regex=True))
 
 
 def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Context:
@@ -137,15 +204,16 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
             "patient_id": df["patient_id"],
             "t": t.to_numpy(),
             "dated": dated,
-            "analyte": df["analyte"].astype(str).to_numpy(),
+            # plain object arrays: rules read these often, and an arrow-backed column
+            # would be converted to Python objects on every read
+            "analyte": pd.Series(df["analyte"].astype(object).to_numpy(), dtype=object),
             "has_value": ~np.isnan(value),
-            "has_text": df["text_result"].notna().to_numpy()
-            & (df["text_result"].fillna("").str.strip() != "").to_numpy(),
+            "has_text": _per_distinct(df["text_result"], lambda s: s.str.strip() != ""),
             "low": tri_below(value, comparator, lo),
             "high": tri_above(value, comparator, hi),
             "hemolyzed": _flags(quality, "hemolyzed"),
             "contam_comment": _flags(quality, "contamination_comment")
-            | df["text_result"].fillna("").str.contains("CONTAMINAT", case=False).to_numpy(),
+            | _per_distinct(df["text_result"], lambda s: s.str.contains("CONTAMINAT", case=False)),
             "derived": False,
             "contaminated": False,
             "albumin_obs": -1,
@@ -155,7 +223,10 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     for name in EVIDENCE_FIELDS:
         if name != "analyte":
             # keep pandas (arrow-backed) arrays: evidence text is built with pyarrow later
-            obs[name] = df[name].array if name != "comparator" else comparator
+            if name == "comparator":
+                obs[name] = pd.Series(comparator, dtype=object)
+            else:
+                obs[name] = df[name].array
     obs = _with_corrected_calcium(obs, window)
     obs = obs.sort_values(["pat", "t", "analyte", "source_row"], kind="stable")
     obs = obs.reset_index(drop=True)
@@ -256,30 +327,74 @@ def remap_albumin(obs: pd.DataFrame) -> None:
     del obs["_label"]
 
 
+def _ns(t: object) -> np.ndarray:
+    """Times as int64 nanoseconds (whatever resolution pandas chose)."""
+    return np.asarray(t).astype("datetime64[ns]").view("int64")
+
+
+def _pair_keys(pat: np.ndarray, t: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """One int64 per (pat, t) that sorts like the pair, for a single `searchsorted`.
+
+    Times become ranks among the sorted distinct `times` (odd: 2 * rank + 1 for a time in
+    the list; even for one between two listed times), so keys stay small whatever the span
+    of the dates (real dates and the 1700 sentinel do not fit together in nanoseconds).
+    """
+    pos = np.searchsorted(times, t)
+    exact = times[np.minimum(pos, len(times) - 1)] == t if len(times) else np.zeros(len(t), bool)
+    return pat.astype("int64") * (2 * len(times) + 2) + 2 * pos + exact
+
+
+def _nearest_sorted(
+    akey: np.ndarray,
+    at: np.ndarray,
+    ckey: np.ndarray,
+    ct: np.ndarray,
+    window: pd.Timedelta,
+    span: int,
+) -> np.ndarray:
+    """Positions of the nearest candidate of the same patient within `window` (-1 if none).
+
+    Candidates are sorted by key (patient, time). Same rules as `merge_asof(direction=
+    "nearest", tolerance=window)`: the backward match is the last candidate at or before
+    the anchor, the forward match the first at or after it, both within the window
+    inclusive; a tie in distance goes to the backward match.
+    """
+    n = len(akey)
+    if n == 0 or len(ckey) == 0:
+        return np.full(n, -1, dtype="int64")
+    w = pd.Timedelta(window).as_unit("ns").value
+    apat = akey // span
+    b = np.searchsorted(ckey, akey, side="right") - 1
+    f = np.searchsorted(ckey, akey, side="left")
+    bc, fc = np.maximum(b, 0), np.minimum(f, len(ckey) - 1)
+    # compare before subtracting: real dates minus the 1700 sentinel overflow int64
+    b_ok = (b >= 0) & (ckey[bc] // span == apat) & (ct[bc] >= at - w)
+    f_ok = (f < len(ckey)) & (ckey[fc] // span == apat) & (ct[fc] <= at + w)
+    both = b_ok & f_ok
+    closer_f = np.zeros(n, dtype=bool)
+    closer_f[both] = (ct[fc][both] - at[both]) < (at[both] - ct[bc][both])
+    use_f = f_ok & (~b_ok | closer_f)
+    return np.where(use_f, fc, np.where(b_ok, bc, -1)).astype("int64")
+
+
 def nearest_positions(
     anchors: pd.DataFrame, candidates: pd.DataFrame, window: pd.Timedelta
 ) -> np.ndarray:
     """For each anchor row (pat, t), the position in `candidates` of the nearest row of the
-    same patient within `window`, or -1. Vectorized with merge_asof."""
+    same patient within `window`, or -1 (ties: the earlier row, then the later position)."""
     n = len(anchors)
     if n == 0 or candidates.empty:
         return np.full(n, -1, dtype="int64")
-    left = pd.DataFrame(
-        {"pat": anchors["pat"].to_numpy(), "t": anchors["t"].to_numpy(), "_a": np.arange(n)}
-    ).sort_values(["t", "_a"], kind="stable")
-    right = pd.DataFrame(
-        {
-            "pat": candidates["pat"].to_numpy(),
-            "t": candidates["t"].to_numpy(),
-            "_c": np.arange(len(candidates)),
-        }
-    ).sort_values(["t", "_c"], kind="stable")
-    m = pd.merge_asof(left, right, on="t", by="pat", direction="nearest", tolerance=window)
-    pos = np.full(n, -1, dtype="int64")
-    c = m["_c"].to_numpy(dtype="float64", na_value=np.nan)
-    found = ~np.isnan(c)
-    pos[m["_a"].to_numpy()[found]] = c[found].astype("int64")
-    return pos
+    cpat = candidates["pat"].to_numpy()
+    ct = _ns(candidates["t"].to_numpy())
+    order = np.lexsort((np.arange(len(ct)), ct, cpat))
+    times = np.unique(ct)
+    span = 2 * len(times) + 2
+    ckey = _pair_keys(cpat[order], ct[order], times)
+    at = _ns(anchors["t"].to_numpy())
+    akey = _pair_keys(anchors["pat"].to_numpy(), at, times)
+    pos = _nearest_sorted(akey, at, ckey, ct[order], window, span)
+    return np.where(pos >= 0, order[np.maximum(pos, 0)], -1)
 
 
 def nearest(
@@ -291,13 +406,19 @@ def nearest(
     where: np.ndarray | None = None,
 ) -> np.ndarray:
     """obs_id of the nearest numeric `analyte` observation within `window` of each anchor
-    (-1 when none). `where` optionally restricts candidates (a boolean mask over obs)."""
-    mask = (ctx.obs["analyte"].to_numpy() == analyte) & ctx.obs["has_value"].to_numpy()
+    (-1 when none). `where` optionally restricts candidates (a boolean mask over obs).
+
+    Observations are already sorted by (pat, t), so each analyte's candidates are a
+    sorted subset: no sort per call, one binary search per anchor.
+    """
+    ids = ctx.numeric_ids(analyte)
     if where is not None:
-        mask &= where
-    cand = ctx.obs[mask]
-    pos = nearest_positions(anchors, cand, window)
-    ids = cand["obs_id"].to_numpy()
+        ids = ids[where[ids]]
+    times, okey = ctx.search_key()
+    t = _ns(ctx.obs["t"].to_numpy())
+    at = _ns(anchors["t"].to_numpy())
+    akey = _pair_keys(anchors["pat"].to_numpy(), at, times)
+    pos = _nearest_sorted(akey, at, okey[ids], t[ids], window, 2 * len(times) + 2)
     return np.where(pos >= 0, ids[np.maximum(pos, 0)] if len(ids) else -1, -1)
 
 

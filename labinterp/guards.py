@@ -30,7 +30,7 @@ CALCIUM_MEASURED = ("calcium", "calcium_ionized", "calcium_corrected")
 
 def apply_hemolysis(ctx: Context) -> None:
     obs = ctx.obs
-    hit = obs["hemolyzed"].to_numpy() & np.isin(obs["analyte"].to_numpy(), HEMOLYSIS_SENSITIVE)
+    hit = obs["hemolyzed"].to_numpy() & ctx.is_analyte(*HEMOLYSIS_SENSITIVE)
     if not hit.any():
         return
     high = obs["high"].to_numpy().copy()
@@ -48,10 +48,9 @@ def _first_per_draw(obs: pd.DataFrame, mask: np.ndarray) -> pd.Series:
 def edta_contamination(ctx: Context) -> pd.DataFrame:
     """Fired rows of the guard, one per contaminated draw; marks `obs.contaminated`."""
     obs = ctx.obs
-    analyte = obs["analyte"].to_numpy()
     measured = ~obs["derived"].to_numpy()
-    is_k = analyte == "potassium"
-    is_ca = np.isin(analyte, CALCIUM_MEASURED) & measured
+    is_k = ctx.is_analyte("potassium")
+    is_ca = ctx.is_analyte(*CALCIUM_MEASURED) & measured
     k_high = is_k & (obs["high"].to_numpy() == 1.0)
     ca_low = is_ca & (obs["low"].to_numpy() == 1.0)
     comment = obs["contam_comment"].to_numpy()
@@ -65,11 +64,11 @@ def edta_contamination(ctx: Context) -> pd.DataFrame:
         return pd.DataFrame()
     in_draw = obs["draw_id"].isin(draws).to_numpy()
     obs["contaminated"] = obs["contaminated"].to_numpy() | (
-        in_draw & np.isin(analyte, EDTA_AFFECTED)
+        in_draw & ctx.is_analyte(*EDTA_AFFECTED)
     )
     ca_text = is_ca & obs["has_text"].to_numpy()
-    mg_low = (analyte == "magnesium") & (obs["low"].to_numpy() == 1.0)
-    alp_low = (analyte == "alp") & (obs["low"].to_numpy() == 1.0)
+    mg_low = ctx.is_analyte("magnesium") & (obs["low"].to_numpy() == 1.0)
+    alp_low = ctx.is_analyte("alp") & (obs["low"].to_numpy() == 1.0)
 
     def pick(series: pd.Series) -> np.ndarray:
         return series.reindex(draws).fillna(-1).astype("int64").to_numpy()

@@ -31,7 +31,7 @@ ID = "ckd_context"
 def evaluate(ctx: Context) -> pd.DataFrame:
     obs = ctx.obs
     value = obs["value"].to_numpy(dtype="float64")
-    low = (obs["analyte"].to_numpy() == "egfr") & (
+    low = ctx.is_analyte("egfr") & (
         tri_below(
             value, obs["comparator"].to_numpy(), np.full(len(obs), number("ckd_context_egfr_below"))
         )

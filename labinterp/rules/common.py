@@ -14,11 +14,7 @@ STATUS_RANK = {"fired": 0, "not_fired": 1, "suppressed": 2, "indeterminate": 3}
 def anchors(ctx: Context, analytes: tuple[str, ...]) -> pd.DataFrame:
     """One anchor per draw holding a numeric result of any of `analytes` (measured only)."""
     obs = ctx.obs
-    mask = (
-        np.isin(obs["analyte"].to_numpy(), analytes)
-        & obs["has_value"].to_numpy()
-        & ~obs["derived"].to_numpy()
-    )
+    mask = ctx.is_analyte(*analytes) & obs["has_value"].to_numpy() & ~obs["derived"].to_numpy()
     a = obs.loc[mask, ["pat", "t", "dated", "draw_id", "episode_id", "obs_id"]]
     a = a.drop_duplicates("draw_id").reset_index(drop=True)
     draw_contaminated = (
@@ -90,9 +86,7 @@ def ckd_nearby(ctx: Context, a: pd.DataFrame, window: pd.Timedelta, below: float
     """True where an eGFR below `below` lies within `window` of the anchor."""
     egfr = ctx.obs["value"].to_numpy(dtype="float64")
     comp = ctx.obs["comparator"].to_numpy()
-    low = (ctx.obs["analyte"].to_numpy() == "egfr") & (
-        tri_below(egfr, comp, np.full(len(egfr), below)) == 1.0
-    )
+    low = ctx.is_analyte("egfr") & (tri_below(egfr, comp, np.full(len(egfr), below)) == 1.0)
     ids = nearest(ctx, a, "egfr", window, where=low)
     return ids >= 0
 
@@ -114,7 +108,7 @@ def low_mg_with(
     within `window`; fired rows only, one per episode."""
     obs = ctx.obs
     mg_low = (
-        (obs["analyte"].to_numpy() == "magnesium")
+        ctx.is_analyte("magnesium")
         & (obs["low"].to_numpy(dtype="float64") == 1.0)
         & ~obs["contaminated"].to_numpy()
     )

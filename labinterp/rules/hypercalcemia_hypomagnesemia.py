@@ -29,13 +29,12 @@ ID = "hypercalcemia_hypomagnesemia"
 def evaluate(ctx: Context) -> pd.DataFrame:
     obs = ctx.obs
     high = (obs["high"].to_numpy(dtype="float64") == 1.0) & ~obs["derived"].to_numpy()
-    analyte = obs["analyte"].to_numpy()
     parts = []
     for name in ("calcium_ionized", "calcium_corrected", "calcium"):
         part = common.low_mg_with(
             ctx,
             name,
-            high & (analyte == name),
+            high & ctx.is_analyte(name),
             duration("window_electrolytes"),
             "High calcium with low Mg.",
         )
@@ -46,7 +45,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     out = out.sort_values(["episode_id", "t"], kind="stable").drop_duplicates("episode_id")
     out["grade_obs"] = np.asarray(out["ev_calcium"], dtype="int64")
     out["grade_term"] = np.where(
-        analyte[out["ev_calcium"].to_numpy()] == "calcium_ionized",
+        ctx.is_analyte("calcium_ionized")[out["ev_calcium"].to_numpy()],
         "hypercalcemia_ionized",
         "hypercalcemia",
     )

@@ -41,9 +41,8 @@ def _refractory_episodes(ctx: Context) -> np.ndarray:
     """Episode ids where low K persists across draws >= the gap while Mg stays low."""
     obs = ctx.obs
     clean = ~obs["contaminated"].to_numpy()
-    analyte = obs["analyte"].to_numpy()
     low = obs["low"].to_numpy(dtype="float64")
-    k = obs[(analyte == "potassium") & (low == 1.0) & clean]
+    k = obs[ctx.is_analyte("potassium") & (low == 1.0) & clean]
     if k.empty:
         return np.array([], dtype="int64")
     g = k.groupby("episode_id")["t"]
@@ -51,7 +50,7 @@ def _refractory_episodes(ctx: Context) -> np.ndarray:
     span = span[(span["last"] - span["first"]) >= duration("p3_refractory_min_gap")]
     if span.empty:
         return np.array([], dtype="int64")
-    mg = obs[(analyte == "magnesium") & ~np.isnan(low) & clean][["episode_id", "t", "low"]]
+    mg = obs[ctx.is_analyte("magnesium") & ~np.isnan(low) & clean][["episode_id", "t", "low"]]
     mg = mg.merge(span, left_on="episode_id", right_index=True)
     w = duration("window_electrolytes")
     mg = mg[(mg["t"] >= mg["first"] - w) & (mg["t"] <= mg["last"])]

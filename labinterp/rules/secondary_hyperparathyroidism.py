@@ -31,8 +31,7 @@ ID = "secondary_hyperparathyroidism"
 def evaluate(ctx: Context) -> pd.DataFrame:
     obs = ctx.obs
     clean = ~obs["contaminated"].to_numpy()
-    analyte = obs["analyte"].to_numpy()
-    pth_high = (analyte == "pth") & (obs["high"].to_numpy(dtype="float64") == 1.0) & clean
+    pth_high = ctx.is_analyte("pth") & (obs["high"].to_numpy(dtype="float64") == 1.0) & clean
     value = obs["value"].to_numpy(dtype="float64")
     d_low = (
         tri_below(

@@ -54,18 +54,19 @@ def cutoff(guideline: str) -> float:
 def evaluate(ctx: Context) -> pd.DataFrame:
     obs = ctx.obs
     wd = duration("window_vitamin_d")
-    analyte = obs["analyte"].to_numpy()
     value = obs["value"].to_numpy(dtype="float64")
     comp = obs["comparator"].to_numpy()
     n = len(obs)
     d_low_all = tri_below(value, comp, np.full(n, cutoff(ctx.vitamin_d_guideline)))
-    crp_high = (analyte == "crp") & (
+    crp_high = ctx.is_analyte("crp") & (
         tri_above(value, comp, np.full(n, number("crp_inflammation_above"))) == 1.0
     )
     mg_ok = common.known(ctx)
-    mg_low_mask = mg_ok & (analyte == "magnesium") & (obs["low"].to_numpy(dtype="float64") == 1.0)
+    mg_low_mask = (
+        mg_ok & ctx.is_analyte("magnesium") & (obs["low"].to_numpy(dtype="float64") == 1.0)
+    )
 
-    d = obs[(analyte == "vitamin_d_25oh") & obs["has_value"].to_numpy()].copy()
+    d = obs[ctx.is_analyte("vitamin_d_25oh") & obs["has_value"].to_numpy()].copy()
     if d.empty:
         return common.missing_patients(
             ctx,
