@@ -367,7 +367,7 @@ def _parse_dates(
         parsed = pd.to_datetime(values, format=forced, errors="coerce")
         stamps[:] = parsed.to_numpy(dtype="datetime64[ns]")
     else:
-        iso = values.str.match(_ISO)
+        iso = _match_iso(values)
         if iso.any():
             parsed = pd.to_datetime(values[iso], format="ISO8601", utc=True, errors="coerce")
             stamps[iso] = parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
@@ -384,6 +384,20 @@ def _parse_dates(
     bad = stamps.isna() & (reasons == "")
     reasons[bad] = "unparseable_date"
     return stamps.to_numpy(dtype="datetime64[ns]"), reasons.to_numpy(dtype=object)
+
+
+# Plain ASCII "2024-03-01 08:30[:00]" (nearly every date in an export) always matches _ISO;
+# pyarrow checks that shape for all values at once, Python's regex sees only the rest.
+_PLAIN_ISO = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[ T][0-9]{2}:[0-9]{2}(?::[0-9]{2})?)?$"
+
+
+def _match_iso(values: pd.Series) -> pd.Series:
+    """values.str.match(_ISO), without running Python's regex on the plain shape."""
+    plain = pc.match_substring_regex(pa.array(values, type=pa.large_string()), _PLAIN_ISO)
+    out = plain.to_numpy(zero_copy_only=False).copy()
+    rest = np.flatnonzero(~out)
+    out[rest] = [_ISO.match(v) is not None for v in values.iloc[rest]]
+    return pd.Series(out, index=values.index)
 
 
 def _parse_numeric_dates(
@@ -656,13 +670,16 @@ def _detect_decimal(values: pd.Series) -> str:
 
 def _dates(collected: _Coded, file_label: str, opts: Options, verdict: _Verdicts) -> np.ndarray:
     # The file's distinct date spellings decide the date order, so parse them all at once.
-    text = collected.via_pandas(_strip).compact()
-    stamps, reasons = _parse_dates(
-        pd.Series(text.values, dtype=object), file_label, opts.date_format
-    )
-    why = _Coded(text.codes, [(r, _DETAIL.get(r, "")) for r in reasons])
+    spelled = pa.array(collected.values, type=pa.large_string())
+    # what .fillna("").str.strip() does on pyarrow strings, then one code per spelling
+    text = pc.dictionary_encode(pc.utf8_trim_whitespace(pc.fill_null(spelled, "")))
+    codes = text.indices.to_numpy(zero_copy_only=False)[collected.codes]
+    distinct = pd.Series(text.dictionary.to_pylist(), dtype=object)
+    stamps, reasons = _parse_dates(distinct, file_label, opts.date_format)
+    reason_codes, reason_names = pd.factorize(reasons)
+    why = _Coded(reason_codes[codes], [(r, _DETAIL.get(r, "")) for r in reason_names])
     verdict.mark_each(why.rows_where(lambda v: v[0] != ""), why)
-    return stamps[text.codes]
+    return stamps[codes]
 
 
 def _per_analyte(analyte: _Coded) -> tuple[np.ndarray, np.ndarray, _Coded]:

@@ -167,7 +167,7 @@ def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     firsts = order[run_start[dup]]
     is_dup = np.zeros(n, dtype=bool)
     is_dup[dup_rows] = True
-    kept = results.take(np.flatnonzero(~is_dup))
+    kept = results[~is_dup]  # a mask lets pyarrow copy the long runs of kept rows whole
     sub = results.iloc[dup_rows]
     first_file = results["source_file"].iloc[firsts].to_numpy(dtype=object)
     first_row = results["source_row"].iloc[firsts].to_numpy(dtype=object)
