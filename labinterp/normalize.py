@@ -99,6 +99,8 @@ def _coded(series: pd.Series) -> _Coded:
     """Encode a text column by its distinct values (missing -> None)."""
     if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
         arr = series.array.__arrow_array__()
+        if _all_empty(arr):  # a field the file does not have: nothing to hash
+            return _Coded(np.zeros(len(arr), dtype=np.int64), [""])
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
         enc = pc.dictionary_encode(arr, null_encoding="encode")
@@ -106,6 +108,16 @@ def _coded(series: pd.Series) -> _Coded:
         return _Coded(codes, enc.dictionary.to_pylist())
     codes, uniques = pd.factorize(series, use_na_sentinel=False)
     return _Coded(codes.astype(np.int64), [None if pd.isna(v) else v for v in uniques])
+
+
+def _all_empty(arr: pa.ChunkedArray) -> bool:
+    """Every value is "": no text bytes at all and nothing missing (checks buffers, not rows)."""
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    return (
+        len(arr) > 0
+        and arr.null_count == 0
+        and all(not c.buffers()[2] or c.buffers()[2].size == 0 for c in chunks)
+    )
 
 
 def _joint(*parts: _Coded) -> _Coded:

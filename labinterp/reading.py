@@ -134,10 +134,10 @@ def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     n = len(results)
     if n == 0:
         return results, empty(REJECTED)
-    key = np.zeros(n, dtype=np.int64)
-    for name in ("patient_id", "analyte"):
-        codes, uniq = pd.factorize(results[name], use_na_sentinel=False)
-        key, _ = pd.factorize(key * (len(uniq) + 1) + codes)
+    # one key per (patient, analyte), numbered in order of first appearance
+    key = pd.factorize(results["patient_id"], use_na_sentinel=False)[0].astype(np.int64)
+    codes, uniq = pd.factorize(results["analyte"], use_na_sentinel=False)
+    key, _ = pd.factorize(key * (len(uniq) + 1) + codes)
     times = results["collected_at"].to_numpy().view("int64")
     order = np.lexsort(
         (
