@@ -122,25 +122,87 @@ def _arrow(series: pd.Series) -> pa.Array:
     return pc.cast(out, pa.string())
 
 
-def _distinct(arr: pa.Array, fmt: Callable[[pa.Array], pa.Array]) -> pa.Array:
-    """`fmt` applied once per distinct value of `arr`, then spread back to every row.
+Column = tuple[pa.Array, np.ndarray]  # (strings, per-row index into them; -1 = nothing)
+Pieces = tuple[pa.Array, np.ndarray]  # (dictionary, rows x pieces codes into it; -1 = nothing)
 
-    Most evidence fields repeat a few hundred values (units, labels, ranges, printed
-    results) over hundreds of thousands of rows; formatting the distinct values is what
-    keeps evidence cheap (DESIGN.md: work on distinct values). Nulls stay null.
+
+def _dictionary(columns: Sequence[Column], extra: Sequence[str] = ()) -> Pieces:
+    """All strings of `columns` (and the literals `extra`, last) in one dictionary, with
+    the code of each row's piece per column (-1 where absent or empty)."""
+    parts: list[pa.Array] = []
+    start: dict[int, int] = {}  # a strings array used by several columns goes in once
+    base = 0
+    for strings, _ in columns:
+        if id(strings) not in start:
+            start[id(strings)] = base
+            parts.append(pc.cast(strings, pa.large_string()))
+            base += len(strings)
+    parts.append(pa.array(list(extra), type=pa.large_string()))
+    dictionary = pa.concat_arrays(parts)
+    # empty pieces add nothing: they map to -1 like absent ones
+    lengths = pc.binary_length(dictionary).to_numpy(zero_copy_only=False)
+    lut = np.where(lengths > 0, np.arange(len(dictionary)), -1).astype("int32")
+    n = len(columns[0][1]) if columns else 0
+    codes = np.empty((len(columns), n), dtype="int32")  # one contiguous row per column
+    for k, (strings, index) in enumerate(columns):
+        codes[k] = np.where(index >= 0, lut[np.maximum(index, 0) + start[id(strings)]], -1)
+    return dictionary, np.ascontiguousarray(codes.T)
+
+
+def _take_rows(dictionary: pa.Array, codes: np.ndarray, rows: np.ndarray, n: int) -> pa.Array:
+    """`n` strings; string i concatenates the pieces of every line of `codes` whose `rows`
+    entry is i (`rows` nondecreasing), in order.
+
+    One `take` copies the pieces in output order, so each output string is already a
+    contiguous slice of the taken buffer and only new offsets are needed: one copy of the
+    (long) output, whatever the number of pieces, where element-wise joins copy every
+    partial result again.
+    """
+    keep = codes >= 0
+    taken = pc.take(dictionary, pa.array(codes[keep]))
+    offsets = np.frombuffer(taken.buffers()[1], dtype="int64")[taken.offset :]
+    per_row = np.bincount(rows, weights=keep.sum(axis=1), minlength=n).astype("int64")
+    bounds = np.concatenate([[0], np.cumsum(per_row)])
+    row_offsets = np.ascontiguousarray(offsets[bounds])
+    data = taken.buffers()[2] or pa.py_buffer(b"")
+    return pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(row_offsets), data])
+
+
+def _encoded(
+    arr: pa.Array,
+    fmt: Callable[[pa.Array], pa.Array],
+    *,
+    before: str = "",
+    after: str = "",
+    missing: str | None = "",
+) -> Column:
+    """`before + fmt(value) + after` for each distinct value of `arr`, with the row index.
+
+    Formatting runs once per distinct value (DESIGN.md: work on distinct values): labels,
+    units, ranges and printed results repeat a few hundred values over the rows. Missing
+    values get the piece `missing` (None: no piece at all).
     """
     enc = pc.dictionary_encode(arr)
-    return pc.take(fmt(enc.dictionary), enc.indices)
+    strings = _join(before, fmt(enc.dictionary), after)
+    index = pc.fill_null(enc.indices, len(strings)).to_numpy().astype("int64")
+    if missing is None:
+        index[index == len(strings)] = -1
+        return strings, index
+    return pa.concat_arrays([strings, pa.array([missing], type=pa.string())]), index
 
 
-def _num_text(values: np.ndarray, digits: int) -> pa.Array:
-    """Numbers as short text (rounded to `digits` decimals); null where NaN."""
+def _plain(d: pa.Array) -> pa.Array:
+    return d
+
+
+def _number(digits: int) -> Callable[[pa.Array], pa.Array]:
+    """Numbers as short text, rounded to `digits` decimals."""
 
     def fmt(d: pa.Array) -> pa.Array:
         text = pc.cast(pc.round(d, digits), pa.string())
         return pc.replace_substring_regex(text, r"\.0$", "")
 
-    return _distinct(pa.array(values, from_pandas=True), fmt)
+    return fmt
 
 
 def _quoted(d: pa.Array) -> pa.Array:
@@ -151,20 +213,44 @@ def _quoted(d: pa.Array) -> pa.Array:
     return _join('"', d, '"')
 
 
-def _json_str(arr: pa.Array) -> pa.Array:
-    """JSON string literals ("null" for missing)."""
-    return pc.fill_null(_distinct(arr, _quoted), "null")
+def _iso(d: pa.Array) -> pa.Array:
+    return _quoted(pc.strftime(d, format="%Y-%m-%dT%H:%M:%S"))
 
 
-def _json_num(values: np.ndarray) -> pa.Array:
-    return pc.fill_null(_num_text(values, 6), "null")
+def _range_pieces(lo: pa.Array, hi: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """'range LO-HI ' / 'range <HI ' / 'range >LO ' per distinct (LO, HI) pair, or
+    'range unknown' when neither limit is known; with the row index and whether the
+    range is known (the unit follows only a known range)."""
+    lo_s, lo_i = _encoded(lo, _number(4), missing=None)
+    hi_s, hi_i = _encoded(hi, _number(4), missing=None)
+    pair = (lo_i + 1) * (len(hi_s) + 1) + (hi_i + 1)
+    pairs, index = np.unique(pair, return_inverse=True)
+    los, his = lo_s.to_pylist(), hi_s.to_pylist()
+    texts = []
+    for key in pairs.tolist():
+        a, b = divmod(key, len(hi_s) + 1)
+        low, high = (los[a - 1] if a else None), (his[b - 1] if b else None)
+        if low is not None and high is not None:
+            texts.append(f"range {low}-{high} ")
+        elif high is not None:
+            texts.append(f"range <{high} ")
+        elif low is not None:
+            texts.append(f"range >{low} ")
+        else:
+            texts.append("range unknown")
+    index = index.reshape(-1)
+    known = (lo_i >= 0) | (hi_i >= 0)
+    return pa.array(texts, type=pa.string()), index, known
 
 
-def _obs_pieces(obs: pd.DataFrame, ids: np.ndarray) -> tuple[pa.Array, pa.Array, np.ndarray]:
-    """Evidence text, JSON object and range origin for the observations `ids`."""
+def _obs_pieces(
+    obs: pd.DataFrame, ids: np.ndarray, text_extra: Sequence[str], json_extra: Sequence[str]
+) -> tuple[Pieces, Pieces, np.ndarray]:
+    """Pieces of the evidence text and of the JSON object of each observation `ids`, and
+    its range origin. The literals `*_extra` are added at the end of each dictionary."""
     o = obs.iloc[ids]
     num = {
-        c: o[c].to_numpy(dtype="float64", na_value=np.nan)
+        c: pa.array(o[c].to_numpy(dtype="float64", na_value=np.nan), from_pandas=True)
         for c in (
             "value",
             "value_reported",
@@ -188,108 +274,91 @@ def _obs_pieces(obs: pd.DataFrame, ids: np.ndarray) -> tuple[pa.Array, pa.Array,
             "range_origin",
         )
     }
-    unit_rep = pc.fill_null(s["unit_reported"], "")
-    lo, hi = _num_text(num["range_low_reported"], 4), _num_text(num["range_high_reported"], 4)
-    rng = pc.coalesce(
-        _join(lo, "-", hi), _join("<", hi), _join(">", lo), pa.scalar(None, pa.string())
-    )
     origin_np = o["range_origin"].astype(object).fillna("unknown").to_numpy()
-    origin = pc.fill_null(s["range_origin"], "unknown")
-    rng = pc.coalesce(_join("range ", rng, " ", unit_rep), pa.scalar("range unknown"))
-    shown = pc.coalesce(s["value_raw"], s["text_result"], pa.scalar(""))
+
+    # "Label 1.2 mg/dL (0.49 mmol/L; range 1.6-2.6 mg/dL, row)"
     label = pc.coalesce(s["test_label"], s["analyte"])
-    canon = pc.coalesce(
-        _join(_num_text(num["value"], 4), " ", pc.fill_null(s["unit"], ""), "; "),
-        pa.scalar(""),
+    shown = pc.coalesce(s["value_raw"], s["text_result"], pa.scalar(""))
+    value_s, value_i = _encoded(num["value"], _number(4), missing=None)
+    unit_s, unit_i = _encoded(s["unit"], _plain, before=" ", after="; ", missing=" ; ")
+    rng_s, rng_i, known_range = _range_pieces(num["range_low_reported"], num["range_high_reported"])
+    unit_rep_s, unit_rep_i = _encoded(s["unit_reported"], _plain)
+    text = _dictionary(
+        [
+            _encoded(label, _plain),
+            _encoded(shown, _plain, before=" ", after=" "),
+            _encoded(s["unit_reported"], _plain, after=" (", missing=" ("),
+            (value_s, value_i),
+            (unit_s, np.where(value_i >= 0, unit_i, -1)),  # canonical unit only with a value
+            (rng_s, rng_i),
+            (unit_rep_s, np.where(known_range, unit_rep_i, -1)),
+            _encoded(s["range_origin"], _plain, before=", ", after=")", missing=", unknown)"),
+        ],
+        text_extra,
     )
-    text = _join(label, " ", shown, " ", unit_rep, " (", canon, rng, ", ", origin, ")")
+
+    # JSON object, without its opening '{"role":...' (added per role by the caller)
+    def js(key: str, arr: pa.Array, fmt: Callable[[pa.Array], pa.Array], end: str = "") -> Column:
+        return _encoded(arr, fmt, before=f',"{key}":', after=end, missing=f',"{key}":null{end}')
+
     stamps = pa.array(o["t"].to_numpy(), mask=~o["dated"].to_numpy()).cast(pa.timestamp("s"))
-
-    def iso(d: pa.Array) -> pa.Array:
-        return _quoted(pc.strftime(d, format="%Y-%m-%dT%H:%M:%S"))
-
-    when = pc.fill_null(_distinct(stamps, iso), "null")
-    derived = pa.array(np.where(o["derived"].to_numpy(), "true", "false"), type=pa.string())
-    body = _join(
-        ',"analyte":',
-        _json_str(s["analyte"]),
-        ',"test":',
-        _json_str(s["test_label"]),
-        ',"value_raw":',
-        _json_str(s["value_raw"]),
-        ',"text_result":',
-        _json_str(s["text_result"]),
-        ',"comparator":',
-        _json_str(s["comparator"]),
-        ',"value_reported":',
-        _json_num(num["value_reported"]),
-        ',"unit_reported":',
-        _json_str(s["unit_reported"]),
-        ',"value":',
-        _json_num(num["value"]),
-        ',"unit":',
-        _json_str(s["unit"]),
-        ',"range_low":',
-        _json_num(num["range_low"]),
-        ',"range_high":',
-        _json_num(num["range_high"]),
-        ',"range_low_reported":',
-        _json_num(num["range_low_reported"]),
-        ',"range_high_reported":',
-        _json_num(num["range_high_reported"]),
-        ',"range_origin":',
-        _json_str(s["range_origin"]),
-        ',"derived":',
-        derived,
-        ',"collected_at":',
-        when,
-        ',"source_row":',
-        _json_num(num["source_row"]),
-        "}",
+    derived = pa.array(o["derived"].to_numpy(dtype=bool))
+    num6 = _number(6)
+    body = _dictionary(
+        [
+            js("analyte", s["analyte"], _quoted),
+            js("test", s["test_label"], _quoted),
+            js("value_raw", s["value_raw"], _quoted),
+            js("text_result", s["text_result"], _quoted),
+            js("comparator", s["comparator"], _quoted),
+            js("value_reported", num["value_reported"], num6),
+            js("unit_reported", s["unit_reported"], _quoted),
+            js("value", num["value"], num6),
+            js("unit", s["unit"], _quoted),
+            js("range_low", num["range_low"], num6),
+            js("range_high", num["range_high"], num6),
+            js("range_low_reported", num["range_low_reported"], num6),
+            js("range_high_reported", num["range_high_reported"], num6),
+            js("range_origin", s["range_origin"], _quoted),
+            js("derived", derived, lambda d: pc.cast(d, pa.string())),
+            js("collected_at", stamps, _iso),
+            js("source_row", num["source_row"], num6, end="}"),
+        ],
+        json_extra,
     )
     return text, body, origin_np
 
 
-def _concat_rows(
-    units: pa.Array,
+def _evidence_rows(
+    pieces: Pieces,
     pos: np.ndarray,
-    *,
-    first: Sequence[str],
-    later: Sequence[str],
-    close: str,
-    empty: str,
+    heads: tuple[np.ndarray, np.ndarray],
+    ends: tuple[int, int],
 ) -> pa.Array:
-    """Per row, the `units` at `pos` (rows x roles, -1 = none) joined in role order.
-
-    Role j is preceded by `first[j]` when it opens the row, else by `later[j]`; a row with
-    units ends with `close`, a row without any is `empty`. Everything is one `take` from
-    a small dictionary of these strings plus `units`: the taken pieces already lie in row
-    order, so each row is a slice of the taken buffer and only new offsets are needed
-    (one copy of the long strings, whatever the number of roles).
-    """
-    n, r = pos.shape
-    lits = [empty, close, *first, *later]
-    dictionary = pa.concat_arrays(
-        [pa.array(lits, type=pa.large_string()), pc.cast(units, pa.large_string())]
-    )
+    """Per row, the pieces of the observations at `pos` (rows x roles, -1 = none), in
+    role order. Role j is preceded by the dictionary entry `heads[0][j]` when it opens
+    the row, else `heads[1][j]`; a row with evidence ends with entry `ends[0]`, a row
+    without any is entry `ends[1]` (-1: nothing)."""
+    dictionary, codes = pieces
+    n = len(pos)
     has = pos >= 0
-    opens = has & (np.cumsum(has, axis=1) == 1)
-    col = np.arange(r)
-    elems = np.full((n, 2 * r + 1), -1, dtype="int64")
-    elems[:, 0 : 2 * r : 2] = np.where(has, np.where(opens, 2 + col, 2 + r + col), -1)
-    elems[:, 1 : 2 * r : 2] = np.where(has, len(lits) + pos, -1)
-    elems[:, 2 * r] = np.where(has.any(axis=1), 1, 0)
-    # empty literals add nothing: leave them out
-    blank = np.array([s == "" for s in lits] + [False], dtype=bool)
-    keep = elems >= 0
-    keep[keep] = ~blank[np.minimum(elems[keep], len(lits))]
-    flat = elems[keep]
-    taken = pc.take(dictionary, pa.array(flat, type=pa.int64()))
-    offsets = np.frombuffer(taken.buffers()[1], dtype="int64")[taken.offset :]
-    bounds = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
-    row_offsets = np.ascontiguousarray(offsets[bounds])
-    data = taken.buffers()[2] or pa.py_buffer(b"")
-    return pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(row_offsets), data])
+    row, role = np.nonzero(has)  # row-major: roles of a row in order
+    obs = pos[row, role]
+    opens = np.ones(len(row), dtype=bool)
+    opens[1:] = row[1:] != row[:-1]
+    closes = np.ones(len(row), dtype=bool)
+    closes[:-1] = row[1:] != row[:-1]
+    head = np.where(opens, heads[0][role], heads[1][role])
+    close = np.where(closes, ends[0], -1)
+    lines = np.column_stack([head, codes[obs], close]).astype("int32")
+    empty = np.flatnonzero(~has.any(axis=1))
+    if len(empty) and ends[1] >= 0:
+        blank = np.full((len(empty), lines.shape[1]), -1, dtype="int32")
+        blank[:, 0] = ends[1]
+        order = np.argsort(np.concatenate([row, empty]), kind="stable")
+        lines = np.concatenate([lines, blank])[order]
+        row = np.concatenate([row, empty])[order]
+    return _take_rows(dictionary, lines, row, n)
 
 
 def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
@@ -319,26 +388,27 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
     ids = np.full((n, len(roles)), -1, dtype="int64")
     for j, role in enumerate(roles):
         ids[:, j] = f[role].fillna(-1).to_numpy(dtype="int64")
-    used = np.unique(ids[ids >= 0])
-    text_u, body_u, origin_u = _obs_pieces(obs, used)
+    mark = np.zeros(len(obs), dtype=bool)
+    mark[ids[ids >= 0]] = True
+    used = np.flatnonzero(mark)
+    # literals go at the end of the pieces dictionaries: role heads, separators, brackets
+    r = len(roles)
+    heads = ['{"role":"' + role[3:] + '"' for role in roles]
+    text_p, json_p, origin_u = _obs_pieces(
+        obs, used, ["; "], ["[" + h for h in heads] + ["," + h for h in heads] + ["]", "[]"]
+    )
     pos = np.full(len(obs), -1, dtype="int64")
     pos[used] = np.arange(len(used))
     p = np.where(ids >= 0, pos[np.maximum(ids, 0)], -1)
-
-    text = _as_str(
-        _concat_rows(
-            text_u, p, first=[""] * len(roles), later=["; "] * len(roles), close="", empty=""
-        )
-    )
-    heads = ['{"role":"' + r[3:] + '"' for r in roles]
+    sep = len(text_p[0]) - 1
+    text = _as_str(_evidence_rows(text_p, p, (np.full(r, -1), np.full(r, sep)), (-1, -1)))
+    lit = len(json_p[0]) - (2 * r + 2)
     js = _as_str(
-        _concat_rows(
-            body_u,
+        _evidence_rows(
+            json_p,
             p,
-            first=["[" + h for h in heads],
-            later=["," + h for h in heads],
-            close="]",
-            empty="[]",
+            (lit + np.arange(r), lit + r + np.arange(r)),
+            (lit + 2 * r, lit + 2 * r + 1),
         )
     )
     seen = {name: np.zeros(n, dtype=bool) for name in ORIGINS}
