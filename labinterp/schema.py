@@ -152,6 +152,15 @@ def conform(df: pd.DataFrame, schema: Mapping[str, str]) -> pd.DataFrame:
     Missing columns are added as all-missing. Extra columns are dropped: a stage must not
     leak private working columns to the next one.
     """
+    if list(df.columns) == list(schema) and all(
+        _same_dtype(df[name].dtype, dtype) for name, dtype in schema.items()
+    ):
+        # already conforming: avoid rebuilding (and copying) a large frame
+        return (
+            df
+            if isinstance(df.index, pd.RangeIndex) and df.index.start == 0
+            else df.reset_index(drop=True)
+        )
     out = {}
     n = len(df)
     for name, dtype in schema.items():
