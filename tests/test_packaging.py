@@ -24,12 +24,14 @@ def test_public_api_is_small_and_sorted() -> None:
 @pytest.mark.slow
 def test_wheel_contains_reference_data_templates_and_sample(tmp_path: Path) -> None:
     pytest.importorskip("build")
-    subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path)],
         cwd=REPO,
-        check=True,
+        check=False,
         capture_output=True,
+        text=True,
     )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     wheel = next(tmp_path.glob("labinterp-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in (
