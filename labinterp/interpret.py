@@ -126,9 +126,9 @@ Column = tuple[pa.Array, np.ndarray]  # (strings, per-row index into them; -1 = 
 Pieces = tuple[pa.Array, np.ndarray]  # (dictionary, rows x pieces codes into it; -1 = nothing)
 
 
-def _dictionary(columns: Sequence[Column], extra: Sequence[str] = ()) -> Pieces:
-    """All strings of `columns` (and the literals `extra`, last) in one dictionary, with
-    the code of each row's piece per column (-1 where absent or empty)."""
+def _dictionary(columns: Sequence[Column]) -> Pieces:
+    """All strings of `columns` in one dictionary, with the code of each row's piece per
+    column (-1 where absent or empty)."""
     parts: list[pa.Array] = []
     start: dict[int, int] = {}  # a strings array used by several columns goes in once
     base = 0
@@ -137,8 +137,7 @@ def _dictionary(columns: Sequence[Column], extra: Sequence[str] = ()) -> Pieces:
             start[id(strings)] = base
             parts.append(pc.cast(strings, pa.large_string()))
             base += len(strings)
-    parts.append(pa.array(list(extra), type=pa.large_string()))
-    dictionary = pa.concat_arrays(parts)
+    dictionary = pa.concat_arrays(parts) if parts else pa.array([], type=pa.large_string())
     # empty pieces add nothing: they map to -1 like absent ones
     lengths = pc.binary_length(dictionary).to_numpy(zero_copy_only=False)
     lut = np.where(lengths > 0, np.arange(len(dictionary)), -1).astype("int32")
@@ -166,6 +165,35 @@ def _take_rows(dictionary: pa.Array, codes: np.ndarray, rows: np.ndarray, n: int
     row_offsets = np.ascontiguousarray(offsets[bounds])
     data = taken.buffers()[2] or pa.py_buffer(b"")
     return pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(row_offsets), data])
+
+
+def _with_literals(pieces: Pieces, literals: Sequence[str]) -> Pieces:
+    """The same pieces, with `literals` added at the end of the dictionary."""
+    extra = pa.array(list(literals), type=pa.large_string())
+    return pa.concat_arrays([pieces[0], extra]), pieces[1]
+
+
+def _fuse(pieces: Pieces, start: int, stop: int) -> Pieces:
+    """Pieces with columns start..stop-1 fused into one column: one string per distinct
+    combination of their pieces.
+
+    Units, ranges, labels and printed values repeat together, so a handful of
+    combinations stands for many columns; the final take then copies far fewer (and
+    longer) pieces per row, which is what it is fast at.
+    """
+    dictionary, codes = pieces
+    block = codes[:, start:stop]
+    combo = np.zeros(len(codes), dtype="int64")
+    for k in range(block.shape[1]):
+        combo = pd.factorize(combo * (len(dictionary) + 1) + block[:, k] + 1)[0]
+    m = int(combo.max()) + 1 if len(combo) else 0
+    first = np.empty(m, dtype="int64")
+    first[combo[::-1]] = np.arange(len(combo))[::-1]  # first row of each combination
+    fused = _take_rows(dictionary, block[first], np.arange(m), m)
+    lengths = pc.binary_length(fused).to_numpy(zero_copy_only=False)
+    code = np.where(lengths[combo] > 0, len(dictionary) + combo, -1).astype("int32")
+    merged = np.column_stack([codes[:, :start], code, codes[:, stop:]])
+    return pa.concat_arrays([dictionary, fused]), np.ascontiguousarray(merged)
 
 
 def _encoded(
@@ -293,9 +321,10 @@ def _obs_pieces(
             (rng_s, rng_i),
             (unit_rep_s, np.where(known_range, unit_rep_i, -1)),
             _encoded(s["range_origin"], _plain, before=", ", after=")", missing=", unknown)"),
-        ],
-        text_extra,
+        ]
     )
+    # one piece per distinct text (the same result of the same test reads the same)
+    text = _with_literals(_fuse(text, 0, text[1].shape[1]), text_extra)
 
     # JSON object, without its opening '{"role":...' (added per role by the caller)
     def js(key: str, arr: pa.Array, fmt: Callable[[pa.Array], pa.Array], end: str = "") -> Column:
@@ -323,9 +352,10 @@ def _obs_pieces(
             js("derived", derived, lambda d: pc.cast(d, pa.string())),
             js("collected_at", stamps, _iso),
             js("source_row", num["source_row"], num6, end="}"),
-        ],
-        json_extra,
+        ]
     )
+    # all but the time and the row number repeat together: one piece per combination
+    body = _with_literals(_fuse(body, 0, body[1].shape[1] - 2), json_extra)
     return text, body, origin_np
 
 
