@@ -89,12 +89,33 @@ def _fast(data: bytes, delimiter: str) -> pa.Table | None:
     Small blocks let pyarrow parse on every core; a record longer than a block fails, so
     a failure is retried with blocks as large as the longest line allowed.
     """
-    return _pyarrow_csv(data, delimiter, FAST_BLOCK_BYTES) or _pyarrow_csv(
-        data, delimiter, MAX_LINE_BYTES
+    text_columns = _text_columns(data, delimiter)
+    return _pyarrow_csv(data, delimiter, FAST_BLOCK_BYTES, text_columns) or _pyarrow_csv(
+        data, delimiter, MAX_LINE_BYTES, text_columns
     )
 
 
-def _pyarrow_csv(data: bytes, delimiter: str, block_size: int) -> pa.Table | None:
+def _text_columns(data: bytes, delimiter: str) -> dict[str, pa.DataType]:
+    """Columns pyarrow would infer as text anyway, declared as text up front.
+
+    The header is row 0, so a column whose header cell is not a number, date or boolean
+    is text from the first block on; declaring it saves the inference and the cast. Other
+    columns (an empty or numeric header cell) keep pyarrow's inference, whose conversions
+    (007 -> 7) the reader has always had.
+    """
+    end = data.find(b"\n")
+    header = _pyarrow_csv(data[: len(data) if end < 0 else end + 1], delimiter, FAST_BLOCK_BYTES)
+    if header is None:
+        return {}
+    return {f.name: pa.string() for f in header.schema if f.type == pa.string()}
+
+
+def _pyarrow_csv(
+    data: bytes,
+    delimiter: str,
+    block_size: int,
+    column_types: dict[str, pa.DataType] | None = None,
+) -> pa.Table | None:
     bad: list[int] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -103,13 +124,13 @@ def _pyarrow_csv(data: bytes, delimiter: str, block_size: int) -> pa.Table | Non
 
     try:
         tbl = pacsv.read_csv(
-            io.BytesIO(data),
+            pa.BufferReader(data),  # zero-copy; a Python file object is read under the GIL
             read_options=pacsv.ReadOptions(block_size=block_size, autogenerate_column_names=True),
             parse_options=pacsv.ParseOptions(
                 delimiter=delimiter, newlines_in_values=False, invalid_row_handler=on_invalid
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types={},
+                column_types=column_types or {},
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
                 check_utf8=False,
