@@ -89,6 +89,15 @@ class Context:
             )
         return self._cache[names]
 
+    def comparator(self) -> np.ndarray:
+        """The comparator of each observation as fixed-width numpy text ("", "<", ...),
+        which tri_below/tri_above compare much faster than Python string objects."""
+        if "comparator" not in self._cache:
+            codes, uniques = pd.factorize(self.obs["comparator"].to_numpy())
+            names = np.asarray([*uniques, ""], dtype=str)
+            self._cache["comparator"] = names[codes]  # missing (-1) -> ""
+        return self._cache["comparator"]
+
     def numeric_ids(self, analyte: str) -> np.ndarray:
         """obs ids of the numeric observations of `analyte`, in (pat, t) order."""
         key = ("numeric", analyte)
@@ -110,12 +119,22 @@ class Context:
 def _comparator_classes(comparator: np.ndarray) -> dict[str, np.ndarray]:
     """Masks of each comparator spelling in `comparator`, classified once per distinct value
     (comparisons on a million-row object array cost more than hashing it once)."""
-    codes, uniques = pd.factorize(np.asarray(comparator, dtype=object))
-    names = list(uniques)
+    arr = np.asarray(comparator)
+    if arr.dtype.kind == "U":  # fixed-width text (Context.comparator): compare in C
 
-    def mask(*wanted: str) -> np.ndarray:
-        hit = np.array([u in wanted for u in names] + [False], dtype=bool)
-        return hit[codes]  # code -1 (missing) picks the trailing False
+        def mask(*wanted: str) -> np.ndarray:
+            out = np.zeros(len(arr), dtype=bool)
+            for w in wanted:
+                out |= arr == w
+            return out
+
+    else:
+        codes, uniques = pd.factorize(np.asarray(arr, dtype=object))
+        names = list(uniques)
+
+        def mask(*wanted: str) -> np.ndarray:
+            hit = np.array([u in wanted for u in names] + [False], dtype=bool)
+            return hit[codes]  # code -1 (missing) picks the trailing False
 
     return {
         "censored": mask(*CENSOR_BELOW, *CENSOR_ABOVE),
@@ -228,8 +247,12 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
             else:
                 obs[name] = df[name].array
     obs = _with_corrected_calcium(obs, window)
-    obs = obs.sort_values(["pat", "t", "analyte", "source_row"], kind="stable")
-    obs = obs.reset_index(drop=True)
+    # the order of sort_values(["pat", "t", "analyte", "source_row"], kind="stable"),
+    # computed on integer keys only (the frame carries long text columns)
+    analyte_rank = pd.factorize(obs["analyte"].to_numpy(), sort=True)[0]
+    row = obs["source_row"].to_numpy(dtype="float64", na_value=np.inf)  # missing last
+    order = np.lexsort((row, analyte_rank, _ns(obs["t"].to_numpy()), obs["pat"].to_numpy()))
+    obs = obs.iloc[order].reset_index(drop=True)
     obs["obs_id"] = np.arange(len(obs))
     remap_albumin(obs)
 
@@ -417,7 +440,16 @@ def nearest(
     times, okey = ctx.search_key()
     t = _ns(ctx.obs["t"].to_numpy())
     at = _ns(anchors["t"].to_numpy())
-    akey = _pair_keys(anchors["pat"].to_numpy(), at, times)
+    apat = anchors["pat"].to_numpy()
+    akey = None
+    if "obs_id" in anchors.columns:
+        # anchors that are observations already have their key (checked, not assumed)
+        own = anchors["obs_id"].to_numpy()
+        pat = ctx.obs["pat"].to_numpy()
+        if len(own) and (own >= 0).all() and (t[own] == at).all() and (pat[own] == apat).all():
+            akey = okey[own]
+    if akey is None:
+        akey = _pair_keys(apat, at, times)
     pos = _nearest_sorted(akey, at, okey[ids], t[ids], window, 2 * len(times) + 2)
     return np.where(pos >= 0, ids[np.maximum(pos, 0)] if len(ids) else -1, -1)
 

@@ -32,9 +32,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     obs = ctx.obs
     value = obs["value"].to_numpy(dtype="float64")
     low = ctx.is_analyte("egfr") & (
-        tri_below(
-            value, obs["comparator"].to_numpy(), np.full(len(obs), number("ckd_context_egfr_below"))
-        )
+        tri_below(value, ctx.comparator(), np.full(len(obs), number("ckd_context_egfr_below")))
         == 1.0
     )
     a = obs.loc[low, ["pat", "t", "episode_id", "obs_id", "value"]]

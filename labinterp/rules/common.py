@@ -85,7 +85,7 @@ def missing_patients(ctx: Context, covered: np.ndarray, missing: str, note: str)
 def ckd_nearby(ctx: Context, a: pd.DataFrame, window: pd.Timedelta, below: float) -> np.ndarray:
     """True where an eGFR below `below` lies within `window` of the anchor."""
     egfr = ctx.obs["value"].to_numpy(dtype="float64")
-    comp = ctx.obs["comparator"].to_numpy()
+    comp = ctx.comparator()
     low = ctx.is_analyte("egfr") & (tri_below(egfr, comp, np.full(len(egfr), below)) == 1.0)
     ids = nearest(ctx, a, "egfr", window, where=low)
     return ids >= 0

@@ -31,7 +31,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     obs = ctx.obs
     value = obs["value"].to_numpy(dtype="float64")
     threshold = np.full(len(obs), number("crp_inflammation_above"))
-    high = tri_above(value, obs["comparator"].to_numpy(), threshold) == 1.0
+    high = tri_above(value, ctx.comparator(), threshold) == 1.0
     return common.low_mg_with(ctx, "crp", high, duration("window_crp"), "Raised CRP with low Mg.")
 
 

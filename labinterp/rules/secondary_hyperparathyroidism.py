@@ -34,9 +34,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     pth_high = ctx.is_analyte("pth") & (obs["high"].to_numpy(dtype="float64") == 1.0) & clean
     value = obs["value"].to_numpy(dtype="float64")
     d_low = (
-        tri_below(
-            value, obs["comparator"].to_numpy(), np.full(len(obs), cutoff(ctx.vitamin_d_guideline))
-        )
+        tri_below(value, ctx.comparator(), np.full(len(obs), cutoff(ctx.vitamin_d_guideline)))
         == 1.0
     )
     a = obs.loc[pth_high, ["pat", "t", "dated", "draw_id", "episode_id", "obs_id"]]

@@ -55,7 +55,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     obs = ctx.obs
     wd = duration("window_vitamin_d")
     value = obs["value"].to_numpy(dtype="float64")
-    comp = obs["comparator"].to_numpy()
+    comp = ctx.comparator()
     n = len(obs)
     d_low_all = tri_below(value, comp, np.full(n, cutoff(ctx.vitamin_d_guideline)))
     crp_high = ctx.is_analyte("crp") & (
