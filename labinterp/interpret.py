@@ -44,6 +44,27 @@ ROLE_ORDER = tuple(
     )
 )
 _RULE_ORDER = {rule.id: i for i, rule in enumerate(REGISTRY)}
+# Observation columns that evidence text and evidence_json are built from.
+_EVIDENCE_COLUMNS = (
+    "analyte",
+    "test_label",
+    "value_raw",
+    "text_result",
+    "comparator",
+    "value",
+    "value_reported",
+    "unit_reported",
+    "unit",
+    "range_low",
+    "range_high",
+    "range_low_reported",
+    "range_high_reported",
+    "range_origin",
+    "source_row",
+    "t",
+    "dated",
+    "derived",
+)
 
 
 def interpret(
@@ -276,7 +297,7 @@ def _obs_pieces(
 ) -> tuple[Pieces, Pieces, np.ndarray]:
     """Pieces of the evidence text and of the JSON object of each observation `ids`, and
     its range origin. The literals `*_extra` are added at the end of each dictionary."""
-    o = obs.iloc[ids]
+    o = obs[list(_EVIDENCE_COLUMNS)].iloc[ids]  # only what evidence shows: obs is wide
     num = {
         c: pa.array(o[c].to_numpy(dtype="float64", na_value=np.nan), from_pandas=True)
         for c in (
