@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from labinterp import units
 from labinterp.catalog import analyte_for, analytes, fallback_ranges
 from labinterp.errors import DateFormatError, UnitError
+from labinterp.readers import duplicates
 from labinterp.resources import reference_file
 from labinterp.schema import REJECTED, RESULTS, STR, conform
 
@@ -544,10 +545,31 @@ def normalize(
     raw: pd.DataFrame, file_label: str, options: Options | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Turn one file's RAW table into (RESULTS, REJECTED)."""
-    opts = options or Options()
+    results, rejected, _ = _normalize(raw, file_label, options or Options(), dedupe=False)
+    return results, rejected
+
+
+def normalize_unique(
+    raw: pd.DataFrame, file_label: str, options: Options
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """`normalize`, then `reading.deduplicate`, in one pass: (RESULTS, REJECTED, duplicates).
+
+    Finding repeats on the codes normalize already holds, before the output is built,
+    saves factorizing the finished table and copying every column to drop a few rows.
+    """
+    return _normalize(raw, file_label, options, dedupe=True)
+
+
+def _normalize(
+    raw: pd.DataFrame, file_label: str, opts: Options, dedupe: bool
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     n = len(raw)
     if n == 0:
-        return conform(pd.DataFrame(), RESULTS), conform(pd.DataFrame(), REJECTED)
+        return (
+            conform(pd.DataFrame(), RESULTS),
+            conform(pd.DataFrame(), REJECTED),
+            conform(pd.DataFrame(), REJECTED),
+        )
     frame = raw.reset_index(drop=True)
     col = {name: _coded(frame[name]) for name in frame.columns if name != "source_row"}
     verdict = _Verdicts(n)  # the first reason found for a row is the one reported
@@ -614,6 +636,11 @@ def normalize(
 
     # everything below is output for the kept rows only
     rows = np.flatnonzero(keep)
+    repeated = conform(pd.DataFrame(), REJECTED)
+    if dedupe:
+        text = parsed.field(2).compact()
+        found = _Repeats(frame, col, pid.compact(), analyte, when, value, text, cmp_)
+        rows, repeated = found.split(rows)
     # reference ranges: the row's own, else bundled by age/sex, else unknown
     ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"]).at(rows)
     ranges = ranges.map(lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal))
@@ -621,8 +648,7 @@ def normalize(
     age = _ages(col, when)[rows]
 
     quality = _quality(col, unit_rep, rows, opts.undated)
-    labels = (col[c].at(rows).via_pandas(_strip) for c in ("test_name", "test_code", "loinc"))
-    test_label = _joint(*labels).map(_first_text)
+    test_label = _test_label(col, rows)
 
     out = pd.DataFrame(
         {
@@ -653,7 +679,77 @@ def normalize(
         }
     )
     out = _apply_ranges(out, factor[rows], analyte.at(rows), sex)
-    return conform(out, RESULTS), conform(rejected, REJECTED)
+    return conform(out, RESULTS), conform(rejected, REJECTED), repeated
+
+
+def _test_label(col: dict[str, _Coded], rows: np.ndarray) -> _Coded:
+    """What the file called the test: its name, else its code, else its LOINC (stripped)."""
+    labels = (col[c].at(rows).via_pandas(_strip) for c in ("test_name", "test_code", "loinc"))
+    return _joint(*labels).map(_first_text)
+
+
+@dataclass
+class _Repeats:
+    """The fields `reading.deduplicate` compares, as the codes normalize already has."""
+
+    frame: pd.DataFrame
+    col: dict[str, _Coded]
+    patient: _Coded  # compacted: equal codes are equal ids
+    analyte: _Coded
+    when: np.ndarray
+    value: np.ndarray
+    text: _Coded
+    comparator: _Coded
+
+    def split(self, rows: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
+        """(rows without repeats, REJECTED rows of the repeats) among the kept `rows`."""
+        width = len(self.analyte.values) + 1
+        pair = self.patient.codes[rows] * width + self.analyte.codes[rows]
+        # numbered in order of first appearance among the kept rows, as deduplicate does
+        group = pd.factorize(pair)[0].astype(np.int64)
+        time = self.when[rows].view(np.int64)
+        source_row = self.frame["source_row"].to_numpy(dtype=np.int64, na_value=0)
+        no_text = self.text.values.index("") if "" in self.text.values else -1
+
+        def details(at: np.ndarray) -> duplicates.Rows:
+            picked = rows[at]
+            return duplicates.Rows(
+                group=group[at],
+                time=time[at],
+                file=np.zeros(len(at), dtype=np.int64),  # one file
+                row=source_row[picked],
+                value=self.value[picked],
+                text=self.text.codes[picked],
+                no_text=no_text,
+                comparator=self.comparator.codes[picked],
+            )
+
+        dups, firsts = duplicates.find(group, time, details)
+        if len(dups) == 0:
+            return rows, conform(pd.DataFrame(), REJECTED)
+        unique = np.ones(len(rows), dtype=bool)
+        unique[dups] = False
+        return rows[unique], self._rejected(rows[dups], rows[firsts])
+
+    def _rejected(self, dups: np.ndarray, firsts: np.ndarray) -> pd.DataFrame:
+        files = self.col["source_file"]
+        first_file = [files.values[c] for c in files.codes[firsts]]
+        first_row = self.frame["source_row"].array[firsts].to_numpy(dtype=object)
+        rejected = pd.DataFrame(
+            {
+                "source_file": files.at(dups).strings(),
+                "source_row": _take(self.frame["source_row"], dups),
+                "reason": "duplicate",
+                "detail": [
+                    f"same result as {f} row {r}"
+                    for f, r in zip(first_file, first_row, strict=True)
+                ],
+                "test": _test_label(self.col, dups).strings(),
+                "value_raw": self.col["value_raw"].at(dups).filled().strings(),
+                "unit_raw": self.col["unit_raw"].at(dups).filled().strings(),
+            }
+        )
+        return conform(rejected, REJECTED)
 
 
 def _reject(

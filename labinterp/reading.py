@@ -23,9 +23,9 @@ import pandas as pd
 import pyarrow as pa
 
 from labinterp.errors import InputFileError
-from labinterp.normalize import Options, normalize
+from labinterp.normalize import Options, normalize, normalize_unique
 from labinterp.readers import columns as colplan
-from labinterp.readers import formats, sniff, table
+from labinterp.readers import duplicates, formats, sniff, table
 from labinterp.readers.fhir import fhir_raw
 from labinterp.schema import RAW, REJECTED, RESULTS, check, conform, empty
 
@@ -75,27 +75,45 @@ def read(
     date_format: str | None = None,
 ) -> ReadResult:
     """Read one or more exports into canonical results; duplicates across them are rejected."""
+    files = _expand(paths)
+    # One file drops its repeats while normalizing, on codes it already holds; several
+    # files can repeat one another, so their union goes through `deduplicate`.
+    alone = len(files) == 1
     parts = [
-        _read_one(Path(p), mapping=Path(mapping) if mapping else None, date_format=date_format)
-        for p in _expand(paths)
+        _read_one(
+            p, mapping=Path(mapping) if mapping else None, date_format=date_format, dedupe=alone
+        )
+        for p in files
     ]
-    results = pd.concat([p.results for p in parts], ignore_index=True) if parts else empty(RESULTS)
-    rejected = (
-        pd.concat([p.rejected for p in parts], ignore_index=True) if parts else empty(REJECTED)
-    )
-    results, dups = deduplicate(results)
-    rejected = pd.concat([rejected, dups], ignore_index=True) if len(dups) else rejected
-    files = [f for p in parts for f in p.files]
-    for f in files:
-        f.rows_used = int((results["source_file"] == f.name).sum())
-        f.rows_rejected = int((rejected["source_file"] == f.name).sum())
+    if alone:
+        results, rejected = parts[0].results, parts[0].rejected
+    else:
+        results, rejected = _concat(parts)
+        results, dups = deduplicate(results)
+        rejected = pd.concat([rejected, dups], ignore_index=True) if len(dups) else rejected
+    reports = [f for p in parts for f in p.files]
+    for f in reports:
+        if alone:
+            f.rows_used, f.rows_rejected = len(results), len(rejected)
+        else:
+            f.rows_used = int((results["source_file"] == f.name).sum())
+            f.rows_rejected = int((rejected["source_file"] == f.name).sum())
     out = ReadResult(
         check(conform(results, RESULTS), RESULTS, "results"),
         check(conform(rejected, REJECTED), REJECTED, "rejected"),
-        files,
+        reports,
     )
     assert out.rows_in == out.rows_used + out.rows_rejected, "row accounting broke"
     return out
+
+
+def _concat(parts: list[ReadResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if not parts:
+        return empty(RESULTS), empty(REJECTED)
+    return (
+        pd.concat([p.results for p in parts], ignore_index=True),
+        pd.concat([p.rejected for p in parts], ignore_index=True),
+    )
 
 
 def iter_batches(
@@ -112,7 +130,9 @@ def iter_batches(
     p = Path(path)
     sniffed = sniff.sniff(p)
     if sniffed.kind != "delimited":
-        yield _read_one(p, mapping=Path(mapping) if mapping else None, date_format=date_format)
+        yield _read_one(
+            p, mapping=Path(mapping) if mapping else None, date_format=date_format, dedupe=False
+        )
         return
     label = sniff.display_name(p)
     plan = None
@@ -121,7 +141,7 @@ def iter_batches(
             plan = colplan.plan_columns(
                 list(tbl.frame.columns), label, Path(mapping) if mapping else None
             )
-        yield _from_table(p, label, "csv", tbl, plan, date_format)
+        yield _from_table(p, label, "csv", tbl, plan, date_format, dedupe=False)
 
 
 def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -131,41 +151,33 @@ def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     two unit systems (survey files with mg/dL and mmol/L columns). The earliest row by
     (file, row) is kept. Must be given all rows of each patient it sees.
     """
-    n = len(results)
-    if n == 0:
+    if len(results) == 0:
         return results, empty(REJECTED)
-    # one key per (patient, analyte), numbered in order of first appearance
-    key = pd.factorize(results["patient_id"], use_na_sentinel=False)[0].astype(np.int64)
-    codes, uniq = pd.factorize(results["analyte"], use_na_sentinel=False)
-    key, _ = pd.factorize(key * (len(uniq) + 1) + codes)
+    # one group per (patient, analyte), numbered in order of first appearance
+    patient = pd.factorize(results["patient_id"], use_na_sentinel=False)[0].astype(np.int64)
+    analyte, names = pd.factorize(results["analyte"], use_na_sentinel=False)
+    group = pd.factorize(patient * (len(names) + 1) + analyte)[0].astype(np.int64)
     times = results["collected_at"].to_numpy().view("int64")
-    order = np.lexsort(
-        (
-            results["source_row"].to_numpy(dtype=np.int64, na_value=0),
-            pd.factorize(results["source_file"])[0],
-            times,
-            key,
+
+    def details(rows: np.ndarray) -> duplicates.Rows:
+        sub = results.iloc[rows]
+        # equal texts have equal codes; compare codes instead of Python strings
+        text, no_text = _text_codes(sub["text_result"])
+        return duplicates.Rows(
+            group=group[rows],
+            time=times[rows],
+            file=pd.factorize(results["source_file"])[0][rows],
+            row=sub["source_row"].to_numpy(dtype=np.int64, na_value=0),
+            value=sub["value"].to_numpy(dtype=float),
+            text=text,
+            no_text=no_text,
+            comparator=_text_codes(sub["comparator"])[0],
         )
-    )
-    k, t = key[order], times[order]
-    value = results["value"].to_numpy(dtype=float)[order]
-    # equal texts have equal codes; compare codes instead of a million Python strings
-    text, no_text = _text_codes(results["text_result"])
-    cmp_, _ = _text_codes(results["comparator"])
-    text, cmp_ = text[order], cmp_[order]
-    new_run = np.ones(n, dtype=bool)
-    new_run[1:] = (k[1:] != k[:-1]) | (t[1:] != t[:-1])
-    run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
-    first_value = value[run_start]
-    with np.errstate(invalid="ignore"):
-        same_number = np.abs(value - first_value) <= 0.02 * np.abs(first_value)
-    same_text = (text != no_text) & (text == text[run_start])
-    dup = ~new_run & (cmp_ == cmp_[run_start]) & (same_number | same_text)
-    if not dup.any():
+
+    dup_rows, firsts = duplicates.find(group, times, details)
+    if len(dup_rows) == 0:
         return results, empty(REJECTED)
-    dup_rows = order[dup]
-    firsts = order[run_start[dup]]
-    is_dup = np.zeros(n, dtype=bool)
+    is_dup = np.zeros(len(results), dtype=bool)
     is_dup[dup_rows] = True
     kept = results[~is_dup]  # a mask lets pyarrow copy the long runs of kept rows whole
     sub = results.iloc[dup_rows]
@@ -191,7 +203,7 @@ def _text_codes(column: pd.Series) -> tuple[np.ndarray, int]:
     """Integer codes of a text column (missing counts as ""), and the code of ""."""
     codes, uniques = pd.factorize(column.fillna(""))
     found = np.flatnonzero(np.asarray(uniques, dtype=object) == "")
-    return codes, int(found[0]) if len(found) else -1
+    return codes.astype(np.int64), int(found[0]) if len(found) else -1
 
 
 def plan_for(
@@ -269,13 +281,18 @@ def _table(p: Path, sniffed: sniff.Sniffed) -> table.Table:
     return formats.records_table(p, numbered)
 
 
-def _read_one(p: Path, *, mapping: Path | None, date_format: str | None) -> ReadResult:
+def _read_one(
+    p: Path, *, mapping: Path | None, date_format: str | None, dedupe: bool
+) -> ReadResult:
+    """One file's results and rejected rows; `dedupe` also rejects its repeated results."""
     sniffed = sniff.sniff(p)
     label = sniff.display_name(p)
     if sniffed.kind in ("json", "ndjson") and _is_fhir(p, sniffed):
         doc = formats.load_json(p, sniffed)
         raw, invalid = fhir_raw(doc, label)
-        results, rejected = normalize(raw, label, Options(date_format=date_format))
+        results, rejected, repeated = _normalize(
+            raw, label, Options(date_format=date_format), dedupe
+        )
         bad = conform(
             pd.DataFrame(
                 {
@@ -287,12 +304,12 @@ def _read_one(p: Path, *, mapping: Path | None, date_format: str | None) -> Read
             ),
             REJECTED,
         )
-        rejected = pd.concat([rejected, bad], ignore_index=True) if len(bad) else rejected
+        rejected = _append(rejected, bad, repeated)
         report = FileReport(label, "fhir", "FHIR Observation fields", "", len(raw) + len(invalid))
         return ReadResult(results, rejected, [report])
     tbl = _table(p, sniffed)
     plan = colplan.plan_columns(list(tbl.frame.columns), label, mapping)
-    return _from_table(p, label, sniffed.kind, tbl, plan, date_format)
+    return _from_table(p, label, sniffed.kind, tbl, plan, date_format, dedupe)
 
 
 def _from_table(
@@ -302,6 +319,7 @@ def _from_table(
     tbl: table.Table,
     plan: colplan.ColumnPlan,
     date_format: str | None,
+    dedupe: bool,
 ) -> ReadResult:
     raw = _raw_frame(p, label, tbl, plan)
     undated = "collected_at" not in plan.columns
@@ -329,9 +347,8 @@ def _from_table(
         tests=tuple(plan.tests.items()),
         undated=undated,
     )
-    results, rejected = normalize(raw, label, options)
-    if len(malformed):
-        rejected = pd.concat([rejected, malformed], ignore_index=True)
+    results, rejected, repeated = _normalize(raw, label, options, dedupe)
+    rejected = _append(rejected, malformed, repeated)
     report = FileReport(
         label,
         kind if plan.layout == "long" else f"{kind} (wide)",
@@ -341,6 +358,21 @@ def _from_table(
         undated=undated,
     )
     return ReadResult(results, rejected, [report])
+
+
+def _normalize(
+    raw: pd.DataFrame, label: str, options: Options, dedupe: bool
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    if dedupe:
+        return normalize_unique(raw, label, options)
+    results, rejected = normalize(raw, label, options)
+    return results, rejected, empty(REJECTED)
+
+
+def _append(rejected: pd.DataFrame, *more: pd.DataFrame) -> pd.DataFrame:
+    """REJECTED rows in the order the steps found them (no copy when nothing is added)."""
+    extra = [m for m in more if len(m)]
+    return pd.concat([rejected, *extra], ignore_index=True) if extra else rejected
 
 
 def _raw_frame(p: Path, label: str, tbl: table.Table, plan: colplan.ColumnPlan) -> pd.DataFrame:

@@ -1,0 +1,87 @@
+"""Find repeated results: same patient, analyte and time, same value within 2 %.
+
+Works on integer codes, so the reader (which already holds codes for every field) and
+`labinterp.reading.deduplicate` (which factorizes a RESULTS frame) share one rule.
+Most exports repeat few results, so a cheap hash of (patient x analyte, time) first picks
+the rows that could repeat one another, and the exact comparison runs on those alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+SAME_NUMBER = 0.02  # relative tolerance: the same result converted between unit systems
+
+
+@dataclass
+class Rows:
+    """What the rule compares, one entry per row (all int64 codes except `value`)."""
+
+    group: np.ndarray  # patient x analyte, numbered in order of first appearance
+    time: np.ndarray  # collection time as int64 nanoseconds
+    file: np.ndarray  # input file, numbered in reading order
+    row: np.ndarray  # line or record number in that file
+    value: np.ndarray  # float64 canonical value (NaN for text results)
+    text: np.ndarray  # text result; equal texts have equal codes
+    no_text: int  # the code of "" in `text` (-1 if absent)
+    comparator: np.ndarray  # "", "<", ...; equal comparators have equal codes
+
+    def at(self, rows: np.ndarray) -> Rows:
+        return Rows(
+            self.group[rows],
+            self.time[rows],
+            self.file[rows],
+            self.row[rows],
+            self.value[rows],
+            self.text[rows],
+            self.no_text,
+            self.comparator[rows],
+        )
+
+
+def candidates(group: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """Positions whose (group, time) occurs more than once, plus rare hash collisions.
+
+    A collision only adds rows to compare exactly; it never makes a duplicate.
+    """
+    with np.errstate(over="ignore"):
+        mixed = group.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ time.astype(np.uint64)
+    return np.flatnonzero(pd.Series(mixed).duplicated(keep=False).to_numpy())
+
+
+def repeats(rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+    """(duplicates, firsts): positions of repeated rows and of the row each one repeats.
+
+    The earliest row by (file, row) of a group and time is kept; duplicates come in
+    (group, time, file, row) order.
+    """
+    n = len(rows.group)
+    order = np.lexsort((rows.row, rows.file, rows.time, rows.group))
+    r = rows.at(order)
+    new_run = np.ones(n, dtype=bool)
+    new_run[1:] = (r.group[1:] != r.group[:-1]) | (r.time[1:] != r.time[:-1])
+    run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
+    first_value = r.value[run_start]
+    with np.errstate(invalid="ignore"):
+        same_number = np.abs(r.value - first_value) <= SAME_NUMBER * np.abs(first_value)
+    same_text = (r.text != rows.no_text) & (r.text == r.text[run_start])
+    dup = ~new_run & (r.comparator == r.comparator[run_start]) & (same_number | same_text)
+    return order[dup], order[run_start[dup]]
+
+
+def find(
+    group: np.ndarray, time: np.ndarray, details: Callable[[np.ndarray], Rows]
+) -> tuple[np.ndarray, np.ndarray]:
+    """`repeats` over all rows; `details(positions)` gives the compared fields of those rows.
+
+    Only candidate rows are asked for, so the caller never builds codes for every row.
+    """
+    some = candidates(group, time)
+    if len(some) == 0:
+        return some, some
+    dups, firsts = repeats(details(some))
+    return some[dups], some[firsts]
