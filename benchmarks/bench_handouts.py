@@ -38,7 +38,8 @@ PTH = ("pth", "pg/mL", 15.0, 65.0)
 CRP = ("crp", "mg/L", None, 10.0)
 ALB = ("albumin", "g/dL", 3.5, 5.0)
 
-SCENARIOS = [
+Spec = tuple[str, str, float | None, float | None]
+SCENARIOS: list[tuple[str, str, str, list[tuple[Spec, float]]]] = [
     (
         "hypomagnesemia_hypocalcemia",
         "fired",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import logging
 import multiprocessing
 import os
@@ -17,7 +16,7 @@ import pandas as pd
 
 from labinterp import atomic, schema
 from labinterp.errors import LabinterpError, OutputError
-from labinterp.handout.context import Grader, build_context
+from labinterp.handout.context import Grader, Row, build_context, context_from_rows, rows_by_patient
 from labinterp.handout.render import LANGS, PAPERS, shared_renderer
 
 log = logging.getLogger("labinterp.handout")
@@ -27,6 +26,8 @@ Frame = pd.DataFrame | PathLike
 
 # Workers are replaced after this many handouts so a long batch cannot grow without bound.
 MAX_TASKS_PER_CHILD = 64
+# Handouts per task sent to a worker (smaller when a pool has few handouts per worker).
+CHUNK = 4
 
 
 def _grader() -> Grader | None:
@@ -118,10 +119,20 @@ def _worker_init(no_hb_subset: bool = False) -> None:
     shared_renderer()
 
 
-def _render_to(context: dict[str, Any], target: str) -> str:
-    pdf = shared_renderer().render(context)
-    atomic.write_bytes(target, pdf)
-    return target
+# One task: (patient id, target file, that patient's RESULTS rows, its FINDINGS rows).
+Task = tuple[str, str, list[Row], list[Row]]
+
+
+def _render_tasks(tasks: Sequence[Task], lang: str, large_print: bool, paper: str) -> int:
+    """Build each patient's context here (in the worker) and write its PDF; return the count."""
+    grader = _grader()
+    renderer = shared_renderer()
+    for pid, target, res_rows, fnd_rows in tasks:
+        ctx = context_from_rows(
+            res_rows, fnd_rows, pid, lang=lang, large_print=large_print, paper=paper, grader=grader
+        )
+        atomic.write_bytes(target, renderer.render(ctx))
+    return len(tasks)
 
 
 def iter_contexts(
@@ -134,13 +145,11 @@ def iter_contexts(
     paper: str,
 ) -> Iterator[dict[str, Any]]:
     grader = _grader()
-    by_patient_r = dict(tuple(res.groupby("patient_id", sort=False, observed=True)))
-    by_patient_f = dict(tuple(fnd.groupby("patient_id", sort=False, observed=True)))
-    empty_f = fnd.iloc[0:0]
+    res_rows, fnd_rows = rows_by_patient(res), rows_by_patient(fnd)
     for pid in patient_ids:
-        yield build_context(
-            by_patient_r[pid],
-            by_patient_f.get(pid, empty_f),
+        yield context_from_rows(
+            res_rows[pid],
+            fnd_rows.get(pid, []),
             pid,
             lang=lang,
             large_print=large_print,
@@ -179,14 +188,18 @@ def render_batch(
     patient_ids = sorted({str(p) for p in res["patient_id"].dropna()})
     names = {pid: handout_name(i) for i, pid in enumerate(patient_ids, start=1)}
     total = len(patient_ids)
-    contexts = iter_contexts(res, fnd, patient_ids, lang=lang, large_print=large_print, paper=paper)
+    # Rows become plain dicts once, grouped by patient; workers build the contexts.
+    res_rows, fnd_rows = rows_by_patient(res), rows_by_patient(fnd)
+    tasks: list[Task] = [
+        (pid, str(out / names[pid]), res_rows[pid], fnd_rows.get(pid, [])) for pid in patient_ids
+    ]
+    options = (lang, large_print, paper)
     workers = workers or os.cpu_count() or 1
     done = 0
     if workers <= 1 or total <= 1:
         _worker_init(_no_hb_subset)
-        for ctx in contexts:
-            _render_to(ctx, str(out / names[ctx["patient_id"]]))
-            done += 1
+        for task in tasks:
+            done += _render_tasks([task], *options)
             if progress:
                 progress(done, total)
     else:
@@ -195,29 +208,27 @@ def render_batch(
         # max_tasks_per_child can hang on Python 3.11 once every worker has retired with
         # tasks still queued, CPython gh-115634.) forkserver: a new worker is a fork of a
         # server that already imported WeasyPrint and pandas, so a fresh pool is cheap.
+        # Handouts travel in small chunks (fewer round trips, still balanced across workers).
         mp = multiprocessing.get_context("forkserver")
         mp.set_forkserver_preload(["pandas", "labinterp.handout.api"])
         n_workers = min(workers, total)
         per_pool = n_workers * max(1, max_tasks_per_child)
-        pending = iter(contexts)
-        while done < total:
-            chunk = list(itertools.islice(pending, per_pool))
-            if not chunk:
-                break
+        chunk = max(1, min(CHUNK, per_pool // (n_workers * 4)))
+        for start in range(0, total, per_pool):
+            pool_tasks = tasks[start : start + per_pool]
             with ProcessPoolExecutor(
-                max_workers=min(n_workers, len(chunk)),
+                max_workers=min(n_workers, len(pool_tasks)),
                 mp_context=mp,
                 initializer=_worker_init,
                 initargs=(_no_hb_subset,),
             ) as pool:
                 futures = [
-                    pool.submit(_render_to, ctx, str(out / names[ctx["patient_id"]]))
-                    for ctx in chunk
+                    pool.submit(_render_tasks, pool_tasks[i : i + chunk], *options)
+                    for i in range(0, len(pool_tasks), chunk)
                 ]
                 try:
                     for fut in as_completed(futures):
-                        fut.result()
-                        done += 1
+                        done += fut.result()
                         if progress:
                             progress(done, total)
                 except BaseException:

@@ -181,7 +181,10 @@ def trend_line(
     }
 
 
-def _grade_for(grader: Grader | None, analyte: str, status: str, row: pd.Series) -> int | None:
+Row = dict[str, Any]  # one RESULTS or FINDINGS row as a plain dict (column -> value)
+
+
+def _grade_for(grader: Grader | None, analyte: str, status: str, row: Row) -> int | None:
     if grader is None or status not in ("low", "high") or analyte not in CTCAE_TERMS:
         return None
     term = CTCAE_TERMS[analyte][0 if status == "low" else 1]
@@ -203,7 +206,7 @@ def _grade_for(grader: Grader | None, analyte: str, status: str, row: pd.Series)
     return int(grade) if grade is not None and not pd.isna(grade) else None
 
 
-def _result_dict(row: pd.Series, grader: Grader | None) -> dict[str, Any]:
+def _result_dict(row: Row, grader: Grader | None) -> dict[str, Any]:
     comparator = nfc(row.get("comparator"))
     value = _num(row.get("value_reported"))
     low = _num(row.get("range_low_reported"))
@@ -245,7 +248,7 @@ def _split(text: Any) -> list[str]:
     return [p for p in (s.strip() for s in nfc(text).split(";")) if p]
 
 
-def _finding_dict(row: pd.Series) -> dict[str, Any]:
+def _finding_dict(row: Row) -> dict[str, Any]:
     grade = row.get("grade")
     return {
         "rule_id": nfc(row.get("rule_id")),
@@ -278,6 +281,23 @@ def _dedupe_findings(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(best.values())
 
 
+def _records(frame: pd.DataFrame) -> list[Row]:
+    """Rows as plain dicts, column by column (iterrows/to_dict build a Series per row)."""
+    columns = {c: frame[c].tolist() for c in frame.columns}
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not bool(pd.isna(value))
+
+
+def _ts_key(row: Row) -> tuple[bool, Any]:
+    ts = row.get("collected_at")
+    missing = not _present(ts)
+    return (missing, 0 if missing else ts)
+
+
 def build_context(
     results: pd.DataFrame,
     findings: pd.DataFrame,
@@ -290,15 +310,49 @@ def build_context(
     today: dt.date | None = None,
 ) -> dict[str, Any]:
     """The template context for one patient (plain dicts, lists, str, int, float, bool)."""
-    res = results[results["patient_id"] == patient_id]
-    fnd = findings[findings["patient_id"] == patient_id]
+    return context_from_rows(
+        _records(results[results["patient_id"] == patient_id]),
+        _records(findings[findings["patient_id"] == patient_id]),
+        patient_id,
+        lang=lang,
+        large_print=large_print,
+        paper=paper,
+        grader=grader,
+        today=today,
+    )
 
+
+def rows_by_patient(frame: pd.DataFrame) -> dict[str, list[Row]]:
+    """Every row of a RESULTS or FINDINGS table as a dict, grouped by patient id (one pass)."""
+    out: dict[str, list[Row]] = {}
+    for row in _records(frame):
+        out.setdefault(row["patient_id"], []).append(row)
+    return out
+
+
+def context_from_rows(
+    res: list[Row],
+    fnd: list[Row],
+    patient_id: str,
+    *,
+    lang: str = "en",
+    large_print: bool = False,
+    paper: str = "A4",
+    grader: Grader | None = None,
+    today: dt.date | None = None,
+) -> dict[str, Any]:
+    """`build_context` for one patient's rows already turned into dicts (batch workers)."""
     analytes: list[dict[str, Any]] = []
     known = {a: i for i, a in enumerate(ANALYTE_ORDER)}
-    present = sorted({nfc(a) for a in res["analyte"].dropna()}, key=lambda a: (known.get(a, 99), a))
+    by_analyte: dict[str, list[Row]] = {}
+    for row in res:
+        a = row.get("analyte")
+        if _present(a):
+            by_analyte.setdefault(nfc(a), []).append(row)
+    present = sorted(by_analyte, key=lambda a: (known.get(a, 99), a))
     for analyte in present:
-        rows = res[res["analyte"] == analyte].sort_values("collected_at", kind="stable")
-        items = [_result_dict(r, grader) for _, r in rows.iterrows()]
+        rows = sorted(by_analyte[analyte], key=_ts_key)  # stable, missing dates last
+        items = [_result_dict(r, grader) for r in rows]
         numeric = [
             (pd.Timestamp(i["_ts"]), i["_value"])
             for i in items
@@ -323,7 +377,7 @@ def build_context(
             del i["_value"], i["_ts"]
         analytes.append({"id": analyte, "results": items, "trend": trend})
 
-    found = _dedupe_findings(_finding_dict(r) for _, r in fnd.iterrows())
+    found = _dedupe_findings(_finding_dict(r) for r in fnd)
     patterns = sorted(
         (f for f in found if f["kind"] == "pattern" or f["rule_id"] in PATTERN_ORDER),
         key=lambda f: (
@@ -381,7 +435,7 @@ def build_context(
         and f["kind"] != "guard"
     ]
 
-    dates = [d for d in res["collected_at"].dropna()]
+    dates: list[Any] = [d for d in (r.get("collected_at") for r in res) if _present(d)]
     today = today or dt.date.today()
     return {
         "lang": lang,
@@ -399,5 +453,7 @@ def build_context(
         "context_findings": context_rules,
         "urgent": urgent,
         "urgent_findings": urgent_findings,
-        "source_files": sorted({nfc(s) for s in res["source_file"].dropna()}),
+        "source_files": sorted(
+            {nfc(s) for s in (r.get("source_file") for r in res) if _present(s)}
+        ),
     }
