@@ -639,8 +639,8 @@ def _normalize(
     repeated = conform(pd.DataFrame(), REJECTED)
     if dedupe:
         text = parsed.field(2).compact()
-        found = _Repeats(frame, col, pid.compact(), analyte, when, value, text, cmp_)
-        rows, repeated = found.split(rows)
+        repeats = _Repeats(frame, col, pid.compact(), analyte, when, value, text, cmp_)
+        rows, repeated = repeats.split(rows)
     # reference ranges: the row's own, else bundled by age/sex, else unknown
     ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"]).at(rows)
     ranges = ranges.map(lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal))

@@ -76,16 +76,16 @@ def _inherit(observations: list[dict[str, Any]], reports: list[dict[str, Any]]) 
             parent = {**context.get(oid, {}), **{k: obs[k] for k in _INHERITED if k in obs}}
             give(parent, obs.get("hasMember") or [])
     for oid, ctx in context.items():
-        obs = by_id.get(oid)
-        if obs is None:
+        member = by_id.get(oid)
+        if member is None:
             continue
-        has_time = any(k in obs for k in _INHERITED[1:4])
+        has_time = any(k in member for k in _INHERITED[1:4])
         for key, value in ctx.items():
-            if value is None or key in obs:
+            if value is None or key in member:
                 continue
             if key.startswith("effective") and has_time:
                 continue
-            obs[key] = value
+            member[key] = value
 
 
 def _walk(doc: Any) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -194,9 +194,9 @@ def fhir_raw(doc: Any, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
         numbered: list[tuple[int, dict[str, Any]]] = []
         patients: dict[str, dict[str, Any]] = {}
         for line, res in doc:
-            obs, pats = _walk(res)
+            found, pats = _walk(res)
             patients.update(pats)
-            numbered.extend((line, o) for o in obs)
+            numbered.extend((line, o) for o in found)
     else:
         obs_list, patients = _walk(
             doc if not isinstance(doc, list) else {"entry": [{"resource": r} for r in doc]}

@@ -14,19 +14,17 @@ import pyarrow.parquet as pq
 
 from labinterp.errors import InputFileError
 from labinterp.readers.sniff import Sniffed, display_name
-from labinterp.readers.table import STR, Table, _unique_header
+from labinterp.readers.table import Table, _unique_header, text_array
+
+
+def _record_text(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and np.isnan(v)) else _text(v)
 
 
 def _as_text_frame(records: dict[str, list[Any]]) -> pd.DataFrame:
     out = {}
     for name, values in records.items():
-        out[name] = pd.array(
-            [
-                "" if v is None or (isinstance(v, float) and np.isnan(v)) else _text(v)
-                for v in values
-            ],
-            dtype=STR,
-        )
+        out[name] = text_array([_record_text(v) for v in values])
     return pd.DataFrame(out)
 
 
@@ -91,7 +89,7 @@ def read_parquet(path: Path) -> Table:
         ) from exc
     frame = pd.DataFrame(
         {
-            name: pd.array(_parquet_text(tbl.column(name)), dtype=STR)
+            name: text_array(_parquet_text(tbl.column(name)))
             for name in _unique_header(tbl.column_names)
         }
     )
@@ -111,7 +109,7 @@ def _parquet_text(col: pa.ChunkedArray) -> list[str]:
 def load_json(path: Path, sniffed: Sniffed) -> Any:
     opener = gzip.open if sniffed.compressed else open
     try:
-        with opener(path, "rt", encoding=sniffed.encoding) as fh:  # type: ignore[operator]
+        with opener(path, "rt", encoding=sniffed.encoding) as fh:
             if sniffed.kind == "ndjson":
                 out = []
                 for i, line in enumerate(fh, start=1):

@@ -156,6 +156,11 @@ def text_series(column: pa.ChunkedArray | pa.Array) -> pd.Series:
     return pd.Series(pd.arrays.ArrowStringArray(column))
 
 
+def text_array(values: list[str]) -> pd.api.extensions.ExtensionArray:
+    """Python strings as a pyarrow text column of dtype STR (None -> missing)."""
+    return pd.arrays.ArrowExtensionArray(pa.array(values, type=pa.string()))
+
+
 def _count_physical_lines(data: bytes, breaks: np.ndarray) -> int:
     n = len(breaks)
     if data and not data.endswith(b"\n"):
@@ -229,7 +234,7 @@ def _slow(path: Path, data: bytes, delimiter: str) -> Table:
         raise _no_header(path)
     columns = list(zip(*records, strict=True)) if records else [()] * len(header)
     frame = pd.DataFrame(
-        {name: pd.array(list(col), dtype=STR) for name, col in zip(header, columns, strict=True)}
+        {name: text_array(list(col)) for name, col in zip(header, columns, strict=True)}
     )
     table = Table(frame, np.asarray(lines, dtype=np.int64))
     table.ragged = ragged  # type: ignore[attr-defined]
@@ -299,7 +304,7 @@ def _table_from_batches(batches: list[pa.RecordBatch], names: list[str], first_r
         tbl = pa.Table.from_batches(batches)
         frame = tbl.to_pandas(types_mapper=pd.ArrowDtype)
     else:
-        frame = pd.DataFrame({n: pd.array([], dtype=STR) for n in names})
+        frame = pd.DataFrame({n: text_array([]) for n in names})
     frame.columns = names
     rows = np.arange(first_row, first_row + len(frame), dtype=np.int64)
     return Table(frame, rows)
