@@ -650,35 +650,35 @@ def _normalize(
     quality = _quality(col, unit_rep, rows, opts.undated)
     test_label = _test_label(col, rows)
 
-    out = pd.DataFrame(
-        {
-            "source_file": col["source_file"].at(rows).strings(),
-            "source_row": _take(frame["source_row"], rows),
-            "patient_id": pid.at(rows).strings(),
-            "collected_at": when[rows],
-            "specimen_id": col["specimen_id"].at(rows).via_pandas(_strip).strings(True),
-            "analyte": analyte.at(rows).strings(),
-            "test_label": test_label.strings(),
-            "loinc": col["loinc"].at(rows).strings(),
-            "value_raw": col["value_raw"].at(rows).filled().strings(),
-            "unit_raw": col["unit_raw"].at(rows).filled().strings(),
-            "comparator": cmp_.at(rows).strings(),
-            "value_reported": number[rows],
-            "unit_reported": unit_rep.at(rows).strings(),
-            "unit_system": unit.at(rows).map(lambda v: v[2]).strings(),
-            "value": value[rows],
-            "unit": canon_unit.at(rows).strings(),
-            "text_result": parsed.at(rows).map(lambda v: v[2]).strings(),
-            "range_low_reported": ranges.field(0).floats(),
-            "range_high_reported": ranges.field(1).floats(),
-            "flag": col["flag"].at(rows).strings(),
-            "comment": col["comment"].at(rows).strings(),
-            "quality": quality.strings(),
-            "sex": sex.strings(empty_is_missing=True),
-            "age_years": age,
-        }
-    )
-    out = _apply_ranges(out, factor[rows], analyte.at(rows), sex)
+    low_rep, high_rep = ranges.field(0).floats(), ranges.field(1).floats()
+    columns = {
+        "source_file": col["source_file"].at(rows).strings(),
+        "source_row": _take(frame["source_row"], rows),
+        "patient_id": pid.at(rows).strings(),
+        "collected_at": when[rows],
+        "specimen_id": col["specimen_id"].at(rows).via_pandas(_strip).strings(True),
+        "analyte": analyte.at(rows).strings(),
+        "test_label": test_label.strings(),
+        "loinc": col["loinc"].at(rows).strings(),
+        "value_raw": col["value_raw"].at(rows).filled().strings(),
+        "unit_raw": col["unit_raw"].at(rows).filled().strings(),
+        "comparator": cmp_.at(rows).strings(),
+        "value_reported": number[rows],
+        "unit_reported": unit_rep.at(rows).strings(),
+        "unit_system": unit.at(rows).map(lambda v: v[2]).strings(),
+        "value": value[rows],
+        "unit": canon_unit.at(rows).strings(),
+        "text_result": parsed.at(rows).map(lambda v: v[2]).strings(),
+        "flag": col["flag"].at(rows).strings(),
+        "comment": col["comment"].at(rows).strings(),
+        "quality": quality.strings(),
+        "sex": sex.strings(empty_is_missing=True),
+        "age_years": age,
+        **_ranges(low_rep, high_rep, factor[rows], analyte.at(rows), sex, age),
+    }
+    # copy=False: the arrays are fresh, and pandas would otherwise copy the float columns
+    # into one 2-D block; built in schema order so conform has nothing left to do
+    out = pd.DataFrame({name: columns[name] for name in RESULTS}, copy=False)
     return conform(out, RESULTS), conform(rejected, REJECTED), repeated
 
 
@@ -881,11 +881,15 @@ def _quality(col: dict[str, _Coded], unit_rep: _Coded, rows: np.ndarray, undated
     return _joint(*(col[c].at(rows) for c in parts), unit_rep.at(rows)).map(joined)
 
 
-def _apply_ranges(
-    out: pd.DataFrame, factor: np.ndarray, analyte: _Coded, sex: _Coded
-) -> pd.DataFrame:
-    low_rep = out["range_low_reported"].to_numpy()
-    high_rep = out["range_high_reported"].to_numpy()
+def _ranges(
+    low_rep: np.ndarray,
+    high_rep: np.ndarray,
+    factor: np.ndarray,
+    analyte: _Coded,
+    sex: _Coded,
+    age: np.ndarray,
+) -> dict[str, Any]:
+    """The range columns of RESULTS: the row's own range, else a bundled one, else none."""
     has_row_range = ~(np.isnan(low_rep) & np.isnan(high_rep))
     low = low_rep * factor
     high = high_rep * factor
@@ -895,7 +899,6 @@ def _apply_ranges(
     sources = ["", "row"]
     origin = has_row_range.astype(np.int64)  # 1 = "row"
     source = has_row_range.astype(np.int64)
-    age = out["age_years"].to_numpy(dtype=float)
     for fb in fallback_ranges():
         m = (origin == unknown) & analyte.rows_where(_equals(fb.analyte))
         if fb.sex != "any":
@@ -918,13 +921,14 @@ def _apply_ranges(
         bundled = origin == bundled_id
         low_rep = np.where(bundled, low / factor, low_rep)
         high_rep = np.where(bundled, high / factor, high_rep)
-    out["range_low"] = low
-    out["range_high"] = high
-    out["range_low_reported"] = _round_bundled(low_rep, bundled)
-    out["range_high_reported"] = _round_bundled(high_rep, bundled)
-    out["range_origin"] = _Coded(origin, origins).strings()
-    out["range_source"] = _Coded(source, sources).strings()
-    return out
+    return {
+        "range_low": low,
+        "range_high": high,
+        "range_low_reported": _round_bundled(low_rep, bundled),
+        "range_high_reported": _round_bundled(high_rep, bundled),
+        "range_origin": _Coded(origin, origins).strings(),
+        "range_source": _Coded(source, sources).strings(),
+    }
 
 
 def _equals(target: object) -> Callable[[object], bool]:
