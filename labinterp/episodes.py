@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from labinterp.parameters import duration, number
 
@@ -36,24 +38,28 @@ SENTINEL = pd.Timestamp("1700-01-01")
 CENSOR_BELOW = ("<", "<=")
 CENSOR_ABOVE = (">", ">=")
 
-# Columns of an observation carried into evidence text.
+# Numeric and short columns of an observation carried into evidence text (obs columns).
 EVIDENCE_FIELDS = (
     "analyte",
-    "test_label",
-    "value_raw",
     "comparator",
     "value_reported",
-    "unit_reported",
-    "unit_system",
     "value",
-    "unit",
     "range_low",
     "range_high",
     "range_low_reported",
     "range_high_reported",
-    "range_origin",
     "source_row",
-    "collected_at",
+)
+# Text columns only evidence (and grading) reads. They stay out of obs, which is
+# concatenated, sorted and filtered many times, and are looked up per observation by
+# `Context.text` when evidence is built (obs column `src` is the row in these arrays).
+TEXT_FIELDS = (
+    "test_label",
+    "value_raw",
+    "text_result",
+    "unit_reported",
+    "unit",
+    "range_origin",
 )
 
 
@@ -65,6 +71,9 @@ class Context:
     episodes: pd.DataFrame  # one row per patient episode
     patients: pd.DataFrame  # pat code -> patient_id, first/last time, sex, age
     vitamin_d_guideline: str = "iom2011"
+    # TEXT_FIELDS of each observation, indexed by obs["src"]: the RESULTS rows, then the
+    # derived rows (one chunk each, so the results columns are not copied)
+    text: dict[str, pa.ChunkedArray] = field(default_factory=dict)
     extras: dict[str, object] = field(default_factory=dict)
     # Analytes, values and times of observations never change after `build` (guards only
     # touch the flags), so masks and search keys over them are computed once and shared.
@@ -88,6 +97,11 @@ class Context:
                 self._cache["analyte_codes"] >= 0
             )
         return self._cache[names]
+
+    def text_of(self, column: str, ids: np.ndarray) -> pa.Array:
+        """TEXT_FIELDS `column` of observations `ids`, as one arrow string array."""
+        src = self.obs["src"].to_numpy()[ids]
+        return pc.cast(pc.take(self.text[column], pa.array(src)).combine_chunks(), pa.string())
 
     def comparator(self) -> np.ndarray:
         """The comparator of each observation as fixed-width numpy text ("", "<", ...),
@@ -220,7 +234,7 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     obs = pd.DataFrame(
         {
             "pat": pat_codes,
-            "patient_id": df["patient_id"],
+            "src": np.arange(len(df)),
             "t": t.to_numpy(),
             "dated": dated,
             # plain object arrays: rules read these often, and an arrow-backed column
@@ -236,17 +250,14 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
             "derived": False,
             "contaminated": False,
             "albumin_obs": -1,
-            "text_result": df["text_result"].array,
+            "comparator": pd.Series(comparator, dtype=object),
         }
     )
     for name in EVIDENCE_FIELDS:
-        if name != "analyte":
-            # keep pandas (arrow-backed) arrays: evidence text is built with pyarrow later
-            if name == "comparator":
-                obs[name] = pd.Series(comparator, dtype=object)
-            else:
-                obs[name] = df[name].array
-    obs = _with_corrected_calcium(obs, window)
+        if name not in obs.columns:
+            obs[name] = df[name].array
+    text = {name: _chunked(df[name]) for name in TEXT_FIELDS}
+    obs = _with_corrected_calcium(obs, window, text)
     # the order of sort_values(["pat", "t", "analyte", "source_row"], kind="stable"),
     # computed on integer keys only (the frame carries long text columns)
     analyte_rank = pd.factorize(obs["analyte"].to_numpy(), sort=True)[0]
@@ -293,12 +304,30 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     patients.index.name = "pat"
     patients = patients.reset_index()
     return Context(
-        obs=obs, episodes=episodes, patients=patients, vitamin_d_guideline=vitamin_d_guideline
+        obs=obs,
+        episodes=episodes,
+        patients=patients,
+        vitamin_d_guideline=vitamin_d_guideline,
+        text=text,
     )
 
 
-def _with_corrected_calcium(obs: pd.DataFrame, window: pd.Timedelta) -> pd.DataFrame:
-    """Append albumin-corrected Ca (S18) for each numeric total Ca with an albumin nearby."""
+def _chunked(column: pd.Series) -> pa.ChunkedArray:
+    """A RESULTS text column as arrow strings (no copy for arrow-backed columns)."""
+    arr = column.array
+    if hasattr(arr, "__arrow_array__"):
+        out = pa.chunked_array(pa.array(arr))
+    else:
+        out = pa.chunked_array([pa.array(column.astype(object).where(column.notna(), None))])
+    return out.cast(pa.string())
+
+
+def _with_corrected_calcium(
+    obs: pd.DataFrame, window: pd.Timedelta, text: dict[str, pa.ChunkedArray]
+) -> pd.DataFrame:
+    """Append albumin-corrected Ca (S18) for each numeric total Ca with an albumin nearby.
+
+    Their text fields are appended to `text` as one more chunk (`src` points there)."""
     ca = obs[(obs["analyte"].to_numpy() == "calcium") & obs["has_value"].to_numpy()]
     alb = obs[(obs["analyte"].to_numpy() == "albumin") & obs["has_value"].to_numpy()]
     if ca.empty or alb.empty:
@@ -324,14 +353,21 @@ def _with_corrected_calcium(obs: pd.DataFrame, window: pd.Timedelta) -> pd.DataF
     comp = np.where(a_exact, d["comparator"].to_numpy(), "?")  # censored albumin: no state
     d["low"] = tri_below(corr, comp, lo)
     d["high"] = tri_above(corr, comp, hi)
-    d["test_label"] = "corrected Ca (derived)"
-    d["value_raw"] = pd.Series(np.char.mod("%.2f", corr), index=d.index)
     d["value_reported"] = corr
-    d["unit_reported"] = d["unit"]
-    d["unit_system"] = "si"
     d["range_low_reported"] = d["range_low"]
     d["range_high_reported"] = d["range_high"]
     d["hemolyzed"] = False
+    # text of the derived rows: the calcium row's, with its own label, printed value and
+    # the canonical unit as the reported one
+    n = len(text["unit"])
+    src = pa.array(d["src"].to_numpy())
+    derived = {name: pc.take(col, src).combine_chunks() for name, col in text.items()}
+    derived["test_label"] = pa.array(["corrected Ca (derived)"] * len(d), type=pa.string())
+    derived["value_raw"] = pa.array(np.char.mod("%.2f", corr), type=pa.string())
+    derived["unit_reported"] = derived["unit"]
+    for name, col in derived.items():
+        text[name] = pa.chunked_array([*text[name].chunks, col], type=pa.string())
+    d["src"] = n + np.arange(len(d))
     out = pd.concat([obs, d], ignore_index=False)
     out["_label"] = out.index
     return out

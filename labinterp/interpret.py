@@ -44,26 +44,16 @@ ROLE_ORDER = tuple(
     )
 )
 _RULE_ORDER = {rule.id: i for i, rule in enumerate(REGISTRY)}
-# Observation columns that evidence text and evidence_json are built from.
-_EVIDENCE_COLUMNS = (
-    "analyte",
-    "test_label",
-    "value_raw",
-    "text_result",
-    "comparator",
+# Numeric observation columns that evidence text and evidence_json are built from (the
+# text ones come from Context.text_of).
+_EVIDENCE_NUMBERS = (
     "value",
     "value_reported",
-    "unit_reported",
-    "unit",
     "range_low",
     "range_high",
     "range_low_reported",
     "range_high_reported",
-    "range_origin",
     "source_row",
-    "t",
-    "dated",
-    "derived",
 )
 
 
@@ -293,37 +283,18 @@ def _range_pieces(lo: pa.Array, hi: pa.Array) -> tuple[pa.Array, np.ndarray, np.
 
 
 def _obs_pieces(
-    obs: pd.DataFrame, ids: np.ndarray, text_extra: Sequence[str], json_extra: Sequence[str]
+    ctx: episodes.Context, ids: np.ndarray, text_extra: Sequence[str], json_extra: Sequence[str]
 ) -> tuple[Pieces, Pieces, np.ndarray]:
     """Pieces of the evidence text and of the JSON object of each observation `ids`, and
     its range origin. The literals `*_extra` are added at the end of each dictionary."""
-    o = obs[list(_EVIDENCE_COLUMNS)].iloc[ids]  # only what evidence shows: obs is wide
+    o = ctx.obs[[*_EVIDENCE_NUMBERS, "analyte", "comparator", "t", "dated", "derived"]].iloc[ids]
     num = {
         c: pa.array(o[c].to_numpy(dtype="float64", na_value=np.nan), from_pandas=True)
-        for c in (
-            "value",
-            "value_reported",
-            "range_low",
-            "range_high",
-            "range_low_reported",
-            "range_high_reported",
-            "source_row",
-        )
+        for c in _EVIDENCE_NUMBERS
     }
-    s = {
-        c: _arrow(o[c])
-        for c in (
-            "analyte",
-            "test_label",
-            "value_raw",
-            "text_result",
-            "comparator",
-            "unit_reported",
-            "unit",
-            "range_origin",
-        )
-    }
-    origin_np = o["range_origin"].astype(object).fillna("unknown").to_numpy()
+    s = {c: _arrow(o[c]) for c in ("analyte", "comparator")}
+    s.update({c: ctx.text_of(c, ids) for c in episodes.TEXT_FIELDS})
+    origin_np = pc.fill_null(s["range_origin"], "unknown").to_numpy(zero_copy_only=False)
 
     # "Label 1.2 mg/dL (0.49 mmol/L; range 1.6-2.6 mg/dL, row)"
     label = pc.coalesce(s["test_label"], s["analyte"])
@@ -446,7 +417,7 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
     r = len(roles)
     heads = ['{"role":"' + role[3:] + '"' for role in roles]
     text_p, json_p, origin_u = _obs_pieces(
-        obs, used, ["; "], ["[" + h for h in heads] + ["," + h for h in heads] + ["]", "[]"]
+        ctx, used, ["; "], ["[" + h for h in heads] + ["," + h for h in heads] + ["]", "[]"]
     )
     pos = np.full(len(obs), -1, dtype="int64")
     pos[used] = np.arange(len(used))
@@ -479,7 +450,7 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
             grade[sel] = grading.grade_array(
                 term,
                 o["value_reported"].to_numpy(dtype="float64", na_value=np.nan),
-                list(o["unit_reported"].astype(object).where(o["unit_reported"].notna(), None)),
+                ctx.text_of("unit_reported", gobs[sel]).to_pylist(),
                 o["range_low_reported"].to_numpy(dtype="float64", na_value=np.nan),
                 o["range_high_reported"].to_numpy(dtype="float64", na_value=np.nan),
             )
