@@ -17,10 +17,13 @@ from typing import Any
 
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
+from labinterp.handout.fonts import font_file
 from labinterp.resources import template_dir
 
 # Bundled assets are addressed with this scheme-less base so no real path leaks into the PDF.
 ASSET_BASE = "labinterp-asset:/"
+# Fonts under this asset folder are generated, not shipped (see labinterp/handout/fonts.py).
+FONTS_DIR = "handout/fonts/"
 
 
 class RefusedURL(ValueError):
@@ -28,7 +31,7 @@ class RefusedURL(ValueError):
 
 
 class SafeFetcher(URLFetcher):
-    """Serve `labinterp-asset:/<path under templates/>` and `data:`; refuse the rest.
+    """Serve `labinterp-asset:/<path under templates/>` (and the fonts), `data:`; refuse the rest.
 
     `log` (optional list) records every URL asked for, allowed or not; tests use it as a spy.
     """
@@ -45,6 +48,10 @@ class SafeFetcher(URLFetcher):
             return _data_url(url)
         if url.startswith(ASSET_BASE):
             rel = urllib.parse.unquote(url[len(ASSET_BASE) :].split("?", 1)[0].split("#", 1)[0])
+            if rel.startswith(FONTS_DIR):  # made in memory from an installed font
+                font = font_file(rel[len(FONTS_DIR) :])
+                if font is not None:
+                    return URLFetcherResponse(url, font, headers={"Content-Type": "font/ttf"})
             path = (self._root / rel.lstrip("/")).resolve()
             if path.is_relative_to(self._root) and path.is_file():
                 mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"

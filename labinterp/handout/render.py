@@ -63,7 +63,9 @@ class Renderer:
                 CSS(
                     string=self._css_text + page_css(paper, large_print),
                     base_url=ASSET_BASE,
-                    url_fetcher=self.fetcher,
+                    # Our own stylesheet loads only our fonts; `fetch_log` watches what the
+                    # (untrusted) document asks for, so the stylesheet gets its own fetcher.
+                    url_fetcher=SafeFetcher(),
                     font_config=self.font_config,
                 )
             ]

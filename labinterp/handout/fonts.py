@@ -1,0 +1,89 @@
+"""The handout typeface: the system's DejaVu Sans cut down once per process to the text range.
+
+Every PDF embeds a subset of the fonts it uses, and WeasyPrint makes that subset from the
+whole font file for every document: ~6,000 glyphs of DejaVu Sans, twice (regular and bold).
+That costs a few ms with HarfBuzz and ~120 ms per font with fontTools (what WeasyPrint falls
+back to without libharfbuzz-subset0). Handing it a font that holds only Latin, Latin-1,
+Latin Extended-A and common punctuation (~400 glyphs, no hinting) makes the per-document
+subset cheap either way. Characters outside that range (a name or comment from the export
+in another script) still print: the stylesheet lists the full system fonts after this one.
+
+The cut-down fonts are served to WeasyPrint as `labinterp-asset:/handout/fonts/<file>` by
+the SafeFetcher; when DejaVu Sans is not installed there is nothing to serve, the
+@font-face rules are skipped and the stylesheet's fallback fonts are used as before.
+"""
+
+from __future__ import annotations
+
+import io
+from functools import cache
+
+FAMILY = "DejaVu Sans"
+# Served file name -> fontconfig style of the system font it is cut from.
+FILES = {"handout-sans.ttf": "Book", "handout-sans-bold.ttf": "Bold"}
+RANGES = (
+    (0x0020, 0x007E),  # Basic Latin
+    (0x00A0, 0x017F),  # Latin-1 Supplement, Latin Extended-A (es: ñ, á, ¿, ¡; µ, °, ±)
+    (0x2010, 0x2027),  # dashes, quotes, bullet, ellipsis
+    (0x2030, 0x203A),  # per mille, primes, angle quotes
+    (0x20AC, 0x20AC),  # euro
+    (0x2190, 0x2193),  # arrows
+    (0x2212, 0x2212),  # minus
+    (0x2264, 0x2265),  # less/greater than or equal
+)
+
+
+def _system_font(family: str, style: str) -> str | None:
+    """Path of the installed font file for family/style, if fontconfig has exactly it."""
+    from weasyprint.text.ffi import ffi, fontconfig
+
+    pattern = ffi.gc(fontconfig.FcPatternCreate(), fontconfig.FcPatternDestroy)
+    fontconfig.FcPatternAddString(pattern, b"family", family.encode())
+    fontconfig.FcPatternAddString(pattern, b"style", style.encode())
+    fontconfig.FcConfigSubstitute(ffi.NULL, pattern, 0)  # FcMatchPattern
+    fontconfig.FcDefaultSubstitute(pattern)
+    result = ffi.new("FcResult *")
+    match = fontconfig.FcFontMatch(ffi.NULL, pattern, result)
+    if match == ffi.NULL:
+        return None
+    match = ffi.gc(match, fontconfig.FcPatternDestroy)
+    value = ffi.new("FcChar8 **")
+    if fontconfig.FcPatternGetString(match, b"family", 0, value) != 0:
+        return None
+    if ffi.string(value[0]).decode("utf-8", "replace") != family:
+        return None  # fontconfig substituted another family: do not cut that one down
+    if fontconfig.FcPatternGetString(match, b"file", 0, value) != 0:
+        return None
+    return ffi.string(value[0]).decode("utf-8", "surrogateescape")
+
+
+@cache
+def font_file(name: str) -> bytes | None:
+    """The cut-down font served as handout/fonts/<name>, or None (not ours, or not installed)."""
+    style = FILES.get(name)
+    if style is None:
+        return None
+    path = _system_font(FAMILY, style)
+    if path is None:
+        return None
+    from fontTools import subset
+    from fontTools.ttLib import TTFont, TTLibError
+
+    options = subset.Options(
+        hinting=False,
+        layout_features=["kern", "liga", "clig", "calt", "ccmp", "locl", "mark", "mkmk"],
+        name_IDs=["*"],
+        notdef_outline=True,
+        glyph_names=False,
+    )
+    options.drop_tables += ["FFTM"]  # FontForge timestamps: fontTools cannot subset them
+    try:
+        font = TTFont(path)
+        subsetter = subset.Subsetter(options)
+        subsetter.populate(unicodes=[u for lo, hi in RANGES for u in range(lo, hi + 1)])
+        subsetter.subset(font)
+        out = io.BytesIO()
+        font.save(out)
+    except (OSError, TTLibError, KeyError, ValueError):
+        return None
+    return out.getvalue()
