@@ -388,20 +388,28 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
     pid = ctx.patients.set_index("pat")["patient_id"]
     # Sort first, on the short key columns, so the long evidence strings are built in the
     # final order and never moved again.
+    rule_codes, rule_ids = pd.factorize(f["rule_id"].to_numpy())
+    rule_rank = np.array([_RULE_ORDER[r] for r in rule_ids], dtype="int64")[rule_codes]
     keys = pd.DataFrame(
         {
             "patient_id": pid.reindex(f["pat"].to_numpy()).to_numpy(),
-            "_r": f["rule_id"].map(_RULE_ORDER).to_numpy(),
             "episode_start": pd.to_datetime(f["start"]).to_numpy(),
             "episode_end": pd.to_datetime(f["end"]).to_numpy(),
-            "status": f["status"].to_numpy(),
         }
     )
-    order = keys.sort_values(
-        ["patient_id", "_r", "episode_start", "episode_end", "status"],
-        kind="stable",
-        na_position="first",
-    ).index.to_numpy()
+    # The order of sort_values(["patient_id", rule order, "episode_start", "episode_end",
+    # "status"], kind="stable", na_position="first"), on integer keys: pat codes follow the
+    # sorted patient ids, NaT is the smallest int64, status ranks follow its sorted values.
+    status_rank = pd.factorize(f["status"].to_numpy(), sort=True)[0]
+    order = np.lexsort(
+        (
+            status_rank,
+            keys["episode_end"].to_numpy().view("int64"),
+            keys["episode_start"].to_numpy().view("int64"),
+            rule_rank,
+            f["pat"].to_numpy(dtype="int64"),
+        )
+    )
     f = f.iloc[order].reset_index(drop=True)
     keys = keys.iloc[order].reset_index(drop=True)
     n = len(f)
