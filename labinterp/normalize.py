@@ -40,16 +40,30 @@ class Options:
 # ---------------------------------------------------------------- distinct-value helpers
 
 
-@dataclass
 class _Coded:
     """A per-row column kept as its distinct `values` and each row's index into them.
 
     Every per-value computation (parsing, look-ups, pandas string methods) runs once per
     distinct value; only integer codes and finished arrays ever touch a million rows.
+    Text straight from the file also keeps its distinct values as a pyarrow array
+    (`text`): a column with 150k distinct times or specimen ids then goes to pyarrow and
+    back without becoming 150k Python strings.
     """
 
-    codes: np.ndarray  # int64, one per row: index into `values`
-    values: list[Any]  # distinct values (text, None for missing, or tuples of them)
+    def __init__(
+        self, codes: np.ndarray, values: list[Any] | None = None, text: pa.Array | None = None
+    ) -> None:
+        self.codes = codes  # int64, one per row: index into `values`
+        self._values = values  # distinct values (text, None for missing, or tuples of them)
+        self.text = text  # the same distinct values as a pyarrow string array, if known
+        assert values is not None or text is not None
+
+    @property
+    def values(self) -> list[Any]:
+        if self._values is None:
+            assert self.text is not None
+            self._values = self.text.to_pylist()
+        return self._values
 
     def map(self, func: Callable[[Any], Any]) -> _Coded:
         """`func` applied once per distinct value."""
@@ -61,8 +75,11 @@ class _Coded:
 
     def via_pandas(self, func: Callable[[pd.Series], pd.Series]) -> _Coded:
         """A pandas string operation applied to the distinct values (same semantics as on rows)."""
-        out = func(pd.Series(self.values, dtype=STR)).tolist()
-        return _Coded(self.codes, [None if v is pd.NA else v for v in out])
+        if self.text is not None:
+            out = func(_text_series(self.text)).array.__arrow_array__()
+            return _Coded(self.codes, text=out.combine_chunks().cast(pa.large_string()))
+        listed = func(pd.Series(self.values, dtype=STR)).tolist()
+        return _Coded(self.codes, [None if v is pd.NA else v for v in listed])
 
     def compact(self) -> _Coded:
         """Equal values merged, so that equal codes mean equal values."""
@@ -71,7 +88,7 @@ class _Coded:
         return _Coded(remap[self.codes], list(index))
 
     def at(self, rows: np.ndarray) -> _Coded:
-        return _Coded(self.codes[rows], self.values)
+        return _Coded(self.codes[rows], self._values, self.text)
 
     def rows_where(self, test: Callable[[Any], bool]) -> np.ndarray:
         """Boolean per row; `test` runs once per distinct value."""
@@ -85,11 +102,16 @@ class _Coded:
 
     def strings(self, empty_is_missing: bool = False) -> pd.Series:
         """The values per row as a "string[pyarrow]" Series (None -> <NA>)."""
-        table = pa.array(
-            [None if v is None or (empty_is_missing and v == "") else v for v in self.values],
-            type=pa.large_string(),  # what pandas stores; saves a cast of every row
-        )
+        table = self._distinct_text()
+        if empty_is_missing:
+            table = pc.if_else(pc.equal(table, ""), pa.scalar(None, pa.large_string()), table)
         return _text_series(table.take(pa.array(self.codes)))
+
+    def _distinct_text(self) -> pa.Array:
+        """The distinct values as large strings (what pandas stores; saves a cast per row)."""
+        if self.text is not None:
+            return self.text.cast(pa.large_string())
+        return pa.array(self.values, type=pa.large_string())
 
     def filled(self) -> _Coded:
         """Missing values as ""."""
@@ -106,7 +128,7 @@ def _coded(series: pd.Series) -> _Coded:
             arr = arr.combine_chunks()
         enc = pc.dictionary_encode(arr, null_encoding="encode")
         codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        return _Coded(codes, enc.dictionary.to_pylist())
+        return _Coded(codes, text=enc.dictionary)
     codes, uniques = pd.factorize(series, use_na_sentinel=False)
     return _Coded(codes.astype(np.int64), [None if pd.isna(v) else v for v in uniques])
 
@@ -778,7 +800,7 @@ def _detect_decimal(values: pd.Series) -> str:
 
 def _dates(collected: _Coded, file_label: str, opts: Options, verdict: _Verdicts) -> np.ndarray:
     # The file's distinct date spellings decide the date order, so parse them all at once.
-    spelled = pa.array(collected.values, type=pa.large_string())
+    spelled = collected._distinct_text()
     # what .fillna("").str.strip() does on pyarrow strings, then one code per spelling
     text = pc.dictionary_encode(pc.utf8_trim_whitespace(pc.fill_null(spelled, "")))
     codes = text.indices.to_numpy(zero_copy_only=False)[collected.codes]
