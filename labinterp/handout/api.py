@@ -207,10 +207,11 @@ def render_batch(
         # worker and starting a fresh pool for the next slice. (ProcessPoolExecutor's own
         # max_tasks_per_child can hang on Python 3.11 once every worker has retired with
         # tasks still queued, CPython gh-115634.) forkserver: a new worker is a fork of a
-        # server that already imported WeasyPrint and pandas, so a fresh pool is cheap.
+        # server that already imported WeasyPrint and pandas and made the handout fonts
+        # (labinterp.handout.preload), so a fresh pool is cheap.
         # Handouts travel in small chunks (fewer round trips, still balanced across workers).
         mp = multiprocessing.get_context("forkserver")
-        mp.set_forkserver_preload(["pandas", "labinterp.handout.api"])
+        mp.set_forkserver_preload(["pandas", "labinterp.handout.api", "labinterp.handout.preload"])
         n_workers = min(workers, total)
         per_pool = n_workers * max(1, max_tasks_per_child)
         chunk = max(1, min(CHUNK, per_pool // (n_workers * 4)))
