@@ -36,17 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(*, quiet: bool) -> None:
+    """Our own messages go to stderr; third-party libraries stay at warnings.
+
+    Only the "labinterp" logger gets a handler. Libraries such as fontTools (font
+    subsetting) and WeasyPrint log at INFO, sometimes with text from the export, so the
+    root logger is left at its default level and never shows their chatter.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("labinterp: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
-    logging.basicConfig(
-        level=logging.INFO if not getattr(args, "quiet", False) else logging.WARNING,
-        format="labinterp: %(message)s",
-        stream=sys.stderr,
-    )
+    _configure_logging(quiet=getattr(args, "quiet", False))
     try:
         return int(args.run(args) or 0)
     except LabinterpError as exc:

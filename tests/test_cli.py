@@ -91,3 +91,32 @@ def test_readme_python_example_runs(
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "hypomagnesemia" in out and out.strip().endswith("2")
+
+
+def test_library_chatter_stays_out_of_stderr(tmp_path: Path) -> None:
+    """fontTools and WeasyPrint log at INFO (sometimes with export text); we never show it.
+
+    Run as a real process: inside pytest the root logger already has handlers, which would
+    hide a logging set-up that lets library messages through.
+    """
+    out = tmp_path / "h.pdf"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "labinterp",
+            "handout",
+            str(sample_path()),
+            "--patient",
+            "DEMO-001",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file()
+    assert proc.stderr.strip() == f"labinterp: wrote the handout to {out}"
