@@ -494,15 +494,54 @@ SAMPLE = REPO / "labinterp" / "sample_data" / "clinic_export.csv"
 
 @pytest.fixture(scope="module")
 def sample_tables():
-    if not SAMPLE.exists():
-        pytest.skip("the bundled sample export has not landed yet")
-    try:
-        from labinterp.interpret import interpret_results
-        from labinterp.reading import read
-    except ImportError:
-        pytest.skip("the reader or the pattern engine has not landed yet")
+    from labinterp.interpret import interpret_results
+    from labinterp.reading import read
+
     results = read(SAMPLE).results
     return results, interpret_results(results)
+
+
+CONTEXT_TITLES = {
+    "ckd_context": ("A note about your kidneys", "Una nota sobre sus riñones"),
+    "inflammation_hypomagnesemia": (
+        "Signs of swelling with low magnesium",
+        "Señales de inflamación con magnesio bajo",
+    ),
+    "hypercalcemia_hypomagnesemia": (
+        "High calcium with low magnesium",
+        "Calcio alto con magnesio bajo",
+    ),
+    "hyperphosphatemia_hypomagnesemia": (
+        "High phosphate with low magnesium",
+        "Fosfato alto con magnesio bajo",
+    ),
+    "secondary_hyperparathyroidism": (
+        "High PTH with low vitamin D",
+        "PTH alta con vitamina D baja",
+    ),
+}
+
+
+def test_every_sample_patient_is_readable_in_both_languages(
+    sample_tables, offline_textstat
+) -> None:
+    """Every handout variant of every sample patient, context findings included, meets the
+    reading-level bar; each fired context finding gets its own plain-language section."""
+    from textstat.backend import metrics
+
+    results, findings = sample_tables
+    r = shared_renderer()
+    fired_context = findings[findings["kind"].eq("context") & findings["status"].eq("fired")]
+    assert set(fired_context["rule_id"]) == set(CONTEXT_TITLES)
+    for pid in sorted(set(results["patient_id"])):
+        for lang in ("en", "es"):
+            text = prose(r.html(build_context(results, findings, pid, lang=lang)))
+            if lang == "en":
+                assert metrics.flesch_kincaid_grade(text, "en_US") <= 8.0, pid
+            else:
+                assert metrics.szigriszt_pazos(text, "es") >= 55.0, pid
+            for rule in fired_context.loc[fired_context["patient_id"] == pid, "rule_id"]:
+                assert CONTEXT_TITLES[rule][lang == "es"] in text, (pid, rule)
 
 
 def test_sample_patients_every_pattern_tier_and_guard(sample_tables, tmp_path) -> None:
@@ -525,3 +564,27 @@ def test_sample_patients_every_pattern_tier_and_guard(sample_tables, tmp_path) -
             else:  # a text result is shown as the lab wrote it, without a unit
                 assert " ".join(str(row["value_raw"]).split()) in full
         assert "<p" not in full and "{{" not in full
+
+
+def test_long_histories_draw_only_the_latest_results(tmp_path) -> None:
+    """An inpatient with dozens of results of one test gets number lines for the latest few;
+    the rest are counted and stay in the trend line (a handout must not run to 70 pages)."""
+    from labinterp.handout.context import RESULTS_SHOWN_PER_TEST
+    from labinterp.interpret import interpret_results
+    from labinterp.reading import read
+
+    rows = ["patient_id,collected_at,test,result,unit,reference_range"]
+    rows += [
+        f"P1,2024-03-{d:02d} 06:00,Magnesium,{1.5 + d / 100:.2f},mg/dL,1.6-2.6"
+        for d in range(1, 26)
+    ]
+    path = tmp_path / "long.csv"
+    path.write_text("\n".join(rows) + "\n")
+    results = read(path).results
+    ctx = build_context(results, interpret_results(results), "P1", lang="en")
+    (mg,) = ctx["analytes"]
+    assert len(mg["results"]) == RESULTS_SHOWN_PER_TEST
+    assert mg["earlier"] == 25 - RESULTS_SHOWN_PER_TEST
+    assert mg["trend"]["count"] == 25
+    html_text = shared_renderer().html(ctx)
+    assert f"{25 - RESULTS_SHOWN_PER_TEST} earlier results are not drawn here" in html_text

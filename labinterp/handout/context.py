@@ -330,6 +330,14 @@ def rows_by_patient(frame: pd.DataFrame) -> dict[str, list[Row]]:
     return out
 
 
+RESULTS_SHOWN_PER_TEST = 3  # number lines per test; earlier results are counted and trended
+URGENT_SHOWN = 6  # far-out-of-range results listed in the urgent box, newest first
+
+
+def _date_key(d: dict[str, int] | None) -> tuple[int, int, int]:
+    return (d["y"], d["m"], d["d"]) if d else (0, 0, 0)
+
+
 def context_from_rows(
     res: list[Row],
     fnd: list[Row],
@@ -375,7 +383,13 @@ def context_from_rows(
                 trend["last_value"] = firsts[-1]["value_text"]
         for i in items:
             del i["_value"], i["_ts"]
-        analytes.append({"id": analyte, "results": items, "trend": trend})
+        # A hospital stay can hold hundreds of results of one test; a handout that drew a
+        # number line for each would run to dozens of pages. The latest few get number
+        # lines, the earlier ones are counted and stay visible in the trend line.
+        shown = items[-RESULTS_SHOWN_PER_TEST:]
+        analytes.append(
+            {"id": analyte, "results": shown, "earlier": len(items) - len(shown), "trend": trend}
+        )
 
     found = _dedupe_findings(_finding_dict(r) for r in fnd)
     patterns = sorted(
@@ -426,6 +440,10 @@ def context_from_rows(
                         },
                     }
                 )
+    # newest first, capped: the list is a prompt to call the clinician, not a log
+    urgent.sort(key=lambda u: _date_key(u["date"]), reverse=True)
+    urgent_more = max(0, len(urgent) - URGENT_SHOWN)
+    urgent = urgent[:URGENT_SHOWN]
     urgent_findings = [
         f
         for f in found
@@ -452,6 +470,7 @@ def context_from_rows(
         "guards": guards,
         "context_findings": context_rules,
         "urgent": urgent,
+        "urgent_more": urgent_more,
         "urgent_findings": urgent_findings,
         "source_files": sorted(
             {nfc(s) for s in (r.get("source_file") for r in res) if _present(s)}
