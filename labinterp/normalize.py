@@ -917,28 +917,37 @@ def _ranges(
     high = high_rep * factor
     # origin and source as numbers into these lists
     origins = ["unknown", "row", "bundled"]
-    unknown, bundled_id = 0, 2
+    bundled_id = 2
     sources = ["", "row"]
     origin = has_row_range.astype(np.int64)  # 1 = "row"
     source = has_row_range.astype(np.int64)
+    # Only rows without their own range can take a bundled one; in a typical export that
+    # is few or none, so the fallback look-ups run on those rows only.
+    need = np.flatnonzero(~has_row_range)
+    need_analyte, need_sex, need_age = analyte.at(need), sex.at(need), age[need]
+    open_ = np.ones(len(need), dtype=bool)  # still without a range
     for fb in fallback_ranges():
-        m = (origin == unknown) & analyte.rows_where(_equals(fb.analyte))
+        if not open_.any():
+            break
+        m = open_ & need_analyte.rows_where(_equals(fb.analyte))
         if fb.sex != "any":
             # a sex-specific range never applies to an unknown sex (no male default)
-            m &= sex.rows_where(_equals(fb.sex))
+            m &= need_sex.rows_where(_equals(fb.sex))
         if fb.age_min is not None:
             # patients known to be younger get no adult range; unknown age is taken as adult
-            m &= ~(age < fb.age_min)
+            m &= ~(need_age < fb.age_min)
         if fb.age_max is not None:
-            m &= ~(age > fb.age_max)
+            m &= ~(need_age > fb.age_max)
         if not m.any():
             continue
-        low[m] = np.nan if fb.low is None else fb.low
-        high[m] = np.nan if fb.high is None else fb.high
-        origin[m] = bundled_id
+        open_ &= ~m
+        hit = need[m]
+        low[hit] = np.nan if fb.low is None else fb.low
+        high[hit] = np.nan if fb.high is None else fb.high
+        origin[hit] = bundled_id
         if fb.source not in sources:
             sources.append(fb.source)
-        source[m] = sources.index(fb.source)
+        source[hit] = sources.index(fb.source)
     with np.errstate(invalid="ignore", divide="ignore"):
         bundled = origin == bundled_id
         low_rep = np.where(bundled, low / factor, low_rep)
