@@ -194,9 +194,23 @@ def _fuse(pieces: Pieces, start: int, stop: int) -> Pieces:
     """
     dictionary, codes = pieces
     block = codes[:, start:stop]
+    # Mixed-radix key over the columns, each column's codes shifted to start at 0 (its
+    # strings are a contiguous stretch of the dictionary, -1 below it): small columns
+    # share one key, and the key is only compacted (factorized) when the next column
+    # could overflow it, instead of once per column.
     combo = np.zeros(len(codes), dtype="int64")
+    size = 1  # every key is below this
     for k in range(block.shape[1]):
-        combo = pd.factorize(combo * (len(dictionary) + 1) + block[:, k] + 1)[0]
+        column = block[:, k].astype("int64")
+        if len(column):
+            column -= column.min()
+        width = int(column.max()) + 1 if len(column) else 1
+        if size * width >= 2**62:
+            combo, uniques = pd.factorize(combo)
+            size = len(uniques)
+        combo = combo * width + column
+        size *= width
+    combo = pd.factorize(combo)[0]
     m = int(combo.max()) + 1 if len(combo) else 0
     first = np.empty(m, dtype="int64")
     first[combo[::-1]] = np.arange(len(combo))[::-1]  # first row of each combination
@@ -215,13 +229,14 @@ def _encoded(
     after: str = "",
     missing: str | None = "",
 ) -> Column:
-    """`before + fmt(value) + after` for each distinct value of `arr`, with the row index.
+    """`before + fmt(value) + after` for each distinct value of `arr` (which may come
+    dictionary-encoded already), with the row index.
 
     Formatting runs once per distinct value (DESIGN.md: work on distinct values): labels,
     units, ranges and printed results repeat a few hundred values over the rows. Missing
     values get the piece `missing` (None: no piece at all).
     """
-    enc = pc.dictionary_encode(arr)
+    enc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
     strings = _join(before, fmt(enc.dictionary), after)
     index = pc.fill_null(enc.indices, len(strings)).to_numpy().astype("int64")
     if missing is None:
@@ -295,6 +310,11 @@ def _obs_pieces(
     s = {c: _arrow(o[c]) for c in ("analyte", "comparator")}
     s.update({c: ctx.text_of(c, ids) for c in episodes.TEXT_FIELDS})
     origin_np = pc.fill_null(s["range_origin"], "unknown").to_numpy(zero_copy_only=False)
+    # columns that several pieces format: find their distinct values once
+    for c in ("value", "range_low_reported", "range_high_reported"):
+        num[c] = pc.dictionary_encode(num[c])
+    for c in ("unit", "unit_reported", "range_origin"):
+        s[c] = pc.dictionary_encode(s[c])
 
     # "Label 1.2 mg/dL (0.49 mmol/L; range 1.6-2.6 mg/dL, row)"
     label = pc.coalesce(s["test_label"], s["analyte"])
