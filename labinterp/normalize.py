@@ -133,6 +133,31 @@ def _coded(series: pd.Series) -> _Coded:
     return _Coded(codes.astype(np.int64), [None if pd.isna(v) else v for v in uniques])
 
 
+def _coded_label(series: pd.Series) -> _Coded:
+    """`_coded`, with a cheap check first for a column holding a single text value."""
+    if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
+        arr = series.array.__arrow_array__()
+        if len(arr) and arr.null_count == 0:
+            first = arr[0]
+            if pc.all(pc.equal(arr, first)).as_py():
+                one = pa.array([first.as_py()], type=arr.type)
+                return _Coded(np.zeros(len(arr), dtype=np.int64), text=one)
+    return _coded(series)
+
+
+def _specimen_ids(series: pd.Series, rows: np.ndarray) -> pd.Series:
+    """The output specimen ids: the rows' text, stripped, "" as missing.
+
+    Row by row rather than by distinct value: nearly every specimen id is distinct, so
+    hashing them would cost more than it saves.
+    """
+    text = _strip(_take(series, rows).astype(pd.StringDtype("pyarrow"))).array.__arrow_array__()
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    text = text.cast(pa.large_string())
+    return _text_series(pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.large_string()), text))
+
+
 def _all_empty(arr: pa.ChunkedArray) -> bool:
     """Every value is "": no text bytes at all and nothing missing (checks buffers, not rows)."""
     chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
@@ -593,7 +618,14 @@ def _normalize(
             conform(pd.DataFrame(), REJECTED),
         )
     frame = raw.reset_index(drop=True)
-    col = {name: _coded(frame[name]) for name in frame.columns if name != "source_row"}
+    # specimen ids are only copied to the output (see _specimen_ids); the file name is
+    # one value in nearly every table, which is checked before hashing a million rows
+    col = {
+        name: _coded(frame[name])
+        for name in frame.columns
+        if name not in ("source_row", "specimen_id", "source_file")
+    }
+    col["source_file"] = _coded_label(frame["source_file"])
     verdict = _Verdicts(n)  # the first reason found for a row is the one reported
 
     # patient ids; pandas re-saves turn 93705 into "93705.0"
@@ -678,7 +710,7 @@ def _normalize(
         "source_row": _take(frame["source_row"], rows),
         "patient_id": pid.at(rows).strings(),
         "collected_at": when[rows],
-        "specimen_id": col["specimen_id"].at(rows).via_pandas(_strip).strings(True),
+        "specimen_id": _specimen_ids(frame["specimen_id"], rows),
         "analyte": analyte.at(rows).strings(),
         "test_label": test_label.strings(),
         "loinc": col["loinc"].at(rows).strings(),

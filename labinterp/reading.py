@@ -390,7 +390,7 @@ def _raw_frame(p: Path, label: str, tbl: table.Table, plan: colplan.ColumnPlan) 
         return _melt_wide(label, tbl, plan, column)
     data = {name: column(name) for name in RAW if name not in ("source_file", "source_row")}
     raw = pd.DataFrame(data)
-    raw["source_file"] = label
+    raw["source_file"] = table.text_series(pa.repeat(label, n))  # no per-row Python strings
     raw["source_row"] = tbl.source_row
     preset = plan.preset or {}
     from_name = preset.get("patient_from_file_name")
