@@ -834,9 +834,14 @@ def _dates(collected: _Coded, file_label: str, opts: Options, verdict: _Verdicts
     # The file's distinct date spellings decide the date order, so parse them all at once.
     spelled = collected._distinct_text()
     # what .fillna("").str.strip() does on pyarrow strings, then one code per spelling
-    text = pc.dictionary_encode(pc.utf8_trim_whitespace(pc.fill_null(spelled, "")))
-    codes = text.indices.to_numpy(zero_copy_only=False)[collected.codes]
-    distinct = pd.Series(text.dictionary.to_pylist(), dtype=object)
+    trimmed = pc.utf8_trim_whitespace(pc.fill_null(spelled, ""))
+    if trimmed.equals(spelled):  # nothing to fill or strip: the spellings are still distinct
+        codes, distinct_text = collected.codes, trimmed
+    else:
+        text = pc.dictionary_encode(trimmed)
+        codes = text.indices.to_numpy(zero_copy_only=False)[collected.codes]
+        distinct_text = text.dictionary
+    distinct = pd.Series(distinct_text.to_pylist(), dtype=object)
     stamps, reasons = _parse_dates(distinct, file_label, opts.date_format)
     reason_codes, reason_names = pd.factorize(reasons)
     why = _Coded(reason_codes[codes], [(r, _DETAIL.get(r, "")) for r in reason_names])
