@@ -45,14 +45,38 @@ def flags(*pairs: tuple[str, np.ndarray]) -> np.ndarray:
     return out
 
 
+def first_of_each(group: np.ndarray, *keys: np.ndarray) -> np.ndarray:
+    """Positions of one row per value of the integer `group`, groups ascending: the row
+    that sorts first by `keys` (missing last, ties to the earlier row).
+
+    The rows sort_values([group, *keys], kind="stable").drop_duplicates(group) keeps,
+    found with one np.lexsort on the key arrays instead of sorting and copying the frame.
+    """
+    order = np.lexsort((*reversed(keys), group))
+    g = group[order]
+    first = np.ones(len(g), dtype=bool)
+    first[1:] = g[1:] != g[:-1]
+    return order[first]
+
+
 def best_per_group(frame: pd.DataFrame, group: str, tier_rank: dict[str, int]) -> pd.DataFrame:
     """Keep one row per group: best status, then best tier, then earliest anchor."""
-    f = frame.assign(
-        _s=frame["status"].map(STATUS_RANK).to_numpy(),
-        _t=frame["tier"].map(tier_rank).fillna(99).to_numpy(),
+    tier = _rank(frame["tier"], tier_rank)
+    keep = first_of_each(
+        frame[group].to_numpy(dtype="int64"),
+        _rank(frame["status"], STATUS_RANK),
+        np.where(np.isnan(tier), 99, tier),
+        frame["t"].to_numpy(),
     )
-    f = f.sort_values([group, "_s", "_t", "t"], kind="stable")
-    return f.drop_duplicates(group).drop(columns=["_s", "_t"]).reset_index(drop=True)
+    return frame.iloc[keep].reset_index(drop=True)
+
+
+def _rank(column: pd.Series, ranks: dict[str, int]) -> np.ndarray:
+    """column.map(ranks) as floats (NaN where missing or not listed), looked up once per
+    distinct value: a per-row map of string columns is slow."""
+    codes, uniques = pd.factorize(column)
+    lut = np.array([ranks.get(u, np.nan) for u in uniques] + [np.nan], dtype="float64")
+    return lut[codes]
 
 
 def with_episode_span(ctx: Context, frame: pd.DataFrame) -> pd.DataFrame:
