@@ -301,7 +301,8 @@ def _obs_pieces(
     ctx: episodes.Context, ids: np.ndarray, text_extra: Sequence[str], json_extra: Sequence[str]
 ) -> tuple[Pieces, Pieces, np.ndarray]:
     """Pieces of the evidence text and of the JSON object of each observation `ids`, and
-    its range origin. The literals `*_extra` are added at the end of each dictionary."""
+    its range origin (position in ORIGINS, -1 for another). The literals `*_extra` are
+    added at the end of each dictionary."""
     o = ctx.obs[[*_EVIDENCE_NUMBERS, "analyte", "comparator", "t", "dated", "derived"]].iloc[ids]
     num = {
         c: pa.array(o[c].to_numpy(dtype="float64", na_value=np.nan), from_pandas=True)
@@ -309,7 +310,9 @@ def _obs_pieces(
     }
     s = {c: _arrow(o[c]) for c in ("analyte", "comparator")}
     s.update({c: ctx.text_of(c, ids) for c in episodes.TEXT_FIELDS})
-    origin_np = pc.fill_null(s["range_origin"], "unknown").to_numpy(zero_copy_only=False)
+    # range origin as its position in ORIGINS (-1: none of them)
+    origin = pc.index_in(pc.fill_null(s["range_origin"], "unknown"), pa.array(ORIGINS))
+    origin_np = pc.fill_null(origin, -1).to_numpy().astype("int64")
     # columns that several pieces format: find their distinct values once
     for c in ("value", "range_low_reported", "range_high_reported"):
         num[c] = pc.dictionary_encode(num[c])
@@ -461,12 +464,14 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
             (lit + 2 * r, lit + 2 * r + 1),
         )
     )
-    seen = {name: np.zeros(n, dtype=bool) for name in ORIGINS}
+    # the range origins seen in a row as bits (bit i: ORIGINS[i]), then one text per
+    # distinct set of bits instead of string work per row
+    seen = np.zeros(n, dtype="int64")
     for j in range(len(roles)):
-        has = p[:, j] >= 0
-        for name in ORIGINS:
-            seen[name][has] |= origin_u[p[has, j]] == name
-    origins = flags(*[(name, seen[name]) for name in ORIGINS])
+        code = np.where(p[:, j] >= 0, origin_u[np.maximum(p[:, j], 0)], -1)
+        seen |= np.where(code >= 0, 1 << np.maximum(code, 0), 0)
+    sets = np.arange(1 << len(ORIGINS))
+    origins = flags(*[(name, sets & (1 << i) != 0) for i, name in enumerate(ORIGINS)])[seen]
 
     grade = np.full(n, np.nan)
     if "grade_obs" in f.columns:
