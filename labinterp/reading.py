@@ -378,11 +378,14 @@ def _append(rejected: pd.DataFrame, *more: pd.DataFrame) -> pd.DataFrame:
 def _raw_frame(p: Path, label: str, tbl: table.Table, plan: colplan.ColumnPlan) -> pd.DataFrame:
     frame = tbl.frame
     n = len(frame)
+    # one all-"" column shared by every field the file does not have (no per-row Python
+    # strings; large strings are what pandas stores, so nothing is cast)
+    blank = table.text_series(pa.repeat(pa.scalar("", pa.large_string()), n))
 
     def column(name: str) -> pd.Series:
         src = plan.columns.get(name)
         if src is None:
-            return table.text_series(pa.repeat("", n))  # no per-row Python strings
+            return blank
         text = frame[src].astype("string[pyarrow]")
         return text.fillna("") if text.hasnans else text
 
@@ -390,7 +393,7 @@ def _raw_frame(p: Path, label: str, tbl: table.Table, plan: colplan.ColumnPlan) 
         return _melt_wide(label, tbl, plan, column)
     data = {name: column(name) for name in RAW if name not in ("source_file", "source_row")}
     raw = pd.DataFrame(data)
-    raw["source_file"] = table.text_series(pa.repeat(label, n))  # no per-row Python strings
+    raw["source_file"] = table.text_series(pa.repeat(pa.scalar(label, pa.large_string()), n))
     raw["source_row"] = tbl.source_row
     preset = plan.preset or {}
     from_name = preset.get("patient_from_file_name")
