@@ -117,6 +117,12 @@ def _join(*parts: Any, sep: str = "") -> pa.Array:
     return pc.binary_join_element_wise(*parts, sep)
 
 
+def _text(column: pd.Series) -> Any:
+    """A text column in the output dtype, cast as it is (arrow-backed columns stay in
+    arrow, instead of a round trip through Python str objects)."""
+    return column.astype(pd.StringDtype("pyarrow")).array  # schema.STR
+
+
 def _as_str(arr: pa.Array) -> Any:
     return pd.array(arr, dtype=schema.STR)
 
@@ -491,21 +497,21 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "patient_id": keys["patient_id"].to_numpy(),
-            "rule_id": f["rule_id"].to_numpy(),
-            "kind": f["kind"].to_numpy(),
-            "status": f["status"].to_numpy(),
-            "tier": f["tier"].fillna("").to_numpy(),
+            "rule_id": _text(f["rule_id"]),
+            "kind": _text(f["kind"]),
+            "status": _text(f["status"]),
+            "tier": _text(f["tier"].fillna("")),
             "grade": pd.Series(grade).round().astype("Int64").to_numpy(),
             "episode_start": keys["episode_start"].to_numpy(),
             "episode_end": keys["episode_end"].to_numpy(),
             "evidence": text,
             "evidence_json": js,
             "range_origin": origins,
-            "missing_inputs": f["missing_inputs"].fillna("").to_numpy(),
-            "suppressed_by": f["suppressed_by"].fillna("").to_numpy(),
-            "caveats": f["caveats"].fillna("").to_numpy(),
-            "note": f["note"].fillna("").to_numpy(),
-            "citations": f["citations"].to_numpy(),
+            "missing_inputs": _text(f["missing_inputs"].fillna("")),
+            "suppressed_by": _text(f["suppressed_by"].fillna("")),
+            "caveats": _text(f["caveats"].fillna("")),
+            "note": _text(f["note"].fillna("")),
+            "citations": _text(f["citations"]),
         }
     )
     out = schema.conform(out, schema.FINDINGS)
