@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# Debian packages used by some tests (headless browser, PDF to PNG). Installed when we
-# can (root with apt); otherwise the tests that need them skip and say why.
+# Debian's chromium, used by the audit report's browser test. Installed when we can
+# (root with apt); otherwise that test skips and says why.
 system-deps:
 	@sh .ci/system-deps.sh
 

@@ -1,9 +1,8 @@
 #!/bin/sh
-# Install the Debian packages some tests use: chromium (report check in a real browser)
-# and poppler-utils (PDF to PNG). Skips quietly when they are present or apt is unavailable.
+# Install the Debian package a test uses: chromium (the audit report checked in a real
+# browser). Skips quietly when it is present or apt is unavailable.
 need=""
 command -v chromium >/dev/null 2>&1 || need="$need chromium"
-command -v pdftoppm >/dev/null 2>&1 || need="$need poppler-utils"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian packages:$need" >&2
