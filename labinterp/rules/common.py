@@ -106,6 +106,20 @@ def missing_patients(ctx: Context, covered: np.ndarray, missing: str, note: str)
     )
 
 
+def finish_per_episode(
+    ctx: Context, out: pd.DataFrame, tiers: dict[str, int], missing: str, note: str
+) -> pd.DataFrame:
+    """The common ending of the electrolyte pattern rules (P1, P3).
+
+    Keep the best row per episode, give it the episode's time span, and add indeterminate
+    rows for patients with no anchor at all, so every patient has an outcome.
+    """
+    out = best_per_group(out, "episode_id", tiers)
+    out = with_episode_span(ctx, out)
+    rest = missing_patients(ctx, out["pat"].unique(), missing, note)
+    return pd.concat([out, rest], ignore_index=True)
+
+
 def ckd_nearby(ctx: Context, a: pd.DataFrame, window: pd.Timedelta, below: float) -> np.ndarray:
     """True where an eGFR below `below` lies within `window` of the anchor."""
     egfr = ctx.obs["value"].to_numpy(dtype="float64")

@@ -108,12 +108,9 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         caveats=caveats,
         note=note,
     )
-    out = common.best_per_group(out, "episode_id", TIERS)
-    out = common.with_episode_span(ctx, out)
-    rest = common.missing_patients(
-        ctx, out["pat"].unique(), "potassium;magnesium", "No K or Mg result to assess."
+    return common.finish_per_episode(
+        ctx, out, TIERS, "potassium;magnesium", "No K or Mg result to assess."
     )
-    return pd.concat([out, rest], ignore_index=True)
 
 
 RULE = Rule(
