@@ -35,6 +35,7 @@ class Options:
     decimal: str | None = None  # "," for decimal-comma files; None = detect
     tests: tuple[tuple[str, str], ...] = ()  # user mapping: test label/code -> analyte
     undated: bool = False  # the file has no collection-time column at all
+    slash_order: str | None = None  # "mdy" | "dmy" already decided for this file (batches)
 
 
 # ---------------------------------------------------------------- distinct-value helpers
@@ -412,8 +413,18 @@ def parse_dates(
     return [None if pd.isna(t) else pd.Timestamp(t) for t in stamps], list(reasons)
 
 
+def slash_order(values: list[str], file_label: str) -> str | None:
+    """The file's slash-date order from some of its date spellings; None if it has none.
+
+    A file read in batches decides this once, from its first batch, so that every batch
+    reads "3/5/2024" the same way.
+    """
+    slashed = [v for v in values if _SLASH.match(v.strip())]
+    return _slash_order(slashed, file_label) if slashed else None
+
+
 def _parse_dates(
-    values: pd.Series, file_label: str, forced: str | None
+    values: pd.Series, file_label: str, forced: str | None, order: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """`parse_dates` as arrays (datetime64[ns], reasons): one vectorized parse per date shape.
 
@@ -434,7 +445,7 @@ def _parse_dates(
         rest = values[~iso]
         slash = rest.str.match(_SLASH).reindex(values.index, fill_value=False).astype(bool)
         if slash.any():
-            order = _slash_order(list(values[slash]), file_label)
+            order = order or _slash_order(list(values[slash]), file_label)
             stamps[slash], two_digit = _parse_numeric_dates(values[slash], _SLASH, order)
             reasons[two_digit[two_digit].index] = "ambiguous_two_digit_year"
         dot = rest.str.match(_DOT).reindex(values.index, fill_value=False).astype(bool)
@@ -842,7 +853,7 @@ def _dates(collected: _Coded, file_label: str, opts: Options, verdict: _Verdicts
         codes = text.indices.to_numpy(zero_copy_only=False)[collected.codes]
         distinct_text = text.dictionary
     distinct = pd.Series(distinct_text.to_pylist(), dtype=object)
-    stamps, reasons = _parse_dates(distinct, file_label, opts.date_format)
+    stamps, reasons = _parse_dates(distinct, file_label, opts.date_format, opts.slash_order)
     reason_codes, reason_names = pd.factorize(reasons)
     why = _Coded(reason_codes[codes], [(r, _DETAIL.get(r, "")) for r in reason_names])
     verdict.mark_each(why.rows_where(lambda v: v[0] != ""), why)

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from labinterp.errors import InputFileError
-from labinterp.normalize import Options, normalize, normalize_unique
+from labinterp.normalize import Options, normalize, normalize_unique, slash_order
 from labinterp.readers import columns as colplan
 from labinterp.readers import duplicates, formats, sniff, table
 from labinterp.readers.fhir import fhir_raw
@@ -136,12 +136,18 @@ def iter_batches(
         return
     label = sniff.display_name(p)
     plan = None
+    order = None
     for tbl in table.iter_delimited(p, sniffed, batch_rows):
         if plan is None:
             plan = colplan.plan_columns(
                 list(tbl.frame.columns), label, Path(mapping) if mapping else None
             )
-        yield _from_table(p, label, "csv", tbl, plan, date_format, dedupe=False)
+            date_column = plan.columns.get("collected_at")
+            if date_column and not (date_format or plan.date_format):
+                # decided once from the first batch, so no batch reads "3/5" differently
+                spellings = tbl.frame[date_column].dropna().unique()
+                order = slash_order([str(v) for v in spellings], label)
+        yield _from_table(p, label, "csv", tbl, plan, date_format, dedupe=False, slash_order=order)
 
 
 def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -320,6 +326,7 @@ def _from_table(
     plan: colplan.ColumnPlan,
     date_format: str | None,
     dedupe: bool,
+    slash_order: str | None = None,
 ) -> ReadResult:
     raw = _raw_frame(p, label, tbl, plan)
     undated = "collected_at" not in plan.columns
@@ -346,6 +353,7 @@ def _from_table(
         decimal=plan.decimal,
         tests=tuple(plan.tests.items()),
         undated=undated,
+        slash_order=slash_order,
     )
     results, rejected, repeated = _normalize(raw, label, options, dedupe)
     rejected = _append(rejected, malformed, repeated)

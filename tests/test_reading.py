@@ -367,3 +367,22 @@ def test_fhir_observation_keeps_comparator_range_and_interpretation(tmp_path: Pa
     path.write_text(json.dumps(bad))
     res = read(path)
     assert res.rows_in == 1 and list(res.rejected["reason"]) == ["malformed_row"]
+
+
+def test_batches_read_slash_dates_in_one_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file streamed in batches decides month/day order once: a later batch whose dates
+    are all ambiguous ("3/5/2024") is read the way the first batch showed (US here)."""
+    from labinterp.readers import table
+    from labinterp.reading import iter_batches
+
+    monkeypatch.setattr(table, "STREAM_BLOCK_BYTES", 512)  # many small batches
+    lines = [HEADER.strip()]
+    lines += [f"P{i},8/{16 + i % 10}/2024 0:00,Magnesium,2,mg/dL,," for i in range(50)]
+    lines += [f"Q{i},3/5/2024 0:00,Magnesium,2,mg/dL,," for i in range(50)]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    batches = list(iter_batches(path, batch_rows=10))
+    assert len(batches) > 1
+    when = pd.concat([b.results for b in batches])["collected_at"]
+    assert (when.iloc[50:] == pd.Timestamp("2024-03-05")).all()

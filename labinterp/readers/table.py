@@ -249,6 +249,9 @@ def _slow(path: Path, data: bytes, delimiter: str) -> Table:
 _HEADER_SPLIT = re.compile(r"\s+")
 
 
+STREAM_BLOCK_BYTES = 16 * 1024 * 1024  # pyarrow block per streamed read; batches gather blocks
+
+
 def iter_delimited(path: Path, sniffed: Sniffed, batch_rows: int) -> Iterator[Table]:
     """Stream a large one-line-per-record file in batches of about `batch_rows` rows.
 
@@ -263,7 +266,7 @@ def iter_delimited(path: Path, sniffed: Sniffed, batch_rows: int) -> Iterator[Ta
     if b"\n\n" in head.replace(b"\r\n", b"\n"):
         yield read_delimited(path, sniffed)
         return
-    opts = pacsv.ReadOptions(block_size=16 * 1024 * 1024, column_names=None)
+    opts = pacsv.ReadOptions(block_size=STREAM_BLOCK_BYTES, column_names=None)
     try:
         reader = pacsv.open_csv(
             str(path),
