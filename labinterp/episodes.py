@@ -79,12 +79,6 @@ class Context:
     # touch the flags), so masks and search keys over them are computed once and shared.
     _cache: dict[object, np.ndarray] = field(default_factory=dict, repr=False)
 
-    def of(self, analyte: str, numeric: bool = True) -> pd.DataFrame:
-        sel = self.obs[self.is_analyte(analyte)]
-        if numeric:
-            sel = sel[sel["has_value"].to_numpy()]
-        return sel
-
     def is_analyte(self, *names: str) -> np.ndarray:
         """Boolean mask over obs: the observation is one of the analytes `names`."""
         if names not in self._cache:

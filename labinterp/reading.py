@@ -212,20 +212,6 @@ def _text_codes(column: pd.Series) -> tuple[np.ndarray, int]:
     return codes.astype(np.int64), int(found[0]) if len(found) else -1
 
 
-def plan_for(
-    path: PathLike, *, mapping: PathLike | None = None
-) -> tuple[str, colplan.ColumnPlan | None]:
-    """The detected format and column plan for a file (None for FHIR, which has no columns)."""
-    p = Path(path)
-    sniffed = sniff.sniff(p)
-    if sniffed.kind in ("json", "ndjson") and _is_fhir(p, sniffed):
-        return "fhir", None
-    tbl = _table(p, sniffed)
-    return sniffed.kind, colplan.plan_columns(
-        list(tbl.frame.columns), sniff.display_name(p), Path(mapping) if mapping else None
-    )
-
-
 # ---------------------------------------------------------------- one file
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from labinterp import schema
 from labinterp.errors import LabinterpError
 from labinterp.reading import read
 
@@ -135,6 +136,7 @@ def test_malformed_csvs_never_crash_and_always_account(data: bytes) -> None:
             return
         event("read")
         assert res.rows_in == res.rows_used + res.rows_rejected
+        assert set(res.rejected["reason"]) <= set(schema.REJECT_REASONS)
         assert not (res.results["patient_id"].fillna("") == "").any()
         assert res.results["analyte"].notna().all()
         values = res.results["value"].dropna()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from labinterp import schema
 from labinterp.reading import read
 
 pytestmark = pytest.mark.shared_data
@@ -22,6 +23,7 @@ def counts(result) -> dict[tuple[str, str], int]:
 
 def accounted(result) -> None:
     assert result.rows_in == result.rows_used + result.rows_rejected
+    assert set(result.rejected["reason"]) <= set(schema.REJECT_REASONS)
     assert not result.results.duplicated(["source_file", "source_row", "analyte"]).any()
 
 

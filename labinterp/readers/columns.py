@@ -101,10 +101,6 @@ def _match_preset(header: list[str]) -> dict[str, Any] | None:
     return None
 
 
-def _resolve(header: list[str], wanted: str) -> str | None:
-    return wanted if wanted in header else None
-
-
 # "Mg (mg/dL)", "Calcium [mmol/L]", "K mmol/L" -> analyte + unit from a wide header
 _WIDE_HEADER = re.compile(r"^\s*(?P<name>.+?)\s*[\(\[]\s*(?P<unit>[^\)\]]+?)\s*[\)\]]\s*$")
 

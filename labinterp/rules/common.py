@@ -129,10 +129,6 @@ def ckd_nearby(ctx: Context, a: pd.DataFrame, window: pd.Timedelta, below: float
     return ids >= 0
 
 
-def state(ctx: Context, ids: np.ndarray, column: str = "low") -> np.ndarray:
-    return take(ctx, ids, column)
-
-
 def low_mg_with(
     ctx: Context,
     partner: str,
