@@ -8,11 +8,13 @@ the cost per row is a handful of array look-ups.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -27,6 +29,10 @@ from labinterp.resources import reference_file
 from labinterp.schema import REJECTED, RESULTS, STR, conform
 
 SIGNIFICANT_DIGITS = 6  # no lab reports more; removes float32 noise (1.7999999523 -> 1.8)
+# Column jobs run on this many threads: the per-row work in them (hashing, gathering
+# strings, numpy indexing) is in pyarrow and numpy, which release the GIL.
+THREADS = os.cpu_count() or 1
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,15 @@ class _Coded:
     def filled(self) -> _Coded:
         """Missing values as ""."""
         return _Coded(self.codes, ["" if v is None else v for v in self.values])
+
+
+def _in_threads(jobs: dict[str, Callable[[], _T]]) -> dict[str, _T]:
+    """The result of each independent column job, computed on THREADS threads."""
+    if THREADS < 2 or len(jobs) < 2:
+        return {name: job() for name, job in jobs.items()}
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def _coded(series: pd.Series) -> _Coded:
@@ -631,11 +646,13 @@ def _normalize(
     frame = raw.reset_index(drop=True)
     # specimen ids are only copied to the output (see _specimen_ids); the file name is
     # one value in nearly every table, which is checked before hashing a million rows
-    col = {
-        name: _coded(frame[name])
-        for name in frame.columns
-        if name not in ("source_row", "specimen_id", "source_file")
-    }
+    col = _in_threads(
+        {
+            name: (lambda name=name: _coded(frame[name]))
+            for name in frame.columns
+            if name not in ("source_row", "specimen_id", "source_file")
+        }
+    )
     col["source_file"] = _coded_label(frame["source_file"])
     verdict = _Verdicts(n)  # the first reason found for a row is the one reported
 
@@ -716,28 +733,33 @@ def _normalize(
     test_label = _test_label(col, rows)
 
     low_rep, high_rep = ranges.field(0).floats(), ranges.field(1).floats()
+    texts = _in_threads(
+        {
+            "source_file": lambda: col["source_file"].at(rows).strings(),
+            "patient_id": lambda: pid.at(rows).strings(),
+            "specimen_id": lambda: _specimen_ids(frame["specimen_id"], rows),
+            "analyte": lambda: analyte.at(rows).strings(),
+            "test_label": lambda: test_label.strings(),
+            "loinc": lambda: col["loinc"].at(rows).strings(),
+            "value_raw": lambda: col["value_raw"].at(rows).filled().strings(),
+            "unit_raw": lambda: col["unit_raw"].at(rows).filled().strings(),
+            "comparator": lambda: cmp_.at(rows).strings(),
+            "unit_reported": lambda: unit_rep.at(rows).strings(),
+            "unit_system": lambda: unit.at(rows).map(lambda v: v[2]).strings(),
+            "unit": lambda: canon_unit.at(rows).strings(),
+            "text_result": lambda: parsed.at(rows).map(lambda v: v[2]).strings(),
+            "flag": lambda: col["flag"].at(rows).strings(),
+            "comment": lambda: col["comment"].at(rows).strings(),
+            "quality": lambda: quality.strings(),
+            "sex": lambda: sex.strings(empty_is_missing=True),
+        }
+    )
     columns = {
-        "source_file": col["source_file"].at(rows).strings(),
+        **texts,
         "source_row": _take(frame["source_row"], rows),
-        "patient_id": pid.at(rows).strings(),
         "collected_at": when[rows],
-        "specimen_id": _specimen_ids(frame["specimen_id"], rows),
-        "analyte": analyte.at(rows).strings(),
-        "test_label": test_label.strings(),
-        "loinc": col["loinc"].at(rows).strings(),
-        "value_raw": col["value_raw"].at(rows).filled().strings(),
-        "unit_raw": col["unit_raw"].at(rows).filled().strings(),
-        "comparator": cmp_.at(rows).strings(),
         "value_reported": number[rows],
-        "unit_reported": unit_rep.at(rows).strings(),
-        "unit_system": unit.at(rows).map(lambda v: v[2]).strings(),
         "value": value[rows],
-        "unit": canon_unit.at(rows).strings(),
-        "text_result": parsed.at(rows).map(lambda v: v[2]).strings(),
-        "flag": col["flag"].at(rows).strings(),
-        "comment": col["comment"].at(rows).strings(),
-        "quality": quality.strings(),
-        "sex": sex.strings(empty_is_missing=True),
         "age_years": age,
         **_ranges(low_rep, high_rep, factor[rows], analyte.at(rows), sex, age),
     }
