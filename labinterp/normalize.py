@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -648,7 +648,7 @@ def _normalize(
     # one value in nearly every table, which is checked before hashing a million rows
     col = _in_threads(
         {
-            name: (lambda name=name: _coded(frame[name]))
+            str(name): partial(_coded, frame[name])
             for name in frame.columns
             if name not in ("source_row", "specimen_id", "source_file")
         }
