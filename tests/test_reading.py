@@ -188,6 +188,24 @@ def test_decimal_commas_quoted_fields_and_blank_lines(tmp_path: Path) -> None:
     assert r["collected_at"].iloc[0] == pd.Timestamp("2024-03-01 08:30")
 
 
+@pytest.mark.parametrize("newline", ["\r\n", "\r"])
+def test_windows_and_old_mac_line_ends_keep_line_numbers(tmp_path: Path, newline: str) -> None:
+    lines = [
+        HEADER.strip(),
+        "P1,2024-03-01,Magnesium,1.2,mg/dL,,",
+        "P1,2024-03-01,Potassium,3.1,mmol/L,,",
+    ]
+    res = read(write(tmp_path, newline.join(lines) + newline))
+    assert list(res.results["source_row"]) == [2, 3]
+    assert list(res.results["value_reported"]) == [1.2, 3.1]
+
+
+def test_trailing_blank_line_is_not_a_row(tmp_path: Path) -> None:
+    res = read(write(tmp_path, HEADER + "P1,2024-03-01,Magnesium,1.2,mg/dL,,\n\n"))
+    assert (res.rows_in, res.rows_used) == (1, 1)
+    assert list(res.results["source_row"]) == [2]
+
+
 def test_us_dates_detected_per_file(tmp_path: Path) -> None:
     r = one(
         tmp_path,

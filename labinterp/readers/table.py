@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from labinterp.errors import InputFileError
@@ -132,14 +133,19 @@ def _pyarrow_csv(
         tbl = pacsv.read_csv(
             pa.BufferReader(data),  # zero-copy; a Python file object is read under the GIL
             read_options=pacsv.ReadOptions(block_size=block_size, autogenerate_column_names=True),
+            # A blank line, or a quoted line break, yields a row of the wrong width, which
+            # is refused (on_invalid): every accepted row is then exactly one line.
             parse_options=pacsv.ParseOptions(
-                delimiter=delimiter, newlines_in_values=False, invalid_row_handler=on_invalid
+                delimiter=delimiter,
+                newlines_in_values=False,
+                ignore_empty_lines=False,
+                invalid_row_handler=on_invalid,
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types=column_types or {},
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
-                check_utf8=False,
+                check_utf8=False,  # _read_bytes made sure
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -150,6 +156,17 @@ def _pyarrow_csv(
     return pa.table(
         [tbl.column(name).cast(_TEXT) for name in tbl.column_names], names=tbl.column_names
     )
+
+
+def _blank_rows(tbl: pa.Table) -> np.ndarray:
+    """Rows whose every field is empty (blank lines)."""
+    blank = np.ones(tbl.num_rows, dtype=bool)
+    for col in tbl.columns:
+        empty = pc.fill_null(pc.equal(pc.binary_length(col), 0), True)
+        blank &= np.asarray(empty.to_numpy(zero_copy_only=False), dtype=bool)
+        if not blank.any():  # the usual case: decided by the first column
+            break
+    return blank
 
 
 def _first_row(tbl: pa.Table) -> list[str]:
@@ -167,28 +184,25 @@ def text_array(values: list[str]) -> pd.api.extensions.ExtensionArray:
     return pd.arrays.ArrowExtensionArray(pa.array(values, type=pa.string()))
 
 
-def _count_physical_lines(data: bytes) -> int:
-    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
-
-
 def read_delimited(path: Path, sniffed: Sniffed) -> Table:
     data = _read_bytes(path, sniffed)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    has_blank = data.startswith(b"\n") or b"\n\n" in data
-    tbl = None if has_blank else _fast(data, sniffed.delimiter)
-    if tbl is not None and tbl.num_rows == _count_physical_lines(data):
-        header = _unique_header(_first_row(tbl)) if tbl.num_rows else []
-        if not header:
-            raise _no_header(path)
-        body = tbl.slice(1)  # zero-copy: drop the header row
-        frame = pd.DataFrame(
-            {name: text_series(col) for name, col in zip(header, body.columns, strict=True)}
-        )
-        rows = np.arange(2, len(frame) + 2, dtype=np.int64)
-        return Table(frame, rows)
+    tbl = _fast(data, sniffed.delimiter)
+    if tbl is not None and tbl.num_rows:
+        # every row of the fast parse is one physical line, blank lines included (as rows
+        # of empty fields), so row i is line i + 1; blank lines are then dropped
+        blank = _blank_rows(tbl)
+        if not blank[0]:  # a blank first line hides the header: the slow path finds it
+            header = _unique_header(_first_row(tbl))
+            keep = np.flatnonzero(~blank[1:]) + 1
+            whole = len(keep) == tbl.num_rows - 1  # then drop the header row without a copy
+            body = tbl.slice(1) if whole else tbl.take(pa.array(keep))
+            frame = pd.DataFrame(
+                {name: text_series(col) for name, col in zip(header, body.columns, strict=True)}
+            )
+            return Table(frame, (keep + 1).astype(np.int64))
+    data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     _line_too_long(path, data)
     return _slow(path, data, sniffed.delimiter)
 
