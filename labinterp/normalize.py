@@ -190,6 +190,9 @@ def _joint(*parts: _Coded) -> _Coded:
     picks: list[np.ndarray] = []  # per part: which of its values each combination holds
     for part in parts:
         width = max(len(part.values), 1)
+        if len(part.values) == 1:  # e.g. a field the file leaves empty: nothing to combine
+            picks.append(np.zeros(len(picks[0]) if picks else 1, dtype=np.int64))
+            continue
         ids, combos = _renumber(ids * width + part.codes, (len(picks[0]) if picks else 1) * width)
         picks = [p[combos // width] for p in picks] + [combos % width]
     columns = [[part.values[i] for i in pick] for part, pick in zip(parts, picks, strict=True)]
@@ -874,12 +877,37 @@ def _dates(collected: _Coded, file_label: str, opts: Options, verdict: _Verdicts
         text = pc.dictionary_encode(trimmed)
         codes = text.indices.to_numpy(zero_copy_only=False)[collected.codes]
         distinct_text = text.dictionary
-    distinct = pd.Series(distinct_text.to_pylist(), dtype=object)
-    stamps, reasons = _parse_dates(distinct, file_label, opts.date_format, opts.slash_order)
+    stamps, reasons = _parse_distinct_dates(distinct_text, file_label, opts)
     reason_codes, reason_names = pd.factorize(reasons)
     why = _Coded(reason_codes[codes], [(r, _DETAIL.get(r, "")) for r in reason_names])
     verdict.mark_each(why.rows_where(lambda v: v[0] != ""), why)
     return stamps[codes]
+
+
+def _parse_distinct_dates(
+    text: pa.Array, file_label: str, opts: Options
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_parse_dates` of distinct spellings, with the plain ISO ones (nearly all, in most
+    exports) parsed by pyarrow and only the others turned into Python strings."""
+    plain = pc.match_substring_regex(text, _PLAIN_ISO).to_numpy(zero_copy_only=False)
+    if opts.date_format is None and plain.any():
+        try:
+            iso = pc.cast(text.filter(pa.array(plain)), pa.timestamp("ns")).to_numpy()
+        except pa.ArrowInvalid:  # an impossible date (2024-02-30): let pandas say which
+            pass
+        else:
+            stamps = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[ns]")
+            reasons = np.full(len(text), "", dtype=object)
+            stamps[plain] = iso
+            rest = np.flatnonzero(~plain)
+            if len(rest):
+                values = pd.Series(text.take(pa.array(rest)).to_pylist(), dtype=object)
+                stamps[rest], reasons[rest] = _parse_dates(
+                    values, file_label, None, opts.slash_order
+                )
+            return stamps, reasons
+    values = pd.Series(text.to_pylist(), dtype=object)
+    return _parse_dates(values, file_label, opts.date_format, opts.slash_order)
 
 
 def _per_analyte(analyte: _Coded) -> tuple[np.ndarray, np.ndarray, _Coded]:
@@ -1018,15 +1046,16 @@ def _ranges(
         if fb.source not in sources:
             sources.append(fb.source)
         source[hit] = sources.index(fb.source)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        bundled = origin == bundled_id
-        low_rep = np.where(bundled, low / factor, low_rep)
-        high_rep = np.where(bundled, high / factor, high_rep)
+    bundled = origin == bundled_id
+    if bundled.any():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            low_rep = _round_bundled(np.where(bundled, low / factor, low_rep), bundled)
+            high_rep = _round_bundled(np.where(bundled, high / factor, high_rep), bundled)
     return {
         "range_low": low,
         "range_high": high,
-        "range_low_reported": _round_bundled(low_rep, bundled),
-        "range_high_reported": _round_bundled(high_rep, bundled),
+        "range_low_reported": low_rep,
+        "range_high_reported": high_rep,
         "range_origin": _Coded(origin, origins).strings(),
         "range_source": _Coded(source, sources).strings(),
     }
@@ -1038,7 +1067,7 @@ def _equals(target: object) -> Callable[[object], bool]:
 
 def _round_bundled(values: np.ndarray, bundled: np.ndarray) -> np.ndarray:
     """Bundled limits converted into the lab's unit, shown to 3 significant digits."""
-    out = values.astype(float).copy()
+    out = np.array(values, dtype=float)  # a copy
     idx = np.flatnonzero(bundled & np.isfinite(out))
     # round each distinct number once (compared bit for bit, so -0.0 stays -0.0)
     bits, where = np.unique(out[idx].view(np.int64), return_inverse=True)
