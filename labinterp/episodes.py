@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -77,19 +78,37 @@ class Context:
     extras: dict[str, object] = field(default_factory=dict)
     # Analytes, values and times of observations never change after `build` (guards only
     # touch the flags), so masks and search keys over them are computed once and shared.
-    _cache: dict[object, np.ndarray] = field(default_factory=dict, repr=False)
+    _cache: dict[object, Any] = field(default_factory=dict, repr=False)
+
+    def codes(self, column: str) -> tuple[np.ndarray, pa.Array]:
+        """A text column of the observations as a code per observation (-1: missing) and
+        the distinct values the codes index: obs "analyte" or "comparator", or one of
+        TEXT_FIELDS. Computed once: rules test and evidence formats distinct values, not
+        a million rows."""
+        key = ("codes", column)
+        if key not in self._cache:
+            if column in TEXT_FIELDS:
+                # one encoding of the whole column (cheaper than copying the strings of
+                # the observations first); the chunks share one dictionary
+                enc = pc.dictionary_encode(self.text[column]).unify_dictionaries()
+                values = enc.chunk(0).dictionary if enc.num_chunks else pa.array([], pa.string())
+                per_src = np.concatenate(
+                    [np.zeros(0, "int64")]
+                    + [pc.fill_null(c.indices, -1).to_numpy().astype("int64") for c in enc.chunks]
+                )
+                codes = per_src[self.obs["src"].to_numpy()]
+            else:
+                codes, uniques = pd.factorize(self.obs[column].to_numpy())
+                values = pa.array(np.asarray(uniques, dtype=object), type=pa.string())
+            self._cache[key] = (codes, values)
+        return self._cache[key]
 
     def is_analyte(self, *names: str) -> np.ndarray:
         """Boolean mask over obs: the observation is one of the analytes `names`."""
         if names not in self._cache:
-            if "analyte_codes" not in self._cache:
-                codes, uniques = pd.factorize(self.obs["analyte"].to_numpy())
-                self._cache["analyte_codes"] = codes
-                self._cache["analyte_names"] = np.asarray(uniques, dtype=object)
-            known = np.isin(self._cache["analyte_names"], names)
-            self._cache[names] = known[self._cache["analyte_codes"]] & (
-                self._cache["analyte_codes"] >= 0
-            )
+            codes, values = self.codes("analyte")
+            known = np.append(np.isin(values.to_numpy(zero_copy_only=False), names), False)
+            self._cache[names] = known[codes]  # missing (-1) picks the trailing False
         return self._cache[names]
 
     def text_of(self, column: str, ids: np.ndarray) -> pa.Array:
@@ -101,8 +120,8 @@ class Context:
         """The comparator of each observation as fixed-width numpy text ("", "<", ...),
         which tri_below/tri_above compare much faster than Python string objects."""
         if "comparator" not in self._cache:
-            codes, uniques = pd.factorize(self.obs["comparator"].to_numpy())
-            names = np.asarray([*uniques, ""], dtype=str)
+            codes, values = self.codes("comparator")
+            names = np.asarray([*values.to_pylist(), ""], dtype=str)
             self._cache["comparator"] = names[codes]  # missing (-1) -> ""
         return self._cache["comparator"]
 

@@ -127,20 +127,10 @@ def _as_str(arr: pa.Array) -> Any:
     return pd.array(arr, dtype=schema.STR)
 
 
-def _arrow(series: pd.Series) -> pa.Array:
-    """A column as one pyarrow string array (no copy for arrow-backed columns)."""
-    arr = series.array
-    if hasattr(arr, "__arrow_array__"):
-        out = pa.array(arr)
-    else:
-        out = pa.array(series.astype(object).where(series.notna(), None), type=pa.string())
-    if isinstance(out, pa.ChunkedArray):
-        out = out.combine_chunks()
-    return pc.cast(out, pa.string())
-
-
 Column = tuple[pa.Array, np.ndarray]  # (strings, per-row index into them; -1 = nothing)
 Pieces = tuple[pa.Array, np.ndarray]  # (dictionary, rows x pieces codes into it; -1 = nothing)
+# A column as its distinct values and each row's index into them (-1: missing).
+Encoded = tuple[pa.Array, np.ndarray]
 
 
 def _dictionary(columns: Sequence[Column]) -> Pieces:
@@ -159,10 +149,10 @@ def _dictionary(columns: Sequence[Column]) -> Pieces:
     lengths = pc.binary_length(dictionary).to_numpy(zero_copy_only=False)
     lut = np.where(lengths > 0, np.arange(len(dictionary)), -1).astype("int32")
     n = len(columns[0][1]) if columns else 0
-    codes = np.empty((len(columns), n), dtype="int32")  # one contiguous row per column
+    codes = np.empty((n, len(columns)), dtype="int32")
     for k, (strings, index) in enumerate(columns):
-        codes[k] = np.where(index >= 0, lut[np.maximum(index, 0) + start[id(strings)]], -1)
-    return dictionary, np.ascontiguousarray(codes.T)
+        codes[:, k] = np.where(index >= 0, lut[np.maximum(index, 0) + start[id(strings)]], -1)
+    return dictionary, codes
 
 
 def _take_rows(dictionary: pa.Array, codes: np.ndarray, rows: np.ndarray, n: int) -> pa.Array:
@@ -190,64 +180,76 @@ def _with_literals(pieces: Pieces, literals: Sequence[str]) -> Pieces:
     return pa.concat_arrays([pieces[0], extra]), pieces[1]
 
 
-def _fuse(pieces: Pieces, start: int, stop: int) -> Pieces:
-    """Pieces with columns start..stop-1 fused into one column: one string per distinct
-    combination of their pieces.
+def _fused(columns: Sequence[Column]) -> Column:
+    """The pieces of `columns` concatenated per row, as one string per distinct
+    combination of pieces, with each row's combination.
 
-    Units, ranges, labels and printed values repeat together, so a handful of
-    combinations stands for many columns; the final take then copies far fewer (and
-    longer) pieces per row, which is what it is fast at.
+    Units, ranges, labels and printed values repeat together, so a few hundred
+    combinations stand for many columns of a million rows: the strings are joined once
+    per combination, and the final take copies one long piece where it would copy many
+    short ones (it is fast per byte, slow per piece).
     """
-    dictionary, codes = pieces
-    block = codes[:, start:stop]
-    # Mixed-radix key over the columns, each column's codes shifted to start at 0 (its
-    # strings are a contiguous stretch of the dictionary, -1 below it): small columns
-    # share one key, and the key is only compacted (factorized) when the next column
-    # could overflow it, instead of once per column.
-    combo = np.zeros(len(codes), dtype="int64")
+    n = len(columns[0][1])
+    # Mixed-radix key over the columns' indices (-1 shifted to 0), compacted (factorized)
+    # only when the next column could overflow it instead of once per column.
+    key = np.zeros(n, dtype="int64")
     size = 1  # every key is below this
-    for k in range(block.shape[1]):
-        column = block[:, k].astype("int64")
-        if len(column):
-            column -= column.min()
-        width = int(column.max()) + 1 if len(column) else 1
+    for strings, index in columns:
+        width = len(strings) + 1
         if size * width >= 2**62:
-            combo, uniques = pd.factorize(combo)
+            key, uniques = pd.factorize(key)
             size = len(uniques)
-        combo = combo * width + column
+        key = key * width + (index + 1)
         size *= width
-    combo = pd.factorize(combo)[0]
-    m = int(combo.max()) + 1 if len(combo) else 0
-    first = np.empty(m, dtype="int64")
-    first[combo[::-1]] = np.arange(len(combo))[::-1]  # first row of each combination
-    fused = _take_rows(dictionary, block[first], np.arange(m), m)
-    lengths = pc.binary_length(fused).to_numpy(zero_copy_only=False)
-    code = np.where(lengths[combo] > 0, len(dictionary) + combo, -1).astype("int32")
-    merged = np.column_stack([codes[:, :start], code, codes[:, stop:]])
-    return pa.concat_arrays([dictionary, fused]), np.ascontiguousarray(merged)
+    combo, uniques = pd.factorize(key)
+    first = np.empty(len(uniques), dtype="int64")
+    first[combo[::-1]] = np.arange(n)[::-1]  # first row of each combination
+    parts = []
+    for strings, index in columns:
+        pick = index[first]
+        with_empty = pa.concat_arrays([pc.cast(strings, pa.string()), pa.array([""])])
+        parts.append(pc.take(with_empty, np.where(pick >= 0, pick, len(strings))))
+    return _join(*parts), combo
+
+
+def _encode(arr: pa.Array) -> Encoded:
+    """A column as its distinct values and the index of each row (-1: missing)."""
+    enc = pc.dictionary_encode(arr)
+    return enc.dictionary, pc.fill_null(enc.indices, -1).to_numpy().astype("int64")
+
+
+def _first_present(*columns: Encoded) -> Encoded:
+    """Per row, the value of the first of `columns` that has one (like coalesce), as
+    indices into their values put end to end."""
+    values = pa.concat_arrays([pc.cast(v, pa.string()) for v, _ in columns])
+    index = np.full(len(columns[0][1]), -1, dtype="int64")
+    base = 0
+    for v, i in columns:
+        index = np.where((index < 0) & (i >= 0), base + i, index)
+        base += len(v)
+    return values, index
 
 
 def _encoded(
-    arr: pa.Array,
+    column: Encoded,
     fmt: Callable[[pa.Array], pa.Array],
     *,
     before: str = "",
     after: str = "",
     missing: str | None = "",
 ) -> Column:
-    """`before + fmt(value) + after` for each distinct value of `arr` (which may come
-    dictionary-encoded already), with the row index.
+    """`before + fmt(value) + after` for each distinct value of `column`, with the row
+    index.
 
     Formatting runs once per distinct value (DESIGN.md: work on distinct values): labels,
     units, ranges and printed results repeat a few hundred values over the rows. Missing
     values get the piece `missing` (None: no piece at all).
     """
-    enc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
-    strings = _join(before, fmt(enc.dictionary), after)
-    index = pc.fill_null(enc.indices, len(strings)).to_numpy().astype("int64")
+    values, index = column
+    strings = _join(before, fmt(values), after)
     if missing is None:
-        index[index == len(strings)] = -1
         return strings, index
+    index = np.where(index >= 0, index, len(strings))
     return pa.concat_arrays([strings, pa.array([missing], type=pa.string())]), index
 
 
@@ -260,7 +262,11 @@ def _number(digits: int) -> Callable[[pa.Array], pa.Array]:
 
     def fmt(d: pa.Array) -> pa.Array:
         text = pc.cast(pc.round(d, digits), pa.string())
-        return pc.replace_substring_regex(text, r"\.0$", "")
+        # Arrow prints whole numbers without ".0"; the regex is only a guard, so run it
+        # only where it would change something
+        if pc.any(pc.ends_with(text, ".0")).as_py():
+            text = pc.replace_substring_regex(text, r"\.0$", "")
+        return text
 
     return fmt
 
@@ -273,11 +279,23 @@ def _quoted(d: pa.Array) -> pa.Array:
     return _join('"', d, '"')
 
 
+_FOUR_DIGIT_YEARS = (np.datetime64("0001-01-01", "s"), np.datetime64("9999-12-31T23:59:59", "s"))
+
+
 def _iso(d: pa.Array) -> pa.Array:
-    return _quoted(pc.strftime(d, format="%Y-%m-%dT%H:%M:%S"))
+    """Times (seconds) as quoted ISO text: digits, '-', 'T' and ':' only, nothing to escape."""
+    t = d.to_numpy(zero_copy_only=False)
+    if d.null_count == 0 and ((t >= _FOUR_DIGIT_YEARS[0]) & (t <= _FOUR_DIGIT_YEARS[1])).all():
+        # numpy writes the same text as strftime for these years, about twice as fast
+        text = pa.array(np.datetime_as_string(t, unit="s"), type=pa.string())
+        if isinstance(text, pa.ChunkedArray):
+            text = text.combine_chunks()
+    else:
+        text = pc.strftime(d, format="%Y-%m-%dT%H:%M:%S")
+    return _join('"', text, '"')
 
 
-def _range_pieces(lo: pa.Array, hi: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+def _range_pieces(lo: Encoded, hi: Encoded) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """'range LO-HI ' / 'range <HI ' / 'range >LO ' per distinct (LO, HI) pair, or
     'range unknown' when neither limit is known; with the row index and whether the
     range is known (the unit follows only a known range)."""
@@ -309,75 +327,76 @@ def _obs_pieces(
     """Pieces of the evidence text and of the JSON object of each observation `ids`, and
     its range origin (position in ORIGINS, -1 for another). The literals `*_extra` are
     added at the end of each dictionary."""
-    o = ctx.obs[[*_EVIDENCE_NUMBERS, "analyte", "comparator", "t", "dated", "derived"]].iloc[ids]
+    obs = ctx.obs
     num = {
-        c: pa.array(o[c].to_numpy(dtype="float64", na_value=np.nan), from_pandas=True)
+        c: pa.array(obs[c].to_numpy(dtype="float64", na_value=np.nan)[ids], from_pandas=True)
         for c in _EVIDENCE_NUMBERS
     }
-    s = {c: _arrow(o[c]) for c in ("analyte", "comparator")}
-    s.update({c: ctx.text_of(c, ids) for c in episodes.TEXT_FIELDS})
-    # range origin as its position in ORIGINS (-1: none of them)
-    origin = pc.index_in(pc.fill_null(s["range_origin"], "unknown"), pa.array(ORIGINS))
-    origin_np = pc.fill_null(origin, -1).to_numpy().astype("int64")
-    # columns that several pieces format: find their distinct values once
-    for c in ("value", "range_low_reported", "range_high_reported"):
-        num[c] = pc.dictionary_encode(num[c])
-    for c in ("unit", "unit_reported", "range_origin"):
-        s[c] = pc.dictionary_encode(s[c])
+    enc = {c: _encode(num[c]) for c in _EVIDENCE_NUMBERS if c != "source_row"}
+    for c in ("analyte", "comparator", *episodes.TEXT_FIELDS):
+        codes, values = ctx.codes(c)
+        enc[c] = (values, codes[ids])
+    # range origin as its position in ORIGINS (-1: none of them; missing reads "unknown")
+    values, index = enc["range_origin"]
+    known_origin = pc.fill_null(pc.index_in(values, pa.array(ORIGINS)), -1).to_numpy()
+    origin_np = np.where(index >= 0, known_origin[index], ORIGINS.index("unknown"))
 
     # "Label 1.2 mg/dL (0.49 mmol/L; range 1.6-2.6 mg/dL, row)"
-    label = pc.coalesce(s["test_label"], s["analyte"])
-    shown = pc.coalesce(s["value_raw"], s["text_result"], pa.scalar(""))
-    value_s, value_i = _encoded(num["value"], _number(4), missing=None)
-    unit_s, unit_i = _encoded(s["unit"], _plain, before=" ", after="; ", missing=" ; ")
-    rng_s, rng_i, known_range = _range_pieces(num["range_low_reported"], num["range_high_reported"])
-    unit_rep_s, unit_rep_i = _encoded(s["unit_reported"], _plain)
-    text = _dictionary(
+    label = _first_present(enc["test_label"], enc["analyte"])
+    shown = _first_present(enc["value_raw"], enc["text_result"])
+    value_s, value_i = _encoded(enc["value"], _number(4), missing=None)
+    unit_s, unit_i = _encoded(enc["unit"], _plain, before=" ", after="; ", missing=" ; ")
+    rng_s, rng_i, known_range = _range_pieces(enc["range_low_reported"], enc["range_high_reported"])
+    unit_rep_s, unit_rep_i = _encoded(enc["unit_reported"], _plain)
+    # one piece per distinct text (the same result of the same test reads the same)
+    text = _fused(
         [
             _encoded(label, _plain),
-            _encoded(shown, _plain, before=" ", after=" "),
-            _encoded(s["unit_reported"], _plain, after=" (", missing=" ("),
+            _encoded(shown, _plain, before=" ", after=" ", missing="  "),
+            _encoded(enc["unit_reported"], _plain, after=" (", missing=" ("),
             (value_s, value_i),
             (unit_s, np.where(value_i >= 0, unit_i, -1)),  # canonical unit only with a value
             (rng_s, rng_i),
             (unit_rep_s, np.where(known_range, unit_rep_i, -1)),
-            _encoded(s["range_origin"], _plain, before=", ", after=")", missing=", unknown)"),
+            _encoded(enc["range_origin"], _plain, before=", ", after=")", missing=", unknown)"),
         ]
     )
-    # one piece per distinct text (the same result of the same test reads the same)
-    text = _with_literals(_fuse(text, 0, text[1].shape[1]), text_extra)
+    text_p = _with_literals(_dictionary([text]), text_extra)
 
     # JSON object, without its opening '{"role":...' (added per role by the caller)
-    def js(key: str, arr: pa.Array, fmt: Callable[[pa.Array], pa.Array], end: str = "") -> Column:
-        return _encoded(arr, fmt, before=f',"{key}":', after=end, missing=f',"{key}":null{end}')
+    def js(key: str, column: Encoded, fmt: Callable[[pa.Array], pa.Array], end: str = "") -> Column:
+        return _encoded(column, fmt, before=f',"{key}":', after=end, missing=f',"{key}":null{end}')
 
-    stamps = pa.array(o["t"].to_numpy(), mask=~o["dated"].to_numpy()).cast(pa.timestamp("s"))
-    derived = pa.array(o["derived"].to_numpy(dtype=bool))
+    dated = obs["dated"].to_numpy()[ids]
+    stamps = pa.array(obs["t"].to_numpy()[ids], mask=~dated).cast(pa.timestamp("s"))
+    derived = pa.array(obs["derived"].to_numpy(dtype=bool)[ids])
     num6 = _number(6)
-    body = _dictionary(
+    # all but the time and the row number repeat together: one piece per combination
+    body = _fused(
         [
-            js("analyte", s["analyte"], _quoted),
-            js("test", s["test_label"], _quoted),
-            js("value_raw", s["value_raw"], _quoted),
-            js("text_result", s["text_result"], _quoted),
-            js("comparator", s["comparator"], _quoted),
-            js("value_reported", num["value_reported"], num6),
-            js("unit_reported", s["unit_reported"], _quoted),
-            js("value", num["value"], num6),
-            js("unit", s["unit"], _quoted),
-            js("range_low", num["range_low"], num6),
-            js("range_high", num["range_high"], num6),
-            js("range_low_reported", num["range_low_reported"], num6),
-            js("range_high_reported", num["range_high_reported"], num6),
-            js("range_origin", s["range_origin"], _quoted),
-            js("derived", derived, lambda d: pc.cast(d, pa.string())),
-            js("collected_at", stamps, _iso),
-            js("source_row", num["source_row"], num6, end="}"),
+            js("analyte", enc["analyte"], _quoted),
+            js("test", enc["test_label"], _quoted),
+            js("value_raw", enc["value_raw"], _quoted),
+            js("text_result", enc["text_result"], _quoted),
+            js("comparator", enc["comparator"], _quoted),
+            js("value_reported", enc["value_reported"], num6),
+            js("unit_reported", enc["unit_reported"], _quoted),
+            js("value", enc["value"], num6),
+            js("unit", enc["unit"], _quoted),
+            js("range_low", enc["range_low"], num6),
+            js("range_high", enc["range_high"], num6),
+            js("range_low_reported", enc["range_low_reported"], num6),
+            js("range_high_reported", enc["range_high_reported"], num6),
+            js("range_origin", enc["range_origin"], _quoted),
+            js("derived", _encode(derived), lambda d: pc.cast(d, pa.string())),
         ]
     )
-    # all but the time and the row number repeat together: one piece per combination
-    body = _with_literals(_fuse(body, 0, body[1].shape[1] - 2), json_extra)
-    return text, body, origin_np
+    # row numbers are nearly all distinct: formatted per row, not per distinct value
+    rows = pc.coalesce(_join(',"source_row":', num6(num["source_row"]), "}"), ',"source_row":null}')
+    json_p = _dictionary(
+        [body, js("collected_at", _encode(stamps), _iso), (rows, np.arange(len(ids)))]
+    )
+    return text_p, _with_literals(json_p, json_extra), origin_np
 
 
 def _evidence_rows(
