@@ -36,6 +36,8 @@ from labinterp.parameters import duration, number
 # are placed here so no window can reach them from a real date.
 SENTINEL = pd.Timestamp("1700-01-01")
 
+CORRECTED_CALCIUM = "calcium_corrected"
+
 CENSOR_BELOW = ("<", "<=")
 CENSOR_ABOVE = (">", ">=")
 
@@ -227,58 +229,119 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     """Observations with draw and episode ids, tri-state flags and derived values."""
     window = duration("window_electrolytes")
     df = results.reset_index(drop=True)
+    n = len(df)
     pat_codes, pat_uniques = pd.factorize(df["patient_id"], sort=True)
-    t = df["collected_at"]
+    collected = df["collected_at"]
     spec = df["specimen_id"]
     has_spec = spec.notna() & (spec.fillna("").str.strip() != "")
     if has_spec.any():
-        key = pd.DataFrame({"p": pat_codes, "s": spec.where(has_spec, None), "t": t})
+        key = pd.DataFrame({"p": pat_codes, "s": spec.where(has_spec, None), "t": collected})
         unified = key[has_spec.to_numpy()].groupby(["p", "s"], sort=False)["t"].transform("min")
-        t = t.copy()
-        t.loc[unified.index] = unified
-    dated = t.notna().to_numpy()
-    t = t.fillna(SENTINEL)
+        collected = collected.copy()
+        collected.loc[unified.index] = unified
+    dated = collected.notna().to_numpy()
+    t = collected.fillna(SENTINEL).to_numpy()
 
+    # Analytes as codes into their sorted names, so that a code is also the analyte's
+    # rank in the sort below. The names build itself looks for are always in the list
+    # (an absent one simply has no rows).
+    codes, uniques = pd.factorize(df["analyte"], sort=True)
+    seen = np.asarray(uniques, dtype=object)
+    names = np.unique(np.append(seen, ["albumin", "calcium", CORRECTED_CALCIUM]))
+    analyte = np.append(np.searchsorted(names, seen), -1)[codes]  # missing stays -1
+    code = {a: int(np.searchsorted(names, a)) for a in ("calcium", "albumin", CORRECTED_CALCIUM)}
     comparator = df["comparator"].fillna("").astype(str).to_numpy()
-    value = df["value"].to_numpy(dtype="float64", na_value=np.nan)
-    lo = df["range_low"].to_numpy(dtype="float64", na_value=np.nan)
-    hi = df["range_high"].to_numpy(dtype="float64", na_value=np.nan)
+    value = _floats(df["value"])
+    lo = _floats(df["range_low"])
+    hi = _floats(df["range_high"])
+    has_value = ~np.isnan(value)
+    text = {name: _chunked(df[name]) for name in TEXT_FIELDS}
+
+    # Albumin-corrected Ca (S18): for each numeric total Ca with an albumin nearby, a
+    # derived copy of the calcium row with its own analyte, value and flags.
+    ca_rows, alb_rows = _corrected_calcium_pairs(
+        pat_codes,
+        t,
+        has_value & (analyte == code["calcium"]),
+        has_value & (analyte == code["albumin"]),
+        window,
+    )
+    corr = value[ca_rows] + number("calcium_correction_coefficient") * (
+        number("albumin_reference") - value[alb_rows]
+    )
+    alb_exact = ~np.isin(comparator[alb_rows], CENSOR_BELOW + CENSOR_ABOVE)
+    corr_comp = np.where(alb_exact, comparator[ca_rows], "?")  # censored albumin: no state
+    if len(ca_rows):
+        _append_derived_text(text, ca_rows, corr)
+
+    # The order of sort_values(["pat", "t", "analyte", "source_row"], kind="stable") over
+    # the results rows followed by the derived rows, found on integer keys; then every
+    # column is gathered once in that order. `order` is also the observation's row in
+    # `text` (results rows, then derived row k at n + k).
+    copied = np.concatenate([np.arange(n), ca_rows])  # the results row each row copies
+    row_number = df["source_row"].to_numpy(dtype="float64", na_value=np.inf)[copied]
+    order = np.lexsort(
+        (
+            row_number,  # missing last
+            np.append(analyte, np.full(len(ca_rows), code[CORRECTED_CALCIUM])),
+            _ns(t[copied]),
+            pat_codes[copied],
+        )
+    )
+    row = copied[order]
+    derived = order >= n
+    k = order[derived] - n  # which derived row
+
+    def column(base: np.ndarray, derived_values: np.ndarray | None = None) -> np.ndarray:
+        """`base` (one value per results row) in observation order, with `derived_values`
+        (one per derived row) on the derived observations."""
+        out = base[row]
+        if derived_values is not None:
+            out[derived] = derived_values[k]
+        return out
+
+    obs_id = np.empty(len(order), dtype="int64")
+    obs_id[order] = np.arange(len(order))  # the first n entries: obs id of results rows
     quality = df["quality"].astype("string")
+    contam = _flags(quality, "contamination_comment") | _per_distinct(
+        df["text_result"], lambda s: s.str.contains("CONTAMINAT", case=False)
+    )
+    analyte_obs = column(analyte, np.full(len(ca_rows), code[CORRECTED_CALCIUM]))
     obs = pd.DataFrame(
         {
-            "pat": pat_codes,
-            "src": np.arange(len(df)),
-            "t": t.to_numpy(),
-            "dated": dated,
+            "pat": column(pat_codes),
+            "src": order,
+            "t": column(t),
+            "dated": column(dated),
             # plain object arrays: rules read these often, and an arrow-backed column
             # would be converted to Python objects on every read
-            "analyte": pd.Series(df["analyte"].astype(object).to_numpy(), dtype=object),
-            "has_value": ~np.isnan(value),
-            "has_text": _per_distinct(df["text_result"], lambda s: s.str.strip() != ""),
-            "low": tri_below(value, comparator, lo),
-            "high": tri_above(value, comparator, hi),
-            "hemolyzed": _flags(quality, "hemolyzed"),
-            "contam_comment": _flags(quality, "contamination_comment")
-            | _per_distinct(df["text_result"], lambda s: s.str.contains("CONTAMINAT", case=False)),
-            "derived": False,
+            "analyte": pd.Series(np.array([*names, None], dtype=object)[analyte_obs], dtype=object),
+            "has_value": column(has_value),
+            "has_text": column(_per_distinct(df["text_result"], lambda s: s.str.strip() != "")),
+            "low": column(
+                tri_below(value, comparator, lo), tri_below(corr, corr_comp, lo[ca_rows])
+            ),
+            "high": column(
+                tri_above(value, comparator, hi), tri_above(corr, corr_comp, hi[ca_rows])
+            ),
+            "hemolyzed": column(_flags(quality, "hemolyzed"), np.zeros(len(ca_rows), bool)),
+            "contam_comment": column(contam),
+            "derived": derived,
             "contaminated": False,
-            "albumin_obs": -1,
-            "comparator": pd.Series(comparator, dtype=object),
+            # derived Ca: the obs id of the albumin it was corrected with
+            "albumin_obs": column(np.full(n, -1), obs_id[alb_rows]),
+            "comparator": pd.Series(column(comparator.astype(object)), dtype=object),
+            "value_reported": column(_floats(df["value_reported"]), corr),
+            "value": column(value, corr),
+            "range_low": column(lo),
+            "range_high": column(hi),
+            # derived Ca is in the canonical unit, which is then also the reported one
+            "range_low_reported": column(_floats(df["range_low_reported"]), lo[ca_rows]),
+            "range_high_reported": column(_floats(df["range_high_reported"]), hi[ca_rows]),
+            "source_row": df["source_row"].array.take(row),
+            "obs_id": np.arange(len(order)),
         }
     )
-    for name in EVIDENCE_FIELDS:
-        if name not in obs.columns:
-            obs[name] = df[name].array
-    text = {name: _chunked(df[name]) for name in TEXT_FIELDS}
-    obs = _with_corrected_calcium(obs, window, text)
-    # the order of sort_values(["pat", "t", "analyte", "source_row"], kind="stable"),
-    # computed on integer keys only (the frame carries long text columns)
-    analyte_rank = pd.factorize(obs["analyte"].to_numpy(), sort=True)[0]
-    row = obs["source_row"].to_numpy(dtype="float64", na_value=np.inf)  # missing last
-    order = np.lexsort((row, analyte_rank, _ns(obs["t"].to_numpy()), obs["pat"].to_numpy()))
-    obs = obs.iloc[order].reset_index(drop=True)
-    obs["obs_id"] = np.arange(len(obs))
-    remap_albumin(obs)
 
     # draws and episodes
     pat = obs["pat"].to_numpy()
@@ -316,13 +379,15 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     )
     patients.index.name = "pat"
     patients = patients.reset_index()
-    return Context(
+    ctx = Context(
         obs=obs,
         episodes=episodes,
         patients=patients,
         vitamin_d_guideline=vitamin_d_guideline,
         text=text,
     )
+    ctx._cache[("codes", "analyte")] = (analyte_obs, pa.array(names, type=pa.string()))
+    return ctx
 
 
 def _chunked(column: pd.Series) -> pa.ChunkedArray:
@@ -335,68 +400,45 @@ def _chunked(column: pd.Series) -> pa.ChunkedArray:
     return out.cast(pa.string())
 
 
-def _with_corrected_calcium(
-    obs: pd.DataFrame, window: pd.Timedelta, text: dict[str, pa.ChunkedArray]
-) -> pd.DataFrame:
-    """Append albumin-corrected Ca (S18) for each numeric total Ca with an albumin nearby.
+def _floats(column: pd.Series) -> np.ndarray:
+    return column.to_numpy(dtype="float64", na_value=np.nan)
 
-    Their text fields are appended to `text` as one more chunk (`src` points there)."""
-    ca = obs[(obs["analyte"].to_numpy() == "calcium") & obs["has_value"].to_numpy()]
-    alb = obs[(obs["analyte"].to_numpy() == "albumin") & obs["has_value"].to_numpy()]
-    if ca.empty or alb.empty:
-        return obs
-    alb_pos = nearest_positions(ca[["pat", "t"]], alb, window)
-    ok = alb_pos >= 0
-    if not ok.any():
-        return obs
-    ca = ca[ok]
-    a = alb.iloc[alb_pos[ok]]
-    a_val = a["value"].to_numpy(dtype="float64")
-    a_exact = ~np.isin(a["comparator"].to_numpy(), CENSOR_BELOW + CENSOR_ABOVE)
-    corr = ca["value"].to_numpy(dtype="float64") + number("calcium_correction_coefficient") * (
-        number("albumin_reference") - a_val
+
+def _corrected_calcium_pairs(
+    pat: np.ndarray, t: np.ndarray, is_ca: np.ndarray, is_alb: np.ndarray, window: pd.Timedelta
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the total Ca results with an albumin within `window`, and the row of
+    that albumin (the nearest one)."""
+    ca, alb = np.flatnonzero(is_ca), np.flatnonzero(is_alb)
+    pos = nearest_positions(
+        pd.DataFrame({"pat": pat[ca], "t": t[ca]}),
+        pd.DataFrame({"pat": pat[alb], "t": t[alb]}),
+        window,
     )
-    d = ca.copy()
-    d["analyte"] = "calcium_corrected"
-    d["derived"] = True
-    d["albumin_obs"] = a.index.to_numpy()  # original row label, remapped below
-    d["value"] = corr
-    lo = d["range_low"].to_numpy(dtype="float64", na_value=np.nan)
-    hi = d["range_high"].to_numpy(dtype="float64", na_value=np.nan)
-    comp = np.where(a_exact, d["comparator"].to_numpy(), "?")  # censored albumin: no state
-    d["low"] = tri_below(corr, comp, lo)
-    d["high"] = tri_above(corr, comp, hi)
-    d["value_reported"] = corr
-    d["range_low_reported"] = d["range_low"]
-    d["range_high_reported"] = d["range_high"]
-    d["hemolyzed"] = False
-    # text of the derived rows: the calcium row's, with its own label, printed value and
-    # the canonical unit as the reported one
-    n = len(text["unit"])
-    src = pa.array(d["src"].to_numpy())
-    derived = {name: pc.take(col, src).combine_chunks() for name, col in text.items()}
-    derived["test_label"] = pa.array(["corrected Ca (derived)"] * len(d), type=pa.string())
-    derived["value_raw"] = pa.array(np.char.mod("%.2f", corr), type=pa.string())
+    ok = pos >= 0
+    return ca[ok], alb[pos[ok]]
+
+
+def _append_derived_text(
+    text: dict[str, pa.ChunkedArray], ca_rows: np.ndarray, corrected: np.ndarray
+) -> None:
+    """Add the text fields of the derived Ca rows to `text` as one more chunk: the
+    calcium row's, with its own label, printed value and the canonical unit as the
+    reported one."""
+    rows = pa.array(ca_rows)
+    derived = {
+        c: pc.take(text[c], rows).combine_chunks() for c in ("text_result", "unit", "range_origin")
+    }
+    derived["test_label"] = pa.repeat(
+        pa.scalar("corrected Ca (derived)", pa.string()), len(ca_rows)
+    )
+    # printed with "%.2f", once per distinct value
+    distinct, index = np.unique(corrected, return_inverse=True)
+    printed = pa.array(np.char.mod("%.2f", distinct), type=pa.string())
+    derived["value_raw"] = pc.take(printed, pa.array(index.reshape(-1)))
     derived["unit_reported"] = derived["unit"]
-    for name, col in derived.items():
-        text[name] = pa.chunked_array([*text[name].chunks, col], type=pa.string())
-    d["src"] = n + np.arange(len(d))
-    out = pd.concat([obs, d], ignore_index=False)
-    out["_label"] = out.index
-    return out
-
-
-def remap_albumin(obs: pd.DataFrame) -> None:
-    """Turn the albumin row labels of derived Ca rows into obs ids (after the final sort)."""
-    if "_label" not in obs.columns:
-        obs["albumin_obs"] = -1
-        return
-    base = obs[~obs["derived"].to_numpy()]
-    lookup = pd.Series(base["obs_id"].to_numpy(), index=base["_label"].to_numpy())
-    derived = obs["derived"].to_numpy()
-    mapped = obs.loc[derived, "albumin_obs"].map(lookup).fillna(-1).astype("int64")
-    obs.loc[derived, "albumin_obs"] = mapped.to_numpy()
-    del obs["_label"]
+    for name in TEXT_FIELDS:
+        text[name] = pa.chunked_array([*text[name].chunks, derived[name]], type=pa.string())
 
 
 def _ns(t: object) -> np.ndarray:
