@@ -135,6 +135,24 @@ def test_partition_invariance_and_determinism() -> None:
     pd.testing.assert_frame_equal(interpret_results(shuffled), whole)
 
 
+def test_threads_give_the_same_table(tmp_path: Path) -> None:
+    from benchmarks.make_export import generate
+    from labinterp.reading import read
+
+    path = tmp_path / "export.csv"
+    generate(path, 20_000, seed=3)
+    res = read([path]).results
+    one = interpret_results(res, threads=1)
+    assert len(one) > 1000
+    for threads in (2, 3):
+        pd.testing.assert_frame_equal(interpret_results(res, threads=threads), one)
+    sample = read([SAMPLE]).results
+    two = sample[sample["patient_id"].isin(sorted(set(sample["patient_id"]))[:2])]
+    pd.testing.assert_frame_equal(  # more threads than patients: some parts are empty
+        interpret_results(two, threads=4), interpret_results(two, threads=1)
+    )
+
+
 def test_parameters_have_units_and_sources() -> None:
     params = parameters()
     used = {k for rule in REGISTRY for k in rule.parameters}

@@ -10,6 +10,7 @@ its target atomically, so a bad input leaves the folder as it was.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import math
@@ -236,14 +237,19 @@ def _ingest(
     return ingest, bucket_files
 
 
-def _bucket_job(path: Path, parts: Path, tag: str) -> BucketStats:
-    """Process one on-disk bucket (runs in a worker process when there are several)."""
+def _bucket_job(path: Path, parts: Path, tag: str, threads: int | None = None) -> BucketStats:
+    """Process one on-disk bucket (runs in a worker process when there are several;
+    `threads` is passed on to interpret_results)."""
     from labinterp.audit.collapse import arrow_to_results
 
     _, deduplicate, interpret_results = _stages()
     results = arrow_to_results(pq.read_table(path))
     return process_bucket(
-        results, parts, tag, deduplicate=deduplicate, interpret_results=interpret_results
+        results,
+        parts,
+        tag,
+        deduplicate=deduplicate,
+        interpret_results=functools.partial(interpret_results, threads=threads),
     )
 
 
@@ -263,7 +269,8 @@ def _run_local(
     # one bucket at a time, so memory is bounded by workers x bucket size.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_bucket_job, *job) for job in jobs]
+        # the workers use the cores already: one thread each
+        futures = [pool.submit(_bucket_job, *job, threads=1) for job in jobs]
         try:
             for fut in as_completed(futures):
                 stats = fut.result()
