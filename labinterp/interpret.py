@@ -207,13 +207,40 @@ def _take_rows(dictionary: pa.Array, codes: np.ndarray, rows: np.ndarray, n: int
     partial result again.
     """
     keep = codes >= 0
-    taken = pc.take(dictionary, pa.array(codes[keep]))
+    taken = _take_presized(dictionary, codes[keep])
     offsets = np.frombuffer(taken.buffers()[1], dtype="int64")[taken.offset :]
     per_row = np.bincount(rows, weights=keep.sum(axis=1), minlength=n).astype("int64")
     bounds = np.concatenate([[0], np.cumsum(per_row)])
     row_offsets = np.ascontiguousarray(offsets[bounds])
     data = taken.buffers()[2] or pa.py_buffer(b"")
     return pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(row_offsets), data])
+
+
+def _take_presized(dictionary: pa.Array, indices: np.ndarray) -> pa.Array:
+    """pc.take of a large_string `dictionary`, with its output allocated once, at its size.
+
+    Arrow reserves (mean entry length) x (number of indices) bytes for the output of a take
+    and doubles the buffer whenever that runs out. Evidence dictionaries hold mostly short
+    entries (row numbers, times) while the output is long JSON, so a 360 MB output would
+    be grown and copied twice, and fresh memory is what costs most here. One more entry,
+    never taken and never written, makes the mean come out at the exact size.
+    """
+    n = len(dictionary)
+    offsets = np.frombuffer(dictionary.buffers()[1], dtype="int64")[
+        dictionary.offset : dictionary.offset + n + 1
+    ]
+    have = int(offsets[-1] - offsets[0])
+    need = int(np.diff(offsets)[indices].sum()) + 1024  # + slack for float rounding
+    size = -(-need * (n + 1) // max(len(indices), 1))  # ceil: the mean Arrow will compute
+    if dictionary.null_count or size <= have:
+        return pc.take(dictionary, pa.array(indices))
+    data = pa.allocate_buffer(size)
+    np.frombuffer(data, dtype=np.uint8)[:have] = np.frombuffer(
+        dictionary.buffers()[2], dtype=np.uint8
+    )[offsets[0] : offsets[-1]]
+    new_offsets = pa.py_buffer(np.append(offsets - offsets[0], size))
+    padded = pa.Array.from_buffers(pa.large_string(), n + 1, [None, new_offsets, data])
+    return pc.take(padded, pa.array(indices))
 
 
 def _with_literals(pieces: Pieces, literals: Sequence[str]) -> Pieces:
