@@ -18,7 +18,6 @@ References:
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from labinterp.episodes import Context, ckd_stage, tri_below
@@ -30,11 +29,7 @@ ID = "ckd_context"
 
 def evaluate(ctx: Context) -> pd.DataFrame:
     obs = ctx.obs
-    value = obs["value"].to_numpy(dtype="float64")
-    low = ctx.is_analyte("egfr") & (
-        tri_below(value, ctx.comparator(), np.full(len(obs), number("ckd_context_egfr_below")))
-        == 1.0
-    )
+    low = ctx.tri("egfr", tri_below, number("ckd_context_egfr_below")) == 1.0
     a = obs.loc[low, ["pat", "t", "episode_id", "obs_id", "value"]]
     a = a.sort_values(["episode_id", "value", "t"], kind="stable").drop_duplicates("episode_id")
     a = a.reset_index(drop=True)

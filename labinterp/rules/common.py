@@ -122,9 +122,7 @@ def finish_per_episode(
 
 def ckd_nearby(ctx: Context, a: pd.DataFrame, window: pd.Timedelta, below: float) -> np.ndarray:
     """True where an eGFR below `below` lies within `window` of the anchor."""
-    egfr = ctx.obs["value"].to_numpy(dtype="float64")
-    comp = ctx.comparator()
-    low = ctx.is_analyte("egfr") & (tri_below(egfr, comp, np.full(len(egfr), below)) == 1.0)
+    low = ctx.tri("egfr", tri_below, below) == 1.0
     ids = nearest(ctx, a, "egfr", window, where=low)
     return ids >= 0
 

@@ -17,7 +17,6 @@ References:
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from labinterp.episodes import Context, tri_above
@@ -28,10 +27,7 @@ ID = "inflammation_hypomagnesemia"
 
 
 def evaluate(ctx: Context) -> pd.DataFrame:
-    obs = ctx.obs
-    value = obs["value"].to_numpy(dtype="float64")
-    threshold = np.full(len(obs), number("crp_inflammation_above"))
-    high = tri_above(value, ctx.comparator(), threshold) == 1.0
+    high = ctx.tri("crp", tri_above, number("crp_inflammation_above")) == 1.0
     return common.low_mg_with(ctx, "crp", high, duration("window_crp"), "Raised CRP with low Mg.")
 
 

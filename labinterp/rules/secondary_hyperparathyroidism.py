@@ -32,11 +32,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     obs = ctx.obs
     clean = ~obs["contaminated"].to_numpy()
     pth_high = ctx.is_analyte("pth") & (obs["high"].to_numpy(dtype="float64") == 1.0) & clean
-    value = obs["value"].to_numpy(dtype="float64")
-    d_low = (
-        tri_below(value, ctx.comparator(), np.full(len(obs), cutoff(ctx.vitamin_d_guideline)))
-        == 1.0
-    )
+    d_low = ctx.tri("vitamin_d_25oh", tri_below, cutoff(ctx.vitamin_d_guideline)) == 1.0
     a = obs.loc[pth_high, ["pat", "t", "dated", "draw_id", "episode_id", "obs_id"]]
     a = a.reset_index(drop=True)
     wd = duration("window_vitamin_d")

@@ -54,13 +54,8 @@ def cutoff(guideline: str) -> float:
 def evaluate(ctx: Context) -> pd.DataFrame:
     obs = ctx.obs
     wd = duration("window_vitamin_d")
-    value = obs["value"].to_numpy(dtype="float64")
-    comp = ctx.comparator()
-    n = len(obs)
-    d_low_all = tri_below(value, comp, np.full(n, cutoff(ctx.vitamin_d_guideline)))
-    crp_high = ctx.is_analyte("crp") & (
-        tri_above(value, comp, np.full(n, number("crp_inflammation_above"))) == 1.0
-    )
+    d_low_all = ctx.tri("vitamin_d_25oh", tri_below, cutoff(ctx.vitamin_d_guideline))
+    crp_high = ctx.tri("crp", tri_above, number("crp_inflammation_above")) == 1.0
     mg_ok = common.known(ctx)
     mg_low_mask = (
         mg_ok & ctx.is_analyte("magnesium") & (obs["low"].to_numpy(dtype="float64") == 1.0)
