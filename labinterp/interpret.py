@@ -45,7 +45,13 @@ ROLE_ORDER = tuple(
         "alp",
     )
 )
-_RULE_ORDER = {rule.id: i for i, rule in enumerate(REGISTRY)}
+# Per rule, in registry order (findings of a patient are listed in this order): the text
+# columns every finding of the rule shares.
+_RULE_TEXT = {
+    "rule_id": pa.array([rule.id for rule in REGISTRY], type=pa.large_string()),
+    "kind": pa.array([rule.kind for rule in REGISTRY], type=pa.large_string()),
+    "citations": pa.array([";".join(rule.citations) for rule in REGISTRY], pa.large_string()),
+}
 # Numeric observation columns that evidence text and evidence_json are built from (the
 # text ones come from Context.text_of).
 _EVIDENCE_NUMBERS = (
@@ -142,12 +148,11 @@ def _interpret(results: pd.DataFrame, vitamin_d_guideline: str) -> pd.DataFrame:
     guards.apply_hemolysis(ctx)
     ctx.extras["edta_contamination"] = guards.edta_contamination(ctx)
     parts = []
-    for rule in REGISTRY:
+    for i, rule in enumerate(REGISTRY):
         out = rule.evaluate(ctx)
         if out is None or out.empty:
             continue
-        out = out.assign(rule_id=rule.id, kind=rule.kind, citations=";".join(rule.citations))
-        parts.append(out.reset_index(drop=True))
+        parts.append(out.assign(rule=i).reset_index(drop=True))  # position in REGISTRY
     if not parts:
         return schema.empty(schema.FINDINGS)
     f = pd.concat(parts, ignore_index=True)
@@ -502,39 +507,26 @@ def _evidence_rows(
 
 def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
     obs = ctx.obs
-    pid = ctx.patients.set_index("pat")["patient_id"]
     # Sort first, on the short key columns, so the long evidence strings are built in the
     # final order and never moved again.
-    rule_codes, rule_ids = pd.factorize(f["rule_id"].to_numpy())
-    rule_rank = np.array([_RULE_ORDER[r] for r in rule_ids], dtype="int64")[rule_codes]
-    keys = pd.DataFrame(
-        {
-            "patient_id": pid.reindex(f["pat"].to_numpy()).to_numpy(),
-            "episode_start": pd.to_datetime(f["start"]).to_numpy(),
-            "episode_end": pd.to_datetime(f["end"]).to_numpy(),
-        }
-    )
+    start = pd.to_datetime(f["start"]).to_numpy()
+    end = pd.to_datetime(f["end"]).to_numpy()
     # The order of sort_values(["patient_id", rule order, "episode_start", "episode_end",
     # "status"], kind="stable", na_position="first"), on integer keys: pat codes follow the
     # sorted patient ids, NaT is the smallest int64, status ranks follow its sorted values.
-    status_rank = pd.factorize(f["status"].to_numpy(), sort=True)[0]
-    order = np.lexsort(
-        (
-            status_rank,
-            keys["episode_end"].to_numpy().view("int64"),
-            keys["episode_start"].to_numpy().view("int64"),
-            rule_rank,
-            f["pat"].to_numpy(dtype="int64"),
-        )
-    )
+    status_rank = f["status"].factorize(sort=True)[0]
+    patient_rule = f["pat"].to_numpy(dtype="int64") * len(REGISTRY) + f["rule"].to_numpy()
+    order = np.lexsort((status_rank, end.view("int64"), start.view("int64"), patient_rule))
     f = f.iloc[order].reset_index(drop=True)
-    keys = keys.iloc[order].reset_index(drop=True)
     n = len(f)
+    patient_of = np.searchsorted(ctx.patients["pat"].to_numpy(), f["pat"].to_numpy())
+    rule = f["rule"].to_numpy()
     present = [c for c in f.columns if c.startswith("ev_")]
     roles = [c for c in ROLE_ORDER if c in present] + sorted(set(present) - set(ROLE_ORDER))
     ids = np.full((n, len(roles)), -1, dtype="int64")
     for j, role in enumerate(roles):
-        ids[:, j] = f[role].fillna(-1).to_numpy(dtype="int64")
+        column = f[role].to_numpy(dtype="float64", na_value=np.nan)  # NaN: no evidence
+        ids[:, j] = np.where(np.isnan(column), -1, column)
     mark = np.zeros(len(obs), dtype=bool)
     mark[ids[ids >= 0]] = True
     used = np.flatnonzero(mark)
@@ -570,9 +562,10 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
     grade = np.full(n, np.nan)
     if "grade_obs" in f.columns:
         gobs = f["grade_obs"].fillna(-1).to_numpy(dtype="int64")
-        terms = f["grade_term"].fillna("").astype(str).to_numpy()
-        for term in pd.unique(terms[gobs >= 0]):
-            sel = (terms == term) & (gobs >= 0)
+        term_codes, term_names = f["grade_term"].fillna("").factorize()
+        for code in np.unique(term_codes[gobs >= 0]):
+            term = str(term_names[code])
+            sel = (term_codes == code) & (gobs >= 0)
             o = obs.iloc[gobs[sel]]
             grade[sel] = grading.grade_array(
                 term,
@@ -584,14 +577,14 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
 
     out = pd.DataFrame(
         {
-            "patient_id": keys["patient_id"].to_numpy(),
-            "rule_id": _text(f["rule_id"]),
-            "kind": _text(f["kind"]),
+            "patient_id": ctx.patients["patient_id"].array.take(patient_of),
+            "rule_id": _as_str(_RULE_TEXT["rule_id"].take(rule)),
+            "kind": _as_str(_RULE_TEXT["kind"].take(rule)),
             "status": _text(f["status"]),
             "tier": _text(f["tier"].fillna("")),
             "grade": pd.Series(grade).round().astype("Int64").to_numpy(),
-            "episode_start": keys["episode_start"].to_numpy(),
-            "episode_end": keys["episode_end"].to_numpy(),
+            "episode_start": start[order],
+            "episode_end": end[order],
             "evidence": text,
             "evidence_json": js,
             "range_origin": origins,
@@ -599,7 +592,7 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
             "suppressed_by": _text(f["suppressed_by"].fillna("")),
             "caveats": _text(f["caveats"].fillna("")),
             "note": _text(f["note"].fillna("")),
-            "citations": _text(f["citations"]),
+            "citations": _as_str(_RULE_TEXT["citations"].take(rule)),
         }
     )
     out = schema.conform(out, schema.FINDINGS)
