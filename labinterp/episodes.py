@@ -151,7 +151,7 @@ class Context:
         return out
 
     def search_key(self) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted distinct times, key per obs): see `_pair_keys`."""
+        """(sorted distinct times, key per obs): see `_pair_keys` (build fills it)."""
         if "times" not in self._cache:
             t = _ns(self.obs["t"].to_numpy())
             times = np.unique(t)
@@ -246,8 +246,11 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     spec = df["specimen_id"]
     has_spec = spec.notna() & (spec.fillna("").str.strip() != "")
     if has_spec.any():
-        key = pd.DataFrame({"p": pat_codes, "s": spec.where(has_spec, None), "t": collected})
-        unified = key[has_spec.to_numpy()].groupby(["p", "s"], sort=False)["t"].transform("min")
+        # the earliest time of each (patient, specimen), grouped on one integer key
+        with_spec = has_spec.to_numpy()
+        spec_codes, specs = pd.factorize(spec[with_spec])
+        group = pat_codes[with_spec].astype("int64") * (len(specs) + 1) + spec_codes
+        unified = collected[with_spec].groupby(group, sort=False).transform("min")
         collected = collected.copy()
         collected.loc[unified.index] = unified
     dated = collected.notna().to_numpy()
@@ -268,11 +271,19 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     has_value = ~np.isnan(value)
     text = {name: _chunked(df[name]) for name in TEXT_FIELDS}
 
+    # One int64 per row that sorts like (pat, t), for sorting and nearest-time searches:
+    # see _pair_keys (every row's time is in `times`). Context.search_key reuses it.
+    t_ns = _ns(t)
+    times = np.unique(t_ns)
+    span = 2 * len(times) + 2
+    key = pat_codes * span + 2 * np.searchsorted(times, t_ns) + 1
+
     # Albumin-corrected Ca (S18): for each numeric total Ca with an albumin nearby, a
     # derived copy of the calcium row with its own analyte, value and flags.
     ca_rows, alb_rows = _corrected_calcium_pairs(
-        pat_codes,
-        t,
+        key,
+        t_ns,
+        span,
         has_value & (analyte == code["calcium"]),
         has_value & (analyte == code["albumin"]),
         window,
@@ -295,8 +306,7 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
         (
             row_number,  # missing last
             np.append(analyte, np.full(len(ca_rows), code[CORRECTED_CALCIUM])),
-            _ns(t[copied]),
-            pat_codes[copied],
+            key[copied],  # (pat, t)
         )
     )
     row = copied[order]
@@ -398,6 +408,8 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
         text=text,
     )
     ctx._cache[("codes", "analyte")] = (analyte_obs, pa.array(names, type=pa.string()))
+    ctx._cache["times"] = times  # Context.search_key
+    ctx._cache["okey"] = column(key)
     return ctx
 
 
@@ -416,16 +428,19 @@ def _floats(column: pd.Series) -> np.ndarray:
 
 
 def _corrected_calcium_pairs(
-    pat: np.ndarray, t: np.ndarray, is_ca: np.ndarray, is_alb: np.ndarray, window: pd.Timedelta
+    key: np.ndarray,
+    t: np.ndarray,
+    span: int,
+    is_ca: np.ndarray,
+    is_alb: np.ndarray,
+    window: pd.Timedelta,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The rows of the total Ca results with an albumin within `window`, and the row of
-    that albumin (the nearest one)."""
+    that albumin (the nearest one; ties: the earlier time, then the later row). `key`,
+    `t` (ns) and `span` are the search keys of all rows (see `_pair_keys`)."""
     ca, alb = np.flatnonzero(is_ca), np.flatnonzero(is_alb)
-    pos = nearest_positions(
-        pd.DataFrame({"pat": pat[ca], "t": t[ca]}),
-        pd.DataFrame({"pat": pat[alb], "t": t[alb]}),
-        window,
-    )
+    alb = alb[np.argsort(key[alb], kind="stable")]
+    pos = _nearest_sorted(key[ca], t[ca], key[alb], t[alb], window, span)
     ok = pos >= 0
     return ca[ok], alb[pos[ok]]
 
@@ -500,26 +515,6 @@ def _nearest_sorted(
     closer_f[both] = (ct[fc][both] - at[both]) < (at[both] - ct[bc][both])
     use_f = f_ok & (~b_ok | closer_f)
     return np.where(use_f, fc, np.where(b_ok, bc, -1)).astype("int64")
-
-
-def nearest_positions(
-    anchors: pd.DataFrame, candidates: pd.DataFrame, window: pd.Timedelta
-) -> np.ndarray:
-    """For each anchor row (pat, t), the position in `candidates` of the nearest row of the
-    same patient within `window`, or -1 (ties: the earlier row, then the later position)."""
-    n = len(anchors)
-    if n == 0 or candidates.empty:
-        return np.full(n, -1, dtype="int64")
-    cpat = candidates["pat"].to_numpy()
-    ct = _ns(candidates["t"].to_numpy())
-    order = np.lexsort((np.arange(len(ct)), ct, cpat))
-    times = np.unique(ct)
-    span = 2 * len(times) + 2
-    ckey = _pair_keys(cpat[order], ct[order], times)
-    at = _ns(anchors["t"].to_numpy())
-    akey = _pair_keys(anchors["pat"].to_numpy(), at, times)
-    pos = _nearest_sorted(akey, at, ckey, ct[order], window, span)
-    return np.where(pos >= 0, order[np.maximum(pos, 0)], -1)
 
 
 def nearest(
