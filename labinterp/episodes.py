@@ -65,6 +65,28 @@ TEXT_FIELDS = (
     "range_origin",
 )
 
+# The RESULTS columns build reads (the engine needs no others).
+INPUT_COLUMNS = tuple(
+    dict.fromkeys(
+        (
+            "patient_id",
+            "collected_at",
+            "specimen_id",
+            "analyte",
+            "comparator",
+            "value",
+            "range_low",
+            "range_high",
+            "quality",
+            "value_reported",
+            "range_low_reported",
+            "range_high_reported",
+            "source_row",
+            *TEXT_FIELDS,
+        )
+    )
+)
+
 
 @dataclass
 class Context:

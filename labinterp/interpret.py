@@ -107,6 +107,7 @@ def interpret_results(
     if patient is not None:
         wanted = [patient] if isinstance(patient, str) else list(patient)
         results = results[results["patient_id"].isin(wanted).to_numpy()]
+    results = results[list(episodes.INPUT_COLUMNS)]  # partitions copy no other column
     results = results[results["patient_id"].notna().to_numpy() & results["analyte"].notna()]
     if results.empty:
         return schema.empty(schema.FINDINGS)
@@ -116,9 +117,11 @@ def interpret_results(
     # Findings are per patient and sorted by patient first, so the findings of partitions
     # of consecutive patients, put end to end, are the findings of the whole table. Most of
     # the work is in numpy and Arrow, which release the GIL, so threads use the cores
-    # without copying the tables between processes.
+    # without copying the tables between processes; each thread also copies its own rows.
     with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-        found = list(pool.map(lambda part: _interpret(part, vitamin_d_guideline), parts))
+        found = list(
+            pool.map(lambda rows: _interpret(results.take(rows), vitamin_d_guideline), parts)
+        )
     found = [f for f in found if len(f)]
     return pd.concat(found, ignore_index=True) if found else schema.empty(schema.FINDINGS)
 
@@ -127,19 +130,19 @@ def interpret_results(
 _ROWS_PER_THREAD = 100_000
 
 
-def _patient_partitions(results: pd.DataFrame, threads: int | None) -> list[pd.DataFrame]:
-    """`results` cut into up to `threads` tables of whole patients with about equal row
+def _patient_partitions(results: pd.DataFrame, threads: int | None) -> list[np.ndarray]:
+    """The rows of up to `threads` partitions of whole patients with about equal row
     counts, in the order of the sorted patient ids (the order of the findings)."""
     if threads is None:
         threads = min(os.cpu_count() or 1, len(results) // _ROWS_PER_THREAD)
     if threads <= 1:
-        return [results]
+        return [np.arange(len(results))]
     codes = pd.factorize(results["patient_id"], sort=True)[0]
     rows_up_to = np.cumsum(np.bincount(codes))  # rows of patients 0..i
     # the first patient of each partition after the first
     starts = np.searchsorted(rows_up_to, len(results) * np.arange(1, threads) / threads) + 1
     part = np.searchsorted(starts, codes, side="right")
-    return [results.iloc[rows] for k in range(threads) if len(rows := np.flatnonzero(part == k))]
+    return [rows for k in range(threads) if len(rows := np.flatnonzero(part == k))]
 
 
 def _interpret(results: pd.DataFrame, vitamin_d_guideline: str) -> pd.DataFrame:
