@@ -153,6 +153,21 @@ def test_threads_give_the_same_table(tmp_path: Path) -> None:
     )
 
 
+def test_evidence_helpers_give_what_plain_arrow_gives() -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from labinterp.interpret import _iso, _take_presized
+
+    stamps = ["1700-01-01T00:00:00", "2024-02-29T23:59:59", "0999-12-31T01:02:03"]
+    t = pa.array(np.array(stamps, dtype="datetime64[s]"))
+    iso = pc.strftime(t, format="%Y-%m-%dT%H:%M:%S")
+    assert _iso(t).equals(pc.binary_join_element_wise('"', iso, '"', ""))
+    words = pa.array(["", "a", "bb" * 50, "ccc"], pa.large_string())
+    picks = np.array([2, 2, 0, 3, 1, 2])
+    assert _take_presized(words, picks).equals(pc.take(words, pa.array(picks)))
+
+
 def test_parameters_have_units_and_sources() -> None:
     params = parameters()
     used = {k for rule in REGISTRY for k in rule.parameters}
