@@ -4,8 +4,10 @@
 
 Generates an export with benchmarks/make_export.py, then times, in the same run, a bare
 `pyarrow.csv.read_csv` of the file and `labinterp.read` + `interpret_results` on it, and
-prints the ratio (target <= 8). The read and the engine are also shown separately. It also
-checks the planted patterns against the generator's manifest and prints any difference.
+prints the ratio (target <= 8). The read and the engine are also shown separately, and
+the engine on one thread (its partitions of patients run one after the other, as in the
+audit's worker processes). It also checks the planted patterns against the generator's
+manifest and prints any difference.
 """
 
 from __future__ import annotations
@@ -47,11 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         bare, _ = best_of(args.repeat, lambda: pacsv.read_csv(path))
         t_read, result = best_of(args.repeat, lambda: read([path]))
         t_engine, findings = best_of(args.repeat, lambda: interpret_results(result.results))
+        t_one, _ = best_of(args.repeat, lambda: interpret_results(result.results, threads=1))
         total = t_read + t_engine
         print(f"rows: {args.rows:,}  results: {len(result.results):,}  findings: {len(findings):,}")
         print(f"pyarrow.csv.read_csv: {bare:.2f} s")
         print(f"labinterp.read:       {t_read:.2f} s  ({t_read / bare:.1f} x)")
         print(f"interpret_results:    {t_engine:.2f} s  ({t_engine / bare:.1f} x)")
+        print(f"  on one thread:      {t_one:.2f} s  ({t_one / bare:.1f} x)")
         print(f"read -> findings:     {total:.2f} s  ratio {total / bare:.1f} (target <= 8)")
         fired = findings[findings["status"] == "fired"]
         for rule, tiers in manifest.fired.items():
