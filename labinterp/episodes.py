@@ -399,29 +399,32 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     obs["draw_id"] = np.cumsum(new_draw) - 1
     obs["episode_id"] = np.cumsum(new_episode) - 1
 
-    dated_t = obs["t"].where(obs["dated"])
-    g = obs.assign(dt=dated_t).groupby("episode_id", sort=True)
+    # Episodes and patients are runs of rows (rows are sorted by patient, then time): per
+    # run its first row, first and last time, and earliest and latest dated time.
+    episode_first, t_first, t_last, start, end = _runs(new_episode, tt, obs["dated"].to_numpy())
     episodes = pd.DataFrame(
         {
-            "pat": g["pat"].first(),
-            "start": g["dt"].min(),
-            "end": g["dt"].max(),
-            "t_first": g["t"].min(),
-            "t_last": g["t"].max(),
-        }
-    ).reset_index()
-    pg = obs.assign(dt=dated_t).groupby("pat", sort=True)
-    patients = pd.DataFrame(
-        {
-            "patient_id": pd.array(
-                np.asarray(pat_uniques)[pg["pat"].first().to_numpy()], dtype="string[pyarrow]"
-            ),
-            "start": pg["dt"].min(),
-            "end": pg["dt"].max(),
+            "episode_id": np.arange(len(episode_first)),
+            "pat": pat[episode_first],
+            "start": start,
+            "end": end,
+            "t_first": t_first,
+            "t_last": t_last,
         }
     )
-    patients.index.name = "pat"
-    patients = patients.reset_index()
+    new_patient = np.ones(len(obs), dtype=bool)
+    new_patient[1:] = pat[1:] != pat[:-1]
+    patient_first, _, _, start, end = _runs(new_patient, tt, obs["dated"].to_numpy())
+    patients = pd.DataFrame(
+        {
+            "pat": pat[patient_first],
+            "patient_id": pd.array(
+                np.asarray(pat_uniques)[pat[patient_first]], dtype="string[pyarrow]"
+            ),
+            "start": start,
+            "end": end,
+        }
+    )
     ctx = Context(
         obs=obs,
         episodes=episodes,
@@ -433,6 +436,22 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     ctx._cache["times"] = times  # Context.search_key
     ctx._cache["okey"] = column(key)
     return ctx
+
+
+def _runs(
+    starts: np.ndarray, t: np.ndarray, dated: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For the runs of rows that begin where `starts` is true (times `t` nondecreasing in
+    a run): each run's first row, first and last time, and earliest and latest time of
+    its `dated` rows (NaT when it has none)."""
+    first = np.flatnonzero(starts)
+    last = np.append(first[1:], len(starts)) - 1
+    ns = t.view("int64")
+    nat, never = np.iinfo("int64").min, np.iinfo("int64").max  # NaT is the smallest int64
+    earliest = np.minimum.reduceat(np.where(dated, ns, never), first) if len(first) else first
+    latest = np.maximum.reduceat(np.where(dated, ns, nat), first) if len(first) else first
+    earliest = np.where(earliest == never, nat, earliest)
+    return first, t[first], t[last], earliest.view(t.dtype), latest.view(t.dtype)
 
 
 def _chunked(column: pd.Series) -> pa.ChunkedArray:
