@@ -41,21 +41,9 @@ CORRECTED_CALCIUM = "calcium_corrected"
 CENSOR_BELOW = ("<", "<=")
 CENSOR_ABOVE = (">", ">=")
 
-# Numeric and short columns of an observation carried into evidence text (obs columns).
-EVIDENCE_FIELDS = (
-    "analyte",
-    "comparator",
-    "value_reported",
-    "value",
-    "range_low",
-    "range_high",
-    "range_low_reported",
-    "range_high_reported",
-    "source_row",
-)
-# Text columns only evidence (and grading) reads. They stay out of obs, which is
-# concatenated, sorted and filtered many times, and are looked up per observation by
-# `Context.text` when evidence is built (obs column `src` is the row in these arrays).
+# Text columns only evidence (and grading) reads. They stay out of obs, which rules filter
+# many times, and are read per observation through `Context.codes` and `Context.text_of`
+# when evidence is built (obs column `src` is the row in `Context.text`).
 TEXT_FIELDS = (
     "test_label",
     "value_raw",

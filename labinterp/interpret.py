@@ -53,7 +53,7 @@ _RULE_TEXT = {
     "citations": pa.array([";".join(rule.citations) for rule in REGISTRY], pa.large_string()),
 }
 # Numeric observation columns that evidence text and evidence_json are built from (the
-# text ones come from Context.text_of).
+# text ones come from Context.codes).
 _EVIDENCE_NUMBERS = (
     "value",
     "value_reported",
@@ -243,9 +243,10 @@ def _take_presized(dictionary: pa.Array, indices: np.ndarray) -> pa.Array:
     if dictionary.null_count or size <= have:
         return pc.take(dictionary, pa.array(indices))
     data = pa.allocate_buffer(size)
-    np.frombuffer(data, dtype=np.uint8)[:have] = np.frombuffer(
-        dictionary.buffers()[2], dtype=np.uint8
-    )[offsets[0] : offsets[-1]]
+    if have:
+        np.frombuffer(data, dtype=np.uint8)[:have] = np.frombuffer(
+            dictionary.buffers()[2], dtype=np.uint8
+        )[offsets[0] : offsets[-1]]
     new_offsets = pa.py_buffer(np.append(offsets - offsets[0], size))
     padded = pa.Array.from_buffers(pa.large_string(), n + 1, [None, new_offsets, data])
     return pc.take(padded, pa.array(indices))

@@ -166,6 +166,8 @@ def test_evidence_helpers_give_what_plain_arrow_gives() -> None:
     words = pa.array(["", "a", "bb" * 50, "ccc"], pa.large_string())
     picks = np.array([2, 2, 0, 3, 1, 2])
     assert _take_presized(words, picks).equals(pc.take(words, pa.array(picks)))
+    empty = pa.array(["", ""], pa.large_string())
+    assert _take_presized(empty, np.array([1, 0])).equals(pc.take(empty, pa.array([1, 0])))
 
 
 def test_parameters_have_units_and_sources() -> None:
