@@ -231,19 +231,21 @@ def tri_above(value: np.ndarray, comparator: np.ndarray, threshold: np.ndarray) 
     return out
 
 
-def _per_distinct(column: pd.Series, test: Callable[[pd.Series], pd.Series]) -> np.ndarray:
-    """Boolean `test` run once per distinct value of a text column (missing -> False).
+def _per_distinct(column: pd.Series, *tests: Callable[[pd.Series], pd.Series]) -> list[np.ndarray]:
+    """Each boolean test run once per distinct value of a text column (missing -> False).
 
     Quality notes and text results repeat a handful of values over a million rows.
     """
     codes, uniques = pd.factorize(column)
-    hit = test(pd.Series(uniques, dtype="string")).fillna(False).to_numpy(dtype=bool)
-    return np.append(hit, False)[codes]
+    distinct = pd.Series(uniques, dtype="string")
+    hits = [test(distinct).fillna(False).to_numpy(dtype=bool) for test in tests]
+    return [np.append(hit, False)[codes] for hit in hits]
 
 
-def _flags(quality: pd.Series, name: str) -> np.ndarray:
+def _flag(name: str) -> Callable[[pd.Series], pd.Series]:
+    """The test for quality flag `name` in ';'-joined quality notes."""
     pattern = rf"(?:^|;)\s*{name}\s*(?:;|$)"
-    return _per_distinct(quality, lambda s: s.str.contains(pattern, regex=True))
+    return lambda s: s.str.contains(pattern, regex=True)
 
 
 def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Context:
@@ -311,14 +313,13 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     # column is gathered once in that order. `order` is also the observation's row in
     # `text` (results rows, then derived row k at n + k).
     copied = np.concatenate([np.arange(n), ca_rows])  # the results row each row copies
-    row_number = df["source_row"].to_numpy(dtype="float64", na_value=np.inf)[copied]
-    order = np.lexsort(
-        (
-            row_number,  # missing last
-            np.append(analyte, np.full(len(ca_rows), code[CORRECTED_CALCIUM])),
-            key[copied],  # (pat, t)
-        )
-    )
+    row_number = df["source_row"].to_numpy(dtype="float64", na_value=np.inf)[copied]  # missing last
+    rank = np.append(analyte, np.full(len(ca_rows), code[CORRECTED_CALCIUM]))
+    if len(key) == 0 or int(key.max()) < 2**62 // (len(names) + 1):
+        # (pat, t, analyte) in one int64 when it fits: one sort pass fewer
+        order = np.lexsort((row_number, key[copied] * (len(names) + 1) + (rank + 1)))
+    else:
+        order = np.lexsort((row_number, rank, key[copied]))
     row = copied[order]
     derived = order >= n
     k = order[derived] - n  # which derived row
@@ -333,9 +334,13 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
 
     obs_id = np.empty(len(order), dtype="int64")
     obs_id[order] = np.arange(len(order))  # the first n entries: obs id of results rows
-    quality = df["quality"].astype("string")
-    contam = _flags(quality, "contamination_comment") | _per_distinct(
-        df["text_result"], lambda s: s.str.contains("CONTAMINAT", case=False)
+    hemolyzed, contam_comment = _per_distinct(
+        df["quality"].astype("string"), _flag("hemolyzed"), _flag("contamination_comment")
+    )
+    has_text, contam_text = _per_distinct(
+        df["text_result"],
+        lambda s: s.str.strip() != "",
+        lambda s: s.str.contains("CONTAMINAT", case=False),
     )
     analyte_obs = column(analyte, np.full(len(ca_rows), code[CORRECTED_CALCIUM]))
     obs = pd.DataFrame(
@@ -348,15 +353,15 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
             # would be converted to Python objects on every read
             "analyte": pd.Series(np.array([*names, None], dtype=object)[analyte_obs], dtype=object),
             "has_value": column(has_value),
-            "has_text": column(_per_distinct(df["text_result"], lambda s: s.str.strip() != "")),
+            "has_text": column(has_text),
             "low": column(
                 tri_below(value, comparator, lo), tri_below(corr, corr_comp, lo[ca_rows])
             ),
             "high": column(
                 tri_above(value, comparator, hi), tri_above(corr, corr_comp, hi[ca_rows])
             ),
-            "hemolyzed": column(_flags(quality, "hemolyzed"), np.zeros(len(ca_rows), bool)),
-            "contam_comment": column(contam),
+            "hemolyzed": column(hemolyzed, np.zeros(len(ca_rows), bool)),
+            "contam_comment": column(contam_comment | contam_text),
             "derived": derived,
             "contaminated": False,
             # derived Ca: the obs id of the albumin it was corrected with
