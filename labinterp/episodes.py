@@ -160,10 +160,16 @@ class Context:
         out[ids] = test(value, self.comparator()[ids], np.full(len(ids), threshold))
         return out
 
+    def t_ns(self) -> np.ndarray:
+        """Observation times as int64 nanoseconds."""
+        if "t_ns" not in self._cache:
+            self._cache["t_ns"] = _ns(self.obs["t"].to_numpy())
+        return self._cache["t_ns"]
+
     def search_key(self) -> tuple[np.ndarray, np.ndarray]:
         """(sorted distinct times, key per obs): see `_pair_keys` (build fills it)."""
         if "times" not in self._cache:
-            t = _ns(self.obs["t"].to_numpy())
+            t = self.t_ns()
             times = np.unique(t)
             self._cache["times"] = times
             self._cache["okey"] = _pair_keys(self.obs["pat"].to_numpy(), t, times)
@@ -569,7 +575,7 @@ def nearest(
     if where is not None:
         ids = ids[where[ids]]
     times, okey = ctx.search_key()
-    t = _ns(ctx.obs["t"].to_numpy())
+    t = ctx.t_ns()
     at = _ns(anchors["t"].to_numpy())
     apat = anchors["pat"].to_numpy()
     akey = None
