@@ -81,7 +81,7 @@ class Context:
     """Everything a rule may read. Built once per call of interpret_results."""
 
     obs: pd.DataFrame  # one row per observation; obs_id == position, sorted by (pat, t)
-    episodes: pd.DataFrame  # one row per patient episode
+    episodes: pd.DataFrame  # one row per patient episode; episode_id == row position
     patients: pd.DataFrame  # pat code -> patient_id, first/last time, sex, age
     vitamin_d_guideline: str = "iom2011"
     # TEXT_FIELDS of each observation, indexed by obs["src"]: the RESULTS rows, then the

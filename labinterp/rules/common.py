@@ -80,10 +80,10 @@ def _rank(column: pd.Series, ranks: dict[str, int]) -> np.ndarray:
 
 
 def with_episode_span(ctx: Context, frame: pd.DataFrame) -> pd.DataFrame:
-    ep = ctx.episodes.set_index("episode_id")
     ids = frame["episode_id"].to_numpy()
-    frame["start"] = ep["start"].reindex(ids).to_numpy()
-    frame["end"] = ep["end"].reindex(ids).to_numpy()
+    # an episode id is the episode's row in ctx.episodes (episodes.build numbers them so)
+    frame["start"] = ctx.episodes["start"].to_numpy()[ids]
+    frame["end"] = ctx.episodes["end"].to_numpy()[ids]
     return frame
 
 
