@@ -92,12 +92,16 @@ def interpret_results(
     patient: str | Sequence[str] | None = None,
     vitamin_d_guideline: str = "iom2011",
     threads: int | None = None,
+    evidence_json: bool = True,
 ) -> pd.DataFrame:
     """The FINDINGS table for a RESULTS table (see labinterp.schema).
 
     `threads`: how many partitions of whole patients are interpreted side by side (the
     default: one per core, for tables large enough to gain from it). The output is the
     same whatever the number.
+    `evidence_json=False` leaves that column missing instead of building it (about half
+    the cost of the evidence), for callers that keep only the readable `evidence`, such
+    as the audit.
     """
     if vitamin_d_guideline not in GUIDELINES:
         raise ValueError(
@@ -113,15 +117,17 @@ def interpret_results(
         return schema.empty(schema.FINDINGS)
     parts = _patient_partitions(results, threads)
     if len(parts) == 1:
-        return _interpret(results, vitamin_d_guideline)
+        return _interpret(results, vitamin_d_guideline, evidence_json)
+
     # Findings are per patient and sorted by patient first, so the findings of partitions
     # of consecutive patients, put end to end, are the findings of the whole table. Most of
     # the work is in numpy and Arrow, which release the GIL, so threads use the cores
     # without copying the tables between processes; each thread also copies its own rows.
+    def interpret_part(rows: np.ndarray) -> pd.DataFrame:
+        return _interpret(results.take(rows), vitamin_d_guideline, evidence_json)
+
     with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-        found = list(
-            pool.map(lambda rows: _interpret(results.take(rows), vitamin_d_guideline), parts)
-        )
+        found = list(pool.map(interpret_part, parts))
     found = [f for f in found if len(f)]
     return pd.concat(found, ignore_index=True) if found else schema.empty(schema.FINDINGS)
 
@@ -145,7 +151,7 @@ def _patient_partitions(results: pd.DataFrame, threads: int | None) -> list[np.n
     return [rows for k in range(threads) if len(rows := np.flatnonzero(part == k))]
 
 
-def _interpret(results: pd.DataFrame, vitamin_d_guideline: str) -> pd.DataFrame:
+def _interpret(results: pd.DataFrame, vitamin_d_guideline: str, with_json: bool) -> pd.DataFrame:
     """interpret_results on conformed rows with a patient and an analyte."""
     ctx = episodes.build(results, vitamin_d_guideline=vitamin_d_guideline)
     guards.apply_hemolysis(ctx)
@@ -159,7 +165,7 @@ def _interpret(results: pd.DataFrame, vitamin_d_guideline: str) -> pd.DataFrame:
     if not parts:
         return schema.empty(schema.FINDINGS)
     f = pd.concat(parts, ignore_index=True)
-    return _assemble(ctx, f)
+    return _assemble(ctx, f, with_json)
 
 
 def _join(*parts: Any, sep: str = "") -> pa.Array:
@@ -400,11 +406,14 @@ def _range_pieces(lo: Encoded, hi: Encoded) -> tuple[pa.Array, np.ndarray, np.nd
 
 
 def _obs_pieces(
-    ctx: episodes.Context, ids: np.ndarray, text_extra: Sequence[str], json_extra: Sequence[str]
-) -> tuple[Pieces, Pieces, np.ndarray]:
+    ctx: episodes.Context,
+    ids: np.ndarray,
+    text_extra: Sequence[str],
+    json_extra: Sequence[str] | None,
+) -> tuple[Pieces, Pieces | None, np.ndarray]:
     """Pieces of the evidence text and of the JSON object of each observation `ids`, and
     its range origin (position in ORIGINS, -1 for another). The literals `*_extra` are
-    added at the end of each dictionary."""
+    added at the end of each dictionary; no JSON pieces when `json_extra` is None."""
     obs = ctx.obs
     num = {
         c: pa.array(obs[c].to_numpy(dtype="float64", na_value=np.nan)[ids], from_pandas=True)
@@ -440,6 +449,8 @@ def _obs_pieces(
         ]
     )
     text_p = _with_literals(_dictionary([text]), text_extra)
+    if json_extra is None:
+        return text_p, None, origin_np
 
     # JSON object, without its opening '{"role":...' (added per role by the caller)
     def js(key: str, column: Encoded, fmt: Callable[[pa.Array], pa.Array], end: str = "") -> Column:
@@ -509,7 +520,7 @@ def _evidence_rows(
     return _take_rows(dictionary, lines, row, n)
 
 
-def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
+def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_json: bool) -> pd.DataFrame:
     obs = ctx.obs
     # Sort first, on the short key columns, so the long evidence strings are built in the
     # final order and never moved again.
@@ -537,23 +548,24 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame) -> pd.DataFrame:
     # literals go at the end of the pieces dictionaries: role heads, separators, brackets
     r = len(roles)
     heads = ['{"role":"' + role[3:] + '"' for role in roles]
-    text_p, json_p, origin_u = _obs_pieces(
-        ctx, used, ["; "], ["[" + h for h in heads] + ["," + h for h in heads] + ["]", "[]"]
-    )
+    json_extra = ["[" + h for h in heads] + ["," + h for h in heads] + ["]", "[]"]
+    text_p, json_p, origin_u = _obs_pieces(ctx, used, ["; "], json_extra if with_json else None)
     pos = np.full(len(obs), -1, dtype="int64")
     pos[used] = np.arange(len(used))
     p = np.where(ids >= 0, pos[np.maximum(ids, 0)], -1)
     sep = len(text_p[0]) - 1
     text = _as_str(_evidence_rows(text_p, p, (np.full(r, -1), np.full(r, sep)), (-1, -1)))
-    lit = len(json_p[0]) - (2 * r + 2)
-    js = _as_str(
-        _evidence_rows(
-            json_p,
-            p,
-            (lit + np.arange(r), lit + r + np.arange(r)),
-            (lit + 2 * r, lit + 2 * r + 1),
+    js = _as_str(pa.nulls(n, pa.large_string()))  # not asked for: missing
+    if json_p is not None:
+        lit = len(json_p[0]) - (2 * r + 2)
+        js = _as_str(
+            _evidence_rows(
+                json_p,
+                p,
+                (lit + np.arange(r), lit + r + np.arange(r)),
+                (lit + 2 * r, lit + 2 * r + 1),
+            )
         )
-    )
     # the range origins seen in a row as bits (bit i: ORIGINS[i]), then one text per
     # distinct set of bits instead of string work per row
     seen = np.zeros(n, dtype="int64")

@@ -153,6 +153,20 @@ def test_threads_give_the_same_table(tmp_path: Path) -> None:
     )
 
 
+def test_without_evidence_json_only_that_column_is_missing() -> None:
+    from labinterp.reading import read
+
+    res = read([SAMPLE]).results
+    full = interpret_results(res)
+    lean = interpret_results(res, evidence_json=False)
+    schema.check(lean, schema.FINDINGS, "findings")
+    assert lean["evidence_json"].isna().all()
+    assert full["evidence_json"].notna().all()
+    pd.testing.assert_frame_equal(
+        lean.drop(columns="evidence_json"), full.drop(columns="evidence_json")
+    )
+
+
 def test_evidence_helpers_give_what_plain_arrow_gives() -> None:
     import pyarrow as pa
     import pyarrow.compute as pc

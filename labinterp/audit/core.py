@@ -249,7 +249,10 @@ def _bucket_job(path: Path, parts: Path, tag: str, threads: int | None = None) -
         parts,
         tag,
         deduplicate=deduplicate,
-        interpret_results=functools.partial(interpret_results, threads=threads),
+        # the audit's outputs keep the readable evidence only
+        interpret_results=functools.partial(
+            interpret_results, threads=threads, evidence_json=False
+        ),
     )
 
 

@@ -10,6 +10,7 @@ system mounted at the same path everywhere.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ def _process_partition(df: Any, parts: str, tag: str) -> BucketStats:
         Path(parts),
         tag,
         deduplicate=deduplicate,
-        interpret_results=interpret_results,
+        # the audit's outputs keep the readable evidence only
+        interpret_results=functools.partial(interpret_results, evidence_json=False),
     )
 
 
