@@ -12,20 +12,18 @@ import time
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from labinterp import __version__, schema
-from labinterp.atomic import atomic_open, atomic_path, write_text
+from labinterp.atomic import atomic_path, write_text
 from labinterp.audit.collapse import AUDIT_FINDINGS, LATEST_ANALYTES, BucketStats
-from labinterp.output import neutralize_formulas
 from labinterp.resources import reference_file
 
-_CSV_CHUNK = 100_000
 _DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 REJECTED_COLUMNS = (
     "source_file",
@@ -51,24 +49,46 @@ def _sorted(table: pa.Table, keys: Iterable[str]) -> pa.Table:
     return table.take(pc.sort_indices(table, [(k, "ascending") for k in keys]))
 
 
-def _to_pandas(table: pa.Table) -> pd.DataFrame:
-    return table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+# A text cell a spreadsheet would run as a formula (OWASP CSV injection), unless it is a
+# plain signed number; the same rule as labinterp.output.neutralize_formulas, in Arrow.
+_FORMULA_START = r"^[=+\-@\t\r]"
+_SIGNED_NUMBER = r"^[-+]?[0-9]+(\.[0-9]+)?$"
 
 
-def write_csv(table: pa.Table, fh: IO[str]) -> None:
-    """CSV in chunks, text cells neutralized against formula injection."""
-    header = True
-    for start in range(0, max(table.num_rows, 1), _CSV_CHUNK):
-        chunk = _to_pandas(table.slice(start, _CSV_CHUNK))
-        neutralize_formulas(chunk).to_csv(
-            fh, index=False, header=header, date_format=_DATE_FORMAT, lineterminator="\n"
-        )
-        header = False
+def _neutralized(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Text cells that could run as a formula, prefixed with a single quote."""
+    risky = pc.and_(
+        pc.match_substring_regex(column, _FORMULA_START),
+        pc.invert(pc.match_substring_regex(column, _SIGNED_NUMBER)),
+    )
+    if not pc.any(risky).as_py():
+        return column
+    quote = pa.scalar("'", column.type)
+    joined = pc.binary_join_element_wise(quote, column, pa.scalar("", column.type))
+    return pc.if_else(risky, joined, column)
+
+
+def _csv_ready(table: pa.Table) -> pa.Table:
+    """Times as ISO text to the second, text cells neutralized; numbers stay numbers."""
+    columns = []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_timestamp(field.type):
+            # whole seconds first: Arrow's %S would print the fraction of the column's unit
+            column = pc.strftime(column.cast(pa.timestamp("s"), safe=False), _DATE_FORMAT)
+        elif pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            column = _neutralized(column)
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
+
+
+def write_csv(table: pa.Table, path: Path) -> None:
+    """`table` as CSV, written by Arrow (every text cell quoted, missing cells empty)."""
+    pacsv.write_csv(_csv_ready(table), path)
 
 
 def _write_table(out: Path, name: str, table: pa.Table, *, parquet: bool = False) -> None:
-    with atomic_open(out / f"{name}.csv") as fh:
-        write_csv(table, fh)
+    with atomic_path(out / f"{name}.csv") as tmp:
+        write_csv(table, tmp)
     if parquet:
         with atomic_path(out / f"{name}.parquet") as tmp:
             pq.write_table(table, tmp)
