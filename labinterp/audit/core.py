@@ -126,14 +126,20 @@ def _stages() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any
     return iter_batches, deduplicate, interpret_results
 
 
+# Buckets are scratch files written once and read once: Arrow's own file format with LZ4
+# is about 4x faster to write than Parquet, at a few times the size.
+_BUCKET_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+
+
 class _BucketWriters:
-    """Append-only Parquet files, one per bucket (or one per batch for Dask)."""
+    """Append-only files, one per bucket (Arrow IPC), or one Parquet file per batch for
+    Dask (its input partitions)."""
 
     def __init__(self, folder: Path, n: int) -> None:
         self.folder = folder
         self.n = n  # 0: a new file per batch (Dask reads them as its input partitions)
         self.parts = 0
-        self.writers: dict[int, pq.ParquetWriter] = {}
+        self.writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
         self.arrow_schema: pa.Schema | None = None
 
     def write(self, results: pd.DataFrame) -> None:
@@ -160,18 +166,20 @@ class _BucketWriters:
             if hi > lo:
                 self._writer(i).write_table(table.slice(lo, hi - lo))
 
-    def _writer(self, i: int) -> pq.ParquetWriter:
+    def _writer(self, i: int) -> pa.ipc.RecordBatchFileWriter:
         w = self.writers.get(i)
         if w is None:
             assert self.arrow_schema is not None
-            w = pq.ParquetWriter(self.folder / f"bucket-{i:04d}.parquet", self.arrow_schema)
+            w = pa.ipc.new_file(
+                self.folder / f"bucket-{i:04d}.arrow", self.arrow_schema, options=_BUCKET_OPTIONS
+            )
             self.writers[i] = w
         return w
 
     def close(self) -> list[Path]:
         for w in self.writers.values():
             w.close()
-        return [self.folder / f"bucket-{i:04d}.parquet" for i in sorted(self.writers)]
+        return [self.folder / f"bucket-{i:04d}.arrow" for i in sorted(self.writers)]
 
 
 def _ingest(
@@ -243,7 +251,8 @@ def _bucket_job(path: Path, parts: Path, tag: str, threads: int | None = None) -
     from labinterp.audit.collapse import arrow_to_results
 
     _, deduplicate, interpret_results = _stages()
-    results = arrow_to_results(pq.read_table(path))
+    with pa.ipc.open_file(path) as bucket:
+        results = arrow_to_results(bucket.read_all())
     return process_bucket(
         results,
         parts,
