@@ -265,13 +265,35 @@ def _bucket_job(path: Path, parts: Path, tag: str, threads: int | None = None) -
     )
 
 
+def _warm_up() -> None:
+    """Import what a bucket job needs (run in each worker as soon as it starts)."""
+    _stages()
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes for the buckets (None: work in this process).
+
+    They are started before the input is read, so their start-up (a fresh interpreter
+    importing pandas, pyarrow and the engine) overlaps the reading instead of following it.
+    """
+    if workers <= 1:
+        yield None
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        for _ in range(workers):  # each submission starts one more worker
+            pool.submit(_warm_up)
+        yield pool
+
+
 def _run_local(
-    bucket_files: list[Path], parts: Path, progress: Progress, workers: int
+    bucket_files: list[Path], parts: Path, progress: Progress, pool: ProcessPoolExecutor | None
 ) -> BucketStats:
     total = BucketStats()
     progress.start_stage("interpret", len(bucket_files))
     jobs = [(path, parts, f"{i:04d}") for i, path in enumerate(bucket_files)]
-    if workers <= 1 or len(jobs) <= 1:
+    if pool is None or len(jobs) <= 1:
         for job in jobs:
             stats = _bucket_job(*job)
             total.add(stats)
@@ -279,19 +301,17 @@ def _run_local(
         return total
     # Buckets are independent; a few worker processes use the machine's cores. Each holds
     # one bucket at a time, so memory is bounded by workers x bucket size.
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        # the workers use the cores already: one thread each
-        futures = [pool.submit(_bucket_job, *job, threads=1) for job in jobs]
-        try:
-            for fut in as_completed(futures):
-                stats = fut.result()
-                total.add(stats)
-                progress.bucket_done(stats.patients)
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
+    # The workers use the cores already: one thread each.
+    futures = [pool.submit(_bucket_job, *job, threads=1) for job in jobs]
+    try:
+        for fut in as_completed(futures):
+            stats = fut.result()
+            total.add(stats)
+            progress.bucket_done(stats.patients)
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        raise
     return total
 
 
@@ -362,7 +382,9 @@ def audit(
     plain = [f for f, _ in files]
     prog = Progress(enabled=progress, total_rows=_estimate_rows(plain))
     buckets = n_buckets or _n_buckets(plain)
-    with _output_folder(out) as work:
+    # one bucket needs no extra process; otherwise one per core, at most 2
+    n_workers = (workers or min(os.cpu_count() or 1, 2)) if buckets > 1 else 1
+    with _output_folder(out) as work, _worker_pool(n_workers if engine == "local" else 1) as pool:
         parts = work / "parts"
         parts.mkdir()
         ingest, bucket_files = _ingest(
@@ -376,8 +398,7 @@ def audit(
         timings["read_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         if engine == "local":
-            n_workers = workers or min(os.cpu_count() or 1, 2, len(bucket_files))
-            stats = _run_local(bucket_files, parts, prog, n_workers)
+            stats = _run_local(bucket_files, parts, prog, pool)
         else:
             from labinterp.audit.dask_engine import run_dask
 
