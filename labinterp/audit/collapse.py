@@ -126,24 +126,32 @@ def collapse(findings: pd.DataFrame) -> pd.DataFrame:
     """One row per patient x rule from the engine's per-episode findings (deterministic)."""
     if findings.empty:
         return schema.conform(pd.DataFrame(), AUDIT_FINDINGS)
-    f = findings.copy()
-    status = f["status"].astype(object)
-    f["_s"] = status.map(STATUS_RANK).fillna(-1).astype(int)
-    f["_t"] = f["tier"].astype(object).map(TIER_RANK).fillna(0).astype(int)
-    f["_fired"] = (status == "fired").astype(int)
-    f["_end"] = f["episode_end"].fillna(pd.Timestamp.min)
-    f["_start"] = f["episode_start"].fillna(pd.Timestamp.min)
-    f["_ev"] = f["evidence"].fillna("").astype(object)
-    f = f.sort_values(
+    # The order is decided on a narrow frame of sort keys; only the chosen rows of the
+    # (wide) findings are then copied.
+    status = findings["status"].astype(object)
+    k = pd.DataFrame(
+        {
+            "patient_id": findings["patient_id"],
+            "rule_id": findings["rule_id"],
+            "_s": status.map(STATUS_RANK).fillna(-1).astype(int),
+            "_t": findings["tier"].astype(object).map(TIER_RANK).fillna(0).astype(int),
+            "_fired": (status == "fired").astype(int),
+            "_end": findings["episode_end"].fillna(pd.Timestamp.min),
+            "_start": findings["episode_start"].fillna(pd.Timestamp.min),
+            "_ev": findings["evidence"].fillna("").astype(object),
+        }
+    )
+    k = k.sort_values(
         ["patient_id", "rule_id", "_s", "_t", "_end", "_start", "_ev"],
         ascending=[True, True, False, False, False, False, True],
         kind="mergesort",
     )
     keys = ["patient_id", "rule_id"]
-    counts = f.groupby(keys, sort=False, observed=True).agg(
+    counts = k.groupby(keys, sort=False, observed=True).agg(
         episodes=("_s", "size"), episodes_fired=("_fired", "sum")
     )
-    first = f.drop_duplicates(keys, keep="first").set_index(keys)
+    chosen = k.index[~k.duplicated(keys, keep="first").to_numpy()]
+    first = findings.loc[chosen].set_index(keys)
     first = first.join(counts).reset_index()
     return schema.conform(first, AUDIT_FINDINGS)
 
@@ -178,7 +186,12 @@ def patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame
         last_at=("collected_at", "max"),
     )
     out = out.join(counts)
-    numeric = results[results["value"].notna()]
+    # only the columns and analytes shown, before sorting
+    shown = results["value"].notna() & results["analyte"].isin(LATEST_ANALYTES)
+    numeric = results.loc[
+        shown.to_numpy(dtype=bool),
+        ["patient_id", "analyte", "collected_at", "source_file", "source_row", "value", "unit"],
+    ]
     numeric = numeric.sort_values(
         ["patient_id", "analyte", "collected_at", "source_file", "source_row"], kind="mergesort"
     )
