@@ -112,7 +112,9 @@ def bucket_of(patient_id: pd.Series, n_buckets: int) -> np.ndarray:
     """Stable bucket number per row: the same id lands in the same bucket in every process."""
     if n_buckets == 1:
         return np.zeros(len(patient_id), dtype=np.int64)
-    hashed = pd.util.hash_array(patient_id.astype(object).to_numpy(), categorize=True)
+    # hash each distinct id once (a few thousand per batch), not every row's string
+    codes, uniques = pd.factorize(patient_id, use_na_sentinel=False)
+    hashed = pd.util.hash_array(np.asarray(uniques, dtype=object), categorize=True)[codes]
     return (hashed % np.uint64(n_buckets)).astype(np.int64)
 
 
