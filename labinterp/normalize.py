@@ -732,17 +732,16 @@ def _normalize(
     sex = col["sex"].at(rows).map(_sex).compact()
     age = _ages(col, when)[rows]
 
-    quality = _quality(col, unit_rep, rows, opts.undated)
-    test_label = _test_label(col, rows)
-
     low_rep, high_rep = ranges.field(0).floats(), ranges.field(1).floats()
+    limits, origin, source = _ranges(low_rep, high_rep, factor[rows], analyte.at(rows), sex, age)
+    # every text column (and the few steps that only feed one) is an independent job
     texts = _in_threads(
         {
             "source_file": lambda: col["source_file"].at(rows).strings(),
             "patient_id": lambda: pid.at(rows).strings(),
             "specimen_id": lambda: _specimen_ids(frame["specimen_id"], rows),
             "analyte": lambda: analyte.at(rows).strings(),
-            "test_label": lambda: test_label.strings(),
+            "test_label": lambda: _test_label(col, rows).strings(),
             "loinc": lambda: col["loinc"].at(rows).strings(),
             "value_raw": lambda: col["value_raw"].at(rows).filled().strings(),
             "unit_raw": lambda: col["unit_raw"].at(rows).filled().strings(),
@@ -753,8 +752,10 @@ def _normalize(
             "text_result": lambda: parsed.at(rows).map(lambda v: v[2]).strings(),
             "flag": lambda: col["flag"].at(rows).strings(),
             "comment": lambda: col["comment"].at(rows).strings(),
-            "quality": lambda: quality.strings(),
+            "quality": lambda: _quality(col, unit_rep, rows, opts.undated).strings(),
             "sex": lambda: sex.strings(empty_is_missing=True),
+            "range_origin": lambda: origin.strings(),
+            "range_source": lambda: source.strings(),
         }
     )
     columns = {
@@ -764,7 +765,7 @@ def _normalize(
         "value_reported": number[rows],
         "value": value[rows],
         "age_years": age,
-        **_ranges(low_rep, high_rep, factor[rows], analyte.at(rows), sex, age),
+        **limits,
     }
     # copy=False: the arrays are fresh, and pandas would otherwise copy the float columns
     # into one 2-D block; built in schema order so conform has nothing left to do
@@ -1008,8 +1009,10 @@ def _ranges(
     analyte: _Coded,
     sex: _Coded,
     age: np.ndarray,
-) -> dict[str, Any]:
-    """The range columns of RESULTS: the row's own range, else a bundled one, else none."""
+) -> tuple[dict[str, np.ndarray], _Coded, _Coded]:
+    """The range columns of RESULTS: the row's own range, else a bundled one, else none.
+
+    Returns the four limit columns, and the range origin and source per row."""
     has_row_range = ~(np.isnan(low_rep) & np.isnan(high_rep))
     low = low_rep * factor
     high = high_rep * factor
@@ -1051,14 +1054,13 @@ def _ranges(
         with np.errstate(invalid="ignore", divide="ignore"):
             low_rep = _round_bundled(np.where(bundled, low / factor, low_rep), bundled)
             high_rep = _round_bundled(np.where(bundled, high / factor, high_rep), bundled)
-    return {
+    limits = {
         "range_low": low,
         "range_high": high,
         "range_low_reported": low_rep,
         "range_high_reported": high_rep,
-        "range_origin": _Coded(origin, origins).strings(),
-        "range_source": _Coded(source, sources).strings(),
     }
+    return limits, _Coded(origin, origins), _Coded(source, sources)
 
 
 def _equals(target: object) -> Callable[[object], bool]:
