@@ -1,7 +1,7 @@
 """The audit driver: read in batches, bucket by patient, process buckets, assemble outputs.
 
 Memory stays bounded on the default engine: the input is read in batches and each batch
-is split by a stable hash of the patient id into on-disk Parquet buckets; each bucket then
+is split by a stable hash of the patient id into on-disk bucket files (Arrow IPC); each bucket then
 holds every row of its patients and is processed on its own. Nothing is written to the
 output folder until every input has been read and interpreted, and each output replaces
 its target atomically, so a bad input leaves the folder as it was.
