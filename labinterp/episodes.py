@@ -40,6 +40,9 @@ CORRECTED_CALCIUM = "calcium_corrected"
 
 CENSOR_BELOW = ("<", "<=")
 CENSOR_ABOVE = (">", ">=")
+# The comparator of a derived value computed from a censored input (corrected calcium from
+# "<1.5" albumin): neither exact nor bounded in a known direction, so it gives no state.
+UNBOUNDED = "?"
 
 # Text columns only evidence (and grading) reads. They stay out of obs, which rules filter
 # many times, and are read per observation through `Context.codes` and `Context.text_of`
@@ -197,10 +200,33 @@ def _comparator_classes(comparator: np.ndarray) -> dict[str, np.ndarray]:
             return hit[codes]  # code -1 (missing) picks the trailing False
 
     # one pass per spelling; the classes are unions of these
-    one = {w: mask(w) for w in (*CENSOR_BELOW, *CENSOR_ABOVE)}
+    one = {w: mask(w) for w in (*CENSOR_BELOW, *CENSOR_ABOVE, UNBOUNDED)}
     below = np.logical_or.reduce([one[w] for w in CENSOR_BELOW])
     above = np.logical_or.reduce([one[w] for w in CENSOR_ABOVE])
-    return {"censored": below | above, "below": below, "above": above, **one}
+    # "censored": anything but an exact value
+    return {"censored": below | above | one[UNBOUNDED], "below": below, "above": above, **one}
+
+
+# Albumin enters corrected Ca with a minus sign: a bound on albumin is the opposite bound on
+# the corrected value ("<1.5" g/dL albumin: the corrected Ca is above the computed one).
+_OPPOSITE = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _corrected_comparator(calcium: np.ndarray, albumin: np.ndarray) -> np.ndarray:
+    """The comparator of each corrected Ca from those of its calcium and albumin.
+
+    Exact albumin keeps the calcium's comparator; a censored albumin bounds the corrected
+    value the opposite way, unless the calcium is censored the other way, when nothing is
+    known (UNBOUNDED: no low/high state at all).
+    """
+    calcium = np.asarray(calcium, dtype=object)
+    from_albumin = np.array([_OPPOSITE.get(c, "") for c in albumin], dtype=object)
+    out = np.where(from_albumin == "", calcium, from_albumin)
+    same_way = np.array(
+        [a == "" or c == "" or a[0] == c[0] for a, c in zip(from_albumin, calcium, strict=True)],
+        dtype=bool,
+    )
+    return np.where(same_way, out, UNBOUNDED)
 
 
 def tri_below(value: np.ndarray, comparator: np.ndarray, threshold: np.ndarray) -> np.ndarray:
@@ -309,10 +335,9 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     corr = value[ca_rows] + number("calcium_correction_coefficient") * (
         number("albumin_reference") - value[alb_rows]
     )
-    alb_exact = ~np.isin(comparator[alb_rows], CENSOR_BELOW + CENSOR_ABOVE)
-    corr_comp = np.where(alb_exact, comparator[ca_rows], "?")  # censored albumin: no state
+    corr_comp = _corrected_comparator(comparator[ca_rows], comparator[alb_rows])
     if len(ca_rows):
-        _append_derived_text(text, ca_rows, corr)
+        _append_derived_text(text, ca_rows, corr, corr_comp)
 
     # The order of sort_values(["pat", "t", "analyte", "source_row"], kind="stable") over
     # the results rows followed by the derived rows, found on integer keys; then every
@@ -486,11 +511,14 @@ def _corrected_calcium_pairs(
 
 
 def _append_derived_text(
-    text: dict[str, pa.ChunkedArray], ca_rows: np.ndarray, corrected: np.ndarray
+    text: dict[str, pa.ChunkedArray],
+    ca_rows: np.ndarray,
+    corrected: np.ndarray,
+    comparator: np.ndarray,
 ) -> None:
     """Add the text fields of the derived Ca rows to `text` as one more chunk: the
-    calcium row's, with its own label, printed value and the canonical unit as the
-    reported one."""
+    calcium row's, with its own label, printed value (after its comparator, as in ">2.25")
+    and the canonical unit as the reported one."""
     rows = pa.array(ca_rows)
     derived = {
         c: pc.take(text[c], rows).combine_chunks() for c in ("text_result", "unit", "range_origin")
@@ -501,7 +529,11 @@ def _append_derived_text(
     # printed with "%.2f", once per distinct value
     distinct, index = np.unique(corrected, return_inverse=True)
     printed = pa.array(np.char.mod("%.2f", distinct), type=pa.string())
-    derived["value_raw"] = pc.take(printed, pa.array(index.reshape(-1)))
+    bound = np.isin(comparator, CENSOR_BELOW + CENSOR_ABOVE)
+    prefix = pa.array(np.where(bound, comparator, "").astype(str), type=pa.string())
+    derived["value_raw"] = pc.binary_join_element_wise(
+        prefix, pc.take(printed, pa.array(index.reshape(-1))), ""
+    )
     derived["unit_reported"] = derived["unit"]
     for name in TEXT_FIELDS:
         text[name] = pa.chunked_array([*text[name].chunks, derived[name]], type=pa.string())

@@ -95,6 +95,39 @@ def test_censoring_tri_state() -> None:
     assert list(np.nan_to_num(tri_above(v, c, hi), nan=-1)) == [0, 0, 1, 0, 0]
 
 
+def test_unbounded_comparator_gives_no_state() -> None:
+    v = np.array([1.0, 1.0])
+    c = np.array(["?", ""], dtype=object)
+    assert np.isnan(tri_below(v, c, np.array([2.0, 2.0]))[0])
+    assert np.isnan(tri_above(v, c, np.array([0.5, 0.5]))[0])
+
+
+def test_corrected_calcium_comparator_follows_albumin_bound() -> None:
+    from labinterp.episodes import _corrected_comparator
+
+    ca = np.array(["", "", "", ">", "<", ""], dtype=object)
+    alb = np.array(["", "<", ">=", "<", "<", ""], dtype=object)
+    # albumin below a bound puts corrected Ca above the computed value, and so on;
+    # calcium and albumin censored in opposite senses leave nothing known
+    assert list(_corrected_comparator(ca, alb)) == ["", ">", "<=", ">", "?", ""]
+
+
+def test_low_total_calcium_with_censored_low_albumin_is_not_hypocalcemia(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "patient_id,collected_at,test,result,unit,reference_range\n"
+        "P1,2024-03-01 08:00,Magnesium,1.1,mg/dL,1.6-2.6\n"
+        "P1,2024-03-01 08:00,Calcium,7.0,mg/dL,8.6-10.3\n"
+        "P1,2024-03-01 08:00,Albumin,<1.5,g/dL,3.5-5.0\n"
+    )
+    f = interpret(path)
+    p1 = f[f["rule_id"] == "hypomagnesemia_hypocalcemia"].iloc[0]
+    # albumin under 1.5 g/dL puts corrected Ca above 2.25 mmol/L: not low, so no flag
+    assert p1["status"] == "not_fired"
+    assert "corrected Ca (derived) >2.25 mmol/L" in p1["evidence"]
+    assert "pseudo_hypocalcemia" in p1["caveats"]
+
+
 def test_sample_every_pattern_has_a_row_per_patient_and_schema() -> None:
     f = interpret(SAMPLE)
     schema.check(f, schema.FINDINGS, "findings")
