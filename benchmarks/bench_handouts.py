@@ -29,7 +29,7 @@ from labinterp import schema
 from labinterp.handout import render_batch
 from labinterp.handout.api import _worker_init, iter_contexts
 from labinterp.handout.fetcher import ASSET_BASE, SafeFetcher
-from labinterp.handout.render import PDF_OPTIONS, make_environment, page_css
+from labinterp.handout.render import PDF_OPTIONS, make_environment, page_css, squeeze
 from labinterp.resources import template_dir
 
 MG = ("magnesium", "mg/dL", 1.7, 2.55)
@@ -128,7 +128,7 @@ def main() -> int:
     template = env.get_template("handout/handout.html.j2")
     ids = sorted(res["patient_id"].unique())
     htmls = [
-        template.render(**ctx)
+        squeeze(template.render(**ctx))  # exactly what the batch hands WeasyPrint
         for ctx in iter_contexts(res, fnd, ids, lang="en", large_print=False, paper="A4")
     ]
     css_text = (template_dir() / "handout" / "handout.css").read_text("utf-8") + page_css(
