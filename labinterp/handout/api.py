@@ -7,8 +7,9 @@ import io
 import logging
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,72 @@ def iter_contexts(
         )
 
 
+def _render_parallel(
+    chunks: Sequence[list[Task]],
+    options: tuple[str, bool, str],
+    n_workers: int,
+    limit: int,
+    no_hb_subset: bool,
+    finished: Callable[[int], None],
+) -> None:
+    """Render `chunks` on `n_workers` processes, each replaced after `limit` handouts.
+
+    Every worker is a one-process executor of its own. When a worker has been given its
+    `limit`, it is told to exit after what it holds and a fresh one takes its place at
+    once, so the other workers never wait for it (one pool for all would have to drain
+    before it could be replaced). ProcessPoolExecutor's own max_tasks_per_child is not
+    used: it can hang on Python 3.11 once every worker has retired with tasks still
+    queued (CPython gh-115634). forkserver: a new worker is a fork of a server that has
+    already imported WeasyPrint and pandas, made the fonts, compiled the templates and
+    rendered a handout (labinterp.handout.preload), so replacing one is cheap.
+    """
+    mp = multiprocessing.get_context("forkserver")
+    mp.set_forkserver_preload(["pandas", "labinterp.handout.api", "labinterp.handout.preload"])
+    queue = deque(chunks)
+    executors: list[ProcessPoolExecutor] = []  # every one made, to shut all down at the end
+    slots: list[tuple[ProcessPoolExecutor, int]] = []  # per worker: executor, handouts given
+    running: dict[Future[int], int] = {}  # future -> worker slot
+
+    def new_worker() -> ProcessPoolExecutor:
+        executor = ProcessPoolExecutor(
+            max_workers=1, mp_context=mp, initializer=_worker_init, initargs=(no_hb_subset,)
+        )
+        executors.append(executor)
+        return executor
+
+    def feed(slot: int) -> None:
+        executor, given = slots[slot]
+        work = queue.popleft()
+        if given and given + len(work) > limit:
+            executor.shutdown(wait=False)  # it still finishes the chunk it holds
+            executor, given = new_worker(), 0
+        running[executor.submit(_render_tasks, work, *options)] = slot
+        slots[slot] = (executor, given + len(work))
+
+    try:
+        slots.extend((new_worker(), 0) for _ in range(n_workers))
+        for _ in range(2):  # one chunk working and one waiting: a worker never idles
+            for slot in range(n_workers):
+                if queue:
+                    feed(slot)
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                slot = running.pop(fut)
+                finished(fut.result())
+                if queue:
+                    feed(slot)
+    except BaseException:
+        queue.clear()
+        for fut in running:
+            fut.cancel()
+        for executor in executors:
+            executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    for executor in executors:
+        executor.shutdown(wait=True)
+
+
 def render_batch(
     results: Frame,
     findings: Frame | None,
@@ -196,46 +263,25 @@ def render_batch(
     options = (lang, large_print, paper)
     workers = workers or os.cpu_count() or 1
     done = 0
+
+    def finished(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress:
+            progress(done, total)
+
     if workers <= 1 or total <= 1:
         _worker_init(_no_hb_subset)
         for task in tasks:
-            done += _render_tasks([task], *options)
-            if progress:
-                progress(done, total)
+            finished(_render_tasks([task], *options))
     else:
-        # Workers are recycled by giving each pool at most `max_tasks_per_child` handouts per
-        # worker and starting a fresh pool for the next slice. (ProcessPoolExecutor's own
-        # max_tasks_per_child can hang on Python 3.11 once every worker has retired with
-        # tasks still queued, CPython gh-115634.) forkserver: a new worker is a fork of a
-        # server that already imported WeasyPrint and pandas and made the handout fonts
-        # (labinterp.handout.preload), so a fresh pool is cheap.
-        # Handouts travel in small chunks (fewer round trips, still balanced across workers).
-        mp = multiprocessing.get_context("forkserver")
-        mp.set_forkserver_preload(["pandas", "labinterp.handout.api", "labinterp.handout.preload"])
         n_workers = min(workers, total)
-        per_pool = n_workers * max(1, max_tasks_per_child)
-        chunk = max(1, min(CHUNK, per_pool // (n_workers * 4)))
-        for start in range(0, total, per_pool):
-            pool_tasks = tasks[start : start + per_pool]
-            with ProcessPoolExecutor(
-                max_workers=min(n_workers, len(pool_tasks)),
-                mp_context=mp,
-                initializer=_worker_init,
-                initargs=(_no_hb_subset,),
-            ) as pool:
-                futures = [
-                    pool.submit(_render_tasks, pool_tasks[i : i + chunk], *options)
-                    for i in range(0, len(pool_tasks), chunk)
-                ]
-                try:
-                    for fut in as_completed(futures):
-                        done += fut.result()
-                        if progress:
-                            progress(done, total)
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
+        limit = max(1, max_tasks_per_child)
+        # Small chunks: fewer round trips than one handout per task, and still even work
+        # for every worker at the end of the batch.
+        chunk = max(1, min(CHUNK, limit, total // (n_workers * 4)))
+        chunks = [tasks[i : i + chunk] for i in range(0, total, chunk)]
+        _render_parallel(chunks, options, n_workers, limit, _no_hb_subset, finished)
     index = pd.DataFrame(
         {"file": [names[p] for p in patient_ids], "patient_id": patient_ids}, dtype="string"
     )
