@@ -10,6 +10,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,16 @@ MAX_TASKS_PER_CHILD = 64
 CHUNK = 4
 
 
+@cache
 def _grader() -> Grader | None:
+    """The CTCAE grader, remembering its answers: one grading call costs ~0.8 ms (it is
+    vectorized, and a single value pays for the pandas set-up), and an export repeats the
+    same value, unit and range many times."""
     try:
         from labinterp.grading import ctcae_grade
     except ImportError:  # grading not available in this build: no per-result grades
         return None
-    return ctcae_grade
+    return lru_cache(maxsize=4096)(ctcae_grade)
 
 
 def _check_options(lang: str, paper: str) -> None:
