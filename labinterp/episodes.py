@@ -220,12 +220,15 @@ def _corrected_comparator(calcium: np.ndarray, albumin: np.ndarray) -> np.ndarra
     known (UNBOUNDED: no low/high state at all).
     """
     calcium = np.asarray(calcium, dtype=object)
-    from_albumin = np.array([_OPPOSITE.get(c, "") for c in albumin], dtype=object)
+    albumin = np.asarray(albumin, dtype=object)
+    from_albumin = np.select(
+        [albumin == c for c in _OPPOSITE], list(_OPPOSITE.values()), default=""
+    ).astype(object)
     out = np.where(from_albumin == "", calcium, from_albumin)
-    same_way = np.array(
-        [a == "" or c == "" or a[0] == c[0] for a, c in zip(from_albumin, calcium, strict=True)],
-        dtype=bool,
-    )
+    # +1 bounded below (">", ">="), -1 bounded above, 0 exact
+    a_way = np.isin(from_albumin, CENSOR_ABOVE).astype(int) - np.isin(from_albumin, CENSOR_BELOW)
+    c_way = np.isin(calcium, CENSOR_ABOVE).astype(int) - np.isin(calcium, CENSOR_BELOW)
+    same_way = (a_way == 0) | (c_way == 0) | (a_way == c_way)
     return np.where(same_way, out, UNBOUNDED)
 
 

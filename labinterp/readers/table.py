@@ -133,8 +133,9 @@ def _pyarrow_csv(
         tbl = pacsv.read_csv(
             pa.BufferReader(data),  # zero-copy; a Python file object is read under the GIL
             read_options=pacsv.ReadOptions(block_size=block_size, autogenerate_column_names=True),
-            # A blank line, or a quoted line break, yields a row of the wrong width, which
-            # is refused (on_invalid): every accepted row is then exactly one line.
+            # A quoted line break yields rows of the wrong width, which are refused
+            # (on_invalid); blank lines stay as rows of empty fields. Every accepted row
+            # is then exactly one physical line.
             parse_options=pacsv.ParseOptions(
                 delimiter=delimiter,
                 newlines_in_values=False,
