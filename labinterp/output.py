@@ -7,11 +7,15 @@ import sys
 from typing import TextIO
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 FORMATS = ("table", "json", "csv")
 
 # Characters that make a spreadsheet treat a text cell as a formula (OWASP CSV injection).
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_START = r"^[=+\-@\t\r]"  # the same, as a pattern for Arrow
+_SIGNED_NUMBER = r"^[-+]?[0-9]+(\.[0-9]+)?$"  # cannot carry a formula
 
 
 def neutralize_formulas(df: pd.DataFrame) -> pd.DataFrame:
@@ -27,11 +31,24 @@ def neutralize_formulas(df: pd.DataFrame) -> pd.DataFrame:
             continue
         text = col.astype("string")
         risky = text.str.startswith(_FORMULA_PREFIXES, na=False) & ~text.str.fullmatch(
-            r"[-+]?\d+(\.\d+)?", na=False
+            _SIGNED_NUMBER, na=False
         )
         if risky.any():
             out[name] = text.mask(risky, "'" + text)
     return out
+
+
+def neutralize_text_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """`neutralize_formulas` for one Arrow text column (no conversion to pandas)."""
+    risky = pc.and_(
+        pc.match_substring_regex(column, _FORMULA_START),
+        pc.invert(pc.match_substring_regex(column, _SIGNED_NUMBER)),
+    )
+    if not pc.any(risky).as_py():
+        return column
+    quote = pa.scalar("'", column.type)
+    joined = pc.binary_join_element_wise(quote, column, pa.scalar("", column.type))
+    return pc.if_else(risky, joined, column)
 
 
 def to_json_records(df: pd.DataFrame) -> str:

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from labinterp import __version__, schema
 from labinterp.atomic import atomic_path, write_text
 from labinterp.audit.collapse import AUDIT_FINDINGS, LATEST_ANALYTES, BucketStats
+from labinterp.output import neutralize_text_column
 from labinterp.resources import reference_file
 
 _DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -49,25 +50,6 @@ def _sorted(table: pa.Table, keys: Iterable[str]) -> pa.Table:
     return table.take(pc.sort_indices(table, [(k, "ascending") for k in keys]))
 
 
-# A text cell a spreadsheet would run as a formula (OWASP CSV injection), unless it is a
-# plain signed number; the same rule as labinterp.output.neutralize_formulas, in Arrow.
-_FORMULA_START = r"^[=+\-@\t\r]"
-_SIGNED_NUMBER = r"^[-+]?[0-9]+(\.[0-9]+)?$"
-
-
-def _neutralized(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Text cells that could run as a formula, prefixed with a single quote."""
-    risky = pc.and_(
-        pc.match_substring_regex(column, _FORMULA_START),
-        pc.invert(pc.match_substring_regex(column, _SIGNED_NUMBER)),
-    )
-    if not pc.any(risky).as_py():
-        return column
-    quote = pa.scalar("'", column.type)
-    joined = pc.binary_join_element_wise(quote, column, pa.scalar("", column.type))
-    return pc.if_else(risky, joined, column)
-
-
 def _csv_ready(table: pa.Table) -> pa.Table:
     """Times as ISO text to the second, text cells neutralized; numbers stay numbers."""
     columns = []
@@ -76,7 +58,7 @@ def _csv_ready(table: pa.Table) -> pa.Table:
             # whole seconds first: Arrow's %S would print the fraction of the column's unit
             column = pc.strftime(column.cast(pa.timestamp("s"), safe=False), _DATE_FORMAT)
         elif pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
-            column = _neutralized(column)
+            column = neutralize_text_column(column)
         columns.append(column)
     return pa.table(columns, names=table.column_names)
 
