@@ -112,6 +112,8 @@ class _Coded:
         table = self._distinct_text()
         if empty_is_missing:
             table = pc.if_else(pc.equal(table, ""), pa.scalar(None, pa.large_string()), table)
+        if len(table) == 1:  # e.g. the file name: one value, no per-row look-up needed
+            return _text_series(_repeated(table[0].as_py(), len(self.codes)))
         return _text_series(table.take(pa.array(self.codes)))
 
     def _distinct_text(self) -> pa.Array:
@@ -208,6 +210,17 @@ def _renumber(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
         return number[keys], np.flatnonzero(seen)
     codes, distinct = pd.factorize(keys)
     return codes.astype(np.int64), np.asarray(distinct, dtype=np.int64)
+
+
+def _repeated(value: str | None, n: int) -> pa.Array:
+    """`value` n times as a large-string array, built from its bytes without a gather."""
+    if value is None:
+        return pa.nulls(n, pa.large_string())
+    data = value.encode()
+    offsets = np.arange(n + 1, dtype=np.int64) * len(data)
+    return pa.Array.from_buffers(
+        pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)]
+    )
 
 
 def _text_series(values: pa.Array | pa.ChunkedArray) -> pd.Series:
