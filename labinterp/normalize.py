@@ -730,8 +730,6 @@ def _normalize(
         verdict.mark_each(implausible, _implausible(implausible, analyte, parsed, unit_rep))
 
     keep = verdict.kept
-    rejected = _reject(frame, np.flatnonzero(~keep), verdict, col)
-
     # everything below is output for the kept rows only
     rows = np.flatnonzero(keep)
     repeated = conform(pd.DataFrame(), REJECTED)
@@ -739,22 +737,18 @@ def _normalize(
         text = parsed.field(2).compact()
         repeats = _Repeats(frame, col, pid.compact(), analyte, when, value, text, cmp_)
         rows, repeated = repeats.split(rows)
-    # reference ranges: the row's own, else bundled by age/sex, else unknown
-    ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"]).at(rows)
-    ranges = ranges.map(lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal))
-    sex = col["sex"].at(rows).map(_sex).compact()
-    age = _ages(col, when)[rows]
-
-    low_rep, high_rep = ranges.field(0).floats(), ranges.field(1).floats()
-    limits, origin, source = _ranges(low_rep, high_rep, factor[rows], analyte.at(rows), sex, age)
-    # every text column (and the few steps that only feed one) is an independent job
-    texts = _in_threads(
+    # every output column (and the few steps that only feed one) is an independent job;
+    # the longest go first so that the threads finish together
+    out = _in_threads(
         {
+            "ranges": lambda: _range_columns(col, rows, when, factor, analyte, decimal),
+            "rejected": lambda: _reject(frame, np.flatnonzero(~keep), verdict, col),
+            "quality": lambda: _quality(col, unit_rep, rows, opts.undated).strings(),
+            "test_label": lambda: _test_label(col, rows).strings(),
+            "specimen_id": lambda: _specimen_ids(frame["specimen_id"], rows),
             "source_file": lambda: col["source_file"].at(rows).strings(),
             "patient_id": lambda: pid.at(rows).strings(),
-            "specimen_id": lambda: _specimen_ids(frame["specimen_id"], rows),
             "analyte": lambda: analyte.at(rows).strings(),
-            "test_label": lambda: _test_label(col, rows).strings(),
             "loinc": lambda: col["loinc"].at(rows).strings(),
             "value_raw": lambda: col["value_raw"].at(rows).filled().strings(),
             "unit_raw": lambda: col["unit_raw"].at(rows).filled().strings(),
@@ -765,31 +759,49 @@ def _normalize(
             "text_result": lambda: parsed.at(rows).map(lambda v: v[2]).strings(),
             "flag": lambda: col["flag"].at(rows).strings(),
             "comment": lambda: col["comment"].at(rows).strings(),
-            "quality": lambda: _quality(col, unit_rep, rows, opts.undated).strings(),
-            "sex": lambda: sex.strings(empty_is_missing=True),
-            "range_origin": lambda: origin.strings(),
-            "range_source": lambda: source.strings(),
+            "source_row": lambda: _take(frame["source_row"], rows),
+            "collected_at": lambda: when[rows],
+            "value_reported": lambda: number[rows],
+            "value": lambda: value[rows],
         }
     )
-    columns = {
-        **texts,
-        "source_row": _take(frame["source_row"], rows),
-        "collected_at": when[rows],
-        "value_reported": number[rows],
-        "value": value[rows],
-        "age_years": age,
-        **limits,
-    }
+    rejected = out.pop("rejected")
+    columns = {**out.pop("ranges"), **out}
     # copy=False: the arrays are fresh, and pandas would otherwise copy the float columns
     # into one 2-D block; built in schema order so conform has nothing left to do
-    out = pd.DataFrame({name: columns[name] for name in RESULTS}, copy=False)
-    return conform(out, RESULTS), conform(rejected, REJECTED), repeated
+    results = pd.DataFrame({name: columns[name] for name in RESULTS}, copy=False)
+    return conform(results, RESULTS), conform(rejected, REJECTED), repeated
 
 
 def _test_label(col: dict[str, _Coded], rows: np.ndarray) -> _Coded:
     """What the file called the test: its name, else its code, else its LOINC (stripped)."""
     labels = (col[c].at(rows).via_pandas(_strip) for c in ("test_name", "test_code", "loinc"))
     return _joint(*labels).map(_first_text)
+
+
+def _range_columns(
+    col: dict[str, _Coded],
+    rows: np.ndarray,
+    when: np.ndarray,
+    factor: np.ndarray,
+    analyte: _Coded,
+    decimal: str,
+) -> dict[str, Any]:
+    """Reference range columns of the given rows, with the sex and age they were chosen by:
+    the row's own range, else bundled by age/sex, else unknown."""
+    ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"]).at(rows)
+    ranges = ranges.map(lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal))
+    sex = col["sex"].at(rows).map(_sex).compact()
+    age = _ages(col, when)[rows]
+    low_rep, high_rep = ranges.field(0).floats(), ranges.field(1).floats()
+    limits, origin, source = _ranges(low_rep, high_rep, factor[rows], analyte.at(rows), sex, age)
+    return {
+        **limits,
+        "sex": sex.strings(empty_is_missing=True),
+        "age_years": age,
+        "range_origin": origin.strings(),
+        "range_source": source.strings(),
+    }
 
 
 @dataclass
