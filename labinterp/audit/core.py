@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,6 +141,20 @@ class _BucketWriters:
         self.parts = 0
         self.writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
         self.arrow_schema: pa.Schema | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1)
+        self._pending: Future[None] | None = None
+
+    def write_soon(self, results: pd.DataFrame) -> None:
+        """`write` on a thread of its own, so the next batch is read meanwhile (Arrow's
+        take and LZ4 run without the GIL). The previous write is waited for first: one
+        batch in flight keeps memory bounded."""
+        self._wait()
+        self._pending = self._thread.submit(self.write, results)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()  # a failed write raises here
 
     def write(self, results: pd.DataFrame) -> None:
         if results.empty:
@@ -177,8 +191,12 @@ class _BucketWriters:
         return w
 
     def close(self) -> list[Path]:
-        for w in self.writers.values():
-            w.close()
+        try:
+            self._wait()
+        finally:
+            self._thread.shutdown()
+            for w in self.writers.values():
+                w.close()
         return [self.folder / f"bucket-{i:04d}.arrow" for i in sorted(self.writers)]
 
 
@@ -218,7 +236,7 @@ def _ingest(
                 continue
             for batch in itertools.chain([] if first is None else [first], batches):
                 ingest.rows_in += int(batch.rows_in)
-                writers.write(schema.conform(batch.results, schema.RESULTS))
+                writers.write_soon(schema.conform(batch.results, schema.RESULTS))
                 rej = schema.conform(batch.rejected, schema.REJECTED)
                 if len(rej):
                     if rejected_writer is None:
