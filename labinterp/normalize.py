@@ -792,7 +792,7 @@ def _range_columns(
     ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"]).at(rows)
     ranges = ranges.map(lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal))
     sex = col["sex"].at(rows).map(_sex).compact()
-    age = _ages(col, when)[rows]
+    age = _ages(col, when, rows)
     low_rep, high_rep = ranges.field(0).floats(), ranges.field(1).floats()
     limits, origin, source = _ranges(low_rep, high_rep, factor[rows], analyte.at(rows), sex, age)
     return {
@@ -990,17 +990,18 @@ def _implausible_detail(analyte: str, number: float, unit: str) -> str:
     return text + ". Check the value and unit in the export."
 
 
-def _ages(col: dict[str, _Coded], when: np.ndarray) -> np.ndarray:
-    given = col["age_raw"]
+def _ages(col: dict[str, _Coded], when: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Age in years of the given rows: the file's age column, else from the birth date."""
+    given = col["age_raw"].at(rows)
     age = pd.to_numeric(_strip(pd.Series(given.values, dtype=STR)), errors="coerce").to_numpy(
         dtype=float
     )[given.codes]
-    births = col["birth_date"].via_pandas(_strip)
+    births = col["birth_date"].via_pandas(_strip).at(rows)
     if any(b != "" for b in births.values):
         b = pd.to_datetime(
             pd.Series(births.values, dtype=STR).str.slice(0, 10), format="%Y-%m-%d", errors="coerce"
         ).to_numpy()[births.codes]
-        from_birth = (when - b).astype("timedelta64[D]").astype(float) / 365.25
+        from_birth = (when[rows] - b).astype("timedelta64[D]").astype(float) / 365.25
         age = np.where(np.isnan(age), from_birth, age)
     # MIMIC shifts the birth dates of patients over 89 by ~300 years: not a real age
     age[(age < 0) | (age > 130)] = np.nan
