@@ -133,6 +133,25 @@ def test_formula_injection_neutralized(tmp_path: Path) -> None:
     assert all(not str(v).startswith(("=", "+", "@")) for v in rejected.to_numpy().ravel())
 
 
+def test_csv_times_are_iso_seconds() -> None:
+    """The CSV time text is exactly strftime's ISO form, whatever the unit, era or fraction."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from labinterp.audit.outputs import _iso_seconds
+
+    text = pd.Series(
+        ["2022-10-14 06:20:00", "1899-12-31 23:59:59.999", None, "2187-03-01 00:00:07.5"]
+    )
+    times = pd.to_datetime(text, format="ISO8601")
+    column = pa.chunked_array([pa.array(times, type=pa.timestamp("ns"))])
+    expected = pc.strftime(column.cast(pa.timestamp("s"), safe=False), "%Y-%m-%dT%H:%M:%S")
+    got = _iso_seconds(column)
+    assert got.to_pylist() == expected.to_pylist()
+    assert got.to_pylist()[0] == "2022-10-14T06:20:00"
+    assert got.to_pylist()[2] is None
+
+
 def test_missing_input_leaves_no_folder(tmp_path: Path) -> None:
     with pytest.raises(InputNotFoundError):
         labinterp.audit(tmp_path / "nope.csv", tmp_path / "out")
