@@ -3,11 +3,14 @@
     .venv/bin/python benchmarks/bench_handouts.py [--patients 200] [--no-hb-subset] [--repeat 3]
 
 Batch: `render_batch` end to end (context building, templating, PDF, atomic writes) with a
-process pool, one parsed stylesheet and one FontConfiguration per worker. Plain loop: the
-*same HTML*, pre-rendered and not timed, turned into PDFs one at a time in this process with
-a fresh `CSS` and font configuration per document (what a naive script does). The ratio is
-measured in the same run. `--no-hb-subset` makes both paths behave as if the Debian package
-libharfbuzz-subset0 were missing (WeasyPrint then subsets fonts with fontTools).
+process pool, one parsed stylesheet and one FontConfiguration per worker, markup parsed as
+XML and the handout user-agent stylesheet (the PDFs are byte-identical to plain WeasyPrint's;
+tests/test_handout_render.py). Plain loop: the *same HTML*, pre-rendered and not timed,
+turned into PDFs one at a time in this process by plain `weasyprint.HTML(string=...)` with a
+fresh `CSS` and font configuration per document (what a naive script does) and the same
+WeasyPrint options as the batch. The ratio is measured in the same run. `--no-hb-subset`
+makes both paths behave as if the Debian package libharfbuzz-subset0 were missing
+(WeasyPrint would then subset fonts with fontTools; handouts embed their fonts whole).
 `--repeat N` alternates batch and loop N times and reports the best of each (the machine is
 shared: best-of is the least disturbed figure), with the load average before and after.
 """
@@ -29,7 +32,7 @@ from labinterp import schema
 from labinterp.handout import render_batch
 from labinterp.handout.api import _worker_init, iter_contexts
 from labinterp.handout.fetcher import ASSET_BASE, SafeFetcher
-from labinterp.handout.render import PDF_OPTIONS, make_environment, page_css, squeeze
+from labinterp.handout.render import make_environment, page_css, pdf_options, squeeze
 from labinterp.resources import template_dir
 
 MG = ("magnesium", "mg/dL", 1.7, 2.55)
@@ -143,7 +146,7 @@ def main() -> int:
                 HTML(string=html, base_url=ASSET_BASE, url_fetcher=fetcher).write_pdf(
                     Path(tmp) / f"{k}.pdf",
                     stylesheets=[CSS(string=css_text, base_url=ASSET_BASE, url_fetcher=fetcher)],
-                    **PDF_OPTIONS,
+                    **pdf_options(html),  # the batch's options for this handout
                 )
             return time.perf_counter() - t0
 

@@ -221,7 +221,9 @@ def test_large_print_uses_bigger_type() -> None:
     from labinterp.handout.render import page_css
 
     def size(large: bool) -> int:
-        return int(re.search(r"html \{ font-size: (\d+)pt", page_css("A4", large)).group(1))
+        found = re.search(r"html \{ font-size: (\d+)pt", page_css("A4", large))
+        assert found
+        return int(found.group(1))
 
     assert size(False) >= 14
     assert size(True) > size(False)

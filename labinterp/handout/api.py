@@ -282,10 +282,13 @@ def render_batch(
     else:
         n_workers = min(workers, total)
         limit = max(1, max_tasks_per_child)
-        # Small chunks: fewer round trips than one handout per task, and still even work
-        # for every worker at the end of the batch.
+        # Small chunks: fewer round trips than one handout per task. The last few handouts
+        # go one per task: every worker holds a chunk and a waiting one, so a chunk there
+        # would leave the other workers idle at the end while one finishes two chunks.
         chunk = max(1, min(CHUNK, limit, total // (n_workers * 4)))
-        chunks = [tasks[i : i + chunk] for i in range(0, total, chunk)]
+        head = total - min(total, n_workers * 4) if chunk > 1 else total
+        chunks = [tasks[i : min(i + chunk, head)] for i in range(0, head, chunk)]
+        chunks += [[task] for task in tasks[head:]]
         _render_parallel(chunks, options, n_workers, limit, _no_hb_subset, finished)
     index = pd.DataFrame(
         {"file": [names[p] for p in patient_ids], "patient_id": patient_ids}, dtype="string"

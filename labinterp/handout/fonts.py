@@ -16,6 +16,7 @@ the SafeFetcher; when DejaVu Sans is not installed there is nothing to serve, th
 from __future__ import annotations
 
 import io
+import re
 from functools import cache
 
 FAMILY = "DejaVu Sans"
@@ -31,6 +32,15 @@ RANGES = (
     (0x2212, 0x2212),  # minus
     (0x2264, 0x2265),  # less/greater than or equal
 )
+
+
+# Any character the cut-down fonts do not hold (white space aside).
+_OUTSIDE = re.compile("[^\t\n\r" + "".join(f"\\u{lo:04x}-\\u{hi:04x}" for lo, hi in RANGES) + "]")
+
+
+def covers(text: str) -> bool:
+    """Whether the cut-down fonts hold every character of `text` (no fallback font needed)."""
+    return _OUTSIDE.search(text) is None
 
 
 def _system_font(family: str, style: str) -> str | None:
