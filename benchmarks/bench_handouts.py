@@ -7,10 +7,12 @@ process pool, one parsed stylesheet and one FontConfiguration per worker, markup
 XML and the handout user-agent stylesheet (the PDFs are byte-identical to plain WeasyPrint's;
 tests/test_handout_render.py). Plain loop: the *same HTML*, pre-rendered and not timed,
 turned into PDFs one at a time in this process by plain `weasyprint.HTML(string=...)` with a
-fresh `CSS` and font configuration per document (what a naive script does) and the same
-WeasyPrint options as the batch. The ratio is measured in the same run. `--no-hb-subset`
-makes both paths behave as if the Debian package libharfbuzz-subset0 were missing
-(WeasyPrint would then subset fonts with fontTools; handouts embed their fonts whole).
+fresh `CSS` per document, parsed without a font configuration, and a fresh one made inside
+WeasyPrint (what a naive script does: the stylesheet's @font-face fonts are not loaded, so
+the loop draws with the system's DejaVu Sans, the family they are cut from). The ratio
+is measured in the same run. `--no-hb-subset` makes both paths behave as if the Debian
+package libharfbuzz-subset0 were missing: the loop's fonts are then subset with fontTools,
+while the batch embeds its two small fonts whole (see `render.pdf_options`).
 `--repeat N` alternates batch and loop N times and reports the best of each (the machine is
 shared: best-of is the least disturbed figure), with the load average before and after.
 """
@@ -32,7 +34,7 @@ from labinterp import schema
 from labinterp.handout import render_batch
 from labinterp.handout.api import _worker_init, iter_contexts
 from labinterp.handout.fetcher import ASSET_BASE, SafeFetcher
-from labinterp.handout.render import make_environment, page_css, pdf_options, squeeze
+from labinterp.handout.render import PDF_OPTIONS, make_environment, page_css, squeeze
 from labinterp.resources import template_dir
 
 MG = ("magnesium", "mg/dL", 1.7, 2.55)
@@ -146,7 +148,7 @@ def main() -> int:
                 HTML(string=html, base_url=ASSET_BASE, url_fetcher=fetcher).write_pdf(
                     Path(tmp) / f"{k}.pdf",
                     stylesheets=[CSS(string=css_text, base_url=ASSET_BASE, url_fetcher=fetcher)],
-                    **pdf_options(html),  # the batch's options for this handout
+                    **PDF_OPTIONS,
                 )
             return time.perf_counter() - t0
 
