@@ -7,12 +7,12 @@ process pool, one parsed stylesheet and one FontConfiguration per worker, markup
 XML and the handout user-agent stylesheet (the PDFs are byte-identical to plain WeasyPrint's;
 tests/test_handout_render.py). Plain loop: the *same HTML*, pre-rendered and not timed,
 turned into PDFs one at a time in this process by plain `weasyprint.HTML(string=...)` with a
-fresh `CSS` per document, parsed without a font configuration, and a fresh one made inside
-WeasyPrint (what a naive script does: the stylesheet's @font-face fonts are not loaded, so
-the loop draws with the system's DejaVu Sans, the family they are cut from). The ratio
-is measured in the same run. `--no-hb-subset` makes both paths behave as if the Debian
-package libharfbuzz-subset0 were missing: the loop's fonts are then subset with fontTools,
-while the batch embeds its two small fonts whole (see `render.pdf_options`).
+fresh `CSS` and a fresh `FontConfiguration` per document, so that the loop draws with the
+same @font-face fonts as the batch (without a font configuration WeasyPrint would skip
+them and fall back to the system's DejaVu Sans, a different PDF). The ratio is measured in
+the same run. `--no-hb-subset` makes both paths behave as if the Debian package
+libharfbuzz-subset0 were missing: the loop's fonts are then subset with fontTools, while
+the batch embeds its two small fonts whole (see `render.pdf_options`).
 `--repeat N` alternates batch and loop N times and reports the best of each (the machine is
 shared: best-of is the least disturbed figure), with the load average before and after.
 """
@@ -128,6 +128,7 @@ def main() -> int:
     # The plain loop gets the same HTML and the same stylesheet text, rendered before timing.
     _worker_init(args.no_hb_subset)
     from weasyprint import CSS, HTML
+    from weasyprint.text.fonts import FontConfiguration
 
     env = make_environment()
     template = env.get_template("handout/handout.html.j2")
@@ -145,10 +146,12 @@ def main() -> int:
             t0 = time.perf_counter()
             for k, html in enumerate(htmls):
                 fetcher = SafeFetcher()
+                fonts = FontConfiguration()
+                css = CSS(
+                    string=css_text, base_url=ASSET_BASE, url_fetcher=fetcher, font_config=fonts
+                )
                 HTML(string=html, base_url=ASSET_BASE, url_fetcher=fetcher).write_pdf(
-                    Path(tmp) / f"{k}.pdf",
-                    stylesheets=[CSS(string=css_text, base_url=ASSET_BASE, url_fetcher=fetcher)],
-                    **PDF_OPTIONS,
+                    Path(tmp) / f"{k}.pdf", stylesheets=[css], font_config=fonts, **PDF_OPTIONS
                 )
             return time.perf_counter() - t0
 
