@@ -158,6 +158,25 @@ def test_missing_input_leaves_no_folder(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_failed_bucket_write_stops_the_audit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bucket files are written on a thread of their own: its failure must still stop the
+    audit, with nothing left in the output folder."""
+    import sys
+
+    core = sys.modules["labinterp.audit.core"]
+
+    def disk_full(self: object, results: pd.DataFrame) -> None:
+        raise OSError(28, "No space left on device")
+
+    generate(tmp_path / "export.csv", 3_000, seed=3)
+    monkeypatch.setattr(core._BucketWriters, "write", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        labinterp.audit(tmp_path / "export.csv", tmp_path / "out", n_buckets=2)
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_input_leaves_existing_outputs_untouched(tmp_path: Path) -> None:
     good = tmp_path / "good.csv"
     generate(good, 4000, seed=1)
