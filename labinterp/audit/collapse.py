@@ -197,11 +197,24 @@ def patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame
         ["patient_id", "analyte", "collected_at", "source_file", "source_row"], kind="mergesort"
     )
     latest = numeric.drop_duplicates(["patient_id", "analyte"], keep="last")
+    # each (patient, analyte) left goes into its patient's row, placed by position
+    row = out.index.get_indexer(pd.Index(latest["patient_id"]))
+    analyte_of = latest["analyte"].to_numpy(dtype=object)
+    value = latest["value"].to_numpy(dtype="float64")
+    unit = latest["unit"].to_numpy(dtype=object)
+    when = latest["collected_at"].to_numpy()
     for analyte in LATEST_ANALYTES:
-        sub = latest[latest["analyte"] == analyte].set_index("patient_id")
-        out[f"{analyte}_latest"] = sub["value"].reindex(out.index).astype("float64")
-        out[f"{analyte}_unit"] = sub["unit"].reindex(out.index).astype("string[pyarrow]")
-        out[f"{analyte}_at"] = sub["collected_at"].reindex(out.index)
+        sel = np.flatnonzero((analyte_of == analyte) & (row >= 0))
+        at = row[sel]
+        values = np.full(len(out), np.nan)
+        values[at] = value[sel]
+        units = np.full(len(out), None, dtype=object)
+        units[at] = unit[sel]
+        times = np.full(len(out), np.datetime64("NaT"), dtype=when.dtype)
+        times[at] = when[sel]
+        out[f"{analyte}_latest"] = values
+        out[f"{analyte}_unit"] = pd.array(units, dtype="string[pyarrow]")
+        out[f"{analyte}_at"] = times
     out["results"] = out["results"].fillna(0).astype("Int64")
     return out.reset_index()
 
