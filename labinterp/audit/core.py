@@ -216,13 +216,11 @@ def _ingest(
     writers = _BucketWriters(buckets_dir, n_buckets)
     rejected_writer: pq.ParquetWriter | None = None
     rejected_schema = pa.Schema.from_pandas(schema.empty(schema.REJECTED), preserve_index=False)
+    hashing = ThreadPoolExecutor(max_workers=1)  # each file's digest, made while it is read
     try:
         for f, from_folder in files:
-            info: dict[str, Any] = {
-                "file": f.name,
-                "bytes": f.stat().st_size,
-                "sha256": sha256_of(f),
-            }
+            digest = hashing.submit(sha256_of, f)
+            info: dict[str, Any] = {"file": f.name, "bytes": f.stat().st_size}
             rows_before = ingest.rows_in
             batches = iter_batches(
                 f, mapping=mapping, date_format=date_format, batch_rows=_BATCH_ROWS
@@ -248,6 +246,7 @@ def _ingest(
                     )
                     ingest.rejected += len(rej)
                 progress.rows_read(int(batch.rows_in))
+            info["sha256"] = digest.result()
             info["rows_in"] = ingest.rows_in - rows_before
             ingest.files.append(info)
         if not ingest.files:
@@ -257,6 +256,7 @@ def _ingest(
                 fix="name the export files directly, or pass --mapping for their columns.",
             )
     finally:
+        hashing.shutdown(cancel_futures=True)
         bucket_files = writers.close()
         if rejected_writer is not None:
             rejected_writer.close()
