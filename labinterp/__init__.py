@@ -21,6 +21,12 @@ _API = {
 
 __all__ = sorted(_API)
 
+# glibc malloc keeps freed memory for the next arrays instead of faulting in fresh pages
+# (see labinterp.memory; LABINTERP_MALLOC=default turns it off)
+from labinterp.memory import tune_allocator as _tune_allocator  # noqa: E402
+
+_tune_allocator()
+
 # `interpret` and `audit` share their names with the modules that define them. Importing
 # a submodule binds the module over the package attribute, so these two are bound eagerly
 # (after their modules load) and stay functions. Neither loads WeasyPrint.

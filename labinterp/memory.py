@@ -1,0 +1,45 @@
+"""Allocator settings for array-heavy work (Linux with glibc only).
+
+Every stage of labinterp makes and drops many numpy and pandas arrays of a few MB. With its
+default settings glibc's malloc gives most of them fresh pages from the kernel (large blocks
+are mapped and unmapped one by one, and freed memory at the top of the heap is handed back
+at once), so each stage pays page faults for memory the stage before it has just freed.
+Mapping only blocks above 32 MB (the largest threshold glibc allows), keeping up to 1 GiB
+of freed memory and growing the heap 256 MB at a time lets later arrays reuse those pages.
+Measured on a 1M-row export: reading takes 15-20% less CPU (benchmarks/bench_read.py). The
+price is memory kept for reuse rather than returned: the audit's peak RSS at 1M rows went
+from 1.40 to 1.48-1.58 GiB.
+
+Applied when labinterp is imported; set LABINTERP_MALLOC=default to leave malloc as it is.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+# mallopt parameters (glibc malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+
+SETTINGS = (
+    (_M_MMAP_THRESHOLD, 32 * 1024 * 1024),
+    (_M_TRIM_THRESHOLD, 1024 * 1024 * 1024),
+    (_M_TOP_PAD, 256 * 1024 * 1024),
+)
+
+
+def tune_allocator() -> bool:
+    """Apply SETTINGS to this process's malloc; False where that is not possible or wanted."""
+    if os.environ.get("LABINTERP_MALLOC") == "default" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    # glibc returns 1 on success; musl's stub returns 0 and changes nothing
+    return all(mallopt(param, value) == 1 for param, value in SETTINGS)
