@@ -12,10 +12,10 @@ import pyarrow.compute as pc
 
 FORMATS = ("table", "json", "csv")
 
-# Characters that make a spreadsheet treat a text cell as a formula (OWASP CSV injection).
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-_FORMULA_START = r"^[=+\-@\t\r]"  # the same, as a pattern for Arrow
-_SIGNED_NUMBER = r"^[-+]?[0-9]+(\.[0-9]+)?$"  # cannot carry a formula
+# A first character that makes a spreadsheet treat a text cell as a formula (OWASP CSV
+# injection): = + - @ tab, carriage return. One pattern for the pandas and Arrow versions.
+_FORMULA_START = r"^[=+\-@\t\r]"
+_SIGNED_NUMBER = r"^[-+]?[0-9]+(?:\.[0-9]+)?$"  # cannot carry a formula
 
 
 def neutralize_formulas(df: pd.DataFrame) -> pd.DataFrame:
@@ -30,8 +30,8 @@ def neutralize_formulas(df: pd.DataFrame) -> pd.DataFrame:
         if not (pd.api.types.is_string_dtype(col.dtype) or col.dtype == object):
             continue
         text = col.astype("string")
-        risky = text.str.startswith(_FORMULA_PREFIXES, na=False) & ~text.str.fullmatch(
-            _SIGNED_NUMBER, na=False
+        risky = text.str.contains(_FORMULA_START, regex=True, na=False) & ~text.str.contains(
+            _SIGNED_NUMBER, regex=True, na=False
         )
         if risky.any():
             out[name] = text.mask(risky, "'" + text)
