@@ -30,7 +30,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from labinterp import schema
-from labinterp.audit.collapse import BucketStats, bucket_of, process_bucket
+from labinterp.audit.collapse import (
+    SCRATCH_OPTIONS,
+    SCRATCH_SUFFIX,
+    BucketStats,
+    arrow_to_results,
+    bucket_of,
+    process_bucket,
+    read_scratch,
+)
 from labinterp.audit.progress import Progress
 from labinterp.errors import (
     ColumnDetectionError,
@@ -126,11 +134,6 @@ def _stages() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any
     return iter_batches, deduplicate, interpret_results
 
 
-# Buckets are scratch files written once and read once: Arrow's own file format with LZ4
-# is about 4x faster to write than Parquet, at a few times the size.
-_BUCKET_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
-
-
 class _BucketWriters:
     """Append-only files, one per bucket (Arrow IPC), or one Parquet file per batch for
     Dask (its input partitions)."""
@@ -184,9 +187,7 @@ class _BucketWriters:
         w = self.writers.get(i)
         if w is None:
             assert self.arrow_schema is not None
-            w = pa.ipc.new_file(
-                self.folder / f"bucket-{i:04d}.arrow", self.arrow_schema, options=_BUCKET_OPTIONS
-            )
+            w = pa.ipc.new_file(self._path(i), self.arrow_schema, options=SCRATCH_OPTIONS)
             self.writers[i] = w
         return w
 
@@ -197,7 +198,10 @@ class _BucketWriters:
             self._thread.shutdown()
             for w in self.writers.values():
                 w.close()
-        return [self.folder / f"bucket-{i:04d}.arrow" for i in sorted(self.writers)]
+        return [self._path(i) for i in sorted(self.writers)]
+
+    def _path(self, i: int) -> Path:
+        return self.folder / f"bucket-{i:04d}{SCRATCH_SUFFIX}"
 
 
 def _ingest(
@@ -266,11 +270,8 @@ def _ingest(
 def _bucket_job(path: Path, parts: Path, tag: str, threads: int | None = None) -> BucketStats:
     """Process one on-disk bucket (runs in a worker process when there are several;
     `threads` is passed on to interpret_results)."""
-    from labinterp.audit.collapse import arrow_to_results
-
     _, deduplicate, interpret_results = _stages()
-    with pa.ipc.open_file(path) as bucket:
-        results = arrow_to_results(bucket.read_all())
+    results = arrow_to_results(read_scratch(path))
     return process_bucket(
         results,
         parts,

@@ -21,7 +21,13 @@ import pyarrow.parquet as pq
 
 from labinterp import __version__, schema
 from labinterp.atomic import atomic_path, write_text
-from labinterp.audit.collapse import AUDIT_FINDINGS, LATEST_ANALYTES, PART_SUFFIX, BucketStats
+from labinterp.audit.collapse import (
+    AUDIT_FINDINGS,
+    LATEST_ANALYTES,
+    SCRATCH_SUFFIX,
+    BucketStats,
+    read_scratch,
+)
 from labinterp.output import neutralize_text_column
 from labinterp.resources import reference_file
 
@@ -37,12 +43,8 @@ REJECTED_COLUMNS = (
 
 
 def _read_parts(parts: Path, prefix: str) -> pa.Table | None:
-    files = sorted(parts.glob(f"{prefix}-*{PART_SUFFIX}"))
-    tables = []
-    for f in files:
-        with pa.ipc.open_file(f) as part:
-            tables.append(part.read_all())
-    tables = [t for t in tables if t.num_rows]
+    files = sorted(parts.glob(f"{prefix}-*{SCRATCH_SUFFIX}"))
+    tables = [t for t in map(read_scratch, files) if t.num_rows]
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="permissive")
