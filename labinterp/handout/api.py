@@ -164,7 +164,7 @@ def iter_contexts(
         )
 
 
-def _worker_server() -> Any:
+def _worker_server() -> multiprocessing.context.ForkServerContext:
     """The multiprocessing context of the batch workers: forks of a server that preloads
     what a handout needs (labinterp.handout.preload)."""
     mp = multiprocessing.get_context("forkserver")
