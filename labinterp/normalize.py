@@ -187,23 +187,60 @@ def _all_empty(arr: pa.ChunkedArray) -> bool:
 
 
 def _joint(*parts: _Coded) -> _Coded:
-    """Rows coded by the distinct combinations of several coded columns (tuple values)."""
-    ids = np.zeros(len(parts[0].codes), dtype=np.int64)
-    picks: list[np.ndarray] = []  # per part: which of its values each combination holds
-    for part in parts:
-        width = max(len(part.values), 1)
-        if len(part.values) == 1:  # e.g. a field the file leaves empty: nothing to combine
-            picks.append(np.zeros(len(picks[0]) if picks else 1, dtype=np.int64))
+    """Rows coded by the distinct combinations of several coded columns (tuple values).
+
+    The parts' codes are packed into one mixed-radix key per row, and the keys are
+    renumbered only when the next part would push them past what a bitmap can cover:
+    most joints then cost a single renumbering pass instead of one per part.
+    """
+    n = len(parts[0].codes)
+    limit = _bitmap_bound(n)
+    ids = np.zeros(n, dtype=np.int64)  # per row: its combination, packed or renumbered
+    count = 1  # how many combinations `ids` can take
+    picks: list[np.ndarray] = []  # per renumbered part: its value in each combination
+    pending: list[int] = []  # widths of the parts packed into `ids` since the last renumber
+    used: list[int] = []  # indexes of the parts with more than one value, in packing order
+
+    def renumber() -> None:
+        nonlocal ids, count, picks
+        ids, combos = _renumber(ids, count)
+        packed = combos
+        mine = []
+        for width in reversed(pending):  # the last packed part is the least significant
+            mine.append(packed % width)
+            packed = packed // width
+        picks = [p[packed] for p in picks] + mine[::-1]
+        count = len(combos)
+        pending.clear()
+
+    for i, part in enumerate(parts):
+        width = len(part.values)
+        if width <= 1:  # e.g. a field the file leaves empty: nothing to combine
             continue
-        ids, combos = _renumber(ids * width + part.codes, (len(picks[0]) if picks else 1) * width)
-        picks = [p[combos // width] for p in picks] + [combos % width]
-    columns = [[part.values[i] for i in pick] for part, pick in zip(parts, picks, strict=True)]
+        if pending and count * width > limit:
+            renumber()
+        ids = ids * width + part.codes
+        count *= width
+        pending.append(width)
+        used.append(i)
+    if pending:
+        renumber()
+    pick_of = dict(zip(used, picks, strict=True))
+    columns = [
+        [part.values[k] for k in pick_of[i]] if i in pick_of else [part.values[0]] * count
+        for i, part in enumerate(parts)
+    ]
     return _Coded(ids, list(zip(*columns, strict=True)))
+
+
+def _bitmap_bound(n: int) -> int:
+    """Keys below this bound are renumbered with a bitmap over the range, not a hash."""
+    return 4 * n + 1024
 
 
 def _renumber(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
     """Keys in [0, bound) renumbered 0..k-1, and the k distinct keys."""
-    if bound <= 4 * len(keys) + 1024:  # a bitmap over the key range beats hashing
+    if bound <= _bitmap_bound(len(keys)):  # a bitmap over the key range beats hashing
         seen = np.zeros(bound, dtype=bool)
         seen[keys] = True
         number = np.cumsum(seen) - 1
@@ -821,8 +858,7 @@ class _Repeats:
         """(rows without repeats, REJECTED rows of the repeats) among the kept `rows`."""
         width = len(self.analyte.values) + 1
         pair = self.patient.codes[rows] * width + self.analyte.codes[rows]
-        # numbered in order of first appearance among the kept rows, as deduplicate does
-        group = pd.factorize(pair)[0].astype(np.int64)
+        group = _first_appearance(pair, len(self.patient.values) * width)
         time = self.when[rows].view(np.int64)
         source_row = self.frame["source_row"].to_numpy(dtype=np.int64, na_value=0)
         no_text = self.text.values.index("") if "" in self.text.values else -1
@@ -866,6 +902,20 @@ class _Repeats:
             }
         )
         return conform(rejected, REJECTED)
+
+
+def _first_appearance(keys: np.ndarray, bound: int) -> np.ndarray:
+    """Per row, a number for its key that orders keys by first appearance, as
+    `reading.deduplicate` numbers its groups (these numbers need not be consecutive).
+
+    Keys in [0, bound). The position of a key's first row is such a number, found with
+    one unbuffered minimum over a table of the key range instead of hashing every row.
+    """
+    if bound > _bitmap_bound(len(keys)):
+        return pd.factorize(keys)[0].astype(np.int64)
+    first = np.full(bound, len(keys), dtype=np.int64)
+    np.minimum.at(first, keys, np.arange(len(keys), dtype=np.int64))
+    return first[keys]
 
 
 def _reject(
