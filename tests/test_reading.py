@@ -174,6 +174,27 @@ def test_delimiters_and_encodings(tmp_path: Path, delimiter: str, encoding: str,
     assert res.results["quality"].iloc[0] == "hemolyzed"
 
 
+@pytest.mark.parametrize("bom", [False, True])
+def test_damaged_utf8_bytes_become_replacement_characters(tmp_path: Path, bom: bool) -> None:
+    # Damage past the part the encoding is guessed from (the file is taken for UTF-8): a
+    # byte that is not UTF-8 in a text column, and in a column whose header is a number
+    # (one pyarrow would take for binary). Both read, as U+FFFD; no row is lost.
+    valid = 8000  # about 300 KB of clean rows
+    body = (
+        b"patient_id,collected_at,test,result,unit,2024\n"
+        + b"P1,2024-03-01,Magnesium,1.9,mg/dL,ok\n" * valid
+        + b"P2,2024-03-01,Potassium,3.2,mmol/L,b\xe9d\n"
+        + b"P\xff3,2024-03-01,Potassium,3.4,mmol/L,x\n"
+    )
+    path = tmp_path / "damaged.csv"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + body)
+    res = read(path)
+    assert res.rows_in == valid + 2
+    last = res.results.sort_values("source_row").tail(2)
+    assert list(last["patient_id"]) == ["P2", "P\ufffd3"]
+    assert list(last["source_row"]) == [valid + 2, valid + 3]
+
+
 def test_decimal_commas_quoted_fields_and_blank_lines(tmp_path: Path) -> None:
     text = (
         "Patient;Date;Test;Result;Unit;Ref range\n\n"

@@ -48,19 +48,30 @@ def _unique_header(names: list[str]) -> list[str]:
     return out
 
 
-def _read_bytes(path: Path, sniffed: Sniffed) -> bytes:
+def _mappable(sniffed: Sniffed) -> bool:
+    """Whether `_fast_mapped` tries the file."""
+    return not sniffed.compressed and sniffed.encoding in ("utf-8", "utf-8-sig")
+
+
+def _file_bytes(path: Path, sniffed: Sniffed) -> tuple[bytes, bool]:
+    """The file as UTF-8 without a byte-order mark, and whether bytes had to be changed
+    (transcoded, or damaged UTF-8 replaced) to make it so."""
     with open_binary(path) as fh:
         data = fh.read()
-    if sniffed.encoding in ("utf-8", "utf-8-sig"):
-        if data.isascii():  # ASCII is valid UTF-8; checking is 6x cheaper than decoding
-            return data
+    repaired = False
+    if sniffed.encoding not in ("utf-8", "utf-8-sig"):
+        # pyarrow reads UTF-8 only; transcode once (Latin-1 and UTF-16 exports are small).
+        data = data.decode(sniffed.encoding, errors="replace").encode("utf-8")
+        repaired = True
+    elif not data.isascii():  # ASCII is valid UTF-8; checking is 6x cheaper than decoding
         try:
-            data.decode("utf-8")  # a damaged byte must not reach pyarrow
-            return data
-        except UnicodeDecodeError:
-            return data.decode("utf-8", errors="replace").encode("utf-8")
-    # pyarrow reads UTF-8 only; transcode once (Latin-1 and UTF-16 exports are small).
-    return data.decode(sniffed.encoding, errors="replace").encode("utf-8")
+            data.decode("utf-8")
+        except UnicodeDecodeError:  # a damaged byte must not reach pyarrow
+            data = data.decode("utf-8", errors="replace").encode("utf-8")
+            repaired = True
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    return data, repaired
 
 
 def _line_too_long(path: Path, data: bytes) -> None:
@@ -85,16 +96,43 @@ def _line_too_long(path: Path, data: bytes) -> None:
         )
 
 
-def _fast(data: bytes, delimiter: str) -> pa.Table | None:
+def _fast(data: bytes | pa.Buffer, delimiter: str, check_utf8: bool = False) -> pa.Table | None:
     """The file as a table of text columns (the header is row 0), or None if pyarrow fails.
 
     Small blocks let pyarrow parse on every core; a record longer than a block fails, so
-    a failure is retried with blocks as large as the longest line allowed.
+    a failure is retried with blocks as large as the longest line allowed. `check_utf8`:
+    pyarrow validates the text (else the caller has).
     """
-    text_columns = _text_columns(data, delimiter)
-    return _pyarrow_csv(data, delimiter, FAST_BLOCK_BYTES, text_columns) or _pyarrow_csv(
-        data, delimiter, MAX_LINE_BYTES, text_columns
+    text_columns = _text_columns(_head(data), delimiter)
+    return _pyarrow_csv(data, delimiter, FAST_BLOCK_BYTES, text_columns, check_utf8) or (
+        _pyarrow_csv(data, delimiter, MAX_LINE_BYTES, text_columns, check_utf8)
     )
+
+
+def _head(data: bytes | pa.Buffer) -> bytes:
+    """The start of `data` as bytes, up to and past the first line break if there is one
+    within MAX_LINE_BYTES (a mapped file is not copied whole for its header)."""
+    for size in (FAST_BLOCK_BYTES, MAX_LINE_BYTES):
+        head = data[:size]
+        if isinstance(head, pa.Buffer):
+            head = head.to_pybytes()
+        if b"\n" in head or len(head) == len(data):
+            break
+    return head
+
+
+def _fast_mapped(path: Path, sniffed: Sniffed) -> pa.Table | None:
+    """`_fast` on the file mapped into memory, for a plain UTF-8 file; None if it cannot.
+
+    Saves reading the file into a bytes object and checking it in one thread: pyarrow
+    checks the text while it converts the blocks, on every core.
+    """
+    if not _mappable(sniffed) or path.stat().st_size == 0:  # an empty file cannot be mapped
+        return None
+    data = pa.memory_map(str(path)).read_buffer()
+    if data[:3].to_pybytes() == b"\xef\xbb\xbf":
+        data = data[3:]
+    return _fast(data, sniffed.delimiter, check_utf8=True)
 
 
 # The fast path's text type: large strings are what pandas' "string[pyarrow]" stores, so
@@ -118,45 +156,36 @@ def _text_columns(data: bytes, delimiter: str) -> dict[str, pa.DataType]:
 
 
 def _pyarrow_csv(
-    data: bytes,
+    data: bytes | pa.Buffer,
     delimiter: str,
     block_size: int,
     column_types: dict[str, pa.DataType] | None = None,
+    check_utf8: bool = False,
 ) -> pa.Table | None:
-    bad: list[int] = []
-
-    def on_invalid(row: pacsv.InvalidRow) -> str:
-        bad.append(1)
-        return "skip"
-
     try:
         tbl = pacsv.read_csv(
             pa.BufferReader(data),  # zero-copy; a Python file object is read under the GIL
             read_options=pacsv.ReadOptions(block_size=block_size, autogenerate_column_names=True),
-            # A quoted line break yields rows of the wrong width, which are refused
-            # (on_invalid); blank lines stay as rows of empty fields. Every accepted row
+            # A quoted line break yields rows of the wrong width, which fail the parse;
+            # blank lines stay as rows of empty fields. Every row of a parse that succeeds
             # is then exactly one physical line.
             parse_options=pacsv.ParseOptions(
-                delimiter=delimiter,
-                newlines_in_values=False,
-                ignore_empty_lines=False,
-                invalid_row_handler=on_invalid,
+                delimiter=delimiter, newlines_in_values=False, ignore_empty_lines=False
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types=column_types or {},
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
-                check_utf8=False,  # _read_bytes made sure
+                check_utf8=check_utf8,
             ),
+        )
+        # autogenerated names + everything as text: cast every column to text (a column
+        # pyarrow took for binary fails here when its bytes are not UTF-8)
+        return pa.table(
+            [tbl.column(name).cast(_TEXT) for name in tbl.column_names], names=tbl.column_names
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
-    if bad:
-        return None
-    # autogenerated names + everything as text: cast every column to text
-    return pa.table(
-        [tbl.column(name).cast(_TEXT) for name in tbl.column_names], names=tbl.column_names
-    )
 
 
 def _blank_rows(tbl: pa.Table) -> np.ndarray:
@@ -186,10 +215,12 @@ def text_array(values: list[str]) -> pd.api.extensions.ExtensionArray:
 
 
 def read_delimited(path: Path, sniffed: Sniffed) -> Table:
-    data = _read_bytes(path, sniffed)
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    tbl = _fast(data, sniffed.delimiter)
+    data: bytes | None = None
+    tbl = _fast_mapped(path, sniffed)
+    if tbl is None:
+        data, repaired = _file_bytes(path, sniffed)
+        # the mapped parse already failed on these very bytes, unless they were repaired
+        tbl = _fast(data, sniffed.delimiter) if repaired or not _mappable(sniffed) else None
     if tbl is not None and tbl.num_rows:
         # every row of the fast parse is one physical line, blank lines included (as rows
         # of empty fields), so row i is line i + 1; blank lines are then dropped
@@ -203,6 +234,8 @@ def read_delimited(path: Path, sniffed: Sniffed) -> Table:
                 {name: text_series(col) for name, col in zip(header, body.columns, strict=True)}
             )
             return Table(frame, (keep + 1).astype(np.int64))
+    if data is None:
+        data, _ = _file_bytes(path, sniffed)
     data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     _line_too_long(path, data)
     return _slow(path, data, sniffed.delimiter)
