@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any, TypeVar
@@ -134,6 +134,27 @@ def _in_threads(jobs: dict[str, Callable[[], _T]]) -> dict[str, _T]:
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
         futures = {name: pool.submit(job) for name, job in jobs.items()}
         return {name: future.result() for name, future in futures.items()}
+
+
+class _Side:
+    """One helper thread for jobs that overlap the caller's own work (none when THREADS < 2:
+    each job then runs when its result is asked for)."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1) if THREADS >= 2 else None
+
+    def submit(self, job: Callable[..., _T], *args: Any) -> Future[_T] | partial[_T]:
+        return self._pool.submit(job, *args) if self._pool else partial(job, *args)
+
+    def result(self, handle: Future[_T] | partial[_T]) -> _T:
+        return handle.result() if isinstance(handle, Future) else handle()
+
+    def __enter__(self) -> _Side:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool:
+            self._pool.shutdown(cancel_futures=True)
 
 
 def _coded(series: pd.Series) -> _Coded:
@@ -707,50 +728,57 @@ def _normalize(
         }
     )
     col["source_file"] = _coded_label(frame["source_file"])
-    verdict = _Verdicts(n)  # the first reason found for a row is the one reported
+    # The patient ids and the collection times need nothing from the test and value steps
+    # below: a second thread works them out meanwhile (mostly pyarrow and pandas string
+    # work, which releases the GIL). Reasons are marked afterwards, in a fixed order.
+    with _Side() as side:
+        patient_job = side.submit(_patient_ids, col["patient_id"])
+        dates_job = (
+            None if opts.undated else side.submit(_dates, col["collected_at"], file_label, opts)
+        )
 
-    # patient ids; pandas re-saves turn 93705 into "93705.0"
-    pid = col["patient_id"].via_pandas(
-        lambda s: _strip(s).str.replace(r"^(\d+)\.0$", r"\1", regex=True)
-    )
-    verdict.mark(
-        pid.rows_where(lambda v: v == ""), "missing_patient_id", _DETAIL["missing_patient_id"]
-    )
+        # analyte: (id, reason) per distinct test
+        tests = dict(opts.tests)
+        found = _joint(col["analyte_hint"], col["loinc"], col["test_code"], col["test_name"]).map(
+            lambda v: _analyte_of(v[0], v[1], v[2], v[3], tests)
+        )
+        test_why = found.map(lambda v: (v[1], _DETAIL.get(v[1], "")))  # missing_test, out_of_scope
+        analyte = found.field(0).compact()
 
-    # analyte
-    tests = dict(opts.tests)
-    found = _joint(col["analyte_hint"], col["loinc"], col["test_code"], col["test_name"]).map(
-        lambda v: _analyte_of(v[0], v[1], v[2], v[3], tests)
-    )
-    why = found.map(lambda v: (v[1], _DETAIL.get(v[1], "")))  # missing_test, out_of_scope
-    verdict.mark_each(why.rows_where(lambda v: v[0] != ""), why)
-    analyte = found.field(0).compact()
+        # value
+        decimal = opts.decimal or _detect_decimal(frame["value_raw"])
+        parsed = _joint(col["value_raw"], col["valuenum_raw"], col["comparator_raw"]).map(
+            lambda v: _value_of(v[0], v[1], v[2], decimal)
+        )
+        cmp_ = parsed.field(0).compact()
+        number = parsed.field(1).floats()
+        has_number = ~np.isnan(number)
 
-    # value
-    decimal = opts.decimal or _detect_decimal(frame["value_raw"])
-    parsed = _joint(col["value_raw"], col["valuenum_raw"], col["comparator_raw"]).map(
-        lambda v: _value_of(v[0], v[1], v[2], decimal)
-    )
-    verdict.mark(
-        parsed.rows_where(lambda v: v[3] == "missing_value"),
-        "missing_value",
-        _DETAIL["missing_value"],
-    )
-    cmp_ = parsed.field(0).compact()
-    number = parsed.field(1).floats()
-    has_number = ~np.isnan(number)
+        # unit (only numeric results need one): (factor, spelling, system, reason, detail)
+        unit = _joint(analyte, col["unit_raw"]).map(lambda v: _unit_of(*v))
+        factor = unit.field(0).floats()
+        unit_rep = unit.field(1).compact()
 
-    # unit (only numeric results need one): (factor, spelling, system, reason, detail)
-    unit = _joint(analyte, col["unit_raw"]).map(lambda v: _unit_of(*v))
-    factor = unit.field(0).floats()
-    unit_rep = unit.field(1).compact()
-    verdict.mark_each(has_number & unit.rows_where(lambda v: v[3] != ""), unit.map(lambda v: v[3:]))
-
-    # collection time
-    if opts.undated:
-        when = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
-    else:
-        when = _dates(col["collected_at"], file_label, opts, verdict)
+        # each row's first reason, in this order
+        verdict = _Verdicts(n)
+        pid = side.result(patient_job)
+        verdict.mark(
+            pid.rows_where(lambda v: v == ""), "missing_patient_id", _DETAIL["missing_patient_id"]
+        )
+        verdict.mark_each(test_why.rows_where(lambda v: v[0] != ""), test_why)
+        verdict.mark(
+            parsed.rows_where(lambda v: v[3] == "missing_value"),
+            "missing_value",
+            _DETAIL["missing_value"],
+        )
+        verdict.mark_each(
+            has_number & unit.rows_where(lambda v: v[3] != ""), unit.map(lambda v: v[3:])
+        )
+        if dates_job is None:
+            when = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+        else:
+            when, date_why = side.result(dates_job)
+            verdict.mark_each(date_why.rows_where(lambda v: v[0] != ""), date_why)
 
     # canonical value and plausibility (suspected unit errors)
     value = number * factor
@@ -942,7 +970,13 @@ def _detect_decimal(values: pd.Series) -> str:
     return "," if commas > points else "."
 
 
-def _dates(collected: _Coded, file_label: str, opts: Options, verdict: _Verdicts) -> np.ndarray:
+def _patient_ids(patient: _Coded) -> _Coded:
+    """The patient ids as written, stripped; pandas re-saves turn 93705 into "93705.0"."""
+    return patient.via_pandas(lambda s: _strip(s).str.replace(r"^(\d+)\.0$", r"\1", regex=True))
+
+
+def _dates(collected: _Coded, file_label: str, opts: Options) -> tuple[np.ndarray, _Coded]:
+    """The collection time per row, and per row the (reason, detail) of an unusable one."""
     # The file's distinct date spellings decide the date order, so parse them all at once.
     spelled = collected._distinct_text()
     # what .fillna("").str.strip() does on pyarrow strings, then one code per spelling
@@ -956,8 +990,7 @@ def _dates(collected: _Coded, file_label: str, opts: Options, verdict: _Verdicts
     stamps, reasons = _parse_distinct_dates(distinct_text, file_label, opts)
     reason_codes, reason_names = pd.factorize(reasons)
     why = _Coded(reason_codes[codes], [(r, _DETAIL.get(r, "")) for r in reason_names])
-    verdict.mark_each(why.rows_where(lambda v: v[0] != ""), why)
-    return stamps[codes]
+    return stamps[codes], why
 
 
 def _parse_distinct_dates(
