@@ -796,21 +796,38 @@ def _normalize(
 
     keep = verdict.kept
     # everything below is output for the kept rows only
-    rows = np.flatnonzero(keep)
+    kept = np.flatnonzero(keep)
     repeated = conform(pd.DataFrame(), REJECTED)
-    if dedupe:
-        text = parsed.field(2).compact()
-        repeats = _Repeats(frame, col, pid.compact(), analyte, when, value, text, cmp_)
-        rows, repeated = repeats.split(rows)
+    unique: np.ndarray | None = None  # positions in `kept` of the rows that repeat none
+    # The range columns do not depend on which kept rows repeat others: they are worked
+    # out beside the search for repeats (one thread of numpy), for all kept rows.
+    with _Side() as side:
+        ranges_job = side.submit(_range_columns, col, kept, when, factor, analyte, decimal)
+        if dedupe:
+            text = parsed.field(2).compact()
+            repeats = _Repeats(frame, col, pid.compact(), analyte, when, value, text, cmp_)
+            unique, repeated = repeats.split(kept)
+        range_numbers, range_texts = side.result(ranges_job)
+    rows = kept if unique is None else kept[unique]
+
+    def unique_of(coded: _Coded) -> _Coded:
+        return coded if unique is None else coded.at(unique)
+
     # every output column (and the few steps that only feed one) is an independent job;
     # the longest go first so that the threads finish together
     out = _in_threads(
         {
-            "ranges": lambda: _range_columns(col, rows, when, factor, analyte, decimal),
             "rejected": lambda: _reject(frame, np.flatnonzero(~keep), verdict, col),
             "quality": lambda: _quality(col, unit_rep, rows, opts.undated).strings(),
             "test_label": lambda: _test_label(col, rows).strings(),
             "specimen_id": lambda: _specimen_ids(frame["specimen_id"], rows),
+            "ranges": lambda: {
+                name: numbers if unique is None else numbers[unique]
+                for name, numbers in range_numbers.items()
+            },
+            "sex": lambda: unique_of(range_texts["sex"]).strings(empty_is_missing=True),
+            "range_origin": lambda: unique_of(range_texts["range_origin"]).strings(),
+            "range_source": lambda: unique_of(range_texts["range_source"]).strings(),
             "source_file": lambda: col["source_file"].at(rows).strings(),
             "patient_id": lambda: pid.at(rows).strings(),
             "analyte": lambda: analyte.at(rows).strings(),
@@ -851,21 +868,20 @@ def _range_columns(
     factor: np.ndarray,
     analyte: _Coded,
     decimal: str,
-) -> dict[str, Any]:
+) -> tuple[dict[str, np.ndarray], dict[str, _Coded]]:
     """Reference range columns of the given rows, with the sex and age they were chosen by:
-    the row's own range, else bundled by age/sex, else unknown."""
+    the row's own range, else bundled by age/sex, else unknown. (Number columns, text
+    columns as codes.)"""
     ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"]).at(rows)
     ranges = ranges.map(lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal))
     sex = col["sex"].at(rows).map(_sex).compact()
     age = _ages(col, when, rows)
     low_rep, high_rep = ranges.field(0).floats(), ranges.field(1).floats()
     limits, origin, source = _ranges(low_rep, high_rep, factor[rows], analyte.at(rows), sex, age)
-    return {
-        **limits,
-        "sex": sex.strings(empty_is_missing=True),
-        "age_years": age,
-        "range_origin": origin.strings(),
-        "range_source": source.strings(),
+    return {**limits, "age_years": age}, {
+        "sex": sex,
+        "range_origin": origin,
+        "range_source": source,
     }
 
 
@@ -882,8 +898,9 @@ class _Repeats:
     text: _Coded
     comparator: _Coded
 
-    def split(self, rows: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
-        """(rows without repeats, REJECTED rows of the repeats) among the kept `rows`."""
+    def split(self, rows: np.ndarray) -> tuple[np.ndarray | None, pd.DataFrame]:
+        """(positions in `rows` of the rows without repeats, None if that is all of them;
+        REJECTED rows of the repeats) among the kept `rows`."""
         width = len(self.analyte.values) + 1
         pair = self.patient.codes[rows] * width + self.analyte.codes[rows]
         group = _first_appearance(pair, len(self.patient.values) * width)
@@ -906,10 +923,10 @@ class _Repeats:
 
         dups, firsts = duplicates.find(group, time, details)
         if len(dups) == 0:
-            return rows, conform(pd.DataFrame(), REJECTED)
+            return None, conform(pd.DataFrame(), REJECTED)
         unique = np.ones(len(rows), dtype=bool)
         unique[dups] = False
-        return rows[unique], self._rejected(rows[dups], rows[firsts])
+        return np.flatnonzero(unique), self._rejected(rows[dups], rows[firsts])
 
     def _rejected(self, dups: np.ndarray, firsts: np.ndarray) -> pd.DataFrame:
         files = self.col["source_file"]
