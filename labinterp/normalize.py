@@ -722,12 +722,14 @@ def _normalize(
     # one value in nearly every table, which is checked before hashing a million rows
     col = _in_threads(
         {
-            str(name): partial(_coded, frame[name])
-            for name in frame.columns
-            if name not in ("source_row", "specimen_id", "source_file")
+            "source_file": partial(_coded_label, frame["source_file"]),
+            **{
+                str(name): partial(_coded, frame[name])
+                for name in frame.columns
+                if name not in ("source_row", "specimen_id", "source_file")
+            },
         }
     )
-    col["source_file"] = _coded_label(frame["source_file"])
     # The patient ids and the collection times need nothing from the test and value steps
     # below: a second thread works them out meanwhile (mostly pyarrow and pandas string
     # work, which releases the GIL). Reasons are marked afterwards, in a fixed order.
@@ -981,7 +983,10 @@ def _reject(
 
 
 def _detect_decimal(values: pd.Series) -> str:
-    sample = values.dropna().head(5000).astype(str)
+    sample = values.head(5000)
+    if sample.hasnans:  # else the first 5,000 non-missing values, without copying the column
+        sample = values.dropna().head(5000)
+    sample = sample.astype(str)
     commas = sample.str.fullmatch(r"[<>]?\s*-?\d+,\d+").sum()
     points = sample.str.fullmatch(r"[<>]?\s*-?\d+\.\d+").sum()
     return "," if commas > points else "."
