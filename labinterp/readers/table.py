@@ -192,11 +192,25 @@ def _blank_rows(tbl: pa.Table) -> np.ndarray:
     """Rows whose every field is empty (blank lines)."""
     blank = np.ones(tbl.num_rows, dtype=bool)
     for col in tbl.columns:
-        empty = pc.fill_null(pc.equal(pc.binary_length(col), 0), True)
-        blank &= np.asarray(empty.to_numpy(zero_copy_only=False), dtype=bool)
+        blank &= _empty_fields(col)
         if not blank.any():  # the usual case: decided by the first column
             break
     return blank
+
+
+def _empty_fields(col: pa.ChunkedArray) -> np.ndarray:
+    """Per row, whether the large-string field is empty or missing."""
+    if col.null_count:
+        empty = pc.fill_null(pc.equal(pc.binary_length(col), 0), True)
+        return np.asarray(empty.to_numpy(zero_copy_only=False), dtype=bool)
+    # equal neighbouring offsets: read straight from the offsets buffers
+    parts = [np.zeros(0, dtype=bool)]
+    for chunk in col.chunks:
+        offsets = np.frombuffer(
+            chunk.buffers()[1], dtype=np.int64, count=len(chunk) + 1, offset=chunk.offset * 8
+        )
+        parts.append(offsets[1:] == offsets[:-1])
+    return np.concatenate(parts)
 
 
 def _first_row(tbl: pa.Table) -> list[str]:
