@@ -90,12 +90,23 @@ class _Coded:
 
     def compact(self) -> _Coded:
         """Equal values merged, so that equal codes mean equal values."""
+        if self.text is not None:  # in pyarrow, numbered the same way (first appearance)
+            enc = pc.dictionary_encode(self.text, null_encoding="encode")
+            remap = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+            return _Coded(remap[self.codes], text=enc.dictionary)
         index: dict[Any, int] = {}
         remap = np.array([index.setdefault(v, len(index)) for v in self.values], dtype=np.int64)
         return _Coded(remap[self.codes], list(index))
 
     def at(self, rows: np.ndarray) -> _Coded:
         return _Coded(self.codes[rows], self._values, self.text)
+
+    def rows_equal(self, value: str) -> np.ndarray:
+        """Boolean per row: the value is `value` (missing is not)."""
+        if self.text is None:
+            return self.rows_where(lambda v: v == value)
+        hit = pc.fill_null(pc.equal(self.text, value), False)
+        return np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)[self.codes]
 
     def rows_where(self, test: Callable[[Any], bool]) -> np.ndarray:
         """Boolean per row; `test` runs once per distinct value."""
@@ -764,9 +775,7 @@ def _normalize(
         # each row's first reason, in this order
         verdict = _Verdicts(n)
         pid = side.result(patient_job)
-        verdict.mark(
-            pid.rows_where(lambda v: v == ""), "missing_patient_id", _DETAIL["missing_patient_id"]
-        )
+        verdict.mark(pid.rows_equal(""), "missing_patient_id", _DETAIL["missing_patient_id"])
         verdict.mark_each(test_why.rows_where(lambda v: v[0] != ""), test_why)
         verdict.mark(
             parsed.rows_where(lambda v: v[3] == "missing_value"),

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -59,3 +60,21 @@ def test_first_appearance_orders_keys_as_factorize_does(keys, hashed):
     # the same partition of the rows, and the same order of the groups
     assert len(set(zip(numbers, factorized, strict=True))) == len(set(factorized))
     assert np.array_equal(np.argsort(numbers, kind="stable"), np.argsort(factorized, kind="stable"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", " a", "", None]), min_size=1, max_size=30))
+def test_compact_and_rows_equal_are_the_same_from_pyarrow_text(values):
+    distinct = list(dict.fromkeys(values))  # distinct spellings, as a coded column holds
+    codes = np.array([distinct.index(v) for v in values], dtype=np.int64)
+    # the same column, once as Python values and once as pyarrow text, each stripped
+    as_list = normalize._Coded(codes, [None if v is None else v.strip() for v in distinct])
+    as_text = normalize._Coded(codes, text=pa.array(distinct, pa.large_string())).via_pandas(
+        lambda s: s.str.strip()
+    )
+    for coded in (as_list, as_text):
+        compact = coded.compact()
+        assert [compact.values[c] for c in compact.codes] == [coded.values[c] for c in codes]
+        assert len(set(compact.values)) == len(compact.values)
+        assert list(coded.rows_equal("a")) == [v is not None and v.strip() == "a" for v in values]
+    assert list(as_list.compact().codes) == list(as_text.compact().codes)
