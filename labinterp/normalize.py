@@ -752,9 +752,9 @@ def _normalize(
 
         # analyte: (id, reason) per distinct test
         tests = dict(opts.tests)
-        found = _joint(col["analyte_hint"], col["loinc"], col["test_code"], col["test_name"]).map(
-            lambda v: _analyte_of(v[0], v[1], v[2], v[3], tests)
-        )
+        test_fields = _joint(col["analyte_hint"], col["loinc"], col["test_code"], col["test_name"])
+        found = test_fields.map(lambda v: _analyte_of(v[0], v[1], v[2], v[3], tests))
+        test_label = _test_label(test_fields)
         test_why = found.map(lambda v: (v[1], _DETAIL.get(v[1], "")))  # missing_test, out_of_scope
         analyte = found.field(0).compact()
 
@@ -816,7 +816,9 @@ def _normalize(
         ranges_job = side.submit(_range_columns, col, kept, when, factor, analyte, decimal)
         if dedupe:
             text = parsed.field(2).compact()
-            repeats = _Repeats(frame, col, pid.compact(), analyte, when, value, text, cmp_)
+            repeats = _Repeats(
+                frame, col, pid.compact(), analyte, when, value, text, cmp_, test_label
+            )
             unique, repeated = repeats.split(kept)
         range_numbers, range_texts = side.result(ranges_job)
     rows = kept if unique is None else kept[unique]
@@ -830,7 +832,7 @@ def _normalize(
         {
             "rejected": lambda: _reject(frame, np.flatnonzero(~keep), verdict, col),
             "quality": lambda: _quality(col, unit_rep, rows, opts.undated).strings(),
-            "test_label": lambda: _test_label(col, rows).strings(),
+            "test_label": lambda: test_label.at(rows).strings(),
             "specimen_id": lambda: _specimen_ids(frame["specimen_id"], rows),
             "ranges": lambda: {
                 name: numbers if unique is None else numbers[unique]
@@ -866,10 +868,15 @@ def _normalize(
     return conform(results, RESULTS), conform(rejected, REJECTED), repeated
 
 
-def _test_label(col: dict[str, _Coded], rows: np.ndarray) -> _Coded:
-    """What the file called the test: its name, else its code, else its LOINC (stripped)."""
-    labels = (col[c].at(rows).via_pandas(_strip) for c in ("test_name", "test_code", "loinc"))
-    return _joint(*labels).map(_first_text)
+def _test_label(test_fields: _Coded) -> _Coded:
+    """What the file called the test: its name, else its code, else its LOINC (stripped),
+    from the rows' (analyte hint, LOINC, code, name), once per distinct combination."""
+    fields = {
+        k: _strip(pd.Series([v[k] for v in test_fields.values], dtype=STR)).tolist()
+        for k in (3, 2, 1)  # name, code, LOINC
+    }
+    labels = [_first_text(texts) for texts in zip(fields[3], fields[2], fields[1], strict=True)]
+    return _Coded(test_fields.codes, labels)
 
 
 def _range_columns(
@@ -908,6 +915,7 @@ class _Repeats:
     value: np.ndarray
     text: _Coded
     comparator: _Coded
+    test_label: _Coded
 
     def split(self, rows: np.ndarray) -> tuple[np.ndarray | None, pd.DataFrame]:
         """(positions in `rows` of the rows without repeats, None if that is all of them;
@@ -952,7 +960,7 @@ class _Repeats:
                     f"same result as {f} row {r}"
                     for f, r in zip(first_file, first_row, strict=True)
                 ],
-                "test": _test_label(self.col, dups).strings(),
+                "test": self.test_label.at(dups).strings(),
                 "value_raw": self.col["value_raw"].at(dups).filled().strings(),
                 "unit_raw": self.col["unit_raw"].at(dups).filled().strings(),
             }
