@@ -830,7 +830,7 @@ def _normalize(
     # the longest go first so that the threads finish together
     out = _in_threads(
         {
-            "rejected": lambda: _reject(frame, np.flatnonzero(~keep), verdict, col),
+            "rejected": lambda: _reject(frame, np.flatnonzero(~keep), verdict, col, test_fields),
             "quality": lambda: _quality(col, unit_rep, rows, opts.undated).strings(),
             "test_label": lambda: test_label.at(rows).strings(),
             "specimen_id": lambda: _specimen_ids(frame["specimen_id"], rows),
@@ -868,13 +868,13 @@ def _normalize(
     return conform(results, RESULTS), conform(rejected, REJECTED), repeated
 
 
-def _test_label(test_fields: _Coded) -> _Coded:
-    """What the file called the test: its name, else its code, else its LOINC (stripped),
-    from the rows' (analyte hint, LOINC, code, name), once per distinct combination."""
-    fields = {
-        k: _strip(pd.Series([v[k] for v in test_fields.values], dtype=STR)).tolist()
-        for k in (3, 2, 1)  # name, code, LOINC
-    }
+def _test_label(test_fields: _Coded, stripped: bool = True) -> _Coded:
+    """What the file called the test: its name, else its code, else its LOINC (stripped,
+    or as written), from the rows' (analyte hint, LOINC, code, name), once per distinct
+    combination."""
+    fields = {k: [v[k] for v in test_fields.values] for k in (3, 2, 1)}  # name, code, LOINC
+    if stripped:
+        fields = {k: _strip(pd.Series(v, dtype=STR)).tolist() for k, v in fields.items()}
     labels = [_first_text(texts) for texts in zip(fields[3], fields[2], fields[1], strict=True)]
     return _Coded(test_fields.codes, labels)
 
@@ -983,9 +983,14 @@ def _first_appearance(keys: np.ndarray, bound: int) -> np.ndarray:
 
 
 def _reject(
-    frame: pd.DataFrame, rows: np.ndarray, verdict: _Verdicts, col: dict[str, _Coded]
+    frame: pd.DataFrame,
+    rows: np.ndarray,
+    verdict: _Verdicts,
+    col: dict[str, _Coded],
+    test_fields: _Coded,
 ) -> pd.DataFrame:
-    test = _joint(*(col[c].at(rows) for c in ("test_name", "test_code", "loinc"))).map(_first_text)
+    # a rejected row shows the test as the file wrote it
+    test = _test_label(test_fields, stripped=False).at(rows)
     return pd.DataFrame(
         {
             "source_file": col["source_file"].at(rows).strings(),
