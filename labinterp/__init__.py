@@ -21,11 +21,13 @@ _API = {
 
 __all__ = sorted(_API)
 
-# glibc malloc keeps freed memory for the next arrays instead of faulting in fresh pages
-# (see labinterp.memory; LABINTERP_MALLOC=default turns it off)
+# glibc malloc and Arrow's pool keep freed memory for the next arrays instead of faulting in
+# fresh pages (see labinterp.memory; LABINTERP_MALLOC=default turns both off)
 from labinterp.memory import tune_allocator as _tune_allocator  # noqa: E402
+from labinterp.memory import use_retaining_arrow_pool as _use_retaining_arrow_pool  # noqa: E402
 
 _tune_allocator()
+_use_retaining_arrow_pool()
 
 # `interpret` and `audit` share their names with the modules that define them. Importing
 # a submodule binds the module over the package attribute, so these two are bound eagerly

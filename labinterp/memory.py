@@ -10,7 +10,16 @@ Measured on a 1M-row export: reading takes 15-20% less CPU (benchmarks/bench_rea
 price is memory kept for reuse rather than returned: the audit's peak RSS at 1M rows went
 from 1.40 to 1.48-1.58 GiB.
 
-Applied when labinterp is imported; set LABINTERP_MALLOC=default to leave malloc as it is.
+Arrow's own buffers (the reader's columns, the engine's evidence text) come from Arrow's
+memory pool, mimalloc by default. Ours release freed pages to the kernel within
+milliseconds, so the next stage's buffers are faulted in again; on virtual machines, where
+a fresh page is costly, that was up to a third of the CPU time of a 1M-row run, in the
+kernel. Arrow's jemalloc pool keeps freed pages for reuse. Measured on a 1M-row export
+(benchmarks/bench_findings.py, 3 runs each): read -> findings 2.75-3.16 s with jemalloc,
+3.58-3.61 s with mimalloc. A user who chose a pool with ARROW_DEFAULT_MEMORY_POOL keeps it.
+
+Both are applied when labinterp is imported; set LABINTERP_MALLOC=default to leave malloc
+and Arrow's pool as they are.
 """
 
 from __future__ import annotations
@@ -31,9 +40,13 @@ SETTINGS = (
 )
 
 
+def _wanted() -> bool:
+    return os.environ.get("LABINTERP_MALLOC") != "default" and sys.platform.startswith("linux")
+
+
 def tune_allocator() -> bool:
     """Apply SETTINGS to this process's malloc; False where that is not possible or wanted."""
-    if os.environ.get("LABINTERP_MALLOC") == "default" or not sys.platform.startswith("linux"):
+    if not _wanted():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
@@ -43,3 +56,18 @@ def tune_allocator() -> bool:
     mallopt.restype = ctypes.c_int
     # glibc returns 1 on success; musl's stub returns 0 and changes nothing
     return all(mallopt(param, value) == 1 for param, value in SETTINGS)
+
+
+def use_retaining_arrow_pool() -> bool:
+    """Make Arrow's jemalloc pool the default one; False where it is not available, not
+    wanted, or the user chose a pool (ARROW_DEFAULT_MEMORY_POOL)."""
+    if not _wanted() or os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return False
+    import pyarrow as pa
+
+    try:
+        pool = pa.jemalloc_memory_pool()
+    except NotImplementedError:  # a pyarrow built without jemalloc
+        return False
+    pa.set_memory_pool(pool)
+    return True
