@@ -1,4 +1,4 @@
-"""Allocator settings for array-heavy work (Linux with glibc only).
+"""Allocator settings for array-heavy work (Linux; the malloc ones with glibc only).
 
 Every stage of labinterp makes and drops many numpy and pandas arrays of a few MB. With its
 default settings glibc's malloc gives most of them fresh pages from the kernel (large blocks
@@ -11,12 +11,12 @@ price is memory kept for reuse rather than returned: the audit's peak RSS at 1M 
 from 1.40 to 1.48-1.58 GiB.
 
 Arrow's own buffers (the reader's columns, the engine's evidence text) come from Arrow's
-memory pool, mimalloc by default. Ours release freed pages to the kernel within
+memory pool, mimalloc by default, which releases freed pages to the kernel within
 milliseconds, so the next stage's buffers are faulted in again; on virtual machines, where
 a fresh page is costly, that was up to a third of the CPU time of a 1M-row run, in the
 kernel. Arrow's jemalloc pool keeps freed pages for reuse. Measured on a 1M-row export
-(benchmarks/bench_findings.py, 3 runs each): read -> findings 2.75-3.16 s with jemalloc,
-3.58-3.61 s with mimalloc. A user who chose a pool with ARROW_DEFAULT_MEMORY_POOL keeps it.
+(benchmarks/bench_findings.py, 6 runs each, alternated): read -> findings 2.6-3.2 s with
+jemalloc, 3.6-3.8 s with mimalloc. A user who chose a pool with ARROW_DEFAULT_MEMORY_POOL keeps it.
 
 Both are applied when labinterp is imported; set LABINTERP_MALLOC=default to leave malloc
 and Arrow's pool as they are.
