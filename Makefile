@@ -14,12 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# Debian's chromium, used by the audit report's browser test. Installed when we can
-# (root with apt); otherwise that test skips and says why.
+# Debian packages, installed when we can (root with apt), else skipped with a word: see
+# .ci/system-deps.sh. The demo needs only the optional font subsetter; the tests also use
+# chromium (the audit report's browser test skips without it).
 system-deps:
 	@sh .ci/system-deps.sh
 
 demo: $(STAMP)
+	@sh .ci/system-deps.sh libharfbuzz-subset0
 	$(BIN)/labinterp demo -o $(DEMO_OUT)
 
 test: $(STAMP) system-deps
