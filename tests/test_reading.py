@@ -425,3 +425,70 @@ def test_batches_read_slash_dates_in_one_order(
     assert len(batches) > 1
     when = pd.concat([b.results for b in batches])["collected_at"]
     assert (when.iloc[50:] == pd.Timestamp("2024-03-05")).all()
+
+
+def _chunked_equals_whole(path: Path, chunk_bytes: int, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Read `path` whole and in chunks of `chunk_bytes`; assert the same text, line
+    numbers and ragged rows; return the number of chunks."""
+    import numpy as np
+
+    from labinterp.readers import sniff, table
+
+    sniffed = sniff.sniff(path)
+    whole = table.read_delimited(path, sniffed)
+    monkeypatch.setattr(table, "STREAM_BLOCK_BYTES", chunk_bytes)
+    parts = list(table.iter_delimited(path, sniffed, batch_rows=1))
+    frame = pd.concat([p.frame for p in parts], ignore_index=True)
+    assert list(frame.columns) == list(whole.frame.columns)
+    for name in frame.columns:
+        got = frame[name].astype(object).fillna("<missing>").tolist()
+        assert got == whole.frame[name].astype(object).fillna("<missing>").tolist(), name
+    assert np.concatenate([p.source_row for p in parts]).tolist() == whole.source_row.tolist()
+    ragged = [r for p in parts for r in getattr(p, "ragged", [])]
+    assert ragged == getattr(whole, "ragged", [])
+    return len(parts)
+
+
+def test_a_file_read_in_chunks_reads_as_it_does_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit reads large files in chunks cut at line breaks. Wherever the cuts fall,
+    the rows, their text and their line numbers are those of reading the file whole:
+    across blank lines, ragged rows, quoted fields with line breaks (never cut inside),
+    CRLF line ends, a byte-order mark and damaged UTF-8."""
+    rows = []
+    for i in range(60):
+        comment = {
+            7: '"two\nlines"',
+            19: '"a ""quoted"" word, and a comma"',
+            31: '"three\r\nmore\nlines"',
+            44: "caf\xe9",
+        }.get(i, "")
+        rows.append(
+            f"P{i % 7},2024-03-{1 + i % 28:02d} 08:00,Magnesium,{1.5 + i / 100},mg/dL,1.6-2.6,{comment}"
+        )
+    rows.insert(12, "")  # blank lines
+    rows.insert(40, "")
+    rows.insert(25, "P9,2024-03-01 08:00,Magnesium,2")  # ragged
+    body = ("\ufeff" + HEADER + "\r\n".join(rows) + "\r\n").encode("utf-8")
+    body = body.replace("caf\xe9".encode(), b"caf\xe9")  # Latin-1 byte: damaged UTF-8
+    path = tmp_path / "export.csv"
+    path.write_bytes(body)
+    counts = [_chunked_equals_whole(path, size, monkeypatch) for size in (64, 97, 200, 333, 1000)]
+    assert max(counts) > 10  # the cuts really did fall all over the file
+
+
+def test_rows_after_a_quoted_line_break_keep_their_own_line_numbers(tmp_path: Path) -> None:
+    """A comment with line breaks inside quotes spans several lines of the file; the rows
+    after it are reported at the lines where they really are (the file's line numbers
+    are what a user opens the file at)."""
+    body = (
+        'P1,2024-03-01 08:00,Magnesium,1.5,mg/dL,1.6-2.6,"two\r\nlines"\r\n'
+        "P1,2024-03-02 08:00,Magnesium,1.5,furlongs,1.6-2.6,\r\n"
+        "P1,2024-03-03 08:00,Magnesium,1.7,mg/dL,1.6-2.6,\r\n"
+    )
+    res = read(write(tmp_path, HEADER.replace("\n", "\r\n") + body))
+    assert res.rejected["source_row"].tolist() == [4]  # header 1, quoted record 2-3
+    assert res.results["source_row"].tolist() == [2, 5]
+    # the line break inside the value reads as the slow path writes it
+    assert res.results["comment"].tolist()[0] == "two\nlines"

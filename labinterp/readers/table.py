@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,18 +120,14 @@ def _head(data: bytes | pa.Buffer) -> bytes:
     return head
 
 
-def _fast_mapped(path: Path, sniffed: Sniffed) -> pa.Table | None:
-    """`_fast` on the file mapped into memory, for a plain UTF-8 file; None if it cannot.
-
-    Saves reading the file into a bytes object and checking it in one thread: pyarrow
-    checks the text while it converts the blocks, on every core.
-    """
+def _mapped(path: Path, sniffed: Sniffed) -> pa.Buffer | None:
+    """A plain UTF-8 file mapped into memory, without its byte-order mark (None for other
+    files). Parsing the map saves reading the file into a bytes object and checking it in
+    one thread: pyarrow checks the text while it converts the blocks, on every core."""
     if not _mappable(sniffed) or path.stat().st_size == 0:  # an empty file cannot be mapped
         return None
     data = pa.memory_map(str(path)).read_buffer()
-    if data[:3].to_pybytes() == b"\xef\xbb\xbf":
-        data = data[3:]
-    return _fast(data, sniffed.delimiter, check_utf8=True)
+    return data[3:] if data[:3].to_pybytes() == b"\xef\xbb\xbf" else data
 
 
 # The fast path's text type: large strings are what pandas' "string[pyarrow]" stores, so
@@ -229,30 +224,96 @@ def text_array(values: list[str]) -> pd.api.extensions.ExtensionArray:
 
 
 def read_delimited(path: Path, sniffed: Sniffed) -> Table:
-    data: bytes | None = None
-    tbl = _fast_mapped(path, sniffed)
-    if tbl is None:
-        data, repaired = _file_bytes(path, sniffed)
+    raw: bytes | None = None
+    data: bytes | pa.Buffer | None = _mapped(path, sniffed)
+    tbl = None if data is None else _fast(data, sniffed.delimiter, check_utf8=True)
+    if data is None or tbl is None:
+        raw, repaired = _file_bytes(path, sniffed)
+        data = raw
         # the mapped parse already failed on these very bytes, unless they were repaired
-        tbl = _fast(data, sniffed.delimiter) if repaired or not _mappable(sniffed) else None
+        tbl = _fast(raw, sniffed.delimiter) if repaired or not _mappable(sniffed) else None
     if tbl is not None and tbl.num_rows:
-        # every row of the fast parse is one physical line, blank lines included (as rows
-        # of empty fields), so row i is line i + 1; blank lines are then dropped
-        blank = _blank_rows(tbl)
-        if not blank[0]:  # a blank first line hides the header: the slow path finds it
-            header = _unique_header(_first_row(tbl))
-            keep = np.flatnonzero(~blank[1:]) + 1
-            whole = len(keep) == tbl.num_rows - 1  # then drop the header row without a copy
-            body = tbl.slice(1) if whole else tbl.take(pa.array(keep))
-            frame = pd.DataFrame(
-                {name: text_series(col) for name, col in zip(header, body.columns, strict=True)}
-            )
-            return Table(frame, (keep + 1).astype(np.int64))
-    if data is None:
-        data, _ = _file_bytes(path, sniffed)
-    data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    _line_too_long(path, data)
-    return _slow(path, data, sniffed.delimiter)
+        fast = _fast_table(tbl, data, 0)
+        if fast is not None:
+            return fast
+    if raw is None:
+        raw, _ = _file_bytes(path, sniffed)
+    raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    _line_too_long(path, raw)
+    return _slow(path, raw, sniffed.delimiter)
+
+
+def _fast_table(tbl: pa.Table, data: bytes | pa.Buffer, line_offset: int) -> Table | None:
+    """A successful fast parse of `data` (row 0 the header) as a Table, with blank lines
+    dropped; line numbers are those of `data` plus `line_offset`. None when the first row
+    is blank (it hides the header: the slow path finds it)."""
+    blank = _blank_rows(tbl)
+    if blank[0]:
+        return None
+    tbl, line_of_row = _row_lines(tbl, data)
+    header = _unique_header(_first_row(tbl))
+    keep = np.flatnonzero(~blank[1:]) + 1
+    whole = len(keep) == tbl.num_rows - 1  # then drop the header row without a copy
+    body = tbl.slice(1) if whole else tbl.take(pa.array(keep))
+    frame = pd.DataFrame(
+        {name: text_series(col) for name, col in zip(header, body.columns, strict=True)}
+    )
+    lines = keep + 1 if line_of_row is None else line_of_row[keep]
+    return Table(frame, (lines + line_offset).astype(np.int64))
+
+
+_SCAN_BYTES = 4 * 1024 * 1024  # byte scans go by slices: no file-sized temporary arrays
+
+
+def _has_byte(text: np.ndarray, byte: int) -> bool:
+    return any(
+        np.any(text[start : start + _SCAN_BYTES] == byte)
+        for start in range(0, len(text), _SCAN_BYTES)
+    )
+
+
+def _line_ends(text: np.ndarray) -> int:
+    """Line breaks in `text` as pyarrow counts them: "\\n", "\\r\\n" and a lone "\\r"."""
+    ends = 0
+    for start in range(0, len(text), _SCAN_BYTES):
+        part = text[start : start + _SCAN_BYTES]
+        after = text[
+            start + 1 : start + _SCAN_BYTES + 1
+        ]  # the byte after each (one short at the end)
+        lone_cr = part == ord("\r")
+        lone_cr[: len(after)] &= after != ord("\n")
+        ends += int(np.count_nonzero(part == ord("\n"))) + int(np.count_nonzero(lone_cr))
+    return ends
+
+
+def _row_lines(tbl: pa.Table, data: bytes | pa.Buffer) -> tuple[pa.Table, np.ndarray | None]:
+    """The 1-based line on which each row of a fast parse starts (None: row i is line
+    i + 1), and the table with line breaks inside values written as "\\n".
+
+    pyarrow keeps a line break that is inside a quoted field when the whole record falls
+    in one parse block; such a record spans several lines. Without quote characters there
+    is none (one scan, the usual case); with them, the line ends of the file are counted
+    and, only if they outnumber the rows, each row's lines are counted from its values.
+    The slow path writes every line break as "\\n"; the fast one then does the same.
+    """
+    text = np.frombuffer(data, dtype=np.uint8)
+    if not _has_byte(text, ord('"')):
+        return tbl, None
+    ends = _line_ends(text)
+    if len(text) and text[-1] not in (ord("\n"), ord("\r")):
+        ends += 1  # the last line has no line break
+    if ends == tbl.num_rows:
+        return tbl, None
+    spans = np.ones(tbl.num_rows, dtype=np.int64)
+    columns = []
+    for col in tbl.columns:
+        if pc.any(pc.match_substring(col, "\r")).as_py():
+            col = pc.replace_substring(pc.replace_substring(col, "\r\n", "\n"), "\r", "\n")
+        if pc.any(pc.match_substring(col, "\n")).as_py():
+            spans += pc.fill_null(pc.count_substring(col, "\n"), 0).to_numpy(zero_copy_only=False)
+        columns.append(col)
+    starts = np.concatenate(([1], 1 + np.cumsum(spans[:-1])))
+    return pa.table(columns, names=tbl.column_names), starts
 
 
 def _no_header(path: Path) -> InputFileError:
@@ -263,7 +324,9 @@ def _no_header(path: Path) -> InputFileError:
     )
 
 
-def _slow(path: Path, data: bytes, delimiter: str) -> Table:
+def _slow(path: Path, data: bytes, delimiter: str, line_offset: int = 0) -> Table:
+    """`data` read with the standard-library reader; line numbers are the lines of `data`
+    plus `line_offset` (a chunk of a larger file)."""
     text = data.decode("utf-8", errors="replace")
     csv.field_size_limit(MAX_LINE_BYTES)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -282,15 +345,16 @@ def _slow(path: Path, data: bytes, delimiter: str) -> Table:
                 header = _unique_header(record)
                 continue
             if len(record) != len(header):
-                ragged.append((start_line, len(record)))
+                ragged.append((start_line + line_offset, len(record)))
                 record = (record + [""] * len(header))[: len(header)]
             records.append(record)
-            lines.append(start_line)
+            lines.append(start_line + line_offset)
     except csv.Error as exc:
+        line = reader.line_num + line_offset
         raise InputFileError(
-            f"the table structure breaks near line {reader.line_num} ({exc}).",
+            f"the table structure breaks near line {line} ({exc}).",
             file=display_name(path),
-            row=reader.line_num,
+            row=line,
             fix="check for an unclosed quote near that line and re-export.",
         ) from exc
     if header is None:
@@ -304,73 +368,82 @@ def _slow(path: Path, data: bytes, delimiter: str) -> Table:
     return table
 
 
-_HEADER_SPLIT = re.compile(r"\s+")
-
-
-STREAM_BLOCK_BYTES = 16 * 1024 * 1024  # pyarrow block per streamed read; batches gather blocks
+STREAM_BLOCK_BYTES = 16 * 1024 * 1024  # smallest chunk of a file read in batches
+_NEWLINE, _QUOTE = ord("\n"), ord('"')
 
 
 def iter_delimited(path: Path, sniffed: Sniffed, batch_rows: int) -> Iterator[Table]:
-    """Stream a large one-line-per-record file in batches of about `batch_rows` rows.
+    """A file in batches of about `batch_rows` records (at least STREAM_BLOCK_BYTES each),
+    for inputs larger than memory.
 
-    Used by the audit for inputs larger than memory. Files that need the slow path
-    (blank lines, ragged rows) are small in practice and are read whole.
+    The file is mapped and cut into chunks at line breaks; each chunk, behind the header
+    line, is parsed exactly as `read_delimited` parses a whole file: pyarrow on every core
+    when each record is one line, else the standard-library reader (blank lines, ragged
+    rows, quoted line breaks, damaged UTF-8), and the line numbers are the file's. A cut
+    never falls inside a quoted field (an odd count of quote characters since the last cut
+    means it would). Files that are not plain UTF-8, or fit in one chunk, are read whole.
     """
-    if sniffed.encoding not in ("utf-8", "utf-8-sig") or sniffed.compressed:
+    if not _mappable(sniffed) or path.stat().st_size == 0:
         yield read_delimited(path, sniffed)
         return
-    with open(path, "rb") as fh:
-        head = fh.read(PROBE)
-    if b"\n\n" in head.replace(b"\r\n", b"\n"):
+    data = pa.memory_map(str(path)).read_buffer()
+    if data[:3].to_pybytes() == b"\xef\xbb\xbf":
+        data = data[3:]
+    text = np.frombuffer(data, dtype=np.uint8)
+    head = _head(data)
+    header_end = head.find(b"\n") + 1
+    lines = head.count(b"\n")
+    chunk_bytes = max(STREAM_BLOCK_BYTES, batch_rows * len(head) // max(lines, 1))
+    header = head[:header_end]
+    fields = header.replace(sniffed.delimiter.encode(), b"").replace(b'"', b"").strip()
+    if header_end <= 0 or not fields or len(text) <= chunk_bytes:
+        # one chunk anyway, or the header is not on the first line: read it whole
         yield read_delimited(path, sniffed)
         return
-    opts = pacsv.ReadOptions(block_size=STREAM_BLOCK_BYTES, column_names=None)
-    try:
-        reader = pacsv.open_csv(
-            str(path),
-            read_options=opts,
-            parse_options=pacsv.ParseOptions(delimiter=sniffed.delimiter),
-            convert_options=pacsv.ConvertOptions(
-                strings_can_be_null=False, quoted_strings_can_be_null=False
-            ),
-        )
-    except pa.ArrowInvalid:
-        yield read_delimited(path, sniffed)
-        return
-    names = _unique_header(reader.schema.names)
-    schema = pa.schema([(n, pa.string()) for n in reader.schema.names])
-    reader.close()
-    reader = pacsv.open_csv(
-        str(path),
-        read_options=opts,
-        parse_options=pacsv.ParseOptions(delimiter=sniffed.delimiter),
-        convert_options=pacsv.ConvertOptions(
-            column_types=schema, strings_can_be_null=False, quoted_strings_can_be_null=False
-        ),
-    )
-    next_row = 2
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-    for batch in reader:
-        pending.append(batch)
-        pending_rows += batch.num_rows
-        if pending_rows >= batch_rows:
-            yield _table_from_batches(pending, names, next_row)
-            next_row += pending_rows
-            pending, pending_rows = [], 0
-    if pending or next_row == 2:
-        yield _table_from_batches(pending, names, next_row)
+    names: list[str] | None = None
+    start, line = header_end, 2  # the chunk's first byte and the line number it starts
+    while start < len(text):
+        stop = _cut(text, start, chunk_bytes)
+        tbl = _chunk(path, sniffed, header + data[start:stop].to_pybytes(), line)
+        if names is None:
+            names = list(tbl.frame.columns)
+        else:  # the same header line, whichever way a chunk was parsed
+            tbl.frame.columns = names
+        yield tbl
+        line += int(np.count_nonzero(text[start:stop] == _NEWLINE))
+        start = stop
 
 
-PROBE = 1024 * 1024
+def _cut(text: np.ndarray, start: int, size: int) -> int:
+    """Where the chunk that begins at `start` ends: just after the first line break past
+    `start + size` that is outside quotes, or the end of the file."""
+    stop = start + size
+    quotes = 0
+    done = start
+    while stop < len(text):
+        breaks = np.flatnonzero(text[stop : stop + FAST_BLOCK_BYTES] == _NEWLINE)
+        if not len(breaks):
+            stop += FAST_BLOCK_BYTES
+            continue
+        stop += int(breaks[0]) + 1
+        quotes += int(np.count_nonzero(text[done:stop] == _QUOTE))
+        done = stop
+        # an even count: the break ends a record; an odd one: it is inside a quoted field,
+        # unless the quotes are stray (then give up looking after the longest line allowed)
+        if quotes % 2 == 0 or stop - start - size > MAX_LINE_BYTES:
+            return stop
+    return len(text)
 
 
-def _table_from_batches(batches: list[pa.RecordBatch], names: list[str], first_row: int) -> Table:
-    if batches:
-        tbl = pa.Table.from_batches(batches)
-        frame = tbl.to_pandas(types_mapper=pd.ArrowDtype)
-    else:
-        frame = pd.DataFrame({n: text_array([]) for n in names})
-    frame.columns = names
-    rows = np.arange(first_row, first_row + len(frame), dtype=np.int64)
-    return Table(frame, rows)
+def _chunk(path: Path, sniffed: Sniffed, data: bytes, first_line: int) -> Table:
+    """A chunk of a file (header line + whole lines from line `first_line`) as a Table with
+    the file's line numbers; the same steps as `read_delimited`."""
+    tbl = _fast(data, sniffed.delimiter, check_utf8=True)
+    if tbl is not None and tbl.num_rows:
+        fast = _fast_table(tbl, data, first_line - 2)
+        if fast is not None:
+            return fast
+    data = data.decode("utf-8", errors="replace").encode("utf-8")
+    data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    _line_too_long(path, data)
+    return _slow(path, data, sniffed.delimiter, first_line - 2)
