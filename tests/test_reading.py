@@ -464,9 +464,8 @@ def test_a_file_read_in_chunks_reads_as_it_does_whole(
             31: '"three\r\nmore\nlines"',
             44: "caf\xe9",
         }.get(i, "")
-        rows.append(
-            f"P{i % 7},2024-03-{1 + i % 28:02d} 08:00,Magnesium,{1.5 + i / 100},mg/dL,1.6-2.6,{comment}"
-        )
+        day = f"2024-03-{1 + i % 28:02d} 08:00"
+        rows.append(f"P{i % 7},{day},Magnesium,{1.5 + i / 100},mg/dL,1.6-2.6,{comment}")
     rows.insert(12, "")  # blank lines
     rows.insert(40, "")
     rows.insert(25, "P9,2024-03-01 08:00,Magnesium,2")  # ragged
