@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,14 +227,20 @@ def text_array(values: list[str]) -> pd.api.extensions.ExtensionArray:
 def read_delimited(path: Path, sniffed: Sniffed) -> Table:
     raw: bytes | None = None
     data: bytes | pa.Buffer | None = _mapped(path, sniffed)
-    tbl = None if data is None else _fast(data, sniffed.delimiter, check_utf8=True)
+    tbl, quoted = None, None
+    if data is not None:
+        with ThreadPoolExecutor(max_workers=1) as side:
+            # the scan for quote characters (see _row_lines) runs beside the parse
+            scan = side.submit(_has_quote, data)
+            tbl = _fast(data, sniffed.delimiter, check_utf8=True)
+            quoted = scan.result()
     if data is None or tbl is None:
         raw, repaired = _file_bytes(path, sniffed)
-        data = raw
+        data, quoted = raw, None
         # the mapped parse already failed on these very bytes, unless they were repaired
         tbl = _fast(raw, sniffed.delimiter) if repaired or not _mappable(sniffed) else None
     if tbl is not None and tbl.num_rows:
-        fast = _fast_table(tbl, data, 0)
+        fast = _fast_table(tbl, data, 0, quoted)
         if fast is not None:
             return fast
     if raw is None:
@@ -243,14 +250,17 @@ def read_delimited(path: Path, sniffed: Sniffed) -> Table:
     return _slow(path, raw, sniffed.delimiter)
 
 
-def _fast_table(tbl: pa.Table, data: bytes | pa.Buffer, line_offset: int) -> Table | None:
+def _fast_table(
+    tbl: pa.Table, data: bytes | pa.Buffer, line_offset: int, quoted: bool | None = None
+) -> Table | None:
     """A successful fast parse of `data` (row 0 the header) as a Table, with blank lines
     dropped; line numbers are those of `data` plus `line_offset`. None when the first row
-    is blank (it hides the header: the slow path finds it)."""
+    is blank (it hides the header: the slow path finds it). `quoted`: whether `data` holds
+    a quote character, if known."""
     blank = _blank_rows(tbl)
     if blank[0]:
         return None
-    tbl, line_of_row = _row_lines(tbl, data)
+    tbl, line_of_row = _row_lines(tbl, data, quoted)
     header = _unique_header(_first_row(tbl))
     keep = np.flatnonzero(~blank[1:]) + 1
     whole = len(keep) == tbl.num_rows - 1  # then drop the header row without a copy
@@ -265,9 +275,12 @@ def _fast_table(tbl: pa.Table, data: bytes | pa.Buffer, line_offset: int) -> Tab
 _SCAN_BYTES = 4 * 1024 * 1024  # byte scans go by slices: no file-sized temporary arrays
 
 
-def _has_byte(text: np.ndarray, byte: int) -> bool:
+def _has_quote(data: bytes | pa.Buffer) -> bool:
+    if isinstance(data, bytes):
+        return b'"' in data
+    text = np.frombuffer(data, dtype=np.uint8)
     return any(
-        np.any(text[start : start + _SCAN_BYTES] == byte)
+        np.any(text[start : start + _SCAN_BYTES] == ord('"'))
         for start in range(0, len(text), _SCAN_BYTES)
     )
 
@@ -277,16 +290,17 @@ def _line_ends(text: np.ndarray) -> int:
     ends = 0
     for start in range(0, len(text), _SCAN_BYTES):
         part = text[start : start + _SCAN_BYTES]
-        after = text[
-            start + 1 : start + _SCAN_BYTES + 1
-        ]  # the byte after each (one short at the end)
+        # the byte after each (at the very end of the text, one short)
+        after = text[start + 1 : start + _SCAN_BYTES + 1]
         lone_cr = part == ord("\r")
         lone_cr[: len(after)] &= after != ord("\n")
         ends += int(np.count_nonzero(part == ord("\n"))) + int(np.count_nonzero(lone_cr))
     return ends
 
 
-def _row_lines(tbl: pa.Table, data: bytes | pa.Buffer) -> tuple[pa.Table, np.ndarray | None]:
+def _row_lines(
+    tbl: pa.Table, data: bytes | pa.Buffer, quoted: bool | None = None
+) -> tuple[pa.Table, np.ndarray | None]:
     """The 1-based line on which each row of a fast parse starts (None: row i is line
     i + 1), and the table with line breaks inside values written as "\\n".
 
@@ -296,9 +310,9 @@ def _row_lines(tbl: pa.Table, data: bytes | pa.Buffer) -> tuple[pa.Table, np.nda
     and, only if they outnumber the rows, each row's lines are counted from its values.
     The slow path writes every line break as "\\n"; the fast one then does the same.
     """
-    text = np.frombuffer(data, dtype=np.uint8)
-    if not _has_byte(text, ord('"')):
+    if not (_has_quote(data) if quoted is None else quoted):
         return tbl, None
+    text = np.frombuffer(data, dtype=np.uint8)
     ends = _line_ends(text)
     if len(text) and text[-1] not in (ord("\n"), ord("\r")):
         ends += 1  # the last line has no line break
