@@ -424,7 +424,7 @@ def iter_delimited(path: Path, sniffed: Sniffed, batch_rows: int) -> Iterator[Ta
         else:  # the same header line, whichever way a chunk was parsed
             tbl.frame.columns = names
         yield tbl
-        line += int(np.count_nonzero(text[start:stop] == _NEWLINE))
+        line += _line_ends(text[start:stop])
         start = stop
 
 
@@ -453,11 +453,15 @@ def _chunk(path: Path, sniffed: Sniffed, data: bytes, first_line: int) -> Table:
     """A chunk of a file (header line + whole lines from line `first_line`) as a Table with
     the file's line numbers; the same steps as `read_delimited`."""
     tbl = _fast(data, sniffed.delimiter, check_utf8=True)
+    if tbl is None:
+        repaired = data.decode("utf-8", errors="replace").encode("utf-8")
+        if repaired != data:  # damaged UTF-8, replaced: the fast path may read it now
+            data = repaired
+            tbl = _fast(data, sniffed.delimiter)
     if tbl is not None and tbl.num_rows:
         fast = _fast_table(tbl, data, first_line - 2)
         if fast is not None:
             return fast
-    data = data.decode("utf-8", errors="replace").encode("utf-8")
     data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     _line_too_long(path, data)
     return _slow(path, data, sniffed.delimiter, first_line - 2)
