@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -388,44 +389,73 @@ _NEWLINE, _QUOTE = ord("\n"), ord('"')
 
 def iter_delimited(path: Path, sniffed: Sniffed, batch_rows: int) -> Iterator[Table]:
     """A file in batches of about `batch_rows` records (at least STREAM_BLOCK_BYTES each),
-    for inputs larger than memory.
+    for inputs larger than memory, gzip-compressed or not.
 
-    The file is mapped and cut into chunks at line breaks; each chunk, behind the header
-    line, is parsed exactly as `read_delimited` parses a whole file: pyarrow on every core
-    when each record is one line, else the standard-library reader (blank lines, ragged
-    rows, quoted line breaks, damaged UTF-8), and the line numbers are the file's. A cut
-    never falls inside a quoted field (an odd count of quote characters since the last cut
-    means it would). Files that are not plain UTF-8, or fit in one chunk, are read whole.
+    The file is read in pieces cut at line breaks; each piece, behind the header line, is
+    parsed exactly as `read_delimited` parses a whole file: pyarrow on every core when each
+    record is one line, else the standard-library reader (blank lines, ragged rows, quoted
+    line breaks, damaged UTF-8), and the line numbers are the file's. A cut never falls
+    inside a quoted field (an odd count of quote characters since the last cut means it
+    would). Files that are not UTF-8, or fit in one piece, are read whole.
     """
-    if not _mappable(sniffed) or path.stat().st_size == 0:
+    if sniffed.encoding not in ("utf-8", "utf-8-sig"):
         yield read_delimited(path, sniffed)
         return
-    data = pa.memory_map(str(path)).read_buffer()
-    if data[:3].to_pybytes() == b"\xef\xbb\xbf":
-        data = data[3:]
-    text = np.frombuffer(data, dtype=np.uint8)
-    head = _head(data)
-    header_end = head.find(b"\n") + 1
-    lines = head.count(b"\n")
-    chunk_bytes = max(STREAM_BLOCK_BYTES, batch_rows * len(head) // max(lines, 1))
-    header = head[:header_end]
-    fields = header.replace(sniffed.delimiter.encode(), b"").replace(b'"', b"").strip()
-    if header_end <= 0 or not fields or len(text) <= chunk_bytes:
-        # one chunk anyway, or the header is not on the first line: read it whole
-        yield read_delimited(path, sniffed)
-        return
-    names: list[str] | None = None
-    start, line = header_end, 2  # the chunk's first byte and the line number it starts
-    while start < len(text):
-        stop = _cut(text, start, chunk_bytes)
-        tbl = _chunk(path, sniffed, header + data[start:stop].to_pybytes(), line)
-        if names is None:
-            names = list(tbl.frame.columns)
-        else:  # the same header line, whichever way a chunk was parsed
-            tbl.frame.columns = names
-        yield tbl
-        line += _line_ends(text[start:stop])
-        start = stop
+    with open_binary(path) as fh:
+        read = _checked_read(path, fh)
+        head = read(FAST_BLOCK_BYTES)
+        if head.startswith(b"\xef\xbb\xbf"):
+            head = head[3:]
+        header_end = head.find(b"\n") + 1
+        header = head[:header_end]
+        fields = header.replace(sniffed.delimiter.encode(), b"").replace(b'"', b"").strip()
+        size = max(STREAM_BLOCK_BYTES, batch_rows * len(head) // max(head.count(b"\n"), 1))
+        rest = head[header_end:] + read(size) if header_end > 0 and fields else b""
+        if len(rest) <= size:
+            # one piece anyway, or the header is not on the first line: read it whole
+            yield read_delimited(path, sniffed)
+            return
+        names: list[str] | None = None
+        line = 2  # the line number the next piece starts on
+        for piece in _pieces(read, rest, size):
+            tbl = _chunk(path, sniffed, header + piece, line)
+            if names is None:
+                names = list(tbl.frame.columns)
+            else:  # the same header line, whichever way a piece was parsed
+                tbl.frame.columns = names
+            yield tbl
+            line += _line_ends(np.frombuffer(piece, dtype=np.uint8))
+
+
+def _checked_read(path: Path, fh: io.BufferedIOBase) -> Callable[[int], bytes]:
+    """`fh.read`, with damage to a compressed file reported as bad input."""
+
+    def read(n: int) -> bytes:
+        try:
+            return fh.read(n)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputFileError(
+                f"the file cannot be decompressed past some point ({exc}).",
+                file=display_name(path),
+                fix="re-export the file, or decompress it yourself and pass the plain file.",
+            ) from exc
+
+    return read
+
+
+def _pieces(read: Callable[[int], bytes], pending: bytes, size: int) -> Iterator[bytes]:
+    """`pending` and the rest of the stream `read` in pieces of whole lines, each at least
+    `size` bytes but the last, never cut inside a quoted field (see `_cut`)."""
+    at_end = False
+    while pending:
+        cut = _cut(np.frombuffer(pending, dtype=np.uint8), 0, size)
+        while cut == len(pending) and not at_end:  # no cut yet: read on
+            block = read(size)
+            at_end = not block
+            pending += block
+            cut = _cut(np.frombuffer(pending, dtype=np.uint8), 0, size)
+        yield pending[:cut]
+        pending = pending[cut:]
 
 
 def _cut(text: np.ndarray, start: int, size: int) -> int:
