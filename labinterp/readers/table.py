@@ -50,7 +50,7 @@ def _unique_header(names: list[str]) -> list[str]:
 
 
 def _mappable(sniffed: Sniffed) -> bool:
-    """Whether `_fast_mapped` tries the file."""
+    """Whether `read_delimited` parses the file from a memory map."""
     return not sniffed.compressed and sniffed.encoding in ("utf-8", "utf-8-sig")
 
 
@@ -448,22 +448,22 @@ def _pieces(read: Callable[[int], bytes], pending: bytes, size: int) -> Iterator
     `size` bytes but the last, never cut inside a quoted field (see `_cut`)."""
     at_end = False
     while pending:
-        cut = _cut(np.frombuffer(pending, dtype=np.uint8), 0, size)
+        cut = _cut(np.frombuffer(pending, dtype=np.uint8), size)
         while cut == len(pending) and not at_end:  # no cut yet: read on
             block = read(size)
             at_end = not block
             pending += block
-            cut = _cut(np.frombuffer(pending, dtype=np.uint8), 0, size)
+            cut = _cut(np.frombuffer(pending, dtype=np.uint8), size)
         yield pending[:cut]
         pending = pending[cut:]
 
 
-def _cut(text: np.ndarray, start: int, size: int) -> int:
-    """Where the chunk that begins at `start` ends: just after the first line break past
-    `start + size` that is outside quotes, or the end of the file."""
-    stop = start + size
+def _cut(text: np.ndarray, size: int) -> int:
+    """Where the first piece of `text` ends: just after the first line break past `size`
+    bytes that is outside quotes; len(text) when there is none (yet)."""
+    stop = size
     quotes = 0
-    done = start
+    done = 0
     while stop < len(text):
         breaks = np.flatnonzero(text[stop : stop + FAST_BLOCK_BYTES] == _NEWLINE)
         if not len(breaks):
@@ -474,7 +474,7 @@ def _cut(text: np.ndarray, start: int, size: int) -> int:
         done = stop
         # an even count: the break ends a record; an odd one: it is inside a quoted field,
         # unless the quotes are stray (then give up looking after the longest line allowed)
-        if quotes % 2 == 0 or stop - start - size > MAX_LINE_BYTES:
+        if quotes % 2 == 0 or stop - size > MAX_LINE_BYTES:
             return stop
     return len(text)
 
