@@ -16,7 +16,8 @@ milliseconds, so the next stage's buffers are faulted in again; on virtual machi
 a fresh page is costly, that was up to a third of the CPU time of a 1M-row run, in the
 kernel. Arrow's jemalloc pool keeps freed pages for reuse. Measured on a 1M-row export
 (benchmarks/bench_findings.py, 6 runs each, alternated): read -> findings 2.6-3.2 s with
-jemalloc, 3.6-3.8 s with mimalloc. A user who chose a pool with ARROW_DEFAULT_MEMORY_POOL keeps it.
+jemalloc, 3.6-3.8 s with mimalloc; the 1M audit 6.4-6.5 s and 1.15 GiB peak RSS against
+6.8-7.6 s and 1.5 GiB. A user who chose a pool with ARROW_DEFAULT_MEMORY_POOL keeps it.
 
 Both are applied when labinterp is imported; set LABINTERP_MALLOC=default to leave malloc
 and Arrow's pool as they are.
