@@ -453,18 +453,21 @@ def _chunked_equals_whole(path: Path, chunk_bytes: int, monkeypatch: pytest.Monk
 @pytest.mark.parametrize("ragged", [True, False])
 @pytest.mark.parametrize("line_breaks_in_quotes", [True, False])
 @pytest.mark.parametrize("gzipped", [False, True])
+@pytest.mark.parametrize("latin1", [False, True])
 def test_a_file_read_in_chunks_reads_as_it_does_whole(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     ragged: bool,
     line_breaks_in_quotes: bool,
     gzipped: bool,
+    latin1: bool,
 ) -> None:
     """The audit reads large files in chunks cut at line breaks. Wherever the cuts fall,
     the rows, their text and their line numbers are those of reading the file whole:
     across blank lines, ragged rows, quoted fields with line breaks (never cut inside),
-    CRLF line ends, a byte-order mark and damaged UTF-8, plain or gzip-compressed. (With a
-    ragged row the whole file goes the standard-library way; without, pyarrow's.)"""
+    CRLF line ends, a byte-order mark and damaged UTF-8 (or a Latin-1 file), plain or
+    gzip-compressed. (With a ragged row the whole file goes the standard-library way;
+    without, pyarrow's.)"""
     rows = []
     for i in range(60):
         comment = {
@@ -479,8 +482,11 @@ def test_a_file_read_in_chunks_reads_as_it_does_whole(
     rows.insert(40, "")
     if ragged:
         rows.insert(25, "P9,2024-03-01 08:00,Magnesium,2")
-    body = ("\ufeff" + HEADER + "\r\n".join(rows) + "\r\n").encode("utf-8")
-    body = body.replace("caf\xe9".encode(), b"caf\xe9")  # Latin-1 byte: damaged UTF-8
+    text = HEADER + "\r\n".join(rows) + "\r\n"
+    if latin1:  # a Latin-1 export ("caf\xe9" is its own)
+        body = text.encode("latin-1")
+    else:  # UTF-8 with a byte-order mark, and one Latin-1 byte in it: damaged UTF-8
+        body = ("\ufeff" + text).encode("utf-8").replace("caf\xe9".encode(), b"caf\xe9")
     path = tmp_path / ("export.csv.gz" if gzipped else "export.csv")
     path.write_bytes(gzip.compress(body) if gzipped else body)
     counts = [_chunked_equals_whole(path, size, monkeypatch) for size in (64, 97, 200, 333, 1000)]

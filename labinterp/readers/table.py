@@ -396,11 +396,13 @@ def iter_delimited(path: Path, sniffed: Sniffed, batch_rows: int) -> Iterator[Ta
     record is one line, else the standard-library reader (blank lines, ragged rows, quoted
     line breaks, damaged UTF-8), and the line numbers are the file's. A cut never falls
     inside a quoted field (an odd count of quote characters since the last cut means it
-    would). Files that are not UTF-8, or fit in one piece, are read whole.
+    would). Latin-1 pieces are converted to UTF-8 first (a line break is the same byte in
+    both). UTF-16 files, and files that fit in one piece, are read whole.
     """
-    if sniffed.encoding not in ("utf-8", "utf-8-sig"):
+    if sniffed.encoding not in ("utf-8", "utf-8-sig", "latin-1"):
         yield read_delimited(path, sniffed)
         return
+    latin1 = sniffed.encoding == "latin-1"
     with open_binary(path) as fh:
         read = _checked_read(path, fh)
         head = read(FAST_BLOCK_BYTES)
@@ -418,7 +420,8 @@ def iter_delimited(path: Path, sniffed: Sniffed, batch_rows: int) -> Iterator[Ta
         names: list[str] | None = None
         line = 2  # the line number the next piece starts on
         for piece in _pieces(read, rest, size):
-            tbl = _chunk(path, sniffed, header + piece, line)
+            text = header + piece
+            tbl = _chunk(path, sniffed, text.decode("latin-1").encode() if latin1 else text, line)
             if names is None:
                 names = list(tbl.frame.columns)
             else:  # the same header line, whichever way a piece was parsed
