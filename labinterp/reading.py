@@ -129,7 +129,12 @@ def iter_batches(
     """
     p = Path(path)
     sniffed = sniff.sniff(p)
-    if sniffed.kind != "delimited":
+    tables: Iterator[table.Table]
+    if sniffed.kind == "delimited":
+        tables, kind = table.iter_delimited(p, sniffed, batch_rows), "csv"
+    elif sniffed.kind == "parquet":
+        tables, kind = formats.iter_parquet(p, batch_rows), "parquet"
+    else:  # spreadsheets and JSON are read whole (FHIR resources refer to each other)
         yield _read_one(
             p, mapping=Path(mapping) if mapping else None, date_format=date_format, dedupe=False
         )
@@ -137,7 +142,7 @@ def iter_batches(
     label = sniff.display_name(p)
     plan = None
     order = None
-    for tbl in table.iter_delimited(p, sniffed, batch_rows):
+    for tbl in tables:
         if plan is None:
             plan = colplan.plan_columns(
                 list(tbl.frame.columns), label, Path(mapping) if mapping else None
@@ -147,7 +152,7 @@ def iter_batches(
                 # decided once from the first batch, so no batch reads "3/5" differently
                 spellings = tbl.frame[date_column].dropna().unique()
                 order = slash_order([str(v) for v in spellings], label)
-        yield _from_table(p, label, "csv", tbl, plan, date_format, dedupe=False, slash_order=order)
+        yield _from_table(p, label, kind, tbl, plan, date_format, dedupe=False, slash_order=order)
 
 
 def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

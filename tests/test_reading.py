@@ -507,3 +507,33 @@ def test_rows_after_a_quoted_line_break_keep_their_own_line_numbers(tmp_path: Pa
     assert res.results["source_row"].tolist() == [2, 5]
     # the line break inside the value reads as the slow path writes it
     assert res.results["comment"].tolist()[0] == "two\nlines"
+
+
+def test_a_parquet_export_read_in_batches_reads_as_it_does_whole(tmp_path: Path) -> None:
+    """The audit reads Parquet exports in batches of rows; results, rejected rows and row
+    numbers are those of reading the file whole."""
+    from labinterp.reading import iter_batches
+
+    n = 40
+    frame = pd.DataFrame(
+        {
+            "patient_id": [f"P{i % 6}" for i in range(n)],
+            "collected_at": pd.date_range("2024-03-01 08:00", periods=n, freq="7h"),
+            "test": ["Magnesium", "Potassium"] * (n // 2),
+            "result": [1.2 + i / 50 if i % 9 else float("nan") for i in range(n)],
+            "unit": ["mg/dL", "mmol/L"] * (n // 2),
+        }
+    )
+    frame.loc[5, "unit"] = "furlongs"  # a rejected row in the first batch
+    frame.loc[33, "unit"] = "furlongs"  # and one in a later batch
+    path = tmp_path / "export.parquet"
+    frame.to_parquet(path)
+    whole = read(path)  # no repeated results here, so the same rows as without dedupe
+    batches = list(iter_batches(path, batch_rows=7))
+    assert len(batches) == 6
+    results = pd.concat([b.results for b in batches], ignore_index=True)
+    rejected = pd.concat([b.rejected for b in batches], ignore_index=True)
+    pd.testing.assert_frame_equal(results, whole.results)
+    pd.testing.assert_frame_equal(rejected, whole.rejected)
+    unit = rejected[rejected["reason"] == "unknown_unit"]
+    assert unit["source_row"].tolist() == [6, 34]

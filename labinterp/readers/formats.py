@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,18 +83,43 @@ def read_parquet(path: Path) -> Table:
     try:
         tbl = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InputFileError(
-            f"the Parquet file cannot be read ({exc}).",
-            file=display_name(path),
-            fix="re-export it.",
-        ) from exc
+        raise _unreadable_parquet(path, exc) from exc
+    return _parquet_table(tbl, 1)
+
+
+def iter_parquet(path: Path, batch_rows: int) -> Iterator[Table]:
+    """A Parquet file in batches of `batch_rows` rows (the audit, for inputs larger than
+    memory); rows are numbered through the file as `read_parquet` numbers them."""
+    try:
+        source = pq.ParquetFile(path)
+        first_row = 1
+        for batch in source.iter_batches(batch_size=batch_rows):
+            yield _parquet_table(pa.Table.from_batches([batch]), first_row)
+            first_row += batch.num_rows
+        if first_row == 1:  # no rows: still one (empty) batch, with the columns
+            yield _parquet_table(source.schema_arrow.empty_table(), 1)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise _unreadable_parquet(path, exc) from exc
+
+
+def _unreadable_parquet(path: Path, exc: Exception) -> InputFileError:
+    return InputFileError(
+        f"the Parquet file cannot be read ({exc}).",
+        file=display_name(path),
+        fix="re-export it.",
+    )
+
+
+def _parquet_table(tbl: pa.Table, first_row: int) -> Table:
+    """Parquet rows as text columns (what the reader maps and normalizes), numbered from
+    `first_row`."""
     frame = pd.DataFrame(
         {
-            name: text_array(_parquet_text(tbl.column(name)))
-            for name in _unique_header(tbl.column_names)
+            name: text_array(_parquet_text(tbl.column(i)))
+            for i, name in enumerate(_unique_header(tbl.column_names))
         }
     )
-    return Table(frame, np.arange(1, len(frame) + 1, dtype=np.int64))
+    return Table(frame, np.arange(first_row, first_row + len(frame), dtype=np.int64))
 
 
 def _parquet_text(col: pa.ChunkedArray) -> list[str]:
