@@ -1,5 +1,5 @@
-"""collapse() against the plain pandas formulation it replaces, on random findings with many
-ties, missing times and unlisted statuses."""
+"""collapse() and patient_rows() against the plain pandas formulations they replace, on
+random data with many ties, missing times and unlisted statuses."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 
 from labinterp import schema
-from labinterp.audit.collapse import AUDIT_FINDINGS, STATUS_RANK, TIER_RANK, collapse
+from labinterp.audit.collapse import (
+    AUDIT_FINDINGS,
+    LATEST_ANALYTES,
+    STATUS_RANK,
+    TIER_RANK,
+    collapse,
+    patient_rows,
+)
 
 
 def _reference(findings: pd.DataFrame) -> pd.DataFrame:
@@ -61,3 +68,101 @@ def test_collapse_picks_the_rows_the_pandas_sort_picks(seed: int) -> None:
         schema.FINDINGS,
     )
     pd.testing.assert_frame_equal(collapse(findings), _reference(findings))
+
+
+def _reference_patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """One row per patient: worst status (with tier) per rule, then latest values."""
+    pids = pd.Index(results["patient_id"].dropna().unique()).union(
+        pd.Index(collapsed["patient_id"].dropna().unique())
+    )
+    out = pd.DataFrame(index=pids.sort_values())
+    out.index.name = "patient_id"
+    if not collapsed.empty:
+        label = (
+            collapsed["status"]
+            .astype(object)
+            .where(
+                collapsed["tier"].fillna("").eq(""),
+                collapsed["status"].astype(object) + ":" + collapsed["tier"].astype(object),
+            )
+        )
+        wide = (
+            pd.DataFrame(
+                {"patient_id": collapsed["patient_id"], "rule_id": collapsed["rule_id"], "v": label}
+            )
+            .pivot(index="patient_id", columns="rule_id", values="v")
+            .astype("string[pyarrow]")
+        )
+        out = out.join(wide[sorted(wide.columns)])
+    counts = results.groupby("patient_id", observed=True).agg(
+        results=("analyte", "size"),
+        first_at=("collected_at", "min"),
+        last_at=("collected_at", "max"),
+    )
+    out = out.join(counts)
+    # only the columns and analytes shown, before sorting
+    shown = results["value"].notna() & results["analyte"].isin(LATEST_ANALYTES)
+    numeric = results.loc[
+        shown.to_numpy(dtype=bool),
+        ["patient_id", "analyte", "collected_at", "source_file", "source_row", "value", "unit"],
+    ]
+    numeric = numeric.sort_values(
+        ["patient_id", "analyte", "collected_at", "source_file", "source_row"], kind="mergesort"
+    )
+    latest = numeric.drop_duplicates(["patient_id", "analyte"], keep="last")
+    # each (patient, analyte) left goes into its patient's row, placed by position
+    row = out.index.get_indexer(pd.Index(latest["patient_id"]))
+    analyte_of = latest["analyte"].to_numpy(dtype=object)
+    value = latest["value"].to_numpy(dtype="float64")
+    unit = latest["unit"].to_numpy(dtype=object)
+    when = latest["collected_at"].to_numpy()
+    for analyte in LATEST_ANALYTES:
+        sel = np.flatnonzero((analyte_of == analyte) & (row >= 0))
+        at = row[sel]
+        values = np.full(len(out), np.nan)
+        values[at] = value[sel]
+        units = np.full(len(out), None, dtype=object)
+        units[at] = unit[sel]
+        times = np.full(len(out), np.datetime64("NaT"), dtype=when.dtype)
+        times[at] = when[sel]
+        out[f"{analyte}_latest"] = values
+        out[f"{analyte}_unit"] = pd.array(units, dtype="string[pyarrow]")
+        out[f"{analyte}_at"] = times
+    out["results"] = out["results"].fillna(0).astype("Int64")
+    return out.reset_index()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_patient_rows_match_the_pandas_formulation(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 500
+    times = pd.to_datetime("2024-01-01") + pd.to_timedelta(rng.integers(0, 5, n), unit="D")
+    results = schema.conform(
+        pd.DataFrame(
+            {
+                "patient_id": rng.choice(["P1", "P10", "P2", "Ä3", "p4", None], n),
+                "collected_at": times.where(rng.random(n) > 0.1),  # some undated
+                "analyte": rng.choice([*LATEST_ANALYTES[:4], "sodium", None], n),
+                "value": np.where(rng.random(n) > 0.1, rng.random(n).round(2), np.nan),
+                "unit": rng.choice(["mmol/L", "mg/dL"], n),
+                "source_file": rng.choice(["a.csv", "b.csv"], n),
+                "source_row": rng.integers(1, 6, n),  # repeats: ties on every key
+            }
+        ),
+        schema.RESULTS,
+    )
+    m = 60
+    collapsed = schema.conform(
+        pd.DataFrame(
+            {
+                "patient_id": rng.choice(["P1", "P2", "P9"], m),  # P9: no results
+                "rule_id": rng.choice(["hypomagnesemia_hypocalcemia", "ckd_context"], m),
+                "status": rng.choice(list(STATUS_RANK), m),
+                "tier": rng.choice(["", "possible"], m),
+            }
+        ).drop_duplicates(["patient_id", "rule_id"]),
+        AUDIT_FINDINGS,
+    )
+    pd.testing.assert_frame_equal(
+        patient_rows(collapsed, results), _reference_patient_rows(collapsed, results)
+    )

@@ -195,30 +195,43 @@ def patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame
             .astype("string[pyarrow]")
         )
         out = out.join(wide[sorted(wide.columns)])
-    counts = results.groupby("patient_id", observed=True).agg(
-        results=("analyte", "size"),
-        first_at=("collected_at", "min"),
-        last_at=("collected_at", "max"),
-    )
-    out = out.join(counts)
-    # only the columns and analytes shown, before sorting
-    shown = results["value"].notna() & results["analyte"].isin(LATEST_ANALYTES)
-    numeric = results.loc[
-        shown.to_numpy(dtype=bool),
-        ["patient_id", "analyte", "collected_at", "source_file", "source_row", "value", "unit"],
+    # Per patient (its row in `out`): rows, earliest and latest collection time.
+    row = out.index.get_indexer(pd.Index(results["patient_id"]))  # -1: no patient id
+    when = results["collected_at"].to_numpy(dtype="datetime64[ns]")
+    ns = when.view("int64")
+    nat, never = np.iinfo("int64").min, np.iinfo("int64").max  # NaT is the smallest int64
+    dated = (row >= 0) & (ns != nat)
+    first = np.full(len(out), never)
+    np.minimum.at(first, row[dated], ns[dated])
+    last = np.full(len(out), nat)
+    np.maximum.at(last, row[dated], ns[dated])
+    out["results"] = pd.array(np.bincount(row[row >= 0], minlength=len(out)), dtype="Int64")
+    out["first_at"] = np.where(first == never, nat, first).view("datetime64[ns]")
+    out["last_at"] = last.view("datetime64[ns]")
+    # The latest value of each shown analyte: per (patient, analyte), the last row in the
+    # order of (collected_at, source_file, source_row), missing ones last (sort_values'
+    # order), ties to the later row; one stable np.lexsort on integer keys.
+    analyte = pd.Index(LATEST_ANALYTES).get_indexer(pd.Index(results["analyte"].astype(object)))
+    shown = np.flatnonzero((row >= 0) & (analyte >= 0) & results["value"].notna().to_numpy())
+    files, _ = pd.factorize(results["source_file"].to_numpy()[shown], sort=True)
+    source_row = results["source_row"].to_numpy(dtype="float64", na_value=np.inf)[shown]
+    order = shown[
+        np.lexsort(
+            (
+                source_row,
+                np.where(files < 0, np.iinfo("int64").max, files),
+                np.where(ns[shown] == nat, never, ns[shown]),
+                analyte[shown],
+                row[shown],
+            )
+        )
     ]
-    numeric = numeric.sort_values(
-        ["patient_id", "analyte", "collected_at", "source_file", "source_row"], kind="mergesort"
-    )
-    latest = numeric.drop_duplicates(["patient_id", "analyte"], keep="last")
-    # each (patient, analyte) left goes into its patient's row, placed by position
-    row = out.index.get_indexer(pd.Index(latest["patient_id"]))
-    analyte_of = latest["analyte"].to_numpy(dtype=object)
-    value = latest["value"].to_numpy(dtype="float64")
-    unit = latest["unit"].to_numpy(dtype=object)
-    when = latest["collected_at"].to_numpy()
-    for analyte in LATEST_ANALYTES:
-        sel = np.flatnonzero((analyte_of == analyte) & (row >= 0))
+    group = row[order].astype("int64") * len(LATEST_ANALYTES) + analyte[order]
+    latest = order[np.r_[group[1:] != group[:-1], True]] if len(order) else order
+    value = results["value"].to_numpy(dtype="float64", na_value=np.nan)
+    unit = results["unit"].to_numpy(dtype=object)
+    for k, name in enumerate(LATEST_ANALYTES):
+        sel = latest[analyte[latest] == k]
         at = row[sel]
         values = np.full(len(out), np.nan)
         values[at] = value[sel]
@@ -226,10 +239,9 @@ def patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame
         units[at] = unit[sel]
         times = np.full(len(out), np.datetime64("NaT"), dtype=when.dtype)
         times[at] = when[sel]
-        out[f"{analyte}_latest"] = values
-        out[f"{analyte}_unit"] = pd.array(units, dtype="string[pyarrow]")
-        out[f"{analyte}_at"] = times
-    out["results"] = out["results"].fillna(0).astype("Int64")
+        out[f"{name}_latest"] = values
+        out[f"{name}_unit"] = pd.array(units, dtype="string[pyarrow]")
+        out[f"{name}_at"] = times
     return out.reset_index()
 
 
