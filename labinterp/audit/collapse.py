@@ -246,15 +246,23 @@ def patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame
 
 
 def _tally(results: pd.DataFrame, stats: BucketStats) -> None:
-    for analyte in HISTOGRAMS:
-        sub = results[(results["analyte"] == analyte) & results["value"].notna()]
+    # the three numeric columns and the analytes once, not a filtered copy of every column
+    # per analyte
+    analyte_of = pd.Index(tuple(HISTOGRAMS)).get_indexer(
+        pd.Index(results["analyte"].astype(object))
+    )
+    value_all = results["value"].to_numpy(dtype="float64", na_value=np.nan)
+    low_all = results["range_low"].to_numpy(dtype="float64", na_value=np.nan)
+    high_all = results["range_high"].to_numpy(dtype="float64", na_value=np.nan)
+    for k, analyte in enumerate(HISTOGRAMS):
+        rows = np.flatnonzero((analyte_of == k) & ~np.isnan(value_all))
         edges = bins(analyte)
-        v = sub["value"].to_numpy(dtype=float)
+        v = value_all[rows]
         idx = np.searchsorted(edges, v, side="right")  # 0 = under, len(edges) = over
         counts = np.bincount(idx, minlength=len(edges) + 1)
         stats.histograms[analyte] = [int(x) for x in counts]
-        low = sub["range_low"].to_numpy(dtype=float)
-        high = sub["range_high"].to_numpy(dtype=float)
+        low = low_all[rows]
+        high = high_all[rows]
         below = ~np.isnan(low) & (v < low)
         above = ~np.isnan(high) & (v > high)
         no_range = np.isnan(low) & np.isnan(high)
