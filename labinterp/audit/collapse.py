@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from labinterp import schema
+from labinterp.rules.common import rank_of
 
 # The collapsed findings table written as findings.csv / findings.parquet: one row per
 # patient x rule. The chosen episode is the worst status, then the best tier, then the
@@ -133,8 +134,8 @@ def collapse(findings: pd.DataFrame) -> pd.DataFrame:
     # are then copied.
     patient, _ = pd.factorize(findings["patient_id"], sort=True)
     rule, rules = pd.factorize(findings["rule_id"], sort=True)
-    status = _ranks(findings["status"], STATUS_RANK, -1)
-    tier = _ranks(findings["tier"], TIER_RANK, 0)
+    status = rank_of(findings["status"], STATUS_RANK, other=-1)
+    tier = rank_of(findings["tier"], TIER_RANK, other=0)
     evidence, _ = pd.factorize(findings["evidence"].fillna(""), sort=True)
     order = np.lexsort(
         (
@@ -154,14 +155,6 @@ def collapse(findings: pd.DataFrame) -> pd.DataFrame:
     fired = (status[order] == STATUS_RANK["fired"]).astype("int64")
     first["episodes_fired"] = np.add.reduceat(fired, starts)
     return schema.conform(first, AUDIT_FINDINGS)
-
-
-def _ranks(column: pd.Series, ranks: dict[str, int], other: int) -> np.ndarray:
-    """The rank of each value (`other` for a missing or unlisted one), looked up once per
-    distinct value."""
-    codes, uniques = pd.factorize(column)
-    lut = np.array([ranks.get(u, other) for u in uniques] + [other], dtype="int64")
-    return lut[codes]
 
 
 def _ns_or_earliest(column: pd.Series) -> np.ndarray:

@@ -246,8 +246,6 @@ def read_delimited(path: Path, sniffed: Sniffed) -> Table:
             return fast
     if raw is None:
         raw, _ = _file_bytes(path, sniffed)
-    raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    _line_too_long(path, raw)
     return _slow(path, raw, sniffed.delimiter)
 
 
@@ -340,8 +338,10 @@ def _no_header(path: Path) -> InputFileError:
 
 
 def _slow(path: Path, data: bytes, delimiter: str, line_offset: int = 0) -> Table:
-    """`data` read with the standard-library reader; line numbers are the lines of `data`
-    plus `line_offset` (a chunk of a larger file)."""
+    """`data` (UTF-8) read with the standard-library reader, every line break as "\\n";
+    line numbers are the lines of `data` plus `line_offset` (a chunk of a larger file)."""
+    data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    _line_too_long(path, data)
     text = data.decode("utf-8", errors="replace")
     csv.field_size_limit(MAX_LINE_BYTES)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -384,7 +384,6 @@ def _slow(path: Path, data: bytes, delimiter: str, line_offset: int = 0) -> Tabl
 
 
 STREAM_BLOCK_BYTES = 16 * 1024 * 1024  # smallest chunk of a file read in batches
-_NEWLINE, _QUOTE = ord("\n"), ord('"')
 
 
 def iter_delimited(path: Path, sniffed: Sniffed, batch_rows: int) -> Iterator[Table]:
@@ -468,12 +467,12 @@ def _cut(text: np.ndarray, size: int) -> int:
     quotes = 0
     done = 0
     while stop < len(text):
-        breaks = np.flatnonzero(text[stop : stop + FAST_BLOCK_BYTES] == _NEWLINE)
+        breaks = np.flatnonzero(text[stop : stop + FAST_BLOCK_BYTES] == ord("\n"))
         if not len(breaks):
             stop += FAST_BLOCK_BYTES
             continue
         stop += int(breaks[0]) + 1
-        quotes += int(np.count_nonzero(text[done:stop] == _QUOTE))
+        quotes += int(np.count_nonzero(text[done:stop] == ord('"')))
         done = stop
         # an even count: the break ends a record; an odd one: it is inside a quoted field,
         # unless the quotes are stray (then give up looking after the longest line allowed)
@@ -495,6 +494,4 @@ def _chunk(path: Path, sniffed: Sniffed, data: bytes, first_line: int) -> Table:
         fast = _fast_table(tbl, data, first_line - 2)
         if fast is not None:
             return fast
-    data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    _line_too_long(path, data)
     return _slow(path, data, sniffed.delimiter, first_line - 2)

@@ -61,21 +61,21 @@ def first_of_each(group: np.ndarray, *keys: np.ndarray) -> np.ndarray:
 
 def best_per_group(frame: pd.DataFrame, group: str, tier_rank: dict[str, int]) -> pd.DataFrame:
     """Keep one row per group: best status, then best tier, then earliest anchor."""
-    tier = _rank(frame["tier"], tier_rank)
+    tier = rank_of(frame["tier"], tier_rank)
     keep = first_of_each(
         frame[group].to_numpy(dtype="int64"),
-        _rank(frame["status"], STATUS_RANK),
+        rank_of(frame["status"], STATUS_RANK),
         np.where(np.isnan(tier), 99, tier),
         frame["t"].to_numpy(),
     )
     return frame.iloc[keep].reset_index(drop=True)
 
 
-def _rank(column: pd.Series, ranks: dict[str, int]) -> np.ndarray:
-    """column.map(ranks) as floats (NaN where missing or not listed), looked up once per
-    distinct value: a per-row map of string columns is slow."""
+def rank_of(column: pd.Series, ranks: dict[str, int], other: float = np.nan) -> np.ndarray:
+    """column.map(ranks) as floats (`other` where missing or not listed), looked up once
+    per distinct value: a per-row map of string columns is slow."""
     codes, uniques = pd.factorize(column)
-    lut = np.array([ranks.get(u, np.nan) for u in uniques] + [np.nan], dtype="float64")
+    lut = np.array([ranks.get(u, other) for u in uniques] + [other], dtype="float64")
     return lut[codes]
 
 
