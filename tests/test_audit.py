@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
+import sys
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -107,6 +110,31 @@ def test_same_input_same_findings_bytes(planted: tuple[Manifest, Path, dict]) ->
     labinterp.audit(base / "export.csv", base / "again", n_buckets=1)
     for name in ("findings.csv", "patients.csv", "rejected_rows.csv"):
         assert (base / "out" / name).read_bytes() == (base / "again" / name).read_bytes(), name
+
+
+def test_forked_and_spawned_workers_agree(
+    planted: tuple[Manifest, Path, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers are forked when no other Python thread runs, else spawned: same bytes."""
+    core = sys.modules["labinterp.audit.core"]
+    if "fork" in multiprocessing.get_all_start_methods():
+        assert core._start_method() == ("fork" if threading.active_count() == 1 else "spawn")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert core._start_method() == "spawn"  # another thread could hold a lock
+    finally:
+        stop.set()
+        other.join()
+    _, base, _ = planted
+    for method in ("fork", "spawn"):
+        if method not in multiprocessing.get_all_start_methods():
+            continue
+        monkeypatch.setattr(core, "_start_method", lambda m=method: m)
+        labinterp.audit(base / "export.csv", base / method, n_buckets=3, workers=2)
+        for name in ("findings.csv", "patients.csv", "rejected_rows.csv"):
+            assert (base / "out" / name).read_bytes() == (base / method / name).read_bytes()
 
 
 def _write_rows(path: Path, rows: list[str]) -> None:

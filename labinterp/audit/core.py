@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -285,21 +286,44 @@ def _bucket_job(path: Path, parts: Path, tag: str, threads: int | None = None) -
 
 
 def _warm_up() -> None:
-    """Import what a bucket job needs (run in each worker as soon as it starts)."""
+    """Import what a bucket job needs and build the unit registry (grading reads units)."""
     _stages()
+    from labinterp import units
+
+    units.aliases()
+
+
+def _start_method() -> str:
+    """How to start the workers: 'fork' when no other Python thread runs, else 'spawn'.
+
+    A forked worker starts with everything this process has loaded, where a spawned one
+    spends ~0.8 s of CPU importing pandas, pyarrow and the engine and building the unit
+    registry again, on the cores the read needs. A fork is unsafe while another Python
+    thread may hold a lock the child would inherit locked (a caller's threads, or ours
+    once the read has started), so then workers are spawned. The native threads pyarrow
+    starts on import (its jemalloc's and its own) are reset in the child by their libraries'
+    fork handlers, as for the handout batch's fork server.
+    """
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    return "fork" if threading.active_count() == 1 else "spawn"
 
 
 @contextlib.contextmanager
 def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     """Worker processes for the buckets (None: work in this process).
 
-    They are started before the input is read, so their start-up (a fresh interpreter
-    importing pandas, pyarrow and the engine) overlaps the reading instead of following it.
+    They are started before the input is read, so that a spawned worker's start-up (a
+    fresh interpreter importing pandas, pyarrow and the engine) overlaps the reading
+    instead of following it; forked workers are warmed up here first and inherit it.
     """
     if workers <= 1:
         yield None
         return
-    ctx = multiprocessing.get_context("spawn")
+    method = _start_method()
+    if method == "fork":
+        _warm_up()
+    ctx = multiprocessing.get_context(method)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         for _ in range(workers):  # each submission starts one more worker
             pool.submit(_warm_up)
