@@ -17,6 +17,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -310,9 +311,11 @@ def _start_method() -> str:
     thread may hold a lock the child would inherit locked (a caller's threads, or ours
     once the read has started), so then workers are spawned. The native threads pyarrow
     starts on import (its jemalloc's and its own) are reset in the child by their libraries'
-    fork handlers, as for the handout batch's fork server.
+    fork handlers, as for the handout batch's fork server. Python 3.12 and later cannot
+    see those handlers and warn against any fork of a process with native threads, so
+    there workers are spawned too.
     """
-    if "fork" not in multiprocessing.get_all_start_methods():
+    if sys.version_info >= (3, 12) or "fork" not in multiprocessing.get_all_start_methods():
         return "spawn"
     return "fork" if threading.active_count() == 1 else "spawn"
 
