@@ -137,6 +137,28 @@ def test_forked_and_spawned_workers_agree(
             assert (base / "out" / name).read_bytes() == (base / method / name).read_bytes()
 
 
+def test_compressed_and_plain_bucket_files_agree(
+    planted: tuple[Manifest, Path, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small inputs get plain bucket files, large ones LZ4-compressed: the same bytes."""
+    core = sys.modules["labinterp.audit.core"]
+    seen: list[str | None] = []
+    made = core._BucketWriters.__init__
+
+    def spy(self: object, folder: Path, n: int, options: object) -> None:
+        seen.append(getattr(options, "compression", None))
+        made(self, folder, n, options)
+
+    monkeypatch.setattr(core._BucketWriters, "__init__", spy)
+    _, base, _ = planted
+    for limit, name in ((0, "lz4"), (1 << 40, "plain")):
+        monkeypatch.setattr(core, "_PLAIN_BUCKETS_UP_TO", limit)
+        labinterp.audit(base / "export.csv", base / name, n_buckets=3)
+        for table in ("findings.csv", "patients.csv", "rejected_rows.csv"):
+            assert (base / "out" / table).read_bytes() == (base / name / table).read_bytes()
+    assert seen == ["lz4", None]
+
+
 def _write_rows(path: Path, rows: list[str]) -> None:
     path.write_text(HEADER + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
 
