@@ -322,9 +322,10 @@ def _start_method() -> str:
     starts on import (its jemalloc's and its own) are reset in the child by their libraries'
     fork handlers, as for the handout batch's fork server. Python 3.12 and later cannot
     see those handlers and warn against any fork of a process with native threads, so
-    there workers are spawned too.
+    there workers are spawned too, as they are outside Linux (macOS system libraries are
+    not safe to use after a fork; Windows has none).
     """
-    if sys.version_info >= (3, 12) or "fork" not in multiprocessing.get_all_start_methods():
+    if sys.version_info >= (3, 12) or not sys.platform.startswith("linux"):
         return "spawn"
     return "fork" if threading.active_count() == 1 else "spawn"
 
