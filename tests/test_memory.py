@@ -32,3 +32,29 @@ def test_arrow_pool_is_jemalloc_unless_the_user_chose_one(monkeypatch: pytest.Mo
     assert memory.use_retaining_arrow_pool() is (has_jemalloc and linux)
     if has_jemalloc and linux:
         assert pa.default_memory_pool().backend_name == "jemalloc"
+
+
+def _rss_mb() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_release_retained_hands_kept_memory_back() -> None:
+    """What the allocators keep for reuse goes back to the kernel (before the audit forks)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if not memory.tune_allocator():
+        pytest.skip("malloc keeps nothing for reuse here (not glibc, or LABINTERP_MALLOC=default)")
+    arrays = [np.ones(1024 * 1024 // 8) for _ in range(200)]  # 1 MB each: kept when freed
+    buffers = [pa.allocate_buffer(1024 * 1024) for _ in range(200)]
+    for buffer in buffers:
+        np.frombuffer(buffer, dtype=np.uint8)[:] = 1
+    del arrays, buffers
+    kept = _rss_mb()
+    memory.release_retained()
+    assert _rss_mb() < kept - 100

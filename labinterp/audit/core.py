@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from labinterp import schema
+from labinterp import memory, schema
 from labinterp.audit.collapse import (
     SCRATCH_OPTIONS,
     SCRATCH_SUFFIX,
@@ -344,6 +344,7 @@ def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     method = _start_method()
     if method == "fork":
         _warm_up()
+        memory.release_retained()  # else the parent copies each kept page it writes to
     ctx = multiprocessing.get_context(method)
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=ctx, initializer=_one_arrow_thread
