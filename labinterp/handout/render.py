@@ -1,7 +1,8 @@
 """HTML from templates, PDF from HTML: the expensive objects are built once per process.
 
 `Renderer` holds the parsed handout stylesheet (one `CSS` object per paper size and print
-size) and one `FontConfiguration`, so a batch pays for them once per worker instead of once
+size), one `FontConfiguration` and the line breaks of the text it has laid out
+(labinterp/handout/linebreaks.py), so a batch pays for them once per worker instead of once
 per handout. The jinja2 Environment (with its compiled templates) is shared by every
 Renderer of a process: batch workers inherit it already compiled from the fork server.
 
@@ -37,6 +38,7 @@ from weasyprint.text.fonts import FontConfiguration
 
 from labinterp.handout import fonts
 from labinterp.handout.fetcher import ASSET_BASE, SafeFetcher
+from labinterp.handout.linebreaks import LineBreakMemory, remembering
 from labinterp.resources import template_dir
 
 LANGS = ("en", "es")
@@ -296,6 +298,7 @@ class Renderer:
         self.font_config = FontConfiguration()
         self._css_text = (template_dir() / "handout" / "handout.css").read_text("utf-8")
         self._sheets: dict[tuple[str, bool], list[CSS]] = {}
+        self.line_breaks = LineBreakMemory()
 
     def stylesheets(self, paper: str, large_print: bool) -> list[CSS]:
         key = (paper.lower(), large_print)
@@ -316,7 +319,7 @@ class Renderer:
         return squeeze(self.env.get_template("handout/handout.html.j2").render(**context))
 
     def pdf(self, html: str, *, paper: str, large_print: bool) -> bytes:
-        with gc_paused():
+        with gc_paused(), remembering(self.line_breaks):
             doc = make_document(html, self.fetcher)
             out = doc.write_pdf(
                 stylesheets=self.stylesheets(paper, large_print),
