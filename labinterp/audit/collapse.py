@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from labinterp import schema
 from labinterp.rules.common import rank_of
@@ -166,76 +167,90 @@ def _ns_or_earliest(column: pd.Series) -> np.ndarray:
 
 def patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     """One row per patient: worst status (with tier) per rule, then latest values."""
-    pids = pd.Index(results["patient_id"].dropna().unique()).union(
-        pd.Index(collapsed["patient_id"].dropna().unique())
-    )
-    out = pd.DataFrame(index=pids.sort_values())
-    out.index.name = "patient_id"
+    # Each row's patient as its position among the sorted ids, from one factorize of the
+    # Arrow column (a string index lookup per row costs more); a finding's patient always
+    # has results, but an id that has none still gets its row.
+    row, pids = pd.factorize(results["patient_id"], sort=True)  # -1: no patient id
+    pids = pd.Index(pids)
+    extra = pd.Index(collapsed["patient_id"].dropna().unique()).difference(pids)
+    if len(extra):
+        union = pids.union(extra)
+        row = np.where(row >= 0, union.get_indexer(pids)[row], -1)
+        pids = union
+    columns: dict[str, object] = {}
     if not collapsed.empty:
-        label = (
-            collapsed["status"]
-            .astype(object)
-            .where(
-                collapsed["tier"].fillna("").eq(""),
-                collapsed["status"].astype(object) + ":" + collapsed["tier"].astype(object),
-            )
+        # per rule, the status of each patient, with its tier after a colon if it has one
+        # (collapsed holds one row per patient and rule)
+        status = pa.array(collapsed["status"].array, type=pa.large_string(), from_pandas=True)
+        tier = pa.array(collapsed["tier"].array, type=pa.large_string(), from_pandas=True)
+        tier = pc.fill_null(tier, "")
+        colon = pa.scalar(":", pa.large_string())
+        label = pc.if_else(
+            pc.equal(tier, ""), status, pc.binary_join_element_wise(status, tier, colon)
         )
-        wide = (
-            pd.DataFrame(
-                {"patient_id": collapsed["patient_id"], "rule_id": collapsed["rule_id"], "v": label}
-            )
-            .pivot(index="patient_id", columns="rule_id", values="v")
-            .astype("string[pyarrow]")
-        )
-        out = out.join(wide[sorted(wide.columns)])
-    # Per patient (its row in `out`): rows, earliest and latest collection time.
-    row = out.index.get_indexer(pd.Index(results["patient_id"]))  # -1: no patient id
+        at = pids.get_indexer(collapsed["patient_id"])
+        rule, rules = pd.factorize(collapsed["rule_id"], sort=True)
+        for k, name in enumerate(rules):
+            sel = np.flatnonzero((rule == k) & (at >= 0))
+            columns[str(name)] = _pick(label, sel, at[sel], len(pids))
+    # Per patient (its position in `pids`): rows, earliest and latest collection time.
     when = results["collected_at"].to_numpy(dtype="datetime64[ns]")
     ns = when.view("int64")
     nat, never = np.iinfo("int64").min, np.iinfo("int64").max  # NaT is the smallest int64
     dated = (row >= 0) & (ns != nat)
-    first = np.full(len(out), never)
+    first = np.full(len(pids), never)
     np.minimum.at(first, row[dated], ns[dated])
-    last = np.full(len(out), nat)
+    last = np.full(len(pids), nat)
     np.maximum.at(last, row[dated], ns[dated])
-    out["results"] = pd.array(np.bincount(row[row >= 0], minlength=len(out)), dtype="Int64")
-    out["first_at"] = np.where(first == never, nat, first).view("datetime64[ns]")
-    out["last_at"] = last.view("datetime64[ns]")
+    columns["results"] = pd.array(np.bincount(row[row >= 0], minlength=len(pids)), dtype="Int64")
+    columns["first_at"] = np.where(first == never, nat, first).view("datetime64[ns]")
+    columns["last_at"] = last.view("datetime64[ns]")
     # The latest value of each shown analyte: per (patient, analyte), the last row in the
     # order of (collected_at, source_file, source_row), missing ones last (sort_values'
-    # order), ties to the later row; one stable np.lexsort on integer keys.
-    analyte = pd.Index(LATEST_ANALYTES).get_indexer(pd.Index(results["analyte"].astype(object)))
+    # order), ties to the later row; one stable np.lexsort on integer keys. Text columns
+    # are factorized whole (in Arrow) and only their distinct values looked at.
+    analyte_codes, analytes = pd.factorize(results["analyte"])
+    analyte = np.append(pd.Index(LATEST_ANALYTES).get_indexer(analytes), -1)[analyte_codes]
     shown = np.flatnonzero((row >= 0) & (analyte >= 0) & results["value"].notna().to_numpy())
-    files, _ = pd.factorize(results["source_file"].to_numpy()[shown], sort=True)
+    files = pd.factorize(results["source_file"], sort=True)[0][shown]
     source_row = results["source_row"].to_numpy(dtype="float64", na_value=np.inf)[shown]
-    order = shown[
-        np.lexsort(
-            (
-                source_row,
-                np.where(files < 0, np.iinfo("int64").max, files),
-                np.where(ns[shown] == nat, never, ns[shown]),
-                analyte[shown],
-                row[shown],
-            )
+    # (patient, analyte) as one key: one sort pass less
+    group = row[shown].astype("int64") * len(LATEST_ANALYTES) + analyte[shown]
+    order = np.lexsort(
+        (
+            source_row,
+            np.where(files < 0, np.iinfo("int64").max, files),
+            np.where(ns[shown] == nat, never, ns[shown]),
+            group,
         )
-    ]
-    group = row[order].astype("int64") * len(LATEST_ANALYTES) + analyte[order]
-    latest = order[np.r_[group[1:] != group[:-1], True]] if len(order) else order
+    )
+    group = group[order]
+    latest = shown[order[np.r_[group[1:] != group[:-1], True]]] if len(order) else shown
     value = results["value"].to_numpy(dtype="float64", na_value=np.nan)
-    unit = results["unit"].to_numpy(dtype=object)
+    unit = pa.array(results["unit"].array, from_pandas=True)
     for k, name in enumerate(LATEST_ANALYTES):
         sel = latest[analyte[latest] == k]
         at = row[sel]
-        values = np.full(len(out), np.nan)
+        values = np.full(len(pids), np.nan)
         values[at] = value[sel]
-        units = np.full(len(out), None, dtype=object)
-        units[at] = unit[sel]
-        times = np.full(len(out), np.datetime64("NaT"), dtype=when.dtype)
+        times = np.full(len(pids), np.datetime64("NaT"), dtype=when.dtype)
         times[at] = when[sel]
-        out[f"{name}_latest"] = values
-        out[f"{name}_unit"] = pd.array(units, dtype="string[pyarrow]")
-        out[f"{name}_at"] = times
+        columns[f"{name}_latest"] = values
+        columns[f"{name}_unit"] = _pick(unit, sel, at, len(pids))
+        columns[f"{name}_at"] = times
+    # one frame made at once: one grown a column at a time copies its columns every time
+    out = pd.DataFrame(columns, index=pids)
+    out.index.name = "patient_id"
     return out.reset_index()
+
+
+def _pick(
+    text: pa.Array, rows: np.ndarray, at: np.ndarray, n: int
+) -> pd.api.extensions.ExtensionArray:
+    """`n` strings: text[rows[i]] at position at[i], missing elsewhere."""
+    pick = np.full(n, -1, dtype="int64")
+    pick[at] = rows
+    return pd.array(text.take(pa.array(pick, mask=pick < 0)), dtype="string[pyarrow]")
 
 
 def _tally(results: pd.DataFrame, stats: BucketStats) -> None:
