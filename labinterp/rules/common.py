@@ -127,44 +127,48 @@ def ckd_nearby(ctx: Context, a: pd.DataFrame, window: pd.Timedelta, below: float
     return ids >= 0
 
 
+def low_mg_anchors(ctx: Context) -> pd.DataFrame:
+    """Every low magnesium observation of a clean draw, in (patient, time) order; made once
+    per context, as every context rule pairing a low Mg with something starts from them."""
+    if "low_mg_anchors" not in ctx.extras:
+        obs = ctx.obs
+        mg_low = (
+            ctx.is_analyte("magnesium")
+            & (obs["low"].to_numpy(dtype="float64") == 1.0)
+            & ~obs["contaminated"].to_numpy()
+        )
+        columns = ["pat", "t", "dated", "draw_id", "episode_id", "obs_id"]
+        ctx.extras["low_mg_anchors"] = obs.loc[mg_low, columns].reset_index(drop=True)
+    anchors = ctx.extras["low_mg_anchors"]
+    assert isinstance(anchors, pd.DataFrame)
+    return anchors
+
+
 def low_mg_with(
-    ctx: Context,
-    partner: str,
-    partner_mask: np.ndarray,
-    window: pd.Timedelta,
-    note: str,
-    *,
-    extra_caveats: tuple[tuple[str, np.ndarray], ...] = (),
+    ctx: Context, partner: str, partner_mask: np.ndarray, window: pd.Timedelta, note: str
 ) -> pd.DataFrame:
     """Context findings: a low Mg with a `partner` observation matching `partner_mask`
-    within `window`; fired rows only, one per episode."""
-    obs = ctx.obs
-    mg_low = (
-        ctx.is_analyte("magnesium")
-        & (obs["low"].to_numpy(dtype="float64") == 1.0)
-        & ~obs["contaminated"].to_numpy()
-    )
-    a = obs.loc[mg_low, ["pat", "t", "dated", "draw_id", "episode_id", "obs_id"]].reset_index(
-        drop=True
-    )
-    clean = ~obs["contaminated"].to_numpy()
+    within `window`; fired rows only, one per episode (its earliest such low Mg)."""
+    a = low_mg_anchors(ctx)
+    clean = ~ctx.obs["contaminated"].to_numpy()
     p = nearest(ctx, a, partner, window, where=partner_mask & clean)
-    hit = p >= 0
-    a = a[hit].reset_index(drop=True)
-    out = a.assign(
-        status="fired",
-        tier="",
-        ev_magnesium=a["obs_id"].to_numpy(),
-        **{f"ev_{partner}": p[hit]},
-        grade_obs=-1,
-        grade_term="",
-        missing_inputs="",
-        suppressed_by="",
-        caveats=flags(*[(name, m[hit]) for name, m in extra_caveats]) if extra_caveats else "",
-        note=note,
-    )
-    out = out.sort_values(["episode_id", "t"], kind="stable").drop_duplicates("episode_id")
-    return with_episode_span(ctx, out.reset_index(drop=True))
+    hit = np.flatnonzero(p >= 0)
+    keep = hit[first_of_each(a["episode_id"].to_numpy()[hit], a["t"].to_numpy()[hit])]
+    out = a.iloc[keep].reset_index(drop=True)
+    columns = {
+        "status": "fired",
+        "tier": "",
+        "ev_magnesium": out["obs_id"].to_numpy(),
+        f"ev_{partner}": p[keep],
+        "grade_obs": -1,
+        "grade_term": "",
+        "missing_inputs": "",
+        "suppressed_by": "",
+        "caveats": "",
+        "note": note,
+    }
+    out = pd.concat([out, pd.DataFrame(columns, index=out.index)], axis=1)
+    return with_episode_span(ctx, out)
 
 
 def range_unknown(ctx: Context, ids: np.ndarray) -> np.ndarray:
