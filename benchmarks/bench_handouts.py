@@ -1,6 +1,7 @@
 """Handouts per second for a batch of patients, and the speed-up over a plain loop.
 
     .venv/bin/python benchmarks/bench_handouts.py [--patients 200] [--no-hb-subset] [--repeat 3]
+                                                  [--export ROWS]
 
 Batch: `render_batch` end to end (context building, templating, PDF, atomic writes) with a
 process pool, one parsed stylesheet and one FontConfiguration per worker, markup parsed as
@@ -13,6 +14,9 @@ them and fall back to the system's DejaVu Sans, a different PDF). The ratio is m
 the same run. `--no-hb-subset` makes both paths behave as if the Debian package
 libharfbuzz-subset0 were missing: the loop's fonts are then subset with fontTools, while
 the batch embeds its two small fonts whole (see `render.pdf_options`).
+Patients: 200 synthetic ones by default (3-4 results each, ~3.6 pages per handout);
+`--export ROWS` takes them from a generated export instead (benchmarks/make_export.py: a
+few dozen results each over repeated visits, ~4.3 pages per handout).
 `--repeat N` alternates batch and loop N times and reports the best of each (the machine is
 shared: best-of is the least disturbed figure), with the load average before and after.
 """
@@ -107,14 +111,37 @@ def synthetic(n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     )
 
 
+def exported(rows: int, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The first `n` patients (by id) of an export made by benchmarks/make_export.py, read
+    and interpreted (not timed): longer handouts than the synthetic ones, as the generator
+    gives each patient a few dozen results over repeated visits."""
+    from benchmarks.make_export import generate
+    from labinterp.interpret import interpret_results
+    from labinterp.reading import read
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "export.csv"
+        generate(path, rows, seed=0)
+        res = read([path]).results
+    ids = sorted(res["patient_id"].dropna().unique())[:n]
+    res = res[res["patient_id"].isin(ids).to_numpy()].reset_index(drop=True)
+    return res, interpret_results(res)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patients", type=int, default=200)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--no-hb-subset", action="store_true")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument(
+        "--export",
+        type=int,
+        metavar="ROWS",
+        help="patients from a generated export of ROWS rows instead of the synthetic ones",
+    )
     args = ap.parse_args()
-    res, fnd = synthetic(args.patients)
+    res, fnd = exported(args.export, args.patients) if args.export else synthetic(args.patients)
     workers = args.workers or os.cpu_count() or 1
     load_before = os.getloadavg()
 
@@ -162,9 +189,12 @@ def main() -> int:
         loop_runs.append(loop())
     batch_s, loop_s = min(batch_runs), min(loop_runs)
 
-    n = args.patients
+    n = len(htmls)
+    pages = _mean_pages(htmls[:20], css_text)
     print(
-        f"patients: {n}, workers: {workers}, cores: {os.cpu_count()}, "
+        f"patients: {n} ({'generated export' if args.export else 'synthetic'}, "
+        f"{pages:.1f} pages per handout over the first 20), "
+        f"workers: {workers}, cores: {os.cpu_count()}, "
         f"hb-subset: {'disabled' if args.no_hb_subset else 'as installed'}, "
         f"best of {len(batch_runs)}"
     )
@@ -185,6 +215,24 @@ def main() -> int:
         + " ".join(f"{x:.2f}" for x in load_after)
     )
     return 0
+
+
+def _mean_pages(htmls: list[str], css_text: str) -> float:
+    """Pages per handout over `htmls` (laid out once more, outside the timings)."""
+    from weasyprint import CSS, HTML
+    from weasyprint.text.fonts import FontConfiguration
+
+    fonts = FontConfiguration()
+    css = CSS(string=css_text, base_url=ASSET_BASE, url_fetcher=SafeFetcher(), font_config=fonts)
+    pages = [
+        len(
+            HTML(string=h, base_url=ASSET_BASE, url_fetcher=SafeFetcher())
+            .render(stylesheets=[css], font_config=fonts)
+            .pages
+        )
+        for h in htmls
+    ]
+    return sum(pages) / max(1, len(pages))
 
 
 if __name__ == "__main__":
