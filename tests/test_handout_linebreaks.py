@@ -61,6 +61,7 @@ def test_remembered_breaks_give_the_same_pdf_as_plain_weasyprint(sample_markup) 
     # twice over: the second round is answered from memory almost entirely
     ours = [renderer.pdf(h, paper="A4", large_print=False) for h in sample_markup * 2]
     assert renderer.line_breaks.hits > 4 * renderer.line_breaks.misses
+    assert renderer.line_breaks.layout_hits > 4 * renderer.line_breaks.layout_misses
     for html, pdf in zip(sample_markup * 2, ours, strict=True):
         plain = HTML(string=html, base_url=ASSET_BASE, url_fetcher=renderer.fetcher).write_pdf(
             stylesheets=sheets, font_config=renderer.font_config, **pdf_options(html)
@@ -122,6 +123,26 @@ def test_memory_starts_over_when_full_and_never_shares_a_layout(sample_markup) -
         original, ("font_family", "font_size"), "words", other, None, 100.0, 0, True, False
     )
     assert memory.misses == 2
+
+
+def test_text_that_may_end_in_an_ellipsis_shares_no_layouts() -> None:
+    # Drawing an ellipsis changes the Pango layout's text: sharing it would cut the same
+    # text elsewhere too. Here the same words, in the same style, are cut and not cut.
+    words = "Magnesium helps your muscles relax after calcium makes them tighten."
+    cut = "width: 25mm; overflow: hidden; text-overflow: ellipsis"
+    html = (
+        '<html lang="en"><body style="white-space: nowrap">'
+        f'<p>{words}</p><div style="{cut}">{words}</div><p>{words}</p></body></html>'
+    )
+    renderer = Renderer()
+    sheets = renderer.stylesheets("A4", False)
+    before = renderer.line_breaks.layout_hits + renderer.line_breaks.layout_misses
+    ours = [renderer.pdf(html, paper="A4", large_print=False) for _ in range(2)]
+    assert renderer.line_breaks.layout_hits + renderer.line_breaks.layout_misses == before
+    plain = HTML(string=html, base_url=ASSET_BASE, url_fetcher=renderer.fetcher).write_pdf(
+        stylesheets=sheets, font_config=renderer.font_config, **pdf_options(html)
+    )
+    assert ours == [plain, plain]
 
 
 class _Style(dict):

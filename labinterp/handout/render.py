@@ -319,7 +319,9 @@ class Renderer:
         return squeeze(self.env.get_template("handout/handout.html.j2").render(**context))
 
     def pdf(self, html: str, *, paper: str, large_print: bool) -> bytes:
-        with gc_paused(), remembering(self.line_breaks):
+        # drawing an ellipsis changes a Pango layout: then none is shared
+        share = "ellipsis" not in html and "ellipsis" not in self._css_text
+        with gc_paused(), remembering(self.line_breaks, share_layouts=share):
             doc = make_document(html, self.fetcher)
             out = doc.write_pdf(
                 stylesheets=self.stylesheets(paper, large_print),
