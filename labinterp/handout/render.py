@@ -1,9 +1,9 @@
 """HTML from templates, PDF from HTML: the expensive objects are built once per process.
 
 `Renderer` holds the parsed handout stylesheet (one `CSS` object per paper size and print
-size), one `FontConfiguration` and the line breaks of the text it has laid out
-(labinterp/handout/linebreaks.py), so a batch pays for them once per worker instead of once
-per handout. The jinja2 Environment (with its compiled templates) is shared by every
+size), one `FontConfiguration`, and the line breaks and Pango layouts of the text it has
+rendered (labinterp/handout/linebreaks.py), so a batch pays for them once per worker
+instead of once per handout. The jinja2 Environment (with its compiled templates) is shared by every
 Renderer of a process: batch workers inherit it already compiled from the fork server.
 
 Two costs WeasyPrint would pay for every handout are avoided without changing a byte of the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pandas as pd
 
@@ -129,7 +131,8 @@ def ckd_nearby(ctx: Context, a: pd.DataFrame, window: pd.Timedelta, below: float
 
 def low_mg_anchors(ctx: Context) -> pd.DataFrame:
     """Every low magnesium observation of a clean draw, in (patient, time) order; made once
-    per context, as every context rule pairing a low Mg with something starts from them."""
+    per context (the guards have marked the draws by then), as every context rule pairing a
+    low Mg with something starts from them."""
     if "low_mg_anchors" not in ctx.extras:
         obs = ctx.obs
         mg_low = (
@@ -139,9 +142,7 @@ def low_mg_anchors(ctx: Context) -> pd.DataFrame:
         )
         columns = ["pat", "t", "dated", "draw_id", "episode_id", "obs_id"]
         ctx.extras["low_mg_anchors"] = obs.loc[mg_low, columns].reset_index(drop=True)
-    anchors = ctx.extras["low_mg_anchors"]
-    assert isinstance(anchors, pd.DataFrame)
-    return anchors
+    return cast(pd.DataFrame, ctx.extras["low_mg_anchors"])
 
 
 def low_mg_with(
