@@ -207,10 +207,8 @@ def patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame
     columns["last_at"] = last.view("datetime64[ns]")
     # The latest value of each shown analyte: per (patient, analyte), the last row in the
     # order of (collected_at, source_file, source_row), missing ones last (sort_values'
-    # order), ties to the later row; one stable np.lexsort on integer keys. Text columns
-    # are factorized whole (in Arrow) and only their distinct values looked at.
-    analyte_codes, analytes = pd.factorize(results["analyte"])
-    analyte = np.append(pd.Index(LATEST_ANALYTES).get_indexer(analytes), -1)[analyte_codes]
+    # order), ties to the later row; one stable np.lexsort on integer keys.
+    analyte = _position_in(results["analyte"], LATEST_ANALYTES)
     shown = np.flatnonzero((row >= 0) & (analyte >= 0) & results["value"].notna().to_numpy())
     files = pd.factorize(results["source_file"], sort=True)[0][shown]
     source_row = results["source_row"].to_numpy(dtype="float64", na_value=np.inf)[shown]
@@ -244,6 +242,13 @@ def patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame
     return out.reset_index()
 
 
+def _position_in(column: pd.Series, names: tuple[str, ...]) -> np.ndarray:
+    """Per row, the position of its value in `names` (-1: another value or missing),
+    looked up once per distinct value."""
+    codes, uniques = pd.factorize(column)
+    return np.append(pd.Index(names).get_indexer(uniques), -1)[codes]
+
+
 def _pick(
     text: pa.Array, rows: np.ndarray, at: np.ndarray, n: int
 ) -> pd.api.extensions.ExtensionArray:
@@ -256,9 +261,7 @@ def _pick(
 def _tally(results: pd.DataFrame, stats: BucketStats) -> None:
     # the three numeric columns and the analytes once, not a filtered copy of every column
     # per analyte
-    analyte_of = pd.Index(tuple(HISTOGRAMS)).get_indexer(
-        pd.Index(results["analyte"].astype(object))
-    )
+    analyte_of = _position_in(results["analyte"], tuple(HISTOGRAMS))
     value_all = results["value"].to_numpy(dtype="float64", na_value=np.nan)
     low_all = results["range_low"].to_numpy(dtype="float64", na_value=np.nan)
     high_all = results["range_high"].to_numpy(dtype="float64", na_value=np.nan)

@@ -86,14 +86,7 @@ class LineBreakMemory:
         # the context only caches hyphenation dictionaries: not part of the answer
         text, style, _context, max_width, justification_spacing, *flags = args
         try:
-            key = (
-                text,
-                max_width,
-                justification_spacing,
-                *flags,
-                id(style.font_config),
-                *[_hashable(style[name]) for name in properties],
-            )
+            key = (text, max_width, justification_spacing, *flags, *_style_key(style, properties))
             answer = self.answers.get(key)
         except (AttributeError, KeyError, TypeError):  # not a style we can key: no memory
             return original(*args)
@@ -125,8 +118,7 @@ class LineBreakMemory:
                 threading.get_ident(),
                 layout.text,
                 layout.justification_spacing,
-                id(style.font_config),
-                *[_hashable(style[name]) for name in properties],
+                *_style_key(style, properties),
             )
             state = self.layouts.get(key)
         except (AttributeError, KeyError, TypeError):
@@ -146,9 +138,11 @@ class LineBreakMemory:
         layout.style = style
 
 
-def _hashable(value: Any) -> Any:
-    """Lists (font families of SVG text) as tuples; anything else as it is."""
-    return tuple(value) if isinstance(value, list) else value
+def _style_key(style: Any, properties: tuple[str, ...]) -> tuple[Any, ...]:
+    """What of `style` shaping depends on: its fonts, and the values of `properties`
+    (lists, the font families of SVG text, as tuples)."""
+    values = [style[name] for name in properties]
+    return (id(style.font_config), *[tuple(v) if isinstance(v, list) else v for v in values])
 
 
 # The arguments of weasyprint.text.line_break.split_first_line (as of WeasyPrint 70).

@@ -299,6 +299,8 @@ class Renderer:
         self._css_text = (template_dir() / "handout" / "handout.css").read_text("utf-8")
         self._sheets: dict[tuple[str, bool], list[CSS]] = {}
         self.line_breaks = LineBreakMemory()
+        # drawing an ellipsis changes a Pango layout: where one may be drawn, none is shared
+        self._css_may_cut = "ellipsis" in self._css_text
 
     def stylesheets(self, paper: str, large_print: bool) -> list[CSS]:
         key = (paper.lower(), large_print)
@@ -319,8 +321,7 @@ class Renderer:
         return squeeze(self.env.get_template("handout/handout.html.j2").render(**context))
 
     def pdf(self, html: str, *, paper: str, large_print: bool) -> bytes:
-        # drawing an ellipsis changes a Pango layout: then none is shared
-        share = "ellipsis" not in html and "ellipsis" not in self._css_text
+        share = not self._css_may_cut and "ellipsis" not in html
         with gc_paused(), remembering(self.line_breaks, share_layouts=share):
             doc = make_document(html, self.fetcher)
             out = doc.write_pdf(
