@@ -222,3 +222,44 @@ def test_parameters_have_units_and_sources() -> None:
     used = {k for rule in REGISTRY for k in rule.parameters}
     assert used <= set(params)
     assert all(p.source and p.unit for p in params.values())
+
+
+def test_rule_helpers_give_what_their_plain_versions_give() -> None:
+    from labinterp.rules import common
+
+    rng = np.random.default_rng(7)
+    n = 2000
+    masks = [rng.random(n) < p for p in (0.5, 0.2, 0.7)]
+    plain = [";".join(k for k, m in zip("abc", row, strict=True) if m) for row in zip(*masks)]
+    assert list(common.flags(*zip("abc", masks, strict=True))) == plain
+    words = ["x", "y", "x"]
+    assert list(common.choose(masks, words, "-")) == list(np.select(masks, words, "-"))
+
+    # best_per_group: rows in (group, time) order take the quick path, shuffled rows the
+    # sort; both must keep the row sort_values + drop_duplicates would keep
+    group = np.sort(rng.integers(0, 300, n))
+    t = np.datetime64("2024-01-01") + np.sort(rng.integers(0, 50, n)).astype("timedelta64[h]")
+    t = np.sort(t.reshape(-1, 1), axis=0).ravel()  # nondecreasing within each group too
+    status = rng.choice(["fired", "not_fired", "suppressed", "indeterminate"], n)
+    tier = rng.choice(["a", "b", ""], n)
+    frame = pd.DataFrame({"g": group, "s": status, "tier": tier, "t": t, "row": np.arange(n)})
+    frame["sr"] = frame["s"].map(common.STATUS_RANK)
+    frame["tr"] = frame["tier"].map({"a": 0, "b": 1}).fillna(99)
+
+    def expected(f: pd.DataFrame) -> list[int]:
+        kept = f.sort_values(["g", "sr", "tr", "t"], kind="stable").drop_duplicates("g")
+        return list(kept["row"])
+
+    def best(f: pd.DataFrame) -> list[int]:
+        keep = common.best_per_group(
+            f["g"].to_numpy(),
+            f["s"].to_numpy(),
+            f["tier"].to_numpy(),
+            f["t"].to_numpy(),
+            {"a": 0, "b": 1},
+        )
+        return list(f["row"].to_numpy()[keep])
+
+    assert best(frame) == expected(frame)
+    shuffled = frame.sample(frac=1, random_state=1).reset_index(drop=True)
+    assert best(shuffled) == expected(shuffled)

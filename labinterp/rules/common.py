@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from labinterp.episodes import Context, nearest, take, tri_below
 
@@ -35,16 +36,36 @@ def known(ctx: Context, column: str = "low") -> np.ndarray:
     )
 
 
-def flags(*pairs: tuple[str, np.ndarray]) -> np.ndarray:
-    """';'-joined names of the masks that are true, per row."""
+def flags(*pairs: tuple[str, np.ndarray]) -> pd.api.extensions.ExtensionArray:
+    """';'-joined names of the masks that are true, per row (a text array).
+
+    Each row's set of true masks is a small number (bit i: mask i), so the joined text is
+    made once per possible set and looked up, instead of joining strings row by row.
+    """
     n = len(pairs[0][1]) if pairs else 0
-    out = np.full(n, "", dtype=object)
-    for name, mask in pairs:
-        m = np.asarray(mask, dtype=bool)
-        both = m & (out != "")
-        out[both] = out[both] + ";" + name
-        out[m & ~both] = name
-    return out
+    bits = np.zeros(n, dtype="int64")
+    for i, (_, mask) in enumerate(pairs):
+        bits |= np.asarray(mask, dtype="int64") << i
+    names = [name for name, _ in pairs]
+    texts = [";".join(n for i, n in enumerate(names) if s >> i & 1) for s in range(1 << len(names))]
+    return looked_up(texts, bits)
+
+
+def choose(
+    conditions: list[np.ndarray], choices: list[str], default: str = ""
+) -> pd.api.extensions.ExtensionArray:
+    """np.select(conditions, choices, default) for text: the first true condition's choice
+    per row, or `default`."""
+    position = np.select(conditions, np.arange(len(choices)), len(choices))
+    return looked_up([*choices, default], position)
+
+
+def looked_up(texts: list[str], codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """texts[codes] as an Arrow-backed text array, the findings' text type: made by one
+    Arrow take, where an array of Python strings would be converted row by row (in every
+    frame it is put in)."""
+    taken = pa.array(texts, type=pa.large_string()).take(pa.array(codes, type=pa.int64()))
+    return pd.array(taken, dtype=pd.StringDtype("pyarrow"))
 
 
 def first_of_each(group: np.ndarray, *keys: np.ndarray) -> np.ndarray:
@@ -61,22 +82,36 @@ def first_of_each(group: np.ndarray, *keys: np.ndarray) -> np.ndarray:
     return order[first]
 
 
-def best_per_group(frame: pd.DataFrame, group: str, tier_rank: dict[str, int]) -> pd.DataFrame:
-    """Keep one row per group: best status, then best tier, then earliest anchor."""
-    tier = rank_of(frame["tier"], tier_rank)
-    keep = first_of_each(
-        frame[group].to_numpy(dtype="int64"),
-        rank_of(frame["status"], STATUS_RANK),
-        np.where(np.isnan(tier), 99, tier),
-        frame["t"].to_numpy(),
-    )
-    return frame.iloc[keep].reset_index(drop=True)
+def best_per_group(
+    group: np.ndarray, status: np.ndarray, tier: np.ndarray, t: np.ndarray, tiers: dict[str, int]
+) -> np.ndarray:
+    """Positions of one row per group, groups ascending: best status, then best tier, then
+    earliest time (ties to the earlier row)."""
+    tier_rank = rank_of(tier, tiers)
+    # status (4 ranks) and tier (< 100 ranks, 99 for none) as one sort key
+    rank = rank_of(status, STATUS_RANK) * 100 + np.where(np.isnan(tier_rank), 99, tier_rank)
+    step = np.diff(group)
+    if len(group) and (step >= 0).all() and ((step > 0) | (np.diff(t) >= np.timedelta64(0))).all():
+        # Rows already in (group, time) order, as anchors are: each group's first row of
+        # its least rank is the answer, found without sorting.
+        new_group = np.concatenate([[True], step > 0])
+        starts = np.flatnonzero(new_group)
+        rank = np.where(np.isnan(rank), np.inf, rank)
+        least = np.minimum.reduceat(rank, starts)[np.cumsum(new_group) - 1]
+        best = np.flatnonzero(rank == least)
+        first = np.concatenate([[True], group[best][1:] != group[best][:-1]])
+        return best[first]
+    return first_of_each(group, rank, t)
 
 
-def rank_of(column: pd.Series, ranks: dict[str, int], other: float = np.nan) -> np.ndarray:
-    """column.map(ranks) as floats (`other` where missing or not listed), looked up once
-    per distinct value: a per-row map of string columns is slow."""
-    codes, uniques = pd.factorize(column)
+def rank_of(
+    column: pd.Series | np.ndarray | pd.api.extensions.ExtensionArray,
+    ranks: dict[str, int],
+    other: float = np.nan,
+) -> np.ndarray:
+    """The rank of each row's text as floats (`other` where missing or not listed), looked
+    up once per distinct value: a per-row map of text is slow."""
+    codes, uniques = pd.Series(column, copy=False).factorize()
     lut = np.array([ranks.get(u, other) for u in uniques] + [other], dtype="float64")
     return lut[codes]
 
@@ -109,14 +144,30 @@ def missing_patients(ctx: Context, covered: np.ndarray, missing: str, note: str)
 
 
 def finish_per_episode(
-    ctx: Context, out: pd.DataFrame, tiers: dict[str, int], missing: str, note: str
+    ctx: Context,
+    anchors: pd.DataFrame,
+    columns: dict[str, Any],
+    tiers: dict[str, int],
+    missing: str,
+    note: str,
 ) -> pd.DataFrame:
     """The common ending of the electrolyte pattern rules (P1, P3).
 
-    Keep the best row per episode, give it the episode's time span, and add indeterminate
-    rows for patients with no anchor at all, so every patient has an outcome.
+    `columns` are the rule's outcome per anchor (arrays, or one value for all). Keep the
+    best anchor per episode with its columns, give it the episode's time span, and add
+    indeterminate rows for patients with no anchor at all, so every patient has an outcome.
+    The columns are taken for the kept anchors only, not put in a frame of every anchor.
     """
-    out = best_per_group(out, "episode_id", tiers)
+    keep = best_per_group(
+        anchors["episode_id"].to_numpy(dtype="int64"),
+        columns["status"],
+        columns["tier"],
+        anchors["t"].to_numpy(),
+        tiers,
+    )
+    out = anchors.iloc[keep].reset_index(drop=True)
+    kept = {k: v if np.isscalar(v) else v[keep] for k, v in columns.items()}
+    out = pd.concat([out, pd.DataFrame(kept, index=out.index)], axis=1)
     out = with_episode_span(ctx, out)
     rest = missing_patients(ctx, out["pat"].unique(), missing, note)
     return pd.concat([out, rest], ignore_index=True)

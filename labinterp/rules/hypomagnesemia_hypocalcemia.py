@@ -66,7 +66,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     contaminated = a["contaminated"].to_numpy()
     fired = ~contaminated & (mg_low == 1.0) & (ca_low == 1.0)
     not_fired = ~contaminated & ~fired & ((mg_low == 0.0) | (ca_low == 0.0))
-    status = np.select(
+    status = common.choose(
         [contaminated, fired, not_fired], ["suppressed", "fired", "not_fired"], "indeterminate"
     )
 
@@ -75,7 +75,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     severe = tri_below(mg_val, mg_cmp, np.full(len(a), number("p1_mg_pth_failure_below"))) == 1.0
     pth_high = take(ctx, pth, "high")
     supported = (severe | (pth_high == 0.0)) & (basis != "total")
-    tier = np.where(fired, np.where(supported, "supported", "possible"), "")
+    tier = common.choose([fired & supported, fired], ["supported", "possible"])
 
     derived = take_bool(ctx, ca, "derived") & (basis == "corrected")
     alb_id = np.where(derived, take(ctx, ca, "albumin_obs", fill=-1), -1).astype("int64")
@@ -84,9 +84,10 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         low_alb = derived & (alb_val < number("albumin_unreliable_below"))
     ckd = (basis == "corrected") & common.ckd_nearby(ctx, a, w, number("ckd_context_egfr_below"))
     hemolyzed_mg = take_bool(ctx, any_mg, "hemolyzed")
+    indeterminate = ~contaminated & ~fired & ~not_fired
     missing = common.flags(
-        ("magnesium", (status == "indeterminate") & np.isnan(mg_low)),
-        ("calcium", (status == "indeterminate") & np.isnan(ca_low)),
+        ("magnesium", indeterminate & np.isnan(mg_low)),
+        ("calcium", indeterminate & np.isnan(ca_low)),
     )
     caveats = common.flags(
         ("albumin_unknown", fired & (basis == "total")),
@@ -96,25 +97,26 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         ("hemolyzed", hemolyzed_mg),
         ("range_unknown", common.range_unknown(ctx, any_mg) | common.range_unknown(ctx, any_ca)),
     )
-    note = np.select(
+    note = common.choose(
         [
             contaminated,
             fired & (pth_high == 1.0),
             fired & (basis == "total"),
-            fired,
+            fired & (basis == "ionized"),
+            fired,  # the basis is "corrected" here
             pseudo,
         ],
         [
             "Not assessed: this draw looks EDTA-contaminated; recollect.",
             "Low Mg with low Ca; PTH is raised, so a PTH response is present.",
             "Low Mg with low total Ca; albumin unknown, so true hypocalcemia is not proven.",
-            "Low Mg with low Ca (Ca basis: " + basis.astype(object) + ").",
+            "Low Mg with low Ca (Ca basis: ionized).",
+            "Low Mg with low Ca (Ca basis: corrected).",
             "Total Ca is low but corrected/ionized Ca is normal (pseudo-hypocalcemia).",
         ],
-        "",
     )
     grade_src = np.where(fired, mg, -1)
-    out = a.assign(
+    columns = dict(
         status=status,
         tier=tier,
         ev_magnesium=np.where(mg >= 0, mg, any_mg),
@@ -125,12 +127,12 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         grade_obs=grade_src,
         grade_term="hypomagnesemia",
         missing_inputs=missing,
-        suppressed_by=np.where(contaminated, "edta_contamination", ""),
+        suppressed_by=common.choose([contaminated], ["edta_contamination"]),
         caveats=caveats,
         note=note,
     )
     return common.finish_per_episode(
-        ctx, out, TIERS, "magnesium;calcium", "No Mg or Ca result to assess."
+        ctx, a, columns, TIERS, "magnesium;calcium", "No Mg or Ca result to assess."
     )
 
 

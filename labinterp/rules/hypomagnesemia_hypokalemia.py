@@ -71,13 +71,13 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     contaminated = a["contaminated"].to_numpy()
     fired = ~contaminated & (k_low == 1.0) & (mg_low == 1.0)
     not_fired = ~contaminated & ~fired & ((k_low == 0.0) | (mg_low == 0.0))
-    status = np.select(
+    status = common.choose(
         [contaminated, fired, not_fired], ["suppressed", "fired", "not_fired"], "indeterminate"
     )
     refractory = a["episode_id"].isin(_refractory_episodes(ctx)).to_numpy()
-    tier = np.where(fired, np.where(refractory, "refractory", "concurrent"), "")
+    tier = common.choose([fired & refractory, fired], ["refractory", "concurrent"])
     hemolyzed = take_bool(ctx, any_k, "hemolyzed") | take_bool(ctx, any_mg, "hemolyzed")
-    indeterminate = status == "indeterminate"
+    indeterminate = ~contaminated & ~fired & ~not_fired
     missing = common.flags(
         ("potassium", indeterminate & np.isnan(k_low)),
         ("magnesium", indeterminate & np.isnan(mg_low)),
@@ -86,7 +86,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         ("hemolyzed", hemolyzed),
         ("range_unknown", common.range_unknown(ctx, any_k) | common.range_unknown(ctx, any_mg)),
     )
-    note = np.select(
+    note = common.choose(
         [contaminated, fired & refractory, fired],
         [
             "Not assessed: this draw looks EDTA-contaminated; recollect.",
@@ -94,9 +94,8 @@ def evaluate(ctx: Context) -> pd.DataFrame:
             "is corrected.",
             "Low K with low Mg in the same window.",
         ],
-        "",
     )
-    out = a.assign(
+    columns = dict(
         status=status,
         tier=tier,
         ev_potassium=np.where(k >= 0, k, any_k),
@@ -104,12 +103,12 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         grade_obs=np.where(fired, k, -1),
         grade_term="hypokalemia",
         missing_inputs=missing,
-        suppressed_by=np.where(contaminated, "edta_contamination", ""),
+        suppressed_by=common.choose([contaminated], ["edta_contamination"]),
         caveats=caveats,
         note=note,
     )
     return common.finish_per_episode(
-        ctx, out, TIERS, "potassium;magnesium", "No K or Mg result to assess."
+        ctx, a, columns, TIERS, "potassium;magnesium", "No K or Mg result to assess."
     )
 
 
