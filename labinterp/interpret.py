@@ -452,7 +452,7 @@ def _obs_pieces(
     if json_extra is None:
         return text_p, None, origin_np
 
-    # JSON object, without its opening '{"role":...' (added per role by the caller)
+    # JSON object, without its opening '{"role":...' and its closing brace (the caller's)
     def js(key: str, column: Encoded, fmt: Callable[[pa.Array], pa.Array], end: str = "") -> Column:
         return _encoded(column, fmt, before=f',"{key}":', after=end, missing=f',"{key}":null{end}')
 
@@ -480,11 +480,11 @@ def _obs_pieces(
             js("derived", _encode(derived), lambda d: pc.cast(d, pa.string())),
         ]
     )
-    # row numbers are nearly all distinct: formatted per row, not per distinct value
-    rows = pc.coalesce(_join(',"source_row":', num6(num["source_row"]), "}"), ',"source_row":null}')
-    json_p = _dictionary(
-        [body, js("collected_at", _encode(stamps), _iso), (rows, np.arange(len(ids)))]
-    )
+    # row numbers are nearly all distinct: formatted per row, not per distinct value, and
+    # alone (their key ends the piece before, the closing brace starts the one after)
+    rows = pc.fill_null(pc.cast(pc.cast(num["source_row"], pa.int64()), pa.string()), "null")
+    stamps_p = js("collected_at", _encode(stamps), _iso, end=',"source_row":')
+    json_p = _dictionary([body, stamps_p, (rows, np.arange(len(ids)))])
     return text_p, _with_literals(json_p, json_extra), origin_np
 
 
@@ -548,7 +548,8 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_json: bool) -> pd.Dat
     # literals go at the end of the pieces dictionaries: role heads, separators, brackets
     r = len(roles)
     heads = ['{"role":"' + role[3:] + '"' for role in roles]
-    json_extra = ["[" + h for h in heads] + ["," + h for h in heads] + ["]", "[]"]
+    # an object's closing brace comes with what follows it: the next head or the "]"
+    json_extra = ["[" + h for h in heads] + ["}," + h for h in heads] + ["}]", "[]"]
     text_p, json_p, origin_u = _obs_pieces(ctx, used, ["; "], json_extra if with_json else None)
     pos = np.full(len(obs), -1, dtype="int64")
     pos[used] = np.arange(len(used))

@@ -230,7 +230,10 @@ def test_rule_helpers_give_what_their_plain_versions_give() -> None:
     rng = np.random.default_rng(7)
     n = 2000
     masks = [rng.random(n) < p for p in (0.5, 0.2, 0.7)]
-    plain = [";".join(k for k, m in zip("abc", row, strict=True) if m) for row in zip(*masks)]
+    plain = [
+        ";".join(k for k, m in zip("abc", row, strict=True) if m)
+        for row in zip(*masks, strict=True)
+    ]
     assert list(common.flags(*zip("abc", masks, strict=True))) == plain
     words = ["x", "y", "x"]
     assert list(common.choose(masks, words, "-")) == list(np.select(masks, words, "-"))
