@@ -232,10 +232,16 @@ def _corrected_comparator(calcium: np.ndarray, albumin: np.ndarray) -> np.ndarra
     return np.where(same_way, out, UNBOUNDED)
 
 
-def tri_below(value: np.ndarray, comparator: np.ndarray, threshold: np.ndarray) -> np.ndarray:
-    """1.0 when the true value is surely below `threshold`, 0.0 when surely not, else NaN."""
+def tri_below(
+    value: np.ndarray,
+    comparator: np.ndarray,
+    threshold: np.ndarray,
+    classes: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """1.0 when the true value is surely below `threshold`, 0.0 when surely not, else NaN.
+    `classes`: _comparator_classes(comparator), when the caller has it already."""
     out = np.full(len(value), np.nan)
-    c = _comparator_classes(comparator)
+    c = _comparator_classes(comparator) if classes is None else classes
     ok = ~np.isnan(value) & ~np.isnan(threshold)
     exact = ok & ~c["censored"]
     with np.errstate(invalid="ignore"):
@@ -249,10 +255,16 @@ def tri_below(value: np.ndarray, comparator: np.ndarray, threshold: np.ndarray) 
     return out
 
 
-def tri_above(value: np.ndarray, comparator: np.ndarray, threshold: np.ndarray) -> np.ndarray:
-    """1.0 when the true value is surely above `threshold`, 0.0 when surely not, else NaN."""
+def tri_above(
+    value: np.ndarray,
+    comparator: np.ndarray,
+    threshold: np.ndarray,
+    classes: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """1.0 when the true value is surely above `threshold`, 0.0 when surely not, else NaN.
+    `classes`: _comparator_classes(comparator), when the caller has it already."""
     out = np.full(len(value), np.nan)
-    c = _comparator_classes(comparator)
+    c = _comparator_classes(comparator) if classes is None else classes
     ok = ~np.isnan(value) & ~np.isnan(threshold)
     exact = ok & ~c["censored"]
     with np.errstate(invalid="ignore"):
@@ -321,14 +333,15 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     # One int64 per row that sorts like (pat, t), for sorting and nearest-time searches:
     # see _pair_keys (every row's time is in `times`). Context.search_key reuses it.
     t_ns = _ns(t)
-    times = np.unique(t_ns)
+    t_rank, times = pd.factorize(t_ns, sort=True)  # t_rank: position in sorted `times`
     span = 2 * len(times) + 2
-    key = pat_codes * span + 2 * np.searchsorted(times, t_ns) + 1
+    key = pat_codes * span + 2 * t_rank + 1
 
     # Albumin-corrected Ca (S18): for each numeric total Ca with an albumin nearby, a
     # derived copy of the calcium row with its own analyte, value and flags.
     ca_rows, alb_rows = _corrected_calcium_pairs(
         key,
+        pat_codes,
         t_ns,
         span,
         has_value & (analyte == code["calcium"]),
@@ -377,6 +390,7 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
         lambda s: s.str.contains("CONTAMINAT", case=False),
     )
     analyte_obs = column(analyte, np.full(len(ca_rows), code[CORRECTED_CALCIUM]))
+    classes = _comparator_classes(comparator)  # for both low and high
     obs = pd.DataFrame(
         {
             "pat": column(pat_codes),
@@ -389,10 +403,10 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
             "has_value": column(has_value),
             "has_text": column(has_text),
             "low": column(
-                tri_below(value, comparator, lo), tri_below(corr, corr_comp, lo[ca_rows])
+                tri_below(value, comparator, lo, classes), tri_below(corr, corr_comp, lo[ca_rows])
             ),
             "high": column(
-                tri_above(value, comparator, hi), tri_above(corr, corr_comp, hi[ca_rows])
+                tri_above(value, comparator, hi, classes), tri_above(corr, corr_comp, hi[ca_rows])
             ),
             "hemolyzed": column(hemolyzed, np.zeros(len(ca_rows), bool)),
             "contam_comment": column(contam_comment | contam_text),
@@ -497,6 +511,7 @@ def _floats(column: pd.Series) -> np.ndarray:
 
 def _corrected_calcium_pairs(
     key: np.ndarray,
+    pat: np.ndarray,
     t: np.ndarray,
     span: int,
     is_ca: np.ndarray,
@@ -505,10 +520,11 @@ def _corrected_calcium_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The rows of the total Ca results with an albumin within `window`, and the row of
     that albumin (the nearest one; ties: the earlier time, then the later row). `key`,
-    `t` (ns) and `span` are the search keys of all rows (see `_pair_keys`)."""
+    `pat` (patient codes), `t` (ns) and `span` are the search keys of all rows (see
+    `_pair_keys`)."""
     ca, alb = np.flatnonzero(is_ca), np.flatnonzero(is_alb)
     alb = alb[np.argsort(key[alb], kind="stable")]
-    pos = _nearest_sorted(key[ca], t[ca], key[alb], t[alb], window, span)
+    pos = _nearest_sorted(key[ca], pat[ca], t[ca], key[alb], t[alb], window, span)
     ok = pos >= 0
     return ca[ok], alb[pos[ok]]
 
@@ -561,6 +577,7 @@ def _pair_keys(pat: np.ndarray, t: np.ndarray, times: np.ndarray) -> np.ndarray:
 
 def _nearest_sorted(
     akey: np.ndarray,
+    apat: np.ndarray,
     at: np.ndarray,
     ckey: np.ndarray,
     ct: np.ndarray,
@@ -569,22 +586,33 @@ def _nearest_sorted(
 ) -> np.ndarray:
     """Positions of the nearest candidate of the same patient within `window` (-1 if none).
 
-    Candidates are sorted by key (patient, time). Same rules as `merge_asof(direction=
-    "nearest", tolerance=window)`: the backward match is the last candidate at or before
-    the anchor, the forward match the first at or after it, both within the window
-    inclusive; a tie in distance goes to the backward match.
+    Candidates are sorted by key (patient, time); `apat` is each anchor's patient code
+    (its key // span). Same rules as `merge_asof(direction="nearest", tolerance=window)`:
+    the backward match is the last candidate at or before the anchor, the forward match
+    the first at or after it, both within the window inclusive; a tie in distance goes to
+    the backward match.
     """
     n = len(akey)
     if n == 0 or len(ckey) == 0:
         return np.full(n, -1, dtype="int64")
     w = pd.Timedelta(window).as_unit("ns").value
-    apat = akey // span
-    b = np.searchsorted(ckey, akey, side="right") - 1
     f = np.searchsorted(ckey, akey, side="left")
-    bc, fc = np.maximum(b, 0), np.minimum(f, len(ckey) - 1)
-    # compare before subtracting: real dates minus the 1700 sentinel overflow int64
-    b_ok = (b >= 0) & (ckey[bc] // span == apat) & (ct[bc] >= at - w)
-    f_ok = (f < len(ckey)) & (ckey[fc] // span == apat) & (ct[fc] <= at + w)
+    fc = np.minimum(f, len(ckey) - 1)
+    # The last candidate at or before the anchor: the one before `f`, unless candidates
+    # share the anchor's key; then the last of them, which is `f` itself when no two
+    # candidates share a key (the usual case), else searched for those anchors.
+    b = f - 1
+    exact = ckey[fc] == akey
+    if (ckey[1:] == ckey[:-1]).any():
+        b[exact] = np.searchsorted(ckey, akey[exact], side="right") - 1
+    else:
+        b[exact] = f[exact]
+    bc = np.maximum(b, 0)
+    # same patient: the key lies in the patient's [apat * span, (apat + 1) * span)
+    # (compare before subtracting: real dates minus the 1700 sentinel overflow int64)
+    pat_start = apat * span
+    b_ok = (b >= 0) & (ckey[bc] >= pat_start) & (ct[bc] >= at - w)
+    f_ok = (f < len(ckey)) & (ckey[fc] < pat_start + span) & (ct[fc] <= at + w)
     both = b_ok & f_ok
     closer_f = np.zeros(n, dtype=bool)
     closer_f[both] = (ct[fc][both] - at[both]) < (at[both] - ct[bc][both])
@@ -622,7 +650,7 @@ def nearest(
             akey = okey[own]
     if akey is None:
         akey = _pair_keys(apat, at, times)
-    pos = _nearest_sorted(akey, at, okey[ids], t[ids], window, 2 * len(times) + 2)
+    pos = _nearest_sorted(akey, apat, at, okey[ids], t[ids], window, 2 * len(times) + 2)
     return np.where(pos >= 0, ids[np.maximum(pos, 0)] if len(ids) else -1, -1)
 
 

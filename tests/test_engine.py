@@ -266,3 +266,44 @@ def test_rule_helpers_give_what_their_plain_versions_give() -> None:
     assert best(frame) == expected(frame)
     shuffled = frame.sample(frac=1, random_state=1).reset_index(drop=True)
     assert best(shuffled) == expected(shuffled)
+
+
+def test_nearest_candidate_search_matches_a_plain_scan() -> None:
+    from labinterp.episodes import _nearest_sorted
+
+    rng = np.random.default_rng(3)
+    window = pd.Timedelta(hours=48)
+    w = window.value
+    for duplicates in (False, True):
+        n_pat, n_c, n_a = 40, 400, 600
+        times = np.unique(rng.integers(0, 30 * 24, 2000)) * 3_600_000_000_000
+        span = 2 * len(times) + 2
+        c_pat = rng.integers(0, n_pat, n_c)
+        c_rank = rng.integers(0, len(times), n_c)
+        keep = np.unique(c_pat * span + c_rank, return_index=True)[1]
+        c_pat, c_rank = c_pat[keep], c_rank[keep]  # one candidate per (patient, time)
+        if duplicates:  # then a second one for some
+            again = rng.choice(len(c_pat), 50, replace=False)
+            c_pat, c_rank = np.append(c_pat, c_pat[again]), np.append(c_rank, c_rank[again])
+        ckey = c_pat * span + 2 * c_rank + 1
+        order = np.argsort(ckey, kind="stable")
+        ckey, ct = ckey[order], times[c_rank[order]]
+        assert ((ckey[1:] == ckey[:-1]).any()) == duplicates
+        # anchors: some at a candidate's own time, the rest anywhere
+        a_pat = np.append(c_pat[: n_a // 3], rng.integers(0, n_pat, n_a))
+        a_rank = np.append(c_rank[: n_a // 3], rng.integers(0, len(times), n_a))
+        akey, at = a_pat * span + 2 * a_rank + 1, times[a_rank]
+
+        expected = []
+        for k, p, t in zip(akey, a_pat, at, strict=True):
+            same = ckey // span == p
+            back = np.flatnonzero(same & (ckey <= k) & (ct >= t - w))
+            fwd = np.flatnonzero(same & (ckey >= k) & (ct <= t + w))
+            b = back[-1] if len(back) else -1
+            f = fwd[0] if len(fwd) else -1
+            if f >= 0 and (b < 0 or ct[f] - t < t - ct[b]):
+                expected.append(f)
+            else:
+                expected.append(b)
+        got = _nearest_sorted(akey, a_pat, at, ckey, ct, window, span)
+        assert got.tolist() == expected
