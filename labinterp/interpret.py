@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labinterp import episodes, grading, guards, schema
+from labinterp.output import iso_seconds
 from labinterp.rules import REGISTRY
 from labinterp.rules.common import flags
 from labinterp.rules.vitamin_d_resistance import GUIDELINES
@@ -363,20 +364,9 @@ def _quoted(d: pa.Array) -> pa.Array:
     return _join('"', d, '"')
 
 
-_FOUR_DIGIT_YEARS = (np.datetime64("0001-01-01", "s"), np.datetime64("9999-12-31T23:59:59", "s"))
-
-
 def _iso(d: pa.Array) -> pa.Array:
     """Times (seconds) as quoted ISO text: digits, '-', 'T' and ':' only, nothing to escape."""
-    t = d.to_numpy(zero_copy_only=False)
-    if d.null_count == 0 and ((t >= _FOUR_DIGIT_YEARS[0]) & (t <= _FOUR_DIGIT_YEARS[1])).all():
-        # numpy writes the same text as strftime for these years, about twice as fast
-        text = pa.array(np.datetime_as_string(t, unit="s"), type=pa.string())
-        if isinstance(text, pa.ChunkedArray):
-            text = text.combine_chunks()
-    else:
-        text = pc.strftime(d, format="%Y-%m-%dT%H:%M:%S")
-    return _join('"', text, '"')
+    return _join('"', iso_seconds(d), '"')
 
 
 def _range_pieces(lo: Encoded, hi: Encoded) -> tuple[pa.Array, np.ndarray, np.ndarray]:
@@ -456,8 +446,11 @@ def _obs_pieces(
     def js(key: str, column: Encoded, fmt: Callable[[pa.Array], pa.Array], end: str = "") -> Column:
         return _encoded(column, fmt, before=f',"{key}":', after=end, missing=f',"{key}":null{end}')
 
-    dated = obs["dated"].to_numpy()[ids]
-    stamps = pa.array(obs["t"].to_numpy()[ids], mask=~dated).cast(pa.timestamp("s"))
+    # times repeat per draw: each distinct one printed once (to the second, as the
+    # audit's CSV prints them; a fraction is dropped, not rounded)
+    t_codes, t_distinct = pd.factorize(obs["t"].to_numpy()[ids].view("int64"))
+    t_codes[~obs["dated"].to_numpy()[ids]] = -1  # undated: null
+    stamps = (pa.array(t_distinct, pa.int64()).cast(pa.timestamp("ns")), t_codes)
     derived = pa.array(obs["derived"].to_numpy(dtype=bool)[ids])
     num6 = _number(6)
     # all but the time and the row number repeat together: one piece per combination
@@ -483,7 +476,7 @@ def _obs_pieces(
     # row numbers are nearly all distinct: formatted per row, not per distinct value, and
     # alone (their key ends the piece before, the closing brace starts the one after)
     rows = pc.fill_null(pc.cast(pc.cast(num["source_row"], pa.int64()), pa.string()), "null")
-    stamps_p = js("collected_at", _encode(stamps), _iso, end=',"source_row":')
+    stamps_p = js("collected_at", stamps, _iso, end=',"source_row":')
     json_p = _dictionary([body, stamps_p, (rows, np.arange(len(ids)))])
     return text_p, _with_literals(json_p, json_extra), origin_np
 

@@ -188,7 +188,7 @@ def test_csv_times_are_iso_seconds() -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from labinterp.audit.outputs import _iso_seconds
+    from labinterp.output import iso_seconds
 
     text = pd.Series(
         ["2022-10-14 06:20:00", "1899-12-31 23:59:59.999", None, "2187-03-01 00:00:07.5"]
@@ -196,7 +196,7 @@ def test_csv_times_are_iso_seconds() -> None:
     times = pd.to_datetime(text, format="ISO8601")
     column = pa.chunked_array([pa.array(times, type=pa.timestamp("ns"))])
     expected = pc.strftime(column.cast(pa.timestamp("s"), safe=False), "%Y-%m-%dT%H:%M:%S")
-    got = _iso_seconds(column)
+    got = iso_seconds(column)
     assert got.to_pylist() == expected.to_pylist()
     assert got.to_pylist()[0] == "2022-10-14T06:20:00"
     assert got.to_pylist()[2] is None

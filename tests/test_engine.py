@@ -307,3 +307,26 @@ def test_nearest_candidate_search_matches_a_plain_scan() -> None:
                 expected.append(b)
         got = _nearest_sorted(akey, a_pat, at, ckey, ct, window, span)
         assert got.tolist() == expected
+
+
+def test_times_with_a_fraction_of_a_second_are_read_to_the_second() -> None:
+    """Exports (FHIR, LIS) can stamp a draw to the millisecond: the evidence prints such a
+    time to the second, like the audit's CSV, and an undated result as null."""
+    import json
+
+    res = _results(
+        [
+            _row("P1", "2024-01-01 08:00:00.250", "magnesium", 0.5, 0.7, 1.0),
+            _row("P1", "2024-01-01 08:00:00.250", "calcium", 1.9, 2.15, 2.55),
+            _row("P2", None, "magnesium", 0.5, 0.7, 1.0),
+        ]
+    )
+    found = interpret_results(res)
+    stamps = {
+        (row.patient_id, item["role"]): item["collected_at"]
+        for row in found.itertuples()
+        for item in json.loads(row.evidence_json)
+    }
+    assert stamps[("P1", "magnesium")] == "2024-01-01T08:00:00"
+    assert stamps[("P1", "calcium")] == "2024-01-01T08:00:00"
+    assert stamps[("P2", "magnesium")] is None
