@@ -7,8 +7,12 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pandas.api.extensions import ExtensionArray
 
 from labinterp.episodes import Context, nearest, take, tri_below
+
+# A text column in any of the forms the rules hold one.
+Texts = pd.Series | np.ndarray | ExtensionArray
 
 # Lower rank wins when an episode has several anchors.
 STATUS_RANK = {"fired": 0, "not_fired": 1, "suppressed": 2, "indeterminate": 3}
@@ -36,31 +40,33 @@ def known(ctx: Context, column: str = "low") -> np.ndarray:
     )
 
 
-def flags(*pairs: tuple[str, np.ndarray]) -> pd.api.extensions.ExtensionArray:
+def flags(*pairs: tuple[str, np.ndarray]) -> ExtensionArray:
     """';'-joined names of the masks that are true, per row (a text array).
 
     Each row's set of true masks is a small number (bit i: mask i), so the joined text is
-    made once per possible set and looked up, instead of joining strings row by row.
+    made once per possible set (2 ** len(pairs): meant for a few masks) and looked up,
+    instead of joining strings row by row.
     """
-    n = len(pairs[0][1]) if pairs else 0
-    bits = np.zeros(n, dtype="int64")
+    rows = len(pairs[0][1]) if pairs else 0
+    bits = np.zeros(rows, dtype="int64")
     for i, (_, mask) in enumerate(pairs):
         bits |= np.asarray(mask, dtype="int64") << i
     names = [name for name, _ in pairs]
-    texts = [";".join(n for i, n in enumerate(names) if s >> i & 1) for s in range(1 << len(names))]
+    texts = [
+        ";".join(name for i, name in enumerate(names) if subset >> i & 1)
+        for subset in range(1 << len(names))
+    ]
     return looked_up(texts, bits)
 
 
-def choose(
-    conditions: list[np.ndarray], choices: list[str], default: str = ""
-) -> pd.api.extensions.ExtensionArray:
+def choose(conditions: list[np.ndarray], choices: list[str], default: str = "") -> ExtensionArray:
     """np.select(conditions, choices, default) for text: the first true condition's choice
     per row, or `default`."""
     position = np.select(conditions, np.arange(len(choices)), len(choices))
     return looked_up([*choices, default], position)
 
 
-def looked_up(texts: list[str], codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
+def looked_up(texts: list[str], codes: np.ndarray) -> ExtensionArray:
     """texts[codes] as an Arrow-backed text array, the findings' text type: made by one
     Arrow take, where an array of Python strings would be converted row by row (in every
     frame it is put in)."""
@@ -83,10 +89,10 @@ def first_of_each(group: np.ndarray, *keys: np.ndarray) -> np.ndarray:
 
 
 def best_per_group(
-    group: np.ndarray, status: np.ndarray, tier: np.ndarray, t: np.ndarray, tiers: dict[str, int]
+    group: np.ndarray, status: Texts, tier: Texts, t: np.ndarray, tiers: dict[str, int]
 ) -> np.ndarray:
-    """Positions of one row per group, groups ascending: best status, then best tier, then
-    earliest time (ties to the earlier row)."""
+    """Positions of one row per group, groups ascending: best status (STATUS_RANK), then
+    best tier (`tiers`; none last), then earliest time `t` (ties to the earlier row)."""
     tier_rank = rank_of(tier, tiers)
     # status (4 ranks) and tier (< 100 ranks, 99 for none) as one sort key
     rank = rank_of(status, STATUS_RANK) * 100 + np.where(np.isnan(tier_rank), 99, tier_rank)
@@ -105,7 +111,7 @@ def best_per_group(
 
 
 def rank_of(
-    column: pd.Series | np.ndarray | pd.api.extensions.ExtensionArray,
+    column: Texts,
     ranks: dict[str, int],
     other: float = np.nan,
 ) -> np.ndarray:
