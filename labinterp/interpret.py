@@ -346,7 +346,13 @@ def _number(digits: int) -> Callable[[pa.Array], pa.Array]:
     """Numbers as short text, rounded to `digits` decimals."""
 
     def fmt(d: pa.Array) -> pa.Array:
-        text = pc.cast(pc.round(d, digits), pa.string())
+        # Not finite: no number to print (null, like a missing one; JSON has no "inf").
+        # Beyond 1e15 rounding to a few decimals changes nothing, and Arrow's round
+        # overflows near the largest doubles: those are printed as they are.
+        d = pc.if_else(pc.is_finite(d), d, pa.scalar(None, d.type))
+        small = pc.less(pc.abs(d), 1e15)
+        rounded = pc.round(pc.if_else(small, d, 0.0), digits)
+        text = pc.cast(pc.if_else(small, rounded, d), pa.string())
         # Arrow prints whole numbers without ".0"; the regex is only a guard, so run it
         # only where it would change something
         if pc.any(pc.ends_with(text, ".0")).as_py():
@@ -563,8 +569,9 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_json: bool) -> pd.Dat
     # the range origins seen in a row as bits (bit i: ORIGINS[i]), then one text per
     # distinct set of bits instead of string work per row
     seen = np.zeros(n, dtype="int64")
+    origin_or_none = np.append(origin_u, -1)  # position -1 (no evidence) picks the -1
     for j in range(len(roles)):
-        code = np.where(p[:, j] >= 0, origin_u[np.maximum(p[:, j], 0)], -1)
+        code = origin_or_none[p[:, j]]
         seen |= np.where(code >= 0, 1 << np.maximum(code, 0), 0)
     sets = np.arange(1 << len(ORIGINS))
     origins = flags(*[(name, sets & (1 << i) != 0) for i, name in enumerate(ORIGINS)])[seen]

@@ -330,3 +330,29 @@ def test_times_with_a_fraction_of_a_second_are_read_to_the_second() -> None:
     assert stamps[("P1", "magnesium")] == "2024-01-01T08:00:00"
     assert stamps[("P1", "calcium")] == "2024-01-01T08:00:00"
     assert stamps[("P2", "magnesium")] is None
+
+
+def test_evidence_with_no_numeric_result_and_with_extreme_numbers() -> None:
+    """An analyte with text results only gives findings (no evidence to cite), and numbers
+    too large to round or not finite are printed as they are or left out, never a crash
+    or invalid JSON."""
+    import json
+
+    import pyarrow as pa
+
+    from labinterp.interpret import _number
+
+    text_only = _results(
+        [_row("P1", "2024-03-01 08:30", "magnesium", np.nan, 0.7, 1.0, value_raw="hemolyzed")]
+    )
+    found = interpret_results(text_only)
+    assert set(found["status"]) == {"indeterminate"}
+    assert all(json.loads(j) == [] for j in found["evidence_json"])
+
+    numbers = pa.array([1e308, float("inf"), -float("inf"), None, 1.23456789, 2.0, -0.5])
+    assert _number(4)(numbers).to_pylist() == ["1e+308", None, None, None, "1.2346", "2", "-0.5"]
+
+    huge_range = _results([_row("P1", "2024-03-01 08:30", "magnesium", 0.5, 0.0, float("inf"))])
+    found = interpret_results(huge_range)
+    for j in found["evidence_json"]:
+        json.loads(j)
