@@ -81,9 +81,13 @@ def read(
     alone = len(files) == 1
     parts = [
         _read_one(
-            p, mapping=Path(mapping) if mapping else None, date_format=date_format, dedupe=alone
+            p,
+            mapping=Path(mapping) if mapping else None,
+            date_format=date_format,
+            dedupe=alone,
+            label=label,
         )
-        for p in files
+        for p, label in zip(files, sniff.display_names(files), strict=True)
     ]
     if alone:
         results, rejected = parts[0].results, parts[0].rejected
@@ -122,10 +126,12 @@ def iter_batches(
     mapping: PathLike | None = None,
     date_format: str | None = None,
     batch_rows: int = 500_000,
+    label: str | None = None,
 ) -> Iterator[ReadResult]:
     """Normalized batches of one file, for inputs larger than memory (not deduplicated).
 
-    Run `deduplicate` afterwards on complete per-patient data.
+    Run `deduplicate` afterwards on complete per-patient data. `label` names the file in
+    source_file (default: its name; see sniff.display_names for files read together).
     """
     p = Path(path)
     sniffed = sniff.sniff(p)
@@ -136,10 +142,14 @@ def iter_batches(
         tables, kind = formats.iter_parquet(p, batch_rows), "parquet"
     else:  # spreadsheets and JSON are read whole (FHIR resources refer to each other)
         yield _read_one(
-            p, mapping=Path(mapping) if mapping else None, date_format=date_format, dedupe=False
+            p,
+            mapping=Path(mapping) if mapping else None,
+            date_format=date_format,
+            dedupe=False,
+            label=label,
         )
         return
-    label = sniff.display_name(p)
+    label = label or sniff.display_name(p)
     plan = None
     order = None
     for tbl in tables:
@@ -229,7 +239,7 @@ def _expand(paths: PathLike | Iterable[PathLike]) -> list[Path]:
             out.extend(sorted(q for q in p.iterdir() if q.is_file() and _looks_like_export(q)))
         else:
             out.append(p)
-    return out
+    return sniff.unique_files(out)
 
 
 _EXPORT_SUFFIXES = (
@@ -279,11 +289,11 @@ def _table(p: Path, sniffed: sniff.Sniffed) -> table.Table:
 
 
 def _read_one(
-    p: Path, *, mapping: Path | None, date_format: str | None, dedupe: bool
+    p: Path, *, mapping: Path | None, date_format: str | None, dedupe: bool, label: str | None
 ) -> ReadResult:
     """One file's results and rejected rows; `dedupe` also rejects its repeated results."""
     sniffed = sniff.sniff(p)
-    label = sniff.display_name(p)
+    label = label or sniff.display_name(p)
     if sniffed.kind in ("json", "ndjson") and _is_fhir(p, sniffed):
         doc = formats.load_json(p, sniffed)
         raw, invalid = fhir_raw(doc, label)

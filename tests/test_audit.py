@@ -351,3 +351,19 @@ def test_shared_hl7_is_refused_cleanly(shared_data: Path, tmp_path: Path) -> Non
     with pytest.raises(InputFileError):
         labinterp.audit(shared_data / "hl7v2_samples", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_files_sharing_a_name_are_told_apart_and_a_file_named_twice_is_read_once(
+    tmp_path: Path,
+) -> None:
+    for folder, seed in (("a", 4), ("b", 5)):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        generate(tmp_path / "in" / folder / "export.csv", 500, seed=seed)
+    summary = labinterp.audit(tmp_path / "in", tmp_path / "out")
+    assert [f["file"] for f in summary["inputs"]] == ["a/export.csv", "b/export.csv"]
+    findings = pd.read_csv(tmp_path / "out" / "findings.csv")
+    assert len(findings)
+    one = tmp_path / "in" / "a" / "export.csv"
+    again = labinterp.audit([one, one], tmp_path / "out2")
+    assert [f["file"] for f in again["inputs"]] == ["export.csv"]
+    assert again["rows_in"] == summary["inputs"][0]["rows_in"]

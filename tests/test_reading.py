@@ -537,3 +537,25 @@ def test_a_parquet_export_read_in_batches_reads_as_it_does_whole(tmp_path: Path)
     pd.testing.assert_frame_equal(rejected, whole.rejected)
     unit = rejected[rejected["reason"] == "unknown_unit"]
     assert unit["source_row"].tolist() == [6, 34]
+
+
+def test_files_sharing_a_name_stay_apart_and_a_file_named_twice_is_read_once(
+    tmp_path: Path,
+) -> None:
+    from labinterp.readers.sniff import display_names
+
+    body = "P1,2024-03-01 08:30,Magnesium,1.2,mg/dL,1.6-2.6,\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = write(tmp_path / "a", HEADER + body)
+    b = write(tmp_path / "b", HEADER + body.replace("P1", "P2"))
+    res = read([a, b])
+    assert sorted(res.results["source_file"]) == ["a/export.csv", "b/export.csv"]
+    assert [f.name for f in res.files] == ["a/export.csv", "b/export.csv"]
+    assert display_names([a, tmp_path / "c.csv"]) == ["export.csv", "c.csv"]
+    deeper = [tmp_path / "x" / "a" / "e.csv", tmp_path / "y" / "a" / "e.csv"]
+    assert display_names(deeper) == ["x/a/e.csv", "y/a/e.csv"]
+
+    twice = read([a, a, tmp_path / "a" / ".." / "a" / "export.csv"])
+    assert twice.rows_in == 1 and twice.rows_rejected == 0
+    assert len(twice.files) == 1

@@ -49,6 +49,7 @@ from labinterp.errors import (
     LabinterpError,
     OutputError,
 )
+from labinterp.readers.sniff import display_names, unique_files
 
 ENGINES = ("local", "dask")
 
@@ -102,7 +103,9 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, bo
             "no export files were found in the paths given.",
             fix="name the export files, or a folder that contains them.",
         )
-    return out
+    # a file named twice (or by two paths) is read once, as where it was first named
+    first = {id(f) for f in unique_files([f for f, _ in out])}
+    return [(f, in_folder) for f, in_folder in out if id(f) in first]
 
 
 def sha256_of(path: Path) -> str:
@@ -232,20 +235,21 @@ def _ingest(
     rejected_writer: pq.ParquetWriter | None = None
     rejected_schema = pa.Schema.from_pandas(schema.empty(schema.REJECTED), preserve_index=False)
     hashing = ThreadPoolExecutor(max_workers=1)  # each file's digest, made while it is read
+    labels = display_names([f for f, _ in files])
     try:
-        for f, from_folder in files:
+        for (f, from_folder), label in zip(files, labels, strict=True):
             digest = hashing.submit(sha256_of, f)
-            info: dict[str, Any] = {"file": f.name, "bytes": f.stat().st_size}
+            info: dict[str, Any] = {"file": label, "bytes": f.stat().st_size}
             rows_before = ingest.rows_in
             batches = iter_batches(
-                f, mapping=mapping, date_format=date_format, batch_rows=_BATCH_ROWS
+                f, mapping=mapping, date_format=date_format, batch_rows=_BATCH_ROWS, label=label
             )
             try:
                 first = next(batches, None)
             except (ColumnDetectionError, InputFileError) as exc:
                 if not from_folder:
                     raise
-                ingest.skipped.append({"file": f.name, "reason": exc.problem})
+                ingest.skipped.append({"file": label, "reason": exc.problem})
                 continue
             for batch in itertools.chain([] if first is None else [first], batches):
                 ingest.rows_in += int(batch.rows_in)

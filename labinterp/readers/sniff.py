@@ -6,7 +6,10 @@ import codecs
 import csv
 import gzip
 import io
+import os
 import zipfile
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,36 @@ class Sniffed:
 def display_name(path: Path) -> str:
     """How a file is named in messages and in source_file: its name, not where it lives."""
     return path.name
+
+
+def unique_files(paths: list[Path]) -> list[Path]:
+    """`paths` without repeats of a file (the same file named twice, or by two paths): its
+    rows would all come back as duplicates of themselves."""
+    seen: set[str] = set()
+    out = []
+    for p in paths:
+        key = os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def display_names(paths: Sequence[Path]) -> list[str]:
+    """Names for files read together (their source_file): each file's name, or, for files
+    that share a name, as many of their last folders as tell them apart
+    ("a/export.csv", "b/export.csv"), so no two files' rows are confused."""
+    parts = [Path(os.path.abspath(p)).parts for p in paths]
+    labels = [p.name for p in paths]
+    depth = 1
+    while len(set(labels)) < len(labels) and depth < max(len(x) for x in parts):
+        depth += 1
+        seen = Counter(labels)
+        labels = [
+            "/".join(x[-depth:]) if seen[label] > 1 else label
+            for x, label in zip(parts, labels, strict=True)
+        ]
+    return labels
 
 
 def open_binary(path: Path) -> io.BufferedIOBase:
