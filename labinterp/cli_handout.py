@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     render_handout(
         source,
         None,
-        args.patient,
+        args.patient.strip(),  # ids are trimmed when read
         lang=args.lang,
         large_print=args.large_print,
         paper=args.paper,

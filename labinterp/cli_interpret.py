@@ -13,6 +13,7 @@ import logging
 import pandas as pd
 
 from labinterp.cli_check import add_input_options
+from labinterp.errors import LabinterpError
 from labinterp.interpret import interpret_results
 from labinterp.output import FORMATS, write_table
 from labinterp.reading import read
@@ -63,8 +64,18 @@ def compact(findings: pd.DataFrame) -> pd.DataFrame:
 
 def run(args: argparse.Namespace) -> int:
     result = read(args.files, mapping=args.mapping, date_format=args.date_format)
+    # ids are trimmed when read, so the ones asked for are too
+    wanted = [p.strip() for p in args.patient] if args.patient else None
+    if wanted:
+        missing = set(wanted) - set(result.results["patient_id"].dropna())
+        if missing:  # an empty table would look like "nothing to flag"
+            raise LabinterpError(
+                f"no results for {len(missing)} of the {len(set(wanted))} requested patient "
+                "ids in the files read.",
+                fix="check the ids with 'labinterp check FILE', or leave out --patient.",
+            )
     findings = interpret_results(
-        result.results, patient=args.patient, vitamin_d_guideline=args.vitamin_d_guideline
+        result.results, patient=wanted, vitamin_d_guideline=args.vitamin_d_guideline
     )
     fired = int((findings["status"] == "fired").sum())
     log.info("%d findings (%d fired) from %d rows read", len(findings), fired, result.rows_in)

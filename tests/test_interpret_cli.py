@@ -63,3 +63,11 @@ def test_python_api_matches_cli(capsys: pytest.CaptureFixture[str]) -> None:
     cli = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert len(api) == len(cli)
     assert list(api["status"]) == list(cli["status"])
+
+
+def test_unknown_patient_is_exit_2_and_ids_are_trimmed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["interpret", SAMPLE, "--patient", "DEMO-007", "--patient", "NOPE"]) == 2
+    err = capsys.readouterr().err
+    assert "no results for 1 of the 2 requested" in err and "NOPE" not in err
+    assert main(["interpret", SAMPLE, "--patient", " DEMO-007 "]) == 0
+    assert "DEMO-007" in capsys.readouterr().out
