@@ -304,9 +304,9 @@ def _read_one(
             pd.DataFrame(
                 {
                     "source_file": label,
-                    "source_row": [n for n, _ in invalid],
-                    "reason": "malformed_row",
-                    "detail": [f"not a valid FHIR Observation: {why}" for _, why in invalid],
+                    "source_row": [n for n, _, _ in invalid],
+                    "reason": [reason for _, reason, _ in invalid],
+                    "detail": [detail for _, _, detail in invalid],
                 }
             ),
             REJECTED,

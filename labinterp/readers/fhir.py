@@ -3,7 +3,11 @@
 Each Observation is validated with the `fhir.resources` models (R5 first, then R4B) so a
 damaged resource is rejected with the validator's reason instead of being half-read.
 Kept: valueQuantity (value as its exact decimal text, unit, comparator), valueString,
-referenceRange, interpretation, notes and the specimen reference.
+referenceRange, interpretation, notes and the specimen reference. Observations whose status
+says they hold no result (cancelled, entered-in-error, registered) are rejected too.
+
+A FHIR file is untrusted input: nothing is assumed about a JSON value's type before the
+validator has checked it, so a number where a reference belongs is rejected, not a crash.
 """
 
 from __future__ import annotations
@@ -24,21 +28,93 @@ def _observation_model() -> tuple[Any, Any]:
     return ObservationR5, ObservationR4B
 
 
+# FHIR R4/R5 ObservationStatus codes for which there is no result to interpret, and why.
+# preliminary, final, amended, corrected and unknown results are read as usual.
+NO_RESULT_STATUSES = {
+    "cancelled": "the test was cancelled, so there is no result to interpret",
+    "entered-in-error": "the result was withdrawn as entered in error and must not be used",
+    "registered": "the test is ordered but has no result yet",
+}
+
+
+def _status_problem(resource: dict[str, Any]) -> str | None:
+    """Why an Observation's status keeps it from interpretation, or None."""
+    status = resource.get("status")
+    if not isinstance(status, str):
+        return None  # missing is allowed here; a non-text status fails validation
+    # codes are lower case in FHIR; an exporter's "Cancelled" is still a cancelled test
+    code = status.strip().lower()
+    if code in NO_RESULT_STATUSES:
+        return f"status is {code}: {NO_RESULT_STATUSES[code]}"
+    return None
+
+
 def _validate(resource: dict[str, Any]) -> str | None:
-    """None if the Observation validates as R5 or R4B, else the first validation error."""
+    """None if the Observation validates as R5 or R4B, else the R4B errors in brief."""
     r5, r4b = _observation_model()
-    errors = []
+    problem = "invalid"
     for model in (r5, r4b):
         try:
             model.model_validate(resource)
             return None
         except Exception as exc:  # pydantic.ValidationError and friends
-            errors.append(str(exc).splitlines()[0])
-    return errors[-1] if errors else "invalid"
+            problem = _brief_errors(exc)
+    return problem
+
+
+def _brief_errors(exc: Exception, shown: int = 2) -> str:
+    """'field: message' for the first `shown` errors of a validation error, on one line.
+
+    pydantic's own text puts the offending input value on every error; a rejected row's
+    detail must not carry patient data, so only the field path and message are kept.
+    """
+    details = getattr(exc, "errors", None)
+    if not callable(details):
+        return str(exc).splitlines()[0][:150] if str(exc) else type(exc).__name__
+    try:
+        errors = details()
+    except Exception:  # not pydantic's errors(): fall back to the exception's name
+        return type(exc).__name__
+    parts = []
+    for err in errors[:shown]:
+        where = _field_path(err.get("loc", ()))
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ").rstrip(".")
+        if len(message) > 100:
+            message = message[:97] + "..."
+        parts.append(f"{where}: {message}" if where else message)
+    if len(errors) > shown:
+        parts.append(f"and {len(errors) - shown} more")
+    return "; ".join(parts) if parts else type(exc).__name__
+
+
+def _field_path(loc: Any) -> str:
+    """pydantic's error location as a FHIR path: ("referenceRange", 0, "low") ->
+    "referenceRange[0].low"."""
+    path = ""
+    for part in loc if isinstance(loc, (list, tuple)) else ():
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path[:80]
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def _as_list(value: Any) -> list[Any]:
+    """`value` if it is a JSON array, else an empty one."""
+    return value if isinstance(value, list) else []
 
 
 def _ref_id(ref: Any) -> str:
-    text = ref.get("reference", "") if isinstance(ref, dict) else ""
+    """The id a FHIR Reference points at; "" when there is no usable reference (a
+    reference that is not text points at nothing)."""
+    text = _as_dict(ref).get("reference")
+    if not isinstance(text, str):
+        return ""
     for prefix in ("urn:uuid:", "urn:oid:"):
         if text.startswith(prefix):
             return text[len(prefix) :]
@@ -57,24 +133,25 @@ def _inherit(observations: list[dict[str, Any]], reports: list[dict[str, Any]]) 
     context: dict[str, dict[str, Any]] = {}
 
     def give(parent: dict[str, Any], refs: list[Any]) -> None:
+        # what is given is not checked here: the member's own validation rejects it
         shared = {k: parent[k] for k in _INHERITED if k in parent}
         if isinstance(shared.get("specimen"), list):
             specimens = shared["specimen"]
             shared["specimen"] = specimens[0] if len(specimens) == 1 else None
-        for ref in refs or []:
+        for ref in refs:
             target = _ref_id(ref)
             if target:
                 merged = {**shared, **{k: v for k, v in context.get(target, {}).items() if v}}
                 context[target] = merged
 
     for report in reports:
-        give(report, report.get("result") or [])
+        give(report, _as_list(report.get("result")))
     by_id = {str(o.get("id", "")): o for o in observations}
     for _ in range(3):  # panels of panels are at most a few levels deep
         for obs in observations:
             oid = str(obs.get("id", ""))
             parent = {**context.get(oid, {}), **{k: obs[k] for k in _INHERITED if k in obs}}
-            give(parent, obs.get("hasMember") or [])
+            give(parent, _as_list(obs.get("hasMember")))
     for oid, ctx in context.items():
         member = by_id.get(oid)
         if member is None:
@@ -102,16 +179,17 @@ def _walk(doc: Any) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
             observations.append(res)
         elif kind == "DiagnosticReport":
             reports.append(res)
-        elif kind == "Patient":
-            patients[str(res.get("id", ""))] = res
-        for entry in res.get("entry", []) or []:
-            if isinstance(entry, dict):
-                visit(entry.get("resource"))
-                full = entry.get("fullUrl", "")
-                r = entry.get("resource") or {}
-                if r.get("resourceType") == "Patient" and full:
-                    patients[_ref_id({"reference": full})] = r
-        for contained in res.get("contained", []) or []:
+        elif kind == "Patient" and isinstance(res.get("id"), str) and res["id"]:
+            patients[res["id"]] = res
+        for entry in _as_list(res.get("entry")):
+            resource = _as_dict(entry).get("resource")
+            visit(resource)
+            # a Patient without a usable id or fullUrl is nobody's: an Observation without
+            # a subject must not borrow its sex and age
+            full_id = _ref_id({"reference": _as_dict(entry).get("fullUrl")})
+            if _as_dict(resource).get("resourceType") == "Patient" and full_id:
+                patients[full_id] = _as_dict(resource)
+        for contained in _as_list(res.get("contained")):
             visit(contained)
 
     visit(doc)
@@ -127,7 +205,7 @@ def _number_text(value: Any) -> str:
     return str(value)
 
 
-def _row(obs: dict[str, Any], number: int, patients: dict[str, dict[str, Any]]) -> dict[str, str]:
+def _row(obs: dict[str, Any], number: int, patients: dict[str, dict[str, Any]]) -> dict[str, Any]:
     codings = (obs.get("code") or {}).get("coding") or []
     loinc = next((c.get("code", "") for c in codings if c.get("system") == LOINC_SYSTEM), "")
     local = next((c.get("code", "") for c in codings if c.get("system") != LOINC_SYSTEM), "")
@@ -135,7 +213,8 @@ def _row(obs: dict[str, Any], number: int, patients: dict[str, dict[str, Any]]) 
         (c.get("display", "") for c in codings if c.get("display")), ""
     )
     patient = _ref_id(obs.get("subject"))
-    demo = patients.get(patient, {})
+    # Patient resources are not validated: only text is taken from them
+    demo = {k: v for k, v in patients.get(patient, {}).items() if isinstance(v, str)}
     row = {
         "source_row": number,
         "patient_id": patient,
@@ -160,12 +239,12 @@ def _row(obs: dict[str, Any], number: int, patients: dict[str, dict[str, Any]]) 
     elif isinstance(obs.get("valueCodeableConcept"), dict):
         cc = obs["valueCodeableConcept"]
         row["value_raw"] = cc.get("text") or next(
-            (c.get("display", "") for c in cc.get("coding", []) if c.get("display")), ""
+            (c.get("display", "") for c in cc.get("coding") or [] if c.get("display")), ""
         )
     elif isinstance(obs.get("dataAbsentReason"), dict):
         dar = obs["dataAbsentReason"]
         row["value_raw"] = dar.get("text") or next(
-            (f"data absent: {c.get('code', '')}" for c in dar.get("coding", [])), "data absent"
+            (f"data absent: {c.get('code', '')}" for c in dar.get("coding") or []), "data absent"
         )
     ranges = obs.get("referenceRange") or []
     if ranges and isinstance(ranges[0], dict):
@@ -185,8 +264,9 @@ def _row(obs: dict[str, Any], number: int, patients: dict[str, dict[str, Any]]) 
     return row
 
 
-def fhir_raw(doc: Any, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
-    """RAW rows for every Observation, plus (record number, reason) for invalid ones.
+def fhir_raw(doc: Any, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, str, str]]]:
+    """RAW rows for every Observation, plus (record number, reason, detail) for those that
+    cannot be read (reason "malformed_row") or hold no result to interpret ("fhir_status").
 
     `doc` is a parsed JSON document, or a list of (line number, resource) for NDJSON.
     """
@@ -205,9 +285,13 @@ def fhir_raw(doc: Any, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
     rows = []
     invalid = []
     for number, obs in numbered:
+        status = _status_problem(obs)
+        if status:
+            invalid.append((number, "fhir_status", status))
+            continue
         problem = _validate(obs)
         if problem:
-            invalid.append((number, problem))
+            invalid.append((number, "malformed_row", f"not a valid FHIR Observation: {problem}"))
             continue
         rows.append(_row(obs, number, patients))
     frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["source_row"])

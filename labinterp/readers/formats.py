@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import json
+import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,8 +77,14 @@ def read_xlsx(path: Path) -> Table:
 
 
 def _cell(v: Any) -> Any:
-    if hasattr(v, "isoformat"):
-        return v.isoformat(sep=" ") if hasattr(v, "hour") else v.isoformat()
+    """A cell as the reader's text; dates and times in ISO form ("2024-03-01 08:30:00",
+    "2024-03-01", "08:30:00")."""
+    # datetime is a subclass of date, so it is tested first; a time-only cell (a separate
+    # "collection time" column) is a datetime.time, whose isoformat takes no separator.
+    if isinstance(v, datetime.datetime):
+        return v.isoformat(sep=" ")
+    if isinstance(v, (datetime.date, datetime.time)):
+        return v.isoformat()
     return v
 
 
@@ -133,6 +142,7 @@ def _parquet_text(col: pa.ChunkedArray) -> list[str]:
 
 
 def load_json(path: Path, sniffed: Sniffed) -> Any:
+    """The parsed document, or for NDJSON a list of (line number, parsed line)."""
     opener = gzip.open if sniffed.compressed else open
     try:
         with opener(path, "rt", encoding=sniffed.encoding) as fh:
@@ -140,15 +150,50 @@ def load_json(path: Path, sniffed: Sniffed) -> Any:
                 out = []
                 for i, line in enumerate(fh, start=1):
                     if line.strip():
-                        out.append((i, json.loads(line)))
+                        out.append((i, _json_value(path, line, i)))
                 return out
-            return json.load(fh)
+            return _json_value(path, fh.read(), None)
+    except UnicodeDecodeError as exc:
+        # the encoding was guessed from the start of the file; a damaged byte further on
+        # would change a value if it were replaced, so the file is refused instead
+        raise InputFileError(
+            f"the file is not valid {sniffed.encoding} text beyond its start (a damaged byte).",
+            file=display_name(path),
+            fix="re-export the file as UTF-8.",
+        ) from exc
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # damaged past the sniffed start
+        raise InputFileError(
+            f"the file cannot be decompressed past some point ({exc}).",
+            file=display_name(path),
+            fix="re-export the file, or decompress it yourself and pass the plain file.",
+        ) from exc
+
+
+def _json_value(path: Path, text: str, line: int | None) -> Any:
+    """`text` parsed; `line` is the NDJSON line it came from (None for a whole document)."""
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputFileError(
             f"the JSON is malformed ({exc.msg}).",
             file=display_name(path),
-            row=exc.lineno,
+            row=exc.lineno if line is None else line,
             fix="re-export the file; JSON cannot be repaired by hand reliably.",
+        ) from exc
+    except RecursionError as exc:  # e.g. thousands of "[": Python's parser recurses per level
+        raise InputFileError(
+            "the JSON is nested too deeply to read (too many levels of [ or { inside each other).",
+            file=display_name(path),
+            row=line,
+            fix="re-export the file; a lab export is never nested this deeply.",
+        ) from exc
+    except ValueError as exc:
+        # the only other error json raises: an integer longer than Python converts
+        raise InputFileError(
+            f"the JSON holds a number with more than {sys.get_int_max_str_digits()} digits.",
+            file=display_name(path),
+            row=line,
+            fix="re-export the file; a lab value never has that many digits.",
         ) from exc
 
 
