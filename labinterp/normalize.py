@@ -8,8 +8,10 @@ the cost per row is a handful of array look-ups.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import unicodedata
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -394,10 +396,70 @@ def parse_value(text: str, decimal: str) -> tuple[str, float | None]:
     return "", None
 
 
+# An abnormal-flag marker labs print after the number ("7.6 L", "1.2*", "3.1 (H)"): high,
+# low, critical high/low, abnormal, and the symbols some systems use for abnormal. A letter
+# counts only right after the number or after a space, so the L of "mmol/L" is never one.
+_MARKS = r"HH|LL|H|L|A|\*|!"
+_MARKED = re.compile(
+    rf"^(?P<body>.*?)(?:\s*\((?P<paren>{_MARKS})\)|\s*\[(?P<square>{_MARKS})\]"
+    rf"|\s*(?P<symbol>\*|!)|(?:(?<=\d)|\s+)(?P<letter>HH|LL|H|L|A))$"
+)
+# A number with text after it that may be its unit ("1.2 mg/dL", "12%", "<0.5mmol/L"); the
+# text starts with neither a digit nor what continues a number or a range (". , + -").
+_UNIT_TAIL = re.compile(r"^(?P<number>.*?\d)\s*(?P<unit>[^\s\d.,+\-].*)$")
+
+
+def _plain_text(text: str) -> str:
+    """`text` in NFKC form (full-width digits, odd spaces) without invisible format
+    characters (Unicode category Cf, e.g. zero-width spaces), stripped."""
+    if text.isascii():  # ASCII has neither
+        return text.strip()
+    folded = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in folded if unicodedata.category(c) != "Cf").strip()
+
+
+def _unit_shaped(text: str) -> bool:
+    """Text after a number that is a unit: one in the unit table, or one that is plainly a
+    unit though labinterp does not know it ("%", "K/uL"); words ("see comment") are not."""
+    return units.lookup(text) is not None or "%" in text or "/" in text
+
+
+def _read_value(text: str, decimal: str) -> tuple[str, float | None, str, str, bool]:
+    """(comparator, number, unit printed after it, abnormal-flag marker, hides a number)
+    of a result text: ('<', 0.5, 'mg/dL', '', False) for '<0.5 mg/dL', ('', 7.6, '', 'L',
+    False) for '7.6 L'. Without a readable number: ('', None, '', '', hides), where `hides`
+    says the text is digits and signs without a word ("(1.2)", "1.2.3", "12-15"), which
+    would hide a number if it were kept as a text result."""
+    s = _plain_text(text)
+    cmp_, number = parse_value(s, decimal)
+    if number is not None:
+        return cmp_, number, "", "", False
+    body, marker = s, ""
+    m = _MARKED.match(s)
+    if m:
+        body = m["body"]
+        marker = m["paren"] or m["square"] or m["symbol"] or m["letter"]
+        cmp_, number = parse_value(body, decimal)
+        if number is not None:
+            return cmp_, number, "", marker, False
+    core = body
+    m = _UNIT_TAIL.match(body)
+    if m and _unit_shaped(m["unit"]):
+        cmp_, number = parse_value(m["number"], decimal)
+        if number is not None:
+            return cmp_, number, units.clean_spelling(m["unit"]), marker, False
+        core = m["number"]
+    hides = any(c.isdigit() for c in core) and not any(c.isalpha() for c in core)
+    return "", None, "", "", hides
+
+
 def _value_of(value_raw: object, valuenum_raw: object, comparator_raw: object, decimal: str):
-    """(comparator, number, text_result, reason) for one distinct value triple."""
+    """(comparator, number, text_result, reason, detail, unit printed with the number,
+    abnormal-flag marker) for one distinct value triple."""
     text = _text(value_raw)
-    cmp_, number = parse_value(text, decimal) if text else ("", None)
+    cmp_, number, unit, marker, hides = (
+        _read_value(text, decimal) if text else ("", None, "", "", False)
+    )
     if number is None:
         num_text = _text(valuenum_raw)
         if num_text:
@@ -405,10 +467,13 @@ def _value_of(value_raw: object, valuenum_raw: object, comparator_raw: object, d
             cmp_ = ""
     extra_cmp = _COMPARATORS.get(_text(comparator_raw), "")
     if number is not None:
-        return (extra_cmp or cmp_, number, "", "")
-    if text:
-        return ("", None, text, "")
-    return ("", None, "", "missing_value")
+        return (extra_cmp or cmp_, number, "", "", "", unit, marker)
+    if hides:
+        detail = f"the result '{text}' is not a number labinterp can read; correct it in the export"
+        return ("", None, "", "unparseable_value", detail, "", "")
+    if _plain_text(text):
+        return ("", None, text, "", "", "", "")
+    return ("", None, "", "missing_value", _DETAIL["missing_value"], "", "")
 
 
 # ---------------------------------------------------------------- analytes
@@ -432,11 +497,21 @@ def _analyte_of(hint: object, loinc: object, code: object, name: object, tests: 
 # ---------------------------------------------------------------- units
 
 
-def _unit_of(analyte: str, unit_raw: object):
-    """(factor, reported spelling, system, reason, detail)."""
+def _unit_of(analyte: str, unit_raw: object, value_unit: str = ""):
+    """(factor, reported spelling, system, reason, detail), from the unit column and the
+    unit printed after the number in the result, if any."""
     raw = _text(unit_raw)
     if not analyte:
         return (np.nan, raw, "", "", "")
+    if value_unit and not raw:
+        raw = value_unit  # the unit printed with the number is the row's unit
+    elif value_unit and not _same_unit(analyte, raw, value_unit):
+        # picking either could be a 10x error: the export has to say which is right
+        detail = (
+            f"the result is printed in '{value_unit}' but the unit column says '{raw}';"
+            " correct one of them in the export"
+        )
+        return (np.nan, raw, "", "unit_conflict", detail)
     if not raw:
         return (np.nan, "", "", "unknown_unit", "the result has no unit")
     try:
@@ -447,6 +522,23 @@ def _unit_of(analyte: str, unit_raw: object):
     alias = units.lookup(raw)
     assert alias is not None
     return (f, alias.raw, alias.system, "", "")
+
+
+def _same_unit(analyte: str, a: str, b: str) -> bool:
+    """Two unit spellings mean the same number for the analyte: the same spelling up to
+    case and spaces, the same unit ("mg%", "mg/dL"), or an equal conversion factor
+    (mEq/L and mmol/L of potassium)."""
+    if units.clean_spelling(a).casefold() == units.clean_spelling(b).casefold():
+        return True
+    ua, ub = units.lookup(a), units.lookup(b)
+    if ua is None or ub is None:
+        return False
+    if ua.pint_expr == ub.pint_expr:
+        return True
+    try:
+        return math.isclose(units.factor(analyte, a), units.factor(analyte, b), rel_tol=1e-9)
+    except UnitError:
+        return False
 
 
 @cache
@@ -510,7 +602,9 @@ def parse_dates(
 ) -> tuple[list[pd.Timestamp | None], list[str]]:
     """Timestamps (naive, UTC when the text had an offset) and a reject reason per value."""
     stamps, reasons = _parse_dates(pd.Series(distinct, dtype=object), file_label, forced)
-    return [None if pd.isna(t) else pd.Timestamp(t) for t in stamps], list(reasons)
+    return [None if pd.isna(t) else pd.Timestamp(t) for t in stamps], [
+        _REASON.get(r, r) for r in reasons
+    ]
 
 
 def slash_order(values: list[str], file_label: str) -> str | None:
@@ -534,24 +628,27 @@ def _parse_dates(
     stamps = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
     reasons = pd.Series("", index=values.index, dtype=object)
     reasons[values == ""] = "missing_date"
+    far = pd.Series(False, index=values.index)  # a real date that datetime64[ns] cannot hold
     if forced:
-        parsed = pd.to_datetime(values, format=forced, errors="coerce")
-        stamps[:] = parsed.to_numpy(dtype="datetime64[ns]")
+        stamps[:], far[:] = _ns(pd.to_datetime(values, format=forced, errors="coerce"))
     else:
         iso = _match_iso(values)
         if iso.any():
             parsed = pd.to_datetime(values[iso], format="ISO8601", utc=True, errors="coerce")
-            stamps[iso] = parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+            stamps[iso], far[iso] = _ns(parsed)
         rest = values[~iso]
         slash = rest.str.match(_SLASH).reindex(values.index, fill_value=False).astype(bool)
         if slash.any():
             order = order or _slash_order(list(values[slash]), file_label)
-            stamps[slash], two_digit = _parse_numeric_dates(values[slash], _SLASH, order)
+            stamps[slash], two_digit, far[slash] = _parse_numeric_dates(
+                values[slash], _SLASH, order
+            )
             reasons[two_digit[two_digit].index] = "ambiguous_two_digit_year"
         dot = rest.str.match(_DOT).reindex(values.index, fill_value=False).astype(bool)
         if dot.any():
-            stamps[dot], two_digit = _parse_numeric_dates(values[dot], _DOT, "dmy")
+            stamps[dot], two_digit, far[dot] = _parse_numeric_dates(values[dot], _DOT, "dmy")
             reasons[two_digit[two_digit].index] = "ambiguous_two_digit_year"
+    reasons[far & (reasons == "")] = "date_out_of_range"
     bad = stamps.isna() & (reasons == "")
     reasons[bad] = "unparseable_date"
     return stamps.to_numpy(dtype="datetime64[ns]"), reasons.to_numpy(dtype=object)
@@ -573,7 +670,8 @@ def _match_iso(values: pd.Series) -> pd.Series:
 
 def _parse_numeric_dates(
     values: pd.Series, pattern: re.Pattern[str], order: str
-) -> tuple[np.ndarray, pd.Series]:
+) -> tuple[np.ndarray, pd.Series, np.ndarray]:
+    """(datetime64[ns], two-digit year?, out of the datetime64[ns] range?) per value."""
     parts = values.str.extract(pattern)
     first, second, year = parts[0].astype(int), parts[1].astype(int), parts[2]
     month, day = (first, second) if order == "mdy" else (second, first)
@@ -596,7 +694,40 @@ def _parse_numeric_dates(
             (pm == "AM") & (hours == 12), 12, 0
         )
         parsed = parsed + pd.to_timedelta(shift, unit="h")
-    return parsed.to_numpy(dtype="datetime64[ns]"), two_digit
+    stamps, far = _ns(parsed)
+    return stamps, two_digit, far
+
+
+def _ns(parsed: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Parsed times as naive datetime64[ns] (UTC where they had a zone), and per value
+    whether it was a real time outside the years datetime64[ns] can hold (NaT there).
+
+    pandas parses to the unit the text needs (microseconds, seconds), which reaches years
+    1 to 9999; `.to_numpy(dtype="datetime64[ns]")` and numpy's unit casts then multiply
+    without an overflow check, so year 1 silently became 1754. Checked here instead.
+    """
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        parsed = parsed.dt.tz_convert(None)
+    return _to_ns(parsed.to_numpy())
+
+
+# nanoseconds per tick of the units pandas and pyarrow parse times to
+_NS_PER_TICK = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+
+
+def _to_ns(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_ns` of a numpy datetime64 array in seconds, milli-, micro- or nanoseconds."""
+    unit, count = np.datetime_data(stamps.dtype)
+    per = _NS_PER_TICK[unit] * count
+    if per == 1:
+        return stamps, np.zeros(len(stamps), dtype=bool)
+    ticks = stamps.view(np.int64)
+    nat = np.isnat(stamps)
+    limit = np.iinfo(np.int64).max // per  # ticks beyond this overflow int64 nanoseconds
+    far = ~nat & ((ticks > limit) | (ticks < -limit))
+    ns = np.clip(ticks, -limit, limit) * per  # clipped: no overflow, even where discarded
+    ns[nat | far] = np.iinfo(np.int64).min  # NaT
+    return ns.view("datetime64[ns]"), far
 
 
 # ---------------------------------------------------------------- reference ranges
@@ -683,11 +814,19 @@ _DETAIL = {
     "missing_patient_id": "the row has no patient identifier; fill it in the export",
     "missing_date": "the row has no collection time; fill it in or check the date column",
     "unparseable_date": "the collection time is not a date labinterp can read; pass --date-format",
+    "date_out_of_range": (
+        "the collection time is outside the years 1677-2262 that labinterp can hold;"
+        " check the date in the export"
+    ),
     "ambiguous_two_digit_year": (
         "two-digit year (a spreadsheet re-save?); re-export with 4-digit years"
     ),
     "missing_value": "the row has neither a result nor a result text",
+    # unit_conflict and unparseable_value carry a detail naming the value and units
 }
+
+# Reasons found here that schema.REJECT_REASONS names otherwise; the detail tells them apart.
+_REASON = {"date_out_of_range": "unparseable_date"}
 
 
 def _strip(series: pd.Series) -> pd.Series:
@@ -766,9 +905,18 @@ def _normalize(
         cmp_ = parsed.field(0).compact()
         number = parsed.field(1).floats()
         has_number = ~np.isnan(number)
+        # units and abnormal-flag markers printed after the number: rare, so they cost
+        # nothing unless a file has them
+        printed = any(v[5] or v[6] for v in parsed.values)
+        value_unit = parsed.field(5).compact() if printed else _Coded(np.zeros(n, np.int64), [""])
+        flag = col["flag"]
+        if printed:
+            marker = parsed.field(6).compact()
+            if any(marker.values):
+                flag = _joint(col["flag"], marker).map(lambda v: _with_marker(*v))
 
         # unit (only numeric results need one): (factor, spelling, system, reason, detail)
-        unit = _joint(analyte, col["unit_raw"]).map(lambda v: _unit_of(*v))
+        unit = _joint(analyte, col["unit_raw"], value_unit).map(lambda v: _unit_of(*v))
         factor = unit.field(0).floats()
         unit_rep = unit.field(1).compact()
 
@@ -777,11 +925,8 @@ def _normalize(
         pid = side.result(patient_job)
         verdict.mark(pid.rows_equal(""), "missing_patient_id", _DETAIL["missing_patient_id"])
         verdict.mark_each(test_why.rows_where(lambda v: v[0] != ""), test_why)
-        verdict.mark(
-            parsed.rows_where(lambda v: v[3] == "missing_value"),
-            "missing_value",
-            _DETAIL["missing_value"],
-        )
+        # missing_value, unparseable_value
+        verdict.mark_each(parsed.rows_where(lambda v: v[3] != ""), parsed.map(lambda v: v[3:5]))
         verdict.mark_each(
             has_number & unit.rows_where(lambda v: v[3] != ""), unit.map(lambda v: v[3:])
         )
@@ -831,7 +976,9 @@ def _normalize(
     out = _in_threads(
         {
             "rejected": lambda: _reject(frame, np.flatnonzero(~keep), verdict, col, test_fields),
-            "quality": lambda: _quality(col, unit_rep, rows, opts.undated).strings(),
+            "quality": lambda: _quality(
+                col, flag, unit_rep, rows, opts.undated, unique_of(range_texts["range_note"])
+            ).strings(),
             "test_label": lambda: test_label.at(rows).strings(),
             "specimen_id": lambda: _specimen_ids(frame["specimen_id"], rows),
             "ranges": lambda: {
@@ -852,7 +999,7 @@ def _normalize(
             "unit_system": lambda: unit.at(rows).map(lambda v: v[2]).strings(),
             "unit": lambda: canon_unit.at(rows).strings(),
             "text_result": lambda: parsed.at(rows).map(lambda v: v[2]).strings(),
-            "flag": lambda: col["flag"].at(rows).strings(),
+            "flag": lambda: flag.at(rows).strings(),
             "comment": lambda: col["comment"].at(rows).strings(),
             "source_row": lambda: _take(frame["source_row"], rows),
             "collected_at": lambda: when[rows],
@@ -889,18 +1036,69 @@ def _range_columns(
 ) -> tuple[dict[str, np.ndarray], dict[str, _Coded]]:
     """Reference range columns of the given rows, with the sex and age they were chosen by:
     the row's own range, else bundled by age/sex, else unknown. (Number columns, text
-    columns as codes.)"""
+    columns as codes; "range_note" is "implausible_range" where the row's range was
+    dropped.)"""
     ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"]).at(rows)
     ranges = ranges.map(lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal))
     sex = col["sex"].at(rows).map(_sex).compact()
     age = _ages(col, when, rows)
     low_rep, high_rep = ranges.field(0).floats(), ranges.field(1).floats()
-    limits, origin, source = _ranges(low_rep, high_rep, factor[rows], analyte.at(rows), sex, age)
+    f = factor[rows]
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is what is checked below
+        low, high = low_rep * f, high_rep * f
+    analyte = analyte.at(rows)
+    absurd = _absurd_range(low_rep, high_rep, low, high, analyte)
+    note = _Coded(np.zeros(len(rows), dtype=np.int64), [""])
+    if absurd.any():
+        # the whole range goes: a range with one absurd bound is not the lab's range
+        low_rep, high_rep, low, high = (
+            np.where(absurd, np.nan, a) for a in (low_rep, high_rep, low, high)
+        )
+        note = _Coded(absurd.astype(np.int64), ["", "implausible_range"])
+    limits, origin, source = _ranges(low_rep, high_rep, low, high, f, analyte, sex, age)
     return {**limits, "age_years": age}, {
         "sex": sex,
         "range_origin": origin,
         "range_source": source,
+        "range_note": note,
     }
+
+
+def _absurd_range(
+    low_rep: np.ndarray, high_rep: np.ndarray, low: np.ndarray, high: np.ndarray, analyte: _Coded
+) -> np.ndarray:
+    """Per row: its printed range has a bound that cannot be a reference limit.
+
+    That is a bound that is infinite (as printed or once converted), or one that no unit
+    the analyte is reported in would make possible (see `_possible_bounds`): a bound above
+    the plausible high, as the value check judges a result, or a high bound below the
+    plausible low (every result would be high). A bound merely odd for the row's unit
+    stays: the lab's range wins, and the unit error may be in the range alone. A low
+    bound below the plausible low stays too: labs print 0 for "no lower limit".
+    """
+    possible = analyte.map(_possible_bounds)
+    ceiling, floor = possible.field(0).floats(), possible.field(1).floats()
+    # NaN compares False: an absent bound (or analyte) is no reason to drop a range
+    bad = np.isinf(low_rep) | np.isinf(high_rep) | np.isinf(low) | np.isinf(high)
+    bad |= (low_rep > ceiling) | (high_rep > ceiling) | (high_rep < floor)
+    return bad
+
+
+@cache
+def _possible_bounds(analyte: str) -> tuple[float, float]:
+    """The largest and smallest printed number that is within the analyte's plausible
+    limits in some unit it may be reported in (one of `_ALTERNATIVES`, or its canonical
+    unit); NaN for no analyte."""
+    a = analytes().get(analyte)
+    if a is None:
+        return (np.nan, np.nan)
+    factors = [1.0]  # the canonical unit
+    for alt in _ALTERNATIVES:
+        try:
+            factors.append(units.factor(analyte, alt))
+        except UnitError:
+            continue
+    return (a.plausible_high / min(factors), a.plausible_low / max(factors))
 
 
 @dataclass
@@ -1015,7 +1213,16 @@ def _detect_decimal(values: pd.Series) -> str:
 
 
 def _patient_ids(patient: _Coded) -> _Coded:
-    """The patient ids as written, stripped; pandas re-saves turn 93705 into "93705.0"."""
+    """The patient ids as written, stripped; pandas re-saves turn 93705 into "93705.0".
+
+    Invisible format characters (Unicode category Cf: zero-width spaces and joiners, a BOM,
+    word joiners) and full-width or compatibility forms (NFKC) would otherwise make one
+    patient two ids that print the same.
+    """
+    text = patient._distinct_text()
+    if not pc.all(pc.string_is_ascii(text)).as_py():  # ASCII has neither: nothing to do
+        text = pc.replace_substring_regex(pc.utf8_normalize(text, "NFKC"), r"\p{Cf}", "")
+        patient = _Coded(patient.codes, text=text)
     return patient.via_pandas(lambda s: _strip(s).str.replace(r"^(\d+)\.0$", r"\1", regex=True))
 
 
@@ -1033,7 +1240,9 @@ def _dates(collected: _Coded, file_label: str, opts: Options) -> tuple[np.ndarra
         distinct_text = text.dictionary
     stamps, reasons = _parse_distinct_dates(distinct_text, file_label, opts)
     reason_codes, reason_names = pd.factorize(reasons)
-    why = _Coded(reason_codes[codes], [(r, _DETAIL.get(r, "")) for r in reason_names])
+    why = _Coded(
+        reason_codes[codes], [(_REASON.get(r, r), _DETAIL.get(r, "")) for r in reason_names]
+    )
     return stamps[codes], why
 
 
@@ -1045,13 +1254,16 @@ def _parse_distinct_dates(
     plain = pc.match_substring_regex(text, _PLAIN_ISO).to_numpy(zero_copy_only=False)
     if opts.date_format is None and plain.any():
         try:
-            iso = pc.cast(text.filter(pa.array(plain)), pa.timestamp("ns")).to_numpy()
+            # to seconds (the plain shape has none smaller), which reach years 1-9999, so
+            # that a year-1 date is found and rejected here instead of failing the cast
+            seconds = pc.cast(text.filter(pa.array(plain)), pa.timestamp("s")).to_numpy()
         except pa.ArrowInvalid:  # an impossible date (2024-02-30): let pandas say which
             pass
         else:
             stamps = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[ns]")
             reasons = np.full(len(text), "", dtype=object)
-            stamps[plain] = iso
+            stamps[plain], far = _to_ns(seconds)
+            reasons[np.flatnonzero(plain)[far]] = "date_out_of_range"
             rest = np.flatnonzero(~plain)
             if len(rest):
                 values = pd.Series(text.take(pa.array(rest)).to_pylist(), dtype=object)
@@ -1125,18 +1337,37 @@ def _ages(col: dict[str, _Coded], when: np.ndarray, rows: np.ndarray) -> np.ndar
     )[given.codes]
     births = col["birth_date"].via_pandas(_strip).at(rows)
     if any(b != "" for b in births.values):
-        b = pd.to_datetime(
+        born = pd.to_datetime(
             pd.Series(births.values, dtype=STR).str.slice(0, 10), format="%Y-%m-%d", errors="coerce"
-        ).to_numpy()[births.codes]
-        from_birth = (when[rows] - b).astype("timedelta64[D]").astype(float) / 365.25
+        ).to_numpy()
+        # In whole days: pandas parses year 1 to 9999 (in seconds or microseconds), and a
+        # cast to nanoseconds, or a difference in them, overflows without a warning (a
+        # birth in 1405 came out as 1990). Casting to days divides, so it cannot.
+        days = when[rows].astype("datetime64[D]") - born.astype("datetime64[D]")[births.codes]
+        from_birth = np.where(np.isnat(days), np.nan, days.astype(float)) / 365.25
         age = np.where(np.isnan(age), from_birth, age)
     # MIMIC shifts the birth dates of patients over 89 by ~300 years: not a real age
     age[(age < 0) | (age > 130)] = np.nan
     return age
 
 
-def _quality(col: dict[str, _Coded], unit_rep: _Coded, rows: np.ndarray, undated: bool) -> _Coded:
-    """ ";"-joined quality flags of the given rows."""
+def _with_marker(flag: object, marker: str) -> object:
+    """The flag column with the abnormal-flag marker printed after the number, ";"-joined
+    as the FHIR reader joins several interpretations ("L" and "L" are one "L")."""
+    if not marker:
+        return flag
+    return ";".join(dict.fromkeys(f for f in (_text(flag), marker) if f))
+
+
+def _quality(
+    col: dict[str, _Coded],
+    flag: _Coded,
+    unit_rep: _Coded,
+    rows: np.ndarray,
+    undated: bool,
+    range_note: _Coded,
+) -> _Coded:
+    """ ";"-joined quality flags of the given rows (`range_note` is already per row)."""
     props = _loinc_properties()
 
     def mismatch(code: object, unit: object) -> str:
@@ -1145,19 +1376,21 @@ def _quality(col: dict[str, _Coded], unit_rep: _Coded, rows: np.ndarray, undated
         return "loinc_unit_mismatch" if prop and kind and kind != prop else ""
 
     def joined(v: tuple[Any, ...]) -> str:
-        comment, flag, value_raw, loinc, unit = v
-        flags = [quality_flags(comment, flag, value_raw), mismatch(loinc, unit)]
+        comment, flag, value_raw, loinc, unit, note = v
+        flags = [quality_flags(comment, flag, value_raw), mismatch(loinc, unit), note]
         if undated:
             flags.append("undated")
         return ";".join(f for f in flags if f)
 
-    parts = ("comment", "flag", "value_raw", "loinc")
-    return _joint(*(col[c].at(rows) for c in parts), unit_rep.at(rows)).map(joined)
+    parts = (col["comment"], flag, col["value_raw"], col["loinc"], unit_rep)
+    return _joint(*(p.at(rows) for p in parts), range_note).map(joined)
 
 
 def _ranges(
     low_rep: np.ndarray,
     high_rep: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
     factor: np.ndarray,
     analyte: _Coded,
     sex: _Coded,
@@ -1165,10 +1398,10 @@ def _ranges(
 ) -> tuple[dict[str, np.ndarray], _Coded, _Coded]:
     """The range columns of RESULTS: the row's own range, else a bundled one, else none.
 
-    Returns the four limit columns, and the range origin and source per row."""
+    `low` and `high` are the row's range in the canonical unit (the reported one times
+    `factor`); both are filled in here. Returns the four limit columns, and the range
+    origin and source per row."""
     has_row_range = ~(np.isnan(low_rep) & np.isnan(high_rep))
-    low = low_rep * factor
-    high = high_rep * factor
     # origin and source as numbers into these lists
     origins = ["unknown", "row", "bundled"]
     bundled_id = 2

@@ -101,6 +101,8 @@ REJECT_REASONS: tuple[str, ...] = (
     "unparseable_date",
     "ambiguous_two_digit_year",
     "missing_value",
+    "unparseable_value",  # digits and symbols that are not one number: "(1.2)", "1.2.3"
+    "unit_conflict",  # a unit printed with the value that differs from the unit column
     "unknown_unit",  # spelling not in the unit alias table
     "unit_not_valid_for_analyte",  # e.g. "U/L" on a magnesium row
     "implausible_value",  # magnitude impossible for the stated unit: suspected unit error
