@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labinterp.parameters import duration, number
+from labinterp.readers.duplicates import SAME_NUMBER
 
 # Dates in real exports run from 1900 to 2200 (MIMIC shifts into the 2100s); undated draws
 # are placed here so no window can reach them from a real date.
@@ -430,6 +431,9 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     # draws and episodes
     pat = obs["pat"].to_numpy()
     tt = obs["t"].to_numpy()
+    obs["conflicting"] = _conflicting(
+        pat, tt, analyte_obs, obs["value"].to_numpy(), obs["dated"].to_numpy()
+    )
     new_draw = np.ones(len(obs), dtype=bool)
     new_episode = np.ones(len(obs), dtype=bool)
     if len(obs):
@@ -507,6 +511,32 @@ def _chunked(column: pd.Series) -> pa.ChunkedArray:
 
 def _floats(column: pd.Series) -> np.ndarray:
     return column.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _conflicting(
+    pat: np.ndarray, t: np.ndarray, analyte: np.ndarray, value: np.ndarray, dated: np.ndarray
+) -> np.ndarray:
+    """True for a numeric result with another result of the same test for the same patient
+    at the same time whose value differs (beyond the 2 % that makes two rows one result,
+    see readers.duplicates). Rows are in (patient, time, analyte) order, so such results
+    are neighbours. Which of them a rule uses is a matter of row order, so findings
+    citing one say so (caveat `conflicting_results`). Undated rows share no time."""
+    out = np.zeros(len(pat), dtype=bool)
+    if len(pat) < 2:
+        return out
+    with np.errstate(invalid="ignore"):
+        differs = np.abs(value[1:] - value[:-1]) > SAME_NUMBER * np.abs(value[:-1])
+    pair = (
+        (pat[1:] == pat[:-1])
+        & (t[1:] == t[:-1])
+        & (analyte[1:] == analyte[:-1])
+        & dated[1:]
+        & dated[:-1]
+        & differs
+    )
+    out[1:] |= pair
+    out[:-1] |= pair
+    return out
 
 
 def _corrected_calcium_pairs(

@@ -519,6 +519,19 @@ def _evidence_rows(
     return _take_rows(dictionary, lines, row, n)
 
 
+def _with_conflict_caveat(caveats: Any, ids: np.ndarray, obs: pd.DataFrame) -> Any:
+    """`caveats` with "conflicting_results" added where the evidence (obs `ids`, rows x
+    roles, -1 for none) holds a result contradicted by another at the same time."""
+    conflicting = np.append(obs["conflicting"].to_numpy(dtype=bool), False)[ids].any(axis=1)
+    if not conflicting.any():
+        return caveats
+    text = pa.array(caveats, type=pa.string())
+    added = pc.if_else(
+        pc.equal(text, ""), "conflicting_results", _join(text, ";conflicting_results")
+    )
+    return _as_str(pc.if_else(pa.array(conflicting), added, text))
+
+
 def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_json: bool) -> pd.DataFrame:
     obs = ctx.obs
     # Sort first, on the short key columns, so the long evidence strings are built in the
@@ -607,7 +620,7 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_json: bool) -> pd.Dat
             "range_origin": origins,
             "missing_inputs": _text(f["missing_inputs"].fillna("")),
             "suppressed_by": _text(f["suppressed_by"].fillna("")),
-            "caveats": _text(f["caveats"].fillna("")),
+            "caveats": _with_conflict_caveat(_text(f["caveats"].fillna("")), ids, obs),
             "note": _text(f["note"].fillna("")),
             "citations": _as_str(_RULE_TEXT["citations"].take(rule)),
         }

@@ -356,3 +356,32 @@ def test_evidence_with_no_numeric_result_and_with_extreme_numbers() -> None:
     found = interpret_results(huge_range)
     for j in found["evidence_json"]:
         json.loads(j)
+
+
+def test_results_contradicting_each_other_at_one_time_are_flagged() -> None:
+    """Two different Mg values for one patient at one time: which one a rule cites depends
+    on row order, so findings citing either carry the caveat conflicting_results; equal
+    values (within 2 %) and undated rows do not."""
+
+    def caveats(rows: list[dict]) -> dict[str, str]:
+        found = interpret_results(_results(rows))
+        return dict(
+            zip(found["rule_id"] + "/" + found["patient_id"], found["caveats"], strict=True)
+        )
+
+    t = "2024-03-01 08:30"
+    ca = _row("P1", t, "calcium", 1.9, 2.15, 2.55)
+    two = caveats(
+        [_row("P1", t, "magnesium", 0.5, 0.7, 1.0), ca, _row("P1", t, "magnesium", 0.9, 0.7, 1.0)]
+    )
+    assert two["hypomagnesemia_hypocalcemia/P1"] == "conflicting_results"
+    assert two["hypomagnesemia_hypokalemia/P1"] == "conflicting_results"
+    assert "conflicting" not in two["vitamin_d_resistance/P1"]
+    same = caveats(
+        [_row("P1", t, "magnesium", 0.5, 0.7, 1.0), ca, _row("P1", t, "magnesium", 0.505, 0.7, 1.0)]
+    )
+    assert "conflicting" not in same["hypomagnesemia_hypocalcemia/P1"]
+    undated = caveats(
+        [_row("P1", None, "magnesium", 0.5, 0.7, 1.0), _row("P1", None, "magnesium", 0.9, 0.7, 1.0)]
+    )
+    assert "conflicting" not in undated["hypomagnesemia_hypokalemia/P1"]
