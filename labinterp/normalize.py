@@ -584,7 +584,7 @@ def _slash_order(values: list[str], file_label: str) -> str:
         raise DateFormatError(
             "the file mixes day-first and month-first dates.",
             file=file_label,
-            fix="pass --date-format (for example --date-format '%m/%d/%Y %H:%M').",
+            fix=f"pass --date-format (for example --date-format '{_format_like(values, 'mdy')}').",
         )
     if second_gt12:
         return "mdy"
@@ -593,8 +593,26 @@ def _slash_order(values: list[str], file_label: str) -> str:
     raise DateFormatError(
         "every date in the file could be read as month/day or as day/month.",
         file=file_label,
-        fix="pass --date-format '%m/%d/%Y %H:%M' (US) or '%d/%m/%Y %H:%M' (European).",
+        fix=(
+            f"pass --date-format '{_format_like(values, 'mdy')}' (US) or "
+            f"'{_format_like(values, 'dmy')}' (European)."
+        ),
     )
+
+
+def _format_like(values: list[str], order: str) -> str:
+    """A --date-format that reads the file's first slash date as it is written (two- or
+    four-digit year, seconds or not, 12-hour clock with AM/PM or not), in `order`."""
+    m = next((m for v in values if (m := _SLASH.match(v))), None)
+    year = "%y" if m and len(m.group(3)) == 2 else "%Y"
+    day_month = "%m/%d/" if order == "mdy" else "%d/%m/"
+    if not m or not m.group(4):
+        return day_month + year if m else f"{day_month}{year} %H:%M"
+    seconds = ":%S" if m.group(4).count(":") == 2 else ""
+    if m.group(5):  # "8:30 AM" / "8:30PM"
+        space = " " if m.group(5).startswith(" ") else ""
+        return f"{day_month}{year} %I:%M{seconds}{space}%p"
+    return f"{day_month}{year} %H:%M{seconds}"
 
 
 def parse_dates(

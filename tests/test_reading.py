@@ -559,3 +559,16 @@ def test_files_sharing_a_name_stay_apart_and_a_file_named_twice_is_read_once(
     twice = read([a, a, tmp_path / "a" / ".." / "a" / "export.csv"])
     assert twice.rows_in == 1 and twice.rows_rejected == 0
     assert len(twice.files) == 1
+
+
+@pytest.mark.parametrize(
+    "when", ["03/01/2024 8:30 AM", "03/01/24 08:30", "03/01/2024 08:30:15", "03/01/2024"]
+)
+def test_the_date_format_a_message_suggests_reads_the_file(tmp_path: Path, when: str) -> None:
+    body = f"P1,{when},Magnesium,1.0,mg/dL,1.6-2.6,\n"
+    path = write(tmp_path, HEADER + body)
+    with pytest.raises(DateFormatError) as err:
+        read(path)
+    suggested = err.value.fix.split("'")[1]  # the US format, first in the message
+    res = read(path, date_format=suggested)
+    assert res.rows_used == 1, (when, suggested)
