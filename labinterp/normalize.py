@@ -1231,17 +1231,24 @@ def _detect_decimal(values: pd.Series) -> str:
 
 
 def _patient_ids(patient: _Coded) -> _Coded:
-    """The patient ids as written, stripped; pandas re-saves turn 93705 into "93705.0".
+    """The patient ids cleaned by `patient_id_text`, once per distinct id."""
+    return patient.via_pandas(patient_id_text)
+
+
+def patient_id_text(ids: pd.Series) -> pd.Series:
+    """Patient ids as written, stripped, missing as ""; pandas re-saves turn 93705 into
+    "93705.0", which is read as 93705. Also used to match ids in side tables.
 
     Invisible format characters (Unicode category Cf: zero-width spaces and joiners, a BOM,
     word joiners) and full-width or compatibility forms (NFKC) would otherwise make one
     patient two ids that print the same.
     """
-    text = patient._distinct_text()
+    text = pa.array(_strip(ids).astype(pd.StringDtype("pyarrow")), type=pa.large_string())
     if not pc.all(pc.string_is_ascii(text)).as_py():  # ASCII has neither: nothing to do
         text = pc.replace_substring_regex(pc.utf8_normalize(text, "NFKC"), r"\p{Cf}", "")
-        patient = _Coded(patient.codes, text=text)
-    return patient.via_pandas(lambda s: _strip(s).str.replace(r"^(\d+)\.0$", r"\1", regex=True))
+        text = pc.utf8_trim_whitespace(text)
+    text = pc.replace_substring_regex(text, r"^(\d+)\.0$", r"\1")
+    return pd.Series(pd.array(text, dtype=STR), index=ids.index)
 
 
 def _dates(collected: _Coded, file_label: str, opts: Options) -> tuple[np.ndarray, _Coded]:

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from labinterp.errors import InputFileError
-from labinterp.normalize import Options, normalize, normalize_unique, slash_order
+from labinterp.normalize import Options, normalize, normalize_unique, patient_id_text, slash_order
 from labinterp.readers import columns as colplan
 from labinterp.readers import duplicates, formats, sniff, table
 from labinterp.readers.fhir import fhir_raw
@@ -490,10 +490,12 @@ def _join_demographics(p: Path, raw: pd.DataFrame, spec: dict[str, str]) -> None
     if path is None:
         return
     rows = _read_small_csv(path)
-    key = raw["patient_id"].str.strip()
+    # both sides' ids cleaned as the results' ids are ("93705.0", invisible characters)
+    key = patient_id_text(raw["patient_id"])
+    side_ids = patient_id_text(pd.Series([r.get(spec["key"], "") for r in rows], dtype=object))
     for field_name in ("sex", "birth_date"):
         src = spec.get(field_name)
         if not src:
             continue
-        lookup = {r.get(spec["key"], ""): r.get(src, "") for r in rows}
+        lookup = dict(zip(side_ids, (r.get(src, "") for r in rows), strict=True))
         raw[field_name] = raw[field_name].where(raw[field_name] != "", key.map(lookup).fillna(""))

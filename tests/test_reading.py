@@ -572,3 +572,20 @@ def test_the_date_format_a_message_suggests_reads_the_file(tmp_path: Path, when:
     suggested = err.value.fix.split("'")[1]  # the US format, first in the message
     res = read(path, date_format=suggested)
     assert res.rows_used == 1, (when, suggested)
+
+
+def test_side_table_demographics_match_ids_cleaned_as_results_ids_are(tmp_path: Path) -> None:
+    """A Synthea-shaped export whose patient ids were re-saved ("93705.0") or carry an
+    invisible character still finds its patients.csv row (sex and birth date)."""
+    header = "DATE,PATIENT,ENCOUNTER,CODE,DESCRIPTION,VALUE,UNITS,TYPE\n"
+    body = (
+        "2024-03-01T08:30:00Z,93705.0,e1,19123-9,Magnesium,1.2,mg/dL,numeric\n"
+        "2024-03-01T08:30:00Z,\u200b93706,e2,19123-9,Magnesium,1.2,mg/dL,numeric\n"
+    )
+    (tmp_path / "observations.csv").write_text(header + body, encoding="utf-8")
+    (tmp_path / "patients.csv").write_text(
+        "Id,BIRTHDATE,GENDER\n93705,1950-01-01,F\n93706,1960-01-01,M\n", encoding="utf-8"
+    )
+    res = read(tmp_path / "observations.csv").results.sort_values("patient_id")
+    assert list(res["patient_id"]) == ["93705", "93706"]
+    assert list(res["sex"]) == ["female", "male"]
