@@ -109,7 +109,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "non_blood_specimen",  # urine / body-fluid rows of a blood test
     "duplicate",  # same patient, analyte, time and value as an earlier row
     "malformed_row",  # wrong number of fields and similar structural damage
-    "fhir_status",  # a FHIR Observation cancelled, entered in error or not yet resulted
+    "fhir_status",  # FHIR Observation cancelled, entered in error, not resulted, or unknown code
 )
 
 # The findings table: one row per patient x rule x episode, the same everywhere

@@ -310,3 +310,19 @@ def test_invalid_observation_reason_lists_a_few_fields_briefly(tmp_path: Path) -
     assert "valueQuantity.value" in detail or "referenceRange[0].low.value" in detail
     assert "more" in detail and "\n" not in detail and len(detail) < 300
     assert "12,5" not in detail
+
+
+def test_observation_with_a_status_outside_fhir_is_rejected(tmp_path: Path) -> None:
+    res = accounted(read(write_json(tmp_path, bundle(obs(id="a", status="bogus"), obs(id="b")))))
+    assert res.rows_used == 1
+    rejected = res.rejected.iloc[0]
+    assert rejected["reason"] == "fhir_status" and "bogus" not in rejected["detail"]
+
+
+def test_ndjson_line_that_is_not_a_resource_is_counted_and_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "obs.ndjson"
+    path.write_text(f"{json.dumps(obs())}\n42\n", encoding="utf-8")
+    res = accounted(read(path))
+    assert (res.rows_in, res.rows_used) == (2, 1)
+    assert list(res.rejected["source_row"]) == [2]
+    assert list(res.rejected["reason"]) == ["malformed_row"]

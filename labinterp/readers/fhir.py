@@ -35,6 +35,9 @@ NO_RESULT_STATUSES = {
     "entered-in-error": "the result was withdrawn as entered in error and must not be used",
     "registered": "the test is ordered but has no result yet",
 }
+# The rest of FHIR R4/R5's ObservationStatus codes (a required binding, which the model
+# classes do not check): results that may be interpreted.
+RESULT_STATUSES = {"preliminary", "final", "amended", "corrected", "unknown"}
 
 
 def _status_problem(resource: dict[str, Any]) -> str | None:
@@ -46,6 +49,9 @@ def _status_problem(resource: dict[str, Any]) -> str | None:
     code = status.strip().lower()
     if code in NO_RESULT_STATUSES:
         return f"status is {code}: {NO_RESULT_STATUSES[code]}"
+    if code not in RESULT_STATUSES:
+        # not knowing what the sender meant, the result is not used
+        return "status is not a FHIR Observation status, so whether the result stands is unknown"
     return None
 
 
@@ -270,10 +276,14 @@ def fhir_raw(doc: Any, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
 
     `doc` is a parsed JSON document, or a list of (line number, resource) for NDJSON.
     """
+    invalid = []
     if isinstance(doc, list) and doc and isinstance(doc[0], tuple):
         numbered: list[tuple[int, dict[str, Any]]] = []
         patients: dict[str, dict[str, Any]] = {}
         for line, res in doc:
+            if not isinstance(res, dict):  # a line is one resource: this one is counted too
+                invalid.append((line, "malformed_row", "the line is not a FHIR resource"))
+                continue
             found, pats = _walk(res)
             patients.update(pats)
             numbered.extend((line, o) for o in found)
@@ -283,7 +293,6 @@ def fhir_raw(doc: Any, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
         )
         numbered = list(enumerate(obs_list, start=1))
     rows = []
-    invalid = []
     for number, obs in numbered:
         status = _status_problem(obs)
         if status:
