@@ -106,6 +106,16 @@ CASES: dict[str, tuple[list, list]] = {
             },
         ],
     ),
+    "C-conflict": (  # two different Mg results recorded at one time
+        [(MG, "1.2", 0), (MG, "2.1", 0), (K, "3.1", 0)],
+        [
+            {
+                "rule_id": "hypomagnesemia_hypokalemia",
+                "status": "not_fired",
+                "caveats": "conflicting_results",
+            },
+        ],
+    ),
     "N-none": (
         [(MG, "2.0", 0), (CA, "9.1", 0)],
         [
@@ -255,6 +265,9 @@ def test_patterns_tiers_guards_and_honest_wording_in_html() -> None:
     # Grade 4 magnesium (0.6 mg/dL) shows in the urgent-care section
     assert "far from the range" in html("P1-supported")
     assert "resistance" not in html("P2-serial").lower().replace("vitamin_d_resistance", "")
+    assert "two different results" in html("C-conflict")
+    assert "dos resultados distintos" in html("C-conflict", "es")
+    assert "two different results" not in html("P1-supported")
     for pid in CASES:
         for lang in ("en", "es"):
             text = html(pid, lang)

@@ -469,6 +469,10 @@ def context_from_rows(
         "fired_patterns": [f for f in patterns if f["status"] == "fired"],
         "guards": guards,
         "context_findings": context_rules,
+        # a finding cites one of two different results of a test recorded at one time
+        "conflicting_results": any(
+            "conflicting_results" in f["caveats"] for f in (*patterns, *guards, *context_rules)
+        ),
         "urgent": urgent,
         "urgent_more": urgent_more,
         "urgent_findings": urgent_findings,
