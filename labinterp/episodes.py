@@ -263,20 +263,16 @@ def tri_above(
     classes: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """1.0 when the true value is surely above `threshold`, 0.0 when surely not, else NaN.
-    `classes`: _comparator_classes(comparator), when the caller has it already."""
-    out = np.full(len(value), np.nan)
+
+    The mirror of tri_below: a value is above a threshold exactly when its negative is
+    below the threshold's negative, with every comparator turned around ("<" -> ">")."""
     c = _comparator_classes(comparator) if classes is None else classes
-    ok = ~np.isnan(value) & ~np.isnan(threshold)
-    exact = ok & ~c["censored"]
-    with np.errstate(invalid="ignore"):
-        out[exact] = (value[exact] > threshold[exact]).astype(float)
-        gt = ok & c[">"]
-        out[gt & (value >= threshold)] = 1.0
-        ge = ok & c[">="]
-        out[ge & (value > threshold)] = 1.0
-        lt = ok & c["below"]
-        out[lt & (value <= threshold)] = 0.0
-    return out
+    turned = {_TURNED.get(k, k): v for k, v in c.items()}
+    return tri_below(-np.asarray(value), comparator, -np.asarray(threshold), turned)
+
+
+# comparator classes with the inequality turned around (see tri_above)
+_TURNED = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "below": "above", "above": "below"}
 
 
 def _per_distinct(column: pd.Series, *tests: Callable[[pd.Series], pd.Series]) -> list[np.ndarray]:

@@ -385,3 +385,28 @@ def test_results_contradicting_each_other_at_one_time_are_flagged() -> None:
         [_row("P1", None, "magnesium", 0.5, 0.7, 1.0), _row("P1", None, "magnesium", 0.9, 0.7, 1.0)]
     )
     assert "conflicting" not in undated["hypomagnesemia_hypokalemia/P1"]
+
+
+def test_tri_above_by_the_definition_of_each_comparator() -> None:
+    """tri_above is computed as the mirror of tri_below; check it against what each
+    comparator says about the true value, at, below and above the threshold."""
+
+    def expected(comparator: str, v: float, t: float) -> float:
+        if np.isnan(v) or np.isnan(t):
+            return np.nan
+        return {
+            "": float(v > t),  # exact
+            ">": 1.0 if v >= t else np.nan,  # true value above v
+            ">=": 1.0 if v > t else np.nan,
+            "<": 0.0 if v <= t else np.nan,  # true value below v
+            "<=": 0.0 if v <= t else np.nan,
+            "?": np.nan,
+        }[comparator]
+
+    cases = [(c, v, 1.0) for c in ("", ">", ">=", "<", "<=", "?") for v in (0.5, 1.0, 1.5, np.nan)]
+    comparators = np.array([c for c, _, _ in cases], dtype=object)
+    values = np.array([v for _, v, _ in cases])
+    thresholds = np.array([t for _, _, t in cases])
+    got = tri_above(values, comparators, thresholds)
+    want = np.array([expected(*case) for case in cases])
+    np.testing.assert_array_equal(got, want)
