@@ -401,6 +401,8 @@ def _raw_frame(p: Path, label: str, tbl: table.Table, plan: colplan.ColumnPlan) 
     if plan.layout == "wide":
         return _melt_wide(label, tbl, plan, column)
     data = {name: column(name) for name in RAW if name not in ("source_file", "source_row")}
+    if "collected_time" in plan.columns:
+        data["collected_at"] = _joined_time(data["collected_at"], column("collected_time"))
     raw = pd.DataFrame(data)
     raw["source_file"] = table.text_series(pa.repeat(pa.scalar(label, pa.large_string()), n))
     raw["source_row"] = tbl.source_row
@@ -432,6 +434,25 @@ def _raw_frame(p: Path, label: str, tbl: table.Table, plan: colplan.ColumnPlan) 
     if demographics:
         _join_demographics(p, raw, demographics)
     return conform(raw, RAW)
+
+
+# a time of day alone: "8:30", "08:30:15", "8:30 PM", "08:30:15.250"
+_TIME_OF_DAY = r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s?[AaPp][Mm])?"
+
+
+def _joined_time(date: pd.Series, time: pd.Series) -> pd.Series:
+    """The collection time from a date column and a time-of-day column, row by row: the
+    date and the time where the time is a time of day; the time column's text where it
+    holds a whole date and time itself; the date alone where the time is empty. Anything
+    odd is left for the date parser to reject with its reason, never guessed."""
+    # spreadsheets store a date as a date and time at midnight: that time says nothing
+    date = date.str.strip().str.replace(r"[ T]0?0:00(?::00(?:\.0+)?)?$", "", regex=True)
+    time = time.str.strip()
+    bare = time.str.fullmatch(_TIME_OF_DAY).fillna(False).astype(bool)
+    # a date that still has a time of its own keeps it
+    joinable = bare & (date != "") & ~date.str.contains(":", regex=False)
+    joined = (date + " " + time).where(joinable, time.where(~bare, date))
+    return joined.where(time != "", date)
 
 
 def _melt_wide(label: str, tbl: table.Table, plan: colplan.ColumnPlan, column) -> pd.DataFrame:

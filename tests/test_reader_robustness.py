@@ -77,19 +77,25 @@ def test_xlsx_date_time_and_datetime_cells_become_iso_text(tmp_path: Path) -> No
         ["patient_id", "collection_date", "collection_time", "test", "result", "unit"],
     ],
 )
-def test_xlsx_separate_time_column_is_read_or_rejected_never_a_crash(
+def test_xlsx_separate_date_and_time_columns_make_the_collection_time(
     tmp_path: Path, header: list[str]
 ) -> None:
-    """The reader has no date + time column pair: a row is used with its date or rejected
-    with a reason, and a time alone is never taken for a day."""
+    """A date column and a time-of-day column are joined, whether the date cell is a date
+    or a date and time at midnight (as spreadsheets store dates)."""
     path = write_xlsx(
         tmp_path,
         header,
-        [["P1", datetime.date(2024, 3, 1), datetime.time(8, 30), "Magnesium", 1.2, "mg/dL"]],
+        [
+            ["P1", datetime.date(2024, 3, 1), datetime.time(8, 30), "Magnesium", 1.2, "mg/dL"],
+            ["P1", datetime.datetime(2024, 3, 1), datetime.time(14, 5), "Magnesium", 1.2, "mg/dL"],
+        ],
     )
     res = accounted(read(path))
-    assert res.rows_in == 1
-    assert (res.results["collected_at"].dt.normalize() == datetime.datetime(2024, 3, 1)).all()
+    assert res.rows_used == 2  # two draws of one day, not one result twice
+    assert sorted(res.results["collected_at"]) == [
+        datetime.datetime(2024, 3, 1, 8, 30),
+        datetime.datetime(2024, 3, 1, 14, 5),
+    ]
     for command in ("check", "interpret"):
         assert main([command, str(path)]) == 0
     assert main(["audit", str(path), "-o", str(tmp_path / "audit")]) == 0

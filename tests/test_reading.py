@@ -589,3 +589,31 @@ def test_side_table_demographics_match_ids_cleaned_as_results_ids_are(tmp_path: 
     res = read(tmp_path / "observations.csv").results.sort_values("patient_id")
     assert list(res["patient_id"]) == ["93705", "93706"]
     assert list(res["sex"]) == ["female", "male"]
+
+
+def test_separate_date_and_time_columns_are_joined(tmp_path: Path) -> None:
+    header = "patient_id,collection_date,collection_time,test,result,unit,reference_range\n"
+    body = (
+        "P1,2024-03-01,08:30,Magnesium,1.0,mg/dL,1.6-2.6\n"
+        "P1,2024-03-01,14:30,Magnesium,1.0,mg/dL,1.6-2.6\n"  # same value, later draw
+        "P1,2024-03-02,,Magnesium,1.1,mg/dL,1.6-2.6\n"  # no time: the date alone
+        "P1,2024-03-03,2024-03-03 09:00,Magnesium,1.2,mg/dL,1.6-2.6\n"  # a whole time
+        "P1,,10:00,Magnesium,1.3,mg/dL,1.6-2.6\n"  # a time without a date
+    )
+    res = read(write(tmp_path, header + body))
+    assert list(res.results["collected_at"].astype(str)) == [
+        "2024-03-01 08:30:00",
+        "2024-03-01 14:30:00",
+        "2024-03-02 00:00:00",
+        "2024-03-03 09:00:00",
+    ]
+    assert list(res.rejected["reason"]) == ["missing_date"]
+    # the time column named first, the date after it: the same pair
+    swapped = (
+        "patient_id,time,date,test,result,unit,reference_range\n"
+        "P1,08:30,2024-03-01,Magnesium,1.0,mg/dL,1.6-2.6\n"
+    )
+    assert (
+        str(read(write(tmp_path, swapped, "b.csv")).results["collected_at"].iloc[0])
+        == "2024-03-01 08:30:00"
+    )

@@ -22,7 +22,11 @@ from labinterp.resources import reference_file
 from labinterp.schema import RAW
 
 # RAW fields a column can feed (everything except provenance and preset-derived ones)
-MAPPABLE = tuple(f for f in RAW if f not in ("source_file", "source_row", "analyte_hint"))
+# "collected_time": a time-of-day column joined to the date in "collected_at"
+MAPPABLE = (
+    *(f for f in RAW if f not in ("source_file", "source_row", "analyte_hint")),
+    "collected_time",
+)
 REQUIRED = ("patient_id", "value_raw")
 
 
@@ -70,10 +74,23 @@ class ColumnPlan:
 
 
 @cache
-def _synonyms() -> dict[str, tuple[str, ...]]:
+def _column_names() -> dict[str, Any]:
     with reference_file("column_names.toml").open("rb") as fh:
-        data = tomllib.load(fh)
-    return {k: tuple(header_key(v) for v in vals) for k, vals in data.items()}
+        return tomllib.load(fh)
+
+
+def _synonyms() -> dict[str, tuple[str, ...]]:
+    """Header spellings per RAW field (the file's top-level lists)."""
+    data = _column_names()
+    return {
+        k: tuple(header_key(v) for v in vals) for k, vals in data.items() if isinstance(vals, list)
+    }
+
+
+def _split_date_time() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Header spellings of a date-only and of a time-of-day column."""
+    pairs = _column_names()["split_date_time"]
+    return tuple(map(header_key, pairs["date"])), tuple(map(header_key, pairs["time"]))
 
 
 @cache
@@ -203,6 +220,7 @@ def _plan_from_headers(header: list[str], file_label: str) -> ColumnPlan:
                 columns[name] = hit
                 used.add(hit)
                 break
+    _pair_date_and_time(header, keys, columns, used)
     wide = _wide_columns([c for c in header if c not in used])
     if wide and "value_raw" not in columns:
         if "patient_id" not in columns:
@@ -216,6 +234,33 @@ def _plan_from_headers(header: list[str], file_label: str) -> ColumnPlan:
     if missing:
         raise _undetected(header, file_label, missing)
     return ColumnPlan(source="header names", columns=columns)
+
+
+def _pair_date_and_time(
+    header: list[str], keys: dict[str, str], columns: dict[str, str], used: set[str]
+) -> None:
+    """When the collection time found is a date-only or a time-of-day column and the file
+    has the other half, use both: "collected_at" the date, "collected_time" the time
+    (the reader joins them row by row, see reading._joined_time). Alone, the time column
+    would have no date, and the date column would make same-day draws one time."""
+    found = columns.get("collected_at")
+    if found is None:
+        return
+    dates, times = _split_date_time()
+
+    def unused(spellings: tuple[str, ...]) -> str | None:
+        for spelling in spellings:
+            hit = next((c for c in header if keys[c] == spelling and c not in used), None)
+            if hit:
+                return hit
+        return None
+
+    if keys[found] in times and (date := unused(dates)):
+        columns["collected_at"], columns["collected_time"] = date, found
+        used.add(date)
+    elif keys[found] in dates and (time := unused(times)):
+        columns["collected_time"] = time
+        used.add(time)
 
 
 def _undetected(header: list[str], file_label: str, missing: list[str]) -> ColumnDetectionError:
