@@ -332,3 +332,17 @@ def test_ndjson_line_that_is_not_a_resource_is_counted_and_rejected(tmp_path: Pa
     assert (res.rows_in, res.rows_used) == (2, 1)
     assert list(res.rejected["source_row"]) == [2]
     assert list(res.rejected["reason"]) == ["malformed_row"]
+
+
+def test_versioned_and_absolute_references_point_at_their_resource(tmp_path: Path) -> None:
+    """A report's result given as "Observation/k1/_history/2" still hands its patient
+    and time to that Observation; a subject given as a full URL names the patient."""
+    member = obs(id="k1", subject=None, effectiveDateTime=None)
+    rep = report(
+        subject={"reference": "https://example.org/fhir/Patient/p9/_history/3"},
+        effectiveDateTime="2024-03-01T08:30:00Z",
+        result=[{"reference": "Observation/k1/_history/2"}],
+    )
+    res = accounted(read(write_json(tmp_path, bundle(rep, member))))
+    assert res.rows_used == 1
+    assert res.results["patient_id"].iloc[0] == "p9"

@@ -124,6 +124,8 @@ def _ref_id(ref: Any) -> str:
     for prefix in ("urn:uuid:", "urn:oid:"):
         if text.startswith(prefix):
             return text[len(prefix) :]
+    # "Patient/123", "https://server/fhir/Patient/123", "Patient/123/_history/2" -> "123"
+    text = text.split("/_history/", 1)[0]
     return text.rsplit("/", 1)[-1] if "/" in text else text
 
 
