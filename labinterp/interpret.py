@@ -519,6 +519,23 @@ def _evidence_rows(
     return _take_rows(dictionary, lines, row, n)
 
 
+# Columns of the rules' output that _assemble reads after sorting (and every "ev_" one).
+_ASSEMBLED = frozenset(
+    {
+        "pat",
+        "rule",
+        "status",
+        "tier",
+        "grade_obs",
+        "grade_term",
+        "missing_inputs",
+        "suppressed_by",
+        "caveats",
+        "note",
+    }
+)
+
+
 def _with_conflict_caveat(caveats: Any, ids: np.ndarray, obs: pd.DataFrame) -> Any:
     """`caveats` with "conflicting_results" added where the evidence (obs `ids`, rows x
     roles, -1 for none) holds a result contradicted by another at the same time."""
@@ -544,7 +561,9 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_json: bool) -> pd.Dat
     status_rank = f["status"].factorize(sort=True)[0]
     patient_rule = f["pat"].to_numpy(dtype="int64") * len(REGISTRY) + f["rule"].to_numpy()
     order = np.lexsort((status_rank, end.view("int64"), start.view("int64"), patient_rule))
-    f = f.iloc[order].reset_index(drop=True)
+    # only the columns read below are reordered (the rules' own, like anchor times, are not)
+    used_columns = [c for c in f.columns if c in _ASSEMBLED or c.startswith("ev_")]
+    f = f[used_columns].iloc[order].reset_index(drop=True)
     n = len(f)
     patient_of = np.searchsorted(ctx.patients["pat"].to_numpy(), f["pat"].to_numpy())
     rule = f["rule"].to_numpy()
