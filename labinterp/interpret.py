@@ -64,6 +64,7 @@ _EVIDENCE_NUMBERS = (
     "range_high_reported",
     "source_row",
 )
+_TEXT_NUMBERS = ("value", "range_low_reported", "range_high_reported")
 
 
 def interpret(
@@ -411,11 +412,13 @@ def _obs_pieces(
     its range origin (position in ORIGINS, -1 for another). The literals `*_extra` are
     added at the end of each dictionary; no JSON pieces when `json_extra` is None."""
     obs = ctx.obs
+    # the text shows the value and the reported range; the JSON every number
+    numbers = _TEXT_NUMBERS if json_extra is None else _EVIDENCE_NUMBERS
     num = {
         c: pa.array(obs[c].to_numpy(dtype="float64", na_value=np.nan)[ids], from_pandas=True)
-        for c in _EVIDENCE_NUMBERS
+        for c in numbers
     }
-    enc = {c: _encode(num[c]) for c in _EVIDENCE_NUMBERS if c != "source_row"}
+    enc = {c: _encode(num[c]) for c in numbers if c != "source_row"}
     for c in ("analyte", "comparator", *episodes.TEXT_FIELDS):
         codes, values = ctx.codes(c)
         enc[c] = (values, codes[ids])
