@@ -297,6 +297,12 @@ def _read_one(
     if sniffed.kind in ("json", "ndjson") and _is_fhir(p, sniffed):
         doc = formats.load_json(p, sniffed)
         raw, invalid = fhir_raw(doc, label)
+        if len(raw) == 0 and not invalid:  # e.g. a bundle of Patients: no row to account for
+            raise InputFileError(
+                "the FHIR file holds no Observation resources (lab results).",
+                file=label,
+                fix="export the Observations (or a Bundle holding them) for these patients.",
+            )
         results, rejected, repeated = _normalize(
             raw, label, Options(date_format=date_format), dedupe
         )

@@ -346,3 +346,9 @@ def test_versioned_and_absolute_references_point_at_their_resource(tmp_path: Pat
     res = accounted(read(write_json(tmp_path, bundle(rep, member))))
     assert res.rows_used == 1
     assert res.results["patient_id"].iloc[0] == "p9"
+
+
+def test_fhir_file_without_observations_is_refused_with_a_message(tmp_path: Path) -> None:
+    patients_only = bundle({"resourceType": "Patient", "id": "p1", "gender": "female"})
+    with pytest.raises(InputFileError, match="no Observation resources"):
+        read(write_json(tmp_path, patients_only))
