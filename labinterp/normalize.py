@@ -486,7 +486,9 @@ def _analyte_of(hint: object, loinc: object, code: object, name: object, tests: 
     for label in (nm, cd, lc):
         if label and label in tests:
             return (tests[label], "")
-    found = analyte_for(lc or None, cd or None, nm or None)
+    # the catalog's spellings are plain text: full-width letters or an invisible character
+    # in a test name must not make a magnesium result "out of scope"
+    found = analyte_for(_plain_text(lc) or None, _plain_text(cd) or None, _plain_text(nm) or None)
     if found:
         return (found, "")
     if not (lc or cd or nm):

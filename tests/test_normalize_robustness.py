@@ -352,3 +352,14 @@ def test_invisible_characters_and_width_do_not_split_a_patient(tmp_path: Path) -
 def test_an_id_of_only_invisible_characters_is_missing(tmp_path: Path) -> None:
     row = rejected(tmp_path, "\u200b\u2060,2024-03-01 08:30,Magnesium,1.0,mg/dL,1.6-2.6\n")
     assert row["reason"] == "missing_patient_id"
+
+
+@pytest.mark.parametrize(
+    "name", ["Ｍａｇｎｅｓｉｕｍ", "Magne\u200bsium", "\ufeffMagnesium", "MAGNESIUM\u00a0"]
+)
+def test_test_names_in_odd_unicode_are_recognised(tmp_path: Path, name: str) -> None:
+    """Full-width letters, zero-width or no-break spaces and a BOM inside a test name do not
+    make a magnesium result out of scope."""
+    assert used(tmp_path, f"P1,2024-03-01 08:30,{name},1.0,mg/dL,1.6-2.6\n")["analyte"] == (
+        "magnesium"
+    )
