@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labinterp.parameters import duration, number
-from labinterp.readers.duplicates import SAME_NUMBER
+from labinterp.readers.duplicates import same_number
 
 # Dates in real exports run from 1900 to 2200 (MIMIC shifts into the 2100s); undated draws
 # are placed here so no window can reach them from a real date.
@@ -520,8 +520,8 @@ def _conflicting(
     out = np.zeros(len(pat), dtype=bool)
     if len(pat) < 2:
         return out
-    with np.errstate(invalid="ignore"):
-        differs = np.abs(value[1:] - value[:-1]) > SAME_NUMBER * np.abs(value[:-1])
+    numeric = ~np.isnan(value)
+    differs = numeric[1:] & numeric[:-1] & ~same_number(value[1:], value[:-1])
     pair = (
         (pat[1:] == pat[:-1])
         & (t[1:] == t[:-1])
@@ -624,15 +624,13 @@ def _nearest_sorted(
     w = pd.Timedelta(window).as_unit("ns").value
     f = np.searchsorted(ckey, akey, side="left")
     fc = np.minimum(f, len(ckey) - 1)
-    # The last candidate at or before the anchor: the one before `f`, unless candidates
-    # share the anchor's key; then the last of them, which is `f` itself when no two
-    # candidates share a key (the usual case), else searched for those anchors.
+    # The backward match: the candidate before `f`. Where `f` has the anchor's own key
+    # (same patient, same time) it wins at distance 0 anyway, unless several candidates
+    # share that key: then, as merge_asof does, the last of them is the match.
     b = f - 1
-    exact = ckey[fc] == akey
     if (ckey[1:] == ckey[:-1]).any():
+        exact = ckey[fc] == akey
         b[exact] = np.searchsorted(ckey, akey[exact], side="right") - 1
-    else:
-        b[exact] = f[exact]
     bc = np.maximum(b, 0)
     # same patient: the key lies in the patient's [apat * span, (apat + 1) * span)
     # (compare before subtracting: real dates minus the 1700 sentinel overflow int64)

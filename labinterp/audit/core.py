@@ -49,7 +49,7 @@ from labinterp.errors import (
     LabinterpError,
     OutputError,
 )
-from labinterp.readers.sniff import display_names, unique_files
+from labinterp.readers.sniff import display_names
 
 ENGINES = ("local", "dask")
 
@@ -104,8 +104,11 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, bo
             fix="name the export files, or a folder that contains them.",
         )
     # a file named twice (or by two paths) is read once, as where it was first named
-    first = {id(f) for f in unique_files([f for f, _ in out])}
-    return [(f, in_folder) for f, in_folder in out if id(f) in first]
+    # (as sniff.unique_files does for the reader, here keeping where each was found)
+    first: dict[str, tuple[Path, bool]] = {}
+    for f, in_folder in out:
+        first.setdefault(os.path.realpath(f), (f, in_folder))
+    return list(first.values())
 
 
 def sha256_of(path: Path) -> str:

@@ -63,6 +63,13 @@ def candidates(group: np.ndarray, time: np.ndarray) -> np.ndarray:
     return shared[repeated]
 
 
+def same_number(value: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Per row: `value` is the number `first` is, within SAME_NUMBER of it (False where
+    either is missing)."""
+    with np.errstate(invalid="ignore"):
+        return np.abs(value - first) <= SAME_NUMBER * np.abs(first)
+
+
 def repeats(rows: Rows) -> tuple[np.ndarray, np.ndarray]:
     """(duplicates, firsts): positions of repeated rows and of the row each one repeats.
 
@@ -75,11 +82,9 @@ def repeats(rows: Rows) -> tuple[np.ndarray, np.ndarray]:
     new_run = np.ones(n, dtype=bool)
     new_run[1:] = (r.group[1:] != r.group[:-1]) | (r.time[1:] != r.time[:-1])
     run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
-    first_value = r.value[run_start]
-    with np.errstate(invalid="ignore"):
-        same_number = np.abs(r.value - first_value) <= SAME_NUMBER * np.abs(first_value)
+    same_value = same_number(r.value, r.value[run_start])
     same_text = (r.text != rows.no_text) & (r.text == r.text[run_start])
-    dup = ~new_run & (r.comparator == r.comparator[run_start]) & (same_number | same_text)
+    dup = ~new_run & (r.comparator == r.comparator[run_start]) & (same_value | same_text)
     return order[dup], order[run_start[dup]]
 
 

@@ -130,18 +130,18 @@ def kept_rows(
     pandas frame costs ~0.5 ms each, much of a small table's time."""
     data = {c: anchors[c].to_numpy()[keep] for c in anchors.columns}
     data.update({k: v if np.isscalar(v) else v[keep] for k, v in columns.items()})
-    # an episode id is the episode's row in ctx.episodes (episodes.build numbers them so)
-    ids = data["episode_id"]
-    data["start"] = ctx.episodes["start"].to_numpy()[ids]
-    data["end"] = ctx.episodes["end"].to_numpy()[ids]
+    data["start"], data["end"] = episode_span(ctx, data["episode_id"])
     return pd.DataFrame(data)
 
 
+def episode_span(ctx: Context, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) of the episodes `ids`: an episode id is the episode's row in
+    ctx.episodes (episodes.build numbers them so)."""
+    return ctx.episodes["start"].to_numpy()[ids], ctx.episodes["end"].to_numpy()[ids]
+
+
 def with_episode_span(ctx: Context, frame: pd.DataFrame) -> pd.DataFrame:
-    ids = frame["episode_id"].to_numpy()
-    # an episode id is the episode's row in ctx.episodes (episodes.build numbers them so)
-    frame["start"] = ctx.episodes["start"].to_numpy()[ids]
-    frame["end"] = ctx.episodes["end"].to_numpy()[ids]
+    frame["start"], frame["end"] = episode_span(ctx, frame["episode_id"].to_numpy())
     return frame
 
 
