@@ -1246,6 +1246,7 @@ def patient_id_text(ids: pd.Series) -> pd.Series:
     patient two ids that print the same.
     """
     text = pa.array(_strip(ids).astype(pd.StringDtype("pyarrow")), type=pa.large_string())
+    # what _plain_text does to one text, here on the whole column in Arrow
     if not pc.all(pc.string_is_ascii(text)).as_py():  # ASCII has neither: nothing to do
         text = pc.replace_substring_regex(pc.utf8_normalize(text, "NFKC"), r"\p{Cf}", "")
         text = pc.utf8_trim_whitespace(text)
