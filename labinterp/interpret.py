@@ -9,6 +9,7 @@ context rules report fired rows only.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labinterp import episodes, grading, guards, schema
-from labinterp.output import iso_seconds
+from labinterp.output import iso_seconds, number_text
 from labinterp.rules import REGISTRY
 from labinterp.rules.common import flags
 from labinterp.rules.vitamin_d_resistance import GUIDELINES
@@ -65,6 +66,8 @@ _EVIDENCE_NUMBERS = (
     "source_row",
 )
 _TEXT_NUMBERS = ("value", "range_low_reported", "range_high_reported")
+# The fields of an evidence record that come from its observation (all but the role).
+_RECORD_FIELDS = tuple(f for f in schema.EVIDENCE_RECORD if f.name != "role")
 
 
 def interpret(
@@ -189,6 +192,8 @@ Column = tuple[pa.Array, np.ndarray]  # (strings, per-row index into them; -1 = 
 Pieces = tuple[pa.Array, np.ndarray]  # (dictionary, rows x pieces codes into it; -1 = nothing)
 # A column as its distinct values and each row's index into them (-1: missing).
 Encoded = tuple[pa.Array, np.ndarray]
+# The evidence record fields of some observations: text encoded, the rest as arrays.
+Record = dict[str, Encoded | pa.Array]
 
 
 def _dictionary(columns: Sequence[Column]) -> Pieces:
@@ -344,36 +349,8 @@ def _plain(d: pa.Array) -> pa.Array:
 
 
 def _number(digits: int) -> Callable[[pa.Array], pa.Array]:
-    """Numbers as short text, rounded to `digits` decimals."""
-
-    def fmt(d: pa.Array) -> pa.Array:
-        # Not finite: no number to print (null, like a missing one; JSON has no "inf").
-        # Beyond 1e15 rounding to a few decimals changes nothing, and Arrow's round
-        # overflows near the largest doubles: those are printed as they are.
-        d = pc.if_else(pc.is_finite(d), d, pa.scalar(None, d.type))
-        small = pc.less(pc.abs(d), 1e15)
-        rounded = pc.round(pc.if_else(small, d, 0.0), digits)
-        text = pc.cast(pc.if_else(small, rounded, d), pa.string())
-        # Arrow prints whole numbers without ".0"; the regex is only a guard, so run it
-        # only where it would change something
-        if pc.any(pc.ends_with(text, ".0")).as_py():
-            text = pc.replace_substring_regex(text, r"\.0$", "")
-        return text
-
-    return fmt
-
-
-def _quoted(d: pa.Array) -> pa.Array:
-    """JSON string literals, escaped without a per-row Python call."""
-    d = pc.replace_substring(d, "\\", "\\\\")
-    d = pc.replace_substring(d, '"', '\\"')
-    d = pc.replace_substring_regex(d, r"[\x00-\x1f]", " ")
-    return _join('"', d, '"')
-
-
-def _iso(d: pa.Array) -> pa.Array:
-    """Times (seconds) as quoted ISO text: digits, '-', 'T' and ':' only, nothing to escape."""
-    return _join('"', iso_seconds(d), '"')
+    """Numbers as short text, rounded to `digits` decimals (see output.number_text)."""
+    return functools.partial(number_text, digits=digits)
 
 
 def _range_pieces(lo: Encoded, hi: Encoded) -> tuple[pa.Array, np.ndarray, np.ndarray]:
@@ -406,19 +383,20 @@ def _obs_pieces(
     ctx: episodes.Context,
     ids: np.ndarray,
     text_extra: Sequence[str],
-    json_extra: Sequence[str] | None,
-) -> tuple[Pieces, Pieces | None, np.ndarray]:
-    """Pieces of the evidence text and of the JSON object of each observation `ids`, and
-    its range origin (position in ORIGINS, -1 for another). The literals `*_extra` are
-    added at the end of each dictionary; no JSON pieces when `json_extra` is None."""
+    with_records: bool,
+) -> tuple[Pieces, Record | None, np.ndarray]:
+    """Pieces of the evidence text of each observation `ids`, its record (see
+    EVIDENCE_RECORD; None unless `with_records`) and its range origin (position in
+    ORIGINS, -1 for another). The literals `text_extra` are added at the end of the text
+    pieces' dictionary."""
     obs = ctx.obs
-    # the text shows the value and the reported range; the JSON every number
-    numbers = _TEXT_NUMBERS if json_extra is None else _EVIDENCE_NUMBERS
+    # the text shows the value and the reported range; the records every number
+    numbers = _EVIDENCE_NUMBERS if with_records else _TEXT_NUMBERS
     num = {
         c: pa.array(obs[c].to_numpy(dtype="float64", na_value=np.nan)[ids], from_pandas=True)
         for c in numbers
     }
-    enc = {c: _encode(num[c]) for c in numbers if c != "source_row"}
+    enc = {c: _encode(num[c]) for c in _TEXT_NUMBERS}  # the text's numbers
     for c in ("analyte", "comparator", *episodes.TEXT_FIELDS):
         codes, values = ctx.codes(c)
         enc[c] = (values, codes[ids])
@@ -448,46 +426,40 @@ def _obs_pieces(
         ]
     )
     text_p = _with_literals(_dictionary([text]), text_extra)
-    if json_extra is None:
+    if not with_records:
         return text_p, None, origin_np
 
-    # JSON object, without its opening '{"role":...' and its closing brace (the caller's)
-    def js(key: str, column: Encoded, fmt: Callable[[pa.Array], pa.Array], end: str = "") -> Column:
-        return _encoded(column, fmt, before=f',"{key}":', after=end, missing=f',"{key}":null{end}')
+    def number(column: str) -> pa.Array:
+        d = num[column]  # not finite: no number (JSON has none for it)
+        return pc.if_else(pc.is_finite(d), d, pa.scalar(None, d.type))
 
     # times repeat per draw: each distinct one printed once (to the second, as the
     # audit's CSV prints them; a fraction is dropped, not rounded)
     t_codes, t_distinct = pd.factorize(obs["t"].to_numpy()[ids].view("int64"))
     t_codes[~obs["dated"].to_numpy()[ids]] = -1  # undated: null
-    stamps = (pa.array(t_distinct, pa.int64()).cast(pa.timestamp("ns")), t_codes)
-    derived = pa.array(obs["derived"].to_numpy(dtype=bool)[ids])
-    num6 = _number(6)
-    # all but the time and the row number repeat together: one piece per combination
-    body = _fused(
-        [
-            js("analyte", enc["analyte"], _quoted),
-            js("test", enc["test_label"], _quoted),
-            js("value_raw", enc["value_raw"], _quoted),
-            js("text_result", enc["text_result"], _quoted),
-            js("comparator", enc["comparator"], _quoted),
-            js("value_reported", enc["value_reported"], num6),
-            js("unit_reported", enc["unit_reported"], _quoted),
-            js("value", enc["value"], num6),
-            js("unit", enc["unit"], _quoted),
-            js("range_low", enc["range_low"], num6),
-            js("range_high", enc["range_high"], num6),
-            js("range_low_reported", enc["range_low_reported"], num6),
-            js("range_high_reported", enc["range_high_reported"], num6),
-            js("range_origin", enc["range_origin"], _quoted),
-            js("derived", _encode(derived), lambda d: pc.cast(d, pa.string())),
-        ]
-    )
-    # row numbers are nearly all distinct: formatted per row, not per distinct value, and
-    # alone (their key ends the piece before, the closing brace starts the one after)
-    rows = pc.fill_null(pc.cast(pc.cast(num["source_row"], pa.int64()), pa.string()), "null")
-    stamps_p = js("collected_at", stamps, _iso, end=',"source_row":')
-    json_p = _dictionary([body, stamps_p, (rows, np.arange(len(ids)))])
-    return text_p, _with_literals(json_p, json_extra), origin_np
+    stamps = iso_seconds(pa.array(t_distinct, pa.int64()).cast(pa.timestamp("ns")))
+    # text fields stay encoded (distinct values, index per observation) until the
+    # records are taken: one copy of their strings, in record order
+    record: dict[str, Encoded | pa.Array] = {
+        "analyte": enc["analyte"],
+        "test": enc["test_label"],
+        "value_raw": enc["value_raw"],
+        "text_result": enc["text_result"],
+        "comparator": enc["comparator"],
+        "value_reported": number("value_reported"),
+        "unit_reported": enc["unit_reported"],
+        "value": number("value"),
+        "unit": enc["unit"],
+        "range_low": number("range_low"),
+        "range_high": number("range_high"),
+        "range_low_reported": number("range_low_reported"),
+        "range_high_reported": number("range_high_reported"),
+        "range_origin": enc["range_origin"],
+        "derived": pa.array(obs["derived"].to_numpy(dtype=bool)[ids]),
+        "collected_at": (stamps, t_codes),
+        "source_row": pc.cast(num["source_row"], pa.int64()),
+    }
+    return text_p, record, origin_np
 
 
 def _evidence_rows(
@@ -520,6 +492,100 @@ def _evidence_rows(
         lines = np.concatenate([lines, blank])[order]
         row = np.concatenate([row, empty])[order]
     return _take_rows(dictionary, lines, row, n)
+
+
+def _evidence_lists(record: Record, pos: np.ndarray, roles: Sequence[str]) -> Any:
+    """Per row, the records of the observations at `pos` (rows x roles, -1 = none) in
+    role order, each with its role: the evidence_json column (an empty list for a row
+    without evidence)."""
+    row, role = np.nonzero(pos >= 0)  # row-major: roles of a row in order
+    at = pos[row, role]
+
+    def field(f: pa.Field) -> pa.Array:
+        column = record[f.name]
+        if isinstance(column, tuple):  # encoded text: its distinct values, taken once
+            values, codes = column
+            index = codes[at]
+            return values.take(pa.array(index, mask=index < 0)).cast(f.type)
+        return column.take(pa.array(at)).cast(f.type)
+
+    items = pa.StructArray.from_arrays(
+        [pa.array(roles, pa.string()).take(pa.array(role)), *map(field, _RECORD_FIELDS)],
+        fields=list(schema.EVIDENCE_RECORD),
+    )
+    offsets = np.zeros(len(pos) + 1, dtype=np.int32)
+    np.cumsum(np.bincount(row, minlength=len(pos)), out=offsets[1:])
+    return pd.arrays.ArrowExtensionArray(pa.ListArray.from_arrays(pa.array(offsets), items))
+
+
+def _quoted(d: pa.Array) -> pa.Array:
+    """JSON string literals, escaped without a per-row Python call (control characters
+    become spaces)."""
+    d = pc.replace_substring(d, "\\", "\\\\")
+    d = pc.replace_substring(d, '"', '\\"')
+    d = pc.replace_substring_regex(d, r"[\x00-\x1f]", " ")
+    return _join('"', d, '"')
+
+
+def evidence_json_text(column: pd.Series) -> pd.Series:
+    """The evidence_json column (lists of records) as JSON text, as CSV output holds it:
+    an array of objects per row, numbers to 6 decimals, missing rows missing.
+
+    Built like the evidence text: each field formatted once per distinct value, the
+    fields but the time and the row number fused into one piece per distinct
+    combination, then one take of all pieces in output order.
+    """
+    lists = pa.array(column.array)
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    n = len(lists)
+    items = lists.flatten()  # every row's records, end to end
+    counts = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype("int64")
+    row = np.repeat(np.arange(n), counts)
+
+    def fmt(values: pa.Array) -> Callable[[pa.Array], pa.Array]:
+        if pa.types.is_floating(values.type):
+            return _number(6)
+        if pa.types.is_boolean(values.type):
+            return lambda d: pc.cast(d, pa.string())
+        return _quoted
+
+    def js(key: str, *, before: str = ",", end: str = "") -> Column:
+        values = items.field(key)
+        if pa.types.is_floating(values.type):  # not finite: null, as missing
+            values = pc.if_else(pc.is_finite(values), values, pa.scalar(None, values.type))
+        head = f'{before}"{key}":'
+        return _encoded(
+            _encode(values), fmt(values), before=head, after=end, missing=f"{head}null{end}"
+        )
+
+    # all fields but the time and the row number repeat together: fused
+    names = [f.name for f in items.type if f.name not in ("collected_at", "source_row")]
+    body = _fused([js(names[0], before="")] + [js(name) for name in names[1:]])
+    # the row numbers are nearly all distinct: printed per record, not per distinct value
+    source_row = pc.fill_null(pc.cast(items.field("source_row"), pa.string()), "null")
+    pieces, codes = _dictionary(
+        [body, js("collected_at", end=',"source_row":'), (source_row, np.arange(len(items)))]
+    )
+    lit = len(pieces)  # then the literals: "[{", ",{", "}", "}]", "[]"
+    dictionary = pa.concat_arrays(
+        [pieces, pa.array(["[{", ",{", "}", "}]", "[]"], type=pa.large_string())]
+    )
+    opens = np.r_[True, row[1:] != row[:-1]] if len(row) else np.zeros(0, bool)
+    closes = np.r_[row[1:] != row[:-1], True] if len(row) else np.zeros(0, bool)
+    lines = np.column_stack(
+        [np.where(opens, lit, lit + 1), codes, np.where(closes, lit + 3, lit + 2)]
+    ).astype("int32")
+    empty = np.flatnonzero((counts == 0) & ~pc.is_null(lists).to_numpy(zero_copy_only=False))
+    if len(empty):  # "[]", in row order among the others
+        blank = np.full((len(empty), lines.shape[1]), -1, dtype="int32")
+        blank[:, 0] = lit + 4
+        order = np.argsort(np.concatenate([row, empty]), kind="stable")
+        lines = np.concatenate([lines, blank])[order]
+        row = np.concatenate([row, empty])[order]
+    text = _take_rows(dictionary, lines, row, n)
+    text = pc.if_else(pc.is_null(lists), pa.scalar(None, text.type), text)
+    return pd.Series(_as_str(text), index=column.index)
 
 
 # Columns of the rules' output that _assemble reads after sorting (and every "ev_" one).
@@ -579,28 +645,18 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_json: bool) -> pd.Dat
     mark = np.zeros(len(obs), dtype=bool)
     mark[ids[ids >= 0]] = True
     used = np.flatnonzero(mark)
-    # literals go at the end of the pieces dictionaries: role heads, separators, brackets
     r = len(roles)
-    heads = ['{"role":"' + role[3:] + '"' for role in roles]
-    # an object's closing brace comes with what follows it: the next head or the "]"
-    json_extra = ["[" + h for h in heads] + ["}," + h for h in heads] + ["}]", "[]"]
-    text_p, json_p, origin_u = _obs_pieces(ctx, used, ["; "], json_extra if with_json else None)
+    # the separator goes at the end of the text pieces' dictionary
+    text_p, records, origin_u = _obs_pieces(ctx, used, ["; "], with_json)
     pos = np.full(len(obs), -1, dtype="int64")
     pos[used] = np.arange(len(used))
     p = np.where(ids >= 0, pos[np.maximum(ids, 0)], -1)
     sep = len(text_p[0]) - 1
     text = _as_str(_evidence_rows(text_p, p, (np.full(r, -1), np.full(r, sep)), (-1, -1)))
-    js = _as_str(pa.nulls(n, pa.large_string()))  # not asked for: missing
-    if json_p is not None:
-        lit = len(json_p[0]) - (2 * r + 2)
-        js = _as_str(
-            _evidence_rows(
-                json_p,
-                p,
-                (lit + np.arange(r), lit + r + np.arange(r)),
-                (lit + 2 * r, lit + 2 * r + 1),
-            )
-        )
+    if records is None:  # not asked for: missing
+        evidence_records = pd.arrays.ArrowExtensionArray(pa.nulls(n, schema.EVIDENCE.pyarrow_dtype))
+    else:
+        evidence_records = _evidence_lists(records, p, [role[3:] for role in roles])
     # the range origins seen in a row as bits (bit i: ORIGINS[i]), then one text per
     # distinct set of bits instead of string work per row
     seen = np.zeros(n, dtype="int64")
@@ -638,7 +694,7 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_json: bool) -> pd.Dat
             "episode_start": start[order],
             "episode_end": end[order],
             "evidence": text,
-            "evidence_json": js,
+            "evidence_json": evidence_records,
             "range_origin": origins,
             "missing_inputs": _text(f["missing_inputs"].fillna("")),
             "suppressed_by": _text(f["suppressed_by"].fillna("")),

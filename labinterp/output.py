@@ -32,6 +32,38 @@ def iso_seconds(times: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray
     return pc.replace_substring(seconds.cast(pa.string()), " ", "T", max_replacements=1)
 
 
+def number_text(d: pa.Array, digits: int) -> pa.Array:
+    """Numbers as short text, rounded to `digits` decimals ("1.5", "2", not "2.0").
+
+    Not finite: null (no number to print; JSON has no "inf"). Beyond 1e15 rounding to a
+    few decimals changes nothing, and Arrow's round overflows near the largest doubles:
+    those are printed as they are.
+    """
+    d = pc.if_else(pc.is_finite(d), d, pa.scalar(None, d.type))
+    small = pc.less(pc.abs(d), 1e15)
+    rounded = pc.round(pc.if_else(small, d, 0.0), digits)
+    text = pc.cast(pc.if_else(small, rounded, d), pa.string())
+    # Arrow prints whole numbers without ".0"; the regex is only a guard, so run it only
+    # where it would change something
+    if pc.any(pc.ends_with(text, ".0")).as_py():
+        text = pc.replace_substring_regex(text, r"\.0$", "")
+    return text
+
+
+def _with_text_evidence(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with nested columns (evidence_json) as JSON text, for CSV."""
+    nested = [
+        name
+        for name, dtype in df.dtypes.items()
+        if isinstance(dtype, pd.ArrowDtype) and pa.types.is_list(dtype.pyarrow_dtype)
+    ]
+    if not nested:
+        return df
+    from labinterp.interpret import evidence_json_text  # the engine's text machinery
+
+    return df.assign(**{str(name): evidence_json_text(df[name]) for name in nested})
+
+
 def neutralize_formulas(df: pd.DataFrame) -> pd.DataFrame:
     """Prefix text cells that a spreadsheet would run as a formula with a single quote.
 
@@ -73,7 +105,9 @@ def to_json_records(df: pd.DataFrame) -> str:
 def write_table(df: pd.DataFrame, fmt: str, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     if fmt == "csv":
-        neutralize_formulas(df).to_csv(stream, index=False, date_format="%Y-%m-%dT%H:%M:%S")
+        neutralize_formulas(_with_text_evidence(df)).to_csv(
+            stream, index=False, date_format="%Y-%m-%dT%H:%M:%S"
+        )
     elif fmt == "json":
         stream.write(to_json_records(df) + "\n")
     else:

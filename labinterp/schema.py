@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from labinterp.errors import SchemaError
 
@@ -112,9 +113,36 @@ REJECT_REASONS: tuple[str, ...] = (
     "fhir_status",  # FHIR Observation cancelled, entered in error, not resulted, or unknown code
 )
 
+# One item of a finding's evidence: an observation, with the role it played in the rule.
+EVIDENCE_RECORD = pa.struct(
+    [
+        ("role", pa.string()),  # e.g. "magnesium", "calcium", "albumin"
+        ("analyte", pa.string()),
+        ("test", pa.string()),  # the test's name as the lab printed it
+        ("value_raw", pa.string()),
+        ("text_result", pa.string()),
+        ("comparator", pa.string()),
+        ("value_reported", pa.float64()),
+        ("unit_reported", pa.string()),
+        ("value", pa.float64()),  # canonical
+        ("unit", pa.string()),  # canonical
+        ("range_low", pa.float64()),
+        ("range_high", pa.float64()),
+        ("range_low_reported", pa.float64()),
+        ("range_high_reported", pa.float64()),
+        ("range_origin", pa.string()),
+        ("derived", pa.bool_()),  # computed here (e.g. corrected calcium), not reported
+        ("collected_at", pa.string()),  # ISO 8601, to the second
+        ("source_row", pa.int64()),
+    ]
+)
+# A finding's evidence as a list of records: nested in Python, JSON and Parquet; JSON text
+# in CSV (labinterp.output).
+EVIDENCE = pd.ArrowDtype(pa.list_(EVIDENCE_RECORD))
+
 # The findings table: one row per patient x rule x episode, the same everywhere
 # (Python API, `interpret --format csv|json`, audit).
-FINDINGS: dict[str, str] = {
+FINDINGS: dict[str, Any] = {
     "patient_id": STR,
     "rule_id": STR,
     "kind": STR,  # "pattern" | "guard" | "context"
@@ -124,7 +152,7 @@ FINDINGS: dict[str, str] = {
     "episode_start": "datetime64[ns]",
     "episode_end": "datetime64[ns]",
     "evidence": STR,  # human-readable: "Mg 1.2 mg/dL (0.49 mmol/L; range 1.6-2.6 mg/dL, row)"
-    "evidence_json": STR,  # the same evidence as a JSON list of objects
+    "evidence_json": EVIDENCE,  # the same evidence as records (see EVIDENCE_RECORD)
     "range_origin": STR,  # origins of the ranges used, ";"-joined
     "missing_inputs": STR,  # ";"-joined analytes that were needed and absent
     "suppressed_by": STR,  # guard id that vetoed the rule
@@ -136,20 +164,20 @@ FINDINGS: dict[str, str] = {
 STATUSES: tuple[str, ...] = ("fired", "not_fired", "indeterminate", "suppressed")
 
 
-def _dtype(name: str) -> Any:
+def _dtype(name: Any) -> Any:
     return pd.api.types.pandas_dtype(name)
 
 
-def _same_dtype(actual: object, expected: str) -> bool:
+def _same_dtype(actual: object, expected: Any) -> bool:
     return bool(actual == _dtype(expected))
 
 
-def empty(schema: Mapping[str, str]) -> pd.DataFrame:
+def empty(schema: Mapping[str, Any]) -> pd.DataFrame:
     """An empty frame with the schema's columns and dtypes."""
     return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in schema.items()})
 
 
-def conform(df: pd.DataFrame, schema: Mapping[str, str]) -> pd.DataFrame:
+def conform(df: pd.DataFrame, schema: Mapping[str, Any]) -> pd.DataFrame:
     """Return `df` with exactly the schema's columns, in order, cast to the schema's dtypes.
 
     Missing columns are added as all-missing. Extra columns are dropped: a stage must not
@@ -175,7 +203,7 @@ def conform(df: pd.DataFrame, schema: Mapping[str, str]) -> pd.DataFrame:
     return pd.DataFrame(out, index=df.index).reset_index(drop=True)
 
 
-def check(df: pd.DataFrame, schema: Mapping[str, str], table: str) -> pd.DataFrame:
+def check(df: pd.DataFrame, schema: Mapping[str, Any], table: str) -> pd.DataFrame:
     """Raise SchemaError unless `df` has exactly the schema's columns and dtypes."""
     expected = list(schema)
     if list(df.columns) != expected:

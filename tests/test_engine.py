@@ -204,12 +204,8 @@ def test_evidence_helpers_give_what_plain_arrow_gives() -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from labinterp.interpret import _iso, _take_presized
+    from labinterp.interpret import _take_presized
 
-    stamps = ["1700-01-01T00:00:00", "2024-02-29T23:59:59", "0999-12-31T01:02:03"]
-    t = pa.array(np.array(stamps, dtype="datetime64[s]"))
-    iso = pc.strftime(t, format="%Y-%m-%dT%H:%M:%S")
-    assert _iso(t).equals(pc.binary_join_element_wise('"', iso, '"', ""))
     words = pa.array(["", "a", "bb" * 50, "ccc"], pa.large_string())
     picks = np.array([2, 2, 0, 3, 1, 2])
     assert _take_presized(words, picks).equals(pc.take(words, pa.array(picks)))
@@ -312,7 +308,6 @@ def test_nearest_candidate_search_matches_a_plain_scan() -> None:
 def test_times_with_a_fraction_of_a_second_are_read_to_the_second() -> None:
     """Exports (FHIR, LIS) can stamp a draw to the millisecond: the evidence prints such a
     time to the second, like the audit's CSV, and an undated result as null."""
-    import json
 
     res = _results(
         [
@@ -325,7 +320,7 @@ def test_times_with_a_fraction_of_a_second_are_read_to_the_second() -> None:
     stamps = {
         (row.patient_id, item["role"]): item["collected_at"]
         for row in found.itertuples()
-        for item in json.loads(row.evidence_json)
+        for item in row.evidence_json
     }
     assert stamps[("P1", "magnesium")] == "2024-01-01T08:00:00"
     assert stamps[("P1", "calcium")] == "2024-01-01T08:00:00"
@@ -340,22 +335,26 @@ def test_evidence_with_no_numeric_result_and_with_extreme_numbers() -> None:
 
     import pyarrow as pa
 
-    from labinterp.interpret import _number
+    from labinterp.interpret import _number, evidence_json_text
 
     text_only = _results(
         [_row("P1", "2024-03-01 08:30", "magnesium", np.nan, 0.7, 1.0, value_raw="hemolyzed")]
     )
     found = interpret_results(text_only)
     assert set(found["status"]) == {"indeterminate"}
-    assert all(json.loads(j) == [] for j in found["evidence_json"])
+    assert all(len(records) == 0 for records in found["evidence_json"])
 
     numbers = pa.array([1e308, float("inf"), -float("inf"), None, 1.23456789, 2.0, -0.5])
     assert _number(4)(numbers).to_pylist() == ["1e+308", None, None, None, "1.2346", "2", "-0.5"]
 
     huge_range = _results([_row("P1", "2024-03-01 08:30", "magnesium", 0.5, 0.0, float("inf"))])
     found = interpret_results(huge_range)
-    for j in found["evidence_json"]:
-        json.loads(j)
+    texts = evidence_json_text(found["evidence_json"])
+    cited = [json.loads(text) for text in texts]
+    assert any(cited)
+    for records, parsed in zip(found["evidence_json"], cited, strict=True):
+        assert [r["range_high"] for r in parsed] == [None] * len(records)  # not finite
+        assert [r["range_high"] for r in records] == [None] * len(records)
 
 
 def test_results_contradicting_each_other_at_one_time_are_flagged() -> None:
@@ -410,3 +409,48 @@ def test_tri_above_by_the_definition_of_each_comparator() -> None:
     got = tri_above(values, comparators, thresholds)
     want = np.array([expected(*case) for case in cases])
     np.testing.assert_array_equal(got, want)
+
+
+def test_evidence_json_text_is_the_records_as_json() -> None:
+    """CSV output holds the evidence records as JSON text: every field, in order, text
+    escaped (control characters as spaces), numbers to 6 decimals, not-finite ones null;
+    an empty list is "[]" and a missing row stays missing."""
+    import json
+
+    import pyarrow as pa
+
+    from labinterp.interpret import evidence_json_text
+
+    names = [f.name for f in schema.EVIDENCE_RECORD]
+
+    def record(**given: object) -> dict:
+        return {name: given.get(name) for name in names}
+
+    rows = [
+        [
+            record(role="magnesium", value_raw='1.2 "H"', value=0.49361234567, source_row=7),
+            record(role="calcium", test="Ca\\total\x01é", value=2.0, derived=True),
+        ],
+        [],
+        None,
+        [
+            record(
+                role="potassium",
+                value=float("inf"),
+                range_low=-0.5,
+                collected_at="2024-03-01T08:30:00",
+            )
+        ],
+    ]
+    column = pd.Series(
+        pd.arrays.ArrowExtensionArray(pa.array(rows, type=pa.list_(schema.EVIDENCE_RECORD)))
+    )
+    text = evidence_json_text(column)
+    assert text.iloc[1] == "[]" and pd.isna(text.iloc[2])
+    first = json.loads(text.iloc[0])
+    assert [list(r) for r in first] == [names, names]  # every field, in order
+    assert first[0]["value_raw"] == '1.2 "H"' and first[0]["value"] == 0.493612
+    assert first[0]["source_row"] == 7 and first[0]["derived"] is None
+    assert first[1]["test"] == "Ca\\total é" and first[1]["value"] == 2 and first[1]["derived"]
+    last = json.loads(text.iloc[3])
+    assert last == [record(role="potassium", range_low=-0.5, collected_at="2024-03-01T08:30:00")]

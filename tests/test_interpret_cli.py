@@ -28,9 +28,22 @@ def test_table_is_compact_and_readable(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_csv_has_the_findings_columns(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["interpret", SAMPLE, "--format", "csv"]) == 0
-    df = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out), keep_default_na=False)
     assert list(df.columns) == list(schema.FINDINGS)
     assert df["patient_id"].nunique() == 20
+    # the evidence records as JSON text: the same records the Python API gives, numbers
+    # to 6 decimals
+    api = labinterp.interpret(SAMPLE)
+    assert len(api) == len(df)
+    for text, records in zip(df["evidence_json"], api["evidence_json"], strict=True):
+        parsed = json.loads(text)
+        assert [r["role"] for r in parsed] == [r["role"] for r in records]
+        for got, want in zip(parsed, records, strict=True):
+            for key, value in want.items():
+                if isinstance(value, float):
+                    assert got[key] == pytest.approx(round(value, 6), abs=1e-9), key
+                else:
+                    assert got[key] == value, key
 
 
 def test_json_and_vitamin_d_guideline(capsys: pytest.CaptureFixture[str]) -> None:
@@ -45,7 +58,9 @@ def test_json_and_vitamin_d_guideline(capsys: pytest.CaptureFixture[str]) -> Non
 
     assert p2(iom)["status"] == "not_fired"
     assert (p2(es)["status"], p2(es)["tier"]) == ("fired", "single")
-    assert isinstance(json.loads(p2(es)["evidence_json"]), list)
+    # the evidence records are nested in JSON output, not a JSON string inside it
+    evidence = p2(es)["evidence_json"]
+    assert isinstance(evidence, list) and {"role", "value", "unit"} <= set(evidence[0])
 
 
 def test_missing_file_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,6 @@ pattern.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -47,7 +46,7 @@ def _surely_low(item: dict) -> bool:
 
 
 def _evidence(row: pd.Series) -> dict[str, dict]:
-    return {item["role"]: item for item in json.loads(row["evidence_json"])}
+    return {item["role"]: item for item in row["evidence_json"]}
 
 
 @pytest.fixture(scope="module")
@@ -104,5 +103,5 @@ def test_mimic_iii_contaminated_draw_is_caught_not_reported(findings) -> None:
     assert len(guard) == 1 and guard.iloc[0]["status"] == "fired"
     for _, row in mine[mine["rule_id"].isin(PATTERN_IDS)].iterrows():
         if row["status"] == "fired":
-            times = {item["collected_at"] for item in json.loads(row["evidence_json"])}
+            times = {item["collected_at"] for item in row["evidence_json"]}
             assert "2190-07-22T15:04:00" not in times

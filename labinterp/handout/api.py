@@ -70,6 +70,10 @@ def load_inputs(results: Frame, findings: Frame | None) -> tuple[pd.DataFrame, p
         findings = interpret_results(results)
     if not isinstance(findings, pd.DataFrame):
         raise LabinterpError("findings must be a FINDINGS table when results is a table.")
+    # Handouts word the findings from their other columns. Without the evidence records,
+    # rows are lighter to hand to the workers, and findings read back from a CSV (the
+    # records as JSON text) are taken as they are.
+    findings = findings.drop(columns=["evidence_json"], errors="ignore")
     return (
         schema.conform(results, schema.RESULTS),
         schema.conform(findings, schema.FINDINGS),
