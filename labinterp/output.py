@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 FORMATS = ("table", "json", "csv")
 
@@ -102,12 +104,37 @@ def to_json_records(df: pd.DataFrame) -> str:
     return json.dumps(records, indent=2, ensure_ascii=False)
 
 
+def _csv_ready(table: pa.Table) -> pa.Table:
+    """Times as ISO text to the second, text cells neutralized; numbers stay numbers."""
+    columns = []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_timestamp(field.type):
+            column = iso_seconds(column)
+        elif pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            column = neutralize_text_column(column)
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
+
+
+def write_csv(table: pa.Table, sink: str | os.PathLike[str] | BinaryIO) -> None:
+    """`table` as CSV, written by Arrow (every text cell quoted, missing cells empty)."""
+    pacsv.write_csv(_csv_ready(table), sink)
+
+
 def write_table(df: pd.DataFrame, fmt: str, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     if fmt == "csv":
-        neutralize_formulas(_with_text_evidence(df)).to_csv(
-            stream, index=False, date_format="%Y-%m-%dT%H:%M:%S"
-        )
+        # as the audit writes its CSV files (Arrow's writer: ~15x pandas' to_csv)
+        table = pa.Table.from_pandas(_with_text_evidence(df), preserve_index=False)
+        binary = getattr(stream, "buffer", None)
+        if binary is not None:
+            stream.flush()  # what the text layer holds goes first
+            write_csv(table, binary)
+            binary.flush()
+        else:  # a text-only stream (e.g. io.StringIO)
+            sink = pa.BufferOutputStream()
+            write_csv(table, sink)
+            stream.write(sink.getvalue().to_pybytes().decode("utf-8"))
     elif fmt == "json":
         stream.write(to_json_records(df) + "\n")
     else:

@@ -86,3 +86,25 @@ def test_unknown_patient_is_exit_2_and_ids_are_trimmed(capsys: pytest.CaptureFix
     assert "no results for 1 of the 2 requested" in err and "NOPE" not in err
     assert main(["interpret", SAMPLE, "--patient", " DEMO-007 "]) == 0
     assert "DEMO-007" in capsys.readouterr().out
+
+
+def test_csv_neutralizes_formulas_and_keeps_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Text cells a spreadsheet would run as a formula get a leading quote; the grade
+    stays a number and times are ISO text."""
+    from benchmarks.make_export import HEADER
+
+    evil = '"=HYPERLINK(""http://x"")",F,1970-01-01,2024-03-01 08:30,S1'
+    rows = [
+        f"{evil},Magnesium,19123-9,1.0,mg/dL,1.6-2.6,L,",
+        f"{evil},Calcium,17861-6,7.5,mg/dL,8.6-10.3,L,",
+    ]
+    export = tmp_path / "evil.csv"
+    export.write_text(HEADER + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    assert main(["interpret", str(export), "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    df = pd.read_csv(io.StringIO(out), dtype={"patient_id": str})
+    assert set(df["patient_id"]) == {'\'=HYPERLINK("http://x")'}
+    assert pd.api.types.is_numeric_dtype(df["grade"])
+    assert df["episode_start"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d").all()

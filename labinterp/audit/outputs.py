@@ -18,7 +18,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from labinterp import __version__, schema
@@ -30,7 +29,7 @@ from labinterp.audit.collapse import (
     BucketStats,
     read_scratch,
 )
-from labinterp.output import iso_seconds, neutralize_text_column
+from labinterp.output import write_csv
 from labinterp.resources import reference_file
 
 REJECTED_COLUMNS = (
@@ -54,23 +53,6 @@ def _read_parts(parts: Path, prefix: str) -> pa.Table | None:
 
 def _sorted(table: pa.Table, keys: Iterable[str]) -> pa.Table:
     return table.take(pc.sort_indices(table, [(k, "ascending") for k in keys]))
-
-
-def _csv_ready(table: pa.Table) -> pa.Table:
-    """Times as ISO text to the second, text cells neutralized; numbers stay numbers."""
-    columns = []
-    for field, column in zip(table.schema, table.columns, strict=True):
-        if pa.types.is_timestamp(field.type):
-            column = iso_seconds(column)
-        elif pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
-            column = neutralize_text_column(column)
-        columns.append(column)
-    return pa.table(columns, names=table.column_names)
-
-
-def write_csv(table: pa.Table, path: Path) -> None:
-    """`table` as CSV, written by Arrow (every text cell quoted, missing cells empty)."""
-    pacsv.write_csv(_csv_ready(table), path)
 
 
 def _write_csv_atomic(path: Path, table: pa.Table) -> None:
