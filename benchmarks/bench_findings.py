@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--keep", type=Path, help="write the generated export here and keep it")
-    ap.add_argument("--repeat", type=int, default=2, help="runs per measurement (best is kept)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per measurement (best is kept)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         path = args.keep or Path(tmp) / "export.csv"
