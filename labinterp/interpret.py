@@ -104,9 +104,8 @@ def interpret_results(
     `threads`: how many partitions of whole patients are interpreted side by side (the
     default: one per core, for tables large enough to gain from it). The output is the
     same whatever the number.
-    `evidence_json=False` leaves that column missing instead of building it (about half
-    the cost of the evidence), for callers that keep only the readable `evidence`, such
-    as the audit.
+    `evidence_json=False` leaves that column (the evidence as records) missing instead of
+    building it, for callers that keep only the readable `evidence`, such as the audit.
     """
     if vitamin_d_guideline not in GUIDELINES:
         raise ValueError(
@@ -156,7 +155,7 @@ def _patient_partitions(results: pd.DataFrame, threads: int | None) -> list[np.n
     return [rows for k in range(threads) if len(rows := np.flatnonzero(part == k))]
 
 
-def _interpret(results: pd.DataFrame, vitamin_d_guideline: str, with_json: bool) -> pd.DataFrame:
+def _interpret(results: pd.DataFrame, vitamin_d_guideline: str, with_records: bool) -> pd.DataFrame:
     """interpret_results on conformed rows with a patient and an analyte."""
     ctx = episodes.build(results, vitamin_d_guideline=vitamin_d_guideline)
     guards.apply_hemolysis(ctx)
@@ -170,7 +169,7 @@ def _interpret(results: pd.DataFrame, vitamin_d_guideline: str, with_json: bool)
     if not parts:
         return schema.empty(schema.FINDINGS)
     f = pd.concat(parts, ignore_index=True)
-    return _assemble(ctx, f, with_json)
+    return _assemble(ctx, f, with_records)
 
 
 def _join(*parts: Any, sep: str = "") -> pa.Array:
@@ -242,9 +241,10 @@ def _take_presized(dictionary: pa.Array, indices: np.ndarray) -> pa.Array:
 
     Arrow reserves (mean entry length) x (number of indices) bytes for the output of a take
     and doubles the buffer whenever that runs out. Evidence dictionaries hold mostly short
-    entries (row numbers, times) while the output is long JSON, so a 360 MB output would
-    be grown and copied twice, and fresh memory is what costs most here. One more entry,
-    never taken and never written, makes the mean come out at the exact size.
+    entries (row numbers, times) while the output is long (the records' JSON text for a
+    CSV: 364 MB for a million-row export), which would be grown and copied twice, and
+    fresh memory is what costs most here. One more entry, never taken and never written,
+    makes the mean come out at the exact size.
     """
     n = len(dictionary)
     offsets = np.frombuffer(dictionary.buffers()[1], dtype="int64")[
@@ -618,7 +618,7 @@ def _with_conflict_caveat(caveats: Any, ids: np.ndarray, obs: pd.DataFrame) -> A
     return _as_str(pc.if_else(pa.array(conflicting), added, text))
 
 
-def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_json: bool) -> pd.DataFrame:
+def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_records: bool) -> pd.DataFrame:
     obs = ctx.obs
     # Sort first, on the short key columns, so the long evidence strings are built in the
     # final order and never moved again.
@@ -647,7 +647,7 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_json: bool) -> pd.Dat
     used = np.flatnonzero(mark)
     r = len(roles)
     # the separator goes at the end of the text pieces' dictionary
-    text_p, records, origin_u = _obs_pieces(ctx, used, ["; "], with_json)
+    text_p, records, origin_u = _obs_pieces(ctx, used, ["; "], with_records)
     pos = np.full(len(obs), -1, dtype="int64")
     pos[used] = np.arange(len(used))
     p = np.where(ids >= 0, pos[np.maximum(ids, 0)], -1)
