@@ -9,6 +9,7 @@ dtype vocabulary:
     "float64"  numpy float (missing = NaN)
     "Int64"    nullable integer
     "datetime64[ns]"  naive timestamps (UTC when the source had an offset)
+    EVIDENCE   a list of records per row (Arrow-backed), see EVIDENCE_RECORD
 """
 
 from __future__ import annotations
