@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labinterp import episodes, grading, guards, schema
-from labinterp.output import iso_seconds, number_text
+from labinterp.output import iso_seconds, json_strings, number_text
 from labinterp.rules import REGISTRY
 from labinterp.rules.common import flags
 from labinterp.rules.vitamin_d_resistance import GUIDELINES
@@ -518,15 +518,6 @@ def _evidence_lists(record: Record, pos: np.ndarray, roles: Sequence[str]) -> An
     return pd.arrays.ArrowExtensionArray(pa.ListArray.from_arrays(pa.array(offsets), items))
 
 
-def _quoted(d: pa.Array) -> pa.Array:
-    """JSON string literals, escaped without a per-row Python call (control characters
-    become spaces)."""
-    d = pc.replace_substring(d, "\\", "\\\\")
-    d = pc.replace_substring(d, '"', '\\"')
-    d = pc.replace_substring_regex(d, r"[\x00-\x1f]", " ")
-    return _join('"', d, '"')
-
-
 def evidence_json_text(column: pd.Series) -> pd.Series:
     """The evidence_json column (lists of records) as JSON text, as CSV output holds it:
     an array of objects per row, numbers to 6 decimals, missing rows missing.
@@ -548,7 +539,7 @@ def evidence_json_text(column: pd.Series) -> pd.Series:
             return _number(6)
         if pa.types.is_boolean(values.type):
             return lambda d: pc.cast(d, pa.string())
-        return _quoted
+        return json_strings
 
     def js(key: str, *, before: str = ",", end: str = "") -> Column:
         values = items.field(key)
