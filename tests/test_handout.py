@@ -603,3 +603,22 @@ def test_long_histories_draw_only_the_latest_results(tmp_path) -> None:
     assert mg["trend"]["count"] == 25
     html_text = shared_renderer().html(ctx)
     assert f"{25 - RESULTS_SHOWN_PER_TEST} earlier results are not drawn here" in html_text
+
+
+def test_findings_read_back_from_csv_give_the_same_handout(sample_tables) -> None:
+    """Findings saved with `interpret --format csv` and read back with pandas (the
+    evidence records then JSON text) word the handout exactly as the engine's own table."""
+    from labinterp.handout.api import load_inputs
+    from labinterp.output import write_table
+
+    results, findings = sample_tables
+    saved = io.StringIO()
+    write_table(findings, "csv", saved)
+    back = pd.read_csv(io.StringIO(saved.getvalue()))
+    r = shared_renderer()
+    for pid in ("DEMO-001", "DEMO-007", "DEMO-012"):
+        pages = []
+        for table in (findings, back):
+            res, fnd = load_inputs(results, table)
+            pages.append(r.html(build_context(res, fnd, pid)))
+        assert pages[0] == pages[1], pid
