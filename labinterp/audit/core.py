@@ -49,7 +49,7 @@ from labinterp.errors import (
     LabinterpError,
     OutputError,
 )
-from labinterp.readers.sniff import display_names
+from labinterp.readers.sniff import display_names, unique_files
 
 ENGINES = ("local", "dask")
 
@@ -110,11 +110,10 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, bo
             fix="name the export files, or a folder that contains them.",
         )
     # a file named twice (or by two paths) is read once, as where it was first named
-    # (as sniff.unique_files does for the reader, here keeping where each was found)
-    first: dict[str, tuple[Path, bool]] = {}
+    found_in_folder: dict[Path, bool] = {}
     for f, in_folder in out:
-        first.setdefault(os.path.realpath(f), (f, in_folder))
-    return list(first.values())
+        found_in_folder.setdefault(f, in_folder)
+    return [(f, found_in_folder[f]) for f in unique_files([f for f, _ in out])]
 
 
 def sha256_of(path: Path) -> str:
