@@ -952,8 +952,9 @@ def _normalize(
         )
         if dates_job is None:
             when = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+            offset = np.full(n, np.nan)
         else:
-            when, date_why = side.result(dates_job)
+            when, offset, date_why = side.result(dates_job)
             verdict.mark_each(date_why.rows_where(lambda v: v[0] != ""), date_why)
 
     # canonical value and plausibility (suspected unit errors)
@@ -1023,6 +1024,7 @@ def _normalize(
             "comment": lambda: col["comment"].at(rows).strings(),
             "source_row": lambda: _take(frame["source_row"], rows),
             "collected_at": lambda: when[rows],
+            "utc_offset_min": lambda: _offset_column(offset[rows]),
             "value_reported": lambda: number[rows],
             "value": lambda: value[rows],
         }
@@ -1033,6 +1035,12 @@ def _normalize(
     # into one 2-D block; built in schema order so conform has nothing left to do
     results = pd.DataFrame({name: columns[name] for name in RESULTS}, copy=False)
     return conform(results, RESULTS), conform(rejected, REJECTED), repeated
+
+
+def _offset_column(minutes: np.ndarray) -> pd.arrays.IntegerArray:
+    """UTC offsets in minutes (NaN: none) as the nullable Int16 column of RESULTS."""
+    missing = np.isnan(minutes)
+    return pd.arrays.IntegerArray(np.where(missing, 0, minutes).astype(np.int16), missing)
 
 
 def _test_label(test_fields: _Coded, stripped: bool = True) -> _Coded:
@@ -1254,8 +1262,11 @@ def patient_id_text(ids: pd.Series) -> pd.Series:
     return pd.Series(pd.array(text, dtype=STR), index=ids.index)
 
 
-def _dates(collected: _Coded, file_label: str, opts: Options) -> tuple[np.ndarray, _Coded]:
-    """The collection time per row, and per row the (reason, detail) of an unusable one."""
+def _dates(
+    collected: _Coded, file_label: str, opts: Options
+) -> tuple[np.ndarray, np.ndarray, _Coded]:
+    """The collection time per row, its UTC offset in minutes as printed (NaN: none), and
+    per row the (reason, detail) of an unusable one."""
     # The file's distinct date spellings decide the date order, so parse them all at once.
     spelled = collected._distinct_text()
     # what .fillna("").str.strip() does on pyarrow strings, then one code per spelling
@@ -1266,19 +1277,52 @@ def _dates(collected: _Coded, file_label: str, opts: Options) -> tuple[np.ndarra
         text = pc.dictionary_encode(trimmed)
         codes = text.indices.to_numpy(zero_copy_only=False)[collected.codes]
         distinct_text = text.dictionary
-    stamps, reasons = _parse_distinct_dates(distinct_text, file_label, opts)
+    stamps, reasons, plain = _parse_distinct_dates(distinct_text, file_label, opts)
+    offsets = np.full(len(stamps), np.nan)
+    printed = np.flatnonzero(~plain & ~np.isnat(stamps))  # the plain shape has no offset
+    if len(printed):
+        offsets[printed] = utc_offsets(distinct_text.take(pa.array(printed)))
     reason_codes, reason_names = pd.factorize(reasons)
     why = _Coded(
         reason_codes[codes], [(_REASON.get(r, r), _DETAIL.get(r, "")) for r in reason_names]
     )
-    return stamps[codes], why
+    return stamps[codes], offsets[codes], why
+
+
+# An ISO time that ends in a UTC offset: "2018-05-26T23:21:43-07:00", "...Z", "...+0530"
+_ISO_OFFSET = (
+    r"^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}(?:[ T][0-9]{1,2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?)?"
+    r"(?:(?P<utc>Z)|(?P<sign>[+-])(?P<hours>[0-9]{2}):?(?P<minutes>[0-9]{2}))$"
+)
+
+
+def utc_offsets(text: pa.Array) -> np.ndarray:
+    """Minutes east of UTC that each ISO time printed (0 for "Z"; NaN where it has none).
+
+    collected_at holds such times in UTC, so that draws from different zones order
+    correctly; the offset lets a handout print the date and time the lab printed.
+    """
+    parts = pc.extract_regex(pc.utf8_trim_whitespace(text), _ISO_OFFSET)
+    matched = pc.is_valid(parts).to_numpy(zero_copy_only=False)
+    # groups that did not take part in the match are "", and unmatched rows null
+    sign, hours, minutes = (
+        pc.fill_null(parts.field(name), "").to_numpy(zero_copy_only=False)
+        for name in ("sign", "hours", "minutes")
+    )
+    numeric = sign != ""  # else "Z", or no offset at all
+    offsets = np.where(matched, 0.0, np.nan)
+    offsets[numeric] = np.where(sign[numeric] == "-", -1, 1) * (
+        hours[numeric].astype(int) * 60 + minutes[numeric].astype(int)
+    )
+    return offsets
 
 
 def _parse_distinct_dates(
     text: pa.Array, file_label: str, opts: Options
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`_parse_dates` of distinct spellings, with the plain ISO ones (nearly all, in most
-    exports) parsed by pyarrow and only the others turned into Python strings."""
+    exports) parsed by pyarrow and only the others turned into Python strings; and which
+    spellings were of the plain shape."""
     plain = pc.match_substring_regex(text, _PLAIN_ISO).to_numpy(zero_copy_only=False)
     if opts.date_format is None and plain.any():
         try:
@@ -1298,9 +1342,10 @@ def _parse_distinct_dates(
                 stamps[rest], reasons[rest] = _parse_dates(
                     values, file_label, None, opts.slash_order
                 )
-            return stamps, reasons
+            return stamps, reasons, plain
     values = pd.Series(text.to_pylist(), dtype=object)
-    return _parse_dates(values, file_label, opts.date_format, opts.slash_order)
+    stamps, reasons = _parse_dates(values, file_label, opts.date_format, opts.slash_order)
+    return stamps, reasons, plain
 
 
 def _per_analyte(analyte: _Coded) -> tuple[np.ndarray, np.ndarray, _Coded]:

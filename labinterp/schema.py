@@ -7,7 +7,7 @@ same code runs on one machine and per patient partition on Dask.
 dtype vocabulary:
     "string"   pandas StringDtype backed by pyarrow (missing = <NA>)
     "float64"  numpy float (missing = NaN)
-    "Int64"    nullable integer
+    "Int64"    nullable integer ("Int16" where the values are small)
     "datetime64[ns]"  naive timestamps (UTC when the source had an offset)
     EVIDENCE   a list of records per row (Arrow-backed), see EVIDENCE_RECORD
 """
@@ -58,6 +58,9 @@ RESULTS: dict[str, str] = {
     "source_row": "Int64",
     "patient_id": STR,
     "collected_at": "datetime64[ns]",
+    # minutes east of UTC the time was printed with (collected_at is then in UTC); missing
+    # when the file printed no offset. Handouts show the date the lab printed.
+    "utc_offset_min": "Int16",
     "specimen_id": STR,
     "analyte": STR,  # catalog id, e.g. "magnesium"
     "test_label": STR,  # what the file called the test (code and/or name), for evidence text

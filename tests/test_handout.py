@@ -622,3 +622,30 @@ def test_findings_read_back_from_csv_give_the_same_handout(sample_tables) -> Non
             res, fnd = load_inputs(results, table)
             pages.append(r.html(build_context(res, fnd, pid)))
         assert pages[0] == pages[1], pid
+
+
+def test_dates_are_the_ones_the_lab_printed_when_times_have_an_offset(tmp_path) -> None:
+    # 23:21 on the 26th at UTC-7 is 06:21 on the 27th in UTC, which the engine works in;
+    # the patient must read the 26th, as on the lab's report
+    from labinterp.interpret import interpret_results
+    from labinterp.reading import read
+
+    export = tmp_path / "offsets.csv"
+    export.write_text(
+        "patient_id,collected_at,test,result,unit,reference_range\n"
+        "P1,2018-05-26T23:21:43-07:00,Magnesium,1.1,mg/dL,1.6-2.6\n"
+        "P1,2018-05-26T23:21:43-07:00,Calcium,7.2,mg/dL,8.5-10.5\n"
+        "P1,2018-05-26T23:21:43-07:00,Albumin,4.0,g/dL,3.5-5.0\n"
+        "P1,2018-06-02 08:00,Magnesium,1.9,mg/dL,1.6-2.6\n"
+    )
+    results = read(export).results
+    findings = interpret_results(results)
+    ctx = build_context(results, findings, "P1")
+    may26 = {"y": 2018, "m": 5, "d": 26}
+    assert ctx["first_date"] == may26
+    assert ctx["last_date"] == {"y": 2018, "m": 6, "d": 2}  # no offset printed: as is
+    calcium = next(a for a in ctx["analytes"] if a["id"] == "calcium")
+    assert [r["date"] for r in calcium["results"]] == [may26]
+    fired = [p for p in ctx["patterns"] if p["rule_id"] == "hypomagnesemia_hypocalcemia"]
+    assert fired and fired[0]["status"] == "fired"
+    assert fired[0]["start"] == fired[0]["end"] == may26

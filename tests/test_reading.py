@@ -256,9 +256,24 @@ def test_two_digit_years_are_rejected_not_guessed(tmp_path: Path) -> None:
     assert res.rows_used == 1
 
 
-def test_offsets_become_utc(tmp_path: Path) -> None:
-    r = one(tmp_path, "P1,2018-05-26T23:21:43-07:00,Potassium,4.9,mmol/L,,\n").iloc[0]
-    assert r["collected_at"] == pd.Timestamp("2018-05-27 06:21:43")
+def test_offsets_become_utc_and_are_kept(tmp_path: Path) -> None:
+    r = one(
+        tmp_path,
+        "P1,2018-05-26T23:21:43-07:00,Potassium,4.9,mmol/L,,\n"
+        "P1,2018-05-26T09:00:00.5+0530,Potassium,4.8,mmol/L,,\n"
+        "P1,2018-05-26T09:00:00Z,Potassium,4.7,mmol/L,,\n"
+        "P1,2018-05-26 09:00,Potassium,4.6,mmol/L,,\n"
+        "P1,2018-05-26,Potassium,4.5,mmol/L,,\n",
+    )
+    assert list(r["collected_at"]) == [
+        pd.Timestamp("2018-05-27 06:21:43"),
+        pd.Timestamp("2018-05-26 03:30:00.5"),
+        pd.Timestamp("2018-05-26 09:00"),
+        pd.Timestamp("2018-05-26 09:00"),
+        pd.Timestamp("2018-05-26"),
+    ]
+    # the offset printed (minutes east of UTC): "Z" is 0, no offset is missing
+    assert r["utc_offset_min"].tolist() == [-420, 330, 0, pd.NA, pd.NA]
 
 
 def test_every_rejection_reason_is_accounted(tmp_path: Path) -> None:

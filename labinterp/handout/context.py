@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -292,6 +293,48 @@ def _present(value: Any) -> bool:
     return value is not None and not bool(pd.isna(value))
 
 
+def _as_printed(res: list[Row], fnd: list[Row]) -> tuple[list[Row], list[Row]]:
+    """The rows with their times on the clock the lab printed them with.
+
+    collected_at is UTC where the file printed an offset ("2018-05-26T23:21:43-07:00" is
+    kept as 06:21 on the 27th); a patient must read the 26th, as on the lab's report. A
+    finding's episode times are the times of its results, so each moves by the offset of
+    the result at that time (or, for a derived time, the offset the patient's results
+    mostly have).
+    """
+    offset_at: dict[Any, int | None] = {}
+    for r in res:
+        if _present(r.get("collected_at")):
+            offset_at.setdefault(r["collected_at"], _offset(r))
+    printed = [m for m in offset_at.values() if m is not None]
+    if not printed:  # no offsets printed: the times are as the lab printed them
+        return res, fnd
+    usual = Counter(printed).most_common(1)[0][0]
+
+    def moved(ts: Any, minutes: int | None) -> Any:
+        if not _present(ts) or minutes is None:
+            return ts
+        return pd.Timestamp(ts) + pd.Timedelta(minutes=minutes)
+
+    res = [{**r, "collected_at": moved(r.get("collected_at"), _offset(r))} for r in res]
+    fnd = [
+        {
+            **f,
+            **{
+                k: moved(f.get(k), offset_at.get(f.get(k), usual))
+                for k in ("episode_start", "episode_end")
+            },
+        }
+        for f in fnd
+    ]
+    return res, fnd
+
+
+def _offset(row: Row) -> int | None:
+    minutes: Any = row.get("utc_offset_min")
+    return int(minutes) if _present(minutes) else None
+
+
 def _ts_key(row: Row) -> tuple[bool, Any]:
     ts = row.get("collected_at")
     missing = not _present(ts)
@@ -350,6 +393,7 @@ def context_from_rows(
     today: dt.date | None = None,
 ) -> dict[str, Any]:
     """`build_context` for one patient's rows already turned into dicts (batch workers)."""
+    res, fnd = _as_printed(res, fnd)
     analytes: list[dict[str, Any]] = []
     known = {a: i for i, a in enumerate(ANALYTE_ORDER)}
     by_analyte: dict[str, list[Row]] = {}
