@@ -55,6 +55,7 @@ TEXT_FIELDS = (
     "unit_reported",
     "unit",
     "range_origin",
+    "source_file",
 )
 
 # The RESULTS columns build reads (the engine needs no others).
@@ -566,7 +567,8 @@ def _append_derived_text(
     and the canonical unit as the reported one."""
     rows = pa.array(ca_rows)
     derived = {
-        c: pc.take(text[c], rows).combine_chunks() for c in ("text_result", "unit", "range_origin")
+        c: pc.take(text[c], rows).combine_chunks()
+        for c in ("text_result", "unit", "range_origin", "source_file")
     }
     derived["test_label"] = pa.repeat(
         pa.scalar("corrected Ca (derived)", pa.string()), len(ca_rows)

@@ -456,6 +456,7 @@ def _obs_pieces(
         "range_high_reported": number("range_high_reported"),
         "range_origin": enc["range_origin"],
         "derived": pa.array(obs["derived"].to_numpy(dtype=bool)[ids]),
+        "source_file": enc["source_file"],
         "collected_at": (stamps, t_codes),
         "source_row": pc.cast(num["source_row"], pa.int64()),
     }

@@ -327,6 +327,28 @@ def test_times_with_a_fraction_of_a_second_are_read_to_the_second() -> None:
     assert stamps[("P2", "magnesium")] is None
 
 
+def test_each_evidence_record_names_the_file_and_row_it_came_from() -> None:
+    """Row numbers alone are ambiguous when several files are read together; a derived
+    value (corrected calcium) points at the calcium row it was computed from."""
+    res = _results(
+        [
+            _row("P1", "2024-01-01 08:00", "magnesium", 0.5, 0.7, 1.0, source_file="a.csv"),
+            _row("P1", "2024-01-01 08:00", "calcium", 1.9, 2.15, 2.55, source_file="b.csv"),
+            _row(
+                "P1", "2024-01-01 08:00", "albumin", 30, 35, 50, source_file="b.csv", source_row=9
+            ),
+        ]
+    )
+    found = interpret_results(res)
+    p1 = found[found["rule_id"] == "hypomagnesemia_hypocalcemia"].iloc[0]
+    cited = {
+        (r["analyte"], r["derived"]): (r["source_file"], r["source_row"]) for r in p1.evidence_json
+    }
+    assert cited[("magnesium", False)] == ("a.csv", 1)
+    assert cited[("calcium_corrected", True)] == ("b.csv", 1)
+    assert cited[("albumin", False)] == ("b.csv", 9)
+
+
 def test_evidence_with_no_numeric_result_and_with_extreme_numbers() -> None:
     """An analyte with text results only gives findings (no evidence to cite), and numbers
     too large to round or not finite are printed as they are or left out, never a crash
