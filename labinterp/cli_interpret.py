@@ -55,11 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def compact(findings: pd.DataFrame) -> pd.DataFrame:
+def compact(findings: pd.DataFrame, utc: bool = False) -> pd.DataFrame:
+    """The terminal's columns; `utc`: the export printed times with an offset from UTC,
+    which the findings hold in UTC, so the time column says so."""
     out = findings.loc[:, list(TABLE_COLUMNS)].copy()
     out["episode_start"] = out["episode_start"].dt.strftime("%Y-%m-%d %H:%M").fillna("")
     out["grade"] = out["grade"].astype("string").fillna("")
-    return out.rename(columns={"episode_start": "from", "suppressed_by": "suppressed"})
+    start = "from (UTC)" if utc else "from"
+    return out.rename(columns={"episode_start": start, "suppressed_by": "suppressed"})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,5 +82,9 @@ def run(args: argparse.Namespace) -> int:
     )
     fired = int((findings["status"] == "fired").sum())
     log.info("%d findings (%d fired) from %d rows read", len(findings), fired, result.rows_in)
-    write_table(compact(findings) if args.format == "table" else findings, args.format)
+    if args.format == "table":
+        offsets = result.results["utc_offset_min"]
+        write_table(compact(findings, utc=bool((offsets.notna() & (offsets != 0)).any())), "table")
+    else:
+        write_table(findings, args.format)
     return 0

@@ -26,6 +26,22 @@ def test_table_is_compact_and_readable(capsys: pytest.CaptureFixture[str]) -> No
     assert "DEMO-001" not in out
 
 
+def test_table_says_when_its_times_are_utc(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the findings hold times printed with an offset in UTC: the terminal column says so
+    body = "patient_id,collected_at,test,result,unit\n"
+    plain = tmp_path / "plain.csv"
+    plain.write_text(body + "P1,2018-05-26 23:21,Magnesium,1.1,mg/dL\n")
+    offset = tmp_path / "offset.csv"
+    offset.write_text(body + "P1,2018-05-26T23:21:00-07:00,Magnesium,1.1,mg/dL\n")
+    assert main(["interpret", str(plain)]) == 0
+    assert "from (UTC)" not in capsys.readouterr().out
+    assert main(["interpret", str(offset)]) == 0
+    out = capsys.readouterr().out
+    assert "from (UTC)" in out and "2018-05-27 06:21" in out
+
+
 def test_csv_has_the_findings_columns(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["interpret", SAMPLE, "--format", "csv"]) == 0
     df = pd.read_csv(io.StringIO(capsys.readouterr().out), keep_default_na=False)
