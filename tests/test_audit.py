@@ -202,6 +202,22 @@ def test_csv_times_are_iso_seconds() -> None:
     assert got.to_pylist()[2] is None
 
 
+def test_times_printed_with_an_offset_are_reported_as_utc(tmp_path: Path) -> None:
+    body = "patient_id,collected_at,test,result,unit\n"
+    plain = tmp_path / "plain.csv"
+    plain.write_text(body + "P1,2018-05-26 23:21,Magnesium,1.1,mg/dL\n")
+    offset = tmp_path / "offset.csv"
+    offset.write_text(body + "P2,2018-05-26T23:21:00-07:00,Magnesium,1.1,mg/dL\n")
+    alone = labinterp.audit(plain, tmp_path / "plain")
+    assert alone["collection_times"] == "as_printed"
+    assert "in UTC" not in (tmp_path / "plain" / "report.html").read_text()
+    both = labinterp.audit([plain, offset], tmp_path / "both")
+    assert both["collection_times"] == "utc"
+    assert "Times are in UTC" in (tmp_path / "both" / "report.html").read_text()
+    findings = pd.read_csv(tmp_path / "both" / "findings.csv", dtype=str)
+    assert "2018-05-27T06:21:00" in set(findings["episode_start"])
+
+
 def test_missing_input_leaves_no_folder(tmp_path: Path) -> None:
     with pytest.raises(InputNotFoundError):
         labinterp.audit(tmp_path / "nope.csv", tmp_path / "out")

@@ -77,6 +77,8 @@ class Ingest:
     rows_in: int = 0
     rejected: int = 0
     n_buckets: int = 1
+    # an input printed collection times with an offset from UTC: times are then in UTC
+    utc_times: bool = False
 
 
 def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, bool]]:
@@ -261,7 +263,11 @@ def _ingest(
                 continue
             for batch in itertools.chain([] if first is None else [first], batches):
                 ingest.rows_in += int(batch.rows_in)
-                writers.write_soon(schema.conform(batch.results, schema.RESULTS))
+                results = schema.conform(batch.results, schema.RESULTS)
+                if not ingest.utc_times:
+                    offsets = results["utc_offset_min"]
+                    ingest.utc_times = bool((offsets.notna() & (offsets != 0)).any())
+                writers.write_soon(results)
                 rej = schema.conform(batch.rejected, schema.REJECTED)
                 if len(rej):
                     if rejected_writer is None:

@@ -180,6 +180,8 @@ def write_outputs(
         "ruleset": ruleset(),
         "inputs": ingest.files,
         "skipped_files": ingest.skipped,
+        # "utc": an input printed times with an offset, and every time here is in UTC
+        "collection_times": "utc" if ingest.utc_times else "as_printed",
         "distributions": {
             "histograms": stats.histograms,
             "against_ranges": stats.vs_range,

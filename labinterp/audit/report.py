@@ -232,5 +232,6 @@ def render_report(
         "patient_labels": {r: _LABELS.get(r, r) for r in plist_rules},
         "patients_total": n_patients,
         "inputs": summary["inputs"],
+        "times_utc": summary["collection_times"] == "utc",
     }
     return _env().get_template("report.html.j2").render(**context)
