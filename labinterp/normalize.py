@@ -418,10 +418,22 @@ def _plain_text(text: str) -> str:
     return "".join(c for c in folded if unicodedata.category(c) != "Cf").strip()
 
 
+# An amount or volume with an optional metric prefix: "mmol", "mEq", "mg", "uL", "IU", "U"
+# printed where a concentration belongs. Plainly a unit, not a word of a text result.
+_AMOUNT_UNIT = re.compile(r"^[munpkdµμ]?(?:mol|eq|g|l|iu|u)$", re.IGNORECASE)
+
+
 def _unit_shaped(text: str) -> bool:
     """Text after a number that is a unit: one in the unit table, or one that is plainly a
-    unit though labinterp does not know it ("%", "K/uL"); words ("see comment") are not."""
-    return units.lookup(text) is not None or "%" in text or "/" in text
+    unit though labinterp does not know it ("%", "K/uL", "mmol"); words ("see comment")
+    are not. A number with such a unit is rejected for its unit, with the fix, instead of
+    being kept as a text result that hides it."""
+    return (
+        units.lookup(text) is not None
+        or "%" in text
+        or "/" in text
+        or _AMOUNT_UNIT.match(text) is not None
+    )
 
 
 def _read_value(text: str, decimal: str) -> tuple[str, float | None, str, str, bool]:

@@ -188,6 +188,30 @@ def test_a_unit_printed_with_the_number_that_contradicts_the_unit_column_is_reje
     assert unit in row["detail"]
 
 
+@pytest.mark.parametrize(
+    ("result", "unit", "reason"),
+    [
+        ("1.2 mmol", "", "unknown_unit"),  # an amount, not a concentration
+        ("3.1 mEq", "", "unknown_unit"),
+        ("2.0 mmol", "mmol/L", "unit_conflict"),  # which of the two is right?
+        ("1.2 mg", "mg/dL", "unit_conflict"),
+        ("5 U", "", "unknown_unit"),
+    ],
+)
+def test_a_number_printed_with_an_amount_unit_is_rejected_not_kept_as_text(
+    tmp_path: Path, result: str, unit: str, reason: str
+) -> None:
+    row = rejected(tmp_path, f"P1,2024-03-01 08:30,Magnesium,{result},{unit},\n")
+    assert row["reason"] == reason
+    assert row["value_raw"] == result
+
+
+@pytest.mark.parametrize("text", ["12 hemolyzed", "see comment", "1.2 mg given"])
+def test_words_after_a_number_keep_the_result_as_text(tmp_path: Path, text: str) -> None:
+    r = used(tmp_path, f"P1,2024-03-01 08:30,Magnesium,{text},mg/dL,\n")
+    assert r["text_result"] == text and pd.isna(r["value"])
+
+
 @pytest.mark.parametrize("unit", ["", "%"])
 def test_a_percent_is_read_as_the_unit(tmp_path: Path, unit: str) -> None:
     # % is a unit like any other: no analyte here is a percentage, so the row is rejected
