@@ -16,7 +16,7 @@ from labinterp.cli_check import add_input_options
 from labinterp.errors import LabinterpError
 from labinterp.interpret import interpret_results
 from labinterp.output import FORMATS, write_table
-from labinterp.reading import read
+from labinterp.reading import read, times_in_utc
 from labinterp.rules.vitamin_d_resistance import GUIDELINES
 
 log = logging.getLogger("labinterp")
@@ -83,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
     fired = int((findings["status"] == "fired").sum())
     log.info("%d findings (%d fired) from %d rows read", len(findings), fired, result.rows_in)
     if args.format == "table":
-        offsets = result.results["utc_offset_min"]
-        write_table(compact(findings, utc=bool((offsets.notna() & (offsets != 0)).any())), "table")
+        write_table(compact(findings, utc=times_in_utc(result.results)), "table")
     else:
         write_table(findings, args.format)
     return 0

@@ -111,6 +111,13 @@ def read(
     return out
 
 
+def times_in_utc(results: pd.DataFrame) -> bool:
+    """Some collection times were printed with an offset from UTC other than 0: the
+    table holds them in UTC, which a person reading its times must be told."""
+    offsets = results["utc_offset_min"]
+    return bool((offsets.notna() & (offsets != 0)).any())
+
+
 def _concat(parts: list[ReadResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not parts:
         return empty(RESULTS), empty(REJECTED)

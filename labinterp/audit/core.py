@@ -231,6 +231,8 @@ def _ingest(
     progress: Progress,
 ) -> tuple[Ingest, list[Path]]:
     iter_batches, _, _ = _stages()
+    from labinterp.reading import times_in_utc
+
     ingest = Ingest(n_buckets=n_buckets)
     buckets_dir = work / "buckets"
     buckets_dir.mkdir()
@@ -264,9 +266,7 @@ def _ingest(
             for batch in itertools.chain([] if first is None else [first], batches):
                 ingest.rows_in += int(batch.rows_in)
                 results = schema.conform(batch.results, schema.RESULTS)
-                if not ingest.utc_times:
-                    offsets = results["utc_offset_min"]
-                    ingest.utc_times = bool((offsets.notna() & (offsets != 0)).any())
+                ingest.utc_times = ingest.utc_times or times_in_utc(results)
                 writers.write_soon(results)
                 rej = schema.conform(batch.rejected, schema.REJECTED)
                 if len(rej):
