@@ -56,6 +56,7 @@ def summary(result: ReadResult) -> dict[str, object]:
         "patients": int(res["patient_id"].nunique()),
         "rejected_by_reason": {k: int(v) for k, v in rej["reason"].value_counts().items()},
         "range_origin": {k: int(v) for k, v in res["range_origin"].value_counts().items()},
+        "utc_offsets": _offsets(res["utc_offset_min"]),
         "results_by_analyte_and_unit": [
             {"analyte": a, "unit": u if isinstance(u, str) else "", "rows": int(n)}
             for a, u, n in by_analyte.itertuples(index=False)
@@ -74,6 +75,15 @@ def summary(result: ReadResult) -> dict[str, object]:
             for f in result.files
         ],
     }
+
+
+def _offsets(minutes: pd.Series) -> dict[str, int]:
+    """Rows per UTC offset the times were printed with ("-07:00": 106), in offset order."""
+    counts = minutes.dropna().astype(int).value_counts().sort_index()
+    out = {}
+    for m, n in zip(counts.index.tolist(), counts.tolist(), strict=True):
+        out[f"{'-' if m < 0 else '+'}{abs(m) // 60:02d}:{abs(m) % 60:02d}"] = int(n)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,6 +116,12 @@ def run(args: argparse.Namespace) -> int:
         out.write(f"   {item['analyte']:<18} {item['unit'] or '(text)':<16} {item['rows']:>8}\n")
     out.write("\nReference ranges from: ")
     out.write(", ".join(f"{k} {v}" for k, v in info["range_origin"].items()) + "\n")  # type: ignore[attr-defined]
+    if info["utc_offsets"]:
+        rows = ", ".join(f"{k}: {v}" for k, v in info["utc_offsets"].items())  # type: ignore[attr-defined]
+        out.write(
+            f"\nTimes printed with an offset from UTC ({rows} rows): kept in UTC for the\n"
+            "patterns and the audit; handouts show the dates as the lab printed them.\n"
+        )
     if info["rejected_by_reason"]:
         out.write("\nRejected rows by reason:\n")
         for reason, n in info["rejected_by_reason"].items():  # type: ignore[attr-defined]

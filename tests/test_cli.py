@@ -28,6 +28,26 @@ def test_check_json_balances(capsys: pytest.CaptureFixture[str]) -> None:
     assert info["rows_in"] == info["rows_used"] + info["rows_rejected"]
 
 
+def test_check_counts_the_utc_offsets_times_were_printed_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "zones.csv"
+    path.write_text(
+        "patient_id,collected_at,test,result,unit\n"
+        "P1,2018-05-26T23:21:43-07:00,Magnesium,1.9,mg/dL\n"
+        "P1,2018-12-01T23:21:43-08:00,Magnesium,1.9,mg/dL\n"
+        "P2,2018-12-01T10:00:00+05:30,Magnesium,1.9,mg/dL\n"
+        "P2,2018-12-02 10:00,Magnesium,1.9,mg/dL\n"
+    )
+    assert main(["check", "--format", "json", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["utc_offsets"] == {"-08:00": 1, "-07:00": 1, "+05:30": 1}
+    assert main(["check", str(path)]) == 0
+    assert "offset from UTC (-08:00: 1, -07:00: 1, +05:30: 1 rows)" in capsys.readouterr().out
+    assert main(["check", "--format", "json", str(sample_path())]) == 0
+    assert json.loads(capsys.readouterr().out)["utc_offsets"] == {}
+
+
 @pytest.mark.parametrize(
     ("content", "words"),
     [(b"", "empty"), (b"\x00\x01" * 100, "binary"), (b"a,b\n1,2\n", "no column")],
