@@ -683,6 +683,9 @@ def _parse_dates(
     reasons[far & (reasons == "")] = "date_out_of_range"
     bad = stamps.isna() & (reasons == "")
     reasons[bad] = "unparseable_date"
+    # a plain number: a spreadsheet's date serial (45352.5) in a cell not formatted as a date
+    serial = bad & values.str.fullmatch(r"\d{5}(?:\.\d+)?").fillna(False).astype(bool)
+    reasons[serial] = "date_serial"
     return stamps.to_numpy(dtype="datetime64[ns]"), reasons.to_numpy(dtype=object)
 
 
@@ -846,6 +849,11 @@ _DETAIL = {
     "missing_patient_id": "the row has no patient identifier; fill it in the export",
     "missing_date": "the row has no collection time; fill it in or check the date column",
     "unparseable_date": "the collection time is not a date labinterp can read; pass --date-format",
+    "date_serial": (
+        "the collection time is a plain number, as a spreadsheet keeps a date in a cell not"
+        " formatted as a date; format the column as dates (or save it as CSV with the dates"
+        " written out) and read it again"
+    ),
     "date_out_of_range": (
         "the collection time is outside the years 1677-2262 that labinterp can hold;"
         " check the date in the export"
@@ -858,7 +866,7 @@ _DETAIL = {
 }
 
 # Reasons found here that schema.REJECT_REASONS names otherwise; the detail tells them apart.
-_REASON = {"date_out_of_range": "unparseable_date"}
+_REASON = {"date_out_of_range": "unparseable_date", "date_serial": "unparseable_date"}
 
 
 def _strip(series: pd.Series) -> pd.Series:

@@ -276,6 +276,16 @@ def test_offsets_become_utc_and_are_kept(tmp_path: Path) -> None:
     assert r["utc_offset_min"].tolist() == [-420, 330, 0, pd.NA, pd.NA]
 
 
+@pytest.mark.parametrize("serial", ["45352", "45352.354166"])
+def test_a_spreadsheet_date_serial_is_rejected_with_its_own_fix(
+    tmp_path: Path, serial: str
+) -> None:
+    res = read(write(tmp_path, HEADER + f"P1,{serial},Magnesium,1.9,mg/dL,,\n"))
+    row = res.rejected.iloc[0]
+    assert row["reason"] == "unparseable_date"
+    assert "format the column as dates" in row["detail"]
+
+
 def test_every_rejection_reason_is_accounted(tmp_path: Path) -> None:
     body = (
         "P1,2024-03-01,Sodium,140,mmol/L,,\n"  # out_of_scope
