@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from labinterp.cli_interpret import add_guideline_option
+
 ENGINES = ("local", "dask")  # as in labinterp.audit.core; kept here so --help stays fast
 
 
@@ -35,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mapping", metavar="M.toml", help="column mapping file for the exports")
     p.add_argument("--date-format", metavar="FMT", help="date format, e.g. %%d/%%m/%%Y %%H:%%M")
+    add_guideline_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
     p.set_defaults(run=run)
 
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         mapping=args.mapping,
         date_format=args.date_format,
+        vitamin_d_guideline=args.vitamin_d_guideline,
         progress=not args.quiet and sys.stderr.isatty(),
     )
     if not args.quiet:

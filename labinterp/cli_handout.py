@@ -1,7 +1,7 @@
 """`labinterp handout`: printable PDF handouts for one patient or for every patient.
 
-    labinterp handout FILE --patient ID -o out.pdf
-    labinterp handout FILE --all -o DIR/
+    labinterp handout FILE... --patient ID -o out.pdf
+    labinterp handout FILE... --all -o DIR/
 
 A batch names files handout-0001.pdf, ... and writes index.csv mapping them back to
 patient ids, so the file names themselves carry nothing identifying. Progress goes to
@@ -15,7 +15,9 @@ import logging
 import sys
 from pathlib import Path
 
-from labinterp.errors import LabinterpError
+from labinterp.cli_check import add_input_options
+from labinterp.cli_interpret import add_guideline_option
+from labinterp.errors import InputNotFoundError, LabinterpError
 
 log = logging.getLogger("labinterp")
 
@@ -26,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write printable PDF handouts for patients",
         description="Write a printable, accessible PDF handout for one patient or all patients.",
     )
-    p.add_argument("file", metavar="FILE", help="lab export to read and interpret")
+    add_input_options(p)  # FILE..., --mapping, --date-format, as for check and interpret
+    add_guideline_option(p)
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--patient", metavar="ID", help="patient id to write a handout for")
     who.add_argument("--all", action="store_true", help="one handout per patient into a folder")
@@ -77,11 +80,15 @@ class _Progress:
 def run(args: argparse.Namespace) -> int:
     from labinterp.handout import render_batch, render_handout
 
-    source = Path(args.file)
-    if not source.exists():
-        from labinterp.errors import InputNotFoundError
-
-        raise InputNotFoundError(f"'{args.file}' does not exist.", fix="check the path.")
+    for name in args.files:
+        if not Path(name).exists():
+            raise InputNotFoundError(f"'{name}' does not exist.", fix="check the path.")
+    source = [Path(name) for name in args.files]
+    reading = {
+        "mapping": args.mapping,
+        "date_format": args.date_format,
+        "vitamin_d_guideline": args.vitamin_d_guideline,
+    }
     if args.all:
         out = Path(args.output)
         if out.exists() and not out.is_dir():
@@ -99,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             paper=args.paper,
             workers=args.workers,
             progress=_Progress(not args.quiet),
+            **reading,
         )
         if not args.quiet:
             log.info("wrote %d handouts and index.csv to %s", len(index), out)
@@ -111,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         large_print=args.large_print,
         paper=args.paper,
         output=args.output,
+        **reading,
     )
     if not args.quiet:
         log.info("wrote the handout to %s", args.output)

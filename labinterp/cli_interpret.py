@@ -46,13 +46,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--patient", metavar="ID", action="append", help="only this patient (repeatable)"
     )
     p.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    add_guideline_option(p)
+    p.set_defaults(run=run)
+
+
+def add_guideline_option(p: argparse.ArgumentParser) -> None:
+    """The vitamin D guideline setting every command that interprets shares."""
     p.add_argument(
         "--vitamin-d-guideline",
         choices=sorted(GUIDELINES),
         default="iom2011",
         help="25-OH vitamin D sufficiency cut-off: IOM 2011 (default) or Endocrine Society 2011",
     )
-    p.set_defaults(run=run)
 
 
 def compact(findings: pd.DataFrame, utc: bool = False) -> pd.DataFrame:

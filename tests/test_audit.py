@@ -218,6 +218,28 @@ def test_times_printed_with_an_offset_are_reported_as_utc(tmp_path: Path) -> Non
     assert "2018-05-27T06:21:00" in set(findings["episode_start"])
 
 
+def test_the_vitamin_d_guideline_is_a_setting_and_is_reported(tmp_path: Path) -> None:
+    from labinterp.cli import main
+
+    export = tmp_path / "vd.csv"  # 25 ng/mL: enough by IOM 2011, low by ES 2011
+    export.write_text(
+        "patient_id,collected_at,test,result,unit,reference_range\n"
+        "P1,2024-03-01 08:00,Magnesium,1.2,mg/dL,1.6-2.6\n"
+        "P1,2024-03-01 08:00,25-OH Vitamin D,25,ng/mL,30-100\n"
+    )
+    iom = labinterp.audit(export, tmp_path / "iom")
+    assert iom["ruleset"]["vitamin_d_guideline"] == "iom2011"
+    assert "fired" not in iom["counts"]["vitamin_d_resistance"]
+    es_args = ["audit", str(export), "-o", str(tmp_path / "es"), "-q"]
+    assert main([*es_args, "--vitamin-d-guideline", "es2011"]) == 0
+    es = json.loads((tmp_path / "es" / "summary.json").read_text())
+    assert es["ruleset"]["vitamin_d_guideline"] == "es2011"
+    assert es["counts"]["vitamin_d_resistance"]["fired"] == {"single": 1}
+    with pytest.raises(LabinterpError, match="guideline"):
+        labinterp.audit(export, tmp_path / "bad", vitamin_d_guideline="who")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_missing_input_leaves_no_folder(tmp_path: Path) -> None:
     with pytest.raises(InputNotFoundError):
         labinterp.audit(tmp_path / "nope.csv", tmp_path / "out")

@@ -649,3 +649,37 @@ def test_dates_are_the_ones_the_lab_printed_when_times_have_an_offset(tmp_path) 
     fired = [p for p in ctx["patterns"] if p["rule_id"] == "hypomagnesemia_hypocalcemia"]
     assert fired and fired[0]["status"] == "fired"
     assert fired[0]["start"] == fired[0]["end"] == may26
+
+
+def test_cli_reads_exports_with_a_mapping_a_date_format_and_the_guideline(tmp_path) -> None:
+    """The handout command takes the reading and interpreting options of `interpret`:
+    several files, a column mapping, a date format and the vitamin D guideline."""
+    from labinterp.cli import main
+
+    odd = tmp_path / "odd.csv"  # day-first dates and column names nobody would guess
+    odd.write_text(
+        "subject;drawn;assay;res;uom\n"
+        "P1;01/03/2024 08:00;Magnesium;1.2;mg/dL\n"
+        "P1;13/03/2024 08:00;Magnesium;1.3;mg/dL\n"
+    )
+    mapping = tmp_path / "map.toml"
+    mapping.write_text(
+        "[columns]\n"
+        'patient_id = "subject"\ncollected_at = "drawn"\ntest_name = "assay"\n'
+        'value_raw = "res"\nunit_raw = "uom"\n'
+    )
+    vitamin_d = tmp_path / "vitamin_d.csv"  # 25 ng/mL: enough by IOM 2011, low by ES 2011
+    vitamin_d.write_text(
+        "subject,drawn,assay,res,uom\nP1,01/03/2024 09:00,25-OH Vitamin D,25,ng/mL\n"
+    )
+    texts = {}
+    for guideline in ("iom2011", "es2011"):
+        out = tmp_path / f"{guideline}.pdf"
+        args = [str(odd), str(vitamin_d), "--mapping", str(mapping)]
+        args += ["--date-format", "%d/%m/%Y %H:%M", "--vitamin-d-guideline", guideline]
+        assert main(["handout", *args, "--patient", "P1", "-o", str(out), "-q"]) == 0
+        texts[guideline] = " ".join(_text(p) for p in PdfReader(out).pages)
+    fired = "Your vitamin D was low, and your magnesium was low around the same time."
+    assert fired not in texts["iom2011"]
+    assert fired in texts["es2011"]
+    assert "13 Mar 2024" in texts["es2011"]  # read day first, as the format says

@@ -296,9 +296,11 @@ def _ingest(
     return ingest, bucket_files
 
 
-def _bucket_job(path: Path, parts: Path, tag: str, threads: int | None = None) -> BucketStats:
+def _bucket_job(
+    path: Path, parts: Path, tag: str, guideline: str, threads: int | None = None
+) -> BucketStats:
     """Process one on-disk bucket (runs in a worker process when there are several;
-    `threads` is passed on to interpret_results)."""
+    `guideline` and `threads` are passed on to interpret_results)."""
     _, deduplicate, interpret_results = _stages()
     results = arrow_to_results(read_scratch(path))
     return process_bucket(
@@ -308,7 +310,10 @@ def _bucket_job(path: Path, parts: Path, tag: str, threads: int | None = None) -
         deduplicate=deduplicate,
         # the audit's outputs keep the readable evidence only
         interpret_results=functools.partial(
-            interpret_results, threads=threads, evidence_json=False
+            interpret_results,
+            threads=threads,
+            evidence_json=False,
+            vitamin_d_guideline=guideline,
         ),
     )
 
@@ -373,11 +378,15 @@ def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
 
 
 def _run_local(
-    bucket_files: list[Path], parts: Path, progress: Progress, pool: ProcessPoolExecutor | None
+    bucket_files: list[Path],
+    parts: Path,
+    progress: Progress,
+    pool: ProcessPoolExecutor | None,
+    guideline: str,
 ) -> BucketStats:
     total = BucketStats()
     progress.start_stage("interpret", len(bucket_files))
-    jobs = [(path, parts, f"{i:04d}") for i, path in enumerate(bucket_files)]
+    jobs = [(path, parts, f"{i:04d}", guideline) for i, path in enumerate(bucket_files)]
     if pool is None or len(jobs) <= 1:
         for job in jobs:
             stats = _bucket_job(*job)
@@ -442,6 +451,7 @@ def audit(
     scheduler: Any = None,
     mapping: str | os.PathLike[str] | None = None,
     date_format: str | None = None,
+    vitamin_d_guideline: str = "iom2011",
     progress: bool = False,
     n_buckets: int | None = None,
     workers: int | None = None,
@@ -454,10 +464,18 @@ def audit(
     output folder must be on a file system the workers can reach at the same path.
     `workers` is the number of processes the local engine interprets buckets with (default:
     one per core, at most 2; small inputs use one bucket and no extra process).
+    `vitamin_d_guideline` is the 25-OH vitamin D cut-off, as for `interpret`.
     """
     if engine not in ENGINES:
         raise LabinterpError(
             f"unknown engine '{engine}'.", fix=f"use one of: {', '.join(ENGINES)}."
+        )
+    from labinterp.rules.vitamin_d_resistance import GUIDELINES
+
+    if vitamin_d_guideline not in GUIDELINES:  # before any input is read
+        raise LabinterpError(
+            f"unknown vitamin D guideline '{vitamin_d_guideline}'.",
+            fix=f"use one of: {', '.join(sorted(GUIDELINES))}.",
         )
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
@@ -489,11 +507,13 @@ def audit(
         timings["read_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         if engine == "local":
-            stats = _run_local(bucket_files, parts, prog, pool)
+            stats = _run_local(bucket_files, parts, prog, pool, vitamin_d_guideline)
         else:
             from labinterp.audit.dask_engine import run_dask
 
-            stats = run_dask(work / "buckets", parts, scheduler, prog, ingest.rows_in)
+            stats = run_dask(
+                work / "buckets", parts, scheduler, prog, ingest.rows_in, vitamin_d_guideline
+            )
         timings["interpret_s"] = time.perf_counter() - t1
         from labinterp.audit.outputs import write_outputs
 
@@ -504,6 +524,7 @@ def audit(
             ingest=ingest,
             stats=stats,
             engine=engine,
+            vitamin_d_guideline=vitamin_d_guideline,
             timings=timings,
             started=t0,
         )

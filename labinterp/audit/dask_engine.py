@@ -23,7 +23,7 @@ from labinterp.errors import LabinterpError
 _ROWS_PER_PARTITION = 250_000
 
 
-def _process_partition(df: Any, parts: str, tag: str) -> BucketStats:
+def _process_partition(df: Any, parts: str, tag: str, guideline: str) -> BucketStats:
     import pyarrow as pa
 
     from labinterp.interpret import interpret_results
@@ -36,7 +36,9 @@ def _process_partition(df: Any, parts: str, tag: str) -> BucketStats:
         tag,
         deduplicate=deduplicate,
         # the audit's outputs keep the readable evidence only
-        interpret_results=functools.partial(interpret_results, evidence_json=False),
+        interpret_results=functools.partial(
+            interpret_results, evidence_json=False, vitamin_d_guideline=guideline
+        ),
     )
 
 
@@ -68,7 +70,7 @@ def _client(scheduler: Any) -> Iterator[Any]:
 
 
 def run_dask(
-    inputs: Path, parts: Path, scheduler: Any, progress: Progress, rows_in: int
+    inputs: Path, parts: Path, scheduler: Any, progress: Progress, rows_in: int, guideline: str
 ) -> BucketStats:
     import dask
     import dask.dataframe as dd
@@ -83,7 +85,7 @@ def run_dask(
         ddf = dd.read_parquet([str(f) for f in files])
         ddf = ddf.shuffle("patient_id", npartitions=npart)
         tasks = [
-            dask.delayed(_process_partition)(part, str(parts), f"{i:05d}")
+            dask.delayed(_process_partition)(part, str(parts), f"{i:05d}", guideline)
             for i, part in enumerate(ddf.to_delayed())
         ]
         progress.start_stage("interpret", len(tasks))

@@ -108,6 +108,7 @@ def write_outputs(
     ingest: Any,
     stats: BucketStats,
     engine: str,
+    vitamin_d_guideline: str,
     timings: dict[str, float],
     started: float,
 ) -> dict[str, Any]:
@@ -177,7 +178,7 @@ def write_outputs(
         "findings_rows": int(findings.num_rows),
         "episodes": int(stats.findings_rows),
         "counts": _counts(findings),
-        "ruleset": ruleset(),
+        "ruleset": {**ruleset(), "vitamin_d_guideline": vitamin_d_guideline},
         "inputs": ingest.files,
         "skipped_files": ingest.skipped,
         # "utc": an input printed times with an offset, and every time here is in UTC

@@ -24,7 +24,8 @@ from labinterp.handout.render import LANGS, PAPERS, shared_renderer
 log = logging.getLogger("labinterp.handout")
 
 PathLike = str | os.PathLike[str]
-Frame = pd.DataFrame | PathLike
+# a table, or the path of an export (or a list of paths) to read and interpret
+Frame = pd.DataFrame | PathLike | Sequence[PathLike]
 
 # Workers are replaced after this many handouts so a long batch cannot grow without bound.
 MAX_TASKS_PER_CHILD = 64
@@ -51,12 +52,21 @@ def _check_options(lang: str, paper: str) -> None:
         raise LabinterpError(f"unknown paper size '{paper}'.", fix="use 'a4' or 'letter'.")
 
 
-def load_inputs(results: Frame, findings: Frame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Accept RESULTS/FINDINGS frames, or a path to an export that is read and interpreted."""
+def load_inputs(
+    results: Frame,
+    findings: Frame | None,
+    *,
+    mapping: PathLike | None = None,
+    date_format: str | None = None,
+    vitamin_d_guideline: str = "iom2011",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Accept RESULTS/FINDINGS frames, or exports (a path or a list of paths) that are read
+    (with `mapping` and `date_format`, as for `labinterp.read`) and interpreted (with
+    `vitamin_d_guideline`, as for `labinterp.interpret`)."""
     if not isinstance(results, pd.DataFrame):
         from labinterp.reading import read
 
-        results = read(results).results
+        results = read(results, mapping=mapping, date_format=date_format).results
         findings = None
     if findings is None:
         try:
@@ -67,7 +77,7 @@ def load_inputs(results: Frame, findings: Frame | None) -> tuple[pd.DataFrame, p
                 "be interpreted for a handout.",
                 fix="pass RESULTS and FINDINGS tables to the Python API instead.",
             ) from exc
-        findings = interpret_results(results)
+        findings = interpret_results(results, vitamin_d_guideline=vitamin_d_guideline)
     if not isinstance(findings, pd.DataFrame):
         raise LabinterpError("findings must be a FINDINGS table when results is a table.")
     # Handouts word the findings from their other columns. Without the evidence records,
@@ -89,15 +99,26 @@ def render_handout(
     large_print: bool = False,
     paper: str = "A4",
     output: PathLike | None = None,
+    mapping: PathLike | None = None,
+    date_format: str | None = None,
+    vitamin_d_guideline: str = "iom2011",
 ) -> bytes:
     """Render one patient's handout as a tagged PDF (PDF/UA-1) and return its bytes.
 
     `results` and `findings` are RESULTS and FINDINGS tables; `results` may instead be the
-    path of an export, which is then read and interpreted (pass `findings=None`). With
-    `output`, the PDF is also written there atomically (a failed render leaves no file).
+    path of an export (or a list of them), which is then read and interpreted (pass
+    `findings=None`) with `mapping`, `date_format` and `vitamin_d_guideline` (see
+    `load_inputs`). With `output`, the PDF is also written there atomically (a failed
+    render leaves no file).
     """
     _check_options(lang, paper)
-    res, fnd = load_inputs(results, findings)
+    res, fnd = load_inputs(
+        results,
+        findings,
+        mapping=mapping,
+        date_format=date_format,
+        vitamin_d_guideline=vitamin_d_guideline,
+    )
     if not (res["patient_id"] == patient_id).any():
         raise LabinterpError(
             "no results for the requested patient id in this file.",
@@ -261,6 +282,9 @@ def render_batch(
     workers: int | None = None,
     max_tasks_per_child: int = MAX_TASKS_PER_CHILD,
     progress: Callable[[int, int], None] | None = None,
+    mapping: PathLike | None = None,
+    date_format: str | None = None,
+    vitamin_d_guideline: str = "iom2011",
     _no_hb_subset: bool = False,
 ) -> pd.DataFrame:
     """Render one handout per patient into `out_dir`; return the index (file, patient_id).
@@ -268,7 +292,8 @@ def render_batch(
     Files are named `handout-0001.pdf`, ... in patient-id order, so names carry nothing
     identifying; `index.csv` in the same folder maps them back. Every file (and the index)
     is written atomically. `workers` defaults to all cores; `workers=1` renders in this
-    process. `progress(done, total)` is called after each handout.
+    process. `progress(done, total)` is called after each handout. `results` may be
+    exports to read, as for `render_handout`.
     """
     _check_options(lang, paper)
     out = Path(out_dir)
@@ -279,7 +304,13 @@ def render_batch(
     workers = workers or os.cpu_count() or 1
     if workers > 1 and not isinstance(results, pd.DataFrame):
         _start_worker_server()  # an export still to read: let the workers warm up meanwhile
-    res, fnd = load_inputs(results, findings)
+    res, fnd = load_inputs(
+        results,
+        findings,
+        mapping=mapping,
+        date_format=date_format,
+        vitamin_d_guideline=vitamin_d_guideline,
+    )
     patient_ids = sorted({str(p) for p in res["patient_id"].dropna()})
     names = {pid: handout_name(i) for i, pid in enumerate(patient_ids, start=1)}
     total = len(patient_ids)
