@@ -634,6 +634,12 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_records: bool) -> pd.
     for j, role in enumerate(roles):
         column = f[role].to_numpy(dtype="float64", na_value=np.nan)  # NaN: no evidence
         ids[:, j] = np.where(np.isnan(column), -1, column)
+    # the latest dated result each row cites (NaT, the smallest int64, where none)
+    cited = (ids >= 0) & np.append(obs["dated"].to_numpy(dtype=bool), False)[ids]
+    cited_t = obs["t"].to_numpy(dtype="datetime64[ns]").view("int64")[np.maximum(ids, 0)]
+    evidence_at = np.where(cited, cited_t, np.iinfo("int64").min).max(
+        axis=1, initial=np.iinfo("int64").min
+    )
     mark = np.zeros(len(obs), dtype=bool)
     mark[ids[ids >= 0]] = True
     used = np.flatnonzero(mark)
@@ -685,6 +691,7 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_records: bool) -> pd.
             "grade": pd.Series(grade).round().astype("Int64").to_numpy(),
             "episode_start": start[order],
             "episode_end": end[order],
+            "evidence_at": evidence_at.view("datetime64[ns]"),
             "evidence": text,
             "evidence_json": evidence_records,
             "range_origin": origins,

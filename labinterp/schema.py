@@ -156,6 +156,9 @@ FINDINGS: dict[str, Any] = {
     "grade": "Int64",  # CTCAE v5 grade of the rule's key abnormality, where relevant
     "episode_start": "datetime64[ns]",
     "episode_end": "datetime64[ns]",
+    # collection time of the latest result the evidence cites: when the finding could be
+    # made (an episode of daily results can span weeks); missing without dated evidence
+    "evidence_at": "datetime64[ns]",
     "evidence": STR,  # human-readable: "Mg 1.2 mg/dL (0.49 mmol/L; range 1.6-2.6 mg/dL, row)"
     "evidence_json": EVIDENCE,  # the same evidence as records (see EVIDENCE_RECORD)
     "range_origin": STR,  # origins of the ranges used, ";"-joined

@@ -240,6 +240,61 @@ def test_the_vitamin_d_guideline_is_a_setting_and_is_reported(tmp_path: Path) ->
     assert not (tmp_path / "bad").exists()
 
 
+def test_follow_up_is_a_later_test_of_what_the_finding_needs(tmp_path: Path) -> None:
+    export = tmp_path / "follow.csv"
+    export.write_text(
+        "patient_id,collected_at,test,result,unit,reference_range\n"
+        # low Mg with low Ca, magnesium tested again five days later: followed up
+        "F1,2024-03-01 08:00,Magnesium,1.1,mg/dL,1.6-2.6\n"
+        "F1,2024-03-01 08:00,Ionized calcium,0.95,mmol/L,1.15-1.32\n"
+        "F1,2024-03-06 08:00,Magnesium,1.9,mg/dL,1.6-2.6\n"
+        # the same pattern, only calcium tested again: not followed up
+        "F2,2024-03-01 08:00,Magnesium,1.1,mg/dL,1.6-2.6\n"
+        "F2,2024-03-01 08:00,Ionized calcium,0.95,mmol/L,1.15-1.32\n"
+        "F2,2024-03-09 08:00,Ionized calcium,1.2,mmol/L,1.15-1.32\n"
+        # daily results: the repeat magnesium is inside the episode, and still counts
+        "F4,2024-03-01 08:00,Magnesium,1.1,mg/dL,1.6-2.6\n"
+        "F4,2024-03-01 08:00,Ionized calcium,0.95,mmol/L,1.15-1.32\n"
+        "F4,2024-03-02 08:00,Magnesium,1.8,mg/dL,1.6-2.6\n"
+        "F4,2024-03-03 08:00,Magnesium,1.9,mg/dL,1.6-2.6\n"
+        # suspected EDTA contamination, potassium recollected the next day
+        "F3,2024-03-01 08:00,Potassium,7.9,mmol/L,3.5-5.0\n"
+        "F3,2024-03-01 08:00,Calcium,5.0,mg/dL,8.5-10.5\n"
+        "F3,2024-03-02 09:00,Potassium,4.2,mmol/L,3.5-5.0\n"
+    )
+    summary = labinterp.audit(export, tmp_path / "out")
+    found = pd.read_csv(tmp_path / "out" / "findings.csv", dtype=str, keep_default_na=False)
+    found = found.set_index(["patient_id", "rule_id"])
+    p1 = "hypomagnesemia_hypocalcemia"
+    assert found.loc[("F1", p1), "status"] == "fired"
+    assert found.loc[("F1", p1), ["followed_up", "follow_up_at"]].tolist() == [
+        "true",
+        "2024-03-06T08:00:00",
+    ]
+    assert found.loc[("F2", p1), ["followed_up", "follow_up_at"]].tolist() == ["false", ""]
+    edta = ("F3", "edta_contamination")
+    assert found.loc[edta, ["followed_up", "follow_up_at"]].tolist() == [
+        "true",
+        "2024-03-02T09:00:00",
+    ]
+    assert found.loc[("F4", p1), ["episode_end", "evidence_at", "follow_up_at"]].tolist() == [
+        "2024-03-03T08:00:00",
+        "2024-03-01T08:00:00",
+        "2024-03-02T08:00:00",
+    ]
+    # a finding that did not fire has nothing to follow up
+    assert found.loc[("F3", p1), "followed_up"] == ""
+    assert summary["follow_up"][p1] | {"analytes": None} == {
+        "analytes": None,
+        "followed_up": 2,
+        "not_followed_up": 1,
+        "undated": 0,
+    }
+    assert summary["follow_up"][p1]["analytes"] == ["magnesium"]
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert 'id="follow-up"' in report and "Low Mg with low Ca" in report
+
+
 def test_missing_input_leaves_no_folder(tmp_path: Path) -> None:
     with pytest.raises(InputNotFoundError):
         labinterp.audit(tmp_path / "nope.csv", tmp_path / "out")

@@ -135,3 +135,20 @@ def test_patient_rows_match_the_pandas_formulation(seed: int) -> None:
     pd.testing.assert_frame_equal(got[list(want.columns)], want)
     # the status columns come from the collapsed findings: P9 is listed, without results
     assert got.loc["P9", "results"] == 0
+
+
+def test_first_later_result_matches_a_plain_search() -> None:
+    """`_first_later` (one sorted search) against a loop over every query, on random
+    patients and times with ties, queries before, between, at and after the results."""
+    from labinterp.audit.collapse import _NAT, _first_later
+
+    rng = np.random.default_rng(7)
+    pat = rng.integers(0, 30, 400)
+    t = rng.integers(0, 50, 400).astype("int64") * 10**9
+    query_pat = rng.integers(0, 35, 300)  # some patients have no results at all
+    query_t = rng.integers(-5, 55, 300).astype("int64") * 10**9
+    got = _first_later(pat, t, query_pat, query_t)
+    for q in range(len(query_t)):
+        later = t[(pat == query_pat[q]) & (t > query_t[q])]
+        assert got[q] == (later.min() if len(later) else _NAT)
+    assert (_first_later(pat[:0], t[:0], query_pat, query_t) == _NAT).all()

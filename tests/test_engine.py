@@ -327,6 +327,24 @@ def test_times_with_a_fraction_of_a_second_are_read_to_the_second() -> None:
     assert stamps[("P2", "magnesium")] is None
 
 
+def test_evidence_at_is_the_latest_dated_result_a_finding_cites() -> None:
+    res = _results(
+        [
+            _row("P1", "2024-01-01 08:00", "magnesium", 0.5, 0.7, 1.0),
+            _row("P1", "2024-01-01 08:00", "calcium_ionized", 1.0, 1.15, 1.32),
+            _row("P1", "2024-01-02 08:00", "pth", 3.0, 1.6, 6.9),  # cited: in the 7-day window
+            _row("P1", "2024-01-03 07:00", "potassium", 4.0, 3.5, 5.0),  # episode, not cited
+            _row("P2", "2024-01-01 08:00", "magnesium", 0.9, 0.7, 1.0),  # nothing to cite
+        ]
+    )
+    found = interpret_results(res).set_index(["patient_id", "rule_id"])
+    p1 = found.loc[("P1", "hypomagnesemia_hypocalcemia")]
+    assert p1["status"] == "fired"
+    assert p1["evidence_at"] == pd.Timestamp("2024-01-02 08:00")
+    assert p1["episode_end"] == pd.Timestamp("2024-01-03 07:00")
+    assert pd.isna(found.loc[("P2", "vitamin_d_resistance"), "evidence_at"])
+
+
 def test_each_evidence_record_names_the_file_and_row_it_came_from() -> None:
     """Row numbers alone are ambiguous when several files are read together; a derived
     value (corrected calcium) points at the calcium row it was computed from."""

@@ -8,8 +8,10 @@ and writes its share of the outputs as Parquet files into a folder. The final as
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labinterp import schema
+from labinterp.resources import reference_file
 from labinterp.rules.common import rank_of
 
 # The collapsed findings table written as findings.csv / findings.parquet: one row per
@@ -32,8 +35,13 @@ AUDIT_FINDINGS: dict[str, str] = {
     "grade": "Int64",
     "episode_start": "datetime64[ns]",
     "episode_end": "datetime64[ns]",
+    "evidence_at": "datetime64[ns]",  # the latest result the chosen episode's evidence cites
     "episodes": "Int64",  # episodes of this patient x rule in the input
     "episodes_fired": "Int64",
+    # fired rows of the rules in follow_up.toml: was a test repeated after evidence_at
+    # (missing for other rows, and for undated evidence), and when first
+    "followed_up": "boolean",
+    "follow_up_at": "datetime64[ns]",
     "evidence": schema.STR,  # key values with units of the chosen episode
     "range_origin": schema.STR,
     "missing_inputs": schema.STR,
@@ -156,6 +164,80 @@ def collapse(findings: pd.DataFrame) -> pd.DataFrame:
     fired = (status[order] == STATUS_RANK["fired"]).astype("int64")
     first["episodes_fired"] = np.add.reduceat(fired, starts)
     return schema.conform(first, AUDIT_FINDINGS)
+
+
+@cache
+def follow_up_analytes() -> dict[str, tuple[str, ...]]:
+    """Per rule, the analytes a later result of which counts as following up its finding
+    (reference_ranges/follow_up.toml)."""
+    data = tomllib.loads(reference_file("follow_up.toml").read_text(encoding="utf-8"))
+    return {rule: tuple(entry["analytes"]) for rule, entry in data.items()}
+
+
+_NAT = np.iinfo("int64").min  # NaT as int64 nanoseconds
+
+
+def with_follow_up(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """`collapsed` with followed_up and follow_up_at: for each fired row of a rule in
+    follow_up.toml, whether the patient has a result of one of its analytes collected after
+    the latest result the finding cites (evidence_at), and the time of the first one.
+    Not after the episode's end: an episode of daily results can run for weeks, and the
+    repeat tests a finding called for are then inside it. `results` holds every result
+    of the patients in `collapsed` (one bucket or partition)."""
+    n = len(collapsed)
+    followed = pd.array(np.zeros(n, dtype=bool), dtype="boolean")
+    followed[:] = pd.NA
+    first_at = np.full(n, _NAT, dtype="int64")
+    # both tables' patients as one set of codes
+    pat, _ = pd.factorize(
+        pd.concat([collapsed["patient_id"], results["patient_id"]], ignore_index=True)
+    )
+    row_pat, result_pat = pat[:n], pat[n:]
+    result_t = results["collected_at"].to_numpy(dtype="datetime64[ns]").view("int64")
+    seen = collapsed["evidence_at"].to_numpy(dtype="datetime64[ns]").view("int64")
+    fired = (collapsed["status"] == "fired").to_numpy(dtype=bool, na_value=False)
+    by_set: dict[tuple[str, ...], list[str]] = {}
+    for rule, names in follow_up_analytes().items():
+        by_set.setdefault(names, []).append(rule)
+    for names, set_rules in by_set.items():
+        of_rules = collapsed["rule_id"].isin(set_rules).to_numpy(dtype=bool, na_value=False)
+        asked = np.flatnonzero(fired & of_rules & (seen != _NAT))
+        if not len(asked):
+            continue
+        of_names = results["analyte"].isin(names).to_numpy(dtype=bool, na_value=False)
+        candidates = np.flatnonzero(of_names & (result_t != _NAT))
+        later = _first_later(
+            result_pat[candidates], result_t[candidates], row_pat[asked], seen[asked]
+        )
+        found = later != _NAT
+        followed[asked] = found
+        first_at[asked] = later
+    out = collapsed.copy()
+    out["followed_up"] = followed
+    out["follow_up_at"] = first_at.view("datetime64[ns]")
+    return out
+
+
+def _first_later(
+    pat: np.ndarray, t: np.ndarray, query_pat: np.ndarray, query_t: np.ndarray
+) -> np.ndarray:
+    """Per query, the first time in `t` of the query's patient that is later than the
+    query's time (NaT as int64 where there is none): one sorted search on integer keys."""
+    if not len(t):
+        return np.full(len(query_t), _NAT, dtype="int64")
+    times = np.unique(t)
+    width = len(times) + 1
+    # (patient, rank of time) as one int64 that sorts like the pair
+    key = pat.astype("int64") * width + np.searchsorted(times, t)
+    order = np.argsort(key, kind="stable")
+    key, t = key[order], t[order]
+    # the first time strictly after the query's, as a rank (len(times): none)
+    wanted = query_pat.astype("int64") * width + np.searchsorted(times, query_t, side="right")
+    pos = np.searchsorted(key, wanted)
+    inside = pos < len(key)
+    same = np.zeros(len(wanted), dtype=bool)
+    same[inside] = key[pos[inside]] // width == query_pat[inside]
+    return np.where(same, t[np.minimum(pos, len(t) - 1)], _NAT)
 
 
 def _ns_or_earliest(column: pd.Series) -> np.ndarray:
@@ -326,7 +408,7 @@ def process_bucket(
     else:
         kept, dups = deduplicate(results)
         findings = interpret_results(kept)
-    collapsed = collapse(findings)
+    collapsed = with_follow_up(collapse(findings), kept)
     patients = patient_rows(collapsed, kept)
     stats.rows_used = len(kept)
     stats.duplicates = len(dups)

@@ -27,6 +27,7 @@ from labinterp.audit.collapse import (
     LATEST_ANALYTES,
     SCRATCH_SUFFIX,
     BucketStats,
+    follow_up_analytes,
     read_scratch,
 )
 from labinterp.output import write_csv
@@ -81,6 +82,32 @@ def ruleset() -> dict[str, Any]:
         "parameters_sha256": hashlib.sha256(raw).hexdigest(),
         "parameters": tomllib.loads(raw.decode("utf-8")),
     }
+
+
+def _follow_up(findings: pa.Table) -> dict[str, dict[str, Any]]:
+    """Per rule of follow_up.toml: the analytes that count, and how many patients' fired
+    findings were followed by one of them, were not, or cannot tell (undated episode)."""
+    out: dict[str, dict[str, Any]] = {
+        rule: {"analytes": list(names), "followed_up": 0, "not_followed_up": 0, "undated": 0}
+        for rule, names in sorted(follow_up_analytes().items())
+    }
+    fired = findings.filter(pc.equal(findings.column("status"), "fired"))
+    fired = fired.filter(pc.is_in(fired.column("rule_id"), pa.array(list(out))))
+    if not fired.num_rows:
+        return out
+    outcome = pc.if_else(
+        pc.is_null(fired.column("followed_up")),
+        "undated",
+        pc.if_else(fired.column("followed_up"), "followed_up", "not_followed_up"),
+    )
+    tally = (
+        pa.table({"rule_id": fired.column("rule_id"), "outcome": outcome})
+        .group_by(["rule_id", "outcome"])
+        .aggregate([([], "count_all")])
+    )
+    for row in tally.to_pylist():
+        out[row["rule_id"]][row["outcome"]] = int(row["count_all"])
+    return out
 
 
 def _counts(findings: pa.Table) -> dict[str, dict[str, dict[str, int]]]:
@@ -178,6 +205,8 @@ def write_outputs(
         "findings_rows": int(findings.num_rows),
         "episodes": int(stats.findings_rows),
         "counts": _counts(findings),
+        # fired findings with a later test of what follow_up.toml names for the rule
+        "follow_up": _follow_up(findings),
         "ruleset": {**ruleset(), "vitamin_d_guideline": vitamin_d_guideline},
         "inputs": ingest.files,
         "skipped_files": ingest.skipped,

@@ -185,6 +185,24 @@ def _patient_list(patients: pa.Table) -> tuple[list[dict[str, Any]], list[str], 
     return _records(top, cols, PATIENT_LIST_MAX), rules, n
 
 
+_OUTCOMES = ("followed_up", "not_followed_up", "undated")
+
+
+def _follow_up_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One table row per rule that fired for someone: its follow-up counts."""
+    rows = []
+    for rule in _rule_order(list(summary["follow_up"])):
+        counts = summary["follow_up"][rule]
+        if not any(counts[k] for k in _OUTCOMES):
+            continue
+        analytes = ", ".join(a.replace("_", " ") for a in counts["analytes"])
+        rows.append(
+            {"label": _LABELS.get(rule, rule), "analytes": analytes}
+            | {k: counts[k] for k in _OUTCOMES}
+        )
+    return rows
+
+
 def render_report(
     summary: dict[str, Any], *, findings: pa.Table, patients: pa.Table, rejected: pa.Table
 ) -> str:
@@ -214,6 +232,7 @@ def render_report(
             {"id": "contamination", "label": "suspected contaminated", "value": edta.num_rows},
         ],
         "prevalence": _prevalence(summary),
+        "follow_up": _follow_up_rows(summary),
         "distributions": _distributions(summary),
         "contamination": _records(
             edta, ["patient_id", "episode_start", "evidence", "caveats"], TABLE_MAX
