@@ -38,6 +38,7 @@ ROLE_ORDER = tuple(
         "calcium_total",
         "albumin",
         "potassium",
+        "potassium_last",
         "pth",
         "vitamin_d_first",
         "vitamin_d",

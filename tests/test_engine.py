@@ -345,6 +345,26 @@ def test_evidence_at_is_the_latest_dated_result_a_finding_cites() -> None:
     assert pd.isna(found.loc[("P2", "vitamin_d_resistance"), "evidence_at"])
 
 
+def test_a_refractory_finding_cites_the_later_low_potassium() -> None:
+    """The tier says K stayed low on a later draw: the evidence shows that draw too."""
+    res = _results(
+        [
+            _row("P1", "2024-01-01 08:00", "magnesium", 0.5, 0.7, 1.0),
+            _row("P1", "2024-01-01 08:00", "potassium", 3.0, 3.5, 5.0),
+            _row("P1", "2024-01-02 10:00", "magnesium", 0.55, 0.7, 1.0),
+            _row("P1", "2024-01-02 10:00", "potassium", 2.9, 3.5, 5.0, source_row=4),
+        ]
+    )
+    found = interpret_results(res)
+    p3 = found[found["rule_id"] == "hypomagnesemia_hypokalemia"].iloc[0]
+    assert (p3["status"], p3["tier"]) == ("fired", "refractory")
+    cited = {r["role"]: (r["value"], r["collected_at"]) for r in p3["evidence_json"]}
+    assert cited["potassium"] == (3.0, "2024-01-01T08:00:00")
+    assert cited["potassium_last"] == (2.9, "2024-01-02T10:00:00")
+    assert p3["evidence_at"] == pd.Timestamp("2024-01-02 10:00")
+    assert "2.9" in p3["evidence"] and "3.0" in p3["evidence"]
+
+
 def test_each_evidence_record_names_the_file_and_row_it_came_from() -> None:
     """Row numbers alone are ambiguous when several files are read together; a derived
     value (corrected calcium) points at the calcium row it was computed from."""

@@ -4,8 +4,8 @@ What it flags:
     A potassium below its lower limit paired (same draw, else within the electrolyte window)
     with a magnesium below its lower limit. Tier `refractory` when, within the episode, K is
     below LLN on two or more draws at least `p3_refractory_min_gap` apart and every Mg
-    measured from one window before the first low K to the last low K is low; else
-    `concurrent`.
+    measured from one window before the first low K to the last low K is low (the evidence
+    then also cites that last low K, role `potassium_last`); else `concurrent`.
 
 Why it matters:
     Magnesium deficiency releases the brake on renal potassium secretion (ROMK), so K
@@ -37,25 +37,31 @@ ID = "hypomagnesemia_hypokalemia"
 TIERS = {"refractory": 0, "concurrent": 1}
 
 
-def _refractory_episodes(ctx: Context) -> np.ndarray:
-    """Episode ids where low K persists across draws >= the gap while Mg stays low."""
+def _refractory_episodes(ctx: Context) -> pd.Series:
+    """The last low K (obs id) of each episode (index) where low K persists across draws
+    >= the gap while Mg stays low."""
+    none = pd.Series([], dtype="int64")
     obs = ctx.obs
     clean = ~obs["contaminated"].to_numpy()
     low = obs["low"].to_numpy(dtype="float64")
     k = obs[ctx.is_analyte("potassium") & (low == 1.0) & clean]
     if k.empty:
-        return np.array([], dtype="int64")
+        return none
     g = k.groupby("episode_id")["t"]
-    span = pd.DataFrame({"first": g.min(), "last": g.max()})
+    # obs are in (patient, time) order: an episode's last row is its latest low K
+    span = pd.DataFrame(
+        {"first": g.min(), "last": g.max(), "last_k": k.groupby("episode_id")["obs_id"].last()}
+    )
     span = span[(span["last"] - span["first"]) >= duration("p3_refractory_min_gap")]
     if span.empty:
-        return np.array([], dtype="int64")
+        return none
     mg = obs[ctx.is_analyte("magnesium") & ~np.isnan(low) & clean][["episode_id", "t", "low"]]
     mg = mg.merge(span, left_on="episode_id", right_index=True)
     w = duration("window_electrolytes")
     mg = mg[(mg["t"] >= mg["first"] - w) & (mg["t"] <= mg["last"])]
     agg = mg.groupby("episode_id")["low"].agg(["min", "max"])
-    return agg.index[(agg["min"] == 1.0) & (agg["max"] == 1.0)].to_numpy()
+    kept = agg.index[(agg["min"] == 1.0) & (agg["max"] == 1.0)]
+    return span.loc[kept, "last_k"].astype("int64")
 
 
 def evaluate(ctx: Context) -> pd.DataFrame:
@@ -74,8 +80,12 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     status = common.choose(
         [contaminated, fired, not_fired], ["suppressed", "fired", "not_fired"], "indeterminate"
     )
-    refractory = a["episode_id"].isin(_refractory_episodes(ctx)).to_numpy()
+    last_low_k = _refractory_episodes(ctx)
+    refractory = a["episode_id"].isin(last_low_k.index).to_numpy()
     tier = common.choose([fired & refractory, fired], ["refractory", "concurrent"])
+    # a refractory finding also cites the episode's last low K, which shows the persistence
+    later_k = a["episode_id"].map(last_low_k).fillna(-1).to_numpy(dtype="int64")
+    later_k = np.where(fired & refractory & (later_k != k), later_k, -1)
     hemolyzed = take_bool(ctx, any_k, "hemolyzed") | take_bool(ctx, any_mg, "hemolyzed")
     indeterminate = ~contaminated & ~fired & ~not_fired
     missing = common.flags(
@@ -99,6 +109,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         status=status,
         tier=tier,
         ev_potassium=np.where(k >= 0, k, any_k),
+        ev_potassium_last=later_k,
         ev_magnesium=np.where(mg >= 0, mg, any_mg),
         grade_obs=np.where(fired, k, -1),
         grade_term="hypokalemia",
