@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labinterp.audit.collapse import HISTOGRAMS, bins
-from labinterp.catalog import fallback_ranges
+from labinterp.catalog import analytes, fallback_ranges
 from labinterp.resources import template_dir
 
 PATIENT_LIST_MAX = 2000
@@ -195,9 +195,11 @@ def _follow_up_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
         counts = summary["follow_up"][rule]
         if not any(counts[k] for k in _OUTCOMES):
             continue
-        analytes = ", ".join(a.replace("_", " ") for a in counts["analytes"])
+        names = analytes()
+        shown = [names[a].display_name if a in names else a for a in counts["analytes"]]
+        analytes_text = "; ".join(shown)  # display names hold commas ("Calcium, total")
         rows.append(
-            {"label": _LABELS.get(rule, rule), "analytes": analytes}
+            {"label": _LABELS.get(rule, rule), "analytes": analytes_text}
             | {k: counts[k] for k in _OUTCOMES}
         )
     return rows
