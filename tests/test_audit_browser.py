@@ -53,3 +53,11 @@ def test_report_headline_in_rendered_dom(tmp_path: Path) -> None:
         assert match.group(2) == f"{value:,}"
     assert "<svg" in dom and "Pattern prevalence" in dom
     assert 'id="patient-table"' in dom
+    # the follow-up table: one row per rule that fired, in the report's rule order
+    outcomes = ("followed_up", "not_followed_up", "undated")
+    shown = [r for r, f in summary["follow_up"].items() if any(f[k] for k in outcomes)]
+    cells = re.findall(r'id="not-followed-\d+">([\d,]+)<', dom)
+    assert len(cells) == len(shown) > 0
+    assert sorted(int(c.replace(",", "")) for c in cells) == sorted(
+        summary["follow_up"][rule]["not_followed_up"] for rule in shown
+    )
