@@ -635,12 +635,13 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_records: bool) -> pd.
     for j, role in enumerate(roles):
         column = f[role].to_numpy(dtype="float64", na_value=np.nan)  # NaN: no evidence
         ids[:, j] = np.where(np.isnan(column), -1, column)
-    # the latest dated result each row cites (NaT, the smallest int64, where none)
-    cited = (ids >= 0) & np.append(obs["dated"].to_numpy(dtype=bool), False)[ids]
-    cited_t = obs["t"].to_numpy(dtype="datetime64[ns]").view("int64")[np.maximum(ids, 0)]
-    evidence_at = np.where(cited, cited_t, np.iinfo("int64").min).max(
-        axis=1, initial=np.iinfo("int64").min
-    )
+    # the latest dated result each row cites: per observation its time, NaT (the smallest
+    # int64) when undated, and NaT at the end for "no evidence" (-1)
+    nat = np.iinfo("int64").min
+    t_dated = np.full(len(obs) + 1, nat, dtype="int64")
+    t_dated[:-1] = obs["t"].to_numpy(dtype="datetime64[ns]").view("int64")
+    t_dated[:-1][~obs["dated"].to_numpy(dtype=bool)] = nat
+    evidence_at = t_dated[ids].max(axis=1, initial=nat)
     mark = np.zeros(len(obs), dtype=bool)
     mark[ids[ids >= 0]] = True
     used = np.flatnonzero(mark)
