@@ -188,34 +188,55 @@ def with_follow_up(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFra
     followed = pd.array(np.zeros(n, dtype=bool), dtype="boolean")
     followed[:] = pd.NA
     first_at = np.full(n, _NAT, dtype="int64")
-    # both tables' patients as one set of codes
-    pat, _ = pd.factorize(
-        pd.concat([collapsed["patient_id"], results["patient_id"]], ignore_index=True)
-    )
-    row_pat, result_pat = pat[:n], pat[n:]
-    result_t = results["collected_at"].to_numpy(dtype="datetime64[ns]").view("int64")
+    rules = follow_up_analytes()
     seen = collapsed["evidence_at"].to_numpy(dtype="datetime64[ns]").view("int64")
-    fired = (collapsed["status"] == "fired").to_numpy(dtype=bool, na_value=False)
-    by_set: dict[tuple[str, ...], list[str]] = {}
-    for rule, names in follow_up_analytes().items():
-        by_set.setdefault(names, []).append(rule)
-    for names, set_rules in by_set.items():
-        of_rules = collapsed["rule_id"].isin(set_rules).to_numpy(dtype=bool, na_value=False)
-        asked = np.flatnonzero(fired & of_rules & (seen != _NAT))
-        if not len(asked):
-            continue
-        of_names = results["analyte"].isin(names).to_numpy(dtype=bool, na_value=False)
-        candidates = np.flatnonzero(of_names & (result_t != _NAT))
-        later = _first_later(
-            result_pat[candidates], result_t[candidates], row_pat[asked], seen[asked]
+    asked_any = (
+        (collapsed["status"] == "fired").to_numpy(dtype=bool, na_value=False)
+        & collapsed["rule_id"].isin(list(rules)).to_numpy(dtype=bool, na_value=False)
+        & (seen != _NAT)
+    )
+    if asked_any.any():
+        # Each row's patient as its position among the few patients with such a finding
+        # (-1: none of them) and each result's analyte as its position in `names`,
+        # looked up in Arrow, not as a million Python strings.
+        row_ids = _arrow_text(collapsed["patient_id"])
+        asked_ids = pc.unique(row_ids.filter(pa.array(asked_any)))
+        row_pat = _position(row_ids, asked_ids)
+        result_pat = _position(_arrow_text(results["patient_id"]), asked_ids)
+        names = sorted({a for analytes in rules.values() for a in analytes})
+        analyte = _position(_arrow_text(results["analyte"]), pa.array(names, pa.string()))
+        result_t = results["collected_at"].to_numpy(dtype="datetime64[ns]").view("int64")
+        candidates = np.flatnonzero((result_pat >= 0) & (analyte >= 0) & (result_t != _NAT))
+        result_pat, analyte, result_t = (
+            result_pat[candidates],
+            analyte[candidates],
+            result_t[candidates],
         )
-        found = later != _NAT
-        followed[asked] = found
-        first_at[asked] = later
+        by_set: dict[tuple[str, ...], list[str]] = {}
+        for rule, analytes in rules.items():
+            by_set.setdefault(analytes, []).append(rule)
+        for analytes, set_rules in by_set.items():
+            of_rules = collapsed["rule_id"].isin(set_rules).to_numpy(dtype=bool, na_value=False)
+            asked = np.flatnonzero(asked_any & of_rules)
+            use = np.isin(analyte, [names.index(a) for a in analytes])
+            later = _first_later(result_pat[use], result_t[use], row_pat[asked], seen[asked])
+            followed[asked] = later != _NAT
+            first_at[asked] = later
     out = collapsed.copy()
     out["followed_up"] = followed
     out["follow_up_at"] = first_at.view("datetime64[ns]")
     return out
+
+
+def _arrow_text(column: pd.Series) -> pa.ChunkedArray:
+    """A text column as Arrow strings (no copy for the Arrow-backed columns of the tables)."""
+    return pa.chunked_array([pa.array(column.array, type=pa.large_string(), from_pandas=True)])
+
+
+def _position(values: pa.ChunkedArray, among: pa.Array) -> np.ndarray:
+    """Per value, its position in `among` (-1 where absent or missing)."""
+    found = pc.index_in(values, value_set=among.cast(values.type))
+    return pc.fill_null(found, -1).to_numpy().astype("int64")
 
 
 def _first_later(
