@@ -972,7 +972,7 @@ def _normalize(
         )
         if dates_job is None:
             when = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
-            offset = np.full(n, np.nan)
+            offset = None
         else:
             when, offset, date_why = side.result(dates_job)
             verdict.mark_each(date_why.rows_where(lambda v: v[0] != ""), date_why)
@@ -1044,7 +1044,7 @@ def _normalize(
             "comment": lambda: col["comment"].at(rows).strings(),
             "source_row": lambda: _take(frame["source_row"], rows),
             "collected_at": lambda: when[rows],
-            "utc_offset_min": lambda: _offset_column(offset[rows]),
+            "utc_offset_min": lambda: _offset_column(offset, rows),
             "value_reported": lambda: number[rows],
             "value": lambda: value[rows],
         }
@@ -1057,8 +1057,12 @@ def _normalize(
     return conform(results, RESULTS), conform(rejected, REJECTED), repeated
 
 
-def _offset_column(minutes: np.ndarray) -> pd.arrays.IntegerArray:
-    """UTC offsets in minutes (NaN: none) as the nullable Int16 column of RESULTS."""
+def _offset_column(offset: np.ndarray | None, rows: np.ndarray) -> pd.arrays.IntegerArray:
+    """The UTC offsets in minutes of `rows` (NaN, or no array at all: none) as the
+    nullable Int16 column of RESULTS."""
+    if offset is None:  # nearly every export: no time printed with an offset
+        return pd.arrays.IntegerArray(np.zeros(len(rows), np.int16), np.ones(len(rows), bool))
+    minutes = offset[rows]
     missing = np.isnan(minutes)
     return pd.arrays.IntegerArray(np.where(missing, 0, minutes).astype(np.int16), missing)
 
@@ -1284,9 +1288,9 @@ def patient_id_text(ids: pd.Series) -> pd.Series:
 
 def _dates(
     collected: _Coded, file_label: str, opts: Options
-) -> tuple[np.ndarray, np.ndarray, _Coded]:
-    """The collection time per row, its UTC offset in minutes as printed (NaN: none), and
-    per row the (reason, detail) of an unusable one."""
+) -> tuple[np.ndarray, np.ndarray | None, _Coded]:
+    """The collection time per row, its UTC offset in minutes as printed (NaN: none; None
+    when no time has one), and per row the (reason, detail) of an unusable one."""
     # The file's distinct date spellings decide the date order, so parse them all at once.
     spelled = collected._distinct_text()
     # what .fillna("").str.strip() does on pyarrow strings, then one code per spelling
@@ -1298,15 +1302,18 @@ def _dates(
         codes = text.indices.to_numpy(zero_copy_only=False)[collected.codes]
         distinct_text = text.dictionary
     stamps, reasons, plain = _parse_distinct_dates(distinct_text, file_label, opts)
-    offsets = np.full(len(stamps), np.nan)
+    offsets = None
     printed = np.flatnonzero(~plain & ~np.isnat(stamps))  # the plain shape has no offset
     if len(printed):
-        offsets[printed] = utc_offsets(distinct_text.take(pa.array(printed)))
+        found = utc_offsets(distinct_text.take(pa.array(printed)))
+        if not np.isnan(found).all():
+            offsets = np.full(len(stamps), np.nan)
+            offsets[printed] = found
     reason_codes, reason_names = pd.factorize(reasons)
     why = _Coded(
         reason_codes[codes], [(_REASON.get(r, r), _DETAIL.get(r, "")) for r in reason_names]
     )
-    return stamps[codes], offsets[codes], why
+    return stamps[codes], None if offsets is None else offsets[codes], why
 
 
 # An ISO time that ends in a UTC offset: "2018-05-26T23:21:43-07:00", "...Z", "...+0530"
