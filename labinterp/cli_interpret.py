@@ -28,7 +28,7 @@ TABLE_COLUMNS = (
     "status",
     "tier",
     "grade",
-    "episode_start",
+    "evidence_at",
     "missing_inputs",
     "suppressed_by",
     "caveats",
@@ -61,13 +61,16 @@ def add_guideline_option(p: argparse.ArgumentParser) -> None:
 
 
 def compact(findings: pd.DataFrame, utc: bool = False) -> pd.DataFrame:
-    """The terminal's columns; `utc`: the export printed times with an offset from UTC,
-    which the findings hold in UTC, so the time column says so."""
+    """The terminal's columns. The time is when the finding was seen (its latest cited
+    result), else the start of its episode: an episode of daily results can run for weeks.
+    `utc`: the export printed times with an offset from UTC, which the findings hold in
+    UTC, so the time column says so."""
     out = findings.loc[:, list(TABLE_COLUMNS)].copy()
-    out["episode_start"] = out["episode_start"].dt.strftime("%Y-%m-%d %H:%M").fillna("")
+    seen = out["evidence_at"].fillna(findings["episode_start"])
+    out["evidence_at"] = seen.dt.strftime("%Y-%m-%d %H:%M").fillna("")
     out["grade"] = out["grade"].astype("string").fillna("")
-    start = "from (UTC)" if utc else "from"
-    return out.rename(columns={"episode_start": start, "suppressed_by": "suppressed"})
+    when = "when (UTC)" if utc else "when"
+    return out.rename(columns={"evidence_at": when, "suppressed_by": "suppressed"})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,6 +26,23 @@ def test_table_is_compact_and_readable(capsys: pytest.CaptureFixture[str]) -> No
     assert "DEMO-001" not in out
 
 
+def test_table_time_is_when_the_finding_was_seen(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # daily results make one long episode; the low Mg and Ca are on its third day
+    export = tmp_path / "stay.csv"
+    export.write_text(
+        "patient_id,collected_at,test,result,unit,reference_range\n"
+        "P1,2024-03-01 08:00,Magnesium,2.0,mg/dL,1.6-2.6\n"
+        "P1,2024-03-02 08:00,Magnesium,1.9,mg/dL,1.6-2.6\n"
+        "P1,2024-03-03 08:00,Magnesium,1.1,mg/dL,1.6-2.6\n"
+        "P1,2024-03-03 08:00,Ionized calcium,0.95,mmol/L,1.15-1.32\n"
+    )
+    assert main(["interpret", str(export)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "hypocalcemia" in x)
+    assert "fired" in line and "2024-03-03 08:00" in line
+
+
 def test_table_says_when_its_times_are_utc(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -36,10 +53,10 @@ def test_table_says_when_its_times_are_utc(
     offset = tmp_path / "offset.csv"
     offset.write_text(body + "P1,2018-05-26T23:21:00-07:00,Magnesium,1.1,mg/dL\n")
     assert main(["interpret", str(plain)]) == 0
-    assert "from (UTC)" not in capsys.readouterr().out
+    assert "when (UTC)" not in capsys.readouterr().out
     assert main(["interpret", str(offset)]) == 0
     out = capsys.readouterr().out
-    assert "from (UTC)" in out and "2018-05-27 06:21" in out
+    assert "when (UTC)" in out and "2018-05-27 06:21" in out
 
 
 def test_csv_has_the_findings_columns(capsys: pytest.CaptureFixture[str]) -> None:
