@@ -237,7 +237,8 @@ def render_report(
         "follow_up": _follow_up_rows(summary),
         "distributions": _distributions(summary),
         "contamination": _records(
-            edta, ["patient_id", "episode_start", "evidence", "caveats"], TABLE_MAX
+            # the draw itself (its evidence), not the start of its episode
+            edta, ["patient_id", "evidence_at", "evidence", "caveats"], TABLE_MAX
         ),
         "contamination_total": edta.num_rows,
         "rejected_reasons": sorted(
