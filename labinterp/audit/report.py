@@ -238,7 +238,9 @@ def render_report(
         "distributions": _distributions(summary),
         "contamination": _records(
             # the draw itself (its evidence), not the start of its episode
-            edta, ["patient_id", "evidence_at", "evidence", "caveats"], TABLE_MAX
+            edta,
+            ["patient_id", "evidence_at", "evidence", "caveats"],
+            TABLE_MAX,
         ),
         "contamination_total": edta.num_rows,
         "rejected_reasons": sorted(
