@@ -683,3 +683,36 @@ def test_cli_reads_exports_with_a_mapping_a_date_format_and_the_guideline(tmp_pa
     assert fired not in texts["iom2011"]
     assert fired in texts["es2011"]
     assert "13 Mar 2024" in texts["es2011"]  # read day first, as the format says
+
+
+def test_every_draw_a_guard_cites_is_marked_as_a_sample_issue(tmp_path) -> None:
+    """Two suspected contaminated draws weeks apart: the handout lists the guard once, but
+    the results of both draws carry the "sample may be wrong" mark, and only theirs."""
+    from labinterp.interpret import interpret_results
+    from labinterp.reading import read
+
+    export = tmp_path / "stay.csv"
+    export.write_text(
+        "patient_id,collected_at,test,result,unit,reference_range\n"
+        "P1,2024-03-01 08:00,Potassium,4.1,mmol/L,3.5-5.0\n"
+        "P1,2024-03-02 08:00,Potassium,7.9,mmol/L,3.5-5.0\n"
+        "P1,2024-03-02 08:00,Calcium,5.0,mg/dL,8.5-10.5\n"
+        "P1,2024-03-20 08:00,Potassium,7.6,mmol/L,3.5-5.0\n"
+        "P1,2024-03-20 08:00,Calcium,5.2,mg/dL,8.5-10.5\n"
+        "P1,2024-03-21 08:00,Potassium,4.3,mmol/L,3.5-5.0\n"
+    )
+    results = read(export).results
+    findings = interpret_results(results)
+    assert (findings["rule_id"] == "edta_contamination").sum() == 2
+    ctx = build_context(results, findings, "P1")
+    assert [g["rule_id"] for g in ctx["guards"]] == ["edta_contamination"]
+    marked = {
+        (a["id"], r["date"]["d"]): r["sample_issue"] for a in ctx["analytes"] for r in a["results"]
+    }
+    assert marked == {
+        ("calcium", 2): True,
+        ("calcium", 20): True,
+        ("potassium", 2): True,
+        ("potassium", 20): True,
+        ("potassium", 21): False,
+    }

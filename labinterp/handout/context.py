@@ -259,6 +259,7 @@ def _finding_dict(row: Row) -> dict[str, Any]:
         "grade": None if grade is None or pd.isna(grade) else int(grade),
         "start": _date(row.get("episode_start")),
         "end": _date(row.get("episode_end")),
+        "seen": _date(row.get("evidence_at")),  # the latest result it cites
         "missing": _split(row.get("missing_inputs")),
         "suppressed_by": nfc(row.get("suppressed_by")),
         "caveats": _split(row.get("caveats")),
@@ -322,7 +323,7 @@ def _as_printed(res: list[Row], fnd: list[Row]) -> tuple[list[Row], list[Row]]:
             **f,
             **{
                 k: moved(f.get(k), offset_at.get(f.get(k), usual))
-                for k in ("episode_start", "episode_end")
+                for k in ("episode_start", "episode_end", "evidence_at")
             },
         }
         for f in fnd
@@ -435,7 +436,8 @@ def context_from_rows(
             {"id": analyte, "results": shown, "earlier": len(items) - len(shown), "trend": trend}
         )
 
-    found = _dedupe_findings(_finding_dict(r) for r in fnd)
+    every = [_finding_dict(r) for r in fnd]
+    found = _dedupe_findings(dict(f) for f in every)
     patterns = sorted(
         (f for f in found if f["kind"] == "pattern" or f["rule_id"] in PATTERN_ORDER),
         key=lambda f: (
@@ -454,9 +456,13 @@ def context_from_rows(
 
     # A draw a guard flagged (e.g. suspected EDTA contamination) may show false values: its
     # results are still listed as urgent when far out of range, but marked as possibly wrong.
+    # The draw is the one the guard cites; its episode can span weeks of other draws. Every
+    # flagged draw counts, not only the one of the guard's entry on the handout.
     flagged_days = set()
-    for f in guards:
-        for d in (f["start"], f["end"]):
+    for f in every:
+        if f["kind"] != "guard" or f["status"] != "fired":
+            continue
+        for d in [f["seen"]] if f["seen"] else [f["start"], f["end"]]:
             if d:
                 flagged_days.add((d["y"], d["m"], d["d"]))
     for a in analytes:
