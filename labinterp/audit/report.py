@@ -191,11 +191,11 @@ _OUTCOMES = ("followed_up", "not_followed_up", "undated")
 def _follow_up_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """One table row per rule that fired for someone: its follow-up counts."""
     rows = []
+    names = analytes()
     for rule in _rule_order(list(summary["follow_up"])):
         counts = summary["follow_up"][rule]
         if not any(counts[k] for k in _OUTCOMES):
             continue
-        names = analytes()
         shown = [names[a].display_name if a in names else a for a in counts["analytes"]]
         analytes_text = "; ".join(shown)  # display names hold commas ("Calcium, total")
         rows.append(

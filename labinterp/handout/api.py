@@ -121,7 +121,7 @@ def render_handout(
     )
     if not (res["patient_id"] == patient_id).any():
         raise LabinterpError(
-            "no results for the requested patient id in this file.",
+            "no results for the requested patient id in the files read.",
             fix="check the id with 'labinterp check FILE' or use --all.",
         )
     ctx = build_context(
