@@ -62,10 +62,16 @@ def run(args: argparse.Namespace) -> int:
             rule: sum(by_status.get("fired", {}).values())
             for rule, by_status in summary["counts"].items()
         }
+        not_followed = {
+            rule: f["not_followed_up"]
+            for rule, f in summary["follow_up"].items()
+            if f["not_followed_up"]
+        }
         sys.stderr.write(
             f"labinterp: audited {summary['rows_in']:,} rows ({summary['rows_used']:,} used, "
             f"{summary['rows_rejected']:,} rejected), {summary['patients']:,} patients; "
             f"patients fired per rule: {json.dumps(fired, sort_keys=True)}; "
+            f"of them with no later test: {json.dumps(not_followed, sort_keys=True)}; "
             f"wrote {args.output}\n"
         )
     return 0

@@ -364,6 +364,15 @@ def test_cli_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     assert captured.err == "" and captured.out == ""
     assert (tmp_path / "out" / "findings.csv").exists()
+    # without -q: one summary line on stderr, with the findings nobody followed up
+    assert main(["audit", str(tmp_path / "e.csv"), "-o", str(tmp_path / "out")]) == 0
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("labinterp: audited 3,000 rows") and "\n" not in line
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    unfollowed = {
+        r: f["not_followed_up"] for r, f in summary["follow_up"].items() if f["not_followed_up"]
+    }
+    assert unfollowed and f"with no later test: {json.dumps(unfollowed, sort_keys=True)}" in line
 
 
 def test_cli_bad_input_exit_2(tmp_path: Path) -> None:
