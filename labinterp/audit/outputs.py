@@ -86,7 +86,7 @@ def ruleset() -> dict[str, Any]:
 
 def _follow_up(findings: pa.Table) -> dict[str, dict[str, Any]]:
     """Per rule of follow_up.toml: the analytes that count, and how many patients' fired
-    findings were followed by one of them, were not, or cannot tell (undated episode)."""
+    findings were followed by one of them, were not, or cannot tell (undated evidence)."""
     out: dict[str, dict[str, Any]] = {
         rule: {"analytes": list(names), "followed_up": 0, "not_followed_up": 0, "undated": 0}
         for rule, names in sorted(follow_up_analytes().items())
