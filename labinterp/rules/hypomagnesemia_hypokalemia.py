@@ -47,10 +47,10 @@ def _refractory_episodes(ctx: Context) -> pd.Series:
     k = obs[ctx.is_analyte("potassium") & (low == 1.0) & clean]
     if k.empty:
         return none
-    g = k.groupby("episode_id")["t"]
-    # obs are in (patient, time) order: an episode's last row is its latest low K
-    span = pd.DataFrame(
-        {"first": g.min(), "last": g.max(), "last_k": k.groupby("episode_id")["obs_id"].last()}
+    # one pass over the low K rows; obs are in (patient, time) order, so an episode's last
+    # row is its latest low K
+    span = k.groupby("episode_id").agg(
+        first=("t", "min"), last=("t", "max"), last_k=("obs_id", "last")
     )
     span = span[(span["last"] - span["first"]) >= duration("p3_refractory_min_gap")]
     if span.empty:
