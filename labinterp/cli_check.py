@@ -33,7 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_input_options(p: argparse.ArgumentParser) -> None:
     """Options every command that reads exports shares."""
-    p.add_argument("files", nargs="+", metavar="FILE", help="lab export(s): CSV, xlsx, FHIR JSON")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE_OR_FOLDER",
+        help="lab export(s): CSV, xlsx, Parquet, JSON, FHIR; or folders holding them",
+    )
     p.add_argument("--mapping", metavar="TOML", help="column mapping file (see `check` output)")
     p.add_argument(
         "--date-format",
@@ -74,6 +79,7 @@ def summary(result: ReadResult) -> dict[str, object]:
             }
             for f in result.files
         ],
+        "skipped_files": result.skipped,
     }
 
 
@@ -107,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
         out.write(
             f"   rows: {f['rows_in']} in = {f['rows_used']} used + {f['rows_rejected']} rejected\n"
         )
+    for s in result.skipped:
+        out.write(f"== {s['file']}: skipped, found in a folder but not a lab export\n")
+        out.write(f"   {s['reason']}\n")
     out.write(
         f"\nTotal: {info['rows_in']} rows in = {info['rows_used']} used + "
         f"{info['rows_rejected']} rejected; {info['patients']} patients\n"

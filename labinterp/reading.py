@@ -12,6 +12,7 @@ column feeds which field -> build the RAW table -> normalize -> (all files) dedu
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from labinterp.errors import InputFileError
+from labinterp.errors import ColumnDetectionError, InputFileError
 from labinterp.normalize import Options, normalize, normalize_unique, patient_id_text, slash_order
 from labinterp.readers import columns as colplan
 from labinterp.readers import duplicates, formats, sniff, table
@@ -30,6 +31,7 @@ from labinterp.readers.fhir import fhir_raw
 from labinterp.schema import RAW, REJECTED, RESULTS, check, conform, empty
 
 PathLike = str | os.PathLike[str]
+log = logging.getLogger("labinterp")
 
 
 @dataclass
@@ -51,6 +53,8 @@ class ReadResult:
     results: pd.DataFrame
     rejected: pd.DataFrame
     files: list[FileReport] = field(default_factory=list)
+    # files found in folders that are not exports: {"file": name, "reason": why}
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def rows_in(self) -> int:
@@ -74,21 +78,48 @@ def read(
     mapping: PathLike | None = None,
     date_format: str | None = None,
 ) -> ReadResult:
-    """Read one or more exports into canonical results; duplicates across them are rejected."""
-    files = _expand(paths)
+    """Read one or more exports, or the exports inside folders, into canonical results;
+    duplicates across them are rejected.
+
+    A file found in a folder that cannot be read as an export (an item dictionary, a
+    demographics table, an HL7 message) is skipped and listed in `skipped` with the
+    reason; a file named directly that cannot be read is an error.
+    """
+    found = sniff.expand_paths([paths] if isinstance(paths, (str, os.PathLike)) else paths)
+    labels = sniff.display_names([f for f, _ in found])
+    parts: list[ReadResult] = []
+    skipped: list[dict[str, str]] = []
     # One file drops its repeats while normalizing, on codes it already holds; several
     # files can repeat one another, so their union goes through `deduplicate`.
-    alone = len(files) == 1
-    parts = [
-        _read_one(
-            p,
-            mapping=Path(mapping) if mapping else None,
-            date_format=date_format,
-            dedupe=alone,
-            label=label,
+    for (p, in_folder), label in zip(found, labels, strict=True):
+        try:
+            parts.append(
+                _read_one(
+                    p,
+                    mapping=Path(mapping) if mapping else None,
+                    date_format=date_format,
+                    dedupe=len(found) == 1,
+                    label=label,
+                )
+            )
+        except (ColumnDetectionError, InputFileError) as exc:
+            if not in_folder:
+                raise
+            skipped.append({"file": label, "reason": exc.problem})
+    if skipped:  # file names only: the reasons can quote a header
+        log.info(
+            "skipped %d file(s) found in folders that are not lab exports: %s "
+            "(`labinterp check` shows why)",
+            len(skipped),
+            ", ".join(s["file"] for s in skipped),
         )
-        for p, label in zip(files, sniff.display_names(files), strict=True)
-    ]
+    if not parts:
+        raise InputFileError(
+            "none of the files found could be read as a lab export "
+            f"({'; '.join(s['file'] + ': ' + s['reason'] for s in skipped)})",
+            fix="name the export files directly, or pass --mapping for their columns.",
+        )
+    alone = len(found) == 1
     if alone:
         results, rejected = parts[0].results, parts[0].rejected
     else:
@@ -106,6 +137,7 @@ def read(
         check(conform(results, RESULTS), RESULTS, "results"),
         check(conform(rejected, REJECTED), REJECTED, "rejected"),
         reports,
+        skipped,
     )
     assert out.rows_in == out.rows_used + out.rows_rejected, "row accounting broke"
     return out
@@ -235,35 +267,6 @@ def _text_codes(column: pd.Series) -> tuple[np.ndarray, int]:
 
 
 # ---------------------------------------------------------------- one file
-
-
-def _expand(paths: PathLike | Iterable[PathLike]) -> list[Path]:
-    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    out: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            out.extend(sorted(q for q in p.iterdir() if q.is_file() and _looks_like_export(q)))
-        else:
-            out.append(p)
-    return sniff.unique_files(out)
-
-
-_EXPORT_SUFFIXES = (
-    ".csv",
-    ".tsv",
-    ".txt",
-    ".xlsx",
-    ".json",
-    ".ndjson",
-    ".jsonl",
-    ".parquet",
-    ".gz",
-)
-
-
-def _looks_like_export(p: Path) -> bool:
-    return p.suffix.lower() in _EXPORT_SUFFIXES and not p.name.startswith(".")
 
 
 def _is_fhir(p: Path, sniffed: sniff.Sniffed) -> bool:

@@ -48,6 +48,31 @@ def test_check_counts_the_utc_offsets_times_were_printed_with(
     assert json.loads(capsys.readouterr().out)["utc_offsets"] == {}
 
 
+def test_every_command_reads_a_folder_and_says_what_it_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "export.csv").write_bytes(sample_path().read_bytes())
+    (folder / "items.csv").write_text("itemid,label\n50960,Magnesium\n")
+    assert main(["check", str(folder)]) == 0
+    captured = capsys.readouterr()
+    assert "== items.csv: skipped, found in a folder but not a lab export" in captured.out
+    assert "skipped 1 file(s) found in folders that are not lab exports: items.csv" in captured.err
+    assert main(["check", "--format", "json", str(folder)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [s["file"] for s in info["skipped_files"]] == ["items.csv"]
+    assert main(["check", "--format", "json", str(sample_path())]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    assert info["rows_in"] == expected["rows_in"] and info["patients"] == expected["patients"]
+    assert main(["interpret", "--format", "csv", str(folder)]) == 0
+    from_folder = capsys.readouterr().out
+    assert main(["interpret", "--format", "csv", str(sample_path())]) == 0
+    assert from_folder.replace("export.csv", "") == capsys.readouterr().out.replace(
+        sample_path().name, ""
+    )
+
+
 @pytest.mark.parametrize(
     ("content", "words"),
     [(b"", "empty"), (b"\x00\x01" * 100, "binary"), (b"a,b\n1,2\n", "no column")],

@@ -398,6 +398,37 @@ def test_missing_file(tmp_path: Path) -> None:
         read(tmp_path / "nope.csv")
 
 
+def test_a_folder_is_read_with_its_side_tables_skipped(tmp_path: Path) -> None:
+    """Every command reads folders as the audit does: the exports inside (also in
+    subfolders), with tables that are not exports (an item dictionary) skipped and listed."""
+    (tmp_path / "in" / "2024").mkdir(parents=True)
+    write(tmp_path / "in", HEADER + "P1,2024-03-01 08:30,Magnesium,1.2,mg/dL,,\n", "a.csv")
+    write(tmp_path / "in" / "2024", HEADER + "P2,2024-03-02 08:30,Magnesium,1.9,mg/dL,,\n", "b.csv")
+    write(tmp_path / "in", "itemid,label\n50960,Magnesium\n", "D_LABITEMS.csv")
+    write(tmp_path / "in", "# where these came from\n", "SOURCE.md")
+    write(tmp_path / "in", "MSH|^~\\&|LAB\r", "message.hl7")
+    res = read(tmp_path / "in")
+    assert sorted(res.results["patient_id"]) == ["P1", "P2"]
+    assert [f.name for f in res.files] == ["b.csv", "a.csv"]  # sorted paths: "2024/" first
+    assert [s["file"] for s in res.skipped] == ["D_LABITEMS.csv", "message.hl7"]
+    assert "no column" in res.skipped[0]["reason"] and "HL7" in res.skipped[1]["reason"]
+    assert res.rows_in == res.rows_used + res.rows_rejected == 2
+    # named directly, the same side table is an error, not a silent skip
+    with pytest.raises(ColumnDetectionError, match=r"D_LABITEMS\.csv"):
+        read([tmp_path / "in" / "a.csv", tmp_path / "in" / "D_LABITEMS.csv"])
+
+
+def test_a_folder_without_any_export_names_what_it_skipped(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    write(tmp_path / "in", "itemid,label\n50960,Magnesium\n", "items.csv")
+    with pytest.raises(InputFileError, match=r"items\.csv: no column") as info:
+        read(tmp_path / "in")
+    assert "Fix:" in str(info.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputNotFoundError, match="no export files"):
+        read(tmp_path / "empty")
+
+
 def test_huge_line_is_refused_with_its_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from labinterp.readers import table
 

@@ -27,6 +27,32 @@ def accounted(result) -> None:
     assert not result.results.duplicated(["source_file", "source_row", "analyte"]).any()
 
 
+def test_mimic_iii_folder_reads_its_exports_and_skips_its_side_tables(shared_data: Path) -> None:
+    """The whole folder, as a user would name it: both LABEVENTS files (the second repeats
+    the first, whose rows come back as duplicates), every other table skipped by name."""
+    folder = shared_data / "mimic_iii_demo"
+    res = read(folder)
+    accounted(res)
+    assert [f.name for f in res.files] == [
+        "LABEVENTS_analytes.csv",
+        "LABEVENTS_full_reconstructed.csv.gz",
+    ]
+    assert sorted(s["file"] for s in res.skipped) == [
+        "D_LABITEMS.csv",
+        "PATIENTS.csv",
+        "tianxu08_ADMISSIONS_excel_mangled.csv",
+        "tianxu08_D_LABITEMS.csv",
+        "tianxu08_PATIENTS_excel_mangled.csv",
+    ]
+    alone = [read(folder / f.name) for f in res.files]
+    assert res.rows_in == sum(r.rows_in for r in alone)
+    first = alone[0].results
+    assert counts(res)[("magnesium", "mg/dL")] >= counts(alone[0])[("magnesium", "mg/dL")]
+    assert set(first["source_row"]) <= set(
+        res.results.loc[res.results["source_file"] == "LABEVENTS_analytes.csv", "source_row"]
+    )
+
+
 def test_mimic_iii_labevents(shared_data: Path) -> None:
     res = read(shared_data / "mimic_iii_demo" / "LABEVENTS_analytes.csv")
     accounted(res)

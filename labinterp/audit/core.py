@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +45,10 @@ from labinterp.audit.progress import Progress
 from labinterp.errors import (
     ColumnDetectionError,
     InputFileError,
-    InputNotFoundError,
     LabinterpError,
     OutputError,
 )
-from labinterp.readers.sniff import display_names, unique_files
+from labinterp.readers.sniff import display_names, expand_paths
 
 ENGINES = ("local", "dask")
 
@@ -63,8 +62,6 @@ _BUCKET_BYTES = 16 * 1024 * 1024
 _WORKERS_ABOVE = 8 * 1024 * 1024
 _BATCH_ROWS = 100_000
 _PLAIN_BUCKETS_UP_TO = 256 * 1024 * 1024
-# Files in a folder that are documentation, not exports.
-_SKIP_SUFFIXES = {".md", ".txt", ".pdf", ".html", ".png", ".jpg", ".toml", ".yaml", ".yml"}
 _COMPRESSED = {".gz", ".bz2", ".xz", ".zip", ".parquet", ".xpt"}
 
 
@@ -79,43 +76,6 @@ class Ingest:
     n_buckets: int = 1
     # an input printed collection times with an offset from UTC: times are then in UTC
     utc_times: bool = False
-
-
-def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, bool]]:
-    """Files named directly, plus the files inside named folders (sorted, recursive).
-
-    Each comes with whether it was found in a folder: such files may be side tables (item
-    dictionaries, demographics) and are skipped, with a reason, if they are not exports.
-    """
-    out: list[tuple[Path, bool]] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            found = sorted(
-                f
-                for f in p.rglob("*")
-                if f.is_file()
-                and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                and f.suffix.lower() not in _SKIP_SUFFIXES
-            )
-            out.extend((f, True) for f in found)
-        elif p.is_file():
-            out.append((p, False))
-        else:
-            raise InputNotFoundError(
-                f"'{p}' does not exist.",
-                fix="check the path, or name a file or folder that exists.",
-            )
-    if not out:
-        raise InputNotFoundError(
-            "no export files were found in the paths given.",
-            fix="name the export files, or a folder that contains them.",
-        )
-    # a file named twice (or by two paths) is read once, as where it was first named
-    found_in_folder: dict[Path, bool] = {}
-    for f, in_folder in out:
-        found_in_folder.setdefault(f, in_folder)
-    return [(f, found_in_folder[f]) for f in unique_files([f for f, _ in out])]
 
 
 def sha256_of(path: Path) -> str:

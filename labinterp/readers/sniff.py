@@ -9,7 +9,7 @@ import io
 import os
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,53 @@ class Sniffed:
 def display_name(path: Path) -> str:
     """How a file is named in messages and in source_file: its name, not where it lives."""
     return path.name
+
+
+# Files in a folder that are documentation or pictures, never exports: passed over unread.
+_NOT_EXPORTS = {
+    *(".md", ".rst", ".pdf", ".html", ".htm"),
+    *(".png", ".jpg", ".jpeg", ".toml", ".yaml", ".yml"),
+}
+
+
+def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, bool]]:
+    """Files named directly, plus the files inside named folders (sorted, recursive, hidden
+    ones left out), each with whether it was found in a folder.
+
+    Every command reads a folder this way. A folder holds side tables too (an item
+    dictionary, demographics: MIMIC's D_LABITEMS and PATIENTS beside LABEVENTS), so a file
+    found in a folder that turns out not to be an export is skipped with its reason by the
+    reader; a file named directly that is not an export is an error.
+    """
+    out: list[tuple[Path, bool]] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                and f.suffix.lower() not in _NOT_EXPORTS
+            )
+            out.extend((f, True) for f in found)
+        elif p.is_file():
+            out.append((p, False))
+        else:
+            raise InputNotFoundError(
+                f"'{p}' does not exist.",
+                fix="check the path, or name a file or folder that exists.",
+            )
+    if not out:
+        raise InputNotFoundError(
+            "no export files were found in the paths given.",
+            fix="name the export files, or a folder that contains them.",
+        )
+    # a file named twice (or by two paths) is read once, as where it was first named
+    found_in_folder: dict[Path, bool] = {}
+    for f, in_folder in out:
+        found_in_folder.setdefault(f, in_folder)
+    return [(f, found_in_folder[f]) for f in unique_files([f for f, _ in out])]
 
 
 def unique_files(paths: list[Path]) -> list[Path]:
@@ -126,7 +173,7 @@ def sniff(path: Path) -> Sniffed:
         raise InputFileError(
             "this is a folder, not a file.",
             file=display_name(path),
-            fix="pass the export files inside it (the audit command accepts folders).",
+            fix="name the export files inside it, or give the folder to a command or to `read`.",
         )
     if path.stat().st_size == 0:
         raise InputFileError(
