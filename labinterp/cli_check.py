@@ -37,7 +37,7 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
         "files",
         nargs="+",
         metavar="FILE_OR_FOLDER",
-        help="lab export(s): CSV, xlsx, Parquet, JSON, FHIR; or folders holding them",
+        help="lab export(s): CSV, xlsx, Parquet, JSON, FHIR, HL7 v2; or folders holding them",
     )
     p.add_argument("--mapping", metavar="TOML", help="column mapping file (see `check` output)")
     p.add_argument(

@@ -28,6 +28,7 @@ from labinterp.normalize import Options, normalize, normalize_unique, patient_id
 from labinterp.readers import columns as colplan
 from labinterp.readers import duplicates, formats, sniff, table
 from labinterp.readers.fhir import fhir_raw
+from labinterp.readers.hl7v2 import hl7_raw
 from labinterp.schema import RAW, REJECTED, RESULTS, check, conform, empty
 
 PathLike = str | os.PathLike[str]
@@ -82,7 +83,7 @@ def read(
     duplicates across them are rejected.
 
     A file found in a folder that cannot be read as an export (an item dictionary, a
-    demographics table, an HL7 message) is skipped and listed in `skipped` with the
+    demographics table, an HL7 message without results) is skipped and listed in `skipped` with the
     reason; a file named directly that cannot be read is an error.
     """
     found = sniff.expand_paths([paths] if isinstance(paths, (str, os.PathLike)) else paths)
@@ -305,34 +306,60 @@ def _read_one(
     sniffed = sniff.sniff(p)
     label = label or sniff.display_name(p)
     if sniffed.kind in ("json", "ndjson") and _is_fhir(p, sniffed):
-        doc = formats.load_json(p, sniffed)
-        raw, invalid = fhir_raw(doc, label)
+        raw, invalid = fhir_raw(formats.load_json(p, sniffed), label)
         if len(raw) == 0 and not invalid:  # e.g. a bundle of Patients: no row to account for
             raise InputFileError(
                 "the FHIR file holds no Observation resources (lab results).",
                 file=label,
                 fix="export the Observations (or a Bundle holding them) for these patients.",
             )
-        results, rejected, repeated = _normalize(
-            raw, label, Options(date_format=date_format), dedupe
+        return _from_records(
+            raw, invalid, label, date_format, dedupe, "fhir", "FHIR Observation fields"
         )
-        bad = conform(
-            pd.DataFrame(
-                {
-                    "source_file": label,
-                    "source_row": [n for n, _, _ in invalid],
-                    "reason": [reason for _, reason, _ in invalid],
-                    "detail": [detail for _, _, detail in invalid],
-                }
-            ),
-            REJECTED,
+    if sniffed.kind == "hl7v2":
+        with sniff.open_binary(p) as fh:
+            text = fh.read().decode(sniffed.encoding or "utf-8", errors="replace")
+        raw, invalid = hl7_raw(text, label)
+        if len(raw) == 0 and not invalid:
+            raise InputFileError(
+                "the HL7 v2 file holds no results (OBX segments).",
+                file=label,
+                fix="send or export the result messages (ORU^R01, OUL^R22) themselves.",
+            )
+        return _from_records(
+            raw, invalid, label, date_format, dedupe, "hl7v2", "HL7 v2 OBX segments"
         )
-        rejected = _append(rejected, bad, repeated)
-        report = FileReport(label, "fhir", "FHIR Observation fields", "", len(raw) + len(invalid))
-        return ReadResult(results, rejected, [report])
     tbl = _table(p, sniffed)
     plan = colplan.plan_columns(list(tbl.frame.columns), label, mapping)
     return _from_table(p, label, sniffed.kind, tbl, plan, date_format, dedupe)
+
+
+def _from_records(
+    raw: pd.DataFrame,
+    invalid: list[tuple[int, str, str]],
+    label: str,
+    date_format: str | None,
+    dedupe: bool,
+    kind: str,
+    plan: str,
+) -> ReadResult:
+    """A message format's RAW rows normalized, with the rows it could not use at all
+    (record number, reason, detail) among the rejected ones."""
+    results, rejected, repeated = _normalize(raw, label, Options(date_format=date_format), dedupe)
+    bad = conform(
+        pd.DataFrame(
+            {
+                "source_file": label,
+                "source_row": [n for n, _, _ in invalid],
+                "reason": [reason for _, reason, _ in invalid],
+                "detail": [detail for _, _, detail in invalid],
+            }
+        ),
+        REJECTED,
+    )
+    rejected = _append(rejected, bad, repeated)
+    report = FileReport(label, kind, plan, "", len(raw) + len(invalid))
+    return ReadResult(results, rejected, [report])
 
 
 def _from_table(

@@ -17,7 +17,7 @@ import labinterp
 from benchmarks.make_export import HEADER, Manifest, generate
 from labinterp.audit.collapse import STATUS_RANK, collapse
 from labinterp.audit.progress import Progress
-from labinterp.errors import InputFileError, InputNotFoundError, LabinterpError
+from labinterp.errors import InputNotFoundError, LabinterpError
 
 OUTPUTS = (
     "findings.csv",
@@ -449,10 +449,20 @@ def test_shared_sources(shared_data: Path, tmp_path: Path, source: str) -> None:
 
 
 @pytest.mark.shared_data
-def test_shared_hl7_is_refused_cleanly(shared_data: Path, tmp_path: Path) -> None:
-    with pytest.raises(InputFileError):
-        labinterp.audit(shared_data / "hl7v2_samples", tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+def test_shared_hl7_messages_are_audited_with_every_row_accounted(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """The HL7 v2 samples hold no usable result (an analyzer's message names no patient, the
+    others hold lead, hepatitis C and stool cultures): every OBX is a rejected row, and the
+    message without any OBX is skipped."""
+    summary = labinterp.audit(shared_data / "hl7v2_samples", tmp_path / "out")
+    assert summary["rows_in"] == summary["rows_rejected"] == 34
+    assert summary["rows_rejected_by_reason"] == {"missing_patient_id": 24, "out_of_scope": 10}
+    assert [f["file"] for f in summary["skipped_files"]] == [
+        "node-hl7-complete__athena-health_oru-example.hl7"
+    ]
+    rejected = pd.read_csv(tmp_path / "out" / "rejected_rows.csv")
+    assert len(rejected) == 34
 
 
 def test_files_sharing_a_name_are_told_apart_and_a_file_named_twice_is_read_once(

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labinterp.errors import InputFileError, InputNotFoundError
+from labinterp.readers.hl7v2 import looks_like_hl7
 
 PROBE_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
 class Sniffed:
-    kind: str  # "delimited" | "xlsx" | "json" | "ndjson" | "parquet"
+    kind: str  # "delimited" | "xlsx" | "json" | "ndjson" | "parquet" | "hl7v2"
     encoding: str  # python codec name for text kinds
     delimiter: str  # for "delimited"
     compressed: bool  # gzip
@@ -221,10 +222,6 @@ def sniff(path: Path) -> Sniffed:
         return Sniffed("json", encoding, "", compressed)
     if stripped.startswith("["):
         return Sniffed("json", encoding, "", compressed)
-    if stripped.startswith("MSH|"):
-        raise InputFileError(
-            "this is an HL7 v2 message; labinterp reads CSV, Excel and FHIR exports.",
-            file=display_name(path),
-            fix="export the results as CSV or FHIR from the lab system.",
-        )
+    if looks_like_hl7(stripped):
+        return Sniffed("hl7v2", encoding, "", compressed)
     return Sniffed("delimited", encoding, detect_delimiter(text), compressed)

@@ -1,0 +1,325 @@
+"""HL7 v2 result messages (ORU^R01, OUL^R22) -> RAW rows, one per OBX segment.
+
+Lab systems and analyzers send results as HL7 v2: one segment per line, fields split by
+the separator the MSH segment declares (`|`), components by `^`. A message names its
+patient (PID), its orders (OBR), the specimen (SPM), then each result in an OBX segment,
+with comments in the NTE segments that follow. This module only flattens those segments
+into the RAW fields the other formats fill; units, values, ranges and dates are read by the
+same normalizer as every other export.
+
+Each OBX is one input row; its `source_row` is the segment's number in the file (its line,
+whether segments end in CR, LF or CRLF). An OBX whose result status (OBX-11) says it holds
+no result to interpret (deleted, wrong, cannot be obtained, pending) is rejected with reason
+`hl7_status`, like a FHIR Observation entered in error.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import pandas as pd
+
+from labinterp.catalog import analyte_for
+from labinterp.resources import reference_file
+from labinterp.schema import RAW, conform
+
+# Segments that open a message, or a batch or file of messages (HL7 v2.5.1 sec. 2.10).
+MESSAGE_HEADERS = ("MSH", "FHS", "BHS")
+
+# OBX-11 result statuses (HL7 table 0085) whose OBX holds no result to interpret.
+_NO_RESULT = {
+    "D": "the result was deleted (result status D)",
+    "W": "the result was reported in error (result status W)",
+    "X": "the result could not be obtained (result status X)",
+    "I": "the result is pending (result status I)",
+    "N": "the test was not asked for (result status N)",
+}
+_LOINC_SYSTEMS = {"LN", "LOINC"}
+# HL7 timestamp: YYYY[MM[DD[HH[MM[SS[.S...]]]]]][+/-ZZZZ]
+_TIMESTAMP = re.compile(
+    r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,4}))?([+-]\d{4})?$"
+)
+
+
+@dataclass
+class _Encoding:
+    """The delimiters a message declares in MSH-1 and MSH-2."""
+
+    field: str = "|"
+    component: str = "^"
+    repetition: str = "~"
+    escape: str = "\\"
+    subcomponent: str = "&"
+
+    @classmethod
+    def from_header(cls, segment: str) -> _Encoding:
+        if len(segment) < 4:
+            return cls()
+        sep = segment[3]
+        chars = segment[4:].split(sep, 1)[0]
+        found = list(chars[:4])
+        found += ["^", "~", "\\", "&"][len(found) :]  # the defaults for those not declared
+        return cls(sep, *found) if sep.strip() else cls()
+
+    def unescape(self, text: str) -> str:
+        """Text with HL7 escape sequences turned back into characters.
+
+        The delimiters (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\) and hexadecimal characters (\\Xhh..\\)
+        are decoded. Locally defined escapes (\\Z..\\) stay as they are: the unit table knows
+        the one labs use for the micro sign.
+        """
+        e = self.escape
+        if e not in text:
+            return text
+        pattern = re.escape(e) + r"([FSTRE]|X[0-9A-Fa-f]+)" + re.escape(e)
+
+        def decode(m: re.Match[str]) -> str:
+            code = m.group(1)
+            simple = {
+                "F": self.field,
+                "S": self.component,
+                "T": self.subcomponent,
+                "R": self.repetition,
+                "E": self.escape,
+            }
+            if code in simple:
+                return simple[code]
+            try:
+                return bytes.fromhex(code[1:]).decode("utf-8", errors="replace")
+            except ValueError:
+                return m.group(0)
+
+        return re.sub(pattern, decode, text)
+
+
+@dataclass
+class _Segment:
+    """One segment's fields; `get(n)` is field n as HL7 numbers it (MSH counts its
+    separator as field 1)."""
+
+    name: str
+    fields: list[str]
+    enc: _Encoding
+
+    def get(self, n: int) -> str:
+        index = n - 1 if self.name in MESSAGE_HEADERS else n
+        return self.fields[index] if 0 < index < len(self.fields) else ""
+
+    def first(self, n: int) -> list[str]:
+        """The components of the first repetition of field n (escapes not yet decoded)."""
+        value = self.get(n).split(self.enc.repetition, 1)[0]
+        return value.split(self.enc.component)
+
+    def component(self, n: int, k: int) -> str:
+        """Component k (1-based) of the first repetition of field n, decoded; its first
+        subcomponent only."""
+        parts = self.first(n)
+        if k > len(parts):
+            return ""
+        return self.enc.unescape(parts[k - 1].split(self.enc.subcomponent, 1)[0]).strip()
+
+
+@dataclass
+class _Context:
+    """What the segments before an OBX said about it."""
+
+    patient: dict[str, str] = field(default_factory=dict)
+    order_time: str = ""
+    order_notes: list[str] = field(default_factory=list)
+    specimen_id: str = ""
+    specimen_time: str = ""
+    specimen_notes: list[str] = field(default_factory=list)
+    specimen_type: tuple[str, str] = ("", "")  # SPM-4: code, text
+
+
+def looks_like_hl7(text: str) -> bool:
+    """Whether text (the head of a file) starts with an HL7 v2 header segment."""
+    head = text.lstrip("\ufeff \t\r\n")[:4]
+    return head[:3] in MESSAGE_HEADERS and len(head) == 4 and not head[3].isalnum()
+
+
+def timestamp_text(value: str) -> str:
+    """An HL7 timestamp as ISO 8601 text the date reader takes ("20240301083000-0500" ->
+    "2024-03-01T08:30:00-05:00"); other text is returned as it is, to be rejected there."""
+    m = _TIMESTAMP.match(value.strip())
+    if not m:
+        return value.strip()
+    year, month, day, hour, minute, second, fraction, zone = m.groups()
+    if not month or not day:
+        return value.strip()  # a month or a year is not a collection time
+    text = f"{year}-{month}-{day}"
+    if hour:
+        text += f"T{hour}:{minute or '00'}:{second or '00'}"
+        if fraction:
+            text += f".{fraction}"
+        if zone:
+            text += f"{zone[:3]}:{zone[3:]}"
+    return text
+
+
+def _value(obx: _Segment) -> str:
+    """OBX-5 as the result text the normalizer reads: a structured numeric (SN) as
+    "<0.5" or "1.2", a coded value by its text, repetitions joined by spaces."""
+    kind = obx.get(2).strip().upper()
+    enc = obx.enc
+    texts = []
+    for repetition in obx.get(5).split(enc.repetition):
+        parts = [enc.unescape(p) for p in repetition.split(enc.component)]
+        if kind == "SN":
+            comparator, number, separator, second = [*parts, "", "", "", ""][:4]
+            comparator = "" if comparator.strip() == "=" else comparator  # "=" says "exactly"
+            if separator or second:  # a range or ratio ("1-5", "1:128"): text, never a number
+                texts.append(f"{comparator}{number}{separator}{second}".strip())
+            else:
+                texts.append(f"{comparator}{number}".strip())
+        elif kind in ("CE", "CWE", "CNE", "CF"):
+            texts.append((parts[1] if len(parts) > 1 and parts[1] else parts[0]).strip())
+        else:
+            texts.append(enc.component.join(parts).strip())
+    return " ".join(t for t in texts if t)
+
+
+def _test(obx: _Segment) -> dict[str, str]:
+    """OBX-3: a LOINC code where either triplet is coded in LOINC, the local code and the
+    name of the test."""
+    code, name, system = (obx.component(3, k) for k in (1, 2, 3))
+    alt_code, alt_name, alt_system = (obx.component(3, k) for k in (4, 5, 6))
+    out = {"loinc": "", "test_code": "", "test_name": name or alt_name}
+    if system.upper() in _LOINC_SYSTEMS:
+        out["loinc"], out["test_code"] = code, alt_code
+    elif alt_system.upper() in _LOINC_SYSTEMS:
+        out["loinc"], out["test_code"] = alt_code, code
+    else:
+        out["test_code"] = code
+    return out
+
+
+def _row(obx: _Segment, number: int, ctx: _Context) -> dict[str, Any]:
+    unit = obx.component(6, 1) or obx.component(6, 2)
+    flags = [
+        obx.enc.unescape(f).split(obx.enc.component, 1)[0].strip()
+        for f in obx.get(8).split(obx.enc.repetition)
+    ]
+    return {
+        "source_row": number,
+        **ctx.patient,
+        # the specimen's collection time, else the order's (OBR-7), else the result's own
+        "collected_at": ctx.specimen_time or ctx.order_time or timestamp_text(obx.component(14, 1)),
+        "specimen_id": ctx.specimen_id,
+        **_test(obx),
+        "value_raw": _value(obx),
+        "unit_raw": unit,
+        "range_raw": obx.enc.unescape(obx.get(7)).strip(),
+        "flag": ";".join(f for f in flags if f),
+        "comment": "",
+        "_notes": [*ctx.order_notes, *ctx.specimen_notes],
+        "_specimen": ctx.specimen_type,
+    }
+
+
+@cache
+def _not_blood() -> tuple[frozenset[str], re.Pattern[str]]:
+    """Specimen type codes and words that are not blood (reference_ranges/specimen_types.toml)."""
+    with reference_file("specimen_types.toml").open("rb") as fh:
+        data = tomllib.load(fh)
+    words = "|".join(re.escape(w) for w in data["words"])
+    return frozenset(c.upper() for c in data["codes"]), re.compile(rf"\b({words})\b", re.I)
+
+
+def not_blood(code: str, text: str) -> bool:
+    """Whether SPM-4 (its identifier and its text) names a specimen that is not blood."""
+    codes, words = _not_blood()
+    return code.strip().upper() in codes or bool(words.search(text) or words.search(code))
+
+
+def _specimen(spm: _Segment, ctx: _Context, order_rows: list[dict[str, Any]]) -> None:
+    """What SPM says about the results of its order: ORU^R01 puts it after them, OUL^R22
+    before them (and holds it for the orders that follow)."""
+    ctx.specimen_id = spm.component(2, 1) or spm.component(2, 2)
+    ctx.specimen_time = timestamp_text(spm.component(17, 1))
+    ctx.specimen_type = (spm.component(4, 1), spm.component(4, 2))
+    # SPM-24 specimen condition (HL7 table 0493): "HEM^Hemolyzed" is a quality note
+    ctx.specimen_notes = [spm.component(24, 2) or spm.component(24, 1)]
+    for row in order_rows:
+        if not row["specimen_id"]:
+            row["specimen_id"] = ctx.specimen_id
+        if not row["collected_at"]:
+            row["collected_at"] = ctx.specimen_time
+        if row["_specimen"] == ("", ""):
+            row["_specimen"] = ctx.specimen_type
+        row["_notes"] += ctx.specimen_notes
+
+
+def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, str, str]]]:
+    """RAW rows for every OBX segment of `text` (one or more messages), plus (segment
+    number, reason, detail) for those that hold no result to interpret, or hold a blood
+    test's result measured on another specimen (urine, spinal fluid)."""
+    enc = _Encoding()
+    ctx = _Context()
+    rows: list[dict[str, Any]] = []
+    invalid: list[tuple[int, str, str]] = []
+    order_rows: list[dict[str, Any]] = []  # the OBX rows of the current order
+    notes: list[str] | None = None  # where an NTE segment's comment goes
+    for number, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
+        line = line.lstrip("\ufeff")
+        name = line[:3]
+        if name in MESSAGE_HEADERS:
+            enc = _Encoding.from_header(line)
+        if len(line) < 4 or line[3] != enc.field:
+            continue  # blank, or not a segment (a stray line): holds no result
+        seg = _Segment(name, line.split(enc.field), enc)
+        if name == "MSH":  # a new message: nothing carries over
+            ctx, order_rows, notes = _Context(), [], None
+        elif name == "PID":
+            ctx = _Context(
+                patient={
+                    "patient_id": seg.component(3, 1) or seg.component(2, 1),
+                    "birth_date": timestamp_text(seg.component(7, 1)),
+                    "sex": seg.component(8, 1),
+                }
+            )
+            order_rows, notes = [], None  # notes on the patient are not on a result
+        elif name == "OBR":
+            ctx.order_time = timestamp_text(seg.component(7, 1))
+            ctx.order_notes, order_rows = [], []
+            notes = ctx.order_notes  # before any result: a note on the whole order
+        elif name == "SPM":
+            _specimen(seg, ctx, order_rows)
+            notes = ctx.specimen_notes
+        elif name == "OBX":
+            status = seg.get(11).strip().upper()[:1]
+            if status in _NO_RESULT:
+                invalid.append((number, "hl7_status", _NO_RESULT[status]))
+                notes = None
+                continue
+            row = _row(seg, number, ctx)
+            rows.append(row)
+            order_rows.append(row)
+            notes = row["_notes"]
+        elif name == "NTE" and notes is not None:
+            notes.append(" ".join(enc.unescape(r) for r in seg.get(3).split(enc.repetition)))
+    kept = []
+    for row in rows:
+        row["comment"] = " ".join(n.strip() for n in row.pop("_notes") if n and n.strip())
+        code, text = row.pop("_specimen")
+        if not_blood(code, text) and analyte_for(row["loinc"], row["test_code"], row["test_name"]):
+            what = text or code
+            invalid.append(
+                (
+                    row["source_row"],
+                    "non_blood_specimen",
+                    f"the specimen is '{what}' (SPM-4), not blood; labinterp reads blood results",
+                )
+            )
+        else:
+            kept.append(row)
+    frame = pd.DataFrame(kept) if kept else pd.DataFrame(columns=["source_row"])
+    frame["source_file"] = source_file
+    for col in frame.columns:
+        if col != "source_row":
+            frame[col] = frame[col].fillna("")
+    return conform(frame, RAW), invalid
