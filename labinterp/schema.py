@@ -116,6 +116,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "malformed_row",  # wrong number of fields and similar structural damage
     "fhir_status",  # FHIR Observation cancelled, entered in error, not resulted, or unknown code
     "hl7_status",  # HL7 v2 OBX deleted, in error, not obtained, pending or not asked (OBX-11)
+    "superseded",  # HL7 v2: a result the lab replaced by a correction or by the final result
 )
 
 # One item of a finding's evidence: an observation, with the role it played in the rule.

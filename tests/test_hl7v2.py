@@ -19,7 +19,7 @@ from labinterp.reading import read
 MESSAGE = "\r".join(
     [
         "MSH|^~\\&|LIS|LAB|EHR|CLINIC|20240301120000||ORU^R01^ORU_R01|MSG1|P|2.5.1",
-        "PID|1||MRN-77^^^LAB^MR~SSN9^^^SS^SS||Doe^Jane||19600214|F",
+        "PID|1||SSN9^^^SS^SS~MRN-77^^^LAB^MR||Doe^Jane||19600214|F",
         "OBR|1||ORD1|BMP^Basic panel^L|||20240301083000-0500",
         "OBX|1|NM|19123-9^Magnesium^LN||1.1|mg/dL^mg/dL^UCUM|1.6-2.6|L|||F",
         "OBX|2|NM|17861-6^Calcium^LN||7.4|mg/dL|8.5-10.5|L|||F",
@@ -46,7 +46,7 @@ def test_each_obx_is_a_row_read_like_a_csv_result(tmp_path: Path) -> None:
     assert res.files[0].format == "hl7v2"
     used = res.results.set_index("analyte")
     assert sorted(used.index) == ["calcium", "magnesium", "potassium"]
-    assert set(used["patient_id"]) == {"MRN-77"}  # the first id of PID-3
+    assert set(used["patient_id"]) == {"MRN-77"}  # the record number of PID-3, not the SSN
     # OBR-7 with its offset: kept in UTC, with the offset the lab printed
     assert set(used["collected_at"]) == {pd.Timestamp("2024-03-01 13:30")}
     assert set(used["utc_offset_min"]) == {-300}
@@ -82,6 +82,38 @@ def test_the_same_results_as_a_csv_give_the_same_findings(tmp_path: Path) -> Non
     pd.testing.assert_frame_equal(from_hl7, from_csv)
     fired = from_hl7[from_hl7["status"] == "fired"]
     assert "hypomagnesemia_hypocalcemia" in set(fired["rule_id"])
+
+
+def test_a_correction_or_a_final_result_replaces_the_earlier_one(tmp_path: Path) -> None:
+    header = "MSH|^~\\&|LIS|LAB|||20240301||ORU^R01|{id}|P|2.5.1"
+    draw = "OBR|1||ORD1|BMP^Panel^L|||202403010830"
+    text = "\r".join(
+        [
+            header.format(id=1),
+            "PID|1||P1",
+            draw,
+            "OBX|1|NM|2823-3^Potassium^LN||3.0|mmol/L|3.5-5.0|L|||P",
+            "OBX|2|NM|19123-9^Magnesium^LN||1.1|mg/dL|1.6-2.6|L|||F",
+            "OBX|3|NM|17861-6^Calcium^LN||9.0|mg/dL|8.5-10.5||||F",
+            header.format(id=2),
+            "PID|1||P1",
+            draw,
+            "OBX|1|NM|2823-3^Potassium^LN||3.2|mmol/L|3.5-5.0|L|||F",
+            "OBX|2|NM|19123-9^Magnesium^LN||2.1|mg/dL|1.6-2.6||||C",
+            "OBX|3|NM|17861-6^Calcium^LN||9.4|mg/dL|8.5-10.5||||F",  # F after F: both kept
+        ]
+    )
+    res = read(write(tmp_path, text))
+    assert res.rows_in == 6 == res.rows_used + res.rows_rejected
+    rejected = res.rejected.set_index("source_row")
+    assert rejected.loc[4, "reason"] == "superseded"
+    assert "final one in row 10" in rejected.loc[4, "detail"]
+    assert rejected.loc[5, "reason"] == "superseded"
+    assert "corrected one in row 11" in rejected.loc[5, "detail"]
+    used = res.results.set_index("analyte")
+    assert used.loc["potassium", "value_reported"] == 3.2
+    assert used.loc["magnesium", "value_reported"] == 2.1
+    assert sorted(used.loc["calcium", "value_reported"]) == [9.0, 9.4]
 
 
 @pytest.mark.parametrize("newline", ["\r", "\n", "\r\n"])

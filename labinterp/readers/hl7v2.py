@@ -10,7 +10,8 @@ same normalizer as every other export.
 Each OBX is one input row; its `source_row` is the segment's number in the file (its line,
 whether segments end in CR, LF or CRLF). An OBX whose result status (OBX-11) says it holds
 no result to interpret (deleted, wrong, cannot be obtained, pending) is rejected with reason
-`hl7_status`, like a FHIR Observation entered in error.
+`hl7_status`, like a FHIR Observation entered in error; one the lab later replaced (by a
+correction, or a preliminary result by the final one) is rejected as `superseded`.
 """
 
 from __future__ import annotations
@@ -161,6 +162,24 @@ def timestamp_text(value: str) -> str:
     return text
 
 
+def _patient_id(pid: _Segment) -> str:
+    """PID-3's medical record number (identifier type MR) if it lists one, else its first
+    identifier that is not a social security number, else PID-2 (older messages)."""
+    enc = pid.enc
+    ids = []
+    for repetition in pid.get(3).split(enc.repetition):
+        parts = [p.split(enc.subcomponent, 1)[0] for p in repetition.split(enc.component)]
+        number = enc.unescape(parts[0]).strip()
+        kind = parts[4].strip().upper() if len(parts) > 4 else ""
+        if number:
+            ids.append((kind, number))
+    for wanted in (lambda k: k == "MR", lambda k: k != "SS"):
+        found = next((number for kind, number in ids if wanted(kind)), "")
+        if found:
+            return found
+    return pid.component(2, 1)
+
+
 def _value(obx: _Segment) -> str:
     """OBX-5 as the result text the normalizer reads: a structured numeric (SN) as
     "<0.5" or "1.2", a coded value by its text, repetitions joined by spaces."""
@@ -254,6 +273,30 @@ def _specimen(spm: _Segment, ctx: _Context, order_rows: list[dict[str, Any]]) ->
         row["_notes"] += ctx.specimen_notes
 
 
+def _replaced(rows: list[dict[str, Any]]) -> dict[int, tuple[int, str]]:
+    """The rows a later OBX replaces (by id), with that OBX's row and what it is.
+
+    A result for the same patient, test, collection time and specimen replaces an earlier
+    one when it is a correction (OBX-11 C), or the final result of a preliminary one (P
+    then F). Other repeats are left to the reader's duplicate and conflict checks.
+    """
+    latest: dict[tuple[str, ...], dict[str, Any]] = {}
+    out: dict[int, tuple[int, str]] = {}
+    for row in rows:
+        if not (row["collected_at"] or row["specimen_id"]):
+            continue  # nothing tells that two results come from the same sample
+        test = row["loinc"] or row["test_code"] or row["test_name"]
+        key = (row.get("patient_id", ""), test, row["collected_at"], row["specimen_id"])
+        earlier = latest.get(key)
+        if earlier is not None:
+            if row["_status"] == "C":
+                out[id(earlier)] = (row["source_row"], "corrected")
+            elif row["_status"] == "F" and earlier["_status"] == "P":
+                out[id(earlier)] = (row["source_row"], "final")
+        latest[key] = row
+    return out
+
+
 def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, str, str]]]:
     """RAW rows for every OBX segment of `text` (one or more messages), plus (segment
     number, reason, detail) for those that hold no result to interpret, or hold a blood
@@ -277,7 +320,7 @@ def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
         elif name == "PID":
             ctx = _Context(
                 patient={
-                    "patient_id": seg.component(3, 1) or seg.component(2, 1),
+                    "patient_id": _patient_id(seg),
                     "birth_date": timestamp_text(seg.component(7, 1)),
                     "sex": seg.component(8, 1),
                 }
@@ -297,15 +340,28 @@ def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
                 notes = None
                 continue
             row = _row(seg, number, ctx)
+            row["_status"] = status
             rows.append(row)
             order_rows.append(row)
             notes = row["_notes"]
         elif name == "NTE" and notes is not None:
             notes.append(" ".join(enc.unescape(r) for r in seg.get(3).split(enc.repetition)))
     kept = []
+    replaced = _replaced(rows)
     for row in rows:
+        if id(row) in replaced:
+            later = replaced[id(row)]
+            invalid.append(
+                (
+                    row["source_row"],
+                    "superseded",
+                    f"the lab replaced this result with the {later[1]} one in row {later[0]}",
+                )
+            )
+            continue
         row["comment"] = " ".join(n.strip() for n in row.pop("_notes") if n and n.strip())
         code, text = row.pop("_specimen")
+        row.pop("_status")
         if not_blood(code, text) and analyte_for(row["loinc"], row["test_code"], row["test_name"]):
             what = text or code
             invalid.append(
