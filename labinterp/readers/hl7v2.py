@@ -97,31 +97,48 @@ class _Encoding:
         return re.sub(pattern, decode, text)
 
 
-@dataclass
 class _Segment:
-    """One segment's fields; `get(n)` is field n as HL7 numbers it (MSH counts its
-    separator as field 1)."""
+    """One segment's fields: `get(n)` is field n as HL7 numbers it."""
 
-    name: str
-    fields: list[str]
-    enc: _Encoding
+    __slots__ = ("_first", "enc", "fields", "name")
+
+    def __init__(self, name: str, fields: list[str], enc: _Encoding) -> None:
+        self.name = name
+        # MSH counts its field separator as field 1, so MSH-2 is the text after it
+        self.fields = [name, enc.field, *fields[1:]] if name in MESSAGE_HEADERS else fields
+        self.enc = enc
+        self._first: dict[int, list[str]] = {}
 
     def get(self, n: int) -> str:
-        index = n - 1 if self.name in MESSAGE_HEADERS else n
-        return self.fields[index] if 0 < index < len(self.fields) else ""
+        return self.fields[n] if 0 < n < len(self.fields) else ""
 
     def first(self, n: int) -> list[str]:
-        """The components of the first repetition of field n (escapes not yet decoded)."""
-        value = self.get(n).split(self.enc.repetition, 1)[0]
-        return value.split(self.enc.component)
+        """The components of the first repetition of field n (escapes not yet decoded),
+        split once per field: a result reads several components of the same fields."""
+        parts = self._first.get(n)
+        if parts is None:
+            value = self.get(n)
+            if self.enc.repetition in value:
+                value = value.split(self.enc.repetition, 1)[0]
+            parts = self._first[n] = value.split(self.enc.component)
+        return parts
+
+    def components(self, n: int, count: int) -> list[str]:
+        """The first `count` components of the first repetition of field n, decoded, each
+        its first subcomponent only ("" for those the field does not have)."""
+        enc = self.enc
+        out = []
+        for text in self.first(n)[:count]:
+            if enc.subcomponent in text:
+                text = text.split(enc.subcomponent, 1)[0]
+            if enc.escape in text:
+                text = enc.unescape(text)
+            out.append(text.strip())
+        return out + [""] * (count - len(out))
 
     def component(self, n: int, k: int) -> str:
-        """Component k (1-based) of the first repetition of field n, decoded; its first
-        subcomponent only."""
-        parts = self.first(n)
-        if k > len(parts):
-            return ""
-        return self.enc.unescape(parts[k - 1].split(self.enc.subcomponent, 1)[0]).strip()
+        """Component k (1-based) of the first repetition of field n, decoded."""
+        return self.components(n, k)[k - 1]
 
 
 @dataclass
@@ -164,20 +181,21 @@ def timestamp_text(value: str) -> str:
 
 def _patient_id(pid: _Segment) -> str:
     """PID-3's medical record number (identifier type MR) if it lists one, else its first
-    identifier that is not a social security number, else PID-2 (older messages)."""
+    identifier that is not a social security number, else its first, else PID-2 (older
+    messages)."""
     enc = pid.enc
-    ids = []
+    first = other = ""
     for repetition in pid.get(3).split(enc.repetition):
-        parts = [p.split(enc.subcomponent, 1)[0] for p in repetition.split(enc.component)]
-        number = enc.unescape(parts[0]).strip()
-        kind = parts[4].strip().upper() if len(parts) > 4 else ""
-        if number:
-            ids.append((kind, number))
-    for wanted in (lambda k: k == "MR", lambda k: k != "SS"):
-        found = next((number for kind, number in ids if wanted(kind)), "")
-        if found:
-            return found
-    return pid.component(2, 1)
+        parts = repetition.split(enc.component)
+        number = enc.unescape(parts[0].split(enc.subcomponent, 1)[0]).strip()
+        if not number:
+            continue
+        kind = parts[4].split(enc.subcomponent, 1)[0].strip().upper() if len(parts) > 4 else ""
+        if kind == "MR":
+            return number
+        other = other or (number if kind != "SS" else "")
+        first = first or number
+    return other or first or pid.component(2, 1)
 
 
 def _value(obx: _Segment) -> str:
@@ -185,8 +203,11 @@ def _value(obx: _Segment) -> str:
     "<0.5" or "1.2", a coded value by its text, repetitions joined by spaces."""
     kind = obx.get(2).strip().upper()
     enc = obx.enc
+    value = obx.get(5)
+    if kind == "NM" and not any(c in value for c in (enc.repetition, enc.component, enc.escape)):
+        return value.strip()  # the common case: a plain number
     texts = []
-    for repetition in obx.get(5).split(enc.repetition):
+    for repetition in value.split(enc.repetition):
         parts = [enc.unescape(p) for p in repetition.split(enc.component)]
         if kind == "SN":
             comparator, number, separator, second = [*parts, "", "", "", ""][:4]
@@ -205,8 +226,7 @@ def _value(obx: _Segment) -> str:
 def _test(obx: _Segment) -> dict[str, str]:
     """OBX-3: a LOINC code where either triplet is coded in LOINC, the local code and the
     name of the test."""
-    code, name, system = (obx.component(3, k) for k in (1, 2, 3))
-    alt_code, alt_name, alt_system = (obx.component(3, k) for k in (4, 5, 6))
+    code, name, system, alt_code, alt_name, alt_system = obx.components(3, 6)
     out = {"loinc": "", "test_code": "", "test_name": name or alt_name}
     if system.upper() in _LOINC_SYSTEMS:
         out["loinc"], out["test_code"] = code, alt_code
@@ -218,7 +238,7 @@ def _test(obx: _Segment) -> dict[str, str]:
 
 
 def _row(obx: _Segment, number: int, ctx: _Context) -> dict[str, Any]:
-    unit = obx.component(6, 1) or obx.component(6, 2)
+    unit_code, unit_text = obx.components(6, 2)
     flags = [
         obx.enc.unescape(f).split(obx.enc.component, 1)[0].strip()
         for f in obx.get(8).split(obx.enc.repetition)
@@ -231,7 +251,7 @@ def _row(obx: _Segment, number: int, ctx: _Context) -> dict[str, Any]:
         "specimen_id": ctx.specimen_id,
         **_test(obx),
         "value_raw": _value(obx),
-        "unit_raw": unit,
+        "unit_raw": unit_code or unit_text,
         "range_raw": obx.enc.unescape(obx.get(7)).strip(),
         "flag": ";".join(f for f in flags if f),
         "comment": "",
