@@ -180,7 +180,7 @@ def iter_batches(
         tables, kind = table.iter_delimited(p, sniffed, batch_rows), "csv"
     elif sniffed.kind == "parquet":
         tables, kind = formats.iter_parquet(p, batch_rows), "parquet"
-    else:  # spreadsheets and JSON are read whole (FHIR resources refer to each other)
+    else:  # read whole: FHIR resources refer to each other, HL7 segments to earlier ones
         yield _read_one(
             p,
             mapping=Path(mapping) if mapping else None,
