@@ -581,6 +581,30 @@ def test_sample_patients_every_pattern_tier_and_guard(sample_tables, tmp_path) -
         assert "<p" not in full and "{{" not in full
 
 
+def test_a_pattern_unchecked_for_a_hemolyzed_sample_says_so(sample_tables) -> None:
+    """DEMO-009's potassium comes from a hemolyzed sample, so P3 is indeterminate with
+    potassium "missing": the patient is told the sample was damaged, not that no potassium
+    test was done (a potassium result is on the same sheet)."""
+    results, findings = sample_tables
+    p3 = findings[
+        (findings["patient_id"] == "DEMO-009")
+        & (findings["rule_id"] == "hypomagnesemia_hypokalemia")
+    ]
+    assert list(p3["status"]) == ["indeterminate"] and "hemolyzed" in p3["caveats"].iloc[0]
+    r = shared_renderer()
+
+    def words(lang: str) -> str:
+        return " ".join(r.html(build_context(results, findings, "DEMO-009", lang=lang)).split())
+
+    en, es = words("en"), words("es")
+    p3_text = en.split("Low magnesium with low potassium</h3>")[1].split("</article>")[0]
+    assert "the lab calls this hemolyzed" in p3_text and "may repeat the test" in p3_text
+    assert "was missing" not in p3_text
+    assert "está hemolizada" in es
+    # a test that is really missing is still named (vitamin D, never measured)
+    assert 'a test it needs was missing: <span class="data">Vitamin D</span>' in en
+
+
 def test_long_histories_draw_only_the_latest_results(tmp_path) -> None:
     """An inpatient with dozens of results of one test gets number lines for the latest few;
     the rest are counted and stay in the trend line (a handout must not run to 70 pages)."""
