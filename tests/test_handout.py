@@ -123,6 +123,30 @@ CASES: dict[str, tuple[list, list]] = {
             {"rule_id": "some_future_rule", "kind": "context", "status": "fired"},
         ],
     ),
+    # patterns left unchecked for different reasons: a hemolyzed potassium, a calcium without
+    # a range, a magnesium not usable with the others, a vitamin D never measured
+    "I-unchecked": (
+        [(MG, "1.2", 0), (K, "4.4", 0), (("calcium", "mg/dL", None, None), "8.0", 0)],
+        [
+            {
+                "rule_id": "hypomagnesemia_hypocalcemia",
+                "status": "indeterminate",
+                "missing_inputs": "calcium;magnesium",
+                "caveats": "range_unknown",
+            },
+            {
+                "rule_id": "hypomagnesemia_hypokalemia",
+                "status": "indeterminate",
+                "missing_inputs": "potassium",
+                "caveats": "hemolyzed",
+            },
+            {
+                "rule_id": "vitamin_d_resistance",
+                "status": "indeterminate",
+                "missing_inputs": "vitamin_d_25oh",
+            },
+        ],
+    ),
     INJECTION: (
         [(MG, "1.2", 0)],
         [
@@ -155,7 +179,7 @@ def _tables() -> tuple[pd.DataFrame, pd.DataFrame]:
                     "unit_system": "si" if "mol" in unit else "conventional",
                     "range_low_reported": lo,
                     "range_high_reported": hi,
-                    "range_origin": "row",
+                    "range_origin": "unknown" if lo is None and hi is None else "row",
                     "comment": INJECTION if pid == INJECTION else None,
                 }
             )
@@ -581,28 +605,41 @@ def test_sample_patients_every_pattern_tier_and_guard(sample_tables, tmp_path) -
         assert "<p" not in full and "{{" not in full
 
 
-def test_a_pattern_unchecked_for_a_hemolyzed_sample_says_so(sample_tables) -> None:
-    """DEMO-009's potassium comes from a hemolyzed sample, so P3 is indeterminate with
-    potassium "missing": the patient is told the sample was damaged, not that no potassium
-    test was done (a potassium result is on the same sheet)."""
-    results, findings = sample_tables
-    p3 = findings[
-        (findings["patient_id"] == "DEMO-009")
-        & (findings["rule_id"] == "hypomagnesemia_hypokalemia")
-    ]
-    assert list(p3["status"]) == ["indeterminate"] and "hemolyzed" in p3["caveats"].iloc[0]
+def test_an_unchecked_pattern_says_why_a_listed_test_could_not_be_used(sample_tables) -> None:
+    """A test the sheet lists is not called "missing": a hemolyzed sample, a result without a
+    range and a result not usable with the others each get their own words; only a test
+    never measured is "missing"."""
+    from labinterp.guards import HEMOLYSIS_SENSITIVE
+    from labinterp.handout import context
+
+    assert context._HEMOLYSIS_SENSITIVE == HEMOLYSIS_SENSITIVE  # the engine's own list
     r = shared_renderer()
 
-    def words(lang: str) -> str:
-        return " ".join(r.html(build_context(results, findings, "DEMO-009", lang=lang)).split())
+    def words(results, findings, pid: str, lang: str = "en") -> str:
+        return " ".join(r.html(build_context(results, findings, pid, lang=lang)).split())
 
-    en, es = words("en"), words("es")
-    p3_text = en.split("Low magnesium with low potassium</h3>")[1].split("</article>")[0]
-    assert "the lab calls this hemolyzed" in p3_text and "may repeat the test" in p3_text
-    assert "was missing" not in p3_text
-    assert "está hemolizada" in es
-    # a test that is really missing is still named (vitamin D, never measured)
-    assert 'a test it needs was missing: <span class="data">Vitamin D</span>' in en
+    def section(text: str, heading: str) -> str:
+        return text.split(heading + "</h3>")[1].split("</article>")[0]
+
+    en = words(RESULTS, FINDINGS, "I-unchecked")
+    p1 = section(en, "Low magnesium with low calcium")
+    assert 'did not give a range for <span class="data">Calcium</span>' in p1
+    assert 'with your <span class="data">Magnesium</span> result' in p1
+    assert "missing" not in p1
+    p3 = section(en, "Low magnesium with low potassium")
+    assert "the lab calls this hemolyzed" in p3 and "missing" not in p3
+    vd = section(en, "Vitamin D not rising as expected, with low magnesium")
+    assert 'a test it needs was missing: <span class="data">Vitamin D</span>' in vd
+    es = words(RESULTS, FINDINGS, "I-unchecked", "es")
+    assert "hemolizada" in es and "no dio un rango" in es and "su resultado de" in es
+
+    # the bundled sample: DEMO-009's potassium is hemolyzed, DEMO-014 is a child whose lab
+    # printed no ranges (and the bundled adult ones do not apply)
+    results, findings = sample_tables
+    demo9 = section(words(results, findings, "DEMO-009"), "Low magnesium with low potassium")
+    assert "hemolyzed" in demo9 and "missing" not in demo9
+    demo14 = section(words(results, findings, "DEMO-014"), "Low magnesium with low calcium")
+    assert "did not give a range" in demo14 and "they were low" in demo14
 
 
 def test_long_histories_draw_only_the_latest_results(tmp_path) -> None:

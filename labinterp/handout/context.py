@@ -266,6 +266,32 @@ def _finding_dict(row: Row) -> dict[str, Any]:
     }
 
 
+# Tests whose results a hemolyzed sample can push up: such a result is not used to say they
+# are not low (labinterp.guards.HEMOLYSIS_SENSITIVE, which the engine applies).
+_HEMOLYSIS_SENSITIVE = ("potassium", "magnesium")
+
+
+def _why_missing(f: dict[str, Any], results: dict[str, list[dict[str, Any]]]) -> dict[str, list]:
+    """A finding's missing inputs grouped by what the patient should be told:
+    `damaged` (a hemolyzed sample's result was not used), `no_range` (measured, but no range
+    to compare it with), `unused` (measured, but not at the time of the other tests or not
+    a number), `untested` (no result on the sheet at all)."""
+    why: dict[str, list[str]] = {"damaged": [], "no_range": [], "unused": [], "untested": []}
+    for analyte in f["missing"]:
+        items = results.get(analyte, [])
+        if "hemolyzed" in f["caveats"] and analyte in _HEMOLYSIS_SENSITIVE:
+            why["damaged"].append(analyte)
+        elif not items:
+            why["untested"].append(analyte)
+        elif "range_unknown" in f["caveats"] and all(
+            i["range_origin"] == "unknown" for i in items if i["is_number"]
+        ):
+            why["no_range"].append(analyte)
+        else:
+            why["unused"].append(analyte)
+    return why
+
+
 def _dedupe_findings(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per rule, keeping its most telling outcome across episodes."""
     rank = {"fired": 0, "suppressed": 1, "indeterminate": 2, "not_fired": 3}
@@ -396,6 +422,7 @@ def context_from_rows(
     """`build_context` for one patient's rows already turned into dicts (batch workers)."""
     res, fnd = _as_printed(res, fnd)
     analytes: list[dict[str, Any]] = []
+    every_result: dict[str, list[dict[str, Any]]] = {}  # all of them, shown or not
     known = {a: i for i, a in enumerate(ANALYTE_ORDER)}
     by_analyte: dict[str, list[Row]] = {}
     for row in res:
@@ -428,6 +455,7 @@ def context_from_rows(
                 trend["last_value"] = firsts[-1]["value_text"]
         for i in items:
             del i["_value"], i["_ts"]
+        every_result[analyte] = items
         # A hospital stay can hold hundreds of results of one test; a handout that drew a
         # number line for each would run to dozens of pages. The latest few get number
         # lines, the earlier ones are counted and stay visible in the trend line.
@@ -438,6 +466,8 @@ def context_from_rows(
 
     every = [_finding_dict(r) for r in fnd]
     found = _dedupe_findings(dict(f) for f in every)
+    for f in found:
+        f["missing_why"] = _why_missing(f, every_result)
     patterns = sorted(
         (f for f in found if f["kind"] == "pattern" or f["rule_id"] in PATTERN_ORDER),
         key=lambda f: (
