@@ -630,6 +630,9 @@ def test_an_unchecked_pattern_says_why_a_listed_test_could_not_be_used(sample_ta
     assert "the lab calls this hemolyzed" in p3 and "missing" not in p3
     vd = section(en, "Vitamin D not rising as expected, with low magnesium")
     assert 'a test it needs was missing: <span class="data">Vitamin D</span>' in vd
+    # nothing was checked, so the sheet does not say that no pattern showed up
+    assert "We could not check the magnesium patterns" in en and "showed up" not in en
+    assert "We could not check the magnesium patterns" not in words(RESULTS, FINDINGS, "N-none")
     es = words(RESULTS, FINDINGS, "I-unchecked", "es")
     assert "hemolizada" in es and "no dio un rango" in es and "su resultado de" in es
 
