@@ -382,6 +382,7 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     hemolyzed, contam_comment = _per_distinct(
         df["quality"].astype("string"), _flag("hemolyzed"), _flag("contamination_comment")
     )
+    hemolyzed = _whole_sample(hemolyzed, pat_codes, t_rank, df["specimen_id"])
     has_text, contam_text = _per_distinct(
         df["text_result"],
         lambda s: s.str.strip() != "",
@@ -494,6 +495,27 @@ def _runs(
     latest = np.maximum.reduceat(np.where(dated, ns, nat), first) if len(first) else first
     earliest = np.where(earliest == never, nat, earliest)
     return first, t[first], t[last], earliest.view(t.dtype), latest.view(t.dtype)
+
+
+def _whole_sample(
+    flagged: np.ndarray, pat: np.ndarray, t_rank: np.ndarray, specimen: pd.Series
+) -> np.ndarray:
+    """`flagged` spread from a row to every row of the same sample.
+
+    Hemolysis is a property of the tube, and labs often note it on one result only (on
+    the K: "HEMOLYSIS FALSELY ELEVATES K"), which leaves the Mg of the same tube just as
+    unreliable. A sample is a draw (same patient and time, times already unified by
+    specimen id), split by specimen id: two tubes drawn at the same minute with their own
+    ids stay apart, and rows without an id are one sample per draw.
+    """
+    if not flagged.any():
+        return flagged
+    draw = pd.factorize(pat.astype("int64") * (int(t_rank.max()) + 1) + t_rank)[0]
+    spec, specs = pd.factorize(specimen.fillna("").str.strip())
+    sample = pd.factorize(draw.astype("int64") * (len(specs) + 1) + spec)[0]
+    hit = np.zeros(int(sample.max()) + 1, dtype=bool)
+    hit[sample[flagged]] = True
+    return hit[sample]
 
 
 def _chunked(column: pd.Series) -> pa.ChunkedArray:

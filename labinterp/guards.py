@@ -1,9 +1,9 @@
 """Guards: checks that run before the patterns and can veto them (CLINICAL.md sec. 5).
 
-* Hemolysis (S66, S67): a quality flag `hemolyzed` (set by the reader from a comment,
-  flag or index) makes the K and Mg of that row unable to prove "high", and unable to
-  prove "not low" (a normal value may hide a low true value); a low value stays low,
-  since hemolysis only pushes them up.
+* Hemolysis (S66, S67): a quality flag `hemolyzed` (set by the reader from a comment or
+  flag, and spread by episodes.build to every result of the same sample) makes the K and
+  Mg of that sample unable to prove "high", and unable to prove "not low" (a normal value
+  may hide a low true value); a low value stays low, since hemolysis only pushes them up.
 * `edta_contamination` (S63-S65): K above ULN on a draw whose calcium is below LLN, or
   whose results carry a contamination comment or text ("UNABLE TO REPORT DUE TO
   CONTAMINATION"). K2-EDTA from a purple-top tube adds K and chelates Ca and Mg. The draw

@@ -514,3 +514,27 @@ def test_evidence_json_text_is_the_records_as_json() -> None:
     assert first[1]["test"] == "Ca\\total é" and first[1]["value"] == 2 and first[1]["derived"]
     last = json.loads(text.iloc[3])
     assert last == [record(role="potassium", range_low=-0.5, collected_at="2024-03-01T08:30:00")]
+
+
+def test_hemolysis_noted_on_one_result_holds_for_its_whole_sample() -> None:
+    """A hemolysis note on the K makes the Mg of the same tube unable to prove "not low";
+    a second tube drawn at the same minute, with its own specimen id, is not affected."""
+
+    def p3_status(rows: list[dict]) -> str:
+        found = interpret_results(_results(rows))
+        p3 = found[found["rule_id"] == "hypomagnesemia_hypokalemia"]
+        return str(p3["status"].iloc[0])
+
+    t = "2024-03-01 08:00"
+    k_low = _row("P1", t, "potassium", 3.0, 3.5, 5.0, quality="hemolyzed", specimen_id="A")
+    mg_normal_same_tube = _row("P1", t, "magnesium", 0.85, 0.7, 1.0, specimen_id="A")
+    mg_normal_other_tube = _row("P1", t, "magnesium", 0.85, 0.7, 1.0, specimen_id="B")
+    # the normal Mg of the hemolyzed tube cannot rule out a low true Mg
+    assert p3_status([k_low, mg_normal_same_tube]) == "indeterminate"
+    # the other tube's normal Mg can
+    assert p3_status([k_low, mg_normal_other_tube]) == "not_fired"
+    # without specimen ids, one draw is one sample
+    k_no_id = {**k_low, "specimen_id": None}
+    mg_no_id = {**mg_normal_same_tube, "specimen_id": None}
+    assert p3_status([k_no_id, mg_no_id]) == "indeterminate"
+    assert p3_status([{**k_no_id, "quality": ""}, mg_no_id]) == "not_fired"
