@@ -780,3 +780,15 @@ def test_every_draw_a_guard_cites_is_marked_as_a_sample_issue(tmp_path) -> None:
         ("potassium", 20): True,
         ("potassium", 21): False,
     }
+
+
+def test_hemolysis_noted_on_one_result_marks_its_whole_sample(sample_tables) -> None:
+    """DEMO-009's lab noted hemolysis on the potassium only; the magnesium and calcium of
+    the same tube are marked as possibly spoiled too (as the engine reads the sample)."""
+    results, findings = sample_tables
+    ctx = build_context(results, findings, "DEMO-009", lang="en")
+    marked = {a["id"]: [r["sample_issue"] for r in a["results"]] for a in ctx["analytes"]}
+    assert marked == {"magnesium": [True], "calcium": [True], "potassium": [True]}
+    # another patient's clean draw is not marked
+    clean = build_context(results, findings, "DEMO-001", lang="en")
+    assert not any(r["sample_issue"] for a in clean["analytes"] for r in a["results"])

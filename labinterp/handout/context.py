@@ -242,7 +242,14 @@ def _result_dict(row: Row, grader: Grader | None) -> dict[str, Any]:
         ),
         "_value": value,
         "_ts": row.get("collected_at"),
+        "_sample": _sample_key(row),
     }
+
+
+def _sample_key(row: Row) -> tuple[Any, str]:
+    """The sample a result comes from: its collection time and specimen id (the engine's
+    draw, split by specimen; episodes._whole_sample)."""
+    return (row.get("collected_at"), nfc(row.get("specimen_id")).strip())
 
 
 def _split(text: Any) -> list[str]:
@@ -430,9 +437,18 @@ def context_from_rows(
         if _present(a):
             by_analyte.setdefault(nfc(a), []).append(row)
     present = sorted(by_analyte, key=lambda a: (known.get(a, 99), a))
+    # Hemolysis is a property of the tube: a note on one result (often the K) marks every
+    # result of the same sample as possibly spoiled, as the engine reads it.
+    spoiled = {
+        _sample_key(r)
+        for r in res
+        if _present(r.get("collected_at")) and "hemolyzed" in _split(r.get("quality"))
+    }
     for analyte in present:
         rows = sorted(by_analyte[analyte], key=_ts_key)  # stable, missing dates last
         items = [_result_dict(r, grader) for r in rows]
+        for i in items:
+            i["sample_issue"] = i["sample_issue"] or i.pop("_sample") in spoiled
         numeric = [
             (pd.Timestamp(i["_ts"]), i["_value"])
             for i in items
