@@ -78,6 +78,17 @@ def test_planted_rows_accounted(planted: tuple[Manifest, Path, dict]) -> None:
     assert rejected["reason"].value_counts().to_dict() == manifest.rejected
 
 
+def test_planted_hemolyzed_samples_are_counted(planted: tuple[Manifest, Path, dict]) -> None:
+    """Every planted hemolysis comment sits on the K of its own sample, so the report's
+    sample-quality table counts exactly that many hemolyzed samples."""
+    manifest, base, summary = planted
+    quality = summary["sample_quality"]
+    assert quality["flagged"] == {"hemolyzed": manifest.hemolysis_rows}
+    assert manifest.hemolysis_rows < quality["samples"] < summary["rows_used"]
+    report = (base / "out" / "report.html").read_text("utf-8")
+    assert f'id="quality-hemolyzed">{manifest.hemolysis_rows:,}<' in report
+
+
 def test_output_tables(planted: tuple[Manifest, Path, dict]) -> None:
     manifest, base, summary = planted
     out = base / "out"

@@ -102,9 +102,16 @@ class BucketStats:
     histograms: dict[str, list[int]] = field(default_factory=dict)
     # analyte -> {"below": n, "within": n, "above": n, "no_range": n} against each row's range
     vs_range: dict[str, dict[str, int]] = field(default_factory=dict)
+    # samples (a patient's results of one collection time and specimen id), and of them
+    # those whose results carry each quality flag the reader sets from lab comments
+    samples: int = 0
+    sample_quality: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: BucketStats) -> None:
         self.rows_used += other.rows_used
+        self.samples += other.samples
+        for flag, n in other.sample_quality.items():
+            self.sample_quality[flag] = self.sample_quality.get(flag, 0) + n
         self.duplicates += other.duplicates
         self.patients += other.patients
         self.findings_rows += other.findings_rows
@@ -361,6 +368,38 @@ def _pick(
     return pd.array(text.take(pa.array(pick, mask=pick < 0)), dtype="string[pyarrow]")
 
 
+# Quality flags of labinterp.normalize.quality_flags that describe the sample, as the report
+# lists them.
+SAMPLE_FLAGS = ("hemolyzed", "clotted", "lipemic", "icteric", "contamination_comment")
+
+
+def _tally_samples(results: pd.DataFrame, stats: BucketStats) -> None:
+    """How many samples the rows come from, and how many carry each of SAMPLE_FLAGS.
+
+    A sample is a patient's rows with one collection time and specimen id (undated rows:
+    one per patient and specimen id), as the engine pairs them; a flag noted on any of
+    its rows counts the sample once."""
+    if results.empty:
+        return
+    patient = pd.factorize(results["patient_id"])[0].astype("int64")
+    when = pd.factorize(results["collected_at"].to_numpy().view("int64"))[0].astype("int64")
+    spec = pd.factorize(results["specimen_id"].fillna("").str.strip())[0].astype("int64")
+    # two steps, so that the keys stay far below 2**63 whatever the counts
+    draw = pd.factorize(patient * (int(when.max()) + 1) + when)[0].astype("int64")
+    sample, distinct = pd.factorize(draw * (int(spec.max()) + 1) + spec)
+    stats.samples = len(distinct)
+    quality = results["quality"].fillna("")
+    flagged = (quality != "").to_numpy()
+    if not flagged.any():
+        return
+    flags = quality[flagged].str.split(";")
+    for flag in SAMPLE_FLAGS:
+        has = flags.map(lambda fs, flag=flag: flag in fs).to_numpy(dtype=bool)
+        n = len(np.unique(sample[flagged][has]))
+        if n:
+            stats.sample_quality[flag] = n
+
+
 def _tally(results: pd.DataFrame, stats: BucketStats) -> None:
     # the three numeric columns and the analytes once, not a filtered copy of every column
     # per analyte
@@ -436,6 +475,7 @@ def process_bucket(
     stats.patients = int(kept["patient_id"].nunique())
     stats.findings_rows = len(findings)
     _tally(kept, stats)
+    _tally_samples(kept, stats)
     _write(collapsed, out_dir / f"findings-{tag}{SCRATCH_SUFFIX}")
     _write(patients, out_dir / f"patients-{tag}{SCRATCH_SUFFIX}")
     _write(schema.conform(dups, schema.REJECTED), out_dir / f"duplicates-{tag}{SCRATCH_SUFFIX}")

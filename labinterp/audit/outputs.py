@@ -25,6 +25,7 @@ from labinterp.atomic import atomic_path, write_text
 from labinterp.audit.collapse import (
     AUDIT_FINDINGS,
     LATEST_ANALYTES,
+    SAMPLE_FLAGS,
     SCRATCH_SUFFIX,
     BucketStats,
     follow_up_analytes,
@@ -212,6 +213,13 @@ def write_outputs(
         "skipped_files": ingest.skipped,
         # "utc": an input printed times with an offset, and every time here is in UTC
         "collection_times": "utc" if ingest.utc_times else "as_printed",
+        # samples, and those a lab comment or flag marked (hemolyzed, clotted, ...)
+        "sample_quality": {
+            "samples": int(stats.samples),
+            "flagged": {
+                f: stats.sample_quality[f] for f in SAMPLE_FLAGS if f in stats.sample_quality
+            },
+        },
         "distributions": {
             "histograms": stats.histograms,
             "against_ranges": stats.vs_range,

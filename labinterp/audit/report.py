@@ -205,6 +205,30 @@ def _follow_up_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+_QUALITY_LABELS = {
+    "hemolyzed": "hemolyzed",
+    "clotted": "clotted",
+    "lipemic": "lipemic",
+    "icteric": "icteric",
+    "contamination_comment": "contamination mentioned",
+}
+
+
+def _sample_quality_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per quality note seen: samples with it and their share of all samples."""
+    quality = summary["sample_quality"]
+    total = quality["samples"]
+    return [
+        {
+            "flag": flag,
+            "label": _QUALITY_LABELS.get(flag, flag),
+            "samples": n,
+            "percent": f"{100 * n / total:.2f}%" if total else "",
+        }
+        for flag, n in quality["flagged"].items()
+    ]
+
+
 def render_report(
     summary: dict[str, Any], *, findings: pa.Table, patients: pa.Table, rejected: pa.Table
 ) -> str:
@@ -243,6 +267,7 @@ def render_report(
             TABLE_MAX,
         ),
         "contamination_total": edta.num_rows,
+        "sample_quality": _sample_quality_rows(summary),
         "rejected_reasons": sorted(
             summary["rows_rejected_by_reason"].items(), key=lambda kv: (-kv[1], kv[0])
         ),
