@@ -47,6 +47,13 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+# Quality notes the reader puts on a row whose printed range it did not use.
+RANGE_NOTES = {
+    "unreadable_range": "no limit could be read from its text (quality: unreadable_range)",
+    "implausible_range": "a limit is impossible for the unit (quality: implausible_range)",
+}
+
+
 def summary(result: ReadResult) -> dict[str, object]:
     res, rej = result.results, result.rejected
     by_analyte = (
@@ -61,6 +68,12 @@ def summary(result: ReadResult) -> dict[str, object]:
         "patients": int(res["patient_id"].nunique()),
         "rejected_by_reason": {k: int(v) for k, v in rej["reason"].value_counts().items()},
         "range_origin": {k: int(v) for k, v in res["range_origin"].value_counts().items()},
+        # rows whose printed range was not used: unreadable text, or an impossible limit
+        "range_not_used": {
+            note: int(res["quality"].str.contains(rf"\b{note}\b", na=False).sum())
+            for note in RANGE_NOTES
+            if res["quality"].str.contains(rf"\b{note}\b", na=False).any()
+        },
         "utc_offsets": _offsets(res["utc_offset_min"]),
         "results_by_analyte_and_unit": [
             {"analyte": a, "unit": u if isinstance(u, str) else "", "rows": int(n)}
@@ -125,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
         out.write(f"   {item['analyte']:<18} {item['unit'] or '(text)':<16} {item['rows']:>8}\n")
     out.write("\nReference ranges from: ")
     out.write(", ".join(f"{k} {v}" for k, v in info["range_origin"].items()) + "\n")  # type: ignore[attr-defined]
+    for note, n in info["range_not_used"].items():  # type: ignore[attr-defined]
+        why = RANGE_NOTES[note]
+        out.write(f"   {n} rows printed a range that was not used: {why}\n")
     if info["utc_offsets"]:
         rows = ", ".join(f"{k}: {v}" for k, v in info["utc_offsets"].items())  # type: ignore[attr-defined]
         out.write(

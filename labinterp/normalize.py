@@ -770,11 +770,33 @@ def _to_ns(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _RANGE_BETWEEN = re.compile(
     rf"^\s*({_NUMBER})\s*(?:-|–|—|to|\.\.)\s*({_NUMBER})\s*(?:[^\d\s].*)?$", re.I
 )
+_RANGE_BETWEEN_ANYWHERE = re.compile(rf"({_NUMBER})\s*(?:-|–|—|to)\s*({_NUMBER})", re.I)
 _RANGE_ONE_SIDED = re.compile(rf"^\s*(<=|>=|=<|=>|≤|≥|<|>)\s*({_NUMBER})\s*(?:[^\d\s].*)?$")
 
 
+# A range wrapped in brackets: "[1.6-2.6]", "(3.5 to 5.1)".
+_RANGE_WRAPPED = re.compile(r"^\s*[\[(]\s*(.*?)\s*[\])]\s*$")
+# A label before the range: "Adult: 1.6-2.6", "Normal range: 3.5-5.1", "Ref. 1.6-2.6".
+_RANGE_LABEL = re.compile(r"^\s*[A-Za-z][A-Za-z .'/-]{0,30}?(?::|\.)\s*(?=[\d<>≤≥=.-])")
+# Words that say a text holds ranges for different groups of patients.
+_RANGE_GROUPS = re.compile(
+    r"\b(male|female|men|women|man|woman|m|f|boys?|girls?|child(?:ren)?|adults?|infants?|"
+    r"newborns?|hombres?|mujeres?|niños?)\b",
+    re.I,
+)
+# Decimal commas in a range of a file that otherwise uses points: "8,5-10,5" (a comma
+# followed by one or two digits is never a thousands separator).
+_RANGE_DECIMAL_COMMAS = re.compile(r"^\s*(\d+),(\d{1,2})\s*([-–—]|to)\s*(\d+),(\d{1,2})\s*$", re.I)
+
+
 def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple[float, float]:
-    """(low, high) in the row's unit; NaN where the range gives no limit."""
+    """(low, high) in the row's unit; NaN where the range gives no limit.
+
+    Besides plain ranges ("3.5-5.1", "<10", ">= 60", with a unit or a note after them) it
+    reads ranges in brackets, after a label ("Adult: 1.6-2.6"), and with decimal commas
+    ("8,5-10,5"). A text giving ranges for several groups ("M: 3.5-5.0; F: 3.4-4.8") gives
+    none: picking one would be a guess about the patient.
+    """
     low = high = np.nan
     if low_text or high_text:
         _, lo = parse_value(low_text, decimal) if low_text else ("", None)
@@ -789,6 +811,13 @@ def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple
         return (low, high)
     if decimal == ",":
         s = re.sub(r"(\d),(\d)", r"\1.\2", s)
+    elif m := _RANGE_DECIMAL_COMMAS.match(s):
+        s = f"{m.group(1)}.{m.group(2)}-{m.group(4)}.{m.group(5)}"
+    if len(_RANGE_BETWEEN_ANYWHERE.findall(s)) > 1 and _RANGE_GROUPS.search(s):
+        return (low, high)  # ranges for several groups of patients
+    if m := _RANGE_WRAPPED.match(s):
+        s = m.group(1)
+    s = _RANGE_LABEL.sub("", s, count=1)
     m = _RANGE_BETWEEN.match(s)
     if m:
         return (float(m.group(1)), float(m.group(2)))
@@ -1089,9 +1118,11 @@ def _range_columns(
     """Reference range columns of the given rows, with the sex and age they were chosen by:
     the row's own range, else bundled by age/sex, else unknown. (Number columns, text
     columns as codes; "range_note" is "implausible_range" where the row's range was
-    dropped.)"""
-    ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"]).at(rows)
-    ranges = ranges.map(lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal))
+    dropped, "unreadable_range" where its range text gave no limit.)"""
+    texts = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"]).at(rows)
+    ranges = texts.map(lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal))
+    # a range text with no limit read from it: the lab printed a range labinterp cannot use
+    printed = texts.map(lambda v: bool(_text(v[0]).strip() or _text(v[1]) or _text(v[2])))
     sex = col["sex"].at(rows).map(_sex).compact()
     age = _ages(col, when, rows)
     low_rep, high_rep = ranges.field(0).floats(), ranges.field(1).floats()
@@ -1100,13 +1131,16 @@ def _range_columns(
         low, high = low_rep * f, high_rep * f
     analyte = analyte.at(rows)
     absurd = _absurd_range(low_rep, high_rep, low, high, analyte)
-    note = _Coded(np.zeros(len(rows), dtype=np.int64), [""])
+    unread = printed.rows_where(bool) & np.isnan(low_rep) & np.isnan(high_rep)
+    note = _Coded(
+        np.where(absurd, 1, np.where(unread, 2, 0)).astype(np.int64),
+        ["", "implausible_range", "unreadable_range"],
+    )
     if absurd.any():
         # the whole range goes: a range with one absurd bound is not the lab's range
         low_rep, high_rep, low, high = (
             np.where(absurd, np.nan, a) for a in (low_rep, high_rep, low, high)
         )
-        note = _Coded(absurd.astype(np.int64), ["", "implausible_range"])
     limits, origin, source = _ranges(low_rep, high_rep, low, high, f, analyte, sex, age)
     return {**limits, "age_years": age}, {
         "sex": sex,

@@ -73,6 +73,25 @@ def test_every_command_reads_a_folder_and_says_what_it_skipped(
     )
 
 
+def test_check_counts_printed_ranges_it_could_not_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "ranges.csv"
+    path.write_text(
+        "patient_id,collected_at,test,result,unit,reference_range\n"
+        "P1,2024-03-01,Potassium,4.0,mmol/L,M: 3.5-5.0; F: 3.4-4.8\n"
+        "P1,2024-03-01,Magnesium,1.9,mg/dL,Adult: 1.6-2.6\n"
+    )
+    assert main(["check", str(path)]) == 0
+    assert "1 rows printed a range that was not used: no limit could be read" in (
+        capsys.readouterr().out
+    )
+    assert main(["check", "--format", "json", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["range_not_used"] == {"unreadable_range": 1}
+    assert info["range_origin"] == {"row": 1, "bundled": 1}
+
+
 @pytest.mark.parametrize(
     ("content", "words"),
     [(b"", "empty"), (b"\x00\x01" * 100, "binary"), (b"a,b\n1,2\n", "no column")],

@@ -135,6 +135,14 @@ def test_quality_flags_from_comments(tmp_path: Path) -> None:
         ("<10", None, 10.0),
         (">= 60", 60.0, None),
         ("3.5-5.0 mmol/L", 3.5, 5.0),
+        ("3.5 - 5.1 mmol/L (adult)", 3.5, 5.1),
+        ("Adult: 3.5-5.1", 3.5, 5.1),
+        ("Ref. 3.5-5.1", 3.5, 5.1),
+        ("[3.5-5.1]", 3.5, 5.1),
+        ("(3.5 to 5.1)", 3.5, 5.1),
+        ("3,5-5,1", 3.5, 5.1),  # decimal commas in a file that uses points
+        ("3.5–5.1", 3.5, 5.1),
+        ("3.5-5.1 mmol/L (new range since 2019-01-05)", 3.5, 5.1),
     ],
 )
 def test_reference_range_strings(tmp_path: Path, range_text: str, low, high) -> None:
@@ -142,6 +150,20 @@ def test_reference_range_strings(tmp_path: Path, range_text: str, low, high) -> 
     assert r["range_origin"] == "row"
     assert (None if math.isnan(r["range_low"]) else r["range_low"]) == low
     assert (None if math.isnan(r["range_high"]) else r["range_high"]) == high
+
+
+@pytest.mark.parametrize(
+    "range_text",
+    ["M: 3.5-5.0; F: 3.4-4.8", "3.5-5.0 (men) 3.4-4.8 (women)", "see report", "pending"],
+)
+def test_a_printed_range_that_cannot_be_used_is_noted_not_guessed(
+    tmp_path: Path, range_text: str
+) -> None:
+    """Ranges for several groups of patients are not picked from, and text without a limit
+    is not read; the bundled range applies and the row says the lab's one was not used."""
+    r = one(tmp_path, f'P1,2024-03-01,Potassium,4.0,mmol/L,"{range_text}",\n').iloc[0]
+    assert r["range_origin"] == "bundled"
+    assert "unreadable_range" in r["quality"]
 
 
 def test_low_high_columns(tmp_path: Path) -> None:
