@@ -32,6 +32,6 @@ def test_dask_matches_local(tmp_path: Path) -> None:
     )
     for name in ("findings.csv", "patients.csv", "rejected_rows.csv"):
         assert (tmp_path / "dask" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
-    for key in ("rows_in", "rows_used", "rows_rejected", "patients", "counts"):
+    for key in ("rows_in", "rows_used", "rows_rejected", "patients", "counts", "sample_quality"):
         assert remote[key] == local[key], key
     assert remote["rows_in"] == manifest.rows
