@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
+import tomllib
 from dataclasses import dataclass
 from functools import cache
 
@@ -139,3 +140,26 @@ def fallback_ranges() -> tuple[FallbackRange, ...]:
                 )
             )
     return tuple(rows)
+
+
+@cache
+def _not_blood() -> tuple[frozenset[str], re.Pattern[str]]:
+    """Specimen type codes and words that are not blood (reference_ranges/specimen_types.toml)."""
+    path = reference_file("specimen_types.toml")
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+        codes = frozenset(str(c).upper() for c in data["codes"])
+        words = "|".join(re.escape(str(w)) for w in data["words"])
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path.name}: {exc}") from exc
+    return codes, re.compile(rf"\b({words})\b", re.I)
+
+
+def not_blood_specimen(text: str) -> bool:
+    """Whether a specimen type ("Urine", "UR", "122575003 Urine specimen", "CSF") names a
+    specimen that is not blood. Blood, serum, plasma and anything not listed are not."""
+    codes, words = _not_blood()
+    if words.search(text):
+        return True
+    return any(token.upper() in codes for token in re.findall(r"[A-Za-z]+", text))

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labinterp import units
-from labinterp.catalog import analyte_for, analytes, fallback_ranges
+from labinterp.catalog import analyte_for, analytes, fallback_ranges, not_blood_specimen
 from labinterp.errors import DateFormatError, UnitError
 from labinterp.readers import duplicates
 from labinterp.resources import reference_file
@@ -829,6 +829,18 @@ def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple
     return (low, high)
 
 
+def _specimen_verdict(specimen_type: object) -> tuple[str, str]:
+    """("non_blood_specimen", detail) for a specimen type that is not blood, else ("", "")."""
+    text = _text(specimen_type).strip()
+    if not text or not not_blood_specimen(text):
+        return ("", "")
+    return (
+        "non_blood_specimen",
+        f"the specimen is '{text[:40]}', not blood; labinterp reads serum, plasma and "
+        "whole-blood results",
+    )
+
+
 # ---------------------------------------------------------------- quality flags
 
 _QUALITY_PATTERNS = (
@@ -994,6 +1006,9 @@ def _normalize(
         pid = side.result(patient_job)
         verdict.mark(pid.rows_equal(""), "missing_patient_id", _DETAIL["missing_patient_id"])
         verdict.mark_each(test_why.rows_where(lambda v: v[0] != ""), test_why)
+        # a blood test measured on urine or another fluid is not a blood result
+        specimen = col["specimen_type"].map(_specimen_verdict)
+        verdict.mark_each(specimen.rows_where(lambda v: v[0] != ""), specimen)
         # missing_value, unparseable_value
         verdict.mark_each(parsed.rows_where(lambda v: v[3] != ""), parsed.map(lambda v: v[3:5]))
         verdict.mark_each(

@@ -34,6 +34,7 @@ RAW: dict[str, str] = {
     "patient_id": STR,
     "collected_at": STR,
     "specimen_id": STR,
+    "specimen_type": STR,  # "Serum", "Urine", "UR": a blood test on another specimen is rejected
     "test_code": STR,  # local code / item id as printed
     "test_name": STR,
     "loinc": STR,

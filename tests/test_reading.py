@@ -166,6 +166,31 @@ def test_a_printed_range_that_cannot_be_used_is_noted_not_guessed(
     assert "unreadable_range" in r["quality"]
 
 
+def test_a_blood_test_on_another_specimen_is_rejected_not_read_as_blood(tmp_path: Path) -> None:
+    """An export with a specimen type column: a magnesium measured on urine is not a serum
+    magnesium (it would read as high); serum, plasma and blood rows are kept."""
+    res = read(
+        write(
+            tmp_path,
+            "patient_id,collected_at,test,result,unit,Specimen Type\n"
+            "P1,2024-03-01 08:00,Magnesium,1.9,mg/dL,Serum\n"
+            "P1,2024-03-01 08:00,Magnesium,5.2,mg/dL,Urine\n"
+            "P1,2024-03-01 08:00,Potassium,3.0,mmol/L,CSF\n"
+            "P1,2024-03-01 08:00,Potassium,4.1,mmol/L,Plasma\n"
+            "P1,2024-03-01 08:00,Calcium,9.1,mg/dL,Whole blood\n"
+            "P1,2024-03-01 08:00,Sodium,140,mmol/L,Urine\n"
+            "P1,2024-03-01 08:00,Magnesium,2.0,mg/dL,\n",
+        )
+    )
+    assert res.rows_in == res.rows_used + res.rows_rejected == 7
+    assert sorted(res.results["value_reported"]) == [1.9, 2.0, 4.1, 9.1]
+    rejected = res.rejected.set_index("source_row")
+    assert rejected.loc[3, "reason"] == rejected.loc[4, "reason"] == "non_blood_specimen"
+    assert "'Urine', not blood" in rejected.loc[3, "detail"]
+    assert rejected.loc[7, "reason"] == "out_of_scope"  # sodium: out of scope whatever the specimen
+    assert 'specimen_type = "Specimen Type"' in res.files[0].mapping_toml
+
+
 def test_low_high_columns(tmp_path: Path) -> None:
     text = "mrn,charttime,component,value,units,ref_low,ref_high\nA,2024-01-01,CRP,12,mg/L,,5\n"
     r = read(write(tmp_path, text)).results.iloc[0]

@@ -17,15 +17,11 @@ correction, or a preliminary result by the final one) is rejected as `superseded
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import pandas as pd
 
-from labinterp.catalog import analyte_for
-from labinterp.resources import reference_file
 from labinterp.schema import RAW, conform
 
 # Segments that open a message, or a batch or file of messages (HL7 v2.5.1 sec. 2.10).
@@ -260,21 +256,6 @@ def _row(obx: _Segment, number: int, ctx: _Context) -> dict[str, Any]:
     }
 
 
-@cache
-def _not_blood() -> tuple[frozenset[str], re.Pattern[str]]:
-    """Specimen type codes and words that are not blood (reference_ranges/specimen_types.toml)."""
-    with reference_file("specimen_types.toml").open("rb") as fh:
-        data = tomllib.load(fh)
-    words = "|".join(re.escape(w) for w in data["words"])
-    return frozenset(c.upper() for c in data["codes"]), re.compile(rf"\b({words})\b", re.I)
-
-
-def not_blood(code: str, text: str) -> bool:
-    """Whether SPM-4 (its identifier and its text) names a specimen that is not blood."""
-    codes, words = _not_blood()
-    return code.strip().upper() in codes or bool(words.search(text) or words.search(code))
-
-
 def _specimen(spm: _Segment, ctx: _Context, order_rows: list[dict[str, Any]]) -> None:
     """What SPM says about the results of its order: ORU^R01 puts it after them, OUL^R22
     before them (and holds it for the orders that follow)."""
@@ -319,8 +300,8 @@ def _replaced(rows: list[dict[str, Any]]) -> dict[int, tuple[int, str]]:
 
 def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, str, str]]]:
     """RAW rows for every OBX segment of `text` (one or more messages), plus (segment
-    number, reason, detail) for those that hold no result to interpret, or hold a blood
-    test's result measured on another specimen (urine, spinal fluid)."""
+    number, reason, detail) for those that hold no result to interpret or that the lab
+    replaced."""
     enc = _Encoding()
     ctx = _Context()
     rows: list[dict[str, Any]] = []
@@ -380,19 +361,10 @@ def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
             )
             continue
         row["comment"] = " ".join(n.strip() for n in row.pop("_notes") if n and n.strip())
-        code, text = row.pop("_specimen")
+        # SPM-4's code and text: the reader rejects a blood test on urine or another fluid
+        row["specimen_type"] = " ".join(p for p in row.pop("_specimen") if p)
         row.pop("_status")
-        if not_blood(code, text) and analyte_for(row["loinc"], row["test_code"], row["test_name"]):
-            what = text or code
-            invalid.append(
-                (
-                    row["source_row"],
-                    "non_blood_specimen",
-                    f"the specimen is '{what}' (SPM-4), not blood; labinterp reads blood results",
-                )
-            )
-        else:
-            kept.append(row)
+        kept.append(row)
     frame = pd.DataFrame(kept) if kept else pd.DataFrame(columns=["source_row"])
     frame["source_file"] = source_file
     for col in frame.columns:
