@@ -512,6 +512,36 @@ def test_fhir_observation_keeps_comparator_range_and_interpretation(tmp_path: Pa
     assert res.rows_in == 1 and list(res.rejected["reason"]) == ["malformed_row"]
 
 
+def test_fhir_observation_on_a_urine_specimen_is_not_a_blood_result(tmp_path: Path) -> None:
+    import json
+
+    def mg(oid: str, specimen: dict) -> dict:
+        return {
+            "resourceType": "Observation",
+            "id": oid,
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "19123-9"}]},
+            "subject": {"reference": "Patient/p1"},
+            "effectiveDateTime": "2024-03-01T08:30:00Z",
+            "valueQuantity": {"value": 5.2, "unit": "mg/dL"},
+            "specimen": specimen,
+        }
+
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"resource": {"resourceType": "Specimen", "id": "s1", "type": {"text": "Urine"}}},
+            {"resource": mg("m1", {"reference": "Specimen/s1"})},
+            {"resource": mg("m2", {"reference": "Specimen/s2", "display": "Serum"})},
+            {"resource": mg("m3", {"display": "Random urine"})},
+        ],
+    }
+    res = read(write(tmp_path, json.dumps(bundle), name="bundle.json"))
+    assert res.rows_in == 3 and res.rows_used == 1
+    assert list(res.rejected["reason"]) == ["non_blood_specimen"] * 2
+
+
 def test_batches_read_slash_dates_in_one_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -173,11 +173,16 @@ def _inherit(observations: list[dict[str, Any]], reports: list[dict[str, Any]]) 
             member[key] = value
 
 
-def _walk(doc: Any) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """All Observation resources in document order, and Patient resources by id."""
+Index = dict[str, dict[str, Any]]  # resources of one type by id
+
+
+def _walk(doc: Any) -> tuple[list[dict[str, Any]], Index, Index]:
+    """All Observation resources in document order, and Patient and Specimen resources
+    by id."""
     observations: list[dict[str, Any]] = []
     reports: list[dict[str, Any]] = []
-    patients: dict[str, dict[str, Any]] = {}
+    patients: Index = {}
+    specimens: Index = {}
 
     def visit(res: Any) -> None:
         if not isinstance(res, dict):
@@ -189,6 +194,8 @@ def _walk(doc: Any) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
             reports.append(res)
         elif kind == "Patient" and isinstance(res.get("id"), str) and res["id"]:
             patients[res["id"]] = res
+        elif kind == "Specimen" and isinstance(res.get("id"), str) and res["id"]:
+            specimens[res["id"]] = res
         for entry in _as_list(res.get("entry")):
             resource = _as_dict(entry).get("resource")
             visit(resource)
@@ -197,12 +204,31 @@ def _walk(doc: Any) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
             full_id = _ref_id({"reference": _as_dict(entry).get("fullUrl")})
             if _as_dict(resource).get("resourceType") == "Patient" and full_id:
                 patients[full_id] = _as_dict(resource)
+            if _as_dict(resource).get("resourceType") == "Specimen" and full_id:
+                specimens[full_id] = _as_dict(resource)
         for contained in _as_list(res.get("contained")):
             visit(contained)
 
     visit(doc)
     _inherit(observations, reports)
-    return observations, patients
+    return observations, patients, specimens
+
+
+def _specimen_type(obs: dict[str, Any], specimens: Index) -> str:
+    """What the Observation's specimen is ("Urine specimen"): the Specimen resource's type,
+    else the reference's display text; "" when the file does not say."""
+    ref = _as_dict(obs.get("specimen"))
+    kind = _as_dict(_as_dict(specimens.get(_ref_id(ref))).get("type"))
+    codings = [_as_dict(c) for c in _as_list(kind.get("coding"))]
+    for text in (
+        kind.get("text"),
+        *(c.get("display") for c in codings),
+        *(c.get("code") for c in codings),
+        ref.get("display"),
+    ):
+        if isinstance(text, str) and text.strip():
+            return text.strip()
+    return ""
 
 
 def _number_text(value: Any) -> str:
@@ -213,7 +239,7 @@ def _number_text(value: Any) -> str:
     return str(value)
 
 
-def _row(obs: dict[str, Any], number: int, patients: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _row(obs: dict[str, Any], number: int, patients: Index, specimens: Index) -> dict[str, Any]:
     codings = (obs.get("code") or {}).get("coding") or []
     loinc = next((c.get("code", "") for c in codings if c.get("system") == LOINC_SYSTEM), "")
     local = next((c.get("code", "") for c in codings if c.get("system") != LOINC_SYSTEM), "")
@@ -231,6 +257,7 @@ def _row(obs: dict[str, Any], number: int, patients: dict[str, dict[str, Any]]) 
         or obs.get("effectiveInstant")
         or "",
         "specimen_id": _ref_id(obs.get("specimen")),
+        "specimen_type": _specimen_type(obs, specimens),
         "test_code": local,
         "test_name": name,
         "loinc": loinc,
@@ -281,16 +308,18 @@ def fhir_raw(doc: Any, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
     invalid = []
     if isinstance(doc, list) and doc and isinstance(doc[0], tuple):
         numbered: list[tuple[int, dict[str, Any]]] = []
-        patients: dict[str, dict[str, Any]] = {}
+        patients: Index = {}
+        specimens: Index = {}
         for line, res in doc:
             if not isinstance(res, dict):  # a line is one resource: this one is counted too
                 invalid.append((line, "malformed_row", "the line is not a FHIR resource"))
                 continue
-            found, pats = _walk(res)
+            found, pats, specs = _walk(res)
             patients.update(pats)
+            specimens.update(specs)
             numbered.extend((line, o) for o in found)
     else:
-        obs_list, patients = _walk(
+        obs_list, patients, specimens = _walk(
             doc if not isinstance(doc, list) else {"entry": [{"resource": r} for r in doc]}
         )
         numbered = list(enumerate(obs_list, start=1))
@@ -304,7 +333,7 @@ def fhir_raw(doc: Any, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
         if problem:
             invalid.append((number, "malformed_row", f"not a valid FHIR Observation: {problem}"))
             continue
-        rows.append(_row(obs, number, patients))
+        rows.append(_row(obs, number, patients, specimens))
     frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["source_row"])
     frame["source_file"] = source_file
     for col in frame.columns:
