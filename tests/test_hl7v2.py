@@ -116,6 +116,27 @@ def test_a_correction_or_a_final_result_replaces_the_earlier_one(tmp_path: Path)
     assert sorted(used.loc["calcium", "value_reported"]) == [9.0, 9.4]
 
 
+def test_a_specimen_after_its_results_still_describes_them(tmp_path: Path) -> None:
+    """ORU^R01 puts SPM (and its notes) after the results of its order: its id, time,
+    condition and the NTE that follows it still reach those results."""
+    text = "\r".join(
+        [
+            "MSH|^~\\&|LIS|LAB|||20240301||ORU^R01|1|P|2.5.1",
+            "PID|1||P1^^^LAB^MR",
+            "OBR|1||ORD1|BMP^Panel^L",
+            "OBX|1|NM|2823-3^Potassium^LN||4.4|mmol/L|3.5-5.0||||F",
+            "OBX|2|NM|19123-9^Magnesium^LN||1.2|mg/dL|1.6-2.6|L|||F",
+            "SPM|1|SPEC-9||SER^Serum|||||||||||||202403010830",
+            "NTE|1||Slightly hemolysed",
+        ]
+    )
+    res = read(write(tmp_path, text))
+    used = res.results.set_index("analyte")
+    assert set(used["specimen_id"]) == {"SPEC-9"}
+    assert set(used["collected_at"]) == {pd.Timestamp("2024-03-01 08:30")}
+    assert all("hemolyzed" in q for q in used["quality"])
+
+
 @pytest.mark.parametrize("newline", ["\r", "\n", "\r\n"])
 def test_segment_ends_and_several_messages(tmp_path: Path, newline: str) -> None:
     second = MESSAGE.replace("MRN-77", "MRN-88").replace("MSG1", "MSG2")

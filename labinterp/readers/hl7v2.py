@@ -251,7 +251,8 @@ def _row(obx: _Segment, number: int, ctx: _Context) -> dict[str, Any]:
         "range_raw": obx.enc.unescape(obx.get(7)).strip(),
         "flag": ";".join(f for f in flags if f),
         "comment": "",
-        "_notes": [*ctx.order_notes, *ctx.specimen_notes],
+        # the lists themselves, not copies: NTE segments that come later still reach them
+        "_notes": ([], ctx.order_notes, ctx.specimen_notes),  # its own, its order's, its SPM's
         "_specimen": ctx.specimen_type,
     }
 
@@ -265,13 +266,13 @@ def _specimen(spm: _Segment, ctx: _Context, order_rows: list[dict[str, Any]]) ->
     # SPM-24 specimen condition (HL7 table 0493): "HEM^Hemolyzed" is a quality note
     ctx.specimen_notes = [spm.component(24, 2) or spm.component(24, 1)]
     for row in order_rows:
-        if not row["specimen_id"]:
-            row["specimen_id"] = ctx.specimen_id
-        if not row["collected_at"]:
-            row["collected_at"] = ctx.specimen_time
-        if row["_specimen"] == ("", ""):
-            row["_specimen"] = ctx.specimen_type
-        row["_notes"] += ctx.specimen_notes
+        if row["_specimen"] != ("", "") or row["specimen_id"]:
+            continue  # an earlier SPM already described its specimen
+        row["specimen_id"] = ctx.specimen_id
+        row["collected_at"] = row["collected_at"] or ctx.specimen_time
+        row["_specimen"] = ctx.specimen_type
+        own, order, _ = row["_notes"]
+        row["_notes"] = (own, order, ctx.specimen_notes)
 
 
 def _replaced(rows: list[dict[str, Any]]) -> dict[int, tuple[int, str]]:
@@ -344,7 +345,7 @@ def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
             row["_status"] = status
             rows.append(row)
             order_rows.append(row)
-            notes = row["_notes"]
+            notes = row["_notes"][0]
         elif name == "NTE" and notes is not None:
             notes.append(" ".join(enc.unescape(r) for r in seg.get(3).split(enc.repetition)))
     kept = []
@@ -360,7 +361,8 @@ def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
                 )
             )
             continue
-        row["comment"] = " ".join(n.strip() for n in row.pop("_notes") if n and n.strip())
+        own, order, specimen = row.pop("_notes")
+        row["comment"] = " ".join(n.strip() for n in (*order, *specimen, *own) if n.strip())
         # SPM-4's code and text: the reader rejects a blood test on urine or another fluid
         row["specimen_type"] = " ".join(p for p in row.pop("_specimen") if p)
         row.pop("_status")
