@@ -83,8 +83,8 @@ def read(
     duplicates across them are rejected.
 
     A file found in a folder that cannot be read as an export (an item dictionary, a
-    demographics table, an HL7 message without results) is skipped and listed in `skipped` with the
-    reason; a file named directly that cannot be read is an error.
+    demographics table, an HL7 message without results) is skipped and listed in
+    `skipped` with the reason; a file named directly that cannot be read is an error.
     """
     found = sniff.expand_paths([paths] if isinstance(paths, (str, os.PathLike)) else paths)
     labels = sniff.display_names([f for f, _ in found])
@@ -92,6 +92,7 @@ def read(
     skipped: list[dict[str, str]] = []
     # One file drops its repeats while normalizing, on codes it already holds; several
     # files can repeat one another, so their union goes through `deduplicate`.
+    alone = len(found) == 1
     for (p, in_folder), label in zip(found, labels, strict=True):
         try:
             parts.append(
@@ -99,7 +100,7 @@ def read(
                     p,
                     mapping=Path(mapping) if mapping else None,
                     date_format=date_format,
-                    dedupe=len(found) == 1,
+                    dedupe=alone,
                     label=label,
                 )
             )
@@ -120,7 +121,6 @@ def read(
             f"({'; '.join(s['file'] + ': ' + s['reason'] for s in skipped)})",
             fix="name the export files directly, or pass --mapping for their columns.",
         )
-    alone = len(found) == 1
     if alone:
         results, rejected = parts[0].results, parts[0].rejected
     else:

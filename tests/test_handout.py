@@ -630,6 +630,17 @@ def test_an_unchecked_pattern_says_why_a_listed_test_could_not_be_used(sample_ta
     assert "the lab calls this hemolyzed" in p3 and "missing" not in p3
     vd = section(en, "Vitamin D not rising as expected, with low magnesium")
     assert 'a test it needs was missing: <span class="data">Vitamin D</span>' in vd
+    # a hemolyzed sample does not explain a test that was never done
+    from labinterp.handout.context import _why_missing
+
+    hemolyzed = {"missing": ["potassium", "magnesium"], "caveats": ["hemolyzed"]}
+    mg_only = {"magnesium": [{"range_origin": "row", "is_number": True}]}
+    assert _why_missing(hemolyzed, mg_only) == {
+        "damaged": ["magnesium"],
+        "no_range": [],
+        "unused": [],
+        "untested": ["potassium"],
+    }
     # nothing was checked, so the sheet does not say that no pattern showed up
     assert "We could not check the magnesium patterns" in en and "showed up" not in en
     assert "We could not check the magnesium patterns" not in words(RESULTS, FINDINGS, "N-none")

@@ -286,10 +286,10 @@ def _why_missing(f: dict[str, Any], results: dict[str, list[dict[str, Any]]]) ->
     why: dict[str, list[str]] = {"damaged": [], "no_range": [], "unused": [], "untested": []}
     for analyte in f["missing"]:
         items = results.get(analyte, [])
-        if "hemolyzed" in f["caveats"] and analyte in _HEMOLYSIS_SENSITIVE:
-            why["damaged"].append(analyte)
-        elif not items:
+        if not items:
             why["untested"].append(analyte)
+        elif "hemolyzed" in f["caveats"] and analyte in _HEMOLYSIS_SENSITIVE:
+            why["damaged"].append(analyte)
         elif "range_unknown" in f["caveats"] and all(
             i["range_origin"] == "unknown" for i in items if i["is_number"]
         ):
