@@ -1137,7 +1137,8 @@ def _range_columns(
     texts = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"]).at(rows)
     ranges = texts.map(lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal))
     # a range text with no limit read from it: the lab printed a range labinterp cannot use
-    printed = texts.map(lambda v: bool(_text(v[0]).strip() or _text(v[1]) or _text(v[2])))
+    # (low/high columns are numbers or placeholders such as 0/0, not text to read)
+    printed = texts.map(lambda v: bool(_text(v[0]).strip()) and not (_text(v[1]) or _text(v[2])))
     sex = col["sex"].at(rows).map(_sex).compact()
     age = _ages(col, when, rows)
     low_rep, high_rep = ranges.field(0).floats(), ranges.field(1).floats()
