@@ -188,6 +188,17 @@ def empty(schema: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in schema.items()})
 
 
+def raw_from_records(rows: list[dict[str, Any]], source_file: str) -> pd.DataFrame:
+    """A RAW table from one dict per input row (message formats: FHIR, HL7 v2): every text
+    field present, "" where a row had nothing."""
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["source_row"])
+    frame["source_file"] = source_file
+    for col in frame.columns:
+        if col != "source_row":
+            frame[col] = frame[col].fillna("")
+    return conform(frame, RAW)
+
+
 def conform(df: pd.DataFrame, schema: Mapping[str, Any]) -> pd.DataFrame:
     """Return `df` with exactly the schema's columns, in order, cast to the schema's dtypes.
 

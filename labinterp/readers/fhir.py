@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from labinterp.schema import RAW, conform
+from labinterp.schema import raw_from_records
 
 LOINC_SYSTEM = "http://loinc.org"
 
@@ -334,9 +334,4 @@ def fhir_raw(doc: Any, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
             invalid.append((number, "malformed_row", f"not a valid FHIR Observation: {problem}"))
             continue
         rows.append(_row(obs, number, patients, specimens))
-    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["source_row"])
-    frame["source_file"] = source_file
-    for col in frame.columns:
-        if col != "source_row":
-            frame[col] = frame[col].fillna("")
-    return conform(frame, RAW), invalid
+    return raw_from_records(rows, source_file), invalid

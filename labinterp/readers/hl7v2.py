@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from labinterp.schema import RAW, conform
+from labinterp.schema import raw_from_records
 
 # Segments that open a message, or a batch or file of messages (HL7 v2.5.1 sec. 2.10).
 MESSAGE_HEADERS = ("MSH", "FHS", "BHS")
@@ -367,9 +367,4 @@ def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
         row["specimen_type"] = " ".join(p for p in row.pop("_specimen") if p)
         row.pop("_status")
         kept.append(row)
-    frame = pd.DataFrame(kept) if kept else pd.DataFrame(columns=["source_row"])
-    frame["source_file"] = source_file
-    for col in frame.columns:
-        if col != "source_row":
-            frame[col] = frame[col].fillna("")
-    return conform(frame, RAW), invalid
+    return raw_from_records(kept, source_file), invalid
