@@ -510,12 +510,19 @@ def _whole_sample(
     """
     if not flagged.any():
         return flagged
-    draw = pd.factorize(pat.astype("int64") * (int(t_rank.max()) + 1) + t_rank)[0]
-    spec, specs = pd.factorize(specimen.fillna("").str.strip())
-    sample = pd.factorize(draw.astype("int64") * (len(specs) + 1) + spec)[0]
+    # only the rows of patients with a flagged row can change: a few in a million
+    of_flagged = np.zeros(int(pat.max()) + 1, dtype=bool)
+    of_flagged[pat[flagged]] = True
+    rows = np.flatnonzero(of_flagged[pat])
+    p, t = pat[rows].astype("int64"), t_rank[rows].astype("int64")
+    draw = pd.factorize(p * (int(t.max()) + 1) + t)[0].astype("int64")
+    spec, specs = pd.factorize(specimen.take(rows).fillna("").str.strip())
+    sample = pd.factorize(draw * (len(specs) + 1) + spec)[0]
     hit = np.zeros(int(sample.max()) + 1, dtype=bool)
-    hit[sample[flagged]] = True
-    return hit[sample]
+    hit[sample[flagged[rows]]] = True
+    out = flagged.copy()
+    out[rows] = hit[sample]
+    return out
 
 
 def _chunked(column: pd.Series) -> pa.ChunkedArray:
