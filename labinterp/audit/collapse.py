@@ -383,7 +383,8 @@ def _tally_samples(results: pd.DataFrame, stats: BucketStats) -> None:
         return
     patient = pd.factorize(results["patient_id"])[0].astype("int64")
     when = pd.factorize(results["collected_at"].to_numpy().view("int64"))[0].astype("int64")
-    spec = pd.factorize(results["specimen_id"].fillna("").str.strip())[0].astype("int64")
+    # the reader gives specimen ids stripped, and "" as missing: missing is one more code
+    spec = pd.factorize(results["specimen_id"], use_na_sentinel=False)[0].astype("int64")
     # two steps, so that the keys stay far below 2**63 whatever the counts
     draw = pd.factorize(patient * (int(when.max()) + 1) + when)[0].astype("int64")
     sample, distinct = pd.factorize(draw * (int(spec.max()) + 1) + spec)
