@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
             **reading,
         )
         if not args.quiet:
-            log.info("wrote %d handouts and index.csv to %s", len(index), out)
+            noun = "handout" if len(index) == 1 else "handouts"
+            log.info("wrote %d %s and index.csv to %s", len(index), noun, out)
         return 0
     render_handout(
         source,
