@@ -373,6 +373,7 @@ _WORD_CMP = {
     "under": "<",
     "above": ">",
     "over": ">",
+    "up to": "<=",  # only in ranges: "up to 10"
 }
 
 
@@ -770,6 +771,12 @@ def _to_ns(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _RANGE_BETWEEN = re.compile(
     rf"^\s*({_NUMBER})\s*(?:-|–|—|to|\.\.)\s*({_NUMBER})\s*(?:[^\d\s].*)?$", re.I
 )
+# A one-sided range in words: "less than 10", "greater than or equal to 60".
+_RANGE_WORDED = re.compile(
+    rf"^\s*(less than or equal to|greater than or equal to|less than|greater than|below|"
+    rf"above|under|over|up to)(?=\s*{_NUMBER})",
+    re.I,
+)
 _RANGE_BETWEEN_ANYWHERE = re.compile(rf"({_NUMBER})\s*(?:-|–|—|to)\s*({_NUMBER})", re.I)
 _RANGE_ONE_SIDED = re.compile(rf"^\s*(<=|>=|=<|=>|≤|≥|<|>)\s*({_NUMBER})\s*(?:[^\d\s].*)?$")
 
@@ -821,6 +828,8 @@ def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple
     m = _RANGE_BETWEEN.match(s)
     if m:
         return (float(m.group(1)), float(m.group(2)))
+    if m := _RANGE_WORDED.match(s):  # "less than 10", "above 60 mL/min"
+        s = f"{_WORD_CMP[m.group(1).lower()]}{s[m.end(1) :]}"
     m = _RANGE_ONE_SIDED.match(s)
     if m:
         cmp_ = _COMPARATORS[m.group(1)]

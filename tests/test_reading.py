@@ -143,6 +143,9 @@ def test_quality_flags_from_comments(tmp_path: Path) -> None:
         ("3,5-5,1", 3.5, 5.1),  # decimal commas in a file that uses points
         ("3.5–5.1", 3.5, 5.1),
         ("3.5-5.1 mmol/L (new range since 2019-01-05)", 3.5, 5.1),
+        ("less than 10", None, 10.0),
+        ("Greater than or equal to 60 mL/min", 60.0, None),
+        ("up to 10", None, 10.0),
     ],
 )
 def test_reference_range_strings(tmp_path: Path, range_text: str, low, high) -> None:
