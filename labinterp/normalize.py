@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from labinterp import units
 from labinterp.catalog import analyte_for, analytes, fallback_ranges, not_blood_specimen
 from labinterp.errors import DateFormatError, UnitError
+from labinterp.parameters import number
 from labinterp.readers import duplicates
 from labinterp.resources import reference_file
 from labinterp.schema import REJECTED, RESULTS, STR, conform
@@ -1043,6 +1044,11 @@ def _normalize(
     implausible = has_number & ~np.isnan(value) & (too_low | too_high)
     if implausible.any():
         verdict.mark_each(implausible, _implausible(implausible, analyte, parsed, unit_rep))
+    # a printed range that fits another unit far better: the unit label is wrong
+    range_unit = _joint(
+        analyte, unit_rep, col["range_raw"], col["range_low_raw"], col["range_high_raw"]
+    ).map(lambda v: _range_unit_verdict(*v, decimal=decimal))
+    verdict.mark_each(has_number & range_unit.rows_where(lambda v: v[0] != ""), range_unit)
 
     keep = verdict.kept
     # everything below is output for the kept rows only
@@ -1486,6 +1492,57 @@ def _implausible_detail(analyte: str, number: float, unit: str) -> str:
         if a.plausible_low <= v <= a.plausible_high:
             return text + f": the number fits {alt}. Check the unit in the export."
     return text + ". Check the value and unit in the export."
+
+
+@cache
+def _adult_range(analyte: str) -> tuple[float, float] | None:
+    """The bundled adult range for any sex, in the canonical unit (NaN for a missing limit)."""
+    for fb in fallback_ranges():
+        if fb.analyte == analyte and fb.sex == "any" and fb.age_min in (None, 18.0):
+            low = np.nan if fb.low is None else fb.low
+            high = np.nan if fb.high is None else fb.high
+            return (low, high)
+    return None
+
+
+def _range_unit_verdict(
+    analyte: str, unit: str, text: object, low_text: object, high_text: object, *, decimal: str
+) -> tuple[str, str]:
+    """("implausible_value", detail) when the row's printed range fits another unit of the
+    analyte far better than `unit` (see range_unit_off_factor), else ("", "")."""
+    if not analyte or not unit:
+        return ("", "")
+    printed = parse_range(_text(text), _text(low_text), _text(high_text), decimal)
+    adult = _adult_range(analyte)
+    # both limits: a one-sided range says too little ("<1 mg/L" is a real hs-CRP cut-off)
+    if adult is None or not all(np.isfinite(printed)):
+        return ("", "")
+
+    def off(in_unit: str) -> float:
+        """The worst ratio between the printed limits and the adult range in `in_unit`."""
+        try:
+            factor = units.factor(analyte, in_unit)
+        except UnitError:
+            return np.inf
+        ratios = [
+            max(p / (b / factor), (b / factor) / p)
+            for p, b in zip(printed, adult, strict=True)
+            if np.isfinite(p) and np.isfinite(b) and p > 0 and b > 0
+        ]
+        return max(ratios) if ratios else np.inf
+
+    if off(unit) <= number("range_unit_off_factor"):
+        return ("", "")
+    fit = number("range_unit_fit_factor")
+    for alt in _ALTERNATIVES:
+        if alt != unit and off(alt) <= fit:
+            return (
+                "implausible_value",
+                f"the row's range {printed[0]:g}-{printed[1]:g} fits {alt}, not {unit}: "
+                "suspected unit error. "
+                "Check the unit in the export.",
+            )
+    return ("", "")
 
 
 def _ages(col: dict[str, _Coded], when: np.ndarray, rows: np.ndarray) -> np.ndarray:

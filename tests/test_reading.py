@@ -194,6 +194,37 @@ def test_a_blood_test_on_another_specimen_is_rejected_not_read_as_blood(tmp_path
     assert 'specimen_type = "Specimen Type"' in res.files[0].mapping_toml
 
 
+@pytest.mark.parametrize(
+    ("row", "fits"),
+    [
+        ("Magnesium,0.8,mg/dL,0.70-1.00", "mmol/L"),  # an SI range on a conventional unit
+        ("Potassium,4.1,mg/dL,3.5-5.1", "mmol/L"),
+        ("Calcium,2.3,mg/dL,2.15-2.55", "mmol/L"),
+        ("Albumin,3.8,g/L,3.5-5.0", "g/dL"),
+        ("Magnesium,1.9,mg/dL,1.6-2.6", None),
+        ("Magnesium,1.9,mEq/L,1.4-2.1", None),  # close to mg/dL, but it is a mEq/L range
+        ("Phosphate,5.9,mg/dL,4.0-7.0", None),  # a child's range, 1.6x the adult one
+        ("25-OH Vitamin D,32,ng/mL,30-100", None),
+        ("CRP,0.8,mg/L,<1.0", None),  # one-sided: an hs-CRP cut-off, not checked
+    ],
+)
+def test_a_printed_range_that_fits_another_unit_is_a_suspected_unit_error(
+    tmp_path: Path, row: str, fits: str | None
+) -> None:
+    res = read(
+        write(
+            tmp_path, HEADER + f'P1,2024-03-01,{row.rsplit(",", 1)[0]},"{row.rsplit(",", 1)[1]}",\n'
+        )
+    )
+    assert res.rows_in == res.rows_used + res.rows_rejected == 1
+    if fits is None:
+        assert res.rows_used == 1
+    else:
+        (reason,) = res.rejected["reason"]
+        assert reason == "implausible_value"
+        assert f"fits {fits}" in res.rejected["detail"].iloc[0]
+
+
 def test_low_high_columns(tmp_path: Path) -> None:
     text = "mrn,charttime,component,value,units,ref_low,ref_high\nA,2024-01-01,CRP,12,mg/L,,5\n"
     r = read(write(tmp_path, text)).results.iloc[0]
