@@ -69,6 +69,9 @@ def compact(findings: pd.DataFrame, utc: bool = False) -> pd.DataFrame:
     seen = out["evidence_at"].fillna(findings["episode_start"])
     out["evidence_at"] = seen.dt.strftime("%Y-%m-%d %H:%M").fillna("")
     out["grade"] = out["grade"].astype("string").fillna("")
+    # columns nothing in this table fills only widen it on a terminal (machine formats keep them)
+    optional = ("tier", "grade", "missing_inputs", "suppressed_by", "caveats")
+    out = out.drop(columns=[c for c in optional if not (out[c].fillna("") != "").any()])
     when = "when (UTC)" if utc else "when"
     return out.rename(columns={"evidence_at": when, "suppressed_by": "suppressed"})
 

@@ -26,6 +26,24 @@ def test_table_is_compact_and_readable(capsys: pytest.CaptureFixture[str]) -> No
     assert "DEMO-001" not in out
 
 
+def test_table_leaves_out_columns_nothing_fills(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "plain.csv"
+    export.write_text(
+        "patient_id,collected_at,test,result,unit,reference_range\n"
+        "P1,2024-03-01 08:00,Magnesium,2.0,mg/dL,1.6-2.6\n"
+        "P1,2024-03-01 08:00,Calcium,9.1,mg/dL,8.5-10.5\n"
+        "P1,2024-03-01 08:00,Potassium,4.1,mmol/L,3.5-5.1\n"
+        "P1,2024-03-01 08:00,25-OH Vitamin D,35,ng/mL,30-100\n"
+    )
+    assert main(["interpret", str(export)]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header == ["patient_id", "rule_id", "status", "when"]
+    assert main(["interpret", "--format", "csv", str(export)]) == 0
+    assert "caveats" in capsys.readouterr().out.splitlines()[0]  # machine output keeps all
+
+
 def test_table_time_is_when_the_finding_was_seen(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
