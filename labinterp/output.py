@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, TextIO
 
 import numpy as np
@@ -209,14 +209,25 @@ def write_table(df: pd.DataFrame, fmt: str, stream: TextIO | None = None) -> Non
         records = json_records(df)
         _write_bytes(stream, lambda sink: sink.write(records))
     else:
-        with pd.option_context(
-            "display.max_rows",
-            None,
-            "display.max_columns",
-            None,
-            "display.width",
-            200,
-            "display.max_colwidth",
-            60,
-        ):
-            stream.write((df.to_string(index=False) if len(df) else "(no rows)") + "\n")
+        stream.write(_text_table(df) + "\n")
+
+
+# A cell longer than this is cut on a terminal (the machine formats keep it whole).
+_CELL_WIDTH = 60
+
+
+def _text_table(df: pd.DataFrame) -> str:
+    """Columns aligned left, two spaces apart, for reading on a terminal."""
+    if not len(df):
+        return "(no rows)"
+    columns = [str(c) for c in df.columns]
+    cells = []
+    for c in df.columns:
+        texts = ["" if v is None or v is pd.NA or v != v else str(v) for v in df[c].tolist()]
+        cells.append([t if len(t) <= _CELL_WIDTH else t[: _CELL_WIDTH - 1] + "…" for t in texts])
+    widths = [max([len(name), *map(len, col)]) for name, col in zip(columns, cells, strict=True)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    return "\n".join([line(columns), *(line(row) for row in zip(*cells, strict=True))])

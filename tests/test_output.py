@@ -61,3 +61,18 @@ def test_json_output_escapes_text_and_drops_non_finite_numbers() -> None:
     assert [r["number"] for r in got] == [1.5, None, None, -2]
     assert [r["count"] for r in got] == [1, None, 3, 4]
     assert _json(df.head(0)) == []
+
+
+def test_terminal_table_aligns_left_and_cuts_long_cells() -> None:
+    df = pd.DataFrame(
+        {"patient_id": ["A", "BB"], "note": ["short", "x" * 80], "grade": [pd.NA, 2]}
+    ).astype({"grade": "Int64"})
+    out = io.StringIO()
+    write_table(df, "table", out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "patient_id  note" + " " * 56 + "  grade"
+    assert lines[1] == "A           short"  # missing values are blank, trailing space dropped
+    assert lines[2].startswith("BB          " + "x" * 59 + "…  2")
+    empty = io.StringIO()
+    write_table(df.iloc[:0], "table", empty)
+    assert empty.getvalue() == "(no rows)\n"
