@@ -208,9 +208,11 @@ def iter_batches(
 def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split off repeated results: same patient, analyte and time, same value within 2 %.
 
-    Catches rows exported twice (joins that duplicate rows) and the same result given in
-    two unit systems (survey files with mg/dL and mmol/L columns). The earliest row by
-    (file, row) is kept. Must be given all rows of each patient it sees.
+    Catches rows exported twice (joins that duplicate rows), the same result given in
+    two unit systems (survey files with mg/dL and mmol/L columns) and the same results in
+    two exports. A row with the range its lab printed is kept over a repeat without one
+    (the printed range wins over a bundled one), then the earliest by (file name, row), so
+    `read` and the audit keep the same row. Must be given all rows of each patient it sees.
     """
     if len(results) == 0:
         return results, empty(REJECTED)
@@ -227,12 +229,14 @@ def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         return duplicates.Rows(
             group=group[rows],
             time=times[rows],
-            file=pd.factorize(results["source_file"])[0][rows],
+            # files by name, as the audit orders its rows (whatever order they were read in)
+            file=pd.factorize(results["source_file"], sort=True)[0][rows],
             row=sub["source_row"].to_numpy(dtype=np.int64, na_value=0),
             value=sub["value"].to_numpy(dtype=float),
             text=text,
             no_text=no_text,
             comparator=_text_codes(sub["comparator"])[0],
+            rank=(sub["range_origin"] != "row").to_numpy(dtype=np.int64, na_value=1),
         )
 
     dup_rows, firsts = duplicates.find(group, times, details)

@@ -490,3 +490,22 @@ def test_files_sharing_a_name_are_told_apart_and_a_file_named_twice_is_read_once
     again = labinterp.audit([one, one], tmp_path / "out2")
     assert [f["file"] for f in again["inputs"]] == ["export.csv"]
     assert again["rows_in"] == summary["inputs"][0]["rows_in"]
+
+
+def test_read_and_the_audit_keep_the_same_row_of_a_repeat_across_files(tmp_path: Path) -> None:
+    """Files given as z.csv then a.csv: both keep a.csv's row (file names decide, so the
+    audit's partitions and `read` agree); a row with its lab's range wins over both."""
+    header = "patient_id,collected_at,test,result,unit,reference_range\n"
+    z = tmp_path / "z.csv"
+    a = tmp_path / "a.csv"
+    z.write_text(header + "P1,2024-03-01 08:00,Magnesium,1.65,mg/dL,\n")
+    a.write_text(header + "P1,2024-03-01 08:00,Magnesium,1.65,mg/dL,\n")
+    kept = labinterp.read([z, a]).results
+    assert list(kept["source_file"]) == ["a.csv"]
+    labinterp.audit([z, a], tmp_path / "out")
+    rejected = pd.read_csv(tmp_path / "out" / "rejected_rows.csv")
+    assert list(rejected["source_file"]) == ["z.csv"]
+    z.write_text(header + "P1,2024-03-01 08:00,Magnesium,1.65,mg/dL,1.6-2.6\n")
+    assert list(labinterp.read([z, a]).results["source_file"]) == ["z.csv"]
+    labinterp.audit([z, a], tmp_path / "out2")
+    assert list(pd.read_csv(tmp_path / "out2" / "rejected_rows.csv")["source_file"]) == ["a.csv"]

@@ -225,6 +225,31 @@ def test_a_printed_range_that_fits_another_unit_is_a_suspected_unit_error(
         assert f"fits {fits}" in res.rejected["detail"].iloc[0]
 
 
+def test_of_the_same_result_in_two_exports_the_one_with_the_printed_range_is_kept(
+    tmp_path: Path,
+) -> None:
+    """The same Mg in an export without ranges (read first) and one with the lab's range:
+    the lab's range must not be lost to the bundled one."""
+    bare = write(tmp_path, HEADER + "P1,2024-03-01 08:00,Magnesium,1.65,mg/dL,,\n", "a.csv")
+    ranged = write(
+        tmp_path, HEADER + "P1,2024-03-01 08:00,Magnesium,1.65,mg/dL,1.6-2.6,\n", "b.csv"
+    )
+    res = read([bare, ranged])
+    (kept,) = res.results.itertuples()
+    assert (kept.source_file, kept.range_origin, kept.range_low_reported) == ("b.csv", "row", 1.6)
+    (dup,) = res.rejected.itertuples()
+    assert (dup.source_file, dup.reason, dup.detail) == (
+        "a.csv",
+        "duplicate",
+        "same result as b.csv row 2",
+    )
+    # without a range on either side the earliest row is kept, as before
+    res = read(
+        [bare, write(tmp_path, HEADER + "P1,2024-03-01 08:00,Magnesium,1.65,mg/dL,,\n", "c.csv")]
+    )
+    assert list(res.results["source_file"]) == ["a.csv"]
+
+
 def test_low_high_columns(tmp_path: Path) -> None:
     text = "mrn,charttime,component,value,units,ref_low,ref_high\nA,2024-01-01,CRP,12,mg/L,,5\n"
     r = read(write(tmp_path, text)).results.iloc[0]

@@ -29,6 +29,9 @@ class Rows:
     text: np.ndarray  # text result; equal texts have equal codes
     no_text: int  # the code of "" in `text` (-1 if absent)
     comparator: np.ndarray  # "", "<", ...; equal comparators have equal codes
+    # which of a run of repeats to keep: the lowest rank, then the earliest (file, row);
+    # None ranks every row alike
+    rank: np.ndarray | None = None
 
     def at(self, rows: np.ndarray) -> Rows:
         return Rows(
@@ -40,6 +43,7 @@ class Rows:
             self.text[rows],
             self.no_text,
             self.comparator[rows],
+            None if self.rank is None else self.rank[rows],
         )
 
 
@@ -73,11 +77,12 @@ def same_number(value: np.ndarray, first: np.ndarray) -> np.ndarray:
 def repeats(rows: Rows) -> tuple[np.ndarray, np.ndarray]:
     """(duplicates, firsts): positions of repeated rows and of the row each one repeats.
 
-    The earliest row by (file, row) of a group and time is kept; duplicates come in
-    (group, time, file, row) order.
+    Of a group and time, the row of lowest `rank`, then the earliest by (file, row), is
+    kept; duplicates come in (group, time, rank, file, row) order.
     """
     n = len(rows.group)
-    order = np.lexsort((rows.row, rows.file, rows.time, rows.group))
+    rank = np.zeros(n, dtype=np.int64) if rows.rank is None else rows.rank
+    order = np.lexsort((rows.row, rows.file, rank, rows.time, rows.group))
     r = rows.at(order)
     new_run = np.ones(n, dtype=bool)
     new_run[1:] = (r.group[1:] != r.group[:-1]) | (r.time[1:] != r.time[:-1])
