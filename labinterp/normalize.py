@@ -1018,7 +1018,8 @@ def _normalize(
         verdict.mark_each(test_why.rows_where(lambda v: v[0] != ""), test_why)
         # a blood test measured on urine or another fluid is not a blood result
         specimen = col["specimen_type"].map(_specimen_verdict)
-        verdict.mark_each(specimen.rows_where(lambda v: v[0] != ""), specimen)
+        if any(v[0] for v in specimen.values):  # most exports name no specimen type
+            verdict.mark_each(specimen.rows_where(lambda v: v[0] != ""), specimen)
         # missing_value, unparseable_value
         verdict.mark_each(parsed.rows_where(lambda v: v[3] != ""), parsed.map(lambda v: v[3:5]))
         verdict.mark_each(
@@ -1045,10 +1046,12 @@ def _normalize(
     if implausible.any():
         verdict.mark_each(implausible, _implausible(implausible, analyte, parsed, unit_rep))
     # a printed range that fits another unit far better: the unit label is wrong
-    range_unit = _joint(
-        analyte, unit_rep, col["range_raw"], col["range_low_raw"], col["range_high_raw"]
-    ).map(lambda v: _range_unit_verdict(*v, decimal=decimal))
-    verdict.mark_each(has_number & range_unit.rows_where(lambda v: v[0] != ""), range_unit)
+    printed_ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"])
+    range_unit = _joint(analyte, unit_rep, printed_ranges).map(
+        lambda v: _range_unit_verdict(v[0], v[1], *v[2], decimal=decimal)
+    )
+    if any(v[0] for v in range_unit.values):  # rare: nothing to mark in most exports
+        verdict.mark_each(has_number & range_unit.rows_where(lambda v: v[0] != ""), range_unit)
 
     keep = verdict.kept
     # everything below is output for the kept rows only
@@ -1058,11 +1061,13 @@ def _normalize(
     # The range columns do not depend on which kept rows repeat others: they are worked
     # out beside the search for repeats (one thread of numpy), for all kept rows.
     with _Side() as side:
-        ranges_job = side.submit(_range_columns, col, kept, when, factor, analyte, decimal)
+        ranges_job = side.submit(
+            _range_columns, col, kept, when, factor, analyte, decimal, printed_ranges
+        )
         if dedupe:
             text = parsed.field(2).compact()
             repeats = _Repeats(
-                frame, col, pid.compact(), analyte, when, value, text, cmp_, test_label
+                frame, col, pid.compact(), analyte, when, value, text, cmp_, test_label, decimal
             )
             unique, repeated = repeats.split(kept)
         range_numbers, range_texts = side.result(ranges_job)
@@ -1144,12 +1149,14 @@ def _range_columns(
     factor: np.ndarray,
     analyte: _Coded,
     decimal: str,
+    printed_ranges: _Coded,
 ) -> tuple[dict[str, np.ndarray], dict[str, _Coded]]:
     """Reference range columns of the given rows, with the sex and age they were chosen by:
     the row's own range, else bundled by age/sex, else unknown. (Number columns, text
     columns as codes; "range_note" is "implausible_range" where the row's range was
-    dropped, "unreadable_range" where its range text gave no limit.)"""
-    texts = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"]).at(rows)
+    dropped, "unreadable_range" where its range text gave no limit.) `printed_ranges`: the
+    joint of the three range columns, for every row."""
+    texts = printed_ranges.at(rows)
     ranges = texts.map(lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal))
     # a range text with no limit read from it: the lab printed a range labinterp cannot use
     # (low/high columns are numbers or placeholders such as 0/0, not text to read)
@@ -1231,6 +1238,7 @@ class _Repeats:
     text: _Coded
     comparator: _Coded
     test_label: _Coded
+    decimal: str
 
     def split(self, rows: np.ndarray) -> tuple[np.ndarray | None, pd.DataFrame]:
         """(positions in `rows` of the rows without repeats, None if that is all of them;
@@ -1253,6 +1261,7 @@ class _Repeats:
                 text=self.text.codes[picked],
                 no_text=no_text,
                 comparator=self.comparator.codes[picked],
+                rank=self._without_range(picked),
             )
 
         dups, firsts = duplicates.find(group, time, details)
@@ -1261,6 +1270,19 @@ class _Repeats:
         unique = np.ones(len(rows), dtype=bool)
         unique[dups] = False
         return np.flatnonzero(unique), self._rejected(rows[dups], rows[firsts])
+
+    def _without_range(self, rows: np.ndarray) -> np.ndarray:
+        """1 where a row prints no range limit, else 0: of repeats, the row with its lab's
+        range is kept (as `reading.deduplicate` keeps it, by range origin)."""
+        texts = _joint(
+            *(self.col[c].at(rows) for c in ("range_raw", "range_low_raw", "range_high_raw"))
+        )
+        limits = texts.map(
+            lambda v: any(
+                np.isfinite(parse_range(_text(v[0]), _text(v[1]), _text(v[2]), self.decimal))
+            )
+        )
+        return (~limits.rows_where(bool)).astype(np.int64)
 
     def _rejected(self, dups: np.ndarray, firsts: np.ndarray) -> pd.DataFrame:
         files = self.col["source_file"]

@@ -809,3 +809,22 @@ def test_separate_date_and_time_columns_are_joined(tmp_path: Path) -> None:
         str(read(write(tmp_path, swapped, "b.csv")).results["collected_at"].iloc[0])
         == "2024-03-01 08:30:00"
     )
+
+
+def test_within_one_file_the_repeat_with_the_printed_range_is_kept(tmp_path: Path) -> None:
+    """As across files: one file printing the same result twice, the second time with its
+    range, keeps the second (and the audit, deduplicating per patient, keeps the same)."""
+    import labinterp
+
+    path = write(
+        tmp_path,
+        HEADER
+        + "P1,2024-03-01 08:00,Magnesium,1.65,mg/dL,,\n"
+        + "P1,2024-03-01 08:00,Magnesium,1.65,mg/dL,1.6-2.6,\n",
+    )
+    res = read(path)
+    assert list(res.results["source_row"]) == [3]
+    assert list(res.results["range_origin"]) == ["row"]
+    assert list(res.rejected["source_row"]) == [2]
+    labinterp.audit(path, tmp_path / "out")
+    assert list(pd.read_csv(tmp_path / "out" / "rejected_rows.csv")["source_row"]) == [2]
