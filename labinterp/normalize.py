@@ -1045,11 +1045,14 @@ def _normalize(
     implausible = has_number & ~np.isnan(value) & (too_low | too_high)
     if implausible.any():
         verdict.mark_each(implausible, _implausible(implausible, analyte, parsed, unit_rep))
-    # a printed range that fits another unit far better: the unit label is wrong
+    # Each distinct printed range is read once, here: the unit check below, the repeat
+    # check and the range columns all use the same (low, high).
     printed_ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"])
-    range_unit = _joint(analyte, unit_rep, printed_ranges).map(
-        lambda v: _range_unit_verdict(v[0], v[1], *v[2], decimal=decimal)
+    range_limits = printed_ranges.map(
+        lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal)
     )
+    # a printed range that fits another unit far better: the unit label is wrong
+    range_unit = _joint(analyte, unit_rep, range_limits).map(lambda v: _range_unit_verdict(*v))
     if any(v[0] for v in range_unit.values):  # rare: nothing to mark in most exports
         verdict.mark_each(has_number & range_unit.rows_where(lambda v: v[0] != ""), range_unit)
 
@@ -1062,12 +1065,21 @@ def _normalize(
     # out beside the search for repeats (one thread of numpy), for all kept rows.
     with _Side() as side:
         ranges_job = side.submit(
-            _range_columns, col, kept, when, factor, analyte, decimal, printed_ranges
+            _range_columns, col, kept, when, factor, analyte, printed_ranges, range_limits
         )
         if dedupe:
             text = parsed.field(2).compact()
             repeats = _Repeats(
-                frame, col, pid.compact(), analyte, when, value, text, cmp_, test_label, decimal
+                frame,
+                col,
+                pid.compact(),
+                analyte,
+                when,
+                value,
+                text,
+                cmp_,
+                test_label,
+                range_limits,
             )
             unique, repeated = repeats.split(kept)
         range_numbers, range_texts = side.result(ranges_job)
@@ -1148,19 +1160,21 @@ def _range_columns(
     when: np.ndarray,
     factor: np.ndarray,
     analyte: _Coded,
-    decimal: str,
     printed_ranges: _Coded,
+    range_limits: _Coded,
 ) -> tuple[dict[str, np.ndarray], dict[str, _Coded]]:
     """Reference range columns of the given rows, with the sex and age they were chosen by:
     the row's own range, else bundled by age/sex, else unknown. (Number columns, text
     columns as codes; "range_note" is "implausible_range" where the row's range was
-    dropped, "unreadable_range" where its range text gave no limit.) `printed_ranges`: the
-    joint of the three range columns, for every row."""
-    texts = printed_ranges.at(rows)
-    ranges = texts.map(lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal))
+    dropped, "unreadable_range" where its range text gave no limit.) For every row:
+    `printed_ranges`, the joint of the three range columns, and `range_limits`, the
+    (low, high) read from them."""
+    ranges = range_limits.at(rows)
     # a range text with no limit read from it: the lab printed a range labinterp cannot use
     # (low/high columns are numbers or placeholders such as 0/0, not text to read)
-    printed = texts.map(lambda v: bool(_text(v[0]).strip()) and not (_text(v[1]) or _text(v[2])))
+    as_text = printed_ranges.at(rows).map(
+        lambda v: bool(_text(v[0]).strip()) and not (_text(v[1]) or _text(v[2]))
+    )
     sex = col["sex"].at(rows).map(_sex).compact()
     age = _ages(col, when, rows)
     low_rep, high_rep = ranges.field(0).floats(), ranges.field(1).floats()
@@ -1169,7 +1183,7 @@ def _range_columns(
         low, high = low_rep * f, high_rep * f
     analyte = analyte.at(rows)
     absurd = _absurd_range(low_rep, high_rep, low, high, analyte)
-    unread = printed.rows_where(bool) & np.isnan(low_rep) & np.isnan(high_rep)
+    unread = as_text.rows_where(bool) & np.isnan(low_rep) & np.isnan(high_rep)
     note = _Coded(
         np.where(absurd, 1, np.where(unread, 2, 0)).astype(np.int64),
         ["", "implausible_range", "unreadable_range"],
@@ -1238,7 +1252,7 @@ class _Repeats:
     text: _Coded
     comparator: _Coded
     test_label: _Coded
-    decimal: str
+    range_limits: _Coded  # per row, the (low, high) its printed range gave
 
     def split(self, rows: np.ndarray) -> tuple[np.ndarray | None, pd.DataFrame]:
         """(positions in `rows` of the rows without repeats, None if that is all of them;
@@ -1274,15 +1288,8 @@ class _Repeats:
     def _without_range(self, rows: np.ndarray) -> np.ndarray:
         """1 where a row prints no range limit, else 0: of repeats, the row with its lab's
         range is kept (as `reading.deduplicate` keeps it, by range origin)."""
-        texts = _joint(
-            *(self.col[c].at(rows) for c in ("range_raw", "range_low_raw", "range_high_raw"))
-        )
-        limits = texts.map(
-            lambda v: any(
-                np.isfinite(parse_range(_text(v[0]), _text(v[1]), _text(v[2]), self.decimal))
-            )
-        )
-        return (~limits.rows_where(bool)).astype(np.int64)
+        limits = self.range_limits.at(rows).rows_where(lambda r: bool(np.isfinite(r).any()))
+        return (~limits).astype(np.int64)
 
     def _rejected(self, dups: np.ndarray, firsts: np.ndarray) -> pd.DataFrame:
         files = self.col["source_file"]
@@ -1527,14 +1534,11 @@ def _adult_range(analyte: str) -> tuple[float, float] | None:
     return None
 
 
-def _range_unit_verdict(
-    analyte: str, unit: str, text: object, low_text: object, high_text: object, *, decimal: str
-) -> tuple[str, str]:
-    """("implausible_value", detail) when the row's printed range fits another unit of the
-    analyte far better than `unit` (see range_unit_off_factor), else ("", "")."""
+def _range_unit_verdict(analyte: str, unit: str, printed: tuple[float, float]) -> tuple[str, str]:
+    """("implausible_value", detail) when the row's printed range (low, high) fits another
+    unit of the analyte far better than `unit` (see range_unit_off_factor), else ("", "")."""
     if not analyte or not unit:
         return ("", "")
-    printed = parse_range(_text(text), _text(low_text), _text(high_text), decimal)
     adult = _adult_range(analyte)
     # both limits: a one-sided range says too little ("<1 mg/L" is a real hs-CRP cut-off)
     if adult is None or not all(np.isfinite(printed)):
