@@ -17,7 +17,8 @@ from pathlib import Path
 
 from labinterp.cli_check import add_input_options
 from labinterp.cli_interpret import add_guideline_option
-from labinterp.errors import InputNotFoundError, LabinterpError
+from labinterp.errors import LabinterpError
+from labinterp.readers.sniff import expand_paths
 
 log = logging.getLogger("labinterp")
 
@@ -80,9 +81,8 @@ class _Progress:
 def run(args: argparse.Namespace) -> int:
     from labinterp.handout import render_batch, render_handout
 
-    for name in args.files:
-        if not Path(name).exists():
-            raise InputNotFoundError(f"'{name}' does not exist.", fix="check the path.")
+    # a path that does not exist fails here, before any worker starts
+    expand_paths(args.files)
     source = [Path(name) for name in args.files]
     reading = {
         "mapping": args.mapping,
