@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from labinterp import __version__
+from labinterp.guards import HEMOLYSIS_SENSITIVE
 
 # Order in which analytes appear on the handout: the ones the patterns are about first.
 ANALYTE_ORDER = (
@@ -273,11 +274,6 @@ def _finding_dict(row: Row) -> dict[str, Any]:
     }
 
 
-# Tests whose results a hemolyzed sample can push up: such a result is not used to say they
-# are not low (labinterp.guards.HEMOLYSIS_SENSITIVE, which the engine applies).
-_HEMOLYSIS_SENSITIVE = ("potassium", "magnesium")
-
-
 def _why_missing(f: dict[str, Any], results: dict[str, list[dict[str, Any]]]) -> dict[str, list]:
     """A finding's missing inputs grouped by what the patient should be told:
     `damaged` (a hemolyzed sample's result was not used), `no_range` (measured, but no range
@@ -288,7 +284,8 @@ def _why_missing(f: dict[str, Any], results: dict[str, list[dict[str, Any]]]) ->
         items = results.get(analyte, [])
         if not items:
             why["untested"].append(analyte)
-        elif "hemolyzed" in f["caveats"] and analyte in _HEMOLYSIS_SENSITIVE:
+        # a hemolyzed sample's K or Mg is not used to say they are not low (the engine's guard)
+        elif "hemolyzed" in f["caveats"] and analyte in HEMOLYSIS_SENSITIVE:
             why["damaged"].append(analyte)
         elif "range_unknown" in f["caveats"] and all(
             i["range_origin"] == "unknown" for i in items if i["is_number"]
