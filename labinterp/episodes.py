@@ -497,6 +497,18 @@ def _runs(
     return first, t[first], t[last], earliest.view(t.dtype), latest.view(t.dtype)
 
 
+def sample_ids(patient: np.ndarray, time: np.ndarray, specimen: np.ndarray) -> np.ndarray:
+    """A dense id per row for its sample: one patient, collection time and specimen id,
+    each given as non-negative integer codes (rows without a specimen id share one code).
+
+    The engine spreads hemolysis over a sample, and the audit counts samples, by this.
+    """
+    p, t, s = (np.asarray(a, dtype="int64") for a in (patient, time, specimen))
+    # two steps, so that the keys stay far below 2**63 whatever the counts
+    draw = pd.factorize(p * (int(t.max()) + 1) + t)[0].astype("int64")
+    return pd.factorize(draw * (int(s.max()) + 1) + s)[0]
+
+
 def _whole_sample(
     flagged: np.ndarray, pat: np.ndarray, t_rank: np.ndarray, specimen: pd.Series
 ) -> np.ndarray:
@@ -514,10 +526,8 @@ def _whole_sample(
     of_flagged = np.zeros(int(pat.max()) + 1, dtype=bool)
     of_flagged[pat[flagged]] = True
     rows = np.flatnonzero(of_flagged[pat])
-    p, t = pat[rows].astype("int64"), t_rank[rows].astype("int64")
-    draw = pd.factorize(p * (int(t.max()) + 1) + t)[0].astype("int64")
-    spec, specs = pd.factorize(specimen.take(rows).fillna("").str.strip())
-    sample = pd.factorize(draw * (len(specs) + 1) + spec)[0]
+    spec = pd.factorize(specimen.take(rows).fillna("").str.strip())[0]
+    sample = sample_ids(pat[rows], t_rank[rows], spec)
     hit = np.zeros(int(sample.max()) + 1, dtype=bool)
     hit[sample[flagged[rows]]] = True
     out = flagged.copy()

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labinterp import schema
+from labinterp.episodes import sample_ids
 from labinterp.resources import reference_file
 from labinterp.rules.common import rank_of
 
@@ -381,14 +382,12 @@ def _tally_samples(results: pd.DataFrame, stats: BucketStats) -> None:
     its rows counts the sample once."""
     if results.empty:
         return
-    patient = pd.factorize(results["patient_id"])[0].astype("int64")
-    when = pd.factorize(results["collected_at"].to_numpy().view("int64"))[0].astype("int64")
+    patient = pd.factorize(results["patient_id"])[0]
+    when = pd.factorize(results["collected_at"].to_numpy().view("int64"))[0]
     # the reader gives specimen ids stripped, and "" as missing: missing is one more code
-    spec = pd.factorize(results["specimen_id"], use_na_sentinel=False)[0].astype("int64")
-    # two steps, so that the keys stay far below 2**63 whatever the counts
-    draw = pd.factorize(patient * (int(when.max()) + 1) + when)[0].astype("int64")
-    sample, distinct = pd.factorize(draw * (int(spec.max()) + 1) + spec)
-    stats.samples = len(distinct)
+    spec = pd.factorize(results["specimen_id"], use_na_sentinel=False)[0]
+    sample = sample_ids(patient, when, spec)
+    stats.samples = int(sample.max()) + 1
     quality = results["quality"].fillna("")
     flagged = (quality != "").to_numpy()
     if not flagged.any():
