@@ -392,9 +392,10 @@ def _tally_samples(results: pd.DataFrame, stats: BucketStats) -> None:
     flagged = (quality != "").to_numpy()
     if not flagged.any():
         return
-    flags = quality[flagged].str.split(";")
+    noted = quality[flagged]
     for flag in SAMPLE_FLAGS:
-        has = flags.map(lambda fs, flag=flag: flag in fs).to_numpy(dtype=bool)
+        # a whole entry of the ";"-joined flags ("not_hemolyzed" is not "hemolyzed")
+        has = noted.str.contains(rf"(?:^|;){flag}(?:;|$)").to_numpy(dtype=bool)
         n = len(np.unique(sample[flagged][has]))
         if n:
             stats.sample_quality[flag] = n
