@@ -69,11 +69,7 @@ def summary(result: ReadResult) -> dict[str, object]:
         "rejected_by_reason": {k: int(v) for k, v in rej["reason"].value_counts().items()},
         "range_origin": {k: int(v) for k, v in res["range_origin"].value_counts().items()},
         # rows whose printed range was not used: unreadable text, or an impossible limit
-        "range_not_used": {
-            note: int(res["quality"].str.contains(rf"\b{note}\b", na=False).sum())
-            for note in RANGE_NOTES
-            if res["quality"].str.contains(rf"\b{note}\b", na=False).any()
-        },
+        "range_not_used": {note: n for note, n in _notes_counted(res["quality"]).items() if n},
         "utc_offsets": _offsets(res["utc_offset_min"]),
         "results_by_analyte_and_unit": [
             {"analyte": a, "unit": u if isinstance(u, str) else "", "rows": int(n)}
@@ -93,6 +89,14 @@ def summary(result: ReadResult) -> dict[str, object]:
             for f in result.files
         ],
         "skipped_files": result.skipped,
+    }
+
+
+def _notes_counted(quality: pd.Series) -> dict[str, int]:
+    """Rows per note of RANGE_NOTES in the ";"-joined quality flags."""
+    return {
+        note: int(quality.str.contains(rf"(?:^|;){note}(?:;|$)", na=False).sum())
+        for note in RANGE_NOTES
     }
 
 
