@@ -163,3 +163,45 @@ def not_blood_specimen(text: str) -> bool:
     if words.search(text):
         return True
     return any(token.upper() in codes for token in re.findall(r"[A-Za-z]+", text))
+
+
+@dataclass(frozen=True)
+class ResultStatus:
+    """What an export's result status says: `usable` is "preliminary", "final" or
+    "corrected" for a result to read, "" otherwise; `no_result` is why a row holds nothing
+    to interpret ("" when it holds a result, or when the status is not known)."""
+
+    usable: str = ""
+    no_result: str = ""
+
+
+USABLE_STATUSES = ("preliminary", "final", "corrected")  # from replaced to replacing
+
+
+@cache
+def _result_statuses() -> dict[str, ResultStatus]:
+    """Status spellings -> meaning (reference_ranges/result_statuses.toml)."""
+    path = reference_file("result_statuses.toml")
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+        table: dict[str, ResultStatus] = {}
+        for status in USABLE_STATUSES:
+            for spelling in data["usable"][status]:
+                table[_status_key(str(spelling))] = ResultStatus(usable=status)
+        for kind, spellings in data["no_result"].items():
+            for spelling in spellings:
+                table[_status_key(str(spelling))] = ResultStatus(no_result=data["meaning"][kind])
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path.name}: {exc}") from exc
+    return table
+
+
+def _status_key(text: str) -> str:
+    return re.sub(r"[\s_\-()/]+", " ", text.strip().lower()).strip()
+
+
+def result_status(text: str) -> ResultStatus:
+    """The meaning of a result status as printed ("F", "Final", "entered-in-error");
+    an unknown or empty status means nothing (ResultStatus())."""
+    return _result_statuses().get(_status_key(text), ResultStatus())

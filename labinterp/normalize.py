@@ -24,10 +24,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labinterp import units
-from labinterp.catalog import analyte_for, analytes, fallback_ranges, not_blood_specimen
+from labinterp.catalog import (
+    ResultStatus,
+    analyte_for,
+    analytes,
+    fallback_ranges,
+    not_blood_specimen,
+    result_status,
+)
 from labinterp.errors import DateFormatError, UnitError
 from labinterp.parameters import number
 from labinterp.readers import duplicates
+from labinterp.readers.duplicates import STATUS_RANK
 from labinterp.resources import reference_file
 from labinterp.schema import REJECTED, RESULTS, STR, conform
 
@@ -839,6 +847,13 @@ def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple
     return (low, high)
 
 
+def _status_verdict(status: ResultStatus) -> tuple[str, str]:
+    """("result_status", detail) for a status that says the row holds no result."""
+    if not status.no_result:
+        return ("", "")
+    return ("result_status", f"the export's result status says {status.no_result}")
+
+
 def _specimen_verdict(specimen_type: object) -> tuple[str, str]:
     """("non_blood_specimen", detail) for a specimen type that is not blood, else ("", "")."""
     text = _text(specimen_type).strip()
@@ -1015,6 +1030,12 @@ def _normalize(
         verdict = _Verdicts(n)
         pid = side.result(patient_job)
         verdict.mark(pid.rows_equal(""), "missing_patient_id", _DETAIL["missing_patient_id"])
+        # a cancelled, deleted, withdrawn or pending result (most exports print no status)
+        status = col["result_status"].map(lambda v: result_status(_text(v)))
+        if any(s.no_result for s in status.values):
+            verdict.mark_each(
+                status.rows_where(lambda s: s.no_result != ""), status.map(_status_verdict)
+            )
         verdict.mark_each(test_why.rows_where(lambda v: v[0] != ""), test_why)
         # a blood test measured on urine or another fluid is not a blood result
         specimen = col["specimen_type"].map(_specimen_verdict)
@@ -1080,6 +1101,7 @@ def _normalize(
                 cmp_,
                 test_label,
                 range_limits,
+                status,
             )
             unique, repeated = repeats.split(kept)
         range_numbers, range_texts = side.result(ranges_job)
@@ -1118,6 +1140,9 @@ def _normalize(
             "text_result": lambda: parsed.at(rows).map(lambda v: v[2]).strings(),
             "flag": lambda: flag.at(rows).strings(),
             "comment": lambda: col["comment"].at(rows).strings(),
+            "result_status": lambda: (
+                status.at(rows).map(lambda v: v.usable).strings(empty_is_missing=True)
+            ),
             "source_row": lambda: _take(frame["source_row"], rows),
             "collected_at": lambda: when[rows],
             "utc_offset_min": lambda: _offset_column(offset, rows),
@@ -1253,13 +1278,61 @@ class _Repeats:
     comparator: _Coded
     test_label: _Coded
     range_limits: _Coded  # per row, the (low, high) its printed range gave
+    status: _Coded  # per row, the catalog.ResultStatus its status column gave
 
     def split(self, rows: np.ndarray) -> tuple[np.ndarray | None, pd.DataFrame]:
-        """(positions in `rows` of the rows without repeats, None if that is all of them;
-        REJECTED rows of the repeats) among the kept `rows`."""
+        """(positions in `rows` of the rows that are neither replaced by the lab nor
+        repeat another, None if that is all of them; REJECTED rows of the others) among
+        the kept `rows`."""
+        gone, replaced = self._replaced(rows)
+        if len(gone) == 0:  # nearly every export: no status, or nothing replaced
+            return self._repeats(rows)
+        live = np.ones(len(rows), dtype=bool)
+        live[gone] = False
+        at = np.flatnonzero(live)
+        unique, repeated = self._repeats(rows[at])
+        both = pd.concat([replaced, repeated], ignore_index=True) if len(repeated) else replaced
+        return (at if unique is None else at[unique]), both
+
+    def _group(self, rows: np.ndarray) -> np.ndarray:
         width = len(self.analyte.values) + 1
         pair = self.patient.codes[rows] * width + self.analyte.codes[rows]
-        group = _first_appearance(pair, len(self.patient.values) * width)
+        return _first_appearance(pair, len(self.patient.values) * width)
+
+    def _replaced(self, rows: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
+        """(positions in `rows` of the results the lab replaced, their REJECTED rows)."""
+        ranks = np.array([STATUS_RANK.get(v.usable, 0) for v in self.status.values])
+        if (ranks > 0).sum() == 0:
+            return np.zeros(0, dtype=np.int64), conform(pd.DataFrame(), REJECTED)
+        specimen = _specimen_ids(self.frame["specimen_id"], rows).fillna("")
+        source_row = self.frame["source_row"].to_numpy(dtype=np.int64, na_value=0)[rows]
+        gone, by = duplicates.replaced(
+            group=self._group(rows),
+            time=self.when[rows].view(np.int64),
+            specimen=pd.factorize(specimen)[0].astype(np.int64),
+            rank=ranks[self.status.codes[rows]],
+            file=np.zeros(len(rows), dtype=np.int64),  # one file
+            row=source_row,
+        )
+        if len(gone) == 0:
+            return gone, conform(pd.DataFrame(), REJECTED)
+        files = self.col["source_file"]
+        statuses = [self.status.values[c].usable for c in self.status.codes[rows[by]]]
+        details = [
+            duplicates.replaced_detail(status, files.values[f], r)
+            for status, f, r in zip(
+                statuses,
+                files.codes[rows[by]],
+                self.frame["source_row"].array[rows[by]],
+                strict=True,
+            )
+        ]
+        return gone, self._rejected_rows(rows[gone], "superseded", details)
+
+    def _repeats(self, rows: np.ndarray) -> tuple[np.ndarray | None, pd.DataFrame]:
+        """(positions in `rows` of the rows without repeats, None if that is all of them;
+        REJECTED rows of the repeats) among `rows`."""
+        group = self._group(rows)
         time = self.when[rows].view(np.int64)
         source_row = self.frame["source_row"].to_numpy(dtype=np.int64, na_value=0)
         no_text = self.text.values.index("") if "" in self.text.values else -1
@@ -1295,18 +1368,21 @@ class _Repeats:
         files = self.col["source_file"]
         first_file = [files.values[c] for c in files.codes[firsts]]
         first_row = self.frame["source_row"].array[firsts].to_numpy(dtype=object)
+        details = [
+            f"same result as {f} row {r}" for f, r in zip(first_file, first_row, strict=True)
+        ]
+        return self._rejected_rows(dups, "duplicate", details)
+
+    def _rejected_rows(self, rows: np.ndarray, reason: str, details: list[str]) -> pd.DataFrame:
         rejected = pd.DataFrame(
             {
-                "source_file": files.at(dups).strings(),
-                "source_row": _take(self.frame["source_row"], dups),
-                "reason": "duplicate",
-                "detail": [
-                    f"same result as {f} row {r}"
-                    for f, r in zip(first_file, first_row, strict=True)
-                ],
-                "test": self.test_label.at(dups).strings(),
-                "value_raw": self.col["value_raw"].at(dups).filled().strings(),
-                "unit_raw": self.col["unit_raw"].at(dups).filled().strings(),
+                "source_file": self.col["source_file"].at(rows).strings(),
+                "source_row": _take(self.frame["source_row"], rows),
+                "reason": reason,
+                "detail": details,
+                "test": self.test_label.at(rows).strings(),
+                "value_raw": self.col["value_raw"].at(rows).filled().strings(),
+                "unit_raw": self.col["unit_raw"].at(rows).filled().strings(),
             }
         )
         return conform(rejected, REJECTED)

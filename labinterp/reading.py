@@ -12,12 +12,14 @@ column feeds which field -> build the RAW table -> normalize -> (all files) dedu
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import numpy as np
 import pandas as pd
@@ -28,7 +30,7 @@ from labinterp.normalize import Options, normalize, normalize_unique, patient_id
 from labinterp.readers import columns as colplan
 from labinterp.readers import duplicates, formats, sniff, table
 from labinterp.readers.fhir import fhir_raw
-from labinterp.readers.hl7v2 import hl7_raw
+from labinterp.readers.hl7v2 import iter_hl7
 from labinterp.schema import RAW, REJECTED, RESULTS, check, conform, empty
 
 PathLike = str | os.PathLike[str]
@@ -180,7 +182,13 @@ def iter_batches(
         tables, kind = table.iter_delimited(p, sniffed, batch_rows), "csv"
     elif sniffed.kind == "parquet":
         tables, kind = formats.iter_parquet(p, batch_rows), "parquet"
-    else:  # read whole: FHIR resources refer to each other, HL7 segments to earlier ones
+    elif sniffed.kind == "hl7v2":  # messages one after the other, in batches
+        label = label or sniff.display_name(p)
+        with _hl7_lines(p, sniffed) as lines:
+            for raw, invalid in _hl7_batches(lines, label, batch_rows):
+                yield _from_records(raw, invalid, label, date_format, False, *_HL7)
+        return
+    else:  # read whole: FHIR resources refer to each other
         yield _read_one(
             p,
             mapping=Path(mapping) if mapping else None,
@@ -206,14 +214,72 @@ def iter_batches(
 
 
 def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split off repeated results: same patient, analyte and time, same value within 2 %.
+    """Split off the results the lab replaced, then repeated results.
 
-    Catches rows exported twice (joins that duplicate rows), the same result given in
-    two unit systems (survey files with mg/dL and mmol/L columns) and the same results in
-    two exports. A row with the range its lab printed is kept over a repeat without one
-    (the printed range wins over a bundled one), then the earliest by (file name, row), so
-    `read` and the audit keep the same row. Must be given all rows of each patient it sees.
+    Replaced: a result whose final or corrected version (by result status) has the same
+    patient, analyte, time and specimen is rejected as `superseded`.
+    Repeated: same patient, analyte and time, same value within 2 %. Catches rows exported
+    twice (joins that duplicate rows), the same result given in two unit systems (survey
+    files with mg/dL and mmol/L columns) and the same results in two exports. A row with
+    the range its lab printed is kept over a repeat without one (the printed range wins
+    over a bundled one), then the earliest by (file name, row), so `read` and the audit
+    keep the same row. Must be given all rows of each patient it sees.
     """
+    if len(results) == 0:
+        return results, empty(REJECTED)
+    results, replaced = _drop_replaced(results)
+    results, repeated = _drop_repeats(results)
+    if len(replaced) == 0:
+        return results, repeated
+    return results, pd.concat([replaced, repeated], ignore_index=True)
+
+
+def _drop_replaced(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off the results the lab replaced (see duplicates.replaced)."""
+    status = results["result_status"]
+    if status.count() < 2:  # most exports print no status
+        return results, empty(REJECTED)
+    rank = duplicates.status_ranks(list(status.to_numpy(dtype=object)))
+    patient = pd.factorize(results["patient_id"], use_na_sentinel=False)[0].astype(np.int64)
+    analyte, names = pd.factorize(results["analyte"], use_na_sentinel=False)
+    gone, by = duplicates.replaced(
+        group=patient * (len(names) + 1) + analyte,
+        time=results["collected_at"].to_numpy().view("int64"),
+        specimen=pd.factorize(results["specimen_id"].fillna(""))[0].astype(np.int64),
+        rank=rank,
+        file=pd.factorize(results["source_file"], sort=True)[0],
+        row=results["source_row"].to_numpy(dtype=np.int64, na_value=0),
+    )
+    if len(gone) == 0:
+        return results, empty(REJECTED)
+    is_gone = np.zeros(len(results), dtype=bool)
+    is_gone[gone] = True
+    sub = results.iloc[gone]
+    by_rows = results.iloc[by]
+    rejected = pd.DataFrame(
+        {
+            "source_file": sub["source_file"].to_numpy(),
+            "source_row": sub["source_row"].to_numpy(),
+            "reason": "superseded",
+            "detail": [
+                duplicates.replaced_detail(s, f, r)
+                for s, f, r in zip(
+                    by_rows["result_status"].to_numpy(dtype=object),
+                    by_rows["source_file"].to_numpy(dtype=object),
+                    by_rows["source_row"].to_numpy(dtype=object),
+                    strict=True,
+                )
+            ],
+            "test": sub["test_label"].to_numpy(),
+            "value_raw": sub["value_raw"].to_numpy(),
+            "unit_raw": sub["unit_raw"].to_numpy(),
+        }
+    )
+    return results[~is_gone].reset_index(drop=True), conform(rejected, REJECTED)
+
+
+def _drop_repeats(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off repeated results (see duplicates.repeats)."""
     if len(results) == 0:
         return results, empty(REJECTED)
     # one group per (patient, analyte), numbered in order of first appearance
@@ -321,21 +387,39 @@ def _read_one(
             raw, invalid, label, date_format, dedupe, "fhir", "FHIR Observation fields"
         )
     if sniffed.kind == "hl7v2":
-        with sniff.open_binary(p) as fh:
-            text = fh.read().decode(sniffed.encoding or "utf-8", errors="replace")
-        raw, invalid = hl7_raw(text, label)
-        if len(raw) == 0 and not invalid:
-            raise InputFileError(
-                "the HL7 v2 file holds no results (OBX segments).",
-                file=label,
-                fix="send or export the result messages (ORU^R01, OUL^R22) themselves.",
-            )
-        return _from_records(
-            raw, invalid, label, date_format, dedupe, "hl7v2", "HL7 v2 OBX segments"
-        )
+        with _hl7_lines(p, sniffed) as lines:
+            ((raw, invalid),) = _hl7_batches(lines, label, None)
+        return _from_records(raw, invalid, label, date_format, dedupe, *_HL7)
     tbl = _table(p, sniffed)
     plan = colplan.plan_columns(list(tbl.frame.columns), label, mapping)
     return _from_table(p, label, sniffed.kind, tbl, plan, date_format, dedupe)
+
+
+_HL7 = ("hl7v2", "HL7 v2 OBX segments")
+
+
+def _hl7_lines(p: Path, sniffed: sniff.Sniffed) -> io.TextIOWrapper:
+    """The file's segments as lines: universal newlines end them at CR, LF or CRLF."""
+    raw = cast(BinaryIO, sniff.open_binary(p))  # a plain or gzip file object
+    return io.TextIOWrapper(
+        raw, encoding=sniffed.encoding or "utf-8", errors="replace", newline=None
+    )
+
+
+def _hl7_batches(
+    lines: Iterable[str], label: str, batch_rows: int | None
+) -> Iterator[tuple[pd.DataFrame, list[tuple[int, str, str]]]]:
+    """iter_hl7, refusing a file without any result."""
+    found = False
+    for batch in iter_hl7(lines, label, batch_rows):
+        found = True
+        yield batch
+    if not found:
+        raise InputFileError(
+            "the HL7 v2 file holds no results (OBX segments).",
+            file=label,
+            fix="send or export the result messages (ORU^R01, OUL^R22) themselves.",
+        )
 
 
 def _from_records(

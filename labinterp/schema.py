@@ -48,6 +48,7 @@ RAW: dict[str, str] = {
     "range_high_raw": STR,
     "flag": STR,
     "comment": STR,
+    "result_status": STR,  # "F", "Final", "corrected": see reference_ranges/result_statuses.toml
     "sex": STR,
     "birth_date": STR,
     "age_raw": STR,
@@ -84,6 +85,8 @@ RESULTS: dict[str, str] = {
     "flag": STR,
     "comment": STR,
     "quality": STR,  # ";"-joined quality flags: hemolyzed, contamination_comment, ...
+    # "preliminary" | "final" | "corrected" when the export said so, else missing
+    "result_status": STR,
     "sex": STR,  # "female" | "male" | <NA>
     "age_years": "float64",
 }
@@ -117,7 +120,8 @@ REJECT_REASONS: tuple[str, ...] = (
     "malformed_row",  # wrong number of fields and similar structural damage
     "fhir_status",  # FHIR Observation cancelled, entered in error, not resulted, or unknown code
     "hl7_status",  # HL7 v2 OBX deleted, in error, not obtained, pending or not asked (OBX-11)
-    "superseded",  # HL7 v2: a result the lab replaced by a correction or by the final result
+    "result_status",  # the export's result status: cancelled, deleted, in error or pending
+    "superseded",  # a result the lab replaced by a correction, or by the final result
 )
 
 # One item of a finding's evidence: an observation, with the role it played in the rule.

@@ -107,9 +107,9 @@ def test_a_correction_or_a_final_result_replaces_the_earlier_one(tmp_path: Path)
     assert res.rows_in == 6 == res.rows_used + res.rows_rejected
     rejected = res.rejected.set_index("source_row")
     assert rejected.loc[4, "reason"] == "superseded"
-    assert "final one in row 10" in rejected.loc[4, "detail"]
+    assert "final one in results.hl7 row 10" in rejected.loc[4, "detail"]
     assert rejected.loc[5, "reason"] == "superseded"
-    assert "corrected one in row 11" in rejected.loc[5, "detail"]
+    assert "corrected one in results.hl7 row 11" in rejected.loc[5, "detail"]
     used = res.results.set_index("analyte")
     assert used.loc["potassium", "value_reported"] == 3.2
     assert used.loc["magnesium", "value_reported"] == 2.1

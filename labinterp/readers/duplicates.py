@@ -1,4 +1,5 @@
-"""Find repeated results: same patient, analyte and time, same value within 2 %.
+"""Find repeated results: same patient, analyte and time, same value within 2 %; and
+results the lab replaced (a preliminary result by the final one, any by a correction).
 
 Works on integer codes, so the reader (which already holds codes for every field) and
 `labinterp.reading.deduplicate` (which factorizes a RESULTS frame) share one rule.
@@ -105,3 +106,62 @@ def find(
         return some, some
     dups, firsts = repeats(details(some))
     return some[dups], some[firsts]
+
+
+# Result statuses as ranks: a row is replaced by a row of a higher rank (0: none given).
+STATUS_RANK = {"preliminary": 1, "final": 2, "corrected": 3}
+_CORRECTED = STATUS_RANK["corrected"]
+
+
+def status_ranks(statuses: np.ndarray | list[object]) -> np.ndarray:
+    """STATUS_RANK per row of a result_status column (0 where missing or unknown)."""
+    return np.array([STATUS_RANK.get(s, 0) if isinstance(s, str) else 0 for s in statuses])
+
+
+def replaced(
+    group: np.ndarray,
+    time: np.ndarray,
+    specimen: np.ndarray,
+    rank: np.ndarray,
+    file: np.ndarray,
+    row: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(replaced, by): positions of the results the lab replaced, and of the row that
+    replaces each one.
+
+    Results are the same when they share group (patient x analyte), time and specimen
+    (int64 codes; equal codes, equal ids). Of the same result, a correction replaces the
+    final and preliminary rows and the last correction by (file, row) the earlier ones; a
+    final row replaces the preliminary ones. Rows without a status (rank 0) are left to
+    the duplicate and conflict checks, whatever the others say, and so are several final
+    rows: which of them the lab meant is not known.
+    """
+    empty = np.zeros(0, dtype=np.int64)
+    statused = np.flatnonzero(rank > 0)
+    if len(statused) < 2:
+        return empty, empty
+    some = statused[candidates(group[statused], time[statused])]
+    if len(some) == 0:
+        return empty, empty
+    order = some[
+        np.lexsort((row[some], file[some], rank[some], specimen[some], time[some], group[some]))
+    ]
+    n = len(order)
+    same_as_next = np.zeros(n, dtype=bool)
+    same_as_next[:-1] = (
+        (group[order][1:] == group[order][:-1])
+        & (time[order][1:] == time[order][:-1])
+        & (specimen[order][1:] == specimen[order][:-1])
+    )
+    # the last row of a run ranks highest (then comes last by file and row): it stands
+    is_last = ~same_as_next
+    last = np.minimum.accumulate(np.where(is_last, np.arange(n), n)[::-1])[::-1]
+    top = rank[order][last]
+    r = rank[order]
+    out = ~is_last & ((r < top) | (r == _CORRECTED))
+    return order[out], order[last[out]]
+
+
+def replaced_detail(status: object, file: object, row: object) -> str:
+    """The rejected row's detail for a result replaced by the `status` row (file, row)."""
+    return f"the lab replaced this result with the {status} one in {file} row {row}"

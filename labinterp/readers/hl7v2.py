@@ -10,13 +10,18 @@ same normalizer as every other export.
 Each OBX is one input row; its `source_row` is the segment's number in the file (its line,
 whether segments end in CR, LF or CRLF). An OBX whose result status (OBX-11) says it holds
 no result to interpret (deleted, wrong, cannot be obtained, pending) is rejected with reason
-`hl7_status`, like a FHIR Observation entered in error; one the lab later replaced (by a
-correction, or a preliminary result by the final one) is rejected as `superseded`.
+`hl7_status`, like a FHIR Observation entered in error. The others keep their status, so
+that one the lab later replaced (by a correction, or a preliminary result by the final one)
+is rejected as `superseded` when the reader looks for repeats.
+
+Messages are read one after the other (`iter_hl7`), so a file of any size is read in
+batches of whole messages.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,42 +280,39 @@ def _specimen(spm: _Segment, ctx: _Context, order_rows: list[dict[str, Any]]) ->
         row["_notes"] = (own, order, ctx.specimen_notes)
 
 
-def _replaced(rows: list[dict[str, Any]]) -> dict[int, tuple[int, str]]:
-    """The rows a later OBX replaces (by id), with that OBX's row and what it is.
-
-    A result for the same patient, test, collection time and specimen replaces an earlier
-    one when it is a correction (OBX-11 C), or the final result of a preliminary one (P
-    then F). Other repeats are left to the reader's duplicate and conflict checks.
-    """
-    latest: dict[tuple[str, ...], dict[str, Any]] = {}
-    out: dict[int, tuple[int, str]] = {}
-    for row in rows:
-        if not (row["collected_at"] or row["specimen_id"]):
-            continue  # nothing tells that two results come from the same sample
-        test = row["loinc"] or row["test_code"] or row["test_name"]
-        key = (row.get("patient_id", ""), test, row["collected_at"], row["specimen_id"])
-        earlier = latest.get(key)
-        if earlier is not None:
-            if row["_status"] == "C":
-                out[id(earlier)] = (row["source_row"], "corrected")
-            elif row["_status"] == "F" and earlier["_status"] == "P":
-                out[id(earlier)] = (row["source_row"], "final")
-        latest[key] = row
-    return out
-
-
 def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, str, str]]]:
     """RAW rows for every OBX segment of `text` (one or more messages), plus (segment
-    number, reason, detail) for those that hold no result to interpret or that the lab
-    replaced."""
+    number, reason, detail) for those that hold no result to interpret."""
+    batches = list(iter_hl7(re.split(r"\r\n|\r|\n", text), source_file, batch_rows=None))
+    if not batches:
+        return raw_from_records([], source_file), []
+    if len(batches) == 1:
+        return batches[0]
+    return (
+        pd.concat([raw for raw, _ in batches], ignore_index=True),
+        [bad for _, invalid in batches for bad in invalid],
+    )
+
+
+def iter_hl7(
+    lines: Iterable[str], source_file: str, batch_rows: int | None = 100_000
+) -> Iterator[tuple[pd.DataFrame, list[tuple[int, str, str]]]]:
+    """`hl7_raw` in batches of whole messages with about `batch_rows` OBX segments each
+    (None: one batch), for files larger than memory. `lines` are the file's segments, one
+    per line, in order (a text file opened with universal newlines gives them).
+
+    A message only refers to its own segments, so batches are independent; a result the
+    lab replaced in a later message is found after reading, by its result status
+    (`reading.deduplicate`).
+    """
     enc = _Encoding()
     ctx = _Context()
     rows: list[dict[str, Any]] = []
     invalid: list[tuple[int, str, str]] = []
     order_rows: list[dict[str, Any]] = []  # the OBX rows of the current order
     notes: list[str] | None = None  # where an NTE segment's comment goes
-    for number, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
-        line = line.lstrip("\ufeff")
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\r\n").lstrip("\ufeff")
         name = line[:3]
         if name in MESSAGE_HEADERS:
             enc = _Encoding.from_header(line)
@@ -318,6 +320,9 @@ def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
             continue  # blank, or not a segment (a stray line): holds no result
         seg = _Segment(name, line.split(enc.field), enc)
         if name == "MSH":  # a new message: nothing carries over
+            if batch_rows is not None and len(rows) + len(invalid) >= batch_rows:
+                yield _finished(rows, source_file), invalid
+                rows, invalid = [], []
             ctx, order_rows, notes = _Context(), [], None
         elif name == "PID":
             ctx = _Context(
@@ -342,29 +347,22 @@ def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
                 notes = None
                 continue
             row = _row(seg, number, ctx)
-            row["_status"] = status
+            # P, F, C, ...: the reader keeps the final or corrected result of a test
+            row["result_status"] = status
             rows.append(row)
             order_rows.append(row)
             notes = row["_notes"][0]
         elif name == "NTE" and notes is not None:
             notes.append(" ".join(enc.unescape(r) for r in seg.get(3).split(enc.repetition)))
-    kept = []
-    replaced = _replaced(rows)
+    if rows or invalid:
+        yield _finished(rows, source_file), invalid
+
+
+def _finished(rows: list[dict[str, Any]], source_file: str) -> pd.DataFrame:
+    """The RAW rows of whole messages, their notes and specimen types filled in."""
     for row in rows:
-        if id(row) in replaced:
-            later = replaced[id(row)]
-            invalid.append(
-                (
-                    row["source_row"],
-                    "superseded",
-                    f"the lab replaced this result with the {later[1]} one in row {later[0]}",
-                )
-            )
-            continue
         own, order, specimen = row.pop("_notes")
         row["comment"] = " ".join(n.strip() for n in (*order, *specimen, *own) if n.strip())
         # SPM-4's code and text: the reader rejects a blood test on urine or another fluid
         row["specimen_type"] = " ".join(p for p in row.pop("_specimen") if p)
-        row.pop("_status")
-        kept.append(row)
-    return raw_from_records(kept, source_file), invalid
+    return raw_from_records(rows, source_file)
