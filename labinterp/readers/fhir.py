@@ -333,5 +333,9 @@ def fhir_raw(doc: Any, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
         if problem:
             invalid.append((number, "malformed_row", f"not a valid FHIR Observation: {problem}"))
             continue
-        rows.append(_row(obs, number, patients, specimens))
+        row = _row(obs, number, patients, specimens)
+        # preliminary, final, amended, corrected: the reader keeps the latest version of
+        # a result the lab replaced (a text, or _status_problem would have rejected it)
+        row["result_status"] = str(obs.get("status") or "")
+        rows.append(row)
     return raw_from_records(rows, source_file), invalid

@@ -1,0 +1,237 @@
+"""Result statuses: a cancelled or withdrawn result is not read, and a result the lab
+replaced (preliminary by final, any by a correction) gives way to its replacement, in
+CSV, HL7 v2 and FHIR alike, whether read at once, from several files or by the audit."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import labinterp
+from labinterp.catalog import result_status
+from labinterp.readers import duplicates
+from labinterp.reading import deduplicate, iter_batches, read
+
+HEADER = "patient_id,collected_at,specimen_id,test,result,unit,reference_range,result_status\n"
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_status_spellings_of_csv_hl7_and_fhir() -> None:
+    assert result_status("F").usable == "final"
+    assert result_status("Final result").usable == "final"
+    assert result_status("Prelim").usable == "preliminary"
+    assert result_status("amended").usable == "corrected"
+    assert result_status("Edited Result - FINAL").usable == "corrected"
+    assert "error" in result_status("Entered-in-error").no_result
+    assert "cancelled" in result_status("CANCELED").no_result
+    assert result_status("").usable == result_status("whatever").usable == ""
+    assert result_status("whatever").no_result == ""
+
+
+def test_csv_status_column_rejects_no_result_and_keeps_the_latest_version(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        "lab.csv",
+        HEADER
+        # a preliminary K replaced by the final one
+        + "P1,2024-03-01 08:30,S1,Potassium,3.0,mmol/L,3.5-5.0,Preliminary\n"
+        + "P1,2024-03-01 08:30,S1,Potassium,4.1,mmol/L,3.5-5.0,Final\n"
+        # a final Mg replaced by a correction, which a later correction replaces
+        + "P1,2024-03-01 08:30,S1,Magnesium,1.1,mg/dL,1.6-2.6,F\n"
+        + "P1,2024-03-01 08:30,S1,Magnesium,1.2,mg/dL,1.6-2.6,Corrected\n"
+        + "P1,2024-03-01 08:30,S1,Magnesium,2.0,mg/dL,1.6-2.6,Corrected\n"
+        # two finals that differ: which one the lab meant is unknown, both stay
+        + "P1,2024-03-01 08:30,S1,Calcium,9.0,mg/dL,8.5-10.5,Final\n"
+        + "P1,2024-03-01 08:30,S1,Calcium,9.6,mg/dL,8.5-10.5,Final\n"
+        # another tube at the same minute is another result
+        + "P1,2024-03-01 08:30,S1,Phosphate,3.0,mg/dL,2.5-4.5,Preliminary\n"
+        + "P1,2024-03-01 08:30,S2,Phosphate,3.9,mg/dL,2.5-4.5,Final\n"
+        # a cancelled test and a pending one hold no result
+        + "P1,2024-03-01 08:30,S1,Albumin,,g/dL,3.5-5.0,Cancelled\n"
+        + "P1,2024-03-01 08:30,S1,CRP,,mg/L,<5,Pending\n"
+        # a status nobody knows, and none: read as usual
+        + "P2,2024-03-02 08:30,,Potassium,3.9,mmol/L,3.5-5.0,Reviewed\n"
+        + "P2,2024-03-03 08:30,,Potassium,4.0,mmol/L,3.5-5.0,\n",
+    )
+    res = read(path)
+    assert res.rows_in == 13 == res.rows_used + res.rows_rejected
+    reasons = res.rejected.set_index("source_row")["reason"].to_dict()
+    assert reasons == {
+        2: "superseded",
+        4: "superseded",
+        5: "superseded",
+        11: "result_status",
+        12: "result_status",
+    }
+    detail = res.rejected.set_index("source_row")["detail"]
+    assert detail[2] == "the lab replaced this result with the final one in lab.csv row 3"
+    assert (
+        detail[4]
+        == detail[5]
+        == ("the lab replaced this result with the corrected one in lab.csv row 6")
+    )
+    assert "cancelled" in detail[11] and "no result yet" in detail[12]
+    used = res.results
+    p1 = used[used["patient_id"] == "P1"].set_index("source_row")
+    assert p1.loc[3, "value_reported"] == 4.1 and p1.loc[6, "value_reported"] == 2.0
+    assert sorted(p1.loc[[7, 8], "value_reported"]) == [9.0, 9.6]
+    assert set(p1.loc[[9, 10], "result_status"]) == {"preliminary", "final"}
+    assert used.loc[used["patient_id"] == "P2", "result_status"].isna().all()
+
+
+def test_replacements_across_files_match_one_file(tmp_path: Path) -> None:
+    """Split over two exports, the same rows go: `deduplicate` (several files, the audit)
+    and the single-file reader share the rule."""
+    rows = [
+        "P1,2024-03-01 08:30,S1,Potassium,3.0,mmol/L,3.5-5.0,P\n",
+        "P1,2024-03-01 08:30,S1,Magnesium,1.1,mg/dL,1.6-2.6,F\n",
+        "P1,2024-03-01 08:30,S1,Potassium,3.2,mmol/L,3.5-5.0,F\n",
+        "P1,2024-03-01 08:30,S1,Magnesium,1.4,mg/dL,1.6-2.6,C\n",
+        "P1,2024-03-01 08:30,S1,Calcium,7.9,mg/dL,8.5-10.5,F\n",
+    ]
+    one = read(write(tmp_path, "a_all.csv", HEADER + "".join(rows)))
+    two = read(
+        [
+            write(tmp_path, "b_first.csv", HEADER + "".join(rows[:2])),
+            write(tmp_path, "c_later.csv", HEADER + "".join(rows[2:])),
+        ]
+    )
+    for res in (one, two):
+        assert sorted(res.rejected["reason"]) == ["superseded", "superseded"]
+        kept = res.results.set_index("analyte")["value_reported"].to_dict()
+        assert kept == {"potassium": 3.2, "magnesium": 1.4, "calcium": 7.9}
+    assert set(two.rejected["source_file"]) == {"b_first.csv"}
+    assert "corrected one in c_later.csv row 3" in " ".join(two.rejected["detail"])
+
+
+def test_fhir_amended_observation_replaces_the_preliminary_one(tmp_path: Path) -> None:
+    def observation(status: str, value: float) -> dict:
+        return {
+            "resourceType": "Observation",
+            "status": status,
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
+            "subject": {"reference": "Patient/P1"},
+            "effectiveDateTime": "2024-03-01T08:30:00Z",
+            "valueQuantity": {"value": value, "unit": "mmol/L"},
+        }
+
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"resource": observation("preliminary", 2.9)},
+            {"resource": observation("amended", 3.9)},
+        ],
+    }
+    res = read(write(tmp_path, "obs.json", json.dumps(bundle)))
+    assert list(res.rejected["reason"]) == ["superseded"]
+    assert list(res.results["value_reported"]) == [3.9]
+    assert list(res.results["result_status"]) == ["corrected"]
+
+
+def hl7_messages(count: int) -> str:
+    """`count` ORU messages for 5 patients: each a preliminary Mg and K, and every third
+    one a corrected Mg of the same draw in a later message."""
+    lines = []
+    for i in range(count):
+        patient = f"MRN-{i % 5}"
+        when = f"202403{1 + i // 5:02d}0830"
+        lines += [
+            f"MSH|^~\\&|LIS|LAB|||{when}||ORU^R01|M{i}|P|2.5.1",
+            f"PID|1||{patient}^^^LAB^MR",
+            f"OBR|1||ORD{i}|BMP^Panel^L|||{when}",
+            "OBX|1|NM|19123-9^Magnesium^LN||1.1|mg/dL|1.6-2.6|L|||P",
+            "OBX|2|NM|2823-3^Potassium^LN||3.1|mmol/L|3.5-5.0|L|||F",
+        ]
+        if i % 3 == 0:
+            lines += [
+                f"MSH|^~\\&|LIS|LAB|||{when}||ORU^R01|C{i}|P|2.5.1",
+                f"PID|1||{patient}^^^LAB^MR",
+                f"OBR|1||ORD{i}|BMP^Panel^L|||{when}",
+                "OBX|1|NM|19123-9^Magnesium^LN||1.9|mg/dL|1.6-2.6||||C",
+            ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+@pytest.mark.parametrize("batch_rows", [1, 7, 1000])
+def test_hl7_in_batches_of_messages_reads_like_the_whole_file(
+    tmp_path: Path, batch_rows: int
+) -> None:
+    path = write(tmp_path, "feed.hl7", hl7_messages(30))
+    whole = read(path)
+    assert (whole.rejected["reason"] == "superseded").sum() == 10
+    batches = list(iter_batches(path, batch_rows=batch_rows))
+    if batch_rows == 1:
+        assert len(batches) == 40  # one message each
+    results = pd.concat([b.results for b in batches], ignore_index=True)
+    rejected = pd.concat([b.rejected for b in batches], ignore_index=True)
+    results, dropped = deduplicate(results)
+    rejected = pd.concat([rejected, dropped], ignore_index=True)
+    key = ["source_row", "analyte", "value_reported", "result_status"]
+    pd.testing.assert_frame_equal(
+        results[key].sort_values("source_row").reset_index(drop=True),
+        whole.results[key].sort_values("source_row").reset_index(drop=True),
+    )
+    assert sorted(rejected["source_row"]) == sorted(whole.rejected["source_row"])
+
+
+def test_segments_ending_in_cr_only_are_read_in_batches(tmp_path: Path) -> None:
+    path = write(tmp_path, "cr.hl7", hl7_messages(6).replace("\r\n", "\r"))
+    batches = list(iter_batches(path, batch_rows=2))
+    assert len(batches) == 6  # whole messages of about 2 results
+    rows = sorted(r for b in batches for r in b.results["source_row"])
+    # numbered by segment, as when the file ends its segments in CRLF
+    same = [
+        r
+        for b in iter_batches(write(tmp_path, "crlf.hl7", hl7_messages(6)))
+        for r in b.results["source_row"]
+    ]
+    assert rows == sorted(same)
+
+
+def test_audit_of_an_hl7_feed_in_small_batches(tmp_path: Path, monkeypatch) -> None:
+    # labinterp.audit is the function: the module is looked up by name
+    core = importlib.import_module("labinterp.audit.core")
+    path = write(tmp_path, "feed.hl7", hl7_messages(30))
+    whole = labinterp.audit(path, tmp_path / "whole")
+    monkeypatch.setattr(core, "_BATCH_ROWS", 3)
+    batched = labinterp.audit(path, tmp_path / "batched", n_buckets=2)
+    for summary in (whole, batched):
+        assert summary["rows_in"] == 70
+        assert summary["rows_rejected_by_reason"] == {"superseded": 10}
+    a = (tmp_path / "whole" / "findings.csv").read_bytes()
+    assert a == (tmp_path / "batched" / "findings.csv").read_bytes()
+    assert b"hypomagnesemia_hypokalemia" in a
+
+
+def test_replaced_matches_a_plain_loop() -> None:
+    """duplicates.replaced against the rule written out per run of rows."""
+    rng = np.random.default_rng(7)
+    n = 400
+    group, time, specimen = (rng.integers(0, 4, n) for _ in range(3))
+    rank = rng.integers(0, 4, n)
+    file = rng.integers(0, 2, n)
+    row = rng.permutation(n)
+    gone, by = duplicates.replaced(group, time, specimen, rank, file, row)
+    expected = {}
+    for key in {(g, t, s) for g, t, s in zip(group, time, specimen, strict=True)}:
+        run = [i for i in range(n) if (group[i], time[i], specimen[i]) == key and rank[i] > 0]
+        if len(run) < 2:
+            continue
+        winner = max(run, key=lambda i: (rank[i], file[i], row[i]))
+        for i in run:
+            if i != winner and (rank[i] < rank[winner] or rank[i] == 3):
+                expected[i] = winner
+    assert dict(zip(gone.tolist(), by.tolist(), strict=True)) == expected
