@@ -28,8 +28,7 @@ import pyarrow as pa
 from labinterp.errors import ColumnDetectionError, InputFileError
 from labinterp.normalize import Options, normalize, normalize_unique, patient_id_text, slash_order
 from labinterp.readers import columns as colplan
-from labinterp.readers import duplicates, formats, sniff, table
-from labinterp.readers.fhir import fhir_raw
+from labinterp.readers import duplicates, fhir, formats, sniff, table
 from labinterp.readers.hl7v2 import iter_hl7
 from labinterp.schema import RAW, REJECTED, RESULTS, check, conform, empty
 
@@ -188,7 +187,12 @@ def iter_batches(
             for raw, invalid in _hl7_batches(lines, label, batch_rows):
                 yield _from_records(raw, invalid, label, date_format, False, *_HL7)
         return
-    else:  # read whole: FHIR resources refer to each other
+    elif sniffed.kind == "ndjson" and _is_fhir(p, sniffed):  # a bulk export: by lines
+        label = label or sniff.display_name(p)
+        for raw, invalid in _fhir_ndjson_batches(p, sniffed, label, batch_rows):
+            yield _from_records(raw, invalid, label, date_format, False, *_FHIR)
+        return
+    else:  # read whole: the resources of a FHIR document refer to each other
         yield _read_one(
             p,
             mapping=Path(mapping) if mapping else None,
@@ -376,16 +380,10 @@ def _read_one(
     sniffed = sniff.sniff(p)
     label = label or sniff.display_name(p)
     if sniffed.kind in ("json", "ndjson") and _is_fhir(p, sniffed):
-        raw, invalid = fhir_raw(formats.load_json(p, sniffed), label)
+        raw, invalid = fhir.fhir_raw(formats.load_json(p, sniffed), label)
         if len(raw) == 0 and not invalid:  # e.g. a bundle of Patients: no row to account for
-            raise InputFileError(
-                "the FHIR file holds no Observation resources (lab results).",
-                file=label,
-                fix="export the Observations (or a Bundle holding them) for these patients.",
-            )
-        return _from_records(
-            raw, invalid, label, date_format, dedupe, "fhir", "FHIR Observation fields"
-        )
+            raise _no_observations(label)
+        return _from_records(raw, invalid, label, date_format, dedupe, *_FHIR)
     if sniffed.kind == "hl7v2":
         with _hl7_lines(p, sniffed) as lines:
             ((raw, invalid),) = _hl7_batches(lines, label, None)
@@ -396,6 +394,32 @@ def _read_one(
 
 
 _HL7 = ("hl7v2", "HL7 v2 OBX segments")
+_FHIR = ("fhir", "FHIR Observation fields")
+
+
+def _no_observations(label: str) -> InputFileError:
+    return InputFileError(
+        "the FHIR file holds no Observation resources (lab results).",
+        file=label,
+        fix="export the Observations (or a Bundle holding them) for these patients.",
+    )
+
+
+def _fhir_ndjson_batches(
+    p: Path, sniffed: sniff.Sniffed, label: str, batch_rows: int
+) -> Iterator[tuple[pd.DataFrame, list[tuple[int, str, str]]]]:
+    """A FHIR NDJSON file (a bulk export) in batches of lines: a first pass finds the
+    Patient and Specimen resources any line may refer to, a second reads the rest."""
+    patients, specimens = fhir.ndjson_index(
+        formats.iter_ndjson(p, sniffed, fhir.ndjson_wanted_for_index)
+    )
+    lines = formats.iter_ndjson(p, sniffed)
+    found = False
+    for batch in fhir.iter_ndjson_rows(lines, patients, specimens, label, batch_rows):
+        found = True
+        yield batch
+    if not found:
+        raise _no_observations(label)
 
 
 def _hl7_lines(p: Path, sniffed: sniff.Sniffed) -> io.TextIOWrapper:

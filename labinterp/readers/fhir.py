@@ -12,6 +12,7 @@ validator has checked it, so a number where a reference belongs is rejected, not
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -305,37 +306,97 @@ def fhir_raw(doc: Any, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
 
     `doc` is a parsed JSON document, or a list of (line number, resource) for NDJSON.
     """
-    invalid = []
     if isinstance(doc, list) and doc and isinstance(doc[0], tuple):
-        numbered: list[tuple[int, dict[str, Any]]] = []
-        patients: Index = {}
-        specimens: Index = {}
-        for line, res in doc:
-            if not isinstance(res, dict):  # a line is one resource: this one is counted too
-                invalid.append((line, "malformed_row", "the line is not a FHIR resource"))
-                continue
-            found, pats, specs = _walk(res)
+        patients, specimens = ndjson_index(doc)
+        batches = list(iter_ndjson_rows(doc, patients, specimens, source_file, None))
+        return batches[0] if batches else (raw_from_records([], source_file), [])
+    obs_list, patients, specimens = _walk(
+        doc if not isinstance(doc, list) else {"entry": [{"resource": r} for r in doc]}
+    )
+    return _rows(list(enumerate(obs_list, start=1)), patients, specimens, source_file, [])
+
+
+# An NDJSON line can only hold a Patient or Specimen resource (of its own, or contained)
+# if it names the resource type: other lines need no parsing to build the index.
+_INDEXED_TYPES = ('"Patient"', '"Specimen"')
+
+
+def ndjson_wanted_for_index(line: str) -> bool:
+    """Whether an NDJSON line may hold a resource `ndjson_index` keeps."""
+    return any(kind in line for kind in _INDEXED_TYPES)
+
+
+def ndjson_index(lines: Iterable[tuple[int, Any]]) -> tuple[Index, Index]:
+    """The Patient and Specimen resources of an NDJSON file, by id (an Observation on any
+    line may refer to them)."""
+    patients: Index = {}
+    specimens: Index = {}
+    for _, res in lines:
+        if isinstance(res, dict):
+            _, pats, specs = _walk(res)
             patients.update(pats)
             specimens.update(specs)
-            numbered.extend((line, o) for o in found)
-    else:
-        obs_list, patients, specimens = _walk(
-            doc if not isinstance(doc, list) else {"entry": [{"resource": r} for r in doc]}
-        )
-        numbered = list(enumerate(obs_list, start=1))
-    rows = []
+    return patients, specimens
+
+
+def iter_ndjson_rows(
+    lines: Iterable[tuple[int, Any]],
+    patients: Index,
+    specimens: Index,
+    source_file: str,
+    batch_rows: int | None = 100_000,
+) -> Iterator[tuple[pd.DataFrame, list[tuple[int, str, str]]]]:
+    """`fhir_raw` of NDJSON lines in batches of about `batch_rows` lines (None: one batch),
+    with the file's Patient and Specimen resources from `ndjson_index`; each Observation is
+    numbered by its line."""
+    rows: list[dict[str, Any]] = []  # each Observation becomes its row at once (smaller)
+    invalid: list[tuple[int, str, str]] = []
+    for line, res in lines:
+        if not isinstance(res, dict):  # a line is one resource: this one is counted too
+            invalid.append((line, "malformed_row", "the line is not a FHIR resource"))
+        else:
+            for obs in _walk(res)[0]:
+                _add_row(line, obs, patients, specimens, rows, invalid)
+        if batch_rows is not None and len(rows) + len(invalid) >= batch_rows:
+            yield raw_from_records(rows, source_file), invalid
+            rows, invalid = [], []
+    if rows or invalid:
+        yield raw_from_records(rows, source_file), invalid
+
+
+def _rows(
+    numbered: list[tuple[int, dict[str, Any]]],
+    patients: Index,
+    specimens: Index,
+    source_file: str,
+    invalid: list[tuple[int, str, str]],
+) -> tuple[pd.DataFrame, list[tuple[int, str, str]]]:
+    """RAW rows of numbered Observations, and the rejected ones added to `invalid`."""
+    rows: list[dict[str, Any]] = []
     for number, obs in numbered:
-        status = _status_problem(obs)
-        if status:
-            invalid.append((number, "fhir_status", status))
-            continue
-        problem = _validate(obs)
-        if problem:
-            invalid.append((number, "malformed_row", f"not a valid FHIR Observation: {problem}"))
-            continue
-        row = _row(obs, number, patients, specimens)
-        # preliminary, final, amended, corrected: the reader keeps the latest version of
-        # a result the lab replaced (a text, or _status_problem would have rejected it)
-        row["result_status"] = str(obs.get("status") or "")
-        rows.append(row)
+        _add_row(number, obs, patients, specimens, rows, invalid)
     return raw_from_records(rows, source_file), invalid
+
+
+def _add_row(
+    number: int,
+    obs: dict[str, Any],
+    patients: Index,
+    specimens: Index,
+    rows: list[dict[str, Any]],
+    invalid: list[tuple[int, str, str]],
+) -> None:
+    """The Observation's RAW row added to `rows`, or why it cannot be used to `invalid`."""
+    status = _status_problem(obs)
+    if status:
+        invalid.append((number, "fhir_status", status))
+        return
+    problem = _validate(obs)
+    if problem:
+        invalid.append((number, "malformed_row", f"not a valid FHIR Observation: {problem}"))
+        return
+    row = _row(obs, number, patients, specimens)
+    # preliminary, final, amended, corrected: the reader keeps the latest version of a
+    # result the lab replaced (a text, or _status_problem would have rejected it)
+    row["result_status"] = str(obs.get("status") or "")
+    rows.append(row)

@@ -7,7 +7,8 @@ import gzip
 import json
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -143,16 +144,32 @@ def _parquet_text(col: pa.ChunkedArray) -> list[str]:
 
 def load_json(path: Path, sniffed: Sniffed) -> Any:
     """The parsed document, or for NDJSON a list of (line number, parsed line)."""
-    opener = gzip.open if sniffed.compressed else open
-    try:
+    if sniffed.kind == "ndjson":
+        return list(iter_ndjson(path, sniffed))
+    with _json_errors(path, sniffed):
+        opener = gzip.open if sniffed.compressed else open
         with opener(path, "rt", encoding=sniffed.encoding) as fh:
-            if sniffed.kind == "ndjson":
-                out = []
-                for i, line in enumerate(fh, start=1):
-                    if line.strip():
-                        out.append((i, _json_value(path, line, i)))
-                return out
             return _json_value(path, fh.read(), None)
+
+
+def iter_ndjson(
+    path: Path, sniffed: Sniffed, wanted: Callable[[str], bool] | None = None
+) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed line) for each line of an NDJSON file that is not blank, read
+    one line at a time; `wanted(text)` picks the lines to parse (the others are skipped)."""
+    with _json_errors(path, sniffed):
+        opener = gzip.open if sniffed.compressed else open
+        with opener(path, "rt", encoding=sniffed.encoding) as fh:
+            for i, line in enumerate(fh, start=1):
+                if line.strip() and (wanted is None or wanted(line)):
+                    yield i, _json_value(path, line, i)
+
+
+@contextmanager
+def _json_errors(path: Path, sniffed: Sniffed) -> Iterator[None]:
+    """Damaged text or compression met while reading a JSON file, as InputFileError."""
+    try:
+        yield
     except UnicodeDecodeError as exc:
         # the encoding was guessed from the start of the file; a damaged byte further on
         # would change a value if it were replaced, so the file is refused instead
