@@ -71,6 +71,7 @@ INPUT_COLUMNS = tuple(
             "range_low",
             "range_high",
             "quality",
+            "result_status",
             "value_reported",
             "range_low_reported",
             "range_high_reported",
@@ -388,6 +389,7 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
         lambda s: s.str.strip() != "",
         lambda s: s.str.contains("CONTAMINAT", case=False),
     )
+    preliminary = _preliminary(df["result_status"])
     analyte_obs = column(analyte, np.full(len(ca_rows), code[CORRECTED_CALCIUM]))
     classes = _comparator_classes(comparator)  # for both low and high
     obs = pd.DataFrame(
@@ -409,6 +411,8 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
             ),
             "hemolyzed": column(hemolyzed, np.zeros(len(ca_rows), bool)),
             "contam_comment": column(contam_comment | contam_text),
+            # a derived Ca is as preliminary as the Ca or albumin it was worked out from
+            "preliminary": column(preliminary, preliminary[ca_rows] | preliminary[alb_rows]),
             "derived": derived,
             "contaminated": False,
             # derived Ca: the obs id of the albumin it was corrected with
@@ -547,6 +551,14 @@ def _chunked(column: pd.Series) -> pa.ChunkedArray:
 
 def _floats(column: pd.Series) -> np.ndarray:
     return column.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _preliminary(status: pd.Series) -> np.ndarray:
+    """True for a result the lab marked preliminary: it may still change, so findings
+    citing one say so (caveat `preliminary_result`)."""
+    if not status.notna().any():  # most exports print no status
+        return np.zeros(len(status), dtype=bool)
+    return (status == "preliminary").to_numpy(dtype=bool, na_value=False)
 
 
 def _conflicting(

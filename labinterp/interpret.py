@@ -598,17 +598,23 @@ _ASSEMBLED = frozenset(
 )
 
 
-def _with_conflict_caveat(caveats: Any, ids: np.ndarray, obs: pd.DataFrame) -> Any:
+# Caveats a finding gets from the observations it cites: (obs column, caveat).
+_EVIDENCE_CAVEATS = (("conflicting", "conflicting_results"), ("preliminary", "preliminary_result"))
+
+
+def _with_evidence_caveats(caveats: Any, ids: np.ndarray, obs: pd.DataFrame) -> Any:
     """`caveats` with "conflicting_results" added where the evidence (obs `ids`, rows x
-    roles, -1 for none) holds a result contradicted by another at the same time."""
-    conflicting = np.append(obs["conflicting"].to_numpy(dtype=bool), False)[ids].any(axis=1)
-    if not conflicting.any():
-        return caveats
-    text = pa.array(caveats, type=pa.string())
-    added = pc.if_else(
-        pc.equal(text, ""), "conflicting_results", _join(text, ";conflicting_results")
-    )
-    return _as_str(pc.if_else(pa.array(conflicting), added, text))
+    roles, -1 for none) holds a result contradicted by another at the same time, and
+    "preliminary_result" where it holds one the lab has not made final."""
+    text = None
+    for column, caveat in _EVIDENCE_CAVEATS:
+        cited = np.append(obs[column].to_numpy(dtype=bool), False)[ids].any(axis=1)
+        if not cited.any():
+            continue
+        text = pa.array(caveats, type=pa.string()) if text is None else text
+        added = pc.if_else(pc.equal(text, ""), caveat, _join(text, ";" + caveat))
+        text = pc.if_else(pa.array(cited), added, text)
+    return caveats if text is None else _as_str(text)
 
 
 def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_records: bool) -> pd.DataFrame:
@@ -699,7 +705,7 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_records: bool) -> pd.
             "range_origin": origins,
             "missing_inputs": _text(f["missing_inputs"].fillna("")),
             "suppressed_by": _text(f["suppressed_by"].fillna("")),
-            "caveats": _with_conflict_caveat(_text(f["caveats"].fillna("")), ids, obs),
+            "caveats": _with_evidence_caveats(_text(f["caveats"].fillna("")), ids, obs),
             "note": _text(f["note"].fillna("")),
             "citations": _as_str(_RULE_TEXT["citations"].take(rule)),
         }

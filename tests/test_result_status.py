@@ -235,3 +235,42 @@ def test_replaced_matches_a_plain_loop() -> None:
             if i != winner and (rank[i] < rank[winner] or rank[i] == 3):
                 expected[i] = winner
     assert dict(zip(gone.tolist(), by.tolist(), strict=True)) == expected
+
+
+def test_a_finding_on_a_preliminary_result_says_so(tmp_path: Path) -> None:
+    draw = "P1,2024-03-01 08:30,S1,"
+    rows = [
+        draw + "Magnesium,1.1,mg/dL,1.6-2.6,Final\n",
+        draw + "Potassium,3.0,mmol/L,3.5-5.0,Preliminary\n",
+    ]
+    findings = labinterp.interpret(write(tmp_path, "prelim.csv", HEADER + "".join(rows)))
+    mg_k = findings.set_index("rule_id").loc["hypomagnesemia_hypokalemia"]
+    assert mg_k["status"] == "fired"
+    assert mg_k["caveats"].split(";") == ["preliminary_result"]
+    # once the final potassium is in the export, the finding rests on it
+    final = [*rows, draw + "Potassium,3.1,mmol/L,3.5-5.0,Final\n"]
+    findings = labinterp.interpret(write(tmp_path, "final.csv", HEADER + "".join(final)))
+    mg_k = findings.set_index("rule_id").loc["hypomagnesemia_hypokalemia"]
+    assert mg_k["status"] == "fired" and mg_k["caveats"] == ""
+    assert '"value_reported": 3.1' in json.dumps(list(mg_k["evidence_json"]))
+
+
+def test_the_handout_marks_a_preliminary_result(tmp_path: Path) -> None:
+    """The bundled sample's DEMO-021 has a potassium the lab has not made final."""
+    import io
+
+    from pypdf import PdfReader
+
+    from labinterp.handout import render_handout
+
+    sample = Path(labinterp.__file__).parent / "sample_data" / "clinic_export.csv"
+    results = read(sample).results
+    findings = labinterp.interpret(results)
+    note = {"en": "not made this result final yet", "es": "aún no ha dado este resultado"}
+    for lang, words in note.items():
+        pdf = render_handout(results, findings, "DEMO-021", lang=lang)
+        text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
+        assert " ".join(text.split()).count(words) == 1, lang  # the potassium only
+    pdf = render_handout(results, findings, "DEMO-001")
+    text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
+    assert note["en"] not in " ".join(text.split())

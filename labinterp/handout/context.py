@@ -241,6 +241,8 @@ def _result_dict(row: Row, grader: Grader | None) -> dict[str, Any]:
         "sample_issue": any(
             q.startswith(("contamination", "hemoly")) for q in _split(row.get("quality"))
         ),
+        # the lab may still change it (a final result would have replaced it)
+        "preliminary": nfc(row.get("result_status")) == "preliminary",
         "_value": value,
         "_ts": row.get("collected_at"),
         "_sample": _sample_key(row),
