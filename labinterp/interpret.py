@@ -608,7 +608,10 @@ def _with_evidence_caveats(caveats: Any, ids: np.ndarray, obs: pd.DataFrame) -> 
     "preliminary_result" where it holds one the lab has not made final."""
     text = None
     for column, caveat in _EVIDENCE_CAVEATS:
-        cited = np.append(obs[column].to_numpy(dtype=bool), False)[ids].any(axis=1)
+        flagged = obs[column].to_numpy(dtype=bool)
+        if not flagged.any():  # nearly always: no gather over every finding's evidence
+            continue
+        cited = np.append(flagged, False)[ids].any(axis=1)
         if not cited.any():
             continue
         text = pa.array(caveats, type=pa.string()) if text is None else text
