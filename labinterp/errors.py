@@ -43,6 +43,13 @@ class InputFileError(LabinterpError, ValueError):
     """The file cannot be read as a lab export (empty, binary, wrong type, too long a line)."""
 
 
+class DamagedFileError(InputFileError):
+    """An export that breaks partway: compression or text damaged past its start, or an
+    NDJSON line that is not JSON after lines that were. Unlike a file that is not an
+    export at all, it is never skipped when found in a folder: skipping would silently
+    drop the rows it holds."""
+
+
 class InputNotFoundError(LabinterpError, FileNotFoundError):
     """A path the user named does not exist."""
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from labinterp.errors import ColumnDetectionError, InputFileError
+from labinterp.errors import ColumnDetectionError, DamagedFileError, InputFileError
 from labinterp.normalize import Options, normalize, normalize_unique, patient_id_text, slash_order
 from labinterp.readers import columns as colplan
 from labinterp.readers import duplicates, fhir, formats, sniff, table
@@ -106,8 +106,8 @@ def read(
                 )
             )
         except (ColumnDetectionError, InputFileError) as exc:
-            if not in_folder:
-                raise
+            if not in_folder or isinstance(exc, DamagedFileError):
+                raise  # a damaged export is not skipped: its rows would vanish unseen
             skipped.append({"file": label, "reason": exc.problem})
     if skipped:  # file names only: the reasons can quote a header
         log.info(

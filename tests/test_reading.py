@@ -12,6 +12,7 @@ import pytest
 from labinterp import schema
 from labinterp.errors import (
     ColumnDetectionError,
+    DamagedFileError,
     DateFormatError,
     InputFileError,
     InputNotFoundError,
@@ -533,6 +534,43 @@ def test_a_folder_without_any_export_names_what_it_skipped(tmp_path: Path) -> No
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputNotFoundError, match="no export files"):
         read(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("damaged", ["ndjson", "gzip"])
+def test_a_damaged_export_in_a_folder_stops_every_command(tmp_path: Path, damaged: str) -> None:
+    """A file that is not an export is skipped; one that is an export but breaks partway
+    is not, in `read` and the audit alike: skipping it would drop its rows unseen."""
+    import json
+
+    import labinterp
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write(folder, HEADER + "P1,2024-03-01 08:30,Magnesium,1.2,mg/dL,,\n", "a.csv")
+    if damaged == "ndjson":
+        obs = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "19123-9"}]},
+            "subject": {"reference": "Patient/P2"},
+            "effectiveDateTime": "2024-03-01T08:30:00Z",
+            "valueQuantity": {"value": 1.1, "unit": "mg/dL"},
+        }
+        name, row = "obs.ndjson", 3
+        (folder / name).write_text(f"{json.dumps(obs)}\n{json.dumps(obs)}\n{{oops\n")
+    else:  # a gzip export cut short: the damage shows past the first bytes
+        body = HEADER + "".join(
+            f"P{i},2024-03-01 08:30,Magnesium,{1 + i % 10 / 10},mg/dL,,\n" for i in range(60_000)
+        )
+        packed = gzip.compress(body.encode())
+        name, row = "b.csv.gz", None
+        (folder / name).write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(DamagedFileError) as info:
+        read(folder)
+    assert info.value.file == name and info.value.row == row
+    with pytest.raises(DamagedFileError):
+        labinterp.audit(folder, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_huge_line_is_refused_with_its_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

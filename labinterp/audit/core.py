@@ -44,6 +44,7 @@ from labinterp.audit.collapse import (
 from labinterp.audit.progress import Progress
 from labinterp.errors import (
     ColumnDetectionError,
+    DamagedFileError,
     InputFileError,
     LabinterpError,
     OutputError,
@@ -219,8 +220,8 @@ def _ingest(
             try:
                 first = next(batches, None)
             except (ColumnDetectionError, InputFileError) as exc:
-                if not from_folder:
-                    raise
+                if not from_folder or isinstance(exc, DamagedFileError):
+                    raise  # as `read` does: a damaged export is not skipped
                 ingest.skipped.append({"file": label, "reason": exc.problem})
                 continue
             for batch in itertools.chain([] if first is None else [first], batches):

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from labinterp.errors import InputFileError
+from labinterp.errors import DamagedFileError, InputFileError
 from labinterp.readers.sniff import Sniffed, display_name
 from labinterp.readers.table import Table, _unique_header, text_array
 
@@ -160,9 +160,19 @@ def iter_ndjson(
     with _json_errors(path, sniffed):
         opener = gzip.open if sniffed.compressed else open
         with opener(path, "rt", encoding=sniffed.encoding) as fh:
+            parsed = False  # a line was JSON: the file is an export, a bad line is damage
             for i, line in enumerate(fh, start=1):
                 if line.strip() and (wanted is None or wanted(line)):
-                    yield i, _json_value(path, line, i)
+                    try:
+                        value = _json_value(path, line, i)
+                    except InputFileError as exc:
+                        if not parsed:
+                            raise
+                        raise DamagedFileError(
+                            exc.problem, file=exc.file, row=i, fix=exc.fix
+                        ) from exc
+                    parsed = True
+                    yield i, value
 
 
 @contextmanager
@@ -173,13 +183,13 @@ def _json_errors(path: Path, sniffed: Sniffed) -> Iterator[None]:
     except UnicodeDecodeError as exc:
         # the encoding was guessed from the start of the file; a damaged byte further on
         # would change a value if it were replaced, so the file is refused instead
-        raise InputFileError(
+        raise DamagedFileError(
             f"the file is not valid {sniffed.encoding} text beyond its start (a damaged byte).",
             file=display_name(path),
             fix="re-export the file as UTF-8.",
         ) from exc
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # damaged past the sniffed start
-        raise InputFileError(
+        raise DamagedFileError(
             f"the file cannot be decompressed past some point ({exc}).",
             file=display_name(path),
             fix="re-export the file, or decompress it yourself and pass the plain file.",

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from labinterp.errors import InputFileError
+from labinterp.errors import DamagedFileError, InputFileError
 from labinterp.readers.sniff import Sniffed, display_name, open_binary
 
 MAX_LINE_BYTES = 64 * 1024 * 1024  # longer lines are damage, not data
@@ -58,7 +58,7 @@ def _file_bytes(path: Path, sniffed: Sniffed) -> tuple[bytes, bool]:
     """The file as UTF-8 without a byte-order mark, and whether bytes had to be changed
     (transcoded, or damaged UTF-8 replaced) to make it so."""
     with open_binary(path) as fh:
-        data = fh.read()
+        data = _checked_read(path, fh)(-1)  # a damaged compressed file: bad input
     repaired = False
     if sniffed.encoding not in ("utf-8", "utf-8-sig"):
         # pyarrow reads UTF-8 only; transcode once (Latin-1 and UTF-16 exports are small).
@@ -436,7 +436,7 @@ def _checked_read(path: Path, fh: io.BufferedIOBase) -> Callable[[int], bytes]:
         try:
             return fh.read(n)
         except (OSError, EOFError, zlib.error) as exc:
-            raise InputFileError(
+            raise DamagedFileError(
                 f"the file cannot be decompressed past some point ({exc}).",
                 file=display_name(path),
                 fix="re-export the file, or decompress it yourself and pass the plain file.",
