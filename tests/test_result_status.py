@@ -211,6 +211,11 @@ def test_audit_of_an_hl7_feed_in_small_batches(tmp_path: Path, monkeypatch) -> N
     for summary in (whole, batched):
         assert summary["rows_in"] == 70
         assert summary["rows_rejected_by_reason"] == {"superseded": 10}
+        # Mg: 20 preliminary (every fired Mg/K finding rests on one), 10 corrected
+        assert summary["result_status"] == {
+            "results": {"preliminary": 20, "final": 30, "corrected": 10},
+            "fired_on_preliminary": {"hypomagnesemia_hypokalemia": 5},
+        }
     a = (tmp_path / "whole" / "findings.csv").read_bytes()
     assert a == (tmp_path / "batched" / "findings.csv").read_bytes()
     assert b"hypomagnesemia_hypokalemia" in a
@@ -274,3 +279,20 @@ def test_the_handout_marks_a_preliminary_result(tmp_path: Path) -> None:
     pdf = render_handout(results, findings, "DEMO-001")
     text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
     assert note["en"] not in " ".join(text.split())
+
+
+def test_the_audit_report_shows_result_statuses(tmp_path: Path) -> None:
+    sample = Path(labinterp.__file__).parent / "sample_data" / "clinic_export.csv"
+    summary = labinterp.audit(sample, tmp_path / "out")
+    # DEMO-021: a final Mg, a preliminary K, a final Ca that replaced a preliminary one
+    assert summary["result_status"]["results"] == {"preliminary": 1, "final": 2, "not_given": 78}
+    assert summary["rows_rejected_by_reason"]["superseded"] == 1
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert 'id="status-preliminary">1<' in html and 'id="status-final">2<' in html
+    assert 'Low Mg with low K</td><td class="num">1<' in html
+    # an export without statuses says so instead of showing an empty table
+    plain = tmp_path / "plain.csv"
+    plain.write_text(HEADER + "P1,2024-03-01 08:30,,Magnesium,1.1,mg/dL,1.6-2.6,\n")
+    labinterp.audit(plain, tmp_path / "plain")
+    html = (tmp_path / "plain" / "report.html").read_text(encoding="utf-8")
+    assert "gave no result status" in html and 'id="status-' not in html

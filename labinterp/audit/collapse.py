@@ -107,9 +107,13 @@ class BucketStats:
     # those whose results carry each quality flag the reader sets from lab comments
     samples: int = 0
     sample_quality: dict[str, int] = field(default_factory=dict)
+    # results used per result status the export gave ("not_given" for none)
+    result_status: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: BucketStats) -> None:
         self.rows_used += other.rows_used
+        for status, n in other.result_status.items():
+            self.result_status[status] = self.result_status.get(status, 0) + n
         self.samples += other.samples
         for flag, n in other.sample_quality.items():
             self.sample_quality[flag] = self.sample_quality.get(flag, 0) + n
@@ -401,6 +405,17 @@ def _tally_samples(results: pd.DataFrame, stats: BucketStats) -> None:
             stats.sample_quality[flag] = n
 
 
+def _tally_status(results: pd.DataFrame, stats: BucketStats) -> None:
+    """How many of the results used carry each result status (see RESULTS.result_status)."""
+    status = results["result_status"]
+    given = int(status.count())
+    if given < len(status):
+        stats.result_status["not_given"] = len(status) - given
+    if given:
+        for name, n in status.value_counts().items():
+            stats.result_status[str(name)] = int(n)
+
+
 def _tally(results: pd.DataFrame, stats: BucketStats) -> None:
     # the three numeric columns and the analytes once, not a filtered copy of every column
     # per analyte
@@ -477,6 +492,7 @@ def process_bucket(
     stats.findings_rows = len(findings)
     _tally(kept, stats)
     _tally_samples(kept, stats)
+    _tally_status(kept, stats)
     _write(collapsed, out_dir / f"findings-{tag}{SCRATCH_SUFFIX}")
     _write(patients, out_dir / f"patients-{tag}{SCRATCH_SUFFIX}")
     _write(schema.conform(dups, schema.REJECTED), out_dir / f"duplicates-{tag}{SCRATCH_SUFFIX}")

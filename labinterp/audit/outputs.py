@@ -31,6 +31,7 @@ from labinterp.audit.collapse import (
     follow_up_analytes,
     read_scratch,
 )
+from labinterp.catalog import USABLE_STATUSES
 from labinterp.output import write_csv
 from labinterp.resources import reference_file
 
@@ -128,6 +129,20 @@ def _counts(findings: pa.Table) -> dict[str, dict[str, dict[str, int]]]:
     return out
 
 
+def _fired_on_preliminary(findings: pa.Table) -> dict[str, int]:
+    """rule -> patients whose fired finding carries the caveat preliminary_result."""
+    if not findings.num_rows:
+        return {}
+    fired = findings.filter(
+        pc.and_(
+            pc.equal(findings.column("status"), "fired"),
+            pc.match_substring(findings.column("caveats"), "preliminary_result"),
+        )
+    )
+    grouped = fired.select(["rule_id"]).group_by(["rule_id"]).aggregate([([], "count_all")])
+    return {r["rule_id"]: int(r["count_all"]) for r in sorted(grouped.to_pylist(), key=str)}
+
+
 def write_outputs(
     out: Path,
     work: Path,
@@ -219,6 +234,16 @@ def write_outputs(
             "flagged": {
                 f: stats.sample_quality[f] for f in SAMPLE_FLAGS if f in stats.sample_quality
             },
+        },
+        # results used per status the exports gave, and the patients whose fired
+        # findings rest on a result the lab had not made final
+        "result_status": {
+            "results": {
+                k: stats.result_status[k]
+                for k in (*USABLE_STATUSES, "not_given")
+                if k in stats.result_status
+            },
+            "fired_on_preliminary": _fired_on_preliminary(findings),
         },
         "distributions": {
             "histograms": stats.histograms,

@@ -229,6 +229,23 @@ def _sample_quality_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _status_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Results used per result status, with their share; empty when no export gave one."""
+    counts = summary["result_status"]["results"]
+    if set(counts) <= {"not_given"}:
+        return []
+    total = sum(counts.values())
+    return [
+        {
+            "status": status,
+            "label": status.replace("_", " "),
+            "results": n,
+            "percent": f"{100 * n / total:.2f}%" if total else "",
+        }
+        for status, n in counts.items()
+    ]
+
+
 def render_report(
     summary: dict[str, Any], *, findings: pa.Table, patients: pa.Table, rejected: pa.Table
 ) -> str:
@@ -268,6 +285,11 @@ def render_report(
         ),
         "contamination_total": edta.num_rows,
         "sample_quality": _sample_quality_rows(summary),
+        "result_status": _status_rows(summary),
+        "fired_on_preliminary": [
+            {"rule": _LABELS.get(rule, rule.replace("_", " ")), "patients": n}
+            for rule, n in summary["result_status"]["fired_on_preliminary"].items()
+        ],
         "rejected_reasons": sorted(
             summary["rows_rejected_by_reason"].items(), key=lambda kv: (-kv[1], kv[0])
         ),
