@@ -71,6 +71,8 @@ def summary(result: ReadResult) -> dict[str, object]:
         # rows whose printed range was not used: unreadable text, or an impossible limit
         "range_not_used": {note: n for note, n in _notes_counted(res["quality"]).items() if n},
         "utc_offsets": _offsets(res["utc_offset_min"]),
+        # results used per result status the export gave (none: the export gave none)
+        "result_status": {k: int(v) for k, v in res["result_status"].value_counts().items()},
         "results_by_analyte_and_unit": [
             {"analyte": a, "unit": u if isinstance(u, str) else "", "rows": int(n)}
             for a, u, n in by_analyte.itertuples(index=False)
@@ -151,6 +153,11 @@ def run(args: argparse.Namespace) -> int:
             f"\nTimes printed with an offset from UTC ({rows} rows): kept in UTC for the\n"
             "patterns and the audit; handouts show the dates as the lab printed them.\n"
         )
+    statuses = result.results["result_status"].value_counts()
+    if len(statuses):
+        listed = ", ".join(f"{k} {v}" for k, v in statuses.items())
+        not_given = result.rows_used - int(statuses.sum())
+        out.write(f"\nResult status: {listed}; not given {not_given}\n")
     if info["rejected_by_reason"]:
         out.write("\nRejected rows by reason:\n")
         for reason, n in info["rejected_by_reason"].items():  # type: ignore[attr-defined]

@@ -296,3 +296,24 @@ def test_the_audit_report_shows_result_statuses(tmp_path: Path) -> None:
     labinterp.audit(plain, tmp_path / "plain")
     html = (tmp_path / "plain" / "report.html").read_text(encoding="utf-8")
     assert "gave no result status" in html and 'id="status-' not in html
+
+
+def test_check_lists_the_result_statuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from labinterp.cli import main
+
+    path = write(
+        tmp_path,
+        "lab.csv",
+        HEADER
+        + "P1,2024-03-01 08:30,S1,Potassium,3.0,mmol/L,3.5-5.0,Preliminary\n"
+        + "P1,2024-03-01 08:30,S1,Potassium,4.1,mmol/L,3.5-5.0,Final\n"
+        + "P1,2024-03-01 08:30,S1,Magnesium,1.1,mg/dL,1.6-2.6,\n",
+    )
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Result status: final 1; not given 1" in out
+    assert 'result_status = "result_status"' in out  # the column it was read from
+    assert main(["check", str(path), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["result_status"] == {"final": 1}
