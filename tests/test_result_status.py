@@ -317,3 +317,23 @@ def test_check_lists_the_result_statuses(
     assert 'result_status = "result_status"' in out  # the column it was read from
     assert main(["check", str(path), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["result_status"] == {"final": 1}
+
+
+def test_an_urgent_preliminary_result_is_marked_in_the_urgent_list(tmp_path: Path) -> None:
+    import io
+
+    from pypdf import PdfReader
+
+    from labinterp.handout import render_handout
+
+    path = write(
+        tmp_path,
+        "urgent.csv",
+        HEADER + "P1,2024-03-01 08:30,S1,Potassium,2.2,mmol/L,3.5-5.0,Preliminary\n",
+    )
+    results = read(path).results
+    findings = labinterp.interpret(results)
+    pdf = render_handout(results, findings, "P1")
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages).split())
+    assert "far outside the range (not final yet)" in text  # the urgent list
+    assert "not made this result final yet" in text  # the result's own note

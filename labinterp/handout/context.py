@@ -531,6 +531,7 @@ def context_from_rows(
                                 "grade",
                                 "status",
                                 "sample_issue",
+                                "preliminary",
                             )
                         },
                     }
