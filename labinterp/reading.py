@@ -181,6 +181,10 @@ def iter_batches(
         tables, kind = table.iter_delimited(p, sniffed, batch_rows), "csv"
     elif sniffed.kind == "parquet":
         tables, kind = formats.iter_parquet(p, batch_rows), "parquet"
+    elif sniffed.kind == "xlsx":
+        tables, kind = formats.iter_xlsx(p, batch_rows), "xlsx"
+    elif sniffed.kind == "ndjson" and not _is_fhir(p, sniffed):  # JSON Lines of records
+        tables, kind = formats.iter_records(p, sniffed, batch_rows), "ndjson"
     elif sniffed.kind == "hl7v2":  # messages one after the other, in batches
         label = label or sniff.display_name(p)
         with _hl7_lines(p, sniffed) as lines:
@@ -364,12 +368,6 @@ def _table(p: Path, sniffed: sniff.Sniffed) -> table.Table:
         numbered = list(enumerate(doc, start=1))
     else:
         numbered = [(1, doc)]
-    if not all(isinstance(rec, dict) for _, rec in numbered):
-        raise InputFileError(
-            "the JSON is not a list of flat records or FHIR resources.",
-            file=sniff.display_name(p),
-            fix="export lab results as CSV, or as FHIR Observations.",
-        )
     return formats.records_table(p, numbered)
 
 

@@ -7,7 +7,7 @@ import gzip
 import json
 import sys
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,14 @@ def _text(v: Any) -> str:
 
 def read_xlsx(path: Path) -> Table:
     """First worksheet of a workbook exported like the CSVs (header in row 1)."""
+    (tbl,) = iter_xlsx(path, None)
+    return tbl
+
+
+def iter_xlsx(path: Path, batch_rows: int | None) -> Iterator[Table]:
+    """`read_xlsx` in batches of `batch_rows` rows (None: one table), each row numbered by
+    its row in the sheet. The sheet is read as a stream, so a large workbook is read in
+    bounded memory."""
     import openpyxl
 
     try:
@@ -53,26 +61,37 @@ def read_xlsx(path: Path) -> Table:
             file=display_name(path),
             fix="open it in a spreadsheet program and save it again as .xlsx or CSV.",
         ) from exc
-    ws = wb.worksheets[0]
-    header: list[str] | None = None
-    rows: list[list[Any]] = []
-    lines: list[int] = []
-    for excel_row, values in enumerate(ws.iter_rows(values_only=True), start=1):
-        if values is None or all(v is None or str(v).strip() == "" for v in values):
-            continue
+    try:
+        ws = wb.worksheets[0]
+        header: list[str] | None = None
+        rows: list[list[Any]] = []
+        lines: list[int] = []
+        yielded = False
+        for excel_row, values in enumerate(ws.iter_rows(values_only=True), start=1):
+            if values is None or all(v is None or str(v).strip() == "" for v in values):
+                continue
+            if header is None:
+                header = _unique_header(["" if v is None else str(v) for v in values])
+                continue
+            cells = list(values)[: len(header)] + [None] * max(0, len(header) - len(values))
+            rows.append([_cell(v) for v in cells])
+            lines.append(excel_row)
+            if batch_rows is not None and len(rows) >= batch_rows:
+                yield _sheet_table(header, rows, lines)
+                rows, lines, yielded = [], [], True
         if header is None:
-            header = _unique_header(["" if v is None else str(v) for v in values])
-            continue
-        cells = list(values)[: len(header)] + [None] * max(0, len(header) - len(values))
-        rows.append([_cell(v) for v in cells])
-        lines.append(excel_row)
-    wb.close()
-    if header is None:
-        raise InputFileError(
-            "the first worksheet is empty.",
-            file=display_name(path),
-            fix="put the results on the first sheet with a header row.",
-        )
+            raise InputFileError(
+                "the first worksheet is empty.",
+                file=display_name(path),
+                fix="put the results on the first sheet with a header row.",
+            )
+        if rows or not yielded:  # a header without rows: one empty table, with the columns
+            yield _sheet_table(header, rows, lines)
+    finally:
+        wb.close()
+
+
+def _sheet_table(header: list[str], rows: list[list[Any]], lines: list[int]) -> Table:
     columns = {name: [r[i] for r in rows] for i, name in enumerate(header)}
     return Table(_as_text_frame(columns), np.asarray(lines, dtype=np.int64))
 
@@ -224,11 +243,38 @@ def _json_value(path: Path, text: str, line: int | None) -> Any:
         ) from exc
 
 
-def records_table(path: Path, numbered: list[tuple[int, dict[str, Any]]]) -> Table:
+def records_table(path: Path, numbered: list[tuple[int, Any]]) -> Table:
     """Flat JSON objects (one per result) into a text table."""
+    return _records_table(_record_names(path, numbered), numbered)
+
+
+def iter_records(path: Path, sniffed: Sniffed, batch_rows: int) -> Iterator[Table]:
+    """JSON Lines of flat records in batches of `batch_rows` lines, for inputs larger than
+    memory. A first pass finds every field any line has (and refuses a line that is not a
+    record, before any row is handed on), a second reads the batches."""
+    names = _record_names(path, iter_ndjson(path, sniffed))
+    batch: list[tuple[int, Any]] = []
+    for numbered in iter_ndjson(path, sniffed):
+        batch.append(numbered)
+        if len(batch) >= batch_rows:
+            yield _records_table(names, batch)
+            batch = []
+    if batch:
+        yield _records_table(names, batch)
+
+
+def _record_names(path: Path, numbered: Iterable[tuple[int, Any]]) -> list[str]:
+    """Every field of the records, in order of first appearance; refuses anything that is
+    not a list of flat records."""
     names: list[str] = []
     seen: set[str] = set()
     for _, rec in numbered:
+        if not isinstance(rec, dict):
+            raise InputFileError(
+                "the JSON is not a list of flat records or FHIR resources.",
+                file=display_name(path),
+                fix="export lab results as CSV, or as FHIR Observations.",
+            )
         for key in rec:
             if key not in seen:
                 seen.add(key)
@@ -237,5 +283,9 @@ def records_table(path: Path, numbered: list[tuple[int, dict[str, Any]]]) -> Tab
         raise InputFileError(
             "the JSON holds no records.", file=display_name(path), fix="export the results again."
         )
+    return names
+
+
+def _records_table(names: list[str], numbered: list[tuple[int, Any]]) -> Table:
     columns = {name: [rec.get(name) for _, rec in numbered] for name in names}
     return Table(_as_text_frame(columns), np.asarray([n for n, _ in numbered], dtype=np.int64))
