@@ -134,3 +134,21 @@ def test_mimic_iv_json_lines_in_batches(shared_data: Path) -> None:
     if not path.exists():
         pytest.skip("the MIMIC-IV v1 JSON export is not beside the project")
     assert assert_same(path, 500) > 1
+
+
+def test_workbook_rows_keep_their_sheet_numbers(tmp_path: Path) -> None:
+    """A sheet whose table starts lower down and further right: each result is numbered
+    by its row in the sheet, as a user finds it in the spreadsheet program."""
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws["C3"], ws["D3"], ws["E3"], ws["F3"], ws["G3"] = "patient", "date", "test", "result", "unit"
+    ws["C4"], ws["D4"], ws["E4"], ws["F4"], ws["G4"] = 93705, "2024-03-01", "Mg", 1.2, "mg/dL"
+    ws["C6"], ws["D6"], ws["E6"], ws["F6"], ws["G6"] = 93705, "2024-03-02", "Mg", 2, "mg/dL"
+    path = tmp_path / "export.xlsx"
+    wb.save(path)
+    res = read(path)
+    assert list(res.results["source_row"]) == [4, 6]
+    assert list(res.results["patient_id"]) == ["93705", "93705"]
+    assert list(res.results["value_raw"]) == ["1.2", "2"]  # a whole number as the sheet shows it
