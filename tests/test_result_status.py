@@ -276,6 +276,9 @@ def test_the_handout_marks_a_preliminary_result(tmp_path: Path) -> None:
         pdf = render_handout(results, findings, "DEMO-021", lang=lang)
         text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
         assert " ".join(text.split()).count(words) == 1, lang  # the potassium only
+        # and the finding that rests on it says so
+        finding_note = {"en": "Some of this uses a result", "es": "Parte de esto usa un resultado"}
+        assert finding_note[lang] in " ".join(text.split()), lang
     pdf = render_handout(results, findings, "DEMO-001")
     text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
     assert note["en"] not in " ".join(text.split())

@@ -569,6 +569,10 @@ def context_from_rows(
         "conflicting_results": any(
             "conflicting_results" in f["caveats"] for f in (*patterns, *guards, *context_rules)
         ),
+        # a finding cites a result the lab had not made final
+        "preliminary_results": any(
+            "preliminary_result" in f["caveats"] for f in (*patterns, *guards, *context_rules)
+        ),
         "urgent": urgent,
         "urgent_more": urgent_more,
         "urgent_findings": urgent_findings,
