@@ -11,17 +11,20 @@ import labinterp
 from benchmarks.make_export import generate
 
 distributed = pytest.importorskip("distributed")
+FEED = Path(__file__).parent / "fixtures" / "hl7_feed_with_corrections.hl7"
 
 
 @pytest.mark.slow
 def test_dask_matches_local(tmp_path: Path) -> None:
     manifest = generate(tmp_path / "export.csv", 6000, seed=11)
-    local = labinterp.audit(tmp_path / "export.csv", tmp_path / "local", n_buckets=2)
+    # with an HL7 feed whose corrections replace earlier results: found per partition
+    inputs = [tmp_path / "export.csv", FEED]
+    local = labinterp.audit(inputs, tmp_path / "local", n_buckets=2)
     with distributed.LocalCluster(
         n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
     ) as cluster:
         remote = labinterp.audit(
-            tmp_path / "export.csv",
+            inputs,
             tmp_path / "dask",
             engine="dask",
             scheduler=cluster.scheduler_address,
@@ -32,6 +35,8 @@ def test_dask_matches_local(tmp_path: Path) -> None:
     )
     for name in ("findings.csv", "patients.csv", "rejected_rows.csv"):
         assert (tmp_path / "dask" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
-    for key in ("rows_in", "rows_used", "rows_rejected", "patients", "counts", "sample_quality"):
+    keys = ("rows_in", "rows_used", "rows_rejected", "patients", "counts", "sample_quality")
+    for key in (*keys, "rows_rejected_by_reason", "result_status"):
         assert remote[key] == local[key], key
-    assert remote["rows_in"] == manifest.rows
+    assert remote["rows_in"] == manifest.rows + 70
+    assert remote["rows_rejected_by_reason"]["superseded"] == 10

@@ -165,6 +165,13 @@ def hl7_messages(count: int) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
+def test_the_feed_fixture_is_the_generated_feed() -> None:
+    """tests/fixtures/hl7_feed_with_corrections.hl7 (read by the Dask test) is
+    hl7_messages(30), written with CRLF."""
+    fixture = Path(__file__).parent / "fixtures" / "hl7_feed_with_corrections.hl7"
+    assert fixture.read_bytes() == hl7_messages(30).encode()
+
+
 @pytest.mark.parametrize("batch_rows", [1, 7, 1000])
 def test_hl7_in_batches_of_messages_reads_like_the_whole_file(
     tmp_path: Path, batch_rows: int
