@@ -411,8 +411,6 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
             ),
             "hemolyzed": column(hemolyzed, np.zeros(len(ca_rows), bool)),
             "contam_comment": column(contam_comment | contam_text),
-            # a derived Ca is as preliminary as the Ca or albumin it was worked out from
-            "preliminary": column(preliminary, preliminary[ca_rows] | preliminary[alb_rows]),
             "derived": derived,
             "contaminated": False,
             # derived Ca: the obs id of the albumin it was corrected with
@@ -436,6 +434,9 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     obs["conflicting"] = _conflicting(
         pat, tt, analyte_obs, obs["value"].to_numpy(), obs["dated"].to_numpy()
     )
+    if preliminary.any():  # most exports mark nothing preliminary: no column to carry
+        # a derived Ca is as preliminary as the Ca or albumin it was worked out from
+        obs["preliminary"] = column(preliminary, preliminary[ca_rows] | preliminary[alb_rows])
     new_draw = np.ones(len(obs), dtype=bool)
     new_episode = np.ones(len(obs), dtype=bool)
     if len(obs):

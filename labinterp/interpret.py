@@ -608,6 +608,8 @@ def _with_evidence_caveats(caveats: Any, ids: np.ndarray, obs: pd.DataFrame) -> 
     "preliminary_result" where it holds one the lab has not made final."""
     text = None
     for column, caveat in _EVIDENCE_CAVEATS:
+        if column not in obs.columns:  # a flag no observation has (see episodes.build)
+            continue
         flagged = obs[column].to_numpy(dtype=bool)
         if not flagged.any():  # nearly always: no gather over every finding's evidence
             continue
