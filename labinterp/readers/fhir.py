@@ -332,7 +332,12 @@ def ndjson_index(lines: Iterable[tuple[int, Any]]) -> tuple[Index, Index]:
     patients: Index = {}
     specimens: Index = {}
     for _, res in lines:
-        if isinstance(res, dict):
+        # only a Patient or Specimen, or a resource holding others, can add to the index
+        if isinstance(res, dict) and (
+            res.get("resourceType") in ("Patient", "Specimen")
+            or "contained" in res
+            or "entry" in res
+        ):
             _, pats, specs = _walk(res)
             patients.update(pats)
             specimens.update(specs)
