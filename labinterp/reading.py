@@ -17,6 +17,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -168,11 +169,14 @@ def iter_batches(
     date_format: str | None = None,
     batch_rows: int = 500_000,
     label: str | None = None,
+    executor: Executor | None = None,
 ) -> Iterator[ReadResult]:
     """Normalized batches of one file, for inputs larger than memory (not deduplicated).
 
     Run `deduplicate` afterwards on complete per-patient data. `label` names the file in
     source_file (default: its name; see sniff.display_names for files read together).
+    `executor`: worker processes that may take CPU-heavy parts of reading (FHIR
+    validation), as the audit's do while it reads.
     """
     p = Path(path)
     sniffed = sniff.sniff(p)
@@ -193,7 +197,7 @@ def iter_batches(
         return
     elif sniffed.kind == "ndjson" and _is_fhir(p, sniffed):  # a bulk export: by lines
         label = label or sniff.display_name(p)
-        for raw, invalid in _fhir_ndjson_batches(p, sniffed, label, batch_rows):
+        for raw, invalid in _fhir_ndjson_batches(p, sniffed, label, batch_rows, executor):
             yield _from_records(raw, invalid, label, date_format, False, *_FHIR)
         return
     else:  # read whole: the resources of a FHIR document refer to each other
@@ -404,7 +408,7 @@ def _no_observations(label: str) -> InputFileError:
 
 
 def _fhir_ndjson_batches(
-    p: Path, sniffed: sniff.Sniffed, label: str, batch_rows: int
+    p: Path, sniffed: sniff.Sniffed, label: str, batch_rows: int, executor: Executor | None
 ) -> Iterator[tuple[pd.DataFrame, list[tuple[int, str, str]]]]:
     """A FHIR NDJSON file (a bulk export) in batches of lines: a first pass finds the
     Patient and Specimen resources any line may refer to, a second reads the rest."""
@@ -413,7 +417,7 @@ def _fhir_ndjson_batches(
     )
     lines = formats.iter_ndjson(p, sniffed)
     found = False
-    for batch in fhir.iter_ndjson_rows(lines, patients, specimens, label, batch_rows):
+    for batch in fhir.iter_ndjson_rows(lines, patients, specimens, label, batch_rows, executor):
         found = True
         yield batch
     if not found:

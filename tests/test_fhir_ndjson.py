@@ -13,6 +13,7 @@ import pytest
 
 import labinterp
 from labinterp.errors import InputFileError
+from labinterp.readers import fhir
 from labinterp.reading import deduplicate, iter_batches, read
 
 LOINC = {"magnesium": "19123-9", "potassium": "2823-3", "calcium": "17861-6"}
@@ -96,6 +97,8 @@ def test_audit_in_small_batches_matches(tmp_path: Path, monkeypatch: pytest.Monk
     whole = labinterp.audit(path, tmp_path / "whole")
     core = importlib.import_module("labinterp.audit.core")  # labinterp.audit is the function
     monkeypatch.setattr(core, "_BATCH_ROWS", 7)
+    # two buckets start two worker processes, which validate the Observations, 5 a task
+    monkeypatch.setattr(fhir, "VALIDATE_CHUNK", 5)
     batched = labinterp.audit(path, tmp_path / "batched", n_buckets=2)
     assert whole["rows_in"] == batched["rows_in"] == 125
     assert whole["rows_rejected_by_reason"] == batched["rows_rejected_by_reason"]
@@ -117,3 +120,33 @@ def test_ndjson_without_observations_is_refused_or_skipped(tmp_path: Path) -> No
     summary = labinterp.audit(folder, tmp_path / "out")
     assert summary["rows_in"] == 1
     assert [s["file"] for s in summary["skipped_files"]] == ["Patient.ndjson"]
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 1000])
+def test_validation_by_an_executor_gives_the_same_rows_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """Observations validated in chunks by another executor (the audit's worker processes;
+    threads here) come back as the same rows and rejections, in the file's order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = bulk_export(tmp_path)
+    bad = observation(95, "p3", "magnesium", 1.0, valueQuantity={"value": "x"})  # invalid
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(bad) + "\n")
+    monkeypatch.setattr(fhir, "VALIDATE_CHUNK", chunk)
+    serial = list(iter_batches(path, batch_rows=13))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pooled = list(iter_batches(path, batch_rows=13, executor=pool))
+    for name in ("results", "rejected"):
+        a = pd.concat([getattr(b, name) for b in serial], ignore_index=True)
+        b = pd.concat([getattr(b, name) for b in pooled], ignore_index=True)
+        key = ["source_row", "reason"] if name == "rejected" else ["source_row", "analyte"]
+        pd.testing.assert_frame_equal(
+            a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+        )
+        assert list(b["source_row"]) == sorted(b["source_row"]) or name == "rejected"
+    rejected = pd.concat([b.rejected for b in pooled], ignore_index=True)
+    assert (
+        "not a valid FHIR Observation" in rejected.set_index("source_row").loc[131, "detail"]
+    )  # the line after the 130 of bulk_export

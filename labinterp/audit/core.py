@@ -190,6 +190,7 @@ def _ingest(
     mapping: str | os.PathLike[str] | None,
     date_format: str | None,
     progress: Progress,
+    pool: ProcessPoolExecutor | None = None,
 ) -> tuple[Ingest, list[Path]]:
     iter_batches, _, _ = _stages()
     from labinterp.reading import times_in_utc
@@ -215,7 +216,12 @@ def _ingest(
             info: dict[str, Any] = {"file": label, "bytes": f.stat().st_size}
             rows_before = ingest.rows_in
             batches = iter_batches(
-                f, mapping=mapping, date_format=date_format, batch_rows=_BATCH_ROWS, label=label
+                f,
+                mapping=mapping,
+                date_format=date_format,
+                batch_rows=_BATCH_ROWS,
+                label=label,
+                executor=pool,  # idle until the buckets are ready: it validates FHIR meanwhile
             )
             try:
                 first = next(batches, None)
@@ -464,6 +470,7 @@ def audit(
             mapping=mapping,
             date_format=date_format,
             progress=prog,
+            pool=pool,
         )
         timings["read_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()

@@ -12,7 +12,9 @@ validator has checked it, so a number where a reference belongs is rejected, not
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor, Future
 from typing import Any
 
 import pandas as pd
@@ -350,23 +352,65 @@ def iter_ndjson_rows(
     specimens: Index,
     source_file: str,
     batch_rows: int | None = 100_000,
+    executor: Executor | None = None,
 ) -> Iterator[tuple[pd.DataFrame, list[tuple[int, str, str]]]]:
     """`fhir_raw` of NDJSON lines in batches of about `batch_rows` lines (None: one batch),
     with the file's Patient and Specimen resources from `ndjson_index`; each Observation is
-    numbered by its line."""
-    rows: list[dict[str, Any]] = []  # each Observation becomes its row at once (smaller)
+    numbered by its line. With an `executor` (the audit's worker processes), the
+    Observations are validated there, VALIDATE_CHUNK at a time, while this process reads on.
+    """
+    rows: list[dict[str, Any]] = []
     invalid: list[tuple[int, str, str]] = []
+    pending: list[tuple[int, dict[str, Any]]] = []  # read, not yet validated
+    checks: deque[tuple[list[tuple[int, dict[str, Any]]], Future[list[str | None]]]] = deque()
+
+    def settle(wait_for_all: bool) -> None:
+        """Turn validated Observations into rows, in reading order."""
+        while checks and (wait_for_all or checks[0][1].done() or len(checks) > _IN_FLIGHT):
+            chunk, problems = checks.popleft()
+            for (number, obs), problem in zip(chunk, problems.result(), strict=True):
+                _add_row(number, obs, patients, specimens, rows, invalid, problem)
+
+    def validate_pending() -> None:
+        nonlocal pending
+        if executor is None:
+            for number, obs in pending:
+                _add_row(number, obs, patients, specimens, rows, invalid, _validate(obs))
+        elif pending:
+            checks.append((pending, executor.submit(validate_many, [o for _, o in pending])))
+            settle(wait_for_all=False)
+        pending = []
+
     for line, res in lines:
         if not isinstance(res, dict):  # a line is one resource: this one is counted too
             invalid.append((line, "malformed_row", "the line is not a FHIR resource"))
         else:
             for obs in _walk(res)[0]:
-                _add_row(line, obs, patients, specimens, rows, invalid)
+                status = _status_problem(obs)
+                if status:
+                    invalid.append((line, "fhir_status", status))
+                else:
+                    pending.append((line, obs))
+        if executor is None or len(pending) >= VALIDATE_CHUNK:
+            validate_pending()
         if batch_rows is not None and len(rows) + len(invalid) >= batch_rows:
             yield raw_from_records(rows, source_file), invalid
             rows, invalid = [], []
+    validate_pending()
+    settle(wait_for_all=True)
     if rows or invalid:
         yield raw_from_records(rows, source_file), invalid
+
+
+# Observations per validation task handed to worker processes, and the tasks that may be
+# in flight before reading waits for the oldest (bounds the resources held in memory).
+VALIDATE_CHUNK = 1_000
+_IN_FLIGHT = 8
+
+
+def validate_many(resources: list[dict[str, Any]]) -> list[str | None]:
+    """`_validate` of each resource (a task for a worker process)."""
+    return [_validate(r) for r in resources]
 
 
 def _rows(
@@ -379,7 +423,11 @@ def _rows(
     """RAW rows of numbered Observations, and the rejected ones added to `invalid`."""
     rows: list[dict[str, Any]] = []
     for number, obs in numbered:
-        _add_row(number, obs, patients, specimens, rows, invalid)
+        status = _status_problem(obs)
+        if status:
+            invalid.append((number, "fhir_status", status))
+        else:
+            _add_row(number, obs, patients, specimens, rows, invalid, _validate(obs))
     return raw_from_records(rows, source_file), invalid
 
 
@@ -390,13 +438,10 @@ def _add_row(
     specimens: Index,
     rows: list[dict[str, Any]],
     invalid: list[tuple[int, str, str]],
+    problem: str | None,
 ) -> None:
-    """The Observation's RAW row added to `rows`, or why it cannot be used to `invalid`."""
-    status = _status_problem(obs)
-    if status:
-        invalid.append((number, "fhir_status", status))
-        return
-    problem = _validate(obs)
+    """The Observation's RAW row added to `rows`, or, when validation found a `problem`,
+    why it cannot be used to `invalid`."""
     if problem:
         invalid.append((number, "malformed_row", f"not a valid FHIR Observation: {problem}"))
         return
