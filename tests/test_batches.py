@@ -152,3 +152,35 @@ def test_workbook_rows_keep_their_sheet_numbers(tmp_path: Path) -> None:
     assert list(res.results["source_row"]) == [4, 6]
     assert list(res.results["patient_id"]) == ["93705", "93705"]
     assert list(res.results["value_raw"]) == ["1.2", "2"]  # a whole number as the sheet shows it
+
+
+@pytest.mark.parametrize("block", [4097, 65_536])
+def test_utf16_text_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    """A spreadsheet's "Unicode text" (UTF-16 with a byte-order mark, tabs, CRLF) is read
+    in pieces, transcoded as it is read; an odd piece size cuts characters in two."""
+    from labinterp.readers import table
+
+    monkeypatch.setattr(table, "STREAM_BLOCK_BYTES", block)
+    monkeypatch.setattr(table, "FAST_BLOCK_BYTES", block)
+    header = "patient_id\tcollected_at\ttest\tresult\tunit\tcomment\r\n"
+    lines = [
+        f"P{r['patient_id'][1:]}\t{r['collected_at']}\t{r['test']}\t{r['result']}"
+        f"\t{r['unit']}\t{'Hämolyse µ' if i % 7 == 0 else ''}\r\n"
+        for i, r in enumerate(rows(3000))
+    ]
+    path = tmp_path / "export.txt"
+    path.write_bytes((header + "".join(lines)).encode("utf-16"))
+    whole = read(path)
+    results, rejected, n = batched(path, 100)
+    assert n > 1
+    columns = ["source_row", "patient_id", "analyte", "value", "comment"]
+    pd.testing.assert_frame_equal(
+        results[columns].sort_values(["source_row", "analyte"]).reset_index(drop=True),
+        whole.results[columns].sort_values(["source_row", "analyte"]).reset_index(drop=True),
+    )
+    assert len(rejected) == len(whole.rejected)
+    assert (
+        (results["comment"] == "Hämolyse µ").sum()
+        == (whole.results["comment"] == "Hämolyse µ").sum()
+        > 10
+    )

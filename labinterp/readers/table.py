@@ -7,6 +7,7 @@ line breaks); otherwise the standard-library reader, which tracks lines, takes o
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import zlib
@@ -396,14 +397,17 @@ def iter_delimited(path: Path, sniffed: Sniffed, batch_rows: int) -> Iterator[Ta
     line breaks, damaged UTF-8), and the line numbers are the file's. A cut never falls
     inside a quoted field (an odd count of quote characters since the last cut means it
     would). Latin-1 pieces are converted to UTF-8 first (a line break is the same byte in
-    both). UTF-16 files, and files that fit in one piece, are read whole.
+    both), and UTF-16 text as it is read (a spreadsheet's "Unicode text"). Files that fit
+    in one piece are read whole.
     """
-    if sniffed.encoding not in ("utf-8", "utf-8-sig", "latin-1"):
+    if sniffed.encoding not in ("utf-8", "utf-8-sig", "latin-1", "utf-16"):
         yield read_delimited(path, sniffed)
         return
     latin1 = sniffed.encoding == "latin-1"
     with open_binary(path) as fh:
         read = _checked_read(path, fh)
+        if sniffed.encoding == "utf-16":  # spreadsheets' "Unicode text": read as UTF-8
+            read = _transcoded(read, "utf-16")
         head = read(FAST_BLOCK_BYTES)
         if head.startswith(b"\xef\xbb\xbf"):
             head = head[3:]
@@ -443,6 +447,25 @@ def _checked_read(path: Path, fh: io.BufferedIOBase) -> Callable[[int], bytes]:
             ) from exc
 
     return read
+
+
+def _transcoded(read: Callable[[int], bytes], encoding: str) -> Callable[[int], bytes]:
+    """`read` of a text stream in `encoding`, giving UTF-8 bytes instead: at least `n` a
+    call but at the end, as a plain read gives `n` (the callers size their pieces by it).
+    A character cut between two reads is completed by the next; bytes that are not text
+    in `encoding` become U+FFFD, as in a whole read."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+
+    def read_utf8(n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            block = read(n)
+            out += decoder.decode(block, final=not block).encode("utf-8")
+            if not block:
+                break
+        return out
+
+    return read_utf8
 
 
 def _pieces(read: Callable[[int], bytes], pending: bytes, size: int) -> Iterator[bytes]:
