@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import labinterp
 from labinterp.errors import InputFileError, LabinterpError
 from labinterp.readers.hl7v2 import timestamp_text
-from labinterp.reading import read
+from labinterp.reading import deduplicate, iter_batches, read
 
 # One ORU^R01 message: a Mg/Ca/K draw (K from a hemolyzed sample, said in an NTE), an albumin
 # reported in error (OBX-11 W), then a second order on urine whose SPM comes after its OBX.
@@ -218,3 +218,10 @@ def test_any_sequence_of_segments_is_read_or_refused_cleanly(
     except LabinterpError:
         return
     assert res.rows_in == res.rows_used + res.rows_rejected
+    # read a message at a time (as the audit reads), the same rows end the same way
+    batches = list(iter_batches(path, batch_rows=1))
+    results, replaced = deduplicate(pd.concat([b.results for b in batches], ignore_index=True))
+    rejected = pd.concat([*(b.rejected for b in batches), replaced], ignore_index=True)
+    assert sorted(results["source_row"]) == sorted(res.results["source_row"])
+    ended = sorted(zip(rejected["source_row"], rejected["reason"], strict=True))
+    assert ended == sorted(zip(res.rejected["source_row"], res.rejected["reason"], strict=True))
