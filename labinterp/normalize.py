@@ -1304,12 +1304,16 @@ class _Repeats:
         ranks = np.array([STATUS_RANK.get(v.usable, 0) for v in self.status.values])
         if (ranks > 0).sum() == 0:
             return np.zeros(0, dtype=np.int64), conform(pd.DataFrame(), REJECTED)
-        specimen = _specimen_ids(self.frame["specimen_id"], rows).fillna("")
         source_row = self.frame["source_row"].to_numpy(dtype=np.int64, na_value=0)[rows]
+
+        def specimen(at: np.ndarray) -> np.ndarray:
+            ids = _specimen_ids(self.frame["specimen_id"], rows[at]).fillna("")
+            return pd.factorize(ids)[0].astype(np.int64)
+
         gone, by = duplicates.replaced(
             group=self._group(rows),
             time=self.when[rows].view(np.int64),
-            specimen=pd.factorize(specimen)[0].astype(np.int64),
+            specimen=specimen,
             rank=ranks[self.status.codes[rows]],
             file=np.zeros(len(rows), dtype=np.int64),  # one file
             row=source_row,

@@ -257,7 +257,7 @@ def _drop_replaced(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     gone, by = duplicates.replaced(
         group=patient * (len(names) + 1) + analyte,
         time=results["collected_at"].to_numpy().view("int64"),
-        specimen=pd.factorize(results["specimen_id"].fillna(""))[0].astype(np.int64),
+        specimen=lambda at: _text_codes(results["specimen_id"].iloc[at])[0],
         rank=rank,
         file=pd.factorize(results["source_file"], sort=True)[0],
         row=results["source_row"].to_numpy(dtype=np.int64, na_value=0),

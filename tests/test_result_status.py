@@ -236,7 +236,7 @@ def test_replaced_matches_a_plain_loop() -> None:
     rank = rng.integers(0, 4, n)
     file = rng.integers(0, 2, n)
     row = rng.permutation(n)
-    gone, by = duplicates.replaced(group, time, specimen, rank, file, row)
+    gone, by = duplicates.replaced(group, time, lambda at: specimen[at], rank, file, row)
     expected = {}
     for key in {(g, t, s) for g, t, s in zip(group, time, specimen, strict=True)}:
         run = [i for i in range(n) if (group[i], time[i], specimen[i]) == key and rank[i] > 0]

@@ -121,7 +121,7 @@ def status_ranks(statuses: np.ndarray | list[object]) -> np.ndarray:
 def replaced(
     group: np.ndarray,
     time: np.ndarray,
-    specimen: np.ndarray,
+    specimen: Callable[[np.ndarray], np.ndarray],
     rank: np.ndarray,
     file: np.ndarray,
     row: np.ndarray,
@@ -129,8 +129,10 @@ def replaced(
     """(replaced, by): positions of the results the lab replaced, and of the row that
     replaces each one.
 
-    Results are the same when they share group (patient x analyte), time and specimen
-    (int64 codes; equal codes, equal ids). Of the same result, a correction replaces the
+    Results are the same when they share group (patient x analyte), time and specimen.
+    `specimen(positions)` gives int64 codes of those rows' specimen ids (equal codes,
+    equal ids); it is asked only for rows whose group and time repeat, since specimen ids
+    are nearly all distinct text. Of the same result, a correction replaces the
     final and preliminary rows and the last correction by (file, row) the earlier ones; a
     final row replaces the preliminary ones. Rows without a status (rank 0) are left to
     the duplicate and conflict checks, whatever the others say, and so are several final
@@ -143,15 +145,16 @@ def replaced(
     some = statused[candidates(group[statused], time[statused])]
     if len(some) == 0:
         return empty, empty
-    order = some[
-        np.lexsort((row[some], file[some], rank[some], specimen[some], time[some], group[some]))
-    ]
+    spec = specimen(some)  # per position in `some`
+    at = np.lexsort((row[some], file[some], rank[some], spec, time[some], group[some]))
+    order = some[at]
+    spec = spec[at]
     n = len(order)
     same_as_next = np.zeros(n, dtype=bool)
     same_as_next[:-1] = (
         (group[order][1:] == group[order][:-1])
         & (time[order][1:] == time[order][:-1])
-        & (specimen[order][1:] == specimen[order][:-1])
+        & (spec[1:] == spec[:-1])
     )
     # the last row of a run ranks highest (then comes last by file and row): it stands
     is_last = ~same_as_next
