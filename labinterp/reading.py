@@ -251,53 +251,31 @@ def _drop_replaced(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     status = results["result_status"]
     if status.count() < 2:  # most exports print no status
         return results, empty(REJECTED)
-    rank = duplicates.status_ranks(list(status.to_numpy(dtype=object)))
-    patient = pd.factorize(results["patient_id"], use_na_sentinel=False)[0].astype(np.int64)
-    analyte, names = pd.factorize(results["analyte"], use_na_sentinel=False)
     gone, by = duplicates.replaced(
-        group=patient * (len(names) + 1) + analyte,
+        group=_groups(results),
         time=results["collected_at"].to_numpy().view("int64"),
         specimen=lambda at: _text_codes(results["specimen_id"].iloc[at])[0],
-        rank=rank,
+        rank=status.map(duplicates.STATUS_RANK).fillna(0).to_numpy(dtype=np.int64),
         file=pd.factorize(results["source_file"], sort=True)[0],
         row=results["source_row"].to_numpy(dtype=np.int64, na_value=0),
     )
-    if len(gone) == 0:
-        return results, empty(REJECTED)
-    is_gone = np.zeros(len(results), dtype=bool)
-    is_gone[gone] = True
-    sub = results.iloc[gone]
-    by_rows = results.iloc[by]
-    rejected = pd.DataFrame(
-        {
-            "source_file": sub["source_file"].to_numpy(),
-            "source_row": sub["source_row"].to_numpy(),
-            "reason": "superseded",
-            "detail": [
-                duplicates.replaced_detail(s, f, r)
-                for s, f, r in zip(
-                    by_rows["result_status"].to_numpy(dtype=object),
-                    by_rows["source_file"].to_numpy(dtype=object),
-                    by_rows["source_row"].to_numpy(dtype=object),
-                    strict=True,
-                )
-            ],
-            "test": sub["test_label"].to_numpy(),
-            "value_raw": sub["value_raw"].to_numpy(),
-            "unit_raw": sub["unit_raw"].to_numpy(),
-        }
-    )
-    return results[~is_gone].reset_index(drop=True), conform(rejected, REJECTED)
+    details = [
+        duplicates.replaced_detail(s, f, r)
+        for s, f, r in zip(
+            status.iloc[by].to_numpy(dtype=object),
+            results["source_file"].iloc[by].to_numpy(dtype=object),
+            results["source_row"].iloc[by].to_numpy(dtype=object),
+            strict=True,
+        )
+    ]
+    return _split_off(results, gone, "superseded", details)
 
 
 def _drop_repeats(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split off repeated results (see duplicates.repeats)."""
     if len(results) == 0:
         return results, empty(REJECTED)
-    # one group per (patient, analyte), numbered in order of first appearance
-    patient = pd.factorize(results["patient_id"], use_na_sentinel=False)[0].astype(np.int64)
-    analyte, names = pd.factorize(results["analyte"], use_na_sentinel=False)
-    group = pd.factorize(patient * (len(names) + 1) + analyte)[0].astype(np.int64)
+    group = _groups(results)
     times = results["collected_at"].to_numpy().view("int64")
 
     def details(rows: np.ndarray) -> duplicates.Rows:
@@ -318,22 +296,37 @@ def _drop_repeats(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         )
 
     dup_rows, firsts = duplicates.find(group, times, details)
-    if len(dup_rows) == 0:
-        return results, empty(REJECTED)
-    is_dup = np.zeros(len(results), dtype=bool)
-    is_dup[dup_rows] = True
-    kept = results[~is_dup]  # a mask lets pyarrow copy the long runs of kept rows whole
-    sub = results.iloc[dup_rows]
     first_file = results["source_file"].iloc[firsts].to_numpy(dtype=object)
     first_row = results["source_row"].iloc[firsts].to_numpy(dtype=object)
+    details_text = [
+        f"same result as {f} row {r}" for f, r in zip(first_file, first_row, strict=True)
+    ]
+    return _split_off(results, dup_rows, "duplicate", details_text)
+
+
+def _groups(results: pd.DataFrame) -> np.ndarray:
+    """One group per (patient, analyte), numbered in order of first appearance."""
+    patient = pd.factorize(results["patient_id"], use_na_sentinel=False)[0].astype(np.int64)
+    analyte, names = pd.factorize(results["analyte"], use_na_sentinel=False)
+    return pd.factorize(patient * (len(names) + 1) + analyte)[0].astype(np.int64)
+
+
+def _split_off(
+    results: pd.DataFrame, rows: np.ndarray, reason: str, details: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(results without `rows`, REJECTED rows for them with `reason` and `details`)."""
+    if len(rows) == 0:
+        return results, empty(REJECTED)
+    drop = np.zeros(len(results), dtype=bool)
+    drop[rows] = True
+    kept = results[~drop]  # a mask lets pyarrow copy the long runs of kept rows whole
+    sub = results.iloc[rows]
     rejected = pd.DataFrame(
         {
             "source_file": sub["source_file"].to_numpy(),
             "source_row": sub["source_row"].to_numpy(),
-            "reason": "duplicate",
-            "detail": [
-                f"same result as {f} row {r}" for f, r in zip(first_file, first_row, strict=True)
-            ],
+            "reason": reason,
+            "detail": details,
             "test": sub["test_label"].to_numpy(),
             "value_raw": sub["value_raw"].to_numpy(),
             "unit_raw": sub["unit_raw"].to_numpy(),

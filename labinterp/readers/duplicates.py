@@ -113,11 +113,6 @@ STATUS_RANK = {"preliminary": 1, "final": 2, "corrected": 3}
 _CORRECTED = STATUS_RANK["corrected"]
 
 
-def status_ranks(statuses: np.ndarray | list[object]) -> np.ndarray:
-    """STATUS_RANK per row of a result_status column (0 where missing or unknown)."""
-    return np.array([STATUS_RANK.get(s, 0) if isinstance(s, str) else 0 for s in statuses])
-
-
 def replaced(
     group: np.ndarray,
     time: np.ndarray,

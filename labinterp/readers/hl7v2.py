@@ -283,15 +283,9 @@ def _specimen(spm: _Segment, ctx: _Context, order_rows: list[dict[str, Any]]) ->
 def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, str, str]]]:
     """RAW rows for every OBX segment of `text` (one or more messages), plus (segment
     number, reason, detail) for those that hold no result to interpret."""
+    # one batch at most (batch_rows=None); none when the text holds no OBX at all
     batches = list(iter_hl7(re.split(r"\r\n|\r|\n", text), source_file, batch_rows=None))
-    if not batches:
-        return raw_from_records([], source_file), []
-    if len(batches) == 1:
-        return batches[0]
-    return (
-        pd.concat([raw for raw, _ in batches], ignore_index=True),
-        [bad for _, invalid in batches for bad in invalid],
-    )
+    return batches[0] if batches else (raw_from_records([], source_file), [])
 
 
 def iter_hl7(
