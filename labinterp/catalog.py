@@ -33,6 +33,11 @@ class Analyte:
 
 @dataclass(frozen=True)
 class FallbackRange:
+    """One bundled adult range. A range is listed in the canonical unit, and may be listed
+    again in a conventional unit with the numbers the source prints for it (Mg 1.7-2.55
+    mg/dL beside 0.70-1.05 mmol/L): a lab reporting in that unit is judged by those numbers,
+    so a Mg of exactly 1.7 mg/dL is not low just because 1.7 mg/dL is 0.6994 mmol/L."""
+
     analyte: str
     sex: str  # "any" | "female" | "male"
     age_min: float | None
@@ -40,6 +45,13 @@ class FallbackRange:
     low: float | None  # canonical unit
     high: float | None
     source: str
+    unit: str  # the unit the row is written in; the canonical one for the canonical row
+    low_in_unit: float | None  # as written in `unit`
+    high_in_unit: float | None
+
+    @property
+    def canonical(self) -> bool:
+        return self.unit == analytes()[self.analyte].canonical_unit
 
 
 def normalise_name(text: str) -> str:
@@ -119,26 +131,54 @@ def analyte_for(loinc: str | None, code: str | None, name: str | None) -> str | 
 
 @cache
 def fallback_ranges() -> tuple[FallbackRange, ...]:
+    """The bundled ranges, canonical rows and rows in other units alike (see FallbackRange).
+    Every row in another unit must repeat a canonical row (same analyte, sex and ages) to
+    within 2 %: the two are one range printed twice, and a typo in either shows here."""
+    from labinterp import units  # units reads the catalog: imported here, not at the top
+
     path = reference_file("fallback_ranges.csv")
-    rows = []
+    rows: list[FallbackRange] = []
     with path.open(encoding="utf-8", newline="") as fh:
-        for row in csv.DictReader(fh):
+        for line, row in enumerate(csv.DictReader(fh), start=2):
             a = analytes().get(row["analyte"])
             if a is None:
                 raise ConfigError(f"{path.name}: unknown analyte {row['analyte']}")
-            if row["unit"] != a.canonical_unit:
-                raise ConfigError(f"{path.name}: {a.id} range must be in {a.canonical_unit}")
+            unit = row["unit"]
+            try:
+                f = units.factor(a.id, unit)
+            except ValueError as exc:
+                raise ConfigError(f"{path.name} line {line}: {exc}") from exc
+            low, high = _float_or_none(row["low"]), _float_or_none(row["high"])
             rows.append(
                 FallbackRange(
                     analyte=a.id,
                     sex=row["sex"],
                     age_min=_float_or_none(row["age_min_years"]),
                     age_max=_float_or_none(row["age_max_years"]),
-                    low=_float_or_none(row["low"]),
-                    high=_float_or_none(row["high"]),
+                    low=None if low is None else low * f,
+                    high=None if high is None else high * f,
                     source=row["source"],
+                    unit=unit,
+                    low_in_unit=low,
+                    high_in_unit=high,
                 )
             )
+    canonical = {(r.analyte, r.sex, r.age_min, r.age_max): r for r in rows if r.canonical}
+    for r in rows:
+        twin = canonical.get((r.analyte, r.sex, r.age_min, r.age_max))
+        if twin is None:
+            raise ConfigError(
+                f"{path.name}: the {r.analyte} range in {r.unit} has no row in "
+                f"{analytes()[r.analyte].canonical_unit} for the same sex and ages"
+            )
+        for mine, theirs in ((r.low, twin.low), (r.high, twin.high)):
+            if (mine is None) != (theirs is None) or (
+                mine is not None and theirs is not None and abs(mine - theirs) > 0.02 * theirs
+            ):
+                raise ConfigError(
+                    f"{path.name}: the {r.analyte} range in {r.unit} is not the one in "
+                    f"{twin.unit} ({mine} against {theirs} {twin.unit})"
+                )
     return tuple(rows)
 
 

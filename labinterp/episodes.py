@@ -30,7 +30,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from labinterp.parameters import duration, number
+from labinterp import units
+from labinterp.parameters import as_compared, duration, number
 from labinterp.readers.duplicates import same_number
 
 # Dates in real exports run from 1900 to 2200 (MIMIC shifts into the 2100s); undated draws
@@ -38,6 +39,10 @@ from labinterp.readers.duplicates import same_number
 SENTINEL = pd.Timestamp("1700-01-01")
 
 CORRECTED_CALCIUM = "calcium_corrected"
+# The units of the conventional form of the calcium correction (CLINICAL.md sec. 3):
+# Ca in mg/dL + coefficient x (reference - albumin in g/dL).
+CONVENTIONAL_CALCIUM_UNIT = "mg/dL"
+CONVENTIONAL_ALBUMIN_UNIT = "g/dL"
 
 CENSOR_BELOW = ("<", "<=")
 CENSOR_ABOVE = (">", ">=")
@@ -155,15 +160,18 @@ class Context:
         self,
         analyte: str,
         test: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
-        threshold: float,
+        threshold: str,
     ) -> np.ndarray:
-        """`test` (tri_below or tri_above) of the numeric `analyte` observations against a
-        fixed `threshold`, as a state per observation (NaN for all other observations):
-        rules compare one analyte at a time, a small part of a million rows."""
+        """`test` (tri_below or tri_above) of the numeric `analyte` observations against the
+        rule parameter `threshold` (compared as parameters.as_compared says), as a state per
+        observation (NaN for all other observations): rules compare one analyte at a time,
+        a small part of a million rows."""
         ids = self.numeric_ids(analyte)
         value = self.obs["value"].to_numpy(dtype="float64")[ids]
+        reported = self.obs["value_reported"].to_numpy(dtype="float64")[ids]
+        values, limits = as_compared(threshold, value, reported)
         out = np.full(len(self.obs), np.nan)
-        out[ids] = test(value, self.comparator()[ids], np.full(len(ids), threshold))
+        out[ids] = test(values, self.comparator()[ids], limits)
         return out
 
     def t_ns(self) -> np.ndarray:
@@ -326,6 +334,8 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     value = _floats(df["value"])
     lo = _floats(df["range_low"])
     hi = _floats(df["range_high"])
+    lo_rep = _floats(df["range_low_reported"])
+    hi_rep = _floats(df["range_high_reported"])
     has_value = ~np.isnan(value)
     text = {name: _chunked(df[name]) for name in TEXT_FIELDS}
 
@@ -347,12 +357,11 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
         has_value & (analyte == code["albumin"]),
         window,
     )
-    corr = value[ca_rows] + number("calcium_correction_coefficient") * (
-        number("albumin_reference") - value[alb_rows]
-    )
+    reported = _floats(df["value_reported"])
+    corr, corr_reported, conventional = _corrected_calcium(value, reported, ca_rows, alb_rows)
     corr_comp = _corrected_comparator(comparator[ca_rows], comparator[alb_rows])
     if len(ca_rows):
-        _append_derived_text(text, ca_rows, corr, corr_comp)
+        _append_derived_text(text, ca_rows, corr_reported, corr_comp, conventional)
 
     # The order of sort_values(["pat", "t", "analyte", "source_row"], kind="stable") over
     # the results rows followed by the derived rows, found on integer keys; then every
@@ -416,13 +425,17 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
             # derived Ca: the obs id of the albumin it was corrected with
             "albumin_obs": column(np.full(n, -1), obs_id[alb_rows]),
             "comparator": pd.Series(column(comparator.astype(object)), dtype=object),
-            "value_reported": column(_floats(df["value_reported"]), corr),
+            "value_reported": column(reported, corr_reported),
             "value": column(value, corr),
             "range_low": column(lo),
             "range_high": column(hi),
-            # derived Ca is in the canonical unit, which is then also the reported one
-            "range_low_reported": column(_floats(df["range_low_reported"]), lo[ca_rows]),
-            "range_high_reported": column(_floats(df["range_high_reported"]), hi[ca_rows]),
+            # derived Ca is reported in the unit it was worked out in (see _corrected_calcium)
+            "range_low_reported": column(
+                lo_rep, np.where(conventional, lo_rep[ca_rows], lo[ca_rows])
+            ),
+            "range_high_reported": column(
+                hi_rep, np.where(conventional, hi_rep[ca_rows], hi[ca_rows])
+            ),
             "source_row": df["source_row"].array.take(row),
             "obs_id": np.arange(len(order)),
         }
@@ -608,15 +621,48 @@ def _corrected_calcium_pairs(
     return ca[ok], alb[pos[ok]]
 
 
+def _corrected_calcium(
+    value: np.ndarray, reported: np.ndarray, ca_rows: np.ndarray, alb_rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Albumin-corrected Ca of each (total Ca, albumin) pair (S18): in the canonical unit,
+    as reported, and whether it was worked out in the conventional form.
+
+    The formula is printed twice (CLINICAL.md sec. 3): Ca + 0.02 x (40 - albumin g/L) in
+    mmol/L, and Ca + 0.8 x (4.0 - albumin g/dL) in mg/dL. The two are rounded versions of
+    each other, so a Ca reported in mg/dL is corrected with the mg/dL form and reported in
+    mg/dL, to be compared with its range in mg/dL (8.9 mg/dL with albumin 4.5 g/dL is 8.5
+    mg/dL, on the lower limit; the mmol/L form gives 2.1207, under 8.5 mg/dL's 2.1209).
+    Either result is rounded to 6 decimals, so that float noise cannot decide a tie."""
+    ca_factor = units.factor("calcium", CONVENTIONAL_CALCIUM_UNIT)
+    alb_factor = units.factor("albumin", CONVENTIONAL_ALBUMIN_UNIT)
+    ca, ca_rep, alb = value[ca_rows], reported[ca_rows], value[alb_rows]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        conventional = np.isclose(ca / ca_rep, ca_factor, rtol=1e-9, atol=0)
+    si = np.round(
+        ca + number("calcium_correction_coefficient") * (number("albumin_reference") - alb), 6
+    )
+    conv = np.round(
+        ca_rep
+        + number("calcium_correction_coefficient_conventional")
+        * (number("albumin_reference") / alb_factor - alb / alb_factor),
+        6,
+    )
+    corrected_reported = np.where(conventional, conv, si)
+    corrected = np.where(conventional, conv * ca_factor, si)
+    return corrected, corrected_reported, conventional
+
+
 def _append_derived_text(
     text: dict[str, pa.ChunkedArray],
     ca_rows: np.ndarray,
     corrected: np.ndarray,
     comparator: np.ndarray,
+    conventional: np.ndarray,
 ) -> None:
     """Add the text fields of the derived Ca rows to `text` as one more chunk: the
     calcium row's, with its own label, printed value (after its comparator, as in ">2.25")
-    and the canonical unit as the reported one."""
+    and reported unit: the conventional one where it was worked out in it, else the
+    canonical one."""
     rows = pa.array(ca_rows)
     derived = {
         c: pc.take(text[c], rows).combine_chunks()
@@ -633,7 +679,9 @@ def _append_derived_text(
     derived["value_raw"] = pc.binary_join_element_wise(
         prefix, pc.take(printed, pa.array(index.reshape(-1))), ""
     )
-    derived["unit_reported"] = derived["unit"]
+    derived["unit_reported"] = pc.if_else(
+        pa.array(conventional), CONVENTIONAL_CALCIUM_UNIT, derived["unit"]
+    )
     for name in TEXT_FIELDS:
         text[name] = pa.chunked_array([*text[name].chunks, derived[name]], type=pa.string())
 

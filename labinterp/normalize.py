@@ -1607,7 +1607,12 @@ def _implausible_detail(analyte: str, number: float, unit: str) -> str:
 def _adult_range(analyte: str) -> tuple[float, float] | None:
     """The bundled adult range for any sex, in the canonical unit (NaN for a missing limit)."""
     for fb in fallback_ranges():
-        if fb.analyte == analyte and fb.sex == "any" and fb.age_min in (None, 18.0):
+        if (
+            fb.canonical
+            and fb.analyte == analyte
+            and fb.sex == "any"
+            and fb.age_min in (None, 18.0)
+        ):
             low = np.nan if fb.low is None else fb.low
             high = np.nan if fb.high is None else fb.high
             return (low, high)
@@ -1718,7 +1723,8 @@ def _ranges(
     sex: _Coded,
     age: np.ndarray,
 ) -> tuple[dict[str, np.ndarray], _Coded, _Coded]:
-    """The range columns of RESULTS: the row's own range, else a bundled one, else none.
+    """The range columns of RESULTS: the row's own range, else a bundled one (as the source
+    prints it in the row's unit, when it prints one there), else none.
 
     `low` and `high` are the row's range in the canonical unit (the reported one times
     `factor`); both are filled in here. Returns the four limit columns, and the range
@@ -1734,8 +1740,12 @@ def _ranges(
     # is few or none, so the fallback look-ups run on those rows only.
     need = np.flatnonzero(~has_row_range)
     need_analyte, need_sex, need_age = analyte.at(need), sex.at(need), age[need]
+    need_factor = factor[need]
     open_ = np.ones(len(need), dtype=bool)  # still without a range
-    for fb in fallback_ranges():
+    as_written = np.zeros(len(low), dtype=bool)  # took a bundled range written in its unit
+    # Ranges written in a lab unit first: a row reported in that unit takes the numbers as
+    # the source prints them (see catalog.FallbackRange); the others, the canonical range.
+    for fb in sorted(fallback_ranges(), key=lambda fb: fb.canonical):
         if not open_.any():
             break
         m = open_ & need_analyte.rows_where(_equals(fb.analyte))
@@ -1747,21 +1757,32 @@ def _ranges(
             m &= ~(need_age < fb.age_min)
         if fb.age_max is not None:
             m &= ~(need_age > fb.age_max)
+        if not fb.canonical and m.any():
+            m &= np.isclose(need_factor, units.factor(fb.analyte, fb.unit), rtol=1e-9, atol=0)
         if not m.any():
             continue
         open_ &= ~m
         hit = need[m]
-        low[hit] = np.nan if fb.low is None else fb.low
-        high[hit] = np.nan if fb.high is None else fb.high
+        if fb.canonical:
+            low[hit] = np.nan if fb.low is None else fb.low
+            high[hit] = np.nan if fb.high is None else fb.high
+        else:
+            # the value is the reported number times the row's factor: so are these limits,
+            # so a value equal to a printed limit stays equal to it
+            low_rep[hit] = np.nan if fb.low_in_unit is None else fb.low_in_unit
+            high_rep[hit] = np.nan if fb.high_in_unit is None else fb.high_in_unit
+            low[hit] = low_rep[hit] * factor[hit]
+            high[hit] = high_rep[hit] * factor[hit]
+            as_written[hit] = True
         origin[hit] = bundled_id
         if fb.source not in sources:
             sources.append(fb.source)
         source[hit] = sources.index(fb.source)
-    bundled = origin == bundled_id
-    if bundled.any():
+    converted = (origin == bundled_id) & ~as_written
+    if converted.any():
         with np.errstate(invalid="ignore", divide="ignore"):
-            low_rep = _round_bundled(np.where(bundled, low / factor, low_rep), bundled)
-            high_rep = _round_bundled(np.where(bundled, high / factor, high_rep), bundled)
+            low_rep = _round_bundled(np.where(converted, low / factor, low_rep), converted)
+            high_rep = _round_bundled(np.where(converted, high / factor, high_rep), converted)
     limits = {
         "range_low": low,
         "range_high": high,

@@ -122,9 +122,13 @@ def test_low_total_calcium_with_censored_low_albumin_is_not_hypocalcemia(tmp_pat
     )
     f = interpret(path)
     p1 = f[f["rule_id"] == "hypomagnesemia_hypocalcemia"].iloc[0]
-    # albumin under 1.5 g/dL puts corrected Ca above 2.25 mmol/L: not low, so no flag
+    # albumin under 1.5 g/dL puts corrected Ca above 9.0 mg/dL (the mg/dL form, as the Ca
+    # is in mg/dL: 7.0 + 0.8 x (4.0 - 1.5)): not low, so no flag
     assert p1["status"] == "not_fired"
-    assert "corrected Ca (derived) >2.25 mmol/L" in p1["evidence"]
+    assert (
+        "corrected Ca (derived) >9.00 mg/dL (2.2456 mmol/L; range 8.6-10.3 mg/dL"
+        in (p1["evidence"])
+    )
     assert "pseudo_hypocalcemia" in p1["caveats"]
 
 

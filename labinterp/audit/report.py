@@ -89,7 +89,7 @@ def _prevalence(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _fallback(analyte: str) -> tuple[float | None, float | None]:
     for r in fallback_ranges():
-        if r.analyte == analyte and r.sex == "any":
+        if r.canonical and r.analyte == analyte and r.sex == "any":
             return r.low, r.high
     return None, None
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pandas as pd
 
-from labinterp.parameters import duration, number, parameters
+from labinterp.parameters import as_compared, change_as_compared, duration, number, parameters
 
-__all__ = ["Rule", "duration", "number", "parameters"]
+__all__ = ["Rule", "as_compared", "change_as_compared", "duration", "number", "parameters"]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import pandas as pd
 
 from labinterp.episodes import Context, ckd_stage, tri_below
-from labinterp.rules.base import Rule, number
+from labinterp.rules.base import Rule
 from labinterp.rules.common import with_episode_span
 
 ID = "ckd_context"
@@ -29,7 +29,7 @@ ID = "ckd_context"
 
 def evaluate(ctx: Context) -> pd.DataFrame:
     obs = ctx.obs
-    low = ctx.tri("egfr", tri_below, number("ckd_context_egfr_below")) == 1.0
+    low = ctx.tri("egfr", tri_below, "ckd_context_egfr_below") == 1.0
     a = obs.loc[low, ["pat", "t", "episode_id", "obs_id", "value"]]
     a = a.sort_values(["episode_id", "value", "t"], kind="stable").drop_duplicates("episode_id")
     a = a.reset_index(drop=True)

@@ -191,8 +191,8 @@ def finish_per_episode(
     return pd.concat([out, rest], ignore_index=True)
 
 
-def ckd_nearby(ctx: Context, a: pd.DataFrame, window: pd.Timedelta, below: float) -> np.ndarray:
-    """True where an eGFR below `below` lies within `window` of the anchor."""
+def ckd_nearby(ctx: Context, a: pd.DataFrame, window: pd.Timedelta, below: str) -> np.ndarray:
+    """True where an eGFR below the rule parameter `below` lies within `window` of the anchor."""
     low = ctx.tri("egfr", tri_below, below) == 1.0
     ids = nearest(ctx, a, "egfr", window, where=low)
     return ids >= 0

@@ -24,7 +24,7 @@ import pandas as pd
 
 from labinterp.episodes import Context
 from labinterp.rules import common
-from labinterp.rules.base import Rule, duration, number
+from labinterp.rules.base import Rule, duration
 
 ID = "hyperphosphatemia_hypomagnesemia"
 
@@ -34,7 +34,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     high = ctx.obs["high"].to_numpy(dtype="float64") == 1.0
     out = common.low_mg_with(ctx, "phosphate", high, w, "High phosphate with low Mg.")
     if len(out):
-        ckd = common.ckd_nearby(ctx, out, w, number("ckd_context_egfr_below"))
+        ckd = common.ckd_nearby(ctx, out, w, "ckd_context_egfr_below")
         out["caveats"] = np.where(ckd, "ckd_context", "")
     return out
 

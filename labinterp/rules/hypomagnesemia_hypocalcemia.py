@@ -33,7 +33,7 @@ import pandas as pd
 
 from labinterp.episodes import Context, nearest, take, take_bool, tri_below
 from labinterp.rules import common
-from labinterp.rules.base import Rule, duration, number
+from labinterp.rules.base import Rule, as_compared, duration, number
 
 ID = "hypomagnesemia_hypocalcemia"
 TIERS = {"supported": 0, "possible": 1}
@@ -70,9 +70,11 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         [contaminated, fired, not_fired], ["suppressed", "fired", "not_fired"], "indeterminate"
     )
 
-    mg_val = take(ctx, mg, "value")
     mg_cmp = np.where(mg >= 0, obs["comparator"].to_numpy()[np.maximum(mg, 0)], "")
-    severe = tri_below(mg_val, mg_cmp, np.full(len(a), number("p1_mg_pth_failure_below"))) == 1.0
+    mg_val, failure_below = as_compared(
+        "p1_mg_pth_failure_below", take(ctx, mg, "value"), take(ctx, mg, "value_reported")
+    )
+    severe = tri_below(mg_val, mg_cmp, failure_below) == 1.0
     pth_high = take(ctx, pth, "high")
     supported = (severe | (pth_high == 0.0)) & (basis != "total")
     tier = common.choose([fired & supported, fired], ["supported", "possible"])
@@ -82,7 +84,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     alb_val = take(ctx, alb_id, "value")
     with np.errstate(invalid="ignore"):
         low_alb = derived & (alb_val < number("albumin_unreliable_below"))
-    ckd = (basis == "corrected") & common.ckd_nearby(ctx, a, w, number("ckd_context_egfr_below"))
+    ckd = (basis == "corrected") & common.ckd_nearby(ctx, a, w, "ckd_context_egfr_below")
     hemolyzed_mg = take_bool(ctx, any_mg, "hemolyzed")
     indeterminate = ~contaminated & ~fired & ~not_fired
     missing = common.flags(

@@ -21,13 +21,13 @@ import pandas as pd
 
 from labinterp.episodes import Context, tri_above
 from labinterp.rules import common
-from labinterp.rules.base import Rule, duration, number
+from labinterp.rules.base import Rule, duration
 
 ID = "inflammation_hypomagnesemia"
 
 
 def evaluate(ctx: Context) -> pd.DataFrame:
-    high = ctx.tri("crp", tri_above, number("crp_inflammation_above")) == 1.0
+    high = ctx.tri("crp", tri_above, "crp_inflammation_above") == 1.0
     return common.low_mg_with(ctx, "crp", high, duration("window_crp"), "Raised CRP with low Mg.")
 
 

@@ -22,8 +22,8 @@ import pandas as pd
 
 from labinterp.episodes import Context, nearest, tri_below
 from labinterp.rules import common
-from labinterp.rules.base import Rule, duration, number
-from labinterp.rules.vitamin_d_resistance import cutoff
+from labinterp.rules.base import Rule, duration
+from labinterp.rules.vitamin_d_resistance import cutoff_parameter
 
 ID = "secondary_hyperparathyroidism"
 
@@ -32,14 +32,14 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     obs = ctx.obs
     clean = ~obs["contaminated"].to_numpy()
     pth_high = ctx.is_analyte("pth") & (obs["high"].to_numpy(dtype="float64") == 1.0) & clean
-    d_low = ctx.tri("vitamin_d_25oh", tri_below, cutoff(ctx.vitamin_d_guideline)) == 1.0
+    d_low = ctx.tri("vitamin_d_25oh", tri_below, cutoff_parameter(ctx.vitamin_d_guideline)) == 1.0
     a = obs.loc[pth_high, ["pat", "t", "dated", "draw_id", "episode_id", "obs_id"]]
     a = a.reset_index(drop=True)
     wd = duration("window_vitamin_d")
     d = nearest(ctx, a, "vitamin_d_25oh", wd, where=d_low)
     hit = d >= 0
     a = a[hit].reset_index(drop=True)
-    ckd = common.ckd_nearby(ctx, a, wd, number("ckd_context_egfr_below"))
+    ckd = common.ckd_nearby(ctx, a, wd, "ckd_context_egfr_below")
     out = a.assign(
         status="fired",
         tier="",

@@ -35,16 +35,17 @@ import pandas as pd
 
 from labinterp.episodes import CENSOR_ABOVE, CENSOR_BELOW, Context, nearest, tri_above, tri_below
 from labinterp.rules import common
-from labinterp.rules.base import Rule, duration, number
+from labinterp.rules.base import Rule, change_as_compared, duration
 
 ID = "vitamin_d_resistance"
 TIERS = {"serial": 0, "single": 1}
 GUIDELINES = {"iom2011": "vitamin_d_sufficient_iom2011", "es2011": "vitamin_d_sufficient_es2011"}
 
 
-def cutoff(guideline: str) -> float:
+def cutoff_parameter(guideline: str) -> str:
+    """The rule parameter holding the sufficiency cut-off of `guideline`."""
     try:
-        return number(GUIDELINES[guideline])
+        return GUIDELINES[guideline]
     except KeyError:
         raise ValueError(
             f"unknown vitamin D guideline '{guideline}'; use one of {sorted(GUIDELINES)}"
@@ -54,8 +55,8 @@ def cutoff(guideline: str) -> float:
 def evaluate(ctx: Context) -> pd.DataFrame:
     obs = ctx.obs
     wd = duration("window_vitamin_d")
-    d_low_all = ctx.tri("vitamin_d_25oh", tri_below, cutoff(ctx.vitamin_d_guideline))
-    crp_high = ctx.tri("crp", tri_above, number("crp_inflammation_above")) == 1.0
+    d_low_all = ctx.tri("vitamin_d_25oh", tri_below, cutoff_parameter(ctx.vitamin_d_guideline))
+    crp_high = ctx.tri("crp", tri_above, "crp_inflammation_above") == 1.0
     mg_ok = common.known(ctx)
     mg_low_mask = (
         mg_ok & ctx.is_analyte("magnesium") & (obs["low"].to_numpy(dtype="float64") == 1.0)
@@ -95,13 +96,17 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     exact = ~np.isin(first["comparator"].to_numpy(), CENSOR_BELOW + CENSOR_ABOVE) & ~np.isin(
         last["comparator"].to_numpy(), CENSOR_BELOW + CENSOR_ABOVE
     )
-    rise = last["value"].to_numpy(dtype="float64") - first["value"].to_numpy(dtype="float64")
+    rise, least_rise = change_as_compared(
+        "p2_min_expected_rise",
+        (first["value"].to_numpy(dtype="float64"), first["value_reported"].to_numpy("float64")),
+        (last["value"].to_numpy(dtype="float64"), last["value_reported"].to_numpy("float64")),
+    )
     with np.errstate(invalid="ignore"):
         serial_d = (
             ((last["t"] - first["t"]).to_numpy() >= duration("p2_serial_min_span").to_timedelta64())
             & (last["d_low"].to_numpy() == 1.0)
             & exact
-            & (rise < number("p2_min_expected_rise"))
+            & (rise < least_rise)
         )
     span = pd.DataFrame(
         {
@@ -140,7 +145,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         used_first = pd.DataFrame({"pat": pats, "t": obs["t"].to_numpy()[np.maximum(ev_first, 0)]})
         crp_first = nearest(ctx, used_first, "crp", duration("window_crp"), where=crp_high)
         crp_id = np.where((crp_id < 0) & (ev_first >= 0), crp_first, crp_id)
-    ckd = common.ckd_nearby(ctx, used, wd, number("ckd_context_egfr_below"))
+    ckd = common.ckd_nearby(ctx, used, wd, "ckd_context_egfr_below")
     fired = status == "fired"
     caveats = common.flags(
         ("inflammation_caveat", crp_id >= 0),
