@@ -36,13 +36,30 @@ SOURCES = [
 ]
 
 
-def _surely_low(item: dict) -> bool:
-    value, low, comp = item["value"], item["range_low"], item["comparator"] or ""
+def _below(value: float | None, low: float | None, comp: str) -> bool:
     if value is None or low is None:
         return False
     if comp in ("<", "<="):
         return value <= low
     return comp == "" and value < low
+
+
+def _surely_low(item: dict) -> bool:
+    """Below its range both in the canonical unit and as the lab printed value and range
+    (a Mg of 1.7 mg/dL on a printed 1.7-2.55 range is not low, whatever 0.6994 mmol/L is
+    against 0.70)."""
+    comp = item["comparator"] or ""
+    return _below(item["value"], item["range_low"], comp) and _below(
+        item["value_reported"], item["range_low_reported"], comp
+    )
+
+
+def _vitamin_d_low(item: dict) -> bool:
+    """Below the default (IOM) cut-off as printed in the result's unit: 20 ng/mL, else 50
+    nmol/L."""
+    if item["unit_reported"] == "ng/mL":
+        return item["value_reported"] < 20
+    return item["value"] < 50
 
 
 def _evidence(row: pd.Series) -> dict[str, dict]:
@@ -80,7 +97,7 @@ def test_fired_patterns_cite_low_values(findings) -> None:
             elif row["rule_id"] == "hypomagnesemia_hypokalemia":
                 assert _surely_low(ev["magnesium"]) and _surely_low(ev["potassium"]), (name, row)
             elif row["rule_id"] == "vitamin_d_resistance":
-                assert _surely_low(ev["magnesium"]) and ev["vitamin_d"]["value"] < 50, (name, row)
+                assert _surely_low(ev["magnesium"]) and _vitamin_d_low(ev["vitamin_d"]), (name, row)
             else:
                 continue
             checked += 1
