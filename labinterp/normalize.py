@@ -912,7 +912,11 @@ def _sex(text: object) -> str:
 _DETAIL = {
     "out_of_scope": "test not interpreted by labinterp (not in the analyte catalog)",
     "missing_test": "the row names no test (no code, name or LOINC); add the test column",
-    "missing_patient_id": "the row has no patient identifier; fill it in the export",
+    "missing_patient_id": (
+        "the row has no patient identifier; fill it in the export (HL7 v2: PID-3 of the "
+        "message; an analyzer's message that names only the specimen cannot be read "
+        "per patient: export the results from the LIS instead)"
+    ),
     "missing_date": "the row has no collection time; fill it in or check the date column",
     "unparseable_date": "the collection time is not a date labinterp can read; pass --date-format",
     "date_serial": (
