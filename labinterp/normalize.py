@@ -1801,11 +1801,16 @@ def _equals(target: object) -> Callable[[object], bool]:
 
 
 def _round_bundled(values: np.ndarray, bundled: np.ndarray) -> np.ndarray:
-    """Bundled limits converted into the lab's unit, shown to 3 significant digits."""
+    """Bundled limits converted into the lab's unit, shown to 4 significant digits.
+
+    Only limits with no printing of their own in the lab's unit get here (PTH in pmol/L,
+    ionized Ca in mg/dL). Three digits made a limit look equal to values on its wrong side:
+    65 pg/mL is 6.8966 pmol/L, which showed as 6.9, next to a PTH of 6.9 pmol/L flagged high.
+    """
     out = np.array(values, dtype=float)  # a copy
     idx = np.flatnonzero(bundled & np.isfinite(out))
     # round each distinct number once (compared bit for bit, so -0.0 stays -0.0)
     bits, where = np.unique(out[idx].view(np.int64), return_inverse=True)
-    rounded = np.array([float(f"{x:.3g}") for x in bits.view(np.float64)], dtype=float)
+    rounded = np.array([float(f"{x:.4g}") for x in bits.view(np.float64)], dtype=float)
     out[idx] = rounded[where]
     return out

@@ -152,3 +152,13 @@ def test_a_threshold_printed_twice_must_agree(
     finally:
         monkeypatch.undo()
         parameters.parameters.cache_clear()
+
+
+def test_a_converted_bundled_limit_shows_enough_digits_to_tell_a_value_from_it(
+    tmp_path: Path,
+) -> None:
+    # no pmol/L printing of the PTH range: 65 pg/mL is 6.8966 pmol/L, shown as 6.897, so a
+    # PTH of 6.9 pmol/L (65.03 pg/mL, high) does not sit on a limit that reads "6.9"
+    r = _results(tmp_path, 'P1,2024-03-01 08:00,"PTH, intact",6.9,pmol/L\n').iloc[0]
+    assert (r["range_low_reported"], r["range_high_reported"]) == (1.592, 6.897)
+    assert r["value"] > r["range_high"] and r["value_reported"] > r["range_high_reported"]
