@@ -2,7 +2,8 @@
 
 On a terminal (`--format table`, the default) it prints compact columns, one line per
 patient x rule x episode; `--format csv|json` gives the full findings table (the same
-columns as the Python API). Findings go to stdout; a one-line count goes to stderr.
+columns as the Python API). `--status` and `--rule` keep only some findings (a large
+export has mostly `not_fired` ones). Findings go to stdout; a one-line count goes to stderr.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import logging
 
 import pandas as pd
 
+from labinterp import schema
 from labinterp.cli_check import add_input_options
 from labinterp.errors import LabinterpError
 from labinterp.interpret import interpret_results
 from labinterp.output import FORMATS, write_table
 from labinterp.reading import read, times_in_utc
+from labinterp.rules import REGISTRY
 from labinterp.rules.vitamin_d_resistance import GUIDELINES
 
 log = logging.getLogger("labinterp")
@@ -44,6 +47,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_input_options(p)
     p.add_argument(
         "--patient", metavar="ID", action="append", help="only this patient (repeatable)"
+    )
+    p.add_argument(
+        "--status",
+        choices=schema.STATUSES,
+        action="append",
+        help="only findings with this status (repeatable), e.g. --status fired",
+    )
+    p.add_argument(
+        "--rule",
+        metavar="RULE_ID",
+        choices=[r.id for r in REGISTRY],
+        action="append",
+        help="only findings of this rule (repeatable), e.g. --rule hypomagnesemia_hypokalemia",
     )
     p.add_argument("--format", choices=FORMATS, default="table", help="output format")
     add_guideline_option(p)
@@ -92,7 +108,14 @@ def run(args: argparse.Namespace) -> int:
         result.results, patient=wanted, vitamin_d_guideline=args.vitamin_d_guideline
     )
     fired = int((findings["status"] == "fired").sum())
-    log.info("%d findings (%d fired) from %d rows read", len(findings), fired, result.rows_in)
+    counts = f"{len(findings)} findings ({fired} fired) from {result.rows_in} rows read"
+    if args.status or args.rule:
+        keep = findings["status"].isin(args.status or schema.STATUSES) & findings["rule_id"].isin(
+            args.rule or [r.id for r in REGISTRY]
+        )
+        findings = findings[keep.to_numpy()].reset_index(drop=True)
+        counts += f"; {len(findings)} shown (--status/--rule)"
+    log.info("%s", counts)
     if args.format == "table":
         write_table(compact(findings, utc=times_in_utc(result.results)), "table")
     else:

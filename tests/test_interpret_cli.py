@@ -159,3 +159,22 @@ def test_csv_neutralizes_formulas_and_keeps_numbers(
     assert set(df["patient_id"]) == {'\'=HYPERLINK("http://x")'}
     assert pd.api.types.is_numeric_dtype(df["grade"])
     assert df["episode_start"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d").all()
+
+
+def test_status_and_rule_filters(capsys: pytest.CaptureFixture[str]) -> None:
+    every = labinterp.interpret(SAMPLE)
+    args = ["interpret", SAMPLE, "--format", "csv", "--status", "fired", "--status", "suppressed"]
+    assert main([*args, "--rule", "hypomagnesemia_hypokalemia"]) == 0
+    captured = capsys.readouterr()
+    shown = pd.read_csv(io.StringIO(captured.out))
+    expected = every[
+        every["status"].isin(["fired", "suppressed"])
+        & (every["rule_id"] == "hypomagnesemia_hypokalemia")
+    ]
+    assert len(shown) == len(expected) > 0
+    assert set(shown["status"]) == {"fired", "suppressed"}
+    assert list(shown["patient_id"]) == list(expected["patient_id"])
+    # the count on stderr still tells how many findings there were in all
+    assert f"{len(every)} findings" in captured.err and f"{len(shown)} shown" in captured.err
+    assert main(["interpret", SAMPLE, "--status", "firing"]) == 2
+    assert main(["interpret", SAMPLE, "--rule", "hypomagnesemia"]) == 2
