@@ -44,8 +44,9 @@ class InputFileError(LabinterpError, ValueError):
 
 
 class DamagedFileError(InputFileError):
-    """An export that breaks partway: compression or text damaged past its start, or an
-    NDJSON line that is not JSON after lines that were. Unlike a file that is not an
+    """An export that breaks partway: compression or text damaged past its start, a JSON
+    document cut short or a FHIR one malformed, or an NDJSON line that is not JSON after
+    lines that were. Unlike a file that is not an
     export at all, it is never skipped when found in a folder: skipping would silently
     drop the rows it holds."""
 

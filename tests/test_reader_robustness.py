@@ -257,6 +257,29 @@ def test_gzipped_json_damaged_past_the_sniffed_start_is_a_clean_input_error(tmp_
         read(path)
 
 
+def test_a_json_document_cut_short_anywhere_is_damaged_and_a_malformed_whole_one_is_not() -> None:
+    """Wherever a copy stops, the document is a damaged export; a document that is whole
+    but malformed may be a file that is not an export (skipped in a folder)."""
+    from labinterp.errors import DamagedFileError
+
+    records = [
+        {"patient_id": f"P{i}", "value": -1.25e-3, "ok": True, "no": False, "n": None, "x": [1]}
+        for i in range(3)
+    ]
+    for indent in (None, 1):
+        text = json.dumps(records, indent=indent)
+        for end in range(1, len(text)):
+            with pytest.raises(DamagedFileError, match="ends in the middle"):
+                formats._json_value(Path("c.json"), text[:end], None)
+    for whole in ['{"a": 1,, "b": 2}', '{"a": tru}', "[1 2]", '{"a" 1}', '{"a": 1}}', "{a: 1}"]:
+        with pytest.raises(InputFileError, match="malformed") as info:
+            formats._json_value(Path("settings.json"), whole, None)
+        assert not isinstance(info.value, DamagedFileError), whole
+    # a FHIR document is an export, so a malformed one is damaged too
+    with pytest.raises(DamagedFileError, match="malformed"):
+        formats._json_value(Path("b.json"), '{"resourceType": "Bundle",, "entry": []}', None)
+
+
 # --- 4. Observation.status -----------------------------------------------------------------
 
 

@@ -536,7 +536,7 @@ def test_a_folder_without_any_export_names_what_it_skipped(tmp_path: Path) -> No
         read(tmp_path / "empty")
 
 
-@pytest.mark.parametrize("damaged", ["ndjson", "gzip"])
+@pytest.mark.parametrize("damaged", ["ndjson", "gzip", "json_cut_short", "fhir_json"])
 def test_a_damaged_export_in_a_folder_stops_every_command(tmp_path: Path, damaged: str) -> None:
     """A file that is not an export is skipped; one that is an export but breaks partway
     is not, in `read` and the audit alike: skipping it would drop its rows unseen."""
@@ -558,6 +558,23 @@ def test_a_damaged_export_in_a_folder_stops_every_command(tmp_path: Path, damage
         }
         name, row = "obs.ndjson", 3
         (folder / name).write_text(f"{json.dumps(obs)}\n{json.dumps(obs)}\n{{oops\n")
+    elif damaged == "json_cut_short":  # a copy or download that stopped partway
+        records = [
+            {
+                "patient_id": f"P{i}",
+                "collected_at": "2024-03-01 08:30",
+                "test": "Magnesium",
+                "result": "1.1",
+                "unit": "mg/dL",
+            }
+            for i in range(50)
+        ]
+        text = json.dumps(records)
+        name, row = "c.json", 1
+        (folder / name).write_text(text[: len(text) // 2])
+    elif damaged == "fhir_json":  # whole, but not JSON: a FHIR Bundle with a stray comma
+        name, row = "bundle.json", 1
+        (folder / name).write_text('{"resourceType": "Bundle", "type": "collection",, "entry": []}')
     else:  # a gzip export cut short: the damage shows past the first bytes
         body = HEADER + "".join(
             f"P{i},2024-03-01 08:30,Magnesium,{1 + i % 10 / 10},mg/dL,,\n" for i in range(60_000)
@@ -571,6 +588,18 @@ def test_a_damaged_export_in_a_folder_stops_every_command(tmp_path: Path, damage
     with pytest.raises(DamagedFileError):
         labinterp.audit(folder, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_malformed_json_file_that_may_not_be_an_export_is_skipped_in_a_folder(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write(folder, HEADER + "P1,2024-03-01 08:30,Magnesium,1.2,mg/dL,,\n", "a.csv")
+    (folder / "settings.json").write_text('{"theme": "dark",, "size": 3}\n')
+    res = read(folder)
+    assert res.rows_used == 1
+    assert [s["file"] for s in res.skipped] == ["settings.json"]
 
 
 def test_huge_line_is_refused_with_its_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

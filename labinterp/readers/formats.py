@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import gzip
 import json
+import re
 import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -227,13 +228,28 @@ def _json_errors(path: Path, sniffed: Sniffed) -> Iterator[None]:
         ) from exc
 
 
+_BROKEN_OFF = re.compile(r"[A-Za-z0-9.+\-]*")
+
+
 def _json_value(path: Path, text: str, line: int | None) -> Any:
-    """`text` parsed; `line` is the NDJSON line it came from (None for a whole document)."""
+    """`text` parsed; `line` is the NDJSON line it came from (None for a whole document).
+
+    A whole document that stops in the middle (a copy or download cut short), or a FHIR
+    one that is malformed, is a damaged export (DamagedFileError: never skipped in a
+    folder); any other malformed document may be a file that is not an export at all."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputFileError(
-            f"the JSON is malformed ({exc.msg}).",
+        # cut short: the parser stopped in a string that never closes, or at a last token
+        # that the end of the text broke off ("", "tr", "1.", "-1.2e")
+        cut_short = line is None and (
+            exc.msg.startswith("Unterminated string")
+            or bool(_BROKEN_OFF.fullmatch(text[exc.pos :].rstrip()))
+        )
+        # (an NDJSON line: iter_ndjson tells a damaged file from one that is not an export)
+        damaged = line is None and (cut_short or '"resourceType"' in text[:4096])
+        raise (DamagedFileError if damaged else InputFileError)(
+            f"the JSON {'ends in the middle' if cut_short else 'is malformed'} ({exc.msg}).",
             file=display_name(path),
             row=exc.lineno if line is None else line,
             fix="re-export the file; JSON cannot be repaired by hand reliably.",
