@@ -322,6 +322,15 @@ def _first_present(*columns: Encoded) -> Encoded:
     return values, index
 
 
+def _marked(column: Encoded, rows: np.ndarray, mark: str) -> Encoded:
+    """`column` with `mark` after the value on `rows` (a second copy of the distinct
+    values carries it)."""
+    values, index = column
+    strings = pc.cast(values, pa.string())
+    both = pa.concat_arrays([strings, _join("", strings, mark)])
+    return both, np.where(rows & (index >= 0), index + len(strings), index)
+
+
 def _encoded(
     column: Encoded,
     fmt: Callable[[pa.Array], pa.Array],
@@ -408,6 +417,8 @@ def _obs_pieces(
 
     # "Label 1.2 mg/dL (0.49 mmol/L; range 1.6-2.6 mg/dL, row)"
     label = _first_present(enc["test_label"], enc["analyte"])
+    if "preliminary" in obs:  # "Label (preliminary) 1.2 mg/dL (...)": not final yet
+        label = _marked(label, obs["preliminary"].to_numpy(dtype=bool)[ids], " (preliminary)")
     shown = _first_present(enc["value_raw"], enc["text_result"])
     value_s, value_i = _encoded(enc["value"], _number(4), missing=None)
     unit_s, unit_i = _encoded(enc["unit"], _plain, before=" ", after="; ", missing=" ; ")

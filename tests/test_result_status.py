@@ -259,11 +259,15 @@ def test_a_finding_on_a_preliminary_result_says_so(tmp_path: Path) -> None:
     mg_k = findings.set_index("rule_id").loc["hypomagnesemia_hypokalemia"]
     assert mg_k["status"] == "fired"
     assert mg_k["caveats"].split(";") == ["preliminary_result"]
+    # the evidence text says which result is not final yet
+    assert "Potassium (preliminary) 3.0 mmol/L" in mg_k["evidence"]
+    assert "Magnesium 1.1 mg/dL" in mg_k["evidence"]
     # once the final potassium is in the export, the finding rests on it
     final = [*rows, draw + "Potassium,3.1,mmol/L,3.5-5.0,Final\n"]
     findings = labinterp.interpret(write(tmp_path, "final.csv", HEADER + "".join(final)))
     mg_k = findings.set_index("rule_id").loc["hypomagnesemia_hypokalemia"]
     assert mg_k["status"] == "fired" and mg_k["caveats"] == ""
+    assert "preliminary" not in mg_k["evidence"]
     assert '"value_reported": 3.1' in json.dumps(list(mg_k["evidence_json"]))
 
 
