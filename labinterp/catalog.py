@@ -245,3 +245,34 @@ def result_status(text: str) -> ResultStatus:
     """The meaning of a result status as printed ("F", "Final", "entered-in-error");
     an unknown or empty status means nothing (ResultStatus())."""
     return _result_statuses().get(_status_key(text), ResultStatus())
+
+
+@cache
+def _vitamin_d_words() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(not_words, words) of reference_ranges/supplements.toml as whole-word patterns."""
+    path = reference_file("supplements.toml")
+    try:
+        with path.open("rb") as fh:
+            entry = tomllib.load(fh)["vitamin_d"]
+        words = [str(w) for w in entry["words"]]
+        not_words = [str(w) for w in entry["not_words"]]
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path.name}: {exc}") from exc
+
+    def starting(ws: list[str], end: str) -> re.Pattern[str]:
+        # longest first, so "vitamin d3" is one match, not "vitamin d" then a stray "3"
+        alternatives = "|".join(re.escape(w) for w in sorted(ws, key=len, reverse=True))
+        return re.compile(rf"(?<!\w)(?:{alternatives}){end}", re.I)
+
+    # a word is whole; a word not to count also takes what follows ("stopped vitamin D3")
+    return starting(not_words, r"\w*"), starting(words, r"(?!\w)")
+
+
+def names_vitamin_d_supplement(text: str) -> bool:
+    """Whether a medication text names a form of vitamin D that raises 25-OH vitamin D
+    ("Cholecalciferol 1000 IU daily", "Calcium + D3"); calcitriol and the other active
+    forms do not count (reference_ranges/supplements.toml)."""
+    if not text:
+        return False
+    not_words, words = _vitamin_d_words()
+    return bool(words.search(not_words.sub(" ", text)))

@@ -29,6 +29,7 @@ from labinterp.catalog import (
     analyte_for,
     analytes,
     fallback_ranges,
+    names_vitamin_d_supplement,
     not_blood_specimen,
     result_status,
 )
@@ -1707,13 +1708,16 @@ def _quality(
         return "loinc_unit_mismatch" if prop and kind and kind != prop else ""
 
     def joined(v: tuple[Any, ...]) -> str:
-        comment, flag, value_raw, loinc, unit, note = v
+        comment, flag, value_raw, loinc, unit, medication, note = v
         flags = [quality_flags(comment, flag, value_raw), mismatch(loinc, unit), note]
         if undated:
             flags.append("undated")
+        # not a quality problem, but a fact about the row the vitamin D pattern reads
+        if names_vitamin_d_supplement(_text(medication)):
+            flags.append("vitamin_d_supplement")
         return ";".join(f for f in flags if f)
 
-    parts = (col["comment"], flag, col["value_raw"], col["loinc"], unit_rep)
+    parts = (col["comment"], flag, col["value_raw"], col["loinc"], unit_rep, col["medication"])
     return _joint(*(p.at(rows) for p in parts), range_note).map(joined)
 
 

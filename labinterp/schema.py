@@ -48,6 +48,7 @@ RAW: dict[str, str] = {
     "range_high_raw": STR,
     "flag": STR,
     "comment": STR,
+    "medication": STR,  # what the patient takes, as the export lists it (free text)
     "result_status": STR,  # "F", "Final", "corrected": see reference_ranges/result_statuses.toml
     "sex": STR,
     "birth_date": STR,
@@ -84,7 +85,8 @@ RESULTS: dict[str, str] = {
     "range_source": STR,  # "row" or the citation key of the bundled range (e.g. "S7")
     "flag": STR,
     "comment": STR,
-    "quality": STR,  # ";"-joined quality flags: hemolyzed, contamination_comment, ...
+    # ";"-joined row flags: hemolyzed, contamination_comment, ..., vitamin_d_supplement
+    "quality": STR,
     # "preliminary" | "final" | "corrected" when the export said so, else missing
     "result_status": STR,
     "sex": STR,  # "female" | "male" | <NA>

@@ -81,7 +81,7 @@ CASES: dict[str, tuple[list, list]] = {
                 "rule_id": "vitamin_d_resistance",
                 "status": "fired",
                 "tier": "serial",
-                "caveats": "inflammation_caveat",
+                "caveats": "inflammation_caveat;vitamin_d_supplement",
             },
             {"rule_id": "crp_with_low_magnesium", "kind": "context", "status": "fired"},
         ],
@@ -280,6 +280,10 @@ def test_patterns_tiers_guards_and_honest_wording_in_html() -> None:
     assert "Swelling can make vitamin D look lower" in html("P2-serial")
     assert "tested more than once" in html("P2-serial")
     assert "Your vitamin D was low" in html("P2-single")
+    assert "you take vitamin D" in html("P2-serial") and "toma vitamina D" in html(
+        "P2-serial", "es"
+    )
+    assert "you take vitamin D" not in html("P2-single")
     edta = html("G-edta")
     assert "may repeat the test" in edta and "We did not check this pattern" in edta
     assert "a test it needs was missing" in html("P1-supported")

@@ -9,7 +9,11 @@ What it flags:
     cut-off (IOM 2011 by default, Endocrine Society 2011 as a setting), not below the lab's
     printed range. CRP above the inflammation threshold within the CRP window of a D result
     used adds the caveat `inflammation_caveat`; eGFR below the CKD threshold adds
-    `ckd_context`. One row per patient (the whole D history is one episode).
+    `ckd_context`. A fired finding is strengthened, and says so with `vitamin_d_supplement`,
+    when the export's medication column names a form of vitamin D that raises 25-OH D on a
+    row of the patient from the vitamin D window before the first D cited to the last.
+    Thresholds printed in two units are compared in the result's own (parameters.as_compared).
+    One row per patient (the whole D history is one episode).
 
 Why it matters:
     Magnesium is a cofactor of the vitamin D hydroxylases, so replacing vitamin D may not
@@ -17,11 +21,14 @@ Why it matters:
     expected", never "resistance" (a term for genetic rickets).
 
 Limitations:
-    The evidence is weaker than for P1 and P3. Supplement or medication columns are not in
-    the results table, so supplementation cannot strengthen the finding yet. Censored D
+    The evidence is weaker than for P1 and P3. Supplementation is seen only in a medication
+    column of the lab export itself (not in separate prescription files), read as what the
+    patient takes, without dose or adherence; beyond the few negations listed in
+    supplements.toml ("no vitamin D", "stopped vitamin D"), free text is not understood.
+    Assays that miss D2 (the lab's comment may say so) are not told apart. Censored D
     results settle "low" only when the censoring does; a censored first or last result
-    leaves the rise unknown (no `serial` tier). Assays of different generations are not
-    distinguished. One episode per patient hides a second, separate course.
+    leaves the rise unknown (no `serial` tier). One episode per patient hides a second,
+    separate course.
 
 References:
     S56 (Mg as hydroxylase cofactor), S55 (weaker evidence), S30-S34 (cut-offs), S38, S39
@@ -147,9 +154,11 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         crp_id = np.where((crp_id < 0) & (ev_first >= 0), crp_first, crp_id)
     ckd = common.ckd_nearby(ctx, used, wd, "ckd_context_egfr_below")
     fired = status == "fired"
+    supplemented = fired & _supplement_recorded(ctx, pats, ev_first, ev_last, wd)
     caveats = common.flags(
         ("inflammation_caveat", crp_id >= 0),
         ("ckd_context", ckd),
+        ("vitamin_d_supplement", supplemented),
     )
     times = [obs["t"].to_numpy()[np.maximum(ids, 0)] for ids in (ev_first, ev_last, ev_mg)]
     present = [ids >= 0 for ids in (ev_first, ev_last, ev_mg)]
@@ -170,6 +179,9 @@ def evaluate(ctx: Context) -> pd.DataFrame:
             "",
         ],
         "",
+    )
+    note = np.where(
+        supplemented, np.char.add(note.astype(str), " A vitamin D supplement is recorded."), note
     )
     out = pd.DataFrame(
         {
@@ -195,6 +207,29 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         ctx, pats, "vitamin_d_25oh", "No 25-OH vitamin D result to assess."
     )
     return pd.concat([out, rest], ignore_index=True)
+
+
+def _supplement_recorded(
+    ctx: Context, pats: np.ndarray, ev_first: np.ndarray, ev_last: np.ndarray, wd: pd.Timedelta
+) -> np.ndarray:
+    """Per patient of `pats`: a row of theirs whose medication column names vitamin D lies
+    between the vitamin D window before the first 25-OH D the finding cites (the only one,
+    for tier single) and the last. A supplement taken while 25-OH D stays low strengthens
+    the finding (CLINICAL.md sec. 4)."""
+    obs = ctx.obs
+    if "vitamin_d_supplement" not in obs:  # the export names no vitamin D, or no medicines
+        return np.zeros(len(pats), dtype=bool)
+    t = obs["t"].to_numpy()
+    span = pd.DataFrame(
+        {
+            "pat": pats,
+            "since": t[np.where(ev_first >= 0, ev_first, ev_last)] - wd.to_timedelta64(),
+            "until": t[ev_last],
+        }
+    )
+    taken = obs.loc[obs["vitamin_d_supplement"].to_numpy(), ["pat", "t"]].merge(span, on="pat")
+    inside = taken[(taken["t"] >= taken["since"]) & (taken["t"] <= taken["until"])]
+    return np.isin(pats, inside["pat"].unique())
 
 
 RULE = Rule(

@@ -34,6 +34,7 @@ HEADER = [
     "reference_range",
     "flag",
     "comment",
+    "medication",
 ]
 SECTIONS = ("What it flags:", "Why it matters:", "Limitations:", "References:")
 
@@ -55,8 +56,8 @@ def _case_rows(case: dict[str, Any], patient_id: str) -> list[list[str]]:
     rows = []
     for line in case["rows"]:
         parts = [p.strip() for p in str(line).split("|")]
-        parts += [""] * (7 - len(parts))
-        when, test, result, unit, rng, comment, specimen = parts[:7]
+        parts += [""] * (8 - len(parts))
+        when, test, result, unit, rng, comment, specimen, medication = parts[:8]
         rows.append(
             [
                 patient_id,
@@ -71,6 +72,7 @@ def _case_rows(case: dict[str, Any], patient_id: str) -> list[list[str]]:
                 rng,
                 "",
                 comment,
+                medication,
             ]
         )
     return rows
@@ -129,6 +131,8 @@ def test_case(rule_id: str, case: dict[str, Any], case_findings: dict[str, pd.Da
     for key, column in (("caveats", "caveats"), ("missing", "missing_inputs")):
         have = set(filter(None, str(row[column]).split(";")))
         assert set(expect.get(key, [])) <= have, row.to_dict()
+    # caveats that must not be there
+    assert not set(expect.get("no_caveats", [])) & set(str(row["caveats"]).split(";"))
     if "suppressed_by" in expect:
         assert row["suppressed_by"] == expect["suppressed_by"]
     if row["status"] == "fired":
