@@ -1,0 +1,52 @@
+"""A medication column naming vitamin D (reference_ranges/supplements.toml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labinterp.catalog import names_vitamin_d_supplement
+from labinterp.reading import read
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("Cholecalciferol 1000 IU daily", True),
+        ("Calcium + D3", True),
+        ("Vitamina D3 1000 UI", True),
+        ("ergocalciferol 50000 units weekly", True),
+        ("calcifediol 0.266 mg", True),
+        ("vit. D 800", True),
+        ("calcitriol; vitamin D3 2000 IU", True),  # calcitriol aside, D3 is there
+        ("Vitamin D3 2000 IU; no vitamin D2", True),
+        ("calcitriol 0.25 mcg", False),  # an active form: does not raise 25-OH D
+        ("alfacalcidol", False),
+        ("1,25-dihydroxyvitamin D 0.5 mcg", False),
+        ("vitamin D analog paricalcitol", False),
+        ("no vitamin D", False),
+        ("Stopped vitamin D3 last month", False),
+        ("CD34", False),  # "D3" only as a whole word
+        ("multivitamin", False),
+        ("metformin 500 mg", False),
+        ("", False),
+    ],
+)
+def test_names_vitamin_d_supplement(text: str, named: bool) -> None:
+    assert names_vitamin_d_supplement(text) is named
+
+
+def test_a_medication_column_is_found_by_its_header_and_flags_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "patient_id,collected_at,test,result,unit,Current Medications\n"
+        "P1,2024-03-01 08:00,25-OH Vitamin D,12,ng/mL,Cholecalciferol 2000 IU\n"
+        "P1,2024-03-01 08:00,Magnesium,1.5,mg/dL,calcitriol\n"
+        "P2,2024-03-01 08:00,Magnesium,1.5,mg/dL,\n",
+        encoding="utf-8",
+    )
+    res = read(path)
+    assert res.rows_used == 3
+    flags = res.results["quality"].fillna("").tolist()
+    assert flags == ["vitamin_d_supplement", "", ""]
