@@ -73,6 +73,12 @@ def summary(result: ReadResult) -> dict[str, object]:
         "utc_offsets": _offsets(res["utc_offset_min"]),
         # results used per result status the export gave (none: the export gave none)
         "result_status": {k: int(v) for k, v in res["result_status"].value_counts().items()},
+        # a medication column, and the rows whose medicines name vitamin D (they can
+        # strengthen the vitamin D pattern)
+        "medication_column": any("\nmedication = " in (f.mapping_toml or "") for f in result.files),
+        "vitamin_d_supplement_rows": int(
+            res["quality"].fillna("").str.contains(r"(?:^|;)vitamin_d_supplement(?:;|$)").sum()
+        ),
         "results_by_analyte_and_unit": [
             {"analyte": a, "unit": u if isinstance(u, str) else "", "rows": int(n)}
             for a, u, n in by_analyte.itertuples(index=False)
@@ -158,6 +164,11 @@ def run(args: argparse.Namespace) -> int:
         listed = ", ".join(f"{k} {v}" for k, v in statuses.items())
         not_given = result.rows_used - int(statuses.sum())
         out.write(f"\nResult status: {listed}; not given {not_given}\n")
+    if info["medication_column"]:
+        out.write(
+            f"\nMedication column: {info['vitamin_d_supplement_rows']} results used name a "
+            "vitamin D supplement (it can strengthen the vitamin D pattern)\n"
+        )
     if info["rejected_by_reason"]:
         out.write("\nRejected rows by reason:\n")
         for reason, n in info["rejected_by_reason"].items():  # type: ignore[attr-defined]

@@ -50,3 +50,16 @@ def test_a_medication_column_is_found_by_its_header_and_flags_its_rows(tmp_path:
     assert res.rows_used == 3
     flags = res.results["quality"].fillna("").tolist()
     assert flags == ["vitamin_d_supplement", "", ""]
+
+
+def test_check_says_how_many_results_name_a_vitamin_d_supplement(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import labinterp
+    from labinterp.cli import main
+
+    sample = str(Path(labinterp.__file__).parent / "sample_data" / "clinic_export.csv")
+    assert main(["check", sample]) == 0
+    out = capsys.readouterr().out
+    assert 'medication = "medications"' in out
+    assert "Medication column: 2 results used name a vitamin D supplement" in out
