@@ -8,6 +8,7 @@ a tie: 1.7 mg/dL is 0.6994 mmol/L, under the 0.70 mmol/L printed for the same ra
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +26,20 @@ def _results(tmp_path: Path, body: str):
     res = read(path)
     assert res.rows_rejected == 0, res.rejected.to_dict("records")
     return res.results
+
+
+def _refused(
+    monkeypatch: pytest.MonkeyPatch, module: Any, loader: Any, bad: Path, match: str
+) -> None:
+    """`loader` (a cached reader of a reference file of `module`) refuses the file `bad`."""
+    monkeypatch.setattr(module, "reference_file", lambda name: bad)
+    loader.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=match):
+            loader()
+    finally:
+        monkeypatch.undo()
+        loader.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -99,14 +114,7 @@ def test_a_lab_unit_range_that_disagrees_with_the_canonical_one_is_a_config_erro
         "magnesium,any,18,,1.7,25.5,mg/dL,S7 S8\n",  # a typo: 25.5 for 2.55
         encoding="utf-8",
     )
-    monkeypatch.setattr(catalog, "reference_file", lambda name: bad)
-    catalog.fallback_ranges.cache_clear()
-    try:
-        with pytest.raises(ConfigError, match="magnesium range in mg/dL"):
-            catalog.fallback_ranges()
-    finally:
-        monkeypatch.undo()
-        catalog.fallback_ranges.cache_clear()
+    _refused(monkeypatch, catalog, catalog.fallback_ranges, bad, "magnesium range in mg/dL")
 
 
 def test_a_threshold_is_compared_as_printed_in_the_reported_unit() -> None:
@@ -144,14 +152,7 @@ def test_a_threshold_printed_twice_must_agree(
         'also = { "mg/dL" = 2.1 }\nsource = "S1"\n',
         encoding="utf-8",
     )
-    monkeypatch.setattr(parameters, "reference_file", lambda name: bad)
-    parameters.parameters.cache_clear()
-    try:
-        with pytest.raises(ConfigError, match="also"):
-            parameters.parameters()
-    finally:
-        monkeypatch.undo()
-        parameters.parameters.cache_clear()
+    _refused(monkeypatch, parameters, parameters.parameters, bad, "also")
 
 
 def test_a_converted_bundled_limit_shows_enough_digits_to_tell_a_value_from_it(
