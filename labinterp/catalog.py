@@ -248,31 +248,44 @@ def result_status(text: str) -> ResultStatus:
 
 
 @cache
-def _vitamin_d_words() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """(not_words, words) of reference_ranges/supplements.toml as whole-word patterns."""
-    path = reference_file("supplements.toml")
+def _medicine_words() -> dict[str, tuple[re.Pattern[str], re.Pattern[str]]]:
+    """Per group of reference_ranges/medications.toml: (what not to count, its words), as
+    patterns. A word is whole; what is not counted (a group's not_words, or any of its
+    words after a negation) also takes the rest of its word ("stopped vitamin D3")."""
+    path = reference_file("medications.toml")
     try:
         with path.open("rb") as fh:
-            entry = tomllib.load(fh)["vitamin_d"]
-        words = [str(w) for w in entry["words"]]
-        not_words = [str(w) for w in entry["not_words"]]
+            data = tomllib.load(fh)
+        negations = [str(n) for n in data["negations"]]
+        groups = {
+            name: ([str(w) for w in entry["words"]], [str(w) for w in entry["not_words"]])
+            for name, entry in data.items()
+            if isinstance(entry, dict)
+        }
     except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path.name}: {exc}") from exc
 
-    def starting(ws: list[str], end: str) -> re.Pattern[str]:
+    def alternatives(ws: list[str]) -> str:
         # longest first, so "vitamin d3" is one match, not "vitamin d" then a stray "3"
-        alternatives = "|".join(re.escape(w) for w in sorted(ws, key=len, reverse=True))
-        return re.compile(rf"(?<!\w)(?:{alternatives}){end}", re.I)
+        return "|".join(re.escape(w) for w in sorted(ws, key=len, reverse=True))
 
-    # a word is whole; a word not to count also takes what follows ("stopped vitamin D3")
-    return starting(not_words, r"\w*"), starting(words, r"(?!\w)")
+    out = {}
+    for name, (words, not_words) in groups.items():
+        negated = rf"(?:{alternatives(negations)})\s+(?:{alternatives(words)})"
+        skip = "|".join(p for p in (alternatives(not_words), negated) if p)
+        out[name] = (
+            re.compile(rf"(?<!\w)(?:{skip})\w*", re.I),
+            re.compile(rf"(?<!\w)(?:{alternatives(words)})(?!\w)", re.I),
+        )
+    return out
 
 
-def names_vitamin_d_supplement(text: str) -> bool:
-    """Whether a medication text names a form of vitamin D that raises 25-OH vitamin D
-    ("Cholecalciferol 1000 IU daily", "Calcium + D3"); calcitriol and the other active
-    forms do not count (reference_ranges/supplements.toml)."""
+def names_medicine(group: str, text: str) -> bool:
+    """Whether a medication text names a medicine of `group` of
+    reference_ranges/medications.toml: "vitamin_d" (a form of vitamin D that raises 25-OH
+    vitamin D: "Cholecalciferol 1000 IU daily", "Calcium + D3", not calcitriol) or
+    "mg_lowering" (a proton pump inhibitor or a diuretic)."""
     if not text:
         return False
-    not_words, words = _vitamin_d_words()
-    return bool(words.search(not_words.sub(" ", text)))
+    skip, words = _medicine_words()[group]
+    return bool(words.search(skip.sub(" ", text)))

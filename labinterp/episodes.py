@@ -389,11 +389,12 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
 
     obs_id = np.empty(len(order), dtype="int64")
     obs_id[order] = np.arange(len(order))  # the first n entries: obs id of results rows
-    hemolyzed, contam_comment, supplement = _per_distinct(
+    hemolyzed, contam_comment, supplement, mg_lowering = _per_distinct(
         df["quality"].astype("string"),
         _flag("hemolyzed"),
         _flag("contamination_comment"),
         _flag("vitamin_d_supplement"),
+        _flag("mg_lowering_medication"),
     )
     hemolyzed = _whole_sample(hemolyzed, pat_codes, t_rank, df["specimen_id"])
     has_text, contam_text = _per_distinct(
@@ -453,9 +454,14 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     if preliminary.any():  # most exports mark nothing preliminary: no column to carry
         # a derived Ca is as preliminary as the Ca or albumin it was worked out from
         obs["preliminary"] = column(preliminary, preliminary[ca_rows] | preliminary[alb_rows])
-    if supplement.any():  # only exports with a medication column can say so
-        # a row whose medication column names vitamin D (catalog.names_vitamin_d_supplement)
-        obs["vitamin_d_supplement"] = column(supplement, np.zeros(len(ca_rows), dtype=bool))
+    # rows whose medication column names vitamin D, or a medicine that lowers Mg
+    # (catalog.names_medicine): only exports with a medication column can say so
+    for name, flagged in (
+        ("vitamin_d_supplement", supplement),
+        ("mg_lowering_medication", mg_lowering),
+    ):
+        if flagged.any():
+            obs[name] = column(flagged, np.zeros(len(ca_rows), dtype=bool))
     new_draw = np.ones(len(obs), dtype=bool)
     new_episode = np.ones(len(obs), dtype=bool)
     if len(obs):

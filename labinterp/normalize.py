@@ -29,7 +29,7 @@ from labinterp.catalog import (
     analyte_for,
     analytes,
     fallback_ranges,
-    names_vitamin_d_supplement,
+    names_medicine,
     not_blood_specimen,
     result_status,
 )
@@ -868,6 +868,11 @@ def _specimen_verdict(specimen_type: object) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------- quality flags
+
+# Row flags for a medication column that names a medicine of a group of
+# reference_ranges/medications.toml: the vitamin D pattern reads the first, the Mg
+# patterns the second.
+MEDICINE_FLAGS = {"vitamin_d": "vitamin_d_supplement", "mg_lowering": "mg_lowering_medication"}
 
 _QUALITY_PATTERNS = (
     ("not_hemolyzed", re.compile(r"\b(not|no|non)[\s-]*h[eé]moly", re.I)),
@@ -1712,9 +1717,10 @@ def _quality(
         flags = [quality_flags(comment, flag, value_raw), mismatch(loinc, unit), note]
         if undated:
             flags.append("undated")
-        # not a quality problem, but a fact about the row the vitamin D pattern reads
-        if names_vitamin_d_supplement(_text(medication)):
-            flags.append("vitamin_d_supplement")
+        # not quality problems, but facts about the row that the patterns read
+        for group, row_flag in MEDICINE_FLAGS.items():
+            if names_medicine(group, _text(medication)):
+                flags.append(row_flag)
         return ";".join(f for f in flags if f)
 
     parts = (col["comment"], flag, col["value_raw"], col["loinc"], unit_rep, col["medication"])

@@ -7,6 +7,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pandas.api.extensions import ExtensionArray
 
 from labinterp.episodes import Context, nearest, take, tri_below
@@ -64,6 +65,44 @@ def choose(conditions: list[np.ndarray], choices: list[str], default: str = "") 
     per row, or `default`."""
     position = np.select(conditions, np.arange(len(choices)), len(choices))
     return looked_up([*choices, default], position)
+
+
+def noted(note: Any, where: np.ndarray, sentence: str) -> ExtensionArray:
+    """The `note` texts with `sentence` added (after a space) where `where` is true."""
+    if not where.any():  # most findings, and every export without a medication column
+        return note
+    text = pa.array(note, type=pa.large_string(), from_pandas=True)
+    large = pa.large_string()
+    longer = pc.binary_join_element_wise(text, pa.scalar(sentence, large), pa.scalar(" ", large))
+    return pd.array(pc.if_else(pa.array(where), longer, text), dtype=pd.StringDtype("pyarrow"))
+
+
+MG_LOWERING_NOTE = "The medication list names a medicine that often lowers Mg (a PPI or diuretic)."
+
+
+def mg_lowering_nearby(ctx: Context, mg: np.ndarray, window: pd.Timedelta) -> np.ndarray:
+    """Per Mg observation of `mg` (obs ids, -1 for none): a row of the same patient within
+    `window` of it lists a medicine that lowers Mg in the export's medication column (a
+    proton pump inhibitor or a diuretic: CLINICAL.md sec. 5 says these belong in the
+    clinician's text; reference_ranges/medications.toml)."""
+    obs = ctx.obs
+    out = np.zeros(len(mg), dtype=bool)
+    if "mg_lowering_medication" not in obs or not (mg >= 0).any():
+        return out
+    cited = np.flatnonzero(mg >= 0)
+    pat, t = obs["pat"].to_numpy(), obs["t"].to_numpy()
+    mine = pd.DataFrame({"pat": pat[mg[cited]], "t": t[mg[cited]], "i": cited})
+    listed = obs.loc[obs["mg_lowering_medication"].to_numpy(), ["pat", "t"]].assign(hit=True)
+    near = pd.merge_asof(
+        mine.sort_values("t"),
+        listed.sort_values("t"),
+        on="t",
+        by="pat",
+        direction="nearest",
+        tolerance=window,
+    )
+    out[near["i"].to_numpy()[near["hit"].notna().to_numpy()]] = True
+    return out
 
 
 def looked_up(texts: list[str], codes: np.ndarray) -> ExtensionArray:

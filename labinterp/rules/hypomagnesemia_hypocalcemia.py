@@ -8,6 +8,8 @@ What it flags:
     when PTH within the PTH window is not raised, or Mg is below the PTH-failure threshold;
     else `possible` (the note says a PTH response is present when PTH is raised). Total Ca
     low with corrected/ionized Ca normal is pseudo-hypocalcemia: not fired, with a caveat.
+    A proton pump inhibitor or diuretic listed near the Mg cited adds
+    `mg_lowering_medication` (see P3).
 
 Why it matters:
     Magnesium deficiency blunts PTH release and makes bone and kidney resistant to PTH, so
@@ -91,7 +93,9 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         ("magnesium", indeterminate & np.isnan(mg_low)),
         ("calcium", indeterminate & np.isnan(ca_low)),
     )
+    mg_lowering = fired & common.mg_lowering_nearby(ctx, mg, w)
     caveats = common.flags(
+        ("mg_lowering_medication", mg_lowering),
         ("albumin_unknown", fired & (basis == "total")),
         ("pseudo_hypocalcemia", pseudo & ~contaminated),
         ("corrected_ca_low_albumin", low_alb & (fired | not_fired)),
@@ -117,6 +121,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
             "Total Ca is low but corrected/ionized Ca is normal (pseudo-hypocalcemia).",
         ],
     )
+    note = common.noted(note, mg_lowering, common.MG_LOWERING_NOTE)
     grade_src = np.where(fired, mg, -1)
     columns = dict(
         status=status,

@@ -5,7 +5,11 @@ What it flags:
     with a magnesium below its lower limit. Tier `refractory` when, within the episode, K is
     below LLN on two or more draws at least `p3_refractory_min_gap` apart and every Mg
     measured from one window before the first low K to the last low K is low (the evidence
-    then also cites that last low K, role `potassium_last`); else `concurrent`.
+    then also cites that last low K, role `potassium_last`); else `concurrent`. A fired
+    finding carries `mg_lowering_medication`, and says so in its note, when the export's
+    medication column lists a proton pump inhibitor or a diuretic on a row of the patient
+    within the electrolyte window of the Mg cited (CLINICAL.md sec. 5: common causes of
+    low Mg, for the clinician's text).
 
 Why it matters:
     Magnesium deficiency releases the brake on renal potassium secretion (ROMK), so K
@@ -17,8 +21,8 @@ Limitations:
     gaps no longer than the electrolyte window, so a refractory course with sparser sampling
     is reported as `concurrent`. A hemolyzed sample cannot show K or Mg "not low" (a normal
     value may hide a low one); a low value from it still counts. Draws flagged by
-    `edta_contamination` are suppressed. Supplement and diuretic history is not in lab
-    exports.
+    `edta_contamination` are suppressed. Medicines are seen only in a medication column of
+    the lab export itself, by generic name (reference_ranges/medications.toml).
 
 References:
     S59 (mechanism, ROMK), S43 (hypokalemia), S6 (Mg deficiency), S66, S67 (hemolysis).
@@ -92,9 +96,11 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         ("potassium", indeterminate & np.isnan(k_low)),
         ("magnesium", indeterminate & np.isnan(mg_low)),
     )
+    mg_lowering = fired & common.mg_lowering_nearby(ctx, mg, w)
     caveats = common.flags(
         ("hemolyzed", hemolyzed),
         ("range_unknown", common.range_unknown(ctx, any_k) | common.range_unknown(ctx, any_mg)),
+        ("mg_lowering_medication", mg_lowering),
     )
     note = common.choose(
         [contaminated, fired & refractory, fired],
@@ -105,6 +111,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
             "Low K with low Mg in the same window.",
         ],
     )
+    note = common.noted(note, mg_lowering, common.MG_LOWERING_NOTE)
     columns = dict(
         status=status,
         tier=tier,

@@ -11,7 +11,9 @@ What it flags:
     used adds the caveat `inflammation_caveat`; eGFR below the CKD threshold adds
     `ckd_context`. A fired finding is strengthened, and says so with `vitamin_d_supplement`,
     when the export's medication column names a form of vitamin D that raises 25-OH D on a
-    row of the patient from the vitamin D window before the first D cited to the last.
+    row of the patient from the vitamin D window before the first D cited to the last. A
+    proton pump inhibitor or diuretic listed within the electrolyte window of the Mg cited
+    adds `mg_lowering_medication` (see P3).
     Thresholds printed in two units are compared in the result's own (parameters.as_compared).
     One row per patient (the whole D history is one episode).
 
@@ -24,7 +26,7 @@ Limitations:
     The evidence is weaker than for P1 and P3. Supplementation is seen only in a medication
     column of the lab export itself (not in separate prescription files), read as what the
     patient takes, without dose or adherence; beyond the few negations listed in
-    supplements.toml ("no vitamin D", "stopped vitamin D"), free text is not understood.
+    medications.toml ("no vitamin D", "stopped vitamin D"), free text is not understood.
     Assays that miss D2 (the lab's comment may say so) are not told apart. Censored D
     results settle "low" only when the censoring does; a censored first or last result
     leaves the rise unknown (no `serial` tier). One episode per patient hides a second,
@@ -155,10 +157,12 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     ckd = common.ckd_nearby(ctx, used, wd, "ckd_context_egfr_below")
     fired = status == "fired"
     supplemented = fired & _supplement_recorded(ctx, pats, ev_first, ev_last, wd)
+    mg_lowering = fired & common.mg_lowering_nearby(ctx, ev_mg, duration("window_electrolytes"))
     caveats = common.flags(
         ("inflammation_caveat", crp_id >= 0),
         ("ckd_context", ckd),
         ("vitamin_d_supplement", supplemented),
+        ("mg_lowering_medication", mg_lowering),
     )
     times = [obs["t"].to_numpy()[np.maximum(ids, 0)] for ids in (ev_first, ev_last, ev_mg)]
     present = [ids >= 0 for ids in (ev_first, ev_last, ev_mg)]
@@ -171,18 +175,15 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     )
     start = pd.DataFrame(tt.T).min(axis=1).to_numpy()
     end = pd.DataFrame(tt.T).max(axis=1).to_numpy()
-    note = np.select(
-        [is_serial, fired, status == "not_fired"],
+    note = common.choose(
+        [is_serial, fired],
         [
             "25-OH vitamin D not rising as expected on repeat testing, with low Mg.",
             "Low 25-OH vitamin D with low Mg nearby; Mg is needed to activate vitamin D.",
-            "",
         ],
-        "",
     )
-    note = np.where(
-        supplemented, np.char.add(note.astype(str), " A vitamin D supplement is recorded."), note
-    )
+    note = common.noted(note, supplemented, "A vitamin D supplement is recorded.")
+    note = common.noted(note, mg_lowering, common.MG_LOWERING_NOTE)
     out = pd.DataFrame(
         {
             "pat": pats,
@@ -238,6 +239,7 @@ RULE = Rule(
     analytes=("vitamin_d_25oh", "magnesium", "crp", "egfr"),
     parameters=(
         "window_vitamin_d",
+        "window_electrolytes",
         "window_crp",
         "p2_serial_min_span",
         "p2_min_expected_rise",

@@ -1,4 +1,5 @@
-"""A medication column naming vitamin D (reference_ranges/supplements.toml)."""
+"""A medication column naming vitamin D or a medicine that lowers Mg
+(reference_ranges/medications.toml)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from labinterp.catalog import names_vitamin_d_supplement
+from labinterp.catalog import names_medicine
 from labinterp.reading import read
 
 
@@ -33,8 +34,27 @@ from labinterp.reading import read
         ("", False),
     ],
 )
-def test_names_vitamin_d_supplement(text: str, named: bool) -> None:
-    assert names_vitamin_d_supplement(text) is named
+def test_names_a_vitamin_d_supplement(text: str, named: bool) -> None:
+    assert names_medicine("vitamin_d", text) is named
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("Omeprazole 20 mg daily", True),
+        ("esomeprazole", True),
+        ("Furosemide 40mg; metformin", True),
+        ("hydrochlorothiazide 25 mg", True),
+        ("Chlorthalidone", True),
+        ("stopped omeprazole", False),
+        ("no furosemide", False),
+        ("metformin 500 mg", False),
+        ("Cholecalciferol 1000 IU", False),
+        ("", False),
+    ],
+)
+def test_names_a_medicine_that_lowers_magnesium(text: str, named: bool) -> None:
+    assert names_medicine("mg_lowering", text) is named
 
 
 def test_a_medication_column_is_found_by_its_header_and_flags_its_rows(tmp_path: Path) -> None:
@@ -43,13 +63,14 @@ def test_a_medication_column_is_found_by_its_header_and_flags_its_rows(tmp_path:
         "patient_id,collected_at,test,result,unit,Current Medications\n"
         "P1,2024-03-01 08:00,25-OH Vitamin D,12,ng/mL,Cholecalciferol 2000 IU\n"
         "P1,2024-03-01 08:00,Magnesium,1.5,mg/dL,calcitriol\n"
-        "P2,2024-03-01 08:00,Magnesium,1.5,mg/dL,\n",
+        "P2,2024-03-01 08:00,Magnesium,1.5,mg/dL,\n"
+        "P3,2024-03-01 08:00,Magnesium,1.5,mg/dL,Omeprazole 20 mg; vitamin D3\n",
         encoding="utf-8",
     )
     res = read(path)
-    assert res.rows_used == 3
+    assert res.rows_used == 4
     flags = res.results["quality"].fillna("").tolist()
-    assert flags == ["vitamin_d_supplement", "", ""]
+    assert flags == ["vitamin_d_supplement", "", "", "vitamin_d_supplement;mg_lowering_medication"]
 
 
 def test_check_says_how_many_results_name_a_vitamin_d_supplement(
