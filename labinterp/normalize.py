@@ -111,6 +111,10 @@ class _Coded:
         return _Coded(remap[self.codes], list(index))
 
     def at(self, rows: np.ndarray) -> _Coded:
+        if self._values is not None and len(self._values) == 1:
+            # one value (a field the file does not have): no gather over a million rows
+            n = int(np.count_nonzero(rows)) if rows.dtype == bool else len(rows)
+            return _Coded(np.zeros(n, dtype=np.int64), self._values, self.text)
         return _Coded(self.codes[rows], self._values, self.text)
 
     def rows_equal(self, value: str) -> np.ndarray:
