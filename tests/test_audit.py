@@ -116,6 +116,21 @@ def test_output_tables(planted: tuple[Manifest, Path, dict]) -> None:
     assert "http://" not in html and "https://" not in html  # self-contained
 
 
+def test_fired_caveats_are_counted_per_rule(tmp_path: Path) -> None:
+    sample = Path(labinterp.__file__).parent / "sample_data" / "clinic_export.csv"
+    summary = labinterp.audit(sample, tmp_path / "out")
+    findings = pd.read_csv(tmp_path / "out" / "findings.csv", keep_default_na=False, dtype=str)
+    fired = findings[findings["status"] == "fired"]
+    expected: dict[str, dict[str, int]] = {}
+    for rule, caveats in zip(fired["rule_id"], fired["caveats"], strict=True):
+        for caveat in filter(None, caveats.split(";")):
+            expected.setdefault(rule, {})[caveat] = expected.get(rule, {}).get(caveat, 0) + 1
+    # the sample has caveats of every kind to count, the medicines' among them
+    assert expected["hypomagnesemia_hypokalemia"]["mg_lowering_medication"] == 1
+    assert expected["vitamin_d_resistance"]["vitamin_d_supplement"] == 1
+    assert summary["fired_caveats"] == expected
+
+
 def test_same_input_same_findings_bytes(planted: tuple[Manifest, Path, dict]) -> None:
     _, base, _ = planted
     labinterp.audit(base / "export.csv", base / "again", n_buckets=1)

@@ -143,6 +143,28 @@ def _fired_on_preliminary(findings: pa.Table) -> dict[str, int]:
     return {r["rule_id"]: int(r["count_all"]) for r in sorted(grouped.to_pylist(), key=str)}
 
 
+def _fired_caveats(findings: pa.Table) -> dict[str, dict[str, int]]:
+    """rule -> caveat -> patients whose fired finding carries it (findings.csv has one row
+    per patient and rule): how many rest on total Ca alone, come with a CRP, a listed
+    medicine, a preliminary result, and so on."""
+    fired = findings.filter(pc.equal(findings.column("status"), "fired"))
+    if not fired.num_rows:
+        return {}
+    split = pc.split_pattern(pc.fill_null(fired.column("caveats"), ""), ";")
+    flat = pa.table(
+        {
+            "rule_id": pc.take(fired.column("rule_id"), pc.list_parent_indices(split)),
+            "caveat": pc.list_flatten(split),
+        }
+    )
+    flat = flat.filter(pc.not_equal(flat.column("caveat"), ""))
+    out: dict[str, dict[str, int]] = {}
+    grouped = flat.group_by(["rule_id", "caveat"]).aggregate([([], "count_all")]).to_pylist()
+    for row in sorted(grouped, key=lambda r: (r["rule_id"], r["caveat"])):
+        out.setdefault(row["rule_id"], {})[row["caveat"]] = int(row["count_all"])
+    return out
+
+
 def write_outputs(
     out: Path,
     work: Path,
@@ -223,6 +245,7 @@ def write_outputs(
         "counts": _counts(findings),
         # fired findings with a later test of what follow_up.toml names for the rule
         "follow_up": _follow_up(findings),
+        "fired_caveats": _fired_caveats(findings),
         "ruleset": {**ruleset(), "vitamin_d_guideline": vitamin_d_guideline},
         "inputs": ingest.files,
         "skipped_files": ingest.skipped,
