@@ -129,6 +129,8 @@ def test_fired_caveats_are_counted_per_rule(tmp_path: Path) -> None:
     assert expected["hypomagnesemia_hypokalemia"]["mg_lowering_medication"] == 1
     assert expected["vitamin_d_resistance"]["vitamin_d_supplement"] == 1
     assert summary["fired_caveats"] == expected
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert 'id="fired-caveats"' in html and "<td>mg_lowering_medication</td>" in html
 
 
 def test_same_input_same_findings_bytes(planted: tuple[Manifest, Path, dict]) -> None:

@@ -286,6 +286,11 @@ def render_report(
         "contamination_total": edta.num_rows,
         "sample_quality": _sample_quality_rows(summary),
         "result_status": _status_rows(summary),
+        "fired_caveats": [
+            {"rule": _LABELS.get(rule, rule.replace("_", " ")), "caveat": caveat, "patients": n}
+            for rule, caveats in summary.get("fired_caveats", {}).items()
+            for caveat, n in caveats.items()
+        ],
         "fired_on_preliminary": [
             {"rule": _LABELS.get(rule, rule.replace("_", " ")), "patients": n}
             for rule, n in summary["result_status"]["fired_on_preliminary"].items()
