@@ -129,20 +129,6 @@ def _counts(findings: pa.Table) -> dict[str, dict[str, dict[str, int]]]:
     return out
 
 
-def _fired_on_preliminary(findings: pa.Table) -> dict[str, int]:
-    """rule -> patients whose fired finding carries the caveat preliminary_result."""
-    if not findings.num_rows:
-        return {}
-    fired = findings.filter(
-        pc.and_(
-            pc.equal(findings.column("status"), "fired"),
-            pc.match_substring(findings.column("caveats"), "preliminary_result"),
-        )
-    )
-    grouped = fired.select(["rule_id"]).group_by(["rule_id"]).aggregate([([], "count_all")])
-    return {r["rule_id"]: int(r["count_all"]) for r in sorted(grouped.to_pylist(), key=str)}
-
-
 def _fired_caveats(findings: pa.Table) -> dict[str, dict[str, int]]:
     """rule -> caveat -> patients whose fired finding carries it (findings.csv has one row
     per patient and rule): how many rest on total Ca alone, come with a CRP, a listed
@@ -231,6 +217,7 @@ def write_outputs(
     timings = dict(timings)
     timings["write_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
+    caveats = _fired_caveats(findings)
     summary: dict[str, Any] = {
         "labinterp_version": __version__,
         "engine": engine,
@@ -245,7 +232,7 @@ def write_outputs(
         "counts": _counts(findings),
         # fired findings with a later test of what follow_up.toml names for the rule
         "follow_up": _follow_up(findings),
-        "fired_caveats": _fired_caveats(findings),
+        "fired_caveats": caveats,
         "ruleset": {**ruleset(), "vitamin_d_guideline": vitamin_d_guideline},
         "inputs": ingest.files,
         "skipped_files": ingest.skipped,
@@ -266,7 +253,11 @@ def write_outputs(
                 for k in (*USABLE_STATUSES, "not_given")
                 if k in stats.result_status
             },
-            "fired_on_preliminary": _fired_on_preliminary(findings),
+            "fired_on_preliminary": {
+                rule: c["preliminary_result"]
+                for rule, c in caveats.items()
+                if "preliminary_result" in c
+            },
         },
         "distributions": {
             "histograms": stats.histograms,
