@@ -75,7 +75,7 @@ def summary(result: ReadResult) -> dict[str, object]:
         "result_status": {k: int(v) for k, v in res["result_status"].value_counts().items()},
         # a medication column, and the rows whose medicines name vitamin D (they can
         # strengthen the vitamin D pattern)
-        "medication_column": any("\nmedication = " in (f.mapping_toml or "") for f in result.files),
+        "medication_column": any("medication" in f.fields for f in result.files),
         "vitamin_d_supplement_rows": int(
             res["quality"].fillna("").str.contains(r"(?:^|;)vitamin_d_supplement(?:;|$)").sum()
         ),

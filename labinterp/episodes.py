@@ -648,8 +648,7 @@ def _corrected_calcium(
     ca_factor = units.factor("calcium", CONVENTIONAL_CALCIUM_UNIT)
     alb_factor = units.factor("albumin", CONVENTIONAL_ALBUMIN_UNIT)
     ca, ca_rep, alb = value[ca_rows], reported[ca_rows], value[alb_rows]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        conventional = np.isclose(ca / ca_rep, ca_factor, rtol=1e-9, atol=0)
+    conventional = units.reported_in(ca, ca_rep, ca_factor)
     si = np.round(
         ca + number("calcium_correction_coefficient") * (number("albumin_reference") - alb), 6
     )

@@ -1776,7 +1776,7 @@ def _ranges(
         if fb.age_max is not None:
             m &= ~(need_age > fb.age_max)
         if not fb.canonical and m.any():
-            m &= np.isclose(need_factor, units.factor(fb.analyte, fb.unit), rtol=1e-9, atol=0)
+            m &= units.same_factor(need_factor, units.factor(fb.analyte, fb.unit))
         if not m.any():
             continue
         open_ &= ~m

@@ -78,10 +78,8 @@ def printed_unit(key: str, value: np.ndarray, reported: np.ndarray) -> np.ndarra
     reported in, as an index into Parameter.printed, or -1 for none. The unit is told by
     the result's own conversion factor (canonical value / reported value)."""
     out = np.full(len(value), -1, dtype=np.int64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.asarray(value, dtype=float) / np.asarray(reported, dtype=float)
     for i, (f, _) in enumerate(_get(key).printed):
-        out[(out == -1) & np.isclose(factor, f, rtol=1e-9, atol=0)] = i
+        out[(out == -1) & units.reported_in(value, reported, f)] = i
     return out
 
 

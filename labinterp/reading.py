@@ -49,6 +49,7 @@ class FileReport:
     rows_used: int = 0
     rows_rejected: int = 0
     undated: bool = False
+    fields: tuple[str, ...] = ()  # the RAW fields the file's columns feed (tables only)
 
 
 @dataclass
@@ -515,6 +516,7 @@ def _from_table(
         plan.as_toml(),
         len(raw) + len(malformed),
         undated=undated,
+        fields=tuple(plan.columns),
     )
     return ReadResult(results, rejected, [report])
 

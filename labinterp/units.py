@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
+import numpy as np
 import pint
 
 from labinterp.catalog import Analyte, analytes
@@ -123,3 +124,15 @@ def factor(analyte_id: str, raw_unit: str) -> float:
 def unit_system(raw_unit: str) -> str | None:
     alias = lookup(raw_unit)
     return alias.system if alias else None
+
+
+def same_factor(factors: np.ndarray, f: float) -> np.ndarray:
+    """Per entry: the conversion factor is `f` (the same unit, however spelt; NaN: no)."""
+    return np.isclose(factors, f, rtol=1e-9, atol=0)
+
+
+def reported_in(value: np.ndarray, reported: np.ndarray, f: float) -> np.ndarray:
+    """Per result: it was reported in the unit whose factor to the canonical one is `f`,
+    as its canonical `value` and `reported` number tell (value = reported x factor)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return same_factor(np.asarray(value, dtype=float) / np.asarray(reported, dtype=float), f)
