@@ -261,6 +261,15 @@ def low_mg_with(
     a = low_mg_anchors(ctx)
     clean = ~ctx.obs["contaminated"].to_numpy()
     p = nearest(ctx, a, partner, window, where=partner_mask & clean)
+    return low_mg_paired(ctx, a, partner, p, note)
+
+
+def low_mg_paired(
+    ctx: Context, a: pd.DataFrame, partner: str, p: np.ndarray, note: Any
+) -> pd.DataFrame:
+    """Context findings from the low Mg anchors `a` and, per anchor, the partner observation
+    `p` that makes the finding (-1 for none): fired rows only, one per episode (its
+    earliest low Mg with a partner). `note` is one text, or one per anchor."""
     hit = np.flatnonzero(p >= 0)
     keep = hit[first_of_each(a["episode_id"].to_numpy()[hit], a["t"].to_numpy()[hit])]
     columns = {  # per anchor, or one value for all

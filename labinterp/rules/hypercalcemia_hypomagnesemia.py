@@ -1,17 +1,22 @@
 """Context `hypercalcemia_hypomagnesemia`: high calcium with low magnesium.
 
 What it flags:
-    A magnesium below LLN with a calcium above its ULN within the electrolyte window
-    (ionized, corrected or total, whichever is nearest).
+    A magnesium below LLN with a high calcium within the electrolyte window. The calcium
+    judged is the one P1 would judge: the nearest ionized Ca when one is in the window, else
+    the nearest albumin-corrected Ca (reported or derived), else the nearest total Ca. A
+    total Ca above its ULN next to a normal ionized Ca does not fire: CLINICAL.md sec. 3
+    prefers ionized Ca whenever one exists within the window (total Ca follows albumin,
+    which is often abnormal in the patients who get both tests).
 
 Why it matters:
     A calcium load, or high blood calcium, raises renal magnesium loss.
 
 Limitations:
-    Only fired rows are reported; total calcium is not corrected for albumin here.
+    Only fired rows are reported. Corrected calcium is unreliable with albumin < 30 g/L;
+    ionized Ca, when measured, is used instead.
 
 References:
-    S7, S15.
+    S7, S15 (the finding); S18-S20 (corrected calcium and its limits).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from labinterp.episodes import Context
+from labinterp.episodes import Context, nearest, take
 from labinterp.rules import common
 from labinterp.rules.base import Rule, duration
 
@@ -27,29 +32,29 @@ ID = "hypercalcemia_hypomagnesemia"
 
 
 def evaluate(ctx: Context) -> pd.DataFrame:
-    obs = ctx.obs
-    high = (obs["high"].to_numpy(dtype="float64") == 1.0) & ~obs["derived"].to_numpy()
-    parts = []
-    for name in ("calcium_ionized", "calcium_corrected", "calcium"):
-        part = common.low_mg_with(
-            ctx,
-            name,
-            high & ctx.is_analyte(name),
-            duration("window_electrolytes"),
-            "High calcium with low Mg.",
-        )
-        parts.append(part.rename(columns={f"ev_{name}": "ev_calcium"}))
-    out = pd.concat(parts, ignore_index=True)
+    w = duration("window_electrolytes")
+    a = common.low_mg_anchors(ctx)
+    usable = common.known(ctx, "high")  # state known, not from a contaminated draw
+    ion = nearest(ctx, a, "calcium_ionized", w, where=usable)
+    corr = nearest(ctx, a, "calcium_corrected", w, where=usable)
+    total = nearest(ctx, a, "calcium", w, where=usable)
+    ca = np.where(ion >= 0, ion, np.where(corr >= 0, corr, total))
+    ca = np.where(take(ctx, ca, "high") == 1.0, ca, -1)
+    note = common.choose(
+        [ion >= 0, corr >= 0],
+        ["High Ca with low Mg (Ca basis: ionized).", "High Ca with low Mg (Ca basis: corrected)."],
+        "High Ca with low Mg (Ca basis: total; albumin unknown).",
+    )
+    out = common.low_mg_paired(ctx, a, "calcium", ca, note)
     if out.empty:
         return out
-    out = out.sort_values(["episode_id", "t"], kind="stable").drop_duplicates("episode_id")
     out["grade_obs"] = np.asarray(out["ev_calcium"], dtype="int64")
     out["grade_term"] = np.where(
         ctx.is_analyte("calcium_ionized")[out["ev_calcium"].to_numpy()],
         "hypercalcemia_ionized",
         "hypercalcemia",
     )
-    return out.reset_index(drop=True)
+    return out
 
 
 RULE = Rule(
@@ -57,7 +62,7 @@ RULE = Rule(
     kind="context",
     analytes=("magnesium", "calcium", "calcium_ionized", "calcium_corrected"),
     parameters=("window_electrolytes",),
-    citations=("S7", "S15"),
+    citations=("S7", "S15", "S18", "S19", "S20"),
     evaluate=evaluate,
     doc=__doc__ or "",
 )
