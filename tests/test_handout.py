@@ -766,7 +766,8 @@ def test_cli_reads_exports_with_a_mapping_a_date_format_and_the_guideline(tmp_pa
 
 def test_every_draw_a_guard_cites_is_marked_as_a_sample_issue(tmp_path) -> None:
     """Two suspected contaminated draws weeks apart: the handout lists the guard once, but
-    the results of both draws carry the "sample may be wrong" mark, and only theirs."""
+    the results of both draws carry the "sample may be wrong" mark, and only theirs: not a
+    clean draw later the same day (a hospital stay has several a day)."""
     from labinterp.interpret import interpret_results
     from labinterp.reading import read
 
@@ -776,6 +777,7 @@ def test_every_draw_a_guard_cites_is_marked_as_a_sample_issue(tmp_path) -> None:
         "P1,2024-03-01 08:00,Potassium,4.1,mmol/L,3.5-5.0\n"
         "P1,2024-03-02 08:00,Potassium,7.9,mmol/L,3.5-5.0\n"
         "P1,2024-03-02 08:00,Calcium,5.0,mg/dL,8.5-10.5\n"
+        "P1,2024-03-02 17:10,Calcium,8.9,mg/dL,8.5-10.5\n"
         "P1,2024-03-20 08:00,Potassium,7.6,mmol/L,3.5-5.0\n"
         "P1,2024-03-20 08:00,Calcium,5.2,mg/dL,8.5-10.5\n"
         "P1,2024-03-21 08:00,Potassium,4.3,mmol/L,3.5-5.0\n"
@@ -785,16 +787,17 @@ def test_every_draw_a_guard_cites_is_marked_as_a_sample_issue(tmp_path) -> None:
     assert (findings["rule_id"] == "edta_contamination").sum() == 2
     ctx = build_context(results, findings, "P1")
     assert [g["rule_id"] for g in ctx["guards"]] == ["edta_contamination"]
-    marked = {
-        (a["id"], r["date"]["d"]): r["sample_issue"] for a in ctx["analytes"] for r in a["results"]
-    }
-    assert marked == {
-        ("calcium", 2): True,
-        ("calcium", 20): True,
-        ("potassium", 2): True,
-        ("potassium", 20): True,
-        ("potassium", 21): False,
-    }
+    marked = [
+        (a["id"], r["date"]["d"], r["sample_issue"]) for a in ctx["analytes"] for r in a["results"]
+    ]
+    assert marked == [
+        ("calcium", 2, True),
+        ("calcium", 2, False),
+        ("calcium", 20, True),
+        ("potassium", 2, True),
+        ("potassium", 20, True),
+        ("potassium", 21, False),
+    ]
 
 
 def test_hemolysis_noted_on_one_result_marks_its_whole_sample(sample_tables) -> None:

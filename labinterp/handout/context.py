@@ -255,6 +255,32 @@ def _sample_key(row: Row) -> tuple[Any, str]:
     return (row.get("collected_at"), nfc(row.get("specimen_id")).strip())
 
 
+def _spoiled_samples(res: list[Row], fnd: list[Row]) -> set[tuple[Any, str]]:
+    """The samples (`_sample_key`) whose results may be false, to be marked on the sheet.
+
+    Hemolysis is a property of the tube: a note on one result (often the K) marks every
+    result of the same sample, as the engine reads it. A draw a guard flagged (suspected
+    EDTA contamination) is the draw its finding cites, at the finding's evidence time, with
+    any result sharing a specimen id with it; every flagged draw counts, not only the one of
+    the guard's entry on the sheet. Other draws of the same day are not marked: in a
+    hospital stay they are often clean, and a pattern may rest on them.
+    """
+    dated = [r for r in res if _present(r.get("collected_at"))]
+    spoiled = {_sample_key(r) for r in dated if "hemolyzed" in _split(r.get("quality"))}
+    flagged_at = {
+        pd.Timestamp(f["evidence_at"])
+        for f in fnd
+        if nfc(f.get("kind")) == "guard"
+        and nfc(f.get("status")) == "fired"
+        and _present(f.get("evidence_at"))
+    }
+    drawn = [r for r in dated if pd.Timestamp(r["collected_at"]) in flagged_at]
+    specimens = {nfc(r.get("specimen_id")).strip() for r in drawn} - {""}
+    spoiled |= {_sample_key(r) for r in drawn}
+    spoiled |= {_sample_key(r) for r in res if nfc(r.get("specimen_id")).strip() in specimens}
+    return spoiled
+
+
 def _split(text: Any) -> list[str]:
     return [p for p in (s.strip() for s in nfc(text).split(";")) if p]
 
@@ -436,13 +462,7 @@ def context_from_rows(
         if _present(a):
             by_analyte.setdefault(nfc(a), []).append(row)
     present = sorted(by_analyte, key=lambda a: (known.get(a, 99), a))
-    # Hemolysis is a property of the tube: a note on one result (often the K) marks every
-    # result of the same sample as possibly spoiled, as the engine reads it.
-    spoiled = {
-        _sample_key(r)
-        for r in res
-        if _present(r.get("collected_at")) and "hemolyzed" in _split(r.get("quality"))
-    }
+    spoiled = _spoiled_samples(res, fnd)
     for analyte in present:
         rows = sorted(by_analyte[analyte], key=_ts_key)  # stable, missing dates last
         items = [_result_dict(r, grader) for r in rows]
@@ -498,22 +518,6 @@ def context_from_rows(
         and f["status"] == "fired"
         and f["rule_id"] not in PATTERN_ORDER
     ]
-
-    # A draw a guard flagged (e.g. suspected EDTA contamination) may show false values: its
-    # results are still listed as urgent when far out of range, but marked as possibly wrong.
-    # The draw is the one the guard cites; its episode can span weeks of other draws. Every
-    # flagged draw counts, not only the one of the guard's entry on the handout.
-    flagged_days = set()
-    for f in every:
-        if f["kind"] != "guard" or f["status"] != "fired":
-            continue
-        for d in [f["seen"]] if f["seen"] else [f["start"], f["end"]]:
-            if d:
-                flagged_days.add((d["y"], d["m"], d["d"]))
-    for a in analytes:
-        for r in a["results"]:
-            if r["date"] and (r["date"]["y"], r["date"]["m"], r["date"]["d"]) in flagged_days:
-                r["sample_issue"] = True
 
     urgent = []
     for a in analytes:
