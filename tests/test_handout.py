@@ -810,3 +810,28 @@ def test_hemolysis_noted_on_one_result_marks_its_whole_sample(sample_tables) -> 
     # another patient's clean draw is not marked
     clean = build_context(results, findings, "DEMO-001", lang="en")
     assert not any(r["sample_issue"] for a in clean["analytes"] for r in a["results"])
+
+
+def test_results_of_one_test_on_one_day_show_their_clock_times(tmp_path) -> None:
+    """A hospital day with several magnesium results: each shows its time so the patient
+    can tell them apart; a day's single result (the calcium) shows its date alone."""
+    from labinterp.interpret import interpret_results
+    from labinterp.reading import read
+
+    export = tmp_path / "stay.csv"
+    export.write_text(
+        "patient_id,collected_at,test,result,unit,reference_range\n"
+        "P1,2024-03-02 06:04,Magnesium,1.7,mg/dL,1.6-2.6\n"
+        "P1,2024-03-02 17:10,Magnesium,1.4,mg/dL,1.6-2.6\n"
+        "P1,2024-03-02 17:10,Calcium,9.1,mg/dL,8.5-10.5\n"
+        "P1,2024-03-03 03:21,Magnesium,2.1,mg/dL,1.6-2.6\n"
+    )
+    results = read(export).results
+    ctx = build_context(results, interpret_results(results), "P1")
+    shown = {a["id"]: [(r["date"]["d"], r["time"]) for r in a["results"]] for a in ctx["analytes"]}
+    assert shown == {
+        "magnesium": [(2, "06:04"), (2, "17:10"), (3, "")],
+        "calcium": [(2, "")],
+    }
+    html = " ".join(shared_renderer().html(ctx).split())
+    assert "2 Mar 2024, 17:10" in html and "3 Mar 2024, 03:21" not in html

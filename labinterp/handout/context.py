@@ -226,6 +226,7 @@ def _result_dict(row: Row, grader: Grader | None) -> dict[str, Any]:
     analyte = nfc(row.get("analyte"))
     return {
         "date": _date(row.get("collected_at")),
+        "time": "",  # set by _clock_where_needed
         "value_text": value_text,
         "unit_text": unit_text,
         "comparator": comparator,
@@ -279,6 +280,21 @@ def _spoiled_samples(res: list[Row], fnd: list[Row]) -> set[tuple[Any, str]]:
     spoiled |= {_sample_key(r) for r in drawn}
     spoiled |= {_sample_key(r) for r in res if nfc(r.get("specimen_id")).strip() in specimens}
     return spoiled
+
+
+def _clock_where_needed(items: list[dict[str, Any]]) -> None:
+    """Give a result its clock time ("17:10") where the same test has results at different
+    times of the same day (a hospital stay), so that the patient can tell them apart. A
+    day's single result, or results printed without a time, keep the date alone."""
+    times_of_day: dict[tuple[int, int, int], set[str]] = {}
+    for i in items:
+        if i["date"] and _present(i["_ts"]):
+            clock = pd.Timestamp(i["_ts"]).strftime("%H:%M")
+            i["time"] = clock
+            times_of_day.setdefault(_date_key(i["date"]), set()).add(clock)
+    for i in items:
+        if i["date"] and len(times_of_day.get(_date_key(i["date"]), ())) < 2:
+            i["time"] = ""
 
 
 def _split(text: Any) -> list[str]:
@@ -488,6 +504,7 @@ def context_from_rows(
                 firsts = [i for i in items if i["_value"] is not None]
                 trend["first_value"] = firsts[0]["value_text"]
                 trend["last_value"] = firsts[-1]["value_text"]
+        _clock_where_needed(items)
         for i in items:
             del i["_value"], i["_ts"]
         every_result[analyte] = items
@@ -530,6 +547,7 @@ def context_from_rows(
                             k: r[k]
                             for k in (
                                 "date",
+                                "time",
                                 "value_text",
                                 "unit_text",
                                 "grade",
