@@ -787,6 +787,18 @@ def test_every_draw_a_guard_cites_is_marked_as_a_sample_issue(tmp_path) -> None:
     assert (findings["rule_id"] == "edta_contamination").sum() == 2
     ctx = build_context(results, findings, "P1")
     assert [g["rule_id"] for g in ctx["guards"]] == ["edta_contamination"]
+    # the one entry says when: both dates, as a record of months holds both
+    guard = ctx["guards"][0]
+    assert (guard["seen_first"], guard["seen_last"], guard["seen_times"]) == (
+        {"y": 2024, "m": 3, "d": 2},
+        {"y": 2024, "m": 3, "d": 20},
+        2,
+    )
+    html = " ".join(shared_renderer().html(ctx).split())
+    assert "We saw this in your results from 20 Mar 2024. We saw it on 2 dates" in html
+    assert "first on 2 Mar 2024." in html
+    es = " ".join(shared_renderer().html(build_context(results, findings, "P1", lang="es")).split())
+    assert "Lo vimos en sus análisis del 20 mar 2024." in es
     marked = [
         (a["id"], r["date"]["d"], r["sample_issue"]) for a in ctx["analytes"] for r in a["results"]
     ]

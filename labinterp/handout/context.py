@@ -341,10 +341,16 @@ def _why_missing(f: dict[str, Any], results: dict[str, list[dict[str, Any]]]) ->
 
 
 def _dedupe_findings(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per rule, keeping its most telling outcome across episodes."""
+    """One entry per rule, keeping its most telling outcome across episodes, with when it
+    fired: `seen_last` and `seen_first`, the dates of the latest and earliest results of
+    the episodes it fired in, and `seen_times`, on how many dates (a record of years can
+    hold patterns long past; the sheet says when each was seen)."""
     rank = {"fired": 0, "suppressed": 1, "indeterminate": 2, "not_fired": 3}
     best: dict[str, dict[str, Any]] = {}
+    fired_on: dict[str, set[tuple[int, int, int]]] = {}
     for f in items:
+        if f["status"] == "fired" and f["seen"]:
+            fired_on.setdefault(f["rule_id"], set()).add(_date_key(f["seen"]))
         cur = best.get(f["rule_id"])
         if cur is None or rank.get(f["status"], 9) < rank.get(cur["status"], 9):
             best[f["rule_id"]] = f
@@ -354,7 +360,16 @@ def _dedupe_findings(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             cur["missing"] = sorted({*cur["missing"], *f["missing"]})
             if f["grade"] is not None and (cur["grade"] is None or f["grade"] > cur["grade"]):
                 cur["grade"] = f["grade"]
+    for rule_id, f in best.items():
+        days = sorted(fired_on.get(rule_id, ())) if f["status"] == "fired" else []
+        f["seen_first"] = _day(days[0]) if days else None
+        f["seen_last"] = _day(days[-1]) if days else None
+        f["seen_times"] = len(days)
     return list(best.values())
+
+
+def _day(key: tuple[int, int, int]) -> dict[str, int]:
+    return {"y": key[0], "m": key[1], "d": key[2]}
 
 
 def _records(frame: pd.DataFrame) -> list[Row]:
