@@ -507,28 +507,44 @@ def _value_of(value_raw: object, valuenum_raw: object, comparator_raw: object, d
 
 
 def _analyte_of(hint: object, loinc: object, code: object, name: object, tests: dict[str, str]):
+    """(analyte id, reason it has none, whether the test is defined per 1.73 m2 of body
+    surface) for one distinct set of test fields."""
     h, lc, cd, nm = _text(hint), _text(loinc), _text(code), _text(name)
     if h:
-        return (h, "")
+        return (h, "", _per_body_surface(h, lc, cd, nm))
     for label in (nm, cd, lc):
         if label and label in tests:
-            return (tests[label], "")
+            return (tests[label], "", _per_body_surface(tests[label], lc, cd, nm))
     # the catalog's spellings are plain text: full-width letters or an invisible character
     # in a test name must not make a magnesium result "out of scope"
-    found = analyte_for(_plain_text(lc) or None, _plain_text(cd) or None, _plain_text(nm) or None)
+    lc, cd, nm = _plain_text(lc), _plain_text(cd), _plain_text(nm)
+    found = analyte_for(lc or None, cd or None, nm or None)
     if found:
-        return (found, "")
+        return (found, "", _per_body_surface(found, lc, cd, nm))
     if not (lc or cd or nm):
-        return ("", "missing_test")
-    return ("", "out_of_scope")
+        return ("", "missing_test", False)
+    return ("", "out_of_scope", False)
+
+
+def _per_body_surface(analyte: str, loinc: str, code: str, name: str) -> bool:
+    """An eGFR test whose code or name defines it per 1.73 m2 of body surface: every eGFR
+    LOINC code of the catalog does ("Glomerular filtration rate/1.73 sq M.predicted"), or
+    a name saying "1.73". Such a result printed in plain "mL/min" (Synthea's FHIR does) is
+    in mL/min/1.73 m2; a plain "mL/min" from a test that does not say so may be a measured,
+    unindexed clearance and stays rejected."""
+    if analyte != "egfr":
+        return False
+    codes = analytes()["egfr"].loinc_codes
+    return loinc.strip() in codes or code.strip() in codes or "1.73" in name or "1.73" in code
 
 
 # ---------------------------------------------------------------- units
 
 
-def _unit_of(analyte: str, unit_raw: object, value_unit: str = ""):
+def _unit_of(analyte: str, unit_raw: object, value_unit: str = "", per_body_surface: bool = False):
     """(factor, reported spelling, system, reason, detail), from the unit column and the
-    unit printed after the number in the result, if any."""
+    unit printed after the number in the result, if any. `per_body_surface`: the test is
+    defined per 1.73 m2 (_per_body_surface), so a plain "mL/min" means mL/min/1.73 m2."""
     raw = _text(unit_raw)
     if not analyte:
         return (np.nan, raw, "", "", "")
@@ -543,6 +559,10 @@ def _unit_of(analyte: str, unit_raw: object, value_unit: str = ""):
         return (np.nan, raw, "", "unit_conflict", detail)
     if not raw:
         return (np.nan, "", "", "unknown_unit", "the result has no unit")
+    alias = units.lookup(raw)
+    if per_body_surface and alias is not None and alias.pint_expr == _PLAIN_FLOW:
+        indexed = units.factor(analyte, analytes()[analyte].canonical_unit)
+        return (indexed, alias.raw, alias.system, "", "")
     try:
         f = units.factor(analyte, raw)
     except UnitError as exc:
@@ -551,6 +571,9 @@ def _unit_of(analyte: str, unit_raw: object, value_unit: str = ""):
     alias = units.lookup(raw)
     assert alias is not None
     return (f, alias.raw, alias.system, "", "")
+
+
+_PLAIN_FLOW = "milliliter / minute"  # unit_aliases.csv: "mL/min", not per body surface
 
 
 def _same_unit(analyte: str, a: str, b: str) -> bool:
@@ -1036,7 +1059,10 @@ def _normalize(
                 flag = _joint(col["flag"], marker).map(lambda v: _with_marker(*v))
 
         # unit (only numeric results need one): (factor, spelling, system, reason, detail)
-        unit = _joint(analyte, col["unit_raw"], value_unit).map(lambda v: _unit_of(*v))
+        per_body_surface = found.field(2).compact()
+        unit = _joint(analyte, col["unit_raw"], value_unit, per_body_surface).map(
+            lambda v: _unit_of(*v)
+        )
         factor = unit.field(0).floats()
         unit_rep = unit.field(1).compact()
 

@@ -895,3 +895,23 @@ def test_within_one_file_the_repeat_with_the_printed_range_is_kept(tmp_path: Pat
     assert list(res.rejected["source_row"]) == [2]
     labinterp.audit(path, tmp_path / "out")
     assert list(pd.read_csv(tmp_path / "out" / "rejected_rows.csv")["source_row"]) == [2]
+
+
+def test_plain_ml_per_minute_is_an_egfr_unit_only_for_a_test_defined_per_body_surface(
+    tmp_path: Path,
+) -> None:
+    """Synthea prints eGFR as "mL/min" under a LOINC code defined per 1.73 m2: read as
+    mL/min/1.73 m2. Under a bare "eGFR" name the same unit may be an unindexed clearance:
+    rejected, saying the unit does not fit the test."""
+    body = (
+        "patient_id,collected_at,test,loinc,result,unit\n"
+        "P1,2024-03-01,Glomerular filtration rate/1.73 sq M.predicted,33914-3,62,mL/min\n"
+        "P1,2024-03-02,eGFR CKD-EPI,98979-8,61,ml/min\n"
+        "P1,2024-03-03,eGFR,,60,mL/min\n"
+        "P1,2024-03-04,eGFR,,59,mL/min/1.73m2\n"
+    )
+    res = read(write(tmp_path, body))
+    assert res.results["value"].tolist() == [62.0, 61.0, 59.0]
+    assert res.results["unit_reported"].tolist() == ["mL/min", "ml/min", "mL/min/1.73m2"]
+    assert res.rejected["reason"].tolist() == ["unit_not_valid_for_analyte"]
+    assert "mL/min" in res.rejected["detail"].iloc[0]

@@ -188,8 +188,12 @@ def test_synthea_csv_and_fhir(shared_data: Path) -> None:
     assert fhir.rows_in == 180
     bundle = read(folder / "fhir_bundle_Jamison785_Crona259_f1c3b051.json.gz")
     accounted(bundle)
-    # eGFR here is coded "mL/min" without the per-1.73 m2: an unknown unit, not guessed
-    assert set(bundle.rejected["reason"]) == {"out_of_scope", "unknown_unit"}
+    # eGFR here is printed "mL/min" under LOINC 33914-3, "Glomerular filtration rate/1.73
+    # sq M.predicted": the code defines it per 1.73 m2, so it is read so, not rejected
+    assert set(bundle.rejected["reason"]) == {"out_of_scope"}
+    egfr = bundle.results[bundle.results["analyte"] == "egfr"]
+    assert len(egfr) == 9 and set(egfr["unit_reported"]) == {"mL/min"}
+    assert egfr["value"].tolist() == egfr["value_reported"].tolist()
 
 
 def test_fhir_spec_examples(shared_data: Path) -> None:
