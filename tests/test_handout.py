@@ -847,3 +847,21 @@ def test_results_of_one_test_on_one_day_show_their_clock_times(tmp_path) -> None
     }
     html = " ".join(shared_renderer().html(ctx).split())
     assert "2 Mar 2024, 17:10" in html and "3 Mar 2024, 03:21" not in html
+
+
+def test_a_guard_on_an_undated_draw_marks_the_undated_results(tmp_path) -> None:
+    """A survey export prints no dates: the engine reads a patient's results as one draw.
+    A suspected contaminated draw there has no evidence time, and its results are marked."""
+    from labinterp.interpret import interpret_results
+    from labinterp.reading import read
+
+    export = tmp_path / "survey.csv"  # NHANES' layout: one row per participant
+    export.write_text("SEQN,LBXSKSI,LBXSCA,LBXSPH\n1001,5.9,7.9,3.6\n1002,4.1,9.4,3.6\n")
+    results = read(export).results
+    findings = interpret_results(results)
+    edta = findings[findings["rule_id"] == "edta_contamination"]
+    assert edta["status"].tolist() == ["fired"] and edta["evidence_at"].isna().all()
+    ctx = build_context(results, findings, "1001")
+    assert [r["sample_issue"] for a in ctx["analytes"] for r in a["results"]] == [True] * 3
+    clean = build_context(results, findings, "1002")
+    assert not any(r["sample_issue"] for a in clean["analytes"] for r in a["results"])

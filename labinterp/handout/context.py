@@ -253,7 +253,8 @@ def _result_dict(row: Row, grader: Grader | None) -> dict[str, Any]:
 def _sample_key(row: Row) -> tuple[Any, str]:
     """The sample a result comes from: its collection time and specimen id (the engine's
     draw, split by specimen; episodes._whole_sample)."""
-    return (row.get("collected_at"), nfc(row.get("specimen_id")).strip())
+    when = row.get("collected_at")
+    return (when if _present(when) else None, nfc(row.get("specimen_id")).strip())
 
 
 def _spoiled_samples(res: list[Row], fnd: list[Row]) -> set[tuple[Any, str]]:
@@ -264,18 +265,17 @@ def _spoiled_samples(res: list[Row], fnd: list[Row]) -> set[tuple[Any, str]]:
     EDTA contamination) is the draw its finding cites, at the finding's evidence time, with
     any result sharing a specimen id with it; every flagged draw counts, not only the one of
     the guard's entry on the sheet. Other draws of the same day are not marked: in a
-    hospital stay they are often clean, and a pattern may rest on them.
+    hospital stay they are often clean, and a pattern may rest on them. A guard without an
+    evidence time flagged the undated results, which the engine reads as one draw (split
+    by specimen id, if any), as in a survey export.
     """
     dated = [r for r in res if _present(r.get("collected_at"))]
     spoiled = {_sample_key(r) for r in dated if "hemolyzed" in _split(r.get("quality"))}
-    flagged_at = {
-        pd.Timestamp(f["evidence_at"])
-        for f in fnd
-        if nfc(f.get("kind")) == "guard"
-        and nfc(f.get("status")) == "fired"
-        and _present(f.get("evidence_at"))
-    }
+    guards = [f for f in fnd if nfc(f.get("kind")) == "guard" and nfc(f.get("status")) == "fired"]
+    flagged_at = {pd.Timestamp(f["evidence_at"]) for f in guards if _present(f["evidence_at"])}
     drawn = [r for r in dated if pd.Timestamp(r["collected_at"]) in flagged_at]
+    if any(not _present(f["evidence_at"]) for f in guards):
+        drawn += [r for r in res if not _present(r.get("collected_at"))]
     specimens = {nfc(r.get("specimen_id")).strip() for r in drawn} - {""}
     spoiled |= {_sample_key(r) for r in drawn}
     spoiled |= {_sample_key(r) for r in res if nfc(r.get("specimen_id")).strip() in specimens}
