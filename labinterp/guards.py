@@ -9,6 +9,10 @@
   CONTAMINATION"). K2-EDTA from a purple-top tube adds K and chelates Ca and Mg. The draw
   is marked `contaminated`; P1 and P3 then report `suppressed` for anything built on it.
   Low Mg and low ALP on the same draw strengthen the finding (listed in its evidence).
+  Kidney failure makes the same picture for real (high K, low Ca): an eGFR below the CKD
+  threshold or a creatinine above its range within the electrolyte window adds the caveat
+  `kidney_function_low`, so that the reader weighs it before recollecting. CLINICAL.md
+  sec. 5 keeps CKD as context, not a veto: the finding still fires.
 * Pseudo-hypocalcemia: computed inside P1 (total Ca low while corrected or ionized Ca is
   normal), reported as a not-fired P1 with the caveat `pseudo_hypocalcemia`.
 * Suspected unit errors (a value impossible for its stated unit) are rejected by the
@@ -21,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from labinterp.episodes import Context
+from labinterp.episodes import Context, nearest, tri_below
+from labinterp.parameters import duration
 
 HEMOLYSIS_SENSITIVE = ("potassium", "magnesium")
 EDTA_AFFECTED = ("potassium", "calcium", "calcium_ionized", "calcium_corrected", "magnesium", "alp")
@@ -93,7 +98,13 @@ def edta_contamination(ctx: Context) -> pd.DataFrame:
     strength = np.where(
         (ev_mg >= 0) | (ev_alp >= 0) | has_comment, "with_supporting_evidence", "core_signature"
     )
-    caveat = np.where(has_comment, "contamination_comment", "")
+    kidney = _kidney_function_low(ctx, first)
+    caveat = np.select(
+        [has_comment & kidney, has_comment, kidney],
+        ["contamination_comment;kidney_function_low", "contamination_comment", KIDNEY_CAVEAT],
+        "",
+    )
+    note = np.where(kidney, f"{EDTA_NOTE} {KIDNEY_NOTE}", EDTA_NOTE)
     times = first["t"].where(first["dated"].to_numpy())
     return pd.DataFrame(
         {
@@ -110,7 +121,29 @@ def edta_contamination(ctx: Context) -> pd.DataFrame:
             "missing_inputs": "",
             "suppressed_by": "",
             "caveats": caveat,
-            "note": "Suspected EDTA-contaminated sample (high K with low Ca on one draw): "
-            "recollect before acting on K, Ca or Mg from this draw.",
+            "note": note,
         }
+    )
+
+
+EDTA_NOTE = (
+    "Suspected EDTA-contaminated sample (high K with low Ca on one draw): "
+    "recollect before acting on K, Ca or Mg from this draw."
+)
+KIDNEY_CAVEAT = "kidney_function_low"
+KIDNEY_NOTE = (
+    "Kidney function is low nearby (eGFR or creatinine), and kidney failure raises K and "
+    "lowers Ca for real: weigh that before calling the sample contaminated."
+)
+
+
+def _kidney_function_low(ctx: Context, draws: pd.DataFrame) -> np.ndarray:
+    """Per flagged draw (a row of obs): an eGFR below the CKD-context threshold, or a
+    creatinine above its range, within the electrolyte window."""
+    window = duration("window_electrolytes")
+    egfr_low = ctx.tri("egfr", tri_below, "ckd_context_egfr_below") == 1.0
+    creatinine_high = ctx.is_analyte("creatinine") & (ctx.obs["high"].to_numpy() == 1.0)
+    anchors = draws[["pat", "t"]]
+    return (nearest(ctx, anchors, "egfr", window, where=egfr_low) >= 0) | (
+        nearest(ctx, anchors, "creatinine", window, where=creatinine_high) >= 0
     )

@@ -106,6 +106,17 @@ CASES: dict[str, tuple[list, list]] = {
             },
         ],
     ),
+    "G-edta-kidney": (  # the same picture with low kidney function nearby
+        [(K, "6.1", 0), (CA, "7.9", 0)],
+        [
+            {
+                "rule_id": "edta_contamination",
+                "kind": "guard",
+                "status": "fired",
+                "caveats": "kidney_function_low",
+            },
+        ],
+    ),
     "C-conflict": (  # two different Mg results recorded at one time
         [(MG, "1.2", 0), (MG, "2.1", 0), (K, "3.1", 0)],
         [

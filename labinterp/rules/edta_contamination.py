@@ -15,10 +15,13 @@ Why it matters:
 Limitations:
     A hemolyzed K cannot prove "high", so a hemolyzed and contaminated sample may escape.
     Real hypocalcemia with real hyperkalemia (e.g. renal failure) also matches: the finding
-    asks for a recollection, not a diagnosis. Only fired rows are reported.
+    asks for a recollection, not a diagnosis. When an eGFR below the CKD threshold or a
+    creatinine above its range lies within the electrolyte window, it carries the caveat
+    `kidney_function_low` and says so (CLINICAL.md sec. 5: CKD is context, not a veto).
+    Only fired rows are reported.
 
 References:
-    S63, S64, S65 (EDTA contamination), S66, S67 (hemolysis).
+    S63, S64, S65 (EDTA contamination), S66, S67 (hemolysis), S28 (CKD).
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ def evaluate(ctx: Context) -> pd.DataFrame:
 RULE = Rule(
     id=ID,
     kind="guard",
-    analytes=("potassium", "calcium", "calcium_ionized", "magnesium", "alp"),
-    parameters=(),
-    citations=("S63", "S64", "S65"),
+    analytes=("potassium", "calcium", "calcium_ionized", "magnesium", "alp", "egfr", "creatinine"),
+    parameters=("window_electrolytes", "ckd_context_egfr_below"),
+    citations=("S63", "S64", "S65", "S28"),
     evaluate=evaluate,
     doc=__doc__ or "",
 )
