@@ -25,6 +25,12 @@ _LABELS = {
     "hypomagnesemia_hypokalemia": "Low Mg with low K",
     "vitamin_d_resistance": "Vitamin D not rising with low Mg",
     "edta_contamination": "Suspected EDTA contamination",
+    # context findings (CLINICAL.md sec. 6)
+    "hypercalcemia_hypomagnesemia": "High Ca with low Mg",
+    "hyperphosphatemia_hypomagnesemia": "High phosphate with low Mg",
+    "inflammation_hypomagnesemia": "Raised CRP with low Mg",
+    "secondary_hyperparathyroidism": "High PTH with low vitamin D",
+    "ckd_context": "CKD context (low eGFR)",
 }
 _ANALYTE_LABELS = {"magnesium": "Magnesium", "calcium": "Calcium (total)", "potassium": "Potassium"}
 _TIER_COLOURS = ["#b2182b", "#ef8a62", "#fddbc7", "#d6604d"]
