@@ -92,6 +92,7 @@ def summary(result: ReadResult) -> dict[str, object]:
                 "rows_used": f.rows_used,
                 "rows_rejected": f.rows_rejected,
                 "undated": f.undated,
+                "header_line": f.header_line,
                 "mapping": f.mapping_toml,
             }
             for f in result.files
@@ -131,6 +132,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for f in info["files"]:  # type: ignore[attr-defined]
         out.write(f"== {f['file']}: {f['format']}, columns from {f['columns_from']}\n")
+        if f["header_line"] > 1:
+            out.write(
+                f"   header on line {f['header_line']}: the lines above it are a title, not"
+                " results\n"
+            )
         if f["undated"]:
             out.write("   no collection-time column: each row is treated as one draw\n")
         if f["mapping"]:

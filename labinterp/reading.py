@@ -50,6 +50,7 @@ class FileReport:
     rows_rejected: int = 0
     undated: bool = False
     fields: tuple[str, ...] = ()  # the RAW fields the file's columns feed (tables only)
+    header_line: int = 1  # below a title block above the table, if the file has one
 
 
 @dataclass
@@ -517,6 +518,7 @@ def _from_table(
         len(raw) + len(malformed),
         undated=undated,
         fields=tuple(plan.columns),
+        header_line=tbl.header_line,
     )
     return ReadResult(results, rejected, [report])
 

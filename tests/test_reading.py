@@ -915,3 +915,72 @@ def test_plain_ml_per_minute_is_an_egfr_unit_only_for_a_test_defined_per_body_su
     assert res.results["unit_reported"].tolist() == ["mL/min", "ml/min", "mL/min/1.73m2"]
     assert res.rejected["reason"].tolist() == ["unit_not_valid_for_analyte"]
     assert "mL/min" in res.rejected["detail"].iloc[0]
+
+
+TITLED = (
+    "Lab Results Report - Clinic A{pad}\n"
+    "Exported 2024-03-05{pad}\n"
+    "{pad}\n"
+    "Patient ID,Collected,Test,Result,Units,Reference Range\n"
+    "P1,2024-03-01 08:00,Magnesium,1.2,mg/dL,1.6-2.6\n"
+    "P1,2024-03-01 08:00,Calcium,7.6,mg/dL,8.5-10.5\n"
+    "\n"
+    "Total rows: 2{pad}\n"
+)
+
+
+@pytest.mark.parametrize("pad", ["", ",,,,,"], ids=["title_lines", "padded_by_a_spreadsheet"])
+def test_a_title_block_above_the_header_is_skipped(tmp_path: Path, pad: str) -> None:
+    """Report-style exports print a title and an export date above the table, as lines of
+    their own or padded with empty cells to the table's width (a spreadsheet saved as CSV).
+    The header is the first row as wide as the table; the rows keep their line numbers;
+    a footer line is an input row like any other, rejected with its reason."""
+    res = read(write(tmp_path, TITLED.format(pad=pad)))
+    assert res.results["analyte"].tolist() == ["magnesium", "calcium"]
+    assert res.results["source_row"].tolist() == [5, 6]
+    assert res.rejected["source_row"].tolist() == [8]
+    assert res.files[0].header_line == 4
+    assert res.rows_in == 3
+
+
+def test_check_says_where_the_header_is_below_a_title(tmp_path: Path, capsys) -> None:
+    from labinterp.cli import main
+
+    assert main(["check", str(write(tmp_path, TITLED.format(pad="")))]) == 0
+    assert "header on line 4: the lines above it are a title" in capsys.readouterr().out
+
+
+def test_a_title_block_above_a_large_file_is_skipped_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same title block above a file read in batches (larger than one block)."""
+    from labinterp.readers import sniff, table
+
+    body = "".join(f"P{i},2024-03-01 08:00,Magnesium,1.{i % 9},mg/dL,1.6-2.6\n" for i in range(200))
+    path = write(tmp_path, TITLED.format(pad=",,,,,").split("P1,")[0] + body)
+    _chunked_equals_whole(path, 1024, monkeypatch)
+    parts = list(table.iter_delimited(path, sniff.sniff(path), batch_rows=1))
+    assert len(parts) > 1 and {p.header_line for p in parts} == {4}
+    assert parts[0].source_row[0] == 5
+
+
+def test_a_title_block_above_the_header_of_a_workbook_is_skipped(tmp_path: Path) -> None:
+    openpyxl = pytest.importorskip("openpyxl")
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["Lab Results Report - Clinic A"])
+    ws.append(["Exported", "2024-03-05"])
+    ws.append([])
+    ws.append(["Patient ID", "Collected", "Test", "Result", "Units", "Reference Range"])
+    ws.append(["P1", "2024-03-01 08:00", "Magnesium", 1.2, "mg/dL", "1.6-2.6"])
+    path = tmp_path / "report.xlsx"
+    wb.save(path)
+    res = read(path)
+    assert res.results["value_reported"].tolist() == [1.2]
+    assert res.results["source_row"].tolist() == [5]
+    assert res.files[0].header_line == 4
+
+
+def test_a_header_with_a_blank_line_above_is_not_a_title(tmp_path: Path) -> None:
+    res = read(write(tmp_path, "\n" + HEADER + "P1,2024-03-01,Magnesium,1.9,mg/dL,,\n"))
+    assert res.rows_used == 1 and res.files[0].header_line == 1

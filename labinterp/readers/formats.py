@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import gzip
+import itertools
 import json
 import re
 import sys
@@ -20,7 +21,13 @@ import pyarrow.parquet as pq
 
 from labinterp.errors import DamagedFileError, InputFileError
 from labinterp.readers.sniff import Sniffed, display_name
-from labinterp.readers.table import Table, _unique_header, text_array
+from labinterp.readers.table import (
+    HEADER_SEARCH_ROWS,
+    Table,
+    _unique_header,
+    header_position,
+    text_array,
+)
 
 
 def _record_text(v: Any) -> str:
@@ -75,35 +82,42 @@ def iter_xlsx(path: Path, batch_rows: int | None) -> Iterator[Table]:
 def _sheet_tables(
     path: Path, cells: Iterator[list[Any]], batch_rows: int | None
 ) -> Iterator[Table]:
-    header: list[str] | None = None
-    rows: list[list[Any]] = []
-    lines: list[int] = []
-    yielded = False
-    for excel_row, values in enumerate(cells, start=1):
-        if all(v is None or str(v).strip() == "" for v in values):
-            continue
-        if header is None:
-            header = _unique_header(["" if v is None else str(v) for v in values])
-            continue
-        cells_of_row = list(values)[: len(header)] + [None] * max(0, len(header) - len(values))
-        rows.append([_cell(v) for v in cells_of_row])
-        lines.append(excel_row)
-        if batch_rows is not None and len(rows) >= batch_rows:
-            yield _sheet_table(header, rows, lines)
-            rows, lines, yielded = [], [], True
-    if header is None:
+    filled = (
+        (excel_row, values)
+        for excel_row, values in enumerate(cells, start=1)
+        if not all(v is None or str(v).strip() == "" for v in values)
+    )
+    # the header is the first row as wide as the table: a title block may sit above it
+    first = list(itertools.islice(filled, HEADER_SEARCH_ROWS))
+    if not first:
         raise InputFileError(
             "the first worksheet is empty.",
             file=display_name(path),
             fix="put the results on the first sheet with a header row.",
         )
+    at = header_position([values for _, values in first])
+    header_line, header_values = first[at]
+    header_line = header_line if at else 1  # 1 also when only blank rows are above it
+    header = _unique_header(["" if v is None else str(v) for v in header_values])
+    rows: list[list[Any]] = []
+    lines: list[int] = []
+    yielded = False
+    for excel_row, values in itertools.chain(first[at + 1 :], filled):
+        cells_of_row = list(values)[: len(header)] + [None] * max(0, len(header) - len(values))
+        rows.append([_cell(v) for v in cells_of_row])
+        lines.append(excel_row)
+        if batch_rows is not None and len(rows) >= batch_rows:
+            yield _sheet_table(header, rows, lines, header_line)
+            rows, lines, yielded = [], [], True
     if rows or not yielded:  # a header without rows: one empty table, with the columns
-        yield _sheet_table(header, rows, lines)
+        yield _sheet_table(header, rows, lines, header_line)
 
 
-def _sheet_table(header: list[str], rows: list[list[Any]], lines: list[int]) -> Table:
+def _sheet_table(
+    header: list[str], rows: list[list[Any]], lines: list[int], header_line: int
+) -> Table:
     columns = {name: [r[i] for r in rows] for i, name in enumerate(header)}
-    return Table(_as_text_frame(columns), np.asarray(lines, dtype=np.int64))
+    return Table(_as_text_frame(columns), np.asarray(lines, dtype=np.int64), header_line)
 
 
 def _cell(v: Any) -> Any:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,27 @@ STR = pd.ArrowDtype(pa.string())
 class Table:
     frame: pd.DataFrame  # original header names, all text (pyarrow strings)
     source_row: np.ndarray  # 1-based physical line of each record
+    # line (or sheet row) of the header when a title block sits above it; else 1
+    header_line: int = 1
+
+
+# A title block above the table ("Lab results - Clinic A", "Exported 2024-03-05", a blank
+# line) is a few lines: the header is looked for among the first rows that hold anything.
+HEADER_SEARCH_ROWS = 30
+
+
+def header_position(rows: list[list[Any]]) -> int:
+    """Which of `rows` (a file's first rows that hold anything) is the header: the first one
+    about as wide as the table. Exports often print a title block above the table, one cell
+    per line or padded with empty cells to the table's width by a spreadsheet; those lines
+    fill at most two cells, where a header names at least three columns (patient, test,
+    value) and at least half as many as the widest row. 0 when the first row qualifies, or
+    when no row is wide enough to tell."""
+    filled = [sum(1 for v in r if v is not None and str(v).strip()) for r in rows]
+    if not filled:
+        return 0
+    need = max(3, -(-max(filled) // 2))  # ceil(widest / 2), at least 3
+    return next((i for i, n in enumerate(filled) if n >= need), 0)
 
 
 def _unique_header(names: list[str]) -> list[str]:
@@ -258,8 +280,8 @@ def _fast_table(
     is blank (it hides the header: the slow path finds it). `quoted`: whether `data` holds
     a quote character, if known."""
     blank = _blank_rows(tbl)
-    if blank[0]:
-        return None
+    if blank[0] or _title_above(tbl):
+        return None  # the slow path finds the header
     tbl, line_of_row = _row_lines(tbl, data, quoted)
     header = _unique_header(_first_row(tbl))
     keep = np.flatnonzero(~blank[1:]) + 1
@@ -270,6 +292,13 @@ def _fast_table(
     )
     lines = keep + 1 if line_of_row is None else line_of_row[keep]
     return Table(frame, (lines + line_offset).astype(np.int64))
+
+
+def _title_above(tbl: pa.Table) -> bool:
+    """Whether the first parsed row is a title line above the header (see header_position):
+    a spreadsheet saved as CSV pads it with delimiters, so it parses as a header would."""
+    head = tbl.slice(0, HEADER_SEARCH_ROWS).to_pylist()
+    return header_position([list(r.values()) for r in head]) > 0
 
 
 _SCAN_BYTES = 4 * 1024 * 1024  # byte scans go by slices: no file-sized temporary arrays
@@ -346,10 +375,8 @@ def _slow(path: Path, data: bytes, delimiter: str, line_offset: int = 0) -> Tabl
     text = data.decode("utf-8", errors="replace")
     csv.field_size_limit(MAX_LINE_BYTES)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header: list[str] | None = None
     records: list[list[str]] = []
     lines: list[int] = []
-    ragged: list[tuple[int, int]] = []
     last_line = 0
     try:
         for record in reader:
@@ -357,12 +384,6 @@ def _slow(path: Path, data: bytes, delimiter: str, line_offset: int = 0) -> Tabl
             last_line = reader.line_num
             if not record or all(not f.strip() for f in record):
                 continue  # blank line
-            if header is None:
-                header = _unique_header(record)
-                continue
-            if len(record) != len(header):
-                ragged.append((start_line + line_offset, len(record)))
-                record = (record + [""] * len(header))[: len(header)]
             records.append(record)
             lines.append(start_line + line_offset)
     except csv.Error as exc:
@@ -373,13 +394,22 @@ def _slow(path: Path, data: bytes, delimiter: str, line_offset: int = 0) -> Tabl
             row=line,
             fix="check for an unclosed quote near that line and re-export.",
         ) from exc
-    if header is None:
+    if not records:
         raise _no_header(path)
+    at = header_position(records[:HEADER_SEARCH_ROWS]) if line_offset == 0 else 0
+    header = _unique_header(records[at])
+    header_line = lines[at] if at else 1  # 1 also when only blank lines are above it
+    records, lines = records[at + 1 :], lines[at + 1 :]
+    ragged: list[tuple[int, int]] = []
+    for i, record in enumerate(records):
+        if len(record) != len(header):
+            ragged.append((lines[i], len(record)))
+            records[i] = (record + [""] * len(header))[: len(header)]
     columns = list(zip(*records, strict=True)) if records else [()] * len(header)
     frame = pd.DataFrame(
         {name: text_array(list(col)) for name, col in zip(header, columns, strict=True)}
     )
-    table = Table(frame, np.asarray(lines, dtype=np.int64))
+    table = Table(frame, np.asarray(lines, dtype=np.int64), header_line)
     table.ragged = ragged  # type: ignore[attr-defined]
     return table
 
@@ -411,6 +441,9 @@ def iter_delimited(path: Path, sniffed: Sniffed, batch_rows: int) -> Iterator[Ta
         head = read(FAST_BLOCK_BYTES)
         if head.startswith(b"\xef\xbb\xbf"):
             head = head[3:]
+        title = _title_bytes(head, sniffed.delimiter)  # lines above the header, if any
+        title_lines = head[:title].count(b"\n")
+        head = head[title:]
         header_end = head.find(b"\n") + 1
         header = head[:header_end]
         fields = header.replace(sniffed.delimiter.encode(), b"").replace(b'"', b"").strip()
@@ -421,16 +454,38 @@ def iter_delimited(path: Path, sniffed: Sniffed, batch_rows: int) -> Iterator[Ta
             yield read_delimited(path, sniffed)
             return
         names: list[str] | None = None
-        line = 2  # the line number the next piece starts on
+        line = title_lines + 2  # the line number the next piece starts on
         for piece in _pieces(read, rest, size):
             text = header + piece
             tbl = _chunk(path, sniffed, text.decode("latin-1").encode() if latin1 else text, line)
+            tbl.header_line = title_lines + 1 if title else 1
             if names is None:
                 names = list(tbl.frame.columns)
             else:  # the same header line, whichever way a piece was parsed
                 tbl.frame.columns = names
             yield tbl
             line += _line_ends(np.frombuffer(piece, dtype=np.uint8))
+
+
+def _title_bytes(head: bytes, delimiter: str) -> int:
+    """How many bytes of a file's first block come before its header line: the title block
+    of header_position, found among the first non-blank lines (a title line holds no
+    quoted line break)."""
+    starts: list[int] = []
+    rows: list[list[str]] = []
+    at = 0
+    while len(rows) < HEADER_SEARCH_ROWS:
+        end = head.find(b"\n", at)
+        if end < 0:
+            break
+        line = head[at:end].decode("utf-8", errors="replace")
+        fields = next(csv.reader([line], delimiter=delimiter), [])
+        if any(f.strip() for f in fields):
+            starts.append(at)
+            rows.append(fields)
+        at = end + 1
+    found = header_position(rows)
+    return starts[found] if found else 0
 
 
 def _checked_read(path: Path, fh: io.BufferedIOBase) -> Callable[[int], bytes]:
