@@ -468,6 +468,11 @@ def _obs_pieces(
         "range_high_reported": number("range_high_reported"),
         "range_origin": enc["range_origin"],
         "derived": pa.array(obs["derived"].to_numpy(dtype=bool)[ids]),
+        "preliminary": pa.array(
+            obs["preliminary"].to_numpy(dtype=bool)[ids]
+            if "preliminary" in obs
+            else np.zeros(len(ids), dtype=bool)
+        ),
         "source_file": enc["source_file"],
         "collected_at": (stamps, t_codes),
         "source_row": pc.cast(num["source_row"], pa.int64()),

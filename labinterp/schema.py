@@ -145,6 +145,7 @@ EVIDENCE_RECORD = pa.struct(
         ("range_high_reported", pa.float64()),
         ("range_origin", pa.string()),
         ("derived", pa.bool_()),  # computed here (e.g. corrected calcium), not reported
+        ("preliminary", pa.bool_()),  # the lab may still change it (not replaced by a final)
         ("source_file", pa.string()),  # with source_row: the row it came from
         ("collected_at", pa.string()),  # ISO 8601, to the second (UTC where offset printed)
         ("source_row", pa.int64()),

@@ -262,6 +262,9 @@ def test_a_finding_on_a_preliminary_result_says_so(tmp_path: Path) -> None:
     # the evidence text says which result is not final yet
     assert "Potassium (preliminary) 3.0 mmol/L" in mg_k["evidence"]
     assert "Magnesium 1.1 mg/dL" in mg_k["evidence"]
+    # and so do the evidence records
+    records = {r["role"]: r["preliminary"] for r in mg_k["evidence_json"]}
+    assert records == {"magnesium": False, "potassium": True}
     # once the final potassium is in the export, the finding rests on it
     final = [*rows, draw + "Potassium,3.1,mmol/L,3.5-5.0,Final\n"]
     findings = labinterp.interpret(write(tmp_path, "final.csv", HEADER + "".join(final)))
