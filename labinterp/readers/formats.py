@@ -50,7 +50,8 @@ def _text(v: Any) -> str:
 
 
 def read_xlsx(path: Path) -> Table:
-    """First worksheet of a workbook exported like the CSVs (header in row 1)."""
+    """First worksheet of a workbook exported like the CSVs (header in its first row that
+    holds anything, or below a title block: see table.header_position)."""
     (tbl,) = iter_xlsx(path, None)
     return tbl
 
