@@ -151,11 +151,14 @@ def run(args: argparse.Namespace) -> int:
         f"\nTotal: {info['rows_in']} rows in = {info['rows_used']} used + "
         f"{info['rows_rejected']} rejected; {info['patients']} patients\n"
     )
-    out.write("\nResults by analyte and reported unit:\n")
-    for item in info["results_by_analyte_and_unit"]:  # type: ignore[attr-defined]
-        out.write(f"   {item['analyte']:<18} {item['unit'] or '(text)':<16} {item['rows']:>8}\n")
-    out.write("\nReference ranges from: ")
-    out.write(", ".join(f"{k} {v}" for k, v in info["range_origin"].items()) + "\n")  # type: ignore[attr-defined]
+    if info["rows_used"]:  # a file none of whose rows was used has nothing to list here
+        out.write("\nResults by analyte and reported unit:\n")
+        for item in info["results_by_analyte_and_unit"]:  # type: ignore[attr-defined]
+            out.write(
+                f"   {item['analyte']:<18} {item['unit'] or '(text)':<16} {item['rows']:>8}\n"
+            )
+        out.write("\nReference ranges from: ")
+        out.write(", ".join(f"{k} {v}" for k, v in info["range_origin"].items()) + "\n")  # type: ignore[attr-defined]
     for note, n in info["range_not_used"].items():  # type: ignore[attr-defined]
         why = RANGE_NOTES[note]
         out.write(f"   {n} rows printed a range that was not used: {why}\n")
