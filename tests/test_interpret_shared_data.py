@@ -107,6 +107,51 @@ def test_fired_patterns_cite_low_values(findings) -> None:
     assert checked > 50  # MIMIC has many
 
 
+def _surely_high(item: dict) -> bool:
+    """Above its range both in the canonical unit and as the lab printed it."""
+    comp = item["comparator"] or ""
+    if comp not in ("", ">", ">="):
+        return False
+    return all(
+        v is not None and hi is not None and v > hi
+        for v, hi in (
+            (item["value"], item["range_high"]),
+            (item["value_reported"], item["range_high_reported"]),
+        )
+    )
+
+
+def test_high_calcium_with_low_mg_judges_the_calcium_p1_would(findings) -> None:
+    """The cited calcium is high, and it is an ionized one whenever the patient has an
+    ionized Ca within 48 h of the cited Mg (CLINICAL.md sec. 3 prefers it)."""
+    checked = 0
+    for name, (res, f) in findings.items():
+        ionized = res[res["analyte"] == "calcium_ionized"]
+        for _, row in f[f["rule_id"] == "hypercalcemia_hypomagnesemia"].iterrows():
+            ev = _evidence(row)
+            assert _surely_low(ev["magnesium"]) and _surely_high(ev["calcium"]), (name, row)
+            mg_at = pd.Timestamp(ev["magnesium"]["collected_at"])
+            mine = ionized[ionized["patient_id"] == row["patient_id"]]
+            near = (mine["collected_at"] - mg_at).abs() <= pd.Timedelta(hours=48)
+            if near.any():
+                assert ev["calcium"]["analyte"] == "calcium_ionized", (name, row)
+            checked += 1
+    assert checked >= 3
+
+
+def test_contamination_next_to_low_kidney_function_says_so(findings) -> None:
+    """Kidney failure makes the EDTA picture for real: the guard fires (CLINICAL.md keeps
+    CKD as context) and says so where an eGFR or creatinine nearby shows it."""
+    said = 0
+    for name, (_, f) in findings.items():
+        edta = f[f["rule_id"] == "edta_contamination"]
+        assert (edta["status"] == "fired").all(), name
+        kidney = edta["caveats"].str.contains("kidney_function_low")
+        assert edta.loc[kidney, "note"].str.contains("Kidney function is low").all(), name
+        said += int(kidney.sum())
+    assert said > 0  # MIMIC-IV has such draws
+
+
 def test_suppressed_patterns_name_a_fired_guard(findings) -> None:
     for name, (_, f) in findings.items():
         sup = f[f["status"] == "suppressed"]
