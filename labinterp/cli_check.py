@@ -79,6 +79,10 @@ def summary(result: ReadResult) -> dict[str, object]:
         "vitamin_d_supplement_rows": int(
             res["quality"].fillna("").str.contains(r"(?:^|;)vitamin_d_supplement(?:;|$)").sum()
         ),
+        # results named as calcium whose printed range is an ionized calcium's
+        "ionized_calcium_by_range_rows": int(
+            res["quality"].fillna("").str.contains(r"(?:^|;)ionized_calcium_by_range(?:;|$)").sum()
+        ),
         "results_by_analyte_and_unit": [
             {"analyte": a, "unit": u if isinstance(u, str) else "", "rows": int(n)}
             for a, u, n in by_analyte.itertuples(index=False)
@@ -162,6 +166,12 @@ def run(args: argparse.Namespace) -> int:
     for note, n in info["range_not_used"].items():  # type: ignore[attr-defined]
         why = RANGE_NOTES[note]
         out.write(f"   {n} rows printed a range that was not used: {why}\n")
+    if info["ionized_calcium_by_range_rows"]:
+        out.write(
+            f"   {info['ionized_calcium_by_range_rows']} results named as calcium were read as"
+            " ionized calcium: their printed range is an ionized calcium's"
+            " (quality: ionized_calcium_by_range)\n"
+        )
     if info["utc_offsets"]:
         rows = ", ".join(f"{k}: {v}" for k, v in info["utc_offsets"].items())  # type: ignore[attr-defined]
         out.write(

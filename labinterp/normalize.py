@@ -1093,6 +1093,23 @@ def _normalize(
             when, offset, date_why = side.result(dates_job)
             verdict.mark_each(date_why.rows_where(lambda v: v[0] != ""), date_why)
 
+    # Each distinct printed range is read once, here: the analyte and unit checks below,
+    # the repeat check and the range columns all use the same (low, high).
+    printed_ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"])
+    range_limits = printed_ranges.map(
+        lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal)
+    )
+    # "Calcium 1.12 mmol/L (1.15-1.32)": a result named as calcium, with no LOINC code,
+    # whose printed range is an ionized calcium's is one (a total calcium of 1.12 mmol/L
+    # would be a grade 4 emergency)
+    ionized = _joint(analyte, unit_rep, range_limits, col["loinc"]).map(
+        lambda v: _ionized_by_range(*v)
+    )
+    if any(ionized.values):  # rare: nothing to change in most exports
+        analyte = (
+            _joint(analyte, ionized).map(lambda v: "calcium_ionized" if v[1] else v[0]).compact()
+        )
+
     # canonical value and plausibility (suspected unit errors)
     value = number * factor
     lo_p, hi_p, canon_unit = _per_analyte(analyte)
@@ -1106,12 +1123,6 @@ def _normalize(
     implausible = has_number & ~np.isnan(value) & (too_low | too_high)
     if implausible.any():
         verdict.mark_each(implausible, _implausible(implausible, analyte, parsed, unit_rep))
-    # Each distinct printed range is read once, here: the unit check below, the repeat
-    # check and the range columns all use the same (low, high).
-    printed_ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"])
-    range_limits = printed_ranges.map(
-        lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal)
-    )
     # a printed range that fits another unit far better: the unit label is wrong
     range_unit = _joint(analyte, unit_rep, range_limits).map(lambda v: _range_unit_verdict(*v))
     if any(v[0] for v in range_unit.values):  # rare: nothing to mark in most exports
@@ -1156,7 +1167,13 @@ def _normalize(
         {
             "rejected": lambda: _reject(frame, np.flatnonzero(~keep), verdict, col, test_fields),
             "quality": lambda: _quality(
-                col, flag, unit_rep, rows, opts.undated, unique_of(range_texts["range_note"])
+                col,
+                flag,
+                unit_rep,
+                rows,
+                opts.undated,
+                unique_of(range_texts["range_note"]),
+                ionized.map(lambda v: IONIZED_BY_RANGE if v else ""),
             ).strings(),
             "test_label": lambda: test_label.at(rows).strings(),
             "specimen_id": lambda: _specimen_ids(frame["specimen_id"], rows),
@@ -1659,6 +1676,35 @@ def _adult_range(analyte: str) -> tuple[float, float] | None:
     return None
 
 
+IONIZED_BY_RANGE = "ionized_calcium_by_range"  # quality flag of such a row
+
+
+def _ionized_by_range(analyte: str, unit: str, printed: tuple[float, float], loinc: object) -> bool:
+    """Whether a result read as total calcium by its name (no LOINC code says which) is an
+    ionized calcium: its printed range, both limits, lies within range_unit_fit_factor of
+    the bundled ionized range in the row's unit and nearer to it than to the total one.
+    The two bundled ranges are about a factor of 2 apart (CLINICAL.md sec. 2), so no total
+    calcium range can pass for an ionized one."""
+    if analyte != "calcium" or not unit or _text(loinc) or not all(np.isfinite(printed)):
+        return False
+    total, ionized = _adult_range("calcium"), _adult_range("calcium_ionized")
+    if total is None or ionized is None:
+        return False
+    try:
+        factor = units.factor("calcium_ionized", unit)
+    except UnitError:
+        return False
+
+    def off(bundled: tuple[float, float]) -> float:
+        """The worst ratio between the printed limits and `bundled` in the row's unit."""
+        if min(printed) <= 0:
+            return np.inf
+        pairs = zip(printed, bundled, strict=True)
+        return max(max(p / (b / factor), (b / factor) / p) for p, b in pairs)
+
+    return off(ionized) <= number("range_unit_fit_factor") and off(ionized) < off(total)
+
+
 def _range_unit_verdict(analyte: str, unit: str, printed: tuple[float, float]) -> tuple[str, str]:
     """("implausible_value", detail) when the row's printed range (low, high) fits another
     unit of the analyte far better than `unit` (see range_unit_off_factor), else ("", "")."""
@@ -1733,8 +1779,10 @@ def _quality(
     rows: np.ndarray,
     undated: bool,
     range_note: _Coded,
+    analyte_note: _Coded,
 ) -> _Coded:
-    """ ";"-joined quality flags of the given rows (`range_note` is already per row)."""
+    """ ";"-joined quality flags of the given rows (`range_note` is already per row;
+    `analyte_note` is per input row)."""
     props = _loinc_properties()
 
     def mismatch(code: object, unit: object) -> str:
@@ -1743,8 +1791,8 @@ def _quality(
         return "loinc_unit_mismatch" if prop and kind and kind != prop else ""
 
     def joined(v: tuple[Any, ...]) -> str:
-        comment, flag, value_raw, loinc, unit, medication, note = v
-        flags = [quality_flags(comment, flag, value_raw), mismatch(loinc, unit), note]
+        comment, flag, value_raw, loinc, unit, medication, analyte_note, note = v
+        flags = [quality_flags(comment, flag, value_raw), mismatch(loinc, unit), analyte_note, note]
         if undated:
             flags.append("undated")
         # not quality problems, but facts about the row that the patterns read
@@ -1753,7 +1801,15 @@ def _quality(
                 flags.append(row_flag)
         return ";".join(f for f in flags if f)
 
-    parts = (col["comment"], flag, col["value_raw"], col["loinc"], unit_rep, col["medication"])
+    parts = (
+        col["comment"],
+        flag,
+        col["value_raw"],
+        col["loinc"],
+        unit_rep,
+        col["medication"],
+        analyte_note,
+    )
     return _joint(*(p.at(rows) for p in parts), range_note).map(joined)
 
 

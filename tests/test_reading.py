@@ -984,3 +984,29 @@ def test_a_title_block_above_the_header_of_a_workbook_is_skipped(tmp_path: Path)
 def test_a_header_with_a_blank_line_above_is_not_a_title(tmp_path: Path) -> None:
     res = read(write(tmp_path, "\n" + HEADER + "P1,2024-03-01,Magnesium,1.9,mg/dL,,\n"))
     assert res.rows_used == 1 and res.files[0].header_line == 1
+
+
+def test_a_calcium_with_an_ionized_calcium_range_is_read_as_ionized(tmp_path: Path) -> None:
+    """Exports name an ionized calcium "Calcium" at times; its printed range tells it from a
+    total calcium (about half of it). A LOINC code, when given, decides instead."""
+    body = (
+        "patient_id,collected_at,test,loinc,result,unit,reference_range\n"
+        "P1,2024-03-01 08:00,Calcium,,1.12,mmol/L,1.15-1.32\n"
+        "P1,2024-03-02 08:00,Calcium,,4.5,mg/dL,4.6-5.3\n"
+        "P1,2024-03-03 08:00,Calcium,,2.30,mmol/L,2.15-2.55\n"
+        "P1,2024-03-04 08:00,Calcium,,9.1,mg/dL,8.5-10.5\n"
+        "P1,2024-03-05 08:00,Calcium,,1.12,mmol/L,\n"
+        "P1,2024-03-06 08:00,Calcium,17861-6,1.12,mmol/L,1.15-1.32\n"
+    )
+    res = read(write(tmp_path, body))
+    assert res.results["analyte"].tolist() == [
+        "calcium_ionized",
+        "calcium_ionized",
+        "calcium",
+        "calcium",
+        "calcium",  # no range to tell: as named
+        "calcium",  # the LOINC code of a total calcium
+    ]
+    flagged = res.results["quality"].fillna("").str.contains("ionized_calcium_by_range")
+    assert flagged.tolist() == [True, True, False, False, False, False]
+    assert res.results["value"].round(3).tolist()[:2] == [1.12, 1.123]
