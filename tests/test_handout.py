@@ -876,3 +876,28 @@ def test_a_guard_on_an_undated_draw_marks_the_undated_results(tmp_path) -> None:
     assert [r["sample_issue"] for a in ctx["analytes"] for r in a["results"]] == [True] * 3
     clean = build_context(results, findings, "1002")
     assert not any(r["sample_issue"] for a in clean["analytes"] for r in a["results"])
+
+
+def test_a_rule_fired_in_several_episodes_shows_its_strongest_tier(tmp_path) -> None:
+    """A low Mg with a low total Ca (albumin unknown: tier possible) in March and, weeks
+    later, with a low ionized Ca and a very low Mg (supported): the sheet words the
+    supported one, without the other episode's albumin caveat, and says both dates."""
+    from labinterp.interpret import interpret_results
+    from labinterp.reading import read
+
+    export = tmp_path / "stay.csv"
+    export.write_text(
+        "patient_id,collected_at,test,result,unit,reference_range\n"
+        "P1,2024-03-01 08:00,Magnesium,1.4,mg/dL,1.6-2.6\n"
+        "P1,2024-03-01 08:00,Calcium,7.9,mg/dL,8.5-10.5\n"
+        "P1,2024-04-20 08:00,Magnesium,1.0,mg/dL,1.6-2.6\n"
+        "P1,2024-04-20 08:00,Calcium ionized,1.01,mmol/L,1.15-1.32\n"
+    )
+    results = read(export).results
+    findings = interpret_results(results)
+    p1 = findings[findings["rule_id"] == "hypomagnesemia_hypocalcemia"]
+    assert p1["tier"].tolist() == ["possible", "supported"]
+    ctx = build_context(results, findings, "P1")
+    (entry,) = [f for f in ctx["patterns"] if f["rule_id"] == "hypomagnesemia_hypocalcemia"]
+    assert entry["tier"] == "supported" and "albumin_unknown" not in entry["caveats"]
+    assert entry["seen_times"] == 2

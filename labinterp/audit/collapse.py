@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from labinterp import schema
 from labinterp.episodes import sample_ids
 from labinterp.resources import reference_file
+from labinterp.rules.base import TIER_RANK
 from labinterp.rules.common import rank_of
 
 # The collapsed findings table written as findings.csv / findings.parquet: one row per
@@ -53,15 +54,6 @@ AUDIT_FINDINGS: dict[str, str] = {
 
 # Status severity for collapsing: a finding outranks a veto, a veto outranks "cannot tell".
 STATUS_RANK = {"fired": 3, "suppressed": 2, "indeterminate": 1, "not_fired": 0}
-# Stronger tiers first when one patient has several fired episodes of a rule.
-TIER_RANK = {
-    "supported": 2,
-    "possible": 1,
-    "refractory": 2,
-    "concurrent": 1,
-    "serial": 2,
-    "single": 1,
-}
 
 # Analytes whose latest value goes into patients.csv (canonical units).
 LATEST_ANALYTES: tuple[str, ...] = (

@@ -19,6 +19,7 @@ import pandas as pd
 
 from labinterp import __version__
 from labinterp.guards import HEMOLYSIS_SENSITIVE
+from labinterp.rules.base import TIER_RANK
 
 # Order in which analytes appear on the handout: the ones the patterns are about first.
 ANALYTE_ORDER = (
@@ -341,27 +342,36 @@ def _why_missing(f: dict[str, Any], results: dict[str, list[dict[str, Any]]]) ->
 
 
 def _dedupe_findings(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per rule, keeping its most telling outcome across episodes, with when it
-    fired: `seen_last` and `seen_first`, the dates of the latest and earliest results of
-    the episodes it fired in, and `seen_times`, on how many dates (a record of years can
-    hold patterns long past; the sheet says when each was seen)."""
+    """One entry per rule, keeping its most telling outcome across episodes: the worst
+    status, then the strongest tier (TIER_RANK, as the audit's row), with the caveats and
+    missing inputs of the episodes that share both, and the highest grade of any. With
+    when it fired: `seen_last` and `seen_first`, the dates of the latest and earliest
+    results of the episodes it fired in, and `seen_times`, on how many dates (a record of
+    years can hold patterns long past; the sheet says when each was seen)."""
     rank = {"fired": 0, "suppressed": 1, "indeterminate": 2, "not_fired": 3}
+
+    def key(f: dict[str, Any]) -> tuple[int, int]:
+        return (rank.get(f["status"], 9), -TIER_RANK.get(f["tier"], 0))
+
     best: dict[str, dict[str, Any]] = {}
+    grade: dict[str, int] = {}
     fired_on: dict[str, set[tuple[int, int, int]]] = {}
     for f in items:
+        rule = f["rule_id"]
         if f["status"] == "fired" and f["seen"]:
-            fired_on.setdefault(f["rule_id"], set()).add(_date_key(f["seen"]))
-        cur = best.get(f["rule_id"])
-        if cur is None or rank.get(f["status"], 9) < rank.get(cur["status"], 9):
-            best[f["rule_id"]] = f
-        elif cur["status"] == f["status"]:
+            fired_on.setdefault(rule, set()).add(_date_key(f["seen"]))
+        if f["grade"] is not None:
+            grade[rule] = max(grade.get(rule, f["grade"]), f["grade"])
+        cur = best.get(rule)
+        if cur is None or key(f) < key(cur):
+            best[rule] = f
+        elif key(f) == key(cur):
             # the same outcome in several episodes: keep the union of caveats and inputs
             cur["caveats"] = sorted({*cur["caveats"], *f["caveats"]})
             cur["missing"] = sorted({*cur["missing"], *f["missing"]})
-            if f["grade"] is not None and (cur["grade"] is None or f["grade"] > cur["grade"]):
-                cur["grade"] = f["grade"]
-    for rule_id, f in best.items():
-        days = sorted(fired_on.get(rule_id, ())) if f["status"] == "fired" else []
+    for rule, f in best.items():
+        f["grade"] = grade.get(rule)
+        days = sorted(fired_on.get(rule, ())) if f["status"] == "fired" else []
         f["seen_first"] = _day(days[0]) if days else None
         f["seen_last"] = _day(days[-1]) if days else None
         f["seen_times"] = len(days)

@@ -13,6 +13,18 @@ from labinterp.parameters import as_compared, change_as_compared, duration, numb
 __all__ = ["Rule", "as_compared", "change_as_compared", "duration", "number", "parameters"]
 
 
+# Stronger tiers rank higher: of a patient's fired episodes of a rule, the audit's row and
+# the handout show the strongest (unknown tiers rank 0).
+TIER_RANK = {
+    "supported": 2,
+    "possible": 1,
+    "refractory": 2,
+    "concurrent": 1,
+    "serial": 2,
+    "single": 1,
+}
+
+
 @dataclass(frozen=True)
 class Rule:
     """A rule: a pure, vectorized function over the engine's Context.
