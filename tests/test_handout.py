@@ -158,6 +158,23 @@ CASES: dict[str, tuple[list, list]] = {
             },
         ],
     ),
+    "P3-concurrent-twice": (  # fired in two episodes weeks apart, neither refractory
+        [(MG, "1.3", 0), (K, "3.1", 0), (MG, "1.4", 30), (K, "3.2", 30)],
+        [
+            {
+                "rule_id": "hypomagnesemia_hypokalemia",
+                "status": "fired",
+                "tier": "concurrent",
+                "evidence_at": pd.Timestamp("2024-03-01 08:00"),
+            },
+            {
+                "rule_id": "hypomagnesemia_hypokalemia",
+                "status": "fired",
+                "tier": "concurrent",
+                "evidence_at": pd.Timestamp("2024-03-31 08:00"),
+            },
+        ],
+    ),
     INJECTION: (
         [(MG, "1.2", 0)],
         [
@@ -901,3 +918,19 @@ def test_a_rule_fired_in_several_episodes_shows_its_strongest_tier(tmp_path) -> 
     (entry,) = [f for f in ctx["patterns"] if f["rule_id"] == "hypomagnesemia_hypocalcemia"]
     assert entry["tier"] == "supported" and "albumin_unknown" not in entry["caveats"]
     assert entry["seen_times"] == 2
+
+
+def test_a_pattern_seen_on_several_dates_is_not_called_a_single_moment() -> None:
+    texts = {
+        lang: " ".join(
+            shared_renderer()
+            .html(build_context(RESULTS, FINDINGS, "P3-concurrent-twice", lang=lang))
+            .split()
+        )
+        for lang in ("en", "es")
+    }
+    assert "We saw it on 2 dates in all, first on 1 Mar 2024." in texts["en"]
+    assert "did not show both of them staying low for a day or more" in texts["en"]
+    assert "at one point in time" not in texts["en"]
+    assert "no mostraron los dos bajos durante un día o más" in texts["es"]
+    assert "en un solo momento" not in texts["es"]
