@@ -934,3 +934,19 @@ def test_a_pattern_seen_on_several_dates_is_not_called_a_single_moment() -> None
     assert "at one point in time" not in texts["en"]
     assert "no mostraron los dos bajos durante un día o más" in texts["es"]
     assert "en un solo momento" not in texts["es"]
+
+
+def test_a_contaminated_sample_next_to_low_kidney_function_says_both() -> None:
+    for lang, sentence in (
+        ("en", "Kidney problems can also cause this mix"),
+        ("es", "Los problemas de los riñones también pueden dar esta mezcla"),
+    ):
+        kidney = " ".join(
+            shared_renderer()
+            .html(build_context(RESULTS, FINDINGS, "G-edta-kidney", lang=lang))
+            .split()
+        )
+        plain = " ".join(
+            shared_renderer().html(build_context(RESULTS, FINDINGS, "G-edta", lang=lang)).split()
+        )
+        assert sentence in kidney and sentence not in plain
