@@ -1010,3 +1010,13 @@ def test_a_calcium_with_an_ionized_calcium_range_is_read_as_ionized(tmp_path: Pa
     flagged = res.results["quality"].fillna("").str.contains("ionized_calcium_by_range")
     assert flagged.tolist() == [True, True, False, False, False, False]
     assert res.results["value"].round(3).tolist()[:2] == [1.12, 1.123]
+
+
+def test_a_narrow_header_above_ragged_rows_stays_the_header(tmp_path: Path) -> None:
+    """A header of four names above rows of ten fields is no title block: the rows are
+    malformed, and say so, rather than one of them becoming the header."""
+    body = "patient_id,collected_at,test,result\n"
+    body += "P1,2024-03-01,Magnesium,1.9,a,b,c,d,e,f\n" * 3
+    res = read(write(tmp_path, body))
+    assert res.files[0].header_line == 1
+    assert set(res.rejected["reason"]) == {"malformed_row"}

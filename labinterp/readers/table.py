@@ -42,6 +42,7 @@ class Table:
 # A title block above the table ("Lab results - Clinic A", "Exported 2024-03-05", a blank
 # line) is a few lines: the header is looked for among the first rows that hold anything.
 HEADER_SEARCH_ROWS = 30
+TITLE_CELLS = 2  # a title line fills at most this many cells ("Exported", "2024-03-05")
 
 
 def header_position(rows: list[list[Any]]) -> int:
@@ -49,13 +50,19 @@ def header_position(rows: list[list[Any]]) -> int:
     about as wide as the table. Exports often print a title block above the table, one cell
     per line or padded with empty cells to the table's width by a spreadsheet; those lines
     fill at most two cells, where a header names at least three columns (patient, test,
-    value) and at least half as many as the widest row. 0 when the first row qualifies, or
-    when no row is wide enough to tell."""
+    value) and at least half as many as the widest row. 0 when the first row qualifies,
+    when a row above the first wide one fills more than two cells (then it is no title
+    but a narrow header above ragged rows), or when no row is wide enough to tell."""
     filled = [sum(1 for v in r if v is not None and str(v).strip()) for r in rows]
     if not filled:
         return 0
     need = max(3, -(-max(filled) // 2))  # ceil(widest / 2), at least 3
-    return next((i for i, n in enumerate(filled) if n >= need), 0)
+    for i, n in enumerate(filled):
+        if n >= need:
+            return i
+        if n > TITLE_CELLS:  # not a title line: a narrow header (ragged rows follow)
+            return 0
+    return 0
 
 
 def _unique_header(names: list[str]) -> list[str]:
