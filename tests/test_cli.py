@@ -184,3 +184,14 @@ def test_library_chatter_stays_out_of_stderr(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert out.is_file()
     assert proc.stderr.strip() == f"labinterp: wrote the handout to {out}"
+
+
+def test_check_of_a_file_with_no_row_used_lists_only_the_rejections(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "other.csv"
+    path.write_text("patient_id,collected_at,test,result,unit\nP1,2024-03-01,Sodium,140,mmol/L\n")
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "0 used + 1 rejected" in out and "out_of_scope" in out
+    assert "Reference ranges from" not in out and "Results by analyte" not in out
