@@ -1020,3 +1020,24 @@ def test_a_narrow_header_above_ragged_rows_stays_the_header(tmp_path: Path) -> N
     res = read(write(tmp_path, body))
     assert res.files[0].header_line == 1
     assert set(res.rejected["reason"]) == {"malformed_row"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Laborbefunde - Praxis A\nExportiert am 05.03.2024\n\n"
+        "Patient ID;Collected;Test;Result;Units;Reference Range\n"
+        "P1;2024-03-01 08:00;Magnesium;0,52;mmol/L;0,70-1,00\n"
+        "P1;2024-03-01 08:00;Calcium;1,95;mmol/L;2,15-2,55\n",
+        'Lab Results Report\n"Exported: March 5, 2024"\n'
+        "Patient ID\tCollected\tTest\tResult\tUnits\tReference Range\n"
+        "P1\t2024-03-01 08:00\tMagnesium\t0.52\tmmol/L\t0.70-1.00\n"
+        "P1\t2024-03-01 08:00\tCalcium\t1.95\tmmol/L\t2.15-2.55\n",
+    ],
+    ids=["semicolons_and_decimal_commas", "tabs_and_a_comma_in_the_title"],
+)
+def test_a_title_block_does_not_mislead_the_delimiter(tmp_path: Path, text: str) -> None:
+    """The title's words hold no delimiter, or the wrong one: the table's rows decide."""
+    res = read(write(tmp_path, text))
+    assert res.results["value"].tolist() == [0.52, 1.95]
+    assert res.files[0].header_line == len(text.split("Patient ID")[0].splitlines()) + 1

@@ -20,14 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from labinterp.errors import DamagedFileError, InputFileError
-from labinterp.readers.sniff import Sniffed, display_name
-from labinterp.readers.table import (
-    HEADER_SEARCH_ROWS,
-    Table,
-    _unique_header,
-    header_position,
-    text_array,
-)
+from labinterp.readers.sniff import HEADER_SEARCH_ROWS, Sniffed, display_name, header_position
+from labinterp.readers.table import Table, _unique_header, text_array
 
 
 def _record_text(v: Any) -> str:

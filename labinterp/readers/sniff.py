@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from labinterp.errors import InputFileError, InputNotFoundError
 from labinterp.readers.hl7v2 import looks_like_hl7
@@ -153,16 +154,60 @@ def _looks_binary(head: bytes, encoding: str) -> bool:
     return control > len(sample) * 0.05
 
 
+# A title block above the table ("Lab results - Clinic A", "Exported 2024-03-05", a blank
+# line) is a few lines: the header is looked for among the first rows that hold anything.
+HEADER_SEARCH_ROWS = 30
+TITLE_CELLS = 2  # a title line fills at most this many cells ("Exported", "2024-03-05")
+
+
+def header_position(rows: list[list[Any]]) -> int:
+    """Which of `rows` (a file's first rows that hold anything) is the header: the first one
+    about as wide as the table. Exports often print a title block above the table, one cell
+    per line or padded with empty cells to the table's width by a spreadsheet; those lines
+    fill at most two cells, where a header names at least three columns (patient, test,
+    value) and at least half as many as the widest row. 0 when the first row qualifies,
+    when a row above the first wide one fills more than two cells (then it is no title
+    but a narrow header above ragged rows), or when no row is wide enough to tell."""
+    filled = [sum(1 for v in r if v is not None and str(v).strip()) for r in rows]
+    if not filled:
+        return 0
+    need = max(3, -(-max(filled) // 2))  # ceil(widest / 2), at least 3
+    for i, n in enumerate(filled):
+        if n >= need:
+            return i
+        if n > TITLE_CELLS:  # not a title line: a narrow header (ragged rows follow)
+            return 0
+    return 0
+
+
+DELIMITERS = ",;\t|"
+
+
 def detect_delimiter(text_head: str) -> str:
     lines = [ln for ln in text_head.splitlines()[:50] if ln.strip()]
     if not lines:
         return ","
     try:
-        return csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=",;\t|").delimiter
+        found = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=DELIMITERS).delimiter
     except csv.Error:
         # Fall back to the candidate that splits the header into the most fields.
-        header = lines[0]
-        return max(",;\t|", key=header.count)
+        found = max(DELIMITERS, key=lines[0].count)
+    first = next(csv.reader(lines[:1], delimiter=found), [])
+    if sum(1 for f in first if f.strip()) > TITLE_CELLS:
+        return found
+    # The first line is narrow: a title block above the table may have misled the guess
+    # (its words hold no delimiter, an export date may hold a comma). Take the delimiter
+    # under which most rows below the header have the header's number of fields.
+    return max(DELIMITERS, key=lambda d: (_agreeing_rows(lines, d), d == found))
+
+
+def _agreeing_rows(lines: list[str], delimiter: str) -> int:
+    """How many of `lines`, from the header header_position finds on, have as many fields
+    as that header, when split at `delimiter` (0 for a header of one field)."""
+    rows = list(csv.reader(lines, delimiter=delimiter))
+    at = header_position(rows[:HEADER_SEARCH_ROWS])
+    width = len(rows[at])
+    return 0 if width < 2 else sum(1 for r in rows[at:] if len(r) == width)
 
 
 def sniff(path: Path) -> Sniffed:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +23,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from labinterp.errors import DamagedFileError, InputFileError
-from labinterp.readers.sniff import Sniffed, display_name, open_binary
+from labinterp.readers.sniff import (
+    HEADER_SEARCH_ROWS,
+    Sniffed,
+    display_name,
+    header_position,
+    open_binary,
+)
 
 MAX_LINE_BYTES = 64 * 1024 * 1024  # longer lines are damage, not data
 FAST_BLOCK_BYTES = 1024 * 1024  # pyarrow's default: enough blocks to keep every core busy
@@ -37,32 +42,6 @@ class Table:
     source_row: np.ndarray  # 1-based physical line of each record
     # line (or sheet row) of the header when a title block sits above it; else 1
     header_line: int = 1
-
-
-# A title block above the table ("Lab results - Clinic A", "Exported 2024-03-05", a blank
-# line) is a few lines: the header is looked for among the first rows that hold anything.
-HEADER_SEARCH_ROWS = 30
-TITLE_CELLS = 2  # a title line fills at most this many cells ("Exported", "2024-03-05")
-
-
-def header_position(rows: list[list[Any]]) -> int:
-    """Which of `rows` (a file's first rows that hold anything) is the header: the first one
-    about as wide as the table. Exports often print a title block above the table, one cell
-    per line or padded with empty cells to the table's width by a spreadsheet; those lines
-    fill at most two cells, where a header names at least three columns (patient, test,
-    value) and at least half as many as the widest row. 0 when the first row qualifies,
-    when a row above the first wide one fills more than two cells (then it is no title
-    but a narrow header above ragged rows), or when no row is wide enough to tell."""
-    filled = [sum(1 for v in r if v is not None and str(v).strip()) for r in rows]
-    if not filled:
-        return 0
-    need = max(3, -(-max(filled) // 2))  # ceil(widest / 2), at least 3
-    for i, n in enumerate(filled):
-        if n >= need:
-            return i
-        if n > TITLE_CELLS:  # not a title line: a narrow header (ragged rows follow)
-            return 0
-    return 0
 
 
 def _unique_header(names: list[str]) -> list[str]:
