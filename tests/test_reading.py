@@ -1041,3 +1041,42 @@ def test_a_title_block_does_not_mislead_the_delimiter(tmp_path: Path, text: str)
     res = read(write(tmp_path, text))
     assert res.results["value"].tolist() == [0.52, 1.95]
     assert res.files[0].header_line == len(text.split("Patient ID")[0].splitlines()) + 1
+
+
+UNITS_ROW = (
+    "Patient,Date,Magnesium,Calcium,Potassium\n"
+    ",,mg/dL,mg/dL,mmol/L\n"
+    "P1,2024-03-01 08:00,1.2,7.6,3.1\n"
+    "P2,2024-03-01 09:00,2.0,9.4,4.2\n"
+)
+
+
+def test_a_row_of_units_under_the_header_belongs_to_it(tmp_path: Path) -> None:
+    """A wide export printing each test's unit on a line below the header reads as one with
+    the units in the headers; the units line is no result row."""
+    res = read(write(tmp_path, UNITS_ROW))
+    r = res.results.sort_values(["source_row", "analyte"])
+    assert r["analyte"].tolist()[:3] == ["calcium", "magnesium", "potassium"]
+    assert r["unit_reported"].tolist()[:3] == ["mg/dL", "mg/dL", "mmol/L"]
+    assert set(r["source_row"]) == {3, 4} and res.rows_in == 6 and res.rows_used == 6
+
+
+def test_a_row_of_units_under_the_header_of_a_workbook_belongs_to_it(tmp_path: Path) -> None:
+    openpyxl = pytest.importorskip("openpyxl")
+    wb = openpyxl.Workbook()
+    for line in UNITS_ROW.splitlines():
+        wb.active.append([c or None for c in line.split(",")])
+    path = tmp_path / "wide.xlsx"
+    wb.save(path)
+    res = read(path)
+    assert res.rows_used == 6 and set(res.results["source_row"]) == {3, 4}
+
+
+def test_a_row_of_units_under_a_large_file_read_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = "".join(f"P{i},2024-03-01 08:00,1.{i % 9},8.{i % 9},4.{i % 9}\n" for i in range(300))
+    path = write(tmp_path, UNITS_ROW.split("P1,")[0] + body)
+    assert _chunked_equals_whole(path, 1024, monkeypatch) > 1
+    res = read(path)
+    assert res.rows_used == 900 and "Magnesium (mg/dL)" in res.files[0].mapping_toml

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from labinterp.errors import DamagedFileError, InputFileError
 from labinterp.readers.sniff import HEADER_SEARCH_ROWS, Sniffed, display_name, header_position
-from labinterp.readers.table import Table, _unique_header, text_array
+from labinterp.readers.table import Table, _unique_header, text_array, with_units_row
 
 
 def _record_text(v: Any) -> str:
@@ -94,10 +94,14 @@ def _sheet_tables(
     header_line, header_values = first[at]
     header_line = header_line if at else 1  # 1 also when only blank rows are above it
     header = _unique_header(["" if v is None else str(v) for v in header_values])
+    below = first[at + 1 :]
+    named = with_units_row(header, list(below[0][1])) if below else None
+    if named is not None:  # a row of units under the header is part of it, not a result
+        header, below = named, below[1:]
     rows: list[list[Any]] = []
     lines: list[int] = []
     yielded = False
-    for excel_row, values in itertools.chain(first[at + 1 :], filled):
+    for excel_row, values in itertools.chain(below, filled):
         cells_of_row = list(values)[: len(header)] + [None] * max(0, len(header) - len(values))
         rows.append([_cell(v) for v in cells_of_row])
         lines.append(excel_row)

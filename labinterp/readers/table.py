@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from labinterp import units
 from labinterp.errors import DamagedFileError, InputFileError
 from labinterp.readers.sniff import (
     HEADER_SEARCH_ROWS,
@@ -282,9 +284,29 @@ def _fast_table(
 
 def _title_above(tbl: pa.Table) -> bool:
     """Whether the first parsed row is a title line above the header (see header_position):
-    a spreadsheet saved as CSV pads it with delimiters, so it parses as a header would."""
-    head = tbl.slice(0, HEADER_SEARCH_ROWS).to_pylist()
-    return header_position([list(r.values()) for r in head]) > 0
+    a spreadsheet saved as CSV pads it with delimiters, so it parses as a header would.
+    Or whether a row of units follows the header (see with_units_row). Either way the
+    careful path reads the file."""
+    head = [list(r.values()) for r in tbl.slice(0, HEADER_SEARCH_ROWS).to_pylist()]
+    if header_position(head) > 0:
+        return True
+    return len(head) > 1 and with_units_row(_unique_header(list(head[0])), head[1]) is not None
+
+
+def with_units_row(header: list[str], row: list[Any]) -> list[str] | None:
+    """The header with each test column's unit, when `row`, the first row below it, is a
+    row of units: some exports print them on a line of their own ("", "", "mg/dL",
+    "mmol/L"), which makes them wide exports with units in the headers ("Magnesium
+    (mg/dL)"). None when `row` is not one: every filled cell must be a unit labinterp
+    knows, and some cell must be empty (the patient and date columns have no unit)."""
+    cells = ["" if v is None else str(v).strip() for v in row][: len(header)]
+    filled = [c for c in cells if c]
+    if not filled or len(filled) == len(header) or any(units.lookup(c) is None for c in filled):
+        return None
+    return [
+        f"{name} ({cells[i]})" if i < len(cells) and cells[i] else name
+        for i, name in enumerate(header)
+    ]
 
 
 _SCAN_BYTES = 4 * 1024 * 1024  # byte scans go by slices: no file-sized temporary arrays
@@ -386,6 +408,9 @@ def _slow(path: Path, data: bytes, delimiter: str, line_offset: int = 0) -> Tabl
     header = _unique_header(records[at])
     header_line = lines[at] if at else 1  # 1 also when only blank lines are above it
     records, lines = records[at + 1 :], lines[at + 1 :]
+    named = with_units_row(header, records[0]) if records and line_offset == 0 else None
+    if named is not None:  # the units row is part of the header, not a result
+        header, records, lines = named, records[1:], lines[1:]
     ragged: list[tuple[int, int]] = []
     for i, record in enumerate(records):
         if len(record) != len(header):
