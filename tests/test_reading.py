@@ -1080,3 +1080,17 @@ def test_a_row_of_units_under_a_large_file_read_in_batches(
     assert _chunked_equals_whole(path, 1024, monkeypatch) > 1
     res = read(path)
     assert res.rows_used == 900 and "Magnesium (mg/dL)" in res.files[0].mapping_toml
+
+
+def test_an_ehr_style_header_with_a_result_date_is_read_by_its_collection_time(
+    tmp_path: Path,
+) -> None:
+    """ "Patient MRN" and "Collection Date/Time" are recognised, and the collection time is
+    taken over a "Result Date" column, wherever the two stand."""
+    body = (
+        "Patient MRN,Result Date,Component Name,Result Value,Units,Collection Date/Time\n"
+        "000123,2024-03-02 12:00,MAGNESIUM,1.2,mg/dL,2024-03-01 08:00\n"
+    )
+    res = read(write(tmp_path, body))
+    assert res.results["patient_id"].tolist() == ["000123"]
+    assert res.results["collected_at"].tolist() == [pd.Timestamp("2024-03-01 08:00")]
