@@ -622,6 +622,23 @@ _SLASH = re.compile(
     r"^(\d{1,2})/(\d{1,2})/(\d{2}|\d{4})(?:[ T](\d{1,2}:\d{2}(?::\d{2})?)(\s?[AaPp][Mm])?)?$"
 )
 _DOT = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{2}|\d{4})(?:[ T](\d{1,2}:\d{2}(?::\d{2})?))?$")
+# Shapes whose order is never in doubt: the year first ("2024/03/01 10:00"), or the month
+# by its English name ("01-Mar-2024 08:00", "1 March 2024", "Mar 1, 2024 12:00 PM").
+_CLOCK = r"(?:[ T,]+(\d{1,2}:\d{2}(?::\d{2})?)(\s?[AaPp][Mm])?)?$"
+_YMD_SLASH = re.compile(r"^(\d{4})/(\d{1,2})/(\d{1,2})" + _CLOCK)
+_DAY_MONTH_NAME = re.compile(r"^(\d{1,2})[ -]([A-Za-z]{3,9})\.?[ -](\d{2}|\d{4})" + _CLOCK)
+_MONTH_NAME_DAY = re.compile(r"^([A-Za-z]{3,9})\.? (\d{1,2}),? (\d{2}|\d{4})" + _CLOCK)
+_MONTHS = (
+    "january", "february", "march", "april", "may", "june",
+    "july", "august", "september", "october", "november", "december",
+)  # fmt: skip
+
+
+def _month_number(name: str) -> int:
+    """1-12 for an English month name or its abbreviation of 3 letters or more ("Mar",
+    "Sept", "MARCH"); 0 for anything else."""
+    low = name.lower()
+    return next((i for i, m in enumerate(_MONTHS, 1) if m.startswith(low) and len(low) >= 3), 0)
 
 
 def _slash_order(values: list[str], file_label: str) -> str:
@@ -718,6 +735,15 @@ def _parse_dates(
         if dot.any():
             stamps[dot], two_digit, far[dot] = _parse_numeric_dates(values[dot], _DOT, "dmy")
             reasons[two_digit[two_digit].index] = "ambiguous_two_digit_year"
+        for pattern, order in (
+            (_YMD_SLASH, "ymd"),
+            (_DAY_MONTH_NAME, "dmy"),
+            (_MONTH_NAME_DAY, "mdy"),
+        ):
+            hit = rest.str.match(pattern).reindex(values.index, fill_value=False).astype(bool)
+            if hit.any():
+                stamps[hit], two_digit, far[hit] = _parse_numeric_dates(values[hit], pattern, order)
+                reasons[two_digit[two_digit].index] = "ambiguous_two_digit_year"
     reasons[far & (reasons == "")] = "date_out_of_range"
     bad = stamps.isna() & (reasons == "")
     reasons[bad] = "unparseable_date"
@@ -746,7 +772,10 @@ def _parse_numeric_dates(
 ) -> tuple[np.ndarray, pd.Series, np.ndarray]:
     """(datetime64[ns], two-digit year?, out of the datetime64[ns] range?) per value."""
     parts = values.str.extract(pattern)
-    first, second, year = parts[0].astype(int), parts[1].astype(int), parts[2]
+    if order == "ymd":  # the year first: "2024/03/01"
+        parts = parts[[1, 2, 0, *parts.columns[3:]]].set_axis(parts.columns, axis=1)
+        order = "mdy"
+    first, second, year = (_as_int_or_month(parts[0]), _as_int_or_month(parts[1]), parts[2])
     month, day = (first, second) if order == "mdy" else (second, first)
     clock = parts[3].fillna("00:00") if 3 in parts.columns else "00:00"
     two_digit = year.str.len() == 2
@@ -769,6 +798,12 @@ def _parse_numeric_dates(
         parsed = parsed + pd.to_timedelta(shift, unit="h")
     stamps, far = _ns(parsed)
     return stamps, two_digit, far
+
+
+def _as_int_or_month(part: pd.Series) -> pd.Series:
+    """Day or month numbers of a date's parts; a month name as its number (0 if unknown,
+    which makes the date impossible: unparseable)."""
+    return part.map(lambda v: int(v) if v.isdigit() else _month_number(v))
 
 
 def _ns(parsed: pd.Series) -> tuple[np.ndarray, np.ndarray]:
