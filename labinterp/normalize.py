@@ -735,12 +735,18 @@ def _parse_dates(
         if dot.any():
             stamps[dot], two_digit, far[dot] = _parse_numeric_dates(values[dot], _DOT, "dmy")
             reasons[two_digit[two_digit].index] = "ambiguous_two_digit_year"
+        # the shapes that need no order, tried only on what no shape above has read
+        left = values[~iso & ~slash & ~dot & (values != "")]
         for pattern, order in (
             (_YMD_SLASH, "ymd"),
             (_DAY_MONTH_NAME, "dmy"),
             (_MONTH_NAME_DAY, "mdy"),
         ):
-            hit = rest.str.match(pattern).reindex(values.index, fill_value=False).astype(bool)
+            if left.empty:
+                break
+            matched = left.str.match(pattern).astype(bool)
+            hit = matched.reindex(values.index, fill_value=False).astype(bool)
+            left = left[~matched]
             if hit.any():
                 stamps[hit], two_digit, far[hit] = _parse_numeric_dates(values[hit], pattern, order)
                 reasons[two_digit[two_digit].index] = "ambiguous_two_digit_year"
@@ -775,7 +781,9 @@ def _parse_numeric_dates(
     if order == "ymd":  # the year first: "2024/03/01"
         parts = parts[[1, 2, 0, *parts.columns[3:]]].set_axis(parts.columns, axis=1)
         order = "mdy"
-    first, second, year = (_as_int_or_month(parts[0]), _as_int_or_month(parts[1]), parts[2])
+    # only the shapes with a month name need more than int()
+    as_number = _as_int_or_month if pattern in (_DAY_MONTH_NAME, _MONTH_NAME_DAY) else _as_int
+    first, second, year = as_number(parts[0]), as_number(parts[1]), parts[2]
     month, day = (first, second) if order == "mdy" else (second, first)
     clock = parts[3].fillna("00:00") if 3 in parts.columns else "00:00"
     two_digit = year.str.len() == 2
@@ -800,10 +808,19 @@ def _parse_numeric_dates(
     return stamps, two_digit, far
 
 
+def _as_int(part: pd.Series) -> pd.Series:
+    return part.astype(int)
+
+
 def _as_int_or_month(part: pd.Series) -> pd.Series:
     """Day or month numbers of a date's parts; a month name as its number (0 if unknown,
-    which makes the date impossible: unparseable)."""
-    return part.map(lambda v: int(v) if v.isdigit() else _month_number(v))
+    which makes the date impossible: unparseable). Numbers are converted at once; only the
+    names (a handful of distinct ones) are looked up one by one."""
+    numbers = pd.to_numeric(part, errors="coerce")
+    named = numbers.isna()
+    if named.any():
+        numbers[named] = part[named].map(_month_number)
+    return numbers.astype(int)
 
 
 def _ns(parsed: pd.Series) -> tuple[np.ndarray, np.ndarray]:
