@@ -104,17 +104,37 @@ def test_every_bundled_range_in_a_lab_unit_repeats_a_canonical_one() -> None:
                 assert mine == pytest.approx(theirs, rel=0.02)
 
 
-def test_a_lab_unit_range_that_disagrees_with_the_canonical_one_is_a_config_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    bad = tmp_path / "fallback_ranges.csv"
-    bad.write_text(
+# A reference file whose second printing of a number disagrees with the first (a typo in
+# either): (module, its cached loader, the file's name, its text, what the refusal names).
+PRINTED_TWICE_TYPOS = {
+    "range_in_a_lab_unit": (
+        catalog,
+        "fallback_ranges",
+        "fallback_ranges.csv",
         "analyte,sex,age_min_years,age_max_years,low,high,unit,source\n"
         "magnesium,any,18,,0.70,1.05,mmol/L,S7 S8\n"
         "magnesium,any,18,,1.7,25.5,mg/dL,S7 S8\n",  # a typo: 25.5 for 2.55
-        encoding="utf-8",
-    )
-    _refused(monkeypatch, catalog, catalog.fallback_ranges, bad, "magnesium range in mg/dL")
+        "magnesium range in mg/dL",
+    ),
+    "threshold_also_printed": (
+        parameters,
+        "parameters",
+        "rule_parameters.toml",
+        '[p1_mg_pth_failure_below]\nvalue = 0.5\nunit = "mmol/L"\nanalyte = "magnesium"\n'
+        'also = { "mg/dL" = 2.1 }\nsource = "S1"\n',
+        "also",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PRINTED_TWICE_TYPOS))
+def test_a_number_printed_twice_must_agree_or_the_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    module, loader, name, text, match = PRINTED_TWICE_TYPOS[case]
+    bad = tmp_path / name
+    bad.write_text(text, encoding="utf-8")
+    _refused(monkeypatch, module, getattr(module, loader), bad, match)
 
 
 def test_a_threshold_is_compared_as_printed_in_the_reported_unit() -> None:
@@ -141,18 +161,6 @@ def test_a_change_is_compared_as_printed_only_when_both_results_share_the_unit()
     assert change[:2] == pytest.approx([10.0, 9.9])
     assert least.tolist() == [10.0, 10.0, 25.0]
     assert (change < least).tolist() == [False, True, True]
-
-
-def test_a_threshold_printed_twice_must_agree(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    bad = tmp_path / "rule_parameters.toml"
-    bad.write_text(
-        '[p1_mg_pth_failure_below]\nvalue = 0.5\nunit = "mmol/L"\nanalyte = "magnesium"\n'
-        'also = { "mg/dL" = 2.1 }\nsource = "S1"\n',
-        encoding="utf-8",
-    )
-    _refused(monkeypatch, parameters, parameters.parameters, bad, "also")
 
 
 def test_a_converted_bundled_limit_shows_enough_digits_to_tell_a_value_from_it(
