@@ -419,6 +419,12 @@ _MARKED = re.compile(
     rf"^(?P<body>.*?)(?:\s*\((?P<paren>{_MARKS})\)|\s*\[(?P<square>{_MARKS})\]"
     rf"|\s*(?P<symbol>\*|!)|(?:(?<=\d)|\s+)(?P<letter>HH|LL|H|L|A))$"
 )
+# The same marker between the number and its unit ("3.0* mmol/L", "1.2 H mg/dL"), as the
+# start of what follows the number; a letter counts only before a space.
+_MARK_BEFORE_UNIT = re.compile(
+    rf"^(?:\((?P<paren>{_MARKS})\)|\[(?P<square>{_MARKS})\]|(?P<symbol>\*|!)"
+    rf"|(?P<letter>HH|LL|H|L|A)(?=\s))\s*(?P<unit>\S.*)$"
+)
 # A number with text after it that may be its unit ("1.2 mg/dL", "12%", "<0.5mmol/L"); the
 # text starts with neither a digit nor what continues a number or a range (". , + -").
 _UNIT_TAIL = re.compile(r"^(?P<number>.*?\d)\s*(?P<unit>[^\s\d.,+\-].*)$")
@@ -471,10 +477,16 @@ def _read_value(text: str, decimal: str) -> tuple[str, float | None, str, str, b
             return cmp_, number, "", marker, False
     core = body
     m = _UNIT_TAIL.match(body)
-    if m and _unit_shaped(m["unit"]):
+    if m:
+        unit = m["unit"]
+        inner = None if marker else _MARK_BEFORE_UNIT.match(unit)
+        if inner and _unit_shaped(inner["unit"]):
+            unit = inner["unit"]
+            marker = inner["paren"] or inner["square"] or inner["symbol"] or inner["letter"]
+    if m and _unit_shaped(unit):
         cmp_, number = parse_value(m["number"], decimal)
         if number is not None:
-            return cmp_, number, units.clean_spelling(m["unit"]), marker, False
+            return cmp_, number, units.clean_spelling(unit), marker, False
         core = m["number"]
     hides = any(c.isdigit() for c in core) and not any(c.isalpha() for c in core)
     return "", None, "", "", hides

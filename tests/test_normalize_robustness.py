@@ -239,6 +239,10 @@ def test_a_percent_is_read_as_the_unit(tmp_path: Path, unit: str) -> None:
         ("1.2 mg/dL H", "H"),
         ("1.2 mg/dL*", "*"),
         ("1.2 mg/dL (L)", "L"),
+        ("1.2* mg/dL", "*"),
+        ("1.2 H mg/dL", "H"),
+        ("1.2 (L) mg/dL", "L"),
+        ("1.2 [LL] mg/dL", "LL"),
     ],
 )
 def test_an_abnormal_flag_after_the_number_is_moved_to_the_flag(
