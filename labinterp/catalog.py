@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass
 from functools import cache
 
@@ -54,9 +55,19 @@ class FallbackRange:
         return self.unit == analytes()[self.analyte].canonical_unit
 
 
+def fold_accents(text: str) -> str:
+    """`text` without accents and other combining marks ('Fósforo' -> 'Fosforo', 'ß' kept):
+    exports spell Spanish test names, headers and words with or without them."""
+    if text.isascii():
+        return text
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
 def normalise_name(text: str) -> str:
-    """Lower-case, collapse punctuation and spaces: 'Calcium, Total' -> 'calcium total'."""
-    text = text.strip().lower().replace("_", " ")
+    """Lower-case, drop accents, collapse punctuation and spaces: 'Calcium, Total' ->
+    'calcium total', 'Fósforo' -> 'fosforo'."""
+    text = fold_accents(text).strip().lower().replace("_", " ")
     text = re.sub(r"[,;:/\\.\-\[\]]+", " ", text)
     return re.sub(r"\s+", " ", text).strip()
 
@@ -190,7 +201,7 @@ def _not_blood() -> tuple[frozenset[str], re.Pattern[str]]:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
         codes = frozenset(str(c).upper() for c in data["codes"])
-        words = "|".join(re.escape(str(w)) for w in data["words"])
+        words = "|".join(re.escape(fold_accents(str(w))) for w in data["words"])
     except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path.name}: {exc}") from exc
     return codes, re.compile(rf"\b({words})\b", re.I)
@@ -200,6 +211,7 @@ def not_blood_specimen(text: str) -> bool:
     """Whether a specimen type ("Urine", "UR", "122575003 Urine specimen", "CSF") names a
     specimen that is not blood. Blood, serum, plasma and anything not listed are not."""
     codes, words = _not_blood()
+    text = fold_accents(text)
     if words.search(text):
         return True
     return any(token.upper() in codes for token in re.findall(r"[A-Za-z]+", text))
@@ -238,7 +250,7 @@ def _result_statuses() -> dict[str, ResultStatus]:
 
 
 def _status_key(text: str) -> str:
-    return re.sub(r"[\s_\-()/]+", " ", text.strip().lower()).strip()
+    return re.sub(r"[\s_\-()/]+", " ", fold_accents(text).strip().lower()).strip()
 
 
 def result_status(text: str) -> ResultStatus:
@@ -267,7 +279,8 @@ def _medicine_words() -> dict[str, tuple[re.Pattern[str], re.Pattern[str]]]:
 
     def alternatives(ws: list[str]) -> str:
         # longest first, so "vitamin d3" is one match, not "vitamin d" then a stray "3"
-        return "|".join(re.escape(w) for w in sorted(ws, key=len, reverse=True))
+        folded = (fold_accents(w) for w in ws)  # the text is folded too
+        return "|".join(re.escape(w) for w in sorted(folded, key=len, reverse=True))
 
     out = {}
     for name, (words, not_words) in groups.items():
@@ -288,4 +301,4 @@ def names_medicine(group: str, text: str) -> bool:
     if not text:
         return False
     skip, words = _medicine_words()[group]
-    return bool(words.search(skip.sub(" ", text)))
+    return bool(words.search(skip.sub(" ", fold_accents(text))))

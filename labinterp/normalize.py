@@ -29,6 +29,7 @@ from labinterp.catalog import (
     analyte_for,
     analytes,
     fallback_ranges,
+    fold_accents,
     names_medicine,
     not_blood_specimen,
     result_status,
@@ -375,7 +376,8 @@ _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _SYMBOLIC = re.compile(rf"^(?P<cmp><=|>=|=<|=>|≤|≥|<|>)?\s*(?P<num>{_NUMBER})$")
 _WORDED = re.compile(
     rf"^(?P<cmp>less than or equal to|greater than or equal to|less than|greater than|below|"
-    rf"above|under|over)\s*(?P<num>{_NUMBER})$",
+    rf"above|under|over|menor de|menor que|inferior a|mayor de|mayor que|superior a)"
+    rf"\s*(?P<num>{_NUMBER})$",
     re.IGNORECASE,
 )
 _WORD_CMP = {
@@ -388,6 +390,14 @@ _WORD_CMP = {
     "above": ">",
     "over": ">",
     "up to": "<=",  # only in ranges: "up to 10"
+    # Spanish: "menor de 0,5", "superior a 10", "hasta 5" (ranges only)
+    "menor de": "<",
+    "menor que": "<",
+    "inferior a": "<",
+    "mayor de": ">",
+    "mayor que": ">",
+    "superior a": ">",
+    "hasta": "<=",
 }
 
 
@@ -635,22 +645,30 @@ _SLASH = re.compile(
 )
 _DOT = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{2}|\d{4})(?:[ T](\d{1,2}:\d{2}(?::\d{2})?))?$")
 # Shapes whose order is never in doubt: the year first ("2024/03/01 10:00"), or the month
-# by its English name ("01-Mar-2024 08:00", "1 March 2024", "Mar 1, 2024 12:00 PM").
+# by its English or Spanish name ("01-Mar-2024 08:00", "1 March 2024", "Mar 1, 2024 12:00
+# PM", "15-ene-2024").
 _CLOCK = r"(?:[ T,]+(\d{1,2}:\d{2}(?::\d{2})?)(\s?[AaPp][Mm])?)?$"
 _YMD_SLASH = re.compile(r"^(\d{4})/(\d{1,2})/(\d{1,2})" + _CLOCK)
-_DAY_MONTH_NAME = re.compile(r"^(\d{1,2})[ -]([A-Za-z]{3,9})\.?[ -](\d{2}|\d{4})" + _CLOCK)
-_MONTH_NAME_DAY = re.compile(r"^([A-Za-z]{3,9})\.? (\d{1,2}),? (\d{2}|\d{4})" + _CLOCK)
+_DAY_MONTH_NAME = re.compile(r"^(\d{1,2})[ -]([A-Za-z]{3,10})\.?[ -](\d{2}|\d{4})" + _CLOCK)
+_MONTH_NAME_DAY = re.compile(r"^([A-Za-z]{3,10})\.? (\d{1,2}),? (\d{2}|\d{4})" + _CLOCK)
 _MONTHS = (
-    "january", "february", "march", "april", "may", "june",
-    "july", "august", "september", "october", "november", "december",
+    ("january", "enero"), ("february", "febrero"), ("march", "marzo"), ("april", "abril"),
+    ("may", "mayo"), ("june", "junio"), ("july", "julio"), ("august", "agosto"),
+    ("september", "septiembre", "setiembre"), ("october", "octubre"),
+    ("november", "noviembre"), ("december", "diciembre"),
 )  # fmt: skip
 
 
 def _month_number(name: str) -> int:
-    """1-12 for an English month name or its abbreviation of 3 letters or more ("Mar",
-    "Sept", "MARCH"); 0 for anything else."""
+    """1-12 for an English or Spanish month name or its abbreviation of 3 letters or more
+    ("Mar", "Sept", "MARCH", "ene", "Ago"); 0 for anything else. No abbreviation names
+    different months in the two languages."""
     low = name.lower()
-    return next((i for i, m in enumerate(_MONTHS, 1) if m.startswith(low) and len(low) >= 3), 0)
+    if len(low) < 3:
+        return 0
+    return next(
+        (i for i, names in enumerate(_MONTHS, 1) if any(m.startswith(low) for m in names)), 0
+    )
 
 
 def _slash_order(values: list[str], file_label: str) -> str:
@@ -870,12 +888,13 @@ def _to_ns(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------- reference ranges
 
 _RANGE_BETWEEN = re.compile(
-    rf"^\s*({_NUMBER})\s*(?:-|–|—|to|\.\.)\s*({_NUMBER})\s*(?:[^\d\s].*)?$", re.I
+    rf"^\s*({_NUMBER})\s*(?:-|–|—|to|\.\.|\sa(?=\s))\s*({_NUMBER})\s*(?:[^\d\s].*)?$", re.I
 )
-# A one-sided range in words: "less than 10", "greater than or equal to 60".
+# A one-sided range in words: "less than 10", "greater than or equal to 60", "hasta 5".
 _RANGE_WORDED = re.compile(
     rf"^\s*(less than or equal to|greater than or equal to|less than|greater than|below|"
-    rf"above|under|over|up to)(?=\s*{_NUMBER})",
+    rf"above|under|over|up to|menor de|menor que|inferior a|mayor de|mayor que|superior a|"
+    rf"hasta)(?=\s*{_NUMBER})",
     re.I,
 )
 _RANGE_BETWEEN_ANYWHERE = re.compile(rf"({_NUMBER})\s*(?:-|–|—|to)\s*({_NUMBER})", re.I)
@@ -965,18 +984,20 @@ def _specimen_verdict(specimen_type: object) -> tuple[str, str]:
 # patterns the second.
 MEDICINE_FLAGS = {"vitamin_d": "vitamin_d_supplement", "mg_lowering": "mg_lowering_medication"}
 
+# Matched on the text with its accents dropped, English and Spanish alike ("Hémolysé",
+# "muestra hemolizada", "sin hemólisis", "coagulada", "lipémica", "ictérica").
 _QUALITY_PATTERNS = (
-    ("not_hemolyzed", re.compile(r"\b(not|no|non)[\s-]*h[eé]moly", re.I)),
-    ("hemolyzed", re.compile(r"h[eé]moly[sz]|haemoly[sz]|h[eé]molis", re.I)),
-    ("contamination_comment", re.compile(r"contaminat|edta", re.I)),
-    ("clotted", re.compile(r"\bclot", re.I)),
+    ("not_hemolyzed", re.compile(r"\b(not|no|non|sin)[\s-]*ha?emol[iy]", re.I)),
+    ("hemolyzed", re.compile(r"ha?emol[iy][sz]", re.I)),
+    ("contamination_comment", re.compile(r"contamina[td]|contaminacion|edta", re.I)),
+    ("clotted", re.compile(r"\bclot|\bcoagulad|\bcoagulo", re.I)),
     ("lipemic", re.compile(r"lip(a)?emi", re.I)),
     ("icteric", re.compile(r"icter", re.I)),
 )
 
 
 def quality_flags(*texts: object) -> str:
-    joined = " ".join(_text(t) for t in texts)
+    joined = fold_accents(" ".join(_text(t) for t in texts))
     if not joined:
         return ""
     flags = [name for name, pattern in _QUALITY_PATTERNS if pattern.search(joined)]
@@ -996,11 +1017,18 @@ _SEX = {
     "m": "male",
     "male": "male",
     "man": "male",
+    # Spanish words; not the letters "H" (hombre) and "M" (mujer), which would turn the
+    # English "M" around
+    "femenino": "female",
+    "mujer": "female",
+    "masculino": "male",
+    "hombre": "male",
+    "varon": "male",
 }
 
 
 def _sex(text: object) -> str:
-    return _SEX.get(_text(text).lower(), "")
+    return _SEX.get(fold_accents(_text(text)).lower(), "")
 
 
 # ---------------------------------------------------------------- the stage

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from labinterp.catalog import analytes
+from labinterp.catalog import analytes, fold_accents
 from labinterp.errors import ColumnDetectionError, MappingFileError
 from labinterp.resources import reference_file
 from labinterp.schema import RAW
@@ -31,7 +31,8 @@ REQUIRED = ("patient_id", "value_raw")
 
 
 def header_key(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+    """'Ref. Range' -> 'ref_range', 'Fecha de extracción' -> 'fecha_de_extraccion'."""
+    return re.sub(r"[^a-z0-9]+", "_", fold_accents(name).strip().lower()).strip("_")
 
 
 @dataclass
