@@ -102,6 +102,9 @@ def analytes() -> dict[str, Analyte]:
     return out
 
 
+_LOINC_PREFIX = re.compile(r"^loinc\s*:\s*", re.I)
+
+
 @cache
 def loinc_index() -> dict[str, str]:
     """LOINC code -> analyte id."""
@@ -128,10 +131,12 @@ def name_index() -> dict[str, str]:
 
 
 def analyte_for(loinc: str | None, code: str | None, name: str | None) -> str | None:
-    """Catalog id for a test, by LOINC first, then exact normalised name; None if unknown."""
+    """Catalog id for a test, by LOINC first, then exact normalised name; None if unknown.
+    A code may name its system first, as i2b2 concept codes do ("LOINC:2601-3")."""
     for candidate in (loinc, code):
-        if candidate and candidate.strip() in loinc_index():
-            return loinc_index()[candidate.strip()]
+        key = _LOINC_PREFIX.sub("", candidate.strip()) if candidate else ""
+        if key in loinc_index():
+            return loinc_index()[key]
     for candidate in (name, code):
         if candidate:
             hit = name_index().get(normalise_name(candidate))
@@ -257,6 +262,32 @@ def result_status(text: str) -> ResultStatus:
     """The meaning of a result status as printed ("F", "Final", "entered-in-error");
     an unknown or empty status means nothing (ResultStatus())."""
     return _result_statuses().get(_status_key(text), ResultStatus())
+
+
+@cache
+def _comparator_codes() -> dict[str, str]:
+    """Comparator codes -> comparator (reference_ranges/comparators.toml)."""
+    path = reference_file("comparators.toml")
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+        table: dict[str, str] = {}
+        for comparator, codes in data.items():
+            for code in codes:
+                table[str(code).strip().lower()] = str(comparator)
+    except (OSError, tomllib.TOMLDecodeError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path.name}: {exc}") from exc
+    return table
+
+
+def comparator_code(text: str) -> str | None:
+    """The comparator a comparator column's code stands for ("LT" and "4171756" -> "<",
+    "EQ" -> ""), or None for a code labinterp does not know. A whole number printed as a
+    float ("4171756.0", from a numeric column) is read as that number."""
+    code = text.strip().lower()
+    if code.endswith(".0") and code[:-2].isdigit():
+        code = code[:-2]
+    return _comparator_codes().get(code)
 
 
 @cache

@@ -28,6 +28,7 @@ from labinterp.catalog import (
     ResultStatus,
     analyte_for,
     analytes,
+    comparator_code,
     fallback_ranges,
     fold_accents,
     names_medicine,
@@ -514,7 +515,14 @@ def _value_of(value_raw: object, valuenum_raw: object, comparator_raw: object, d
         if num_text:
             _, number = parse_value(num_text, ".")
             cmp_ = ""
-    extra_cmp = _COMPARATORS.get(_text(comparator_raw), "")
+    code = _text(comparator_raw)
+    extra_cmp = comparator_code(code) if code else ""
+    if number is not None and extra_cmp is None:  # "NE": an exact reading would be wrong
+        detail = (
+            f"the comparator '{code[:20]}' beside the result is not one labinterp knows"
+            " (<, <=, >=, >, LT, LE, GE, GT, EQ); correct it in the export"
+        )
+        return ("", None, "", "unparseable_value", detail, "", "")
     if number is not None:
         return (extra_cmp or cmp_, number, "", "", "", unit, marker)
     if hides:
