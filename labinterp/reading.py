@@ -189,6 +189,8 @@ def iter_batches(
         tables, kind = formats.iter_parquet(p, batch_rows), "parquet"
     elif sniffed.kind == "xlsx":
         tables, kind = formats.iter_xlsx(p, batch_rows), "xlsx"
+    elif sniffed.kind == "xpt":
+        tables, kind = formats.iter_xpt(p, batch_rows), "xpt"
     elif sniffed.kind == "ndjson" and not _is_fhir(p, sniffed):  # JSON Lines of records
         tables, kind = formats.iter_records(p, sniffed, batch_rows), "ndjson"
     elif sniffed.kind == "hl7v2":  # messages one after the other, in batches
@@ -360,6 +362,8 @@ def _table(p: Path, sniffed: sniff.Sniffed) -> table.Table:
         return formats.read_xlsx(p)
     if sniffed.kind == "parquet":
         return formats.read_parquet(p)
+    if sniffed.kind == "xpt":
+        return formats.read_xpt(p)
     doc = formats.load_json(p, sniffed)
     if sniffed.kind == "ndjson":
         numbered = doc

@@ -133,3 +133,86 @@ def test_the_patterns_fire_on_each_model(tmp_path: Path, table: str, rule: str) 
     path.write_text(table, encoding="utf-8")
     f = interpret(path)
     assert rule in set(f.loc[f["status"] == "fired", "rule_id"])
+
+
+# ---------------------------------------------------------------- SAS transport files
+
+
+def _sdtm_frame() -> pd.DataFrame:
+    import io
+
+    return pd.read_csv(io.StringIO(SDTM), dtype=str, keep_default_na=False)
+
+
+@pytest.mark.parametrize("version", [5, 8])
+def test_sdtm_lb_as_a_sas_transport_file(tmp_path: Path, version: int) -> None:
+    import pyreadstat
+
+    path = tmp_path / "lb.xpt"
+    pyreadstat.write_xport(_sdtm_frame(), str(path), table_name="LB", file_format_version=version)
+    res = read(path)
+    csv = read_text(tmp_path, SDTM)
+    assert (res.rows_in, res.rows_used) == (csv.rows_in, csv.rows_used) == (5, 3)
+    # rows are numbered by observation (the CSV's by line, one more for its header)
+    assert list(res.results["source_row"]) == [r - 1 for r in csv.results["source_row"]]
+    for column in ("analyte", "value", "unit", "range_low", "range_high", "collected_at"):
+        assert list(res.results[column]) == list(csv.results[column]), column
+
+
+def test_sas_dates_and_times_are_read_as_dates(tmp_path: Path) -> None:
+    # a SAS date and a SAS time (numbers of days and seconds since 1960), as pyreadstat
+    # writes them from Python dates and times
+    import datetime as dt
+
+    import pyreadstat
+
+    frame = pd.DataFrame(
+        {
+            "PATID": ["P1", "P1"],
+            "SPECIMEN_DATE": [dt.date(2024, 3, 1), dt.date(2024, 3, 2)],
+            "SPECIMEN_TIME": [dt.time(8, 15), dt.time(23, 5)],
+            "LAB_LOINC": ["19123-9", "2823-3"],
+            "RESULT_NUM": [0.45, 2.9],
+            "RESULT_UNIT": ["mmol/L", "mmol/L"],
+        }
+    )
+    path = tmp_path / "lab.xpt"
+    pyreadstat.write_xport(frame, str(path), table_name="LAB")
+    res = read(path)
+    assert list(res.results["collected_at"]) == [
+        pd.Timestamp("2024-03-01 08:15"),
+        pd.Timestamp("2024-03-02 23:05"),
+    ]
+    assert list(res.results["value_reported"]) == [0.45, 2.9]
+
+
+def test_a_transport_file_in_batches_and_compressed(tmp_path: Path) -> None:
+    import gzip
+    import shutil
+
+    import pyreadstat
+
+    from labinterp.reading import iter_batches
+
+    path = tmp_path / "lb.xpt"
+    pyreadstat.write_xport(_sdtm_frame(), str(path), table_name="LB")
+    batches = list(iter_batches(path, batch_rows=2))
+    assert [b.rows_in for b in batches] == [2, 2, 1]
+    assert sorted(r for b in batches for r in b.results["source_row"]) == [1, 2, 3]
+    packed = tmp_path / "lb.xpt.gz"
+    with path.open("rb") as src, gzip.open(packed, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    assert read(packed).rows_used == 3
+
+
+def test_damaged_transport_file_and_sas_datasets_say_what_to_do(tmp_path: Path) -> None:
+    from labinterp.errors import InputFileError
+
+    damaged = tmp_path / "lb.xpt"
+    damaged.write_bytes(b"HEADER RECORD*******LIBRARY HEADER RECORD!!!!!!!" + bytes(range(256)) * 8)
+    with pytest.raises(InputFileError, match=r"lb\.xpt.*cannot be read.*Fix:"):
+        read(damaged)
+    dataset = tmp_path / "lab_result_cm.sas7bdat"
+    dataset.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(InputFileError, match=r"SAS dataset.*\.xpt"):
+        read(dataset)

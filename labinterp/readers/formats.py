@@ -1,4 +1,5 @@
-"""Non-CSV tabular inputs: Excel workbooks, Parquet, JSON arrays / JSON Lines of flat records."""
+"""Non-CSV tabular inputs: Excel workbooks, Parquet, SAS transport (.xpt), JSON arrays /
+JSON Lines of flat records."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import gzip
 import itertools
 import json
 import re
+import shutil
 import sys
+import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -185,6 +188,79 @@ def _parquet_text(col: pa.ChunkedArray) -> list[str]:
         values = col.to_numpy(zero_copy_only=False)
         return ["" if np.isnan(v) else repr(float(v)) for v in values]
     return ["" if v is None else str(v) for v in col.to_pylist()]
+
+
+def read_xpt(path: Path) -> Table:
+    """A SAS transport file (XPORT, version 5 or 8: the format of CDISC SDTM submissions)."""
+    (tbl,) = iter_xpt(path, None)
+    return tbl
+
+
+def iter_xpt(path: Path, batch_rows: int | None) -> Iterator[Table]:
+    """`read_xpt` in batches of `batch_rows` observations (None: one table), each row
+    numbered by its observation number. Read with pyreadstat, which turns values with a
+    SAS date, time or datetime format into dates and times (SAS stores them as numbers of
+    days or seconds since 1960)."""
+    import pyreadstat
+
+    first_row = 1
+    try:
+        with _uncompressed(path) as plain:
+            if batch_rows is None:
+                frame, _ = pyreadstat.read_xport(str(plain))
+                chunks: Iterable[tuple[pd.DataFrame, Any]] = [(frame, None)]
+            else:
+                chunks = pyreadstat.read_file_in_chunks(
+                    pyreadstat.read_xport, str(plain), chunksize=batch_rows
+                )
+            for frame, _ in chunks:
+                yield _xpt_table(frame, first_row)
+                first_row += len(frame)
+    except (pyreadstat.PyreadstatError, pyreadstat._readstat_parser.ReadstatError) as exc:
+        raise InputFileError(
+            f"the SAS transport file cannot be read ({exc}).",
+            file=display_name(path),
+            fix="write it out again as .xpt (version 5 or 8), or export the data as CSV.",
+        ) from exc
+
+
+@contextmanager
+def _uncompressed(path: Path) -> Iterator[Path]:
+    """`path` itself, or for a gzip-compressed file a temporary plain copy (pyreadstat reads
+    files by name), removed afterwards."""
+    if path.suffix != ".gz":
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="labinterp-") as tmp:
+        plain = Path(tmp) / path.stem
+        with gzip.open(path, "rb") as src, plain.open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+        yield plain
+
+
+def _xpt_table(frame: pd.DataFrame, first_row: int) -> Table:
+    """SAS values as the text the reader maps and normalizes: numbers as written, dates and
+    times in ISO form, missing values empty."""
+
+    def text(value: Any) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
+            return ""
+        if isinstance(value, datetime.datetime):
+            return value.isoformat(sep=" ")
+        if isinstance(value, (datetime.date, datetime.time)):
+            return value.isoformat()
+        if isinstance(value, float):
+            return repr(value)
+        return str(value)
+
+    columns = _unique_header([str(c) for c in frame.columns])
+    out = pd.DataFrame(
+        {
+            name: text_array([text(v) for v in frame.iloc[:, i].tolist()])
+            for i, name in enumerate(columns)
+        }
+    )
+    return Table(out, np.arange(first_row, first_row + len(out), dtype=np.int64))
 
 
 def load_json(path: Path, sniffed: Sniffed) -> Any:

@@ -22,7 +22,7 @@ PROBE_BYTES = 256 * 1024
 
 @dataclass(frozen=True)
 class Sniffed:
-    kind: str  # "delimited" | "xlsx" | "json" | "ndjson" | "parquet" | "hl7v2"
+    kind: str  # "delimited" | "xlsx" | "json" | "ndjson" | "parquet" | "xpt" | "hl7v2"
     encoding: str  # python codec name for text kinds
     delimiter: str  # for "delimited"
     compressed: bool  # gzip
@@ -235,6 +235,15 @@ def sniff(path: Path) -> Sniffed:
         )
     if head.startswith(b"PAR1"):
         return Sniffed("parquet", "", "", compressed)
+    if head.startswith(b"HEADER RECORD*******LIB"):  # SAS transport, version 5 or 8
+        return Sniffed("xpt", "", "", compressed)
+    if path.suffix.lower() == ".sas7bdat" or path.name.lower().endswith(".sas7bdat.gz"):
+        raise InputFileError(
+            "this is a SAS dataset (.sas7bdat), which labinterp does not read.",
+            file=display_name(path),
+            fix="save it as a SAS transport file (.xpt, with the XPORT engine) or as CSV,"
+            " and pass that.",
+        )
     if head.startswith(b"PK\x03\x04"):
         if not compressed and zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
