@@ -264,6 +264,69 @@ def result_status(text: str) -> ResultStatus:
     return _result_statuses().get(_status_key(text), ResultStatus())
 
 
+@dataclass(frozen=True)
+class SampleIndices:
+    """reference_ranges/sample_indices.toml: per index kind ("hemolysis") its quality flag
+    ("hemolyzed") and test names; the words and flags that say an index is raised."""
+
+    flags: dict[str, str]  # kind -> quality flag
+    names: dict[str, str]  # normalised test name -> kind
+    raised: frozenset[str]  # text results, normalised
+    not_raised: frozenset[str]
+    raised_flags: frozenset[str]  # flag column values and markers, lower case
+
+
+@cache
+def sample_indices() -> SampleIndices:
+    path = reference_file("sample_indices.toml")
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+        kinds = {k: v for k, v in data.items() if isinstance(v, dict)}
+        names = {normalise_name(str(n)): k for k, v in kinds.items() for n in v["names"]}
+        clash = set(names) & set(name_index())
+        if clash:
+            raise ConfigError(f"{path.name}: {sorted(clash)} also name analytes")
+        return SampleIndices(
+            flags={k: str(v["flag"]) for k, v in kinds.items()},
+            names=names,
+            raised=frozenset(_index_word(str(w)) for w in data["raised"]),
+            not_raised=frozenset(_index_word(str(w)) for w in data["not_raised"]),
+            raised_flags=frozenset(str(f).strip().lower() for f in data["raised_flags"]),
+        )
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path.name}: {exc}") from exc
+
+
+def _index_word(text: str) -> str:
+    """A text result of an index as the word lists hold it: lower case, no accents, single
+    spaces ("+" and "1+" keep their signs)."""
+    return " ".join(fold_accents(text).lower().split())
+
+
+def sample_index_kind(name: str) -> str:
+    """The kind of sample-quality index ("hemolysis", "icterus", "lipemia") a test name
+    names ("Hemolysis Index", "Índice de hemólisis"), or ""."""
+    return sample_indices().names.get(normalise_name(name), "") if name else ""
+
+
+def index_text_raised(text: str) -> bool | None:
+    """Whether an index's text result ("2+", "Moderate", "Negative") says it is raised;
+    None when the text is neither listed word."""
+    word = _index_word(text)
+    if word in sample_indices().raised:
+        return True
+    if word in sample_indices().not_raised:
+        return False
+    return None
+
+
+def index_flag_raised(flag: str) -> bool:
+    """Whether the lab's flag on an index row (a flag column's "H", "A", a marker after the
+    number; several joined by ";") calls it raised."""
+    return any(f.strip().lower() in sample_indices().raised_flags for f in flag.split(";"))
+
+
 @cache
 def _comparator_codes() -> dict[str, str]:
     """Comparator codes -> comparator (reference_ranges/comparators.toml)."""

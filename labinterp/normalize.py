@@ -31,9 +31,13 @@ from labinterp.catalog import (
     comparator_code,
     fallback_ranges,
     fold_accents,
+    index_flag_raised,
+    index_text_raised,
     names_medicine,
     not_blood_specimen,
     result_status,
+    sample_index_kind,
+    sample_indices,
 )
 from labinterp.errors import DateFormatError, UnitError
 from labinterp.parameters import number
@@ -538,22 +542,89 @@ def _value_of(value_raw: object, valuenum_raw: object, comparator_raw: object, d
 
 def _analyte_of(hint: object, loinc: object, code: object, name: object, tests: dict[str, str]):
     """(analyte id, reason it has none, whether the test is defined per 1.73 m2 of body
-    surface) for one distinct set of test fields."""
+    surface, the kind of sample-quality index it is if it is one) for one distinct set of
+    test fields."""
     h, lc, cd, nm = _text(hint), _text(loinc), _text(code), _text(name)
     if h:
-        return (h, "", _per_body_surface(h, lc, cd, nm))
+        return (h, "", _per_body_surface(h, lc, cd, nm), "")
     for label in (nm, cd, lc):
         if label and label in tests:
-            return (tests[label], "", _per_body_surface(tests[label], lc, cd, nm))
+            return (tests[label], "", _per_body_surface(tests[label], lc, cd, nm), "")
     # the catalog's spellings are plain text: full-width letters or an invisible character
     # in a test name must not make a magnesium result "out of scope"
     lc, cd, nm = _plain_text(lc), _plain_text(cd), _plain_text(nm)
     found = analyte_for(lc or None, cd or None, nm or None)
     if found:
-        return (found, "", _per_body_surface(found, lc, cd, nm))
+        return (found, "", _per_body_surface(found, lc, cd, nm), "")
     if not (lc or cd or nm):
-        return ("", "missing_test", False)
-    return ("", "out_of_scope", False)
+        return ("", "missing_test", False, "")
+    index = sample_index_kind(nm) or sample_index_kind(cd)
+    if index:
+        return ("", "sample_quality_index", False, index)
+    return ("", "out_of_scope", False, "")
+
+
+def _index_outcome(
+    kind: str, parsed: tuple[Any, ...], limits: tuple[float, float], flag: object, raw: object
+):
+    """(reason, detail, quality flag for the rest of the sample) of a sample-quality index
+    row (`kind`: "hemolysis", ...); ("", "", "") for any other row. An index is raised
+    when the lab says so: above the upper limit printed on the row, flagged high or
+    abnormal, or worded so ("2+", "Moderate"); labinterp has no limit of its own."""
+    if not kind:
+        return ("", "", "")
+    cmp_, number, text = parsed[0], parsed[1], _text(raw)  # "2+" is no number, nor text
+    high = limits[1]
+    raised: bool | None = None
+    if number is not None and not np.isnan(high):
+        if cmp_.startswith("<"):
+            raised = False if number <= high else None
+        else:
+            raised = number > high or (cmp_ == ">=" and number >= high)
+    elif number is None and text:
+        raised = index_text_raised(text)
+    if raised is not True and index_flag_raised(_text(flag)):
+        raised = True
+    mark = sample_indices().flags[kind]
+    if raised:
+        detail = (
+            f"a {kind} index the lab marks as raised: the other results of this sample"
+            f" are marked {mark}"
+        )
+    elif raised is False:
+        detail = f"a {kind} index within the lab's limit: a check of the sample, nothing to mark"
+    else:
+        detail = (
+            f"a {kind} index with no printed limit or flag to judge it by (limits depend on"
+            " the analyzer: labinterp has none of its own): nothing marked"
+        )
+    return ("sample_quality_index", detail, mark if raised else "")
+
+
+def _marks_from_indices(
+    marks: _Coded, pid: _Coded, when: np.ndarray, specimen: pd.Series
+) -> _Coded | None:
+    """Per row, the quality flags ("hemolyzed", ...) that raised sample-quality indices give
+    the rows of their sample: same patient, and the same collection time or the same
+    specimen id. None when no index is raised (nearly every export)."""
+    raised = np.array([bool(v) for v in marks.values], dtype=bool)[marks.codes]
+    if not raised.any():
+        return None
+    n = len(marks.codes)
+    patient = pid.codes
+    spec = specimen.fillna("").astype(str).str.strip().to_numpy()
+    out = np.full(n, "", dtype=object)
+    for mark in sorted({v for v in marks.values if v}):
+        rows = np.flatnonzero(raised & (np.array(marks.values, dtype=object)[marks.codes] == mark))
+        hit = np.zeros(n, dtype=bool)
+        for key, usable in ((when, ~np.isnat(when)), (spec, spec != "")):
+            src = rows[usable[rows]]
+            if len(src):
+                wanted = pd.MultiIndex.from_arrays([patient[src], key[src]])
+                hit |= pd.MultiIndex.from_arrays([patient, key]).isin(wanted) & usable
+        out[hit] = np.where(out[hit] == "", mark, out[hit] + ";" + mark)
+    codes, values = pd.factorize(out)
+    return _Coded(codes.astype(np.int64), list(values))
 
 
 def _per_body_surface(analyte: str, loinc: str, code: str, name: str) -> bool:
@@ -1065,6 +1136,7 @@ _DETAIL = {
         "two-digit year (a spreadsheet re-save?); re-export with 4-digit years"
     ),
     "missing_value": "the row has neither a result nor a result text",
+    "sample_quality_index": "a sample-quality index (hemolysis, icterus or lipemia), not a result",
     # unit_conflict and unparseable_value carry a detail naming the value and units
 }
 
@@ -1158,6 +1230,24 @@ def _normalize(
             if any(marker.values):
                 flag = _joint(col["flag"], marker).map(lambda v: _with_marker(*v))
 
+        # Each distinct printed range is read once, here: the index check just below, the
+        # analyte and unit checks, the repeat check and the range columns all use the same
+        # (low, high).
+        printed_ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"])
+        range_limits = printed_ranges.map(
+            lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal)
+        )
+        # a sample-quality index ("Hemolysis Index 120 (0-50)") is no result to interpret,
+        # but a raised one marks the other results of its sample
+        index_kind = found.field(3).compact()
+        index = (
+            _joint(index_kind, parsed, range_limits, flag, col["value_raw"]).map(
+                lambda v: _index_outcome(*v)
+            )
+            if any(index_kind.values)  # nearly every export has none
+            else None
+        )
+
         # unit (only numeric results need one): (factor, spelling, system, reason, detail)
         per_body_surface = found.field(2).compact()
         unit = _joint(analyte, col["unit_raw"], value_unit, per_body_surface).map(
@@ -1176,6 +1266,8 @@ def _normalize(
             verdict.mark_each(
                 status.rows_where(lambda s: s.no_result != ""), status.map(_status_verdict)
             )
+        if index is not None:  # what each index row said, before the generic reason
+            verdict.mark_each(index.rows_where(lambda v: v[0] != ""), index.map(lambda v: v[:2]))
         verdict.mark_each(test_why.rows_where(lambda v: v[0] != ""), test_why)
         # a blood test measured on urine or another fluid is not a blood result
         specimen = col["specimen_type"].map(_specimen_verdict)
@@ -1192,12 +1284,10 @@ def _normalize(
         else:
             when, offset, date_why = side.result(dates_job)
             verdict.mark_each(date_why.rows_where(lambda v: v[0] != ""), date_why)
-
-    # Each distinct printed range is read once, here: the analyte and unit checks below,
-    # the repeat check and the range columns all use the same (low, high).
-    printed_ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"])
-    range_limits = printed_ranges.map(
-        lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal)
+    index_marks = (
+        None
+        if index is None
+        else _marks_from_indices(index.field(2).compact(), pid, when, frame["specimen_id"])
     )
     # "Calcium 1.12 mmol/L (1.15-1.32)": a result named as calcium, with no LOINC code,
     # whose printed range is an ionized calcium's is one (a total calcium of 1.12 mmol/L
@@ -1274,6 +1364,7 @@ def _normalize(
                 opts.undated,
                 unique_of(range_texts["range_note"]),
                 ionized.map(lambda v: IONIZED_BY_RANGE if v else ""),
+                index_marks,
             ).strings(),
             "test_label": lambda: test_label.at(rows).strings(),
             "specimen_id": lambda: _specimen_ids(frame["specimen_id"], rows),
@@ -1880,9 +1971,11 @@ def _quality(
     undated: bool,
     range_note: _Coded,
     analyte_note: _Coded,
+    index_marks: _Coded | None,
 ) -> _Coded:
     """ ";"-joined quality flags of the given rows (`range_note` is already per row;
-    `analyte_note` is per input row)."""
+    `analyte_note` and `index_marks`, the flags raised sample-quality indices give, are
+    per input row)."""
     props = _loinc_properties()
 
     def mismatch(code: object, unit: object) -> str:
@@ -1891,8 +1984,12 @@ def _quality(
         return "loinc_unit_mismatch" if prop and kind and kind != prop else ""
 
     def joined(v: tuple[Any, ...]) -> str:
-        comment, flag, value_raw, loinc, unit, medication, analyte_note, note = v
-        flags = [quality_flags(comment, flag, value_raw), mismatch(loinc, unit), analyte_note, note]
+        comment, flag, value_raw, loinc, unit, medication, analyte_note, index, note = v
+        flags = [quality_flags(comment, flag, value_raw), mismatch(loinc, unit), analyte_note]
+        for mark in index.split(";") if index else ():
+            if mark not in flags[0].split(";"):  # a comment may have said it already
+                flags.append(mark)
+        flags.append(note)
         if undated:
             flags.append("undated")
         # not quality problems, but facts about the row that the patterns read
@@ -1909,6 +2006,7 @@ def _quality(
         unit_rep,
         col["medication"],
         analyte_note,
+        index_marks or _Coded(np.zeros(len(analyte_note.codes), np.int64), [""]),
     )
     return _joint(*(p.at(rows) for p in parts), range_note).map(joined)
 

@@ -124,6 +124,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "hl7_status",  # HL7 v2 OBX deleted, in error, not obtained, pending or not asked (OBX-11)
     "result_status",  # the export's result status: cancelled, deleted, in error or pending
     "superseded",  # a result the lab replaced by a correction, or by the final result
+    "sample_quality_index",  # a hemolysis/icterus/lipemia index: marks its sample, not a result
 )
 
 # One item of a finding's evidence: an observation, with the role it played in the rule.
