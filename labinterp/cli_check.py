@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import cast
 
 import pandas as pd
 
+from labinterp.catalog import name_index, normalise_name, read_test_name
 from labinterp.output import FORMATS, write_table
 from labinterp.reading import ReadResult, read
 
@@ -83,6 +85,8 @@ def summary(result: ReadResult) -> dict[str, object]:
         "ionized_calcium_by_range_rows": int(
             res["quality"].fillna("").str.contains(r"(?:^|;)ionized_calcium_by_range(?:;|$)").sum()
         ),
+        # test names that are no catalog spelling as they stand, read by their words
+        "names_read_by_words": _names_read_by_words(res),
         "results_by_analyte_and_unit": [
             {"analyte": a, "unit": u if isinstance(u, str) else "", "rows": int(n)}
             for a, u, n in by_analyte.itertuples(index=False)
@@ -103,6 +107,22 @@ def summary(result: ReadResult) -> dict[str, object]:
         ],
         "skipped_files": result.skipped,
     }
+
+
+def _names_read_by_words(results: pd.DataFrame) -> list[dict[str, object]]:
+    """The test names the reader read by dropping words that never change the test
+    (reference_ranges/test_names.toml: "CALCIUM, TOTAL, SERUM" as calcium), with their
+    analyte and rows, so that a user can see each reading and correct it with a mapping."""
+    if not len(results):
+        return []
+    counts = results.groupby(["test_label", "analyte"], dropna=True, observed=True).size()
+    out: list[dict[str, object]] = []
+    for key, n in counts.items():
+        label, analyte = cast(tuple[str, str], key)
+        if normalise_name(label) in name_index() or read_test_name(label) != analyte:
+            continue  # a catalog spelling, or read by its code, LOINC or a mapping
+        out.append({"test": label, "analyte": analyte, "rows": int(n)})
+    return out
 
 
 def _notes_counted(quality: pd.Series) -> dict[str, int]:
@@ -163,6 +183,17 @@ def run(args: argparse.Namespace) -> int:
             )
         out.write("\nReference ranges from: ")
         out.write(", ".join(f"{k} {v}" for k, v in info["range_origin"].items()) + "\n")  # type: ignore[attr-defined]
+    names = cast(list[dict[str, object]], info["names_read_by_words"])
+    if names:
+        out.write(
+            "\nTest names read by their words (reference_ranges/test_names.toml; a mapping"
+            " file's [tests] overrides any):\n"
+        )
+        for item in names[:20]:
+            rows = f"{item['rows']} row{'' if item['rows'] == 1 else 's'}"
+            out.write(f"   {item['test']!r} -> {item['analyte']} ({rows})\n")
+        if len(names) > 20:
+            out.write(f"   ... and {len(names) - 20} more (--format json lists them all)\n")
     for note, n in info["range_not_used"].items():  # type: ignore[attr-defined]
         why = RANGE_NOTES[note]
         out.write(f"   {n} rows printed a range that was not used: {why}\n")

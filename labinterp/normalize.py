@@ -38,6 +38,7 @@ from labinterp.catalog import (
     result_status,
     sample_index_kind,
     sample_indices,
+    unit_in_test_name,
 )
 from labinterp.errors import DateFormatError, UnitError
 from labinterp.parameters import number
@@ -542,26 +543,27 @@ def _value_of(value_raw: object, valuenum_raw: object, comparator_raw: object, d
 
 def _analyte_of(hint: object, loinc: object, code: object, name: object, tests: dict[str, str]):
     """(analyte id, reason it has none, whether the test is defined per 1.73 m2 of body
-    surface, the kind of sample-quality index it is if it is one) for one distinct set of
-    test fields."""
+    surface, the kind of sample-quality index it is if it is one, the unit its name prints
+    in brackets) for one distinct set of test fields."""
     h, lc, cd, nm = _text(hint), _text(loinc), _text(code), _text(name)
     if h:
-        return (h, "", _per_body_surface(h, lc, cd, nm), "")
+        return (h, "", _per_body_surface(h, lc, cd, nm), "", "")
     for label in (nm, cd, lc):
         if label and label in tests:
-            return (tests[label], "", _per_body_surface(tests[label], lc, cd, nm), "")
+            mapped = tests[label]
+            return (mapped, "", _per_body_surface(mapped, lc, cd, nm), "", unit_in_test_name(nm))
     # the catalog's spellings are plain text: full-width letters or an invisible character
     # in a test name must not make a magnesium result "out of scope"
     lc, cd, nm = _plain_text(lc), _plain_text(cd), _plain_text(nm)
     found = analyte_for(lc or None, cd or None, nm or None)
     if found:
-        return (found, "", _per_body_surface(found, lc, cd, nm), "")
+        return (found, "", _per_body_surface(found, lc, cd, nm), "", unit_in_test_name(nm))
     if not (lc or cd or nm):
-        return ("", "missing_test", False, "")
+        return ("", "missing_test", False, "", "")
     index = sample_index_kind(nm) or sample_index_kind(cd)
     if index:
-        return ("", "sample_quality_index", False, index)
-    return ("", "out_of_scope", False, "")
+        return ("", "sample_quality_index", False, index, "")
+    return ("", "out_of_scope", False, "", "")
 
 
 def _index_outcome(
@@ -642,13 +644,28 @@ def _per_body_surface(analyte: str, loinc: str, code: str, name: str) -> bool:
 # ---------------------------------------------------------------- units
 
 
-def _unit_of(analyte: str, unit_raw: object, value_unit: str = "", per_body_surface: bool = False):
-    """(factor, reported spelling, system, reason, detail), from the unit column and the
-    unit printed after the number in the result, if any. `per_body_surface`: the test is
-    defined per 1.73 m2 (_per_body_surface), so a plain "mL/min" means mL/min/1.73 m2."""
+def _unit_of(
+    analyte: str,
+    unit_raw: object,
+    value_unit: str = "",
+    per_body_surface: bool = False,
+    name_unit: str = "",
+):
+    """(factor, reported spelling, system, reason, detail), from the unit column, the unit
+    printed after the number in the result and the unit printed in the test's name, if
+    any. `per_body_surface`: the test is defined per 1.73 m2 (_per_body_surface), so a
+    plain "mL/min" means mL/min/1.73 m2."""
     raw = _text(unit_raw)
     if not analyte:
         return (np.nan, raw, "", "", "")
+    if name_unit and not raw:
+        raw = name_unit  # "Magnesium (mg/dL)" with no unit column: the name's unit
+    elif name_unit and not _same_unit(analyte, raw, name_unit):
+        detail = (
+            f"the test's name says '{name_unit}' but the unit column says '{raw}';"
+            " correct one of them in the export"
+        )
+        return (np.nan, raw, "", "unit_conflict", detail)
     if value_unit and not raw:
         raw = value_unit  # the unit printed with the number is the row's unit
     elif value_unit and not _same_unit(analyte, raw, value_unit):
@@ -1250,7 +1267,8 @@ def _normalize(
 
         # unit (only numeric results need one): (factor, spelling, system, reason, detail)
         per_body_surface = found.field(2).compact()
-        unit = _joint(analyte, col["unit_raw"], value_unit, per_body_surface).map(
+        name_unit = found.field(4).compact()  # "Magnesium (mg/dL)": rare, "" nearly always
+        unit = _joint(analyte, col["unit_raw"], value_unit, per_body_surface, name_unit).map(
             lambda v: _unit_of(*v)
         )
         factor = unit.field(0).floats()

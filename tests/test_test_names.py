@@ -1,0 +1,122 @@
+"""Test names as LIS and EHR exports print them, beyond the catalog's spellings: read by
+dropping words that never change the test (reference_ranges/test_names.toml), or by the
+parts of a LOINC display name; never by likeness. A name that says urine, red cells, a
+ratio or another test stays unread."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from labinterp.catalog import read_test_name, unit_in_test_name
+from labinterp.cli import main
+from labinterp.reading import read
+
+
+@pytest.mark.parametrize(
+    ("name", "analyte"),
+    [
+        ("CALCIUM, TOTAL, SERUM", "calcium"),
+        ("Magnesium, Serum or Plasma", "magnesium"),
+        ("Magnesium Lvl", "magnesium"),
+        ("Potassium Level", "potassium"),
+        ("POTASSIUM (K)", "potassium"),
+        ("Phosphorus, Serum", "phosphate"),
+        ("VITAMIN D, 25-HYDROXY, TOTAL", "vitamin_d_25oh"),
+        ("Vitamin D 25 Hydroxy Total (D2+D3)", "vitamin_d_25oh"),
+        ("25-OH Vitamin D (Total)", "vitamin_d_25oh"),
+        ("Calcium, Ionized (iCa)", "calcium_ionized"),
+        ("Calcium (Corrected)", "calcium_corrected"),  # a bracketed word that matters stays
+        ("eGFR (CKD-EPI 2021)", "egfr"),
+        ("C-Reactive Protein (CRP)", "crp"),
+        ("Magnesium (mg/dL)", "magnesium"),
+        ("Potassium (mmol/L) Serum", "potassium"),
+        ("Nivel de magnesio", "magnesium"),
+        ("Calcio iónico (sangre)", "calcium_ionized"),
+        ("Magnesium [Mass/volume] in Serum or Plasma", "magnesium"),
+        ("Calcium.ionized [Moles/volume] in Blood", "calcium_ionized"),
+        ("Parathyrin.intact [Mass/volume] in Serum or Plasma", "pth"),
+        (
+            "Glomerular filtration rate/1.73 sq M.predicted [Volume Rate/Area] in Serum, "
+            "Plasma or Blood by Creatinine-based formula (CKD-EPI 2021)",
+            "egfr",
+        ),
+        # names that are not a blood test of the catalog, or not the same test
+        ("Calcium, Urine", None),
+        ("Calcium (Urine)", None),
+        ("Calcium/Creatinine Ratio, Urine", None),
+        ("Magnesium, RBC", None),  # red-cell magnesium: another test, another range
+        ("Magnesium, Ionized", None),
+        ("Mg++", None),
+        ("25-OH Vitamin D (D2)", None),  # one fraction, not the total
+        ("Vitamin D, 1,25-Dihydroxy", None),
+        ("Calcium Score", None),
+        ("Calcium (K)", None),  # the brackets name another test
+        ("Creatinine Clearance", None),
+        ("eGFR (non-African American)", None),
+        ("Serum", None),
+        ("Calcium [Moles/volume] in Urine", None),
+        ("Magnesium [Mass/time] in 24 hour Urine", None),
+        ("Magnesium [Moles/volume] in Red Blood Cells", None),
+        ("25-Hydroxyvitamin D3 [Mass/volume] in Serum or Plasma", None),
+    ],
+)
+def test_test_names(name: str, analyte: str | None) -> None:
+    assert read_test_name(name) == analyte
+
+
+def test_the_unit_printed_in_the_name(tmp_path: Path) -> None:
+    assert unit_in_test_name("Magnesium (mg/dL)") == "mg/dL"
+    assert unit_in_test_name("Calcium (Corrected)") == ""
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "patient,date,test,result,unit\n"
+        "p1,2024-03-01 08:00,Magnesium (mg/dL),1.1,\n"  # the name's unit
+        "p1,2024-03-01 09:00,Magnesium (mg/dL),1.1,mg/dl\n"  # the same, spelt otherwise
+        "p1,2024-03-01 10:00,Magnesium (mg/dL),0.45,mmol/L\n",  # a contradiction
+        encoding="utf-8",
+    )
+    res = read(path)
+    assert list(res.results["unit_reported"]) == ["mg/dL", "mg/dl"]
+    assert list(res.results["value_reported"]) == [1.1, 1.1]
+    (row,) = res.rejected.itertuples()
+    assert row.reason == "unit_conflict" and "test's name says 'mg/dL'" in row.detail
+
+
+def test_check_lists_the_names_it_read_by_their_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "patient,date,test,result,unit\n"
+        'p1,2024-03-01 08:00,"CALCIUM, TOTAL, SERUM",8.1,mg/dL\n'
+        "p1,2024-03-01 08:00,Magnesium,1.1,mg/dL\n",  # a catalog spelling: not listed
+        encoding="utf-8",
+    )
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "'CALCIUM, TOTAL, SERUM' -> calcium (1 row)" in out
+    assert "'Magnesium'" not in out
+    assert main(["check", str(path), "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["names_read_by_words"] == [
+        {"test": "CALCIUM, TOTAL, SERUM", "analyte": "calcium", "rows": 1}
+    ]
+
+
+def test_a_mapping_file_overrides_a_reading(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "patient,date,test,result,unit\np1,2024-03-01 08:00,Calcium (Corrected),2.0,mmol/L\n",
+        encoding="utf-8",
+    )
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(
+        '[columns]\npatient_id = "patient"\ncollected_at = "date"\ntest_name = "test"\n'
+        'value_raw = "result"\nunit_raw = "unit"\n[tests]\n"Calcium (Corrected)" = "calcium"\n',
+        encoding="utf-8",
+    )
+    assert list(read(path).results["analyte"]) == ["calcium_corrected"]
+    assert list(read(path, mapping=mapping).results["analyte"]) == ["calcium"]
