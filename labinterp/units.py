@@ -64,11 +64,15 @@ def _folded_aliases() -> dict[str, UnitAlias]:
 _SPACES = re.compile(r"\s+")
 
 
+# "^" starting an HL7 component ("mg/dL^mg/dL^A400"), not an exponent ("1.73m^2")
+_HL7_COMPONENT = re.compile(r"\^(?!\d).*$")
+
+
 def clean_spelling(raw: str) -> str:
     """Trim, drop HL7 component repeats ('mg/dL^mg/dL^A400') and stray spaces around '/'."""
     text = raw.strip()
     if "^" in text:
-        text = text.split("^", 1)[0].strip()
+        text = _HL7_COMPONENT.sub("", text).strip()
     text = text.replace("\\Z03BC\\", "µ")  # HL7 escape for the micro sign
     text = re.sub(r"\s*/\s*", "/", text)
     return _SPACES.sub(" ", text)

@@ -83,6 +83,27 @@ def test_spelling_variants(raw: str, canonical: str) -> None:
     assert alias.pint_expr == expected.pint_expr
 
 
+@pytest.mark.parametrize(
+    ("analyte", "unit", "factor"),
+    [
+        ("egfr", "mL/min/1.73m^2", 1.0),  # an exponent, not an HL7 component separator
+        ("egfr", "mL/min/1.73m²", 1.0),
+        ("egfr", "ml/min/1,73m2", 1.0),
+        ("egfr", "mL/min/1.73 sq m", 1.0),
+        ("alp", "µkat/L", 60.0),
+        ("alp", "units/L", 1.0),
+        ("crp", "µg/mL", 1.0),
+        ("crp", "mcg/mL", 1.0),
+        ("magnesium", "mg/100ml", 10 / 24.305),
+        ("magnesium", "mval/l", 0.5),
+        ("creatinine", "micromol/L", 1.0),
+        ("vitamin_d_25oh", "mcg/L", 1000 / 400.65),
+    ],
+)
+def test_more_spellings_labs_print(analyte: str, unit: str, factor: float) -> None:
+    assert units.factor(analyte, unit) == pytest.approx(factor, rel=1e-4)
+
+
 def test_every_canonical_unit_is_in_the_alias_table() -> None:
     for a in analytes().values():
         assert units.factor(a.id, a.canonical_unit) == pytest.approx(1.0)
