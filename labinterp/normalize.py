@@ -413,10 +413,29 @@ def _round_sig(x: float) -> float:
     return float(f"{x:.{SIGNIFICANT_DIGITS}g}")
 
 
+# A number grouped in thousands by the separator that is not the file's decimal one:
+# "1,250" or "12,500.5" in a file of decimal points, "1.250" or "1.250,5" in a file of
+# decimal commas. A group never starts a number with 0 ("0.500" is a decimal).
+_THOUSANDS = {
+    ".": re.compile(
+        r"^(?P<sign>[<>=≤≥]*\s*[-+]?)(?P<int>[1-9]\d{0,2}(?:,\d{3})+)(?P<frac>\.\d+)?$"
+    ),
+    ",": re.compile(
+        r"^(?P<sign>[<>=≤≥]*\s*[-+]?)(?P<int>[1-9]\d{0,2}(?:\.\d{3})+)(?P<frac>,\d+)?$"
+    ),
+}
+
+
 def parse_value(text: str, decimal: str) -> tuple[str, float | None]:
-    """('<', 0.5) for '<0.5'; ('', 7.9) for '7.9'; ('', None) when not a number."""
+    """('<', 0.5) for '<0.5'; ('', 7.9) for '7.9'; ('', None) when not a number. A number
+    grouped in thousands by the other separator reads whole: PTH "1,250" is 1250 in a file
+    of decimal points, "1.250" is 1250 in a file of decimal commas."""
     s = text.strip()
-    if decimal == ",":
+    grouped = _THOUSANDS[decimal].match(s) if decimal in _THOUSANDS else None
+    if grouped:
+        whole = grouped["int"].replace("," if decimal == "." else ".", "")
+        s = grouped["sign"] + whole + (grouped["frac"] or "").replace(",", ".")
+    elif decimal == ",":
         s = s.replace(".", "").replace(",", ".") if re.search(r"\d,\d", s) else s
     m = _SYMBOLIC.match(s)
     if m:
@@ -433,7 +452,7 @@ def parse_value(text: str, decimal: str) -> tuple[str, float | None]:
 _MARKS = r"HH|LL|H|L|A|\*|!"
 _MARKED = re.compile(
     rf"^(?P<body>.*?)(?:\s*\((?P<paren>{_MARKS})\)|\s*\[(?P<square>{_MARKS})\]"
-    rf"|\s*(?P<symbol>\*|!)|(?:(?<=\d)|\s+)(?P<letter>HH|LL|H|L|A))$"
+    rf"|\s*(?P<symbol>\*|!)|(?:(?<=\d)|\s+)(?P<letter>HH|LL|H|L|A)[*!]?)$"
 )
 # The same marker between the number and its unit ("3.0* mmol/L", "1.2 H mg/dL"), as the
 # start of what follows the number; a letter counts only before a space.
@@ -1699,9 +1718,16 @@ def _detect_decimal(values: pd.Series) -> str:
     if sample.hasnans:  # else the first 5,000 non-missing values, without copying the column
         sample = values.dropna().head(5000)
     sample = sample.astype(str)
-    commas = sample.str.fullmatch(r"[<>]?\s*-?\d+,\d+").sum()
-    points = sample.str.fullmatch(r"[<>]?\s*-?\d+\.\d+").sum()
+    # Only numbers that can be read one way count: "0,55", "12,5", "1.250,5" for commas;
+    # "0.55", "8.1", "1,250.5" for points. "1,250" could be 1.25 or 1250 and counts for
+    # neither. Without evidence either way, decimal points.
+    commas = sample.str.fullmatch(_COMMA_DECIMAL).sum()
+    points = sample.str.fullmatch(_POINT_DECIMAL).sum()
     return "," if commas > points else "."
+
+
+_COMMA_DECIMAL = r"[<>]?\s*-?(?:0,\d+|\d+,(?:\d{1,2}|\d{4,})|[1-9]\d{0,2}(?:\.\d{3})+,\d+)"
+_POINT_DECIMAL = r"[<>]?\s*-?(?:0\.\d+|\d+\.(?:\d{1,2}|\d{4,})|[1-9]\d{0,2}(?:,\d{3})+\.\d+)"
 
 
 def _patient_ids(patient: _Coded) -> _Coded:

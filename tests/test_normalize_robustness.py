@@ -243,6 +243,8 @@ def test_a_percent_is_read_as_the_unit(tmp_path: Path, unit: str) -> None:
         ("1.2 H mg/dL", "H"),
         ("1.2 (L) mg/dL", "L"),
         ("1.2 [LL] mg/dL", "LL"),
+        ("1.2 H*", "H"),  # a letter and a symbol: the letter says which way
+        ("1.2L!", "L"),
     ],
 )
 def test_an_abnormal_flag_after_the_number_is_moved_to_the_flag(
@@ -396,3 +398,38 @@ def test_test_names_in_odd_unicode_are_recognised(tmp_path: Path, name: str) -> 
     assert used(tmp_path, f"P1,2024-03-01 08:30,{name},1.0,mg/dL,1.6-2.6\n")["analyte"] == (
         "magnesium"
     )
+
+
+# ---------------------------------------------------------------- thousands separators
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        # a file of decimal points: "1,250" is grouped in thousands, never 1.25
+        (["1,250", "0.55", "8.1"], [1250.0, 0.55, 8.1]),
+        (["1,250.5", "0.9"], [1250.5, 0.9]),
+        (["1,250", "1,120"], [1250.0, 1120.0]),  # no evidence either way: points
+        # a file of decimal commas: "1.250" is grouped in thousands, "1,250" is 1.25
+        (["1.250", "0,55", "8,1"], [1250.0, 0.55, 8.1]),
+        (["1.250,5", "0,9"], [1250.5, 0.9]),
+        (["1,250", "0,55", "8,1"], [1.25, 0.55, 8.1]),
+        (["0.500", "0.9"], [0.5, 0.9]),  # a group never starts with 0
+    ],
+)
+def test_thousands_separators(tmp_path: Path, values: list[str], expected: list[float]) -> None:
+    body = "".join(f'P1,2024-03-0{i + 1} 08:30,PTH,"{v}",pg/mL,\n' for i, v in enumerate(values))
+    res = read_rows(tmp_path, body)
+    assert res.rows_rejected == 0, res.rejected.to_dict("records")
+    assert list(res.results.sort_values("collected_at")["value_reported"]) == expected
+
+
+def test_a_decimal_comma_in_a_file_of_decimal_points_is_rejected(tmp_path: Path) -> None:
+    # "12,5" cannot be 125 (a group has 3 digits) and the file reads points: neither guess
+    res = read_rows(
+        tmp_path,
+        'P1,2024-03-01 08:30,PTH,"12,5",pg/mL,\n'
+        'P1,2024-03-02 08:30,PTH,"0.55",pg/mL,\n'
+        'P1,2024-03-03 08:30,PTH,"8.1",pg/mL,\n',
+    )
+    assert list(res.rejected["reason"]) == ["unparseable_value"]
