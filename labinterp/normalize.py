@@ -1020,6 +1020,10 @@ _RANGE_ONE_SIDED = re.compile(rf"^\s*(<=|>=|=<|=>|≤|≥|<|>)\s*({_NUMBER})\s*(
 _RANGE_WRAPPED = re.compile(r"^\s*[\[(]\s*(.*?)\s*[\])]\s*$")
 # A label before the range: "Adult: 1.6-2.6", "Normal range: 3.5-5.1", "Ref. 1.6-2.6".
 _RANGE_LABEL = re.compile(r"^\s*[A-Za-z][A-Za-z .'/-]{0,30}?(?::|\.)\s*(?=[\d<>≤≥=.-])")
+# Words naming a range before it without a colon: "range 1.6-2.6", "Ref. range 1.6-2.6".
+_RANGE_WORDS = re.compile(
+    r"^\s*(?:(?:ref(?:erence)?\.?|normal)\s*)?(?:range|interval)\s+(?=[\d<>≤≥=.-])", re.I
+)
 # Words that say a text holds ranges for different groups of patients.
 _RANGE_GROUPS = re.compile(
     r"\b(male|female|men|women|man|woman|m|f|boys?|girls?|child(?:ren)?|adults?|infants?|"
@@ -1029,6 +1033,13 @@ _RANGE_GROUPS = re.compile(
 # Decimal commas in a range of a file that otherwise uses points: "8,5-10,5" (a comma
 # followed by one or two digits is never a thousands separator).
 _RANGE_DECIMAL_COMMAS = re.compile(r"^\s*(\d+),(\d{1,2})\s*([-–—]|to)\s*(\d+),(\d{1,2})\s*$", re.I)
+
+
+_GROUPED = {
+    ",": re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:,\d{3})+(?![\d,])"),
+    ".": re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:\.\d{3})+(?![\d.])"),
+}
+_NO_MATCH = re.compile(r"(?!)")
 
 
 def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple[float, float]:
@@ -1051,6 +1062,10 @@ def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple
     s = text.strip()
     if not s:
         return (low, high)
+    # numbers grouped in thousands by the other separator ("1,000-3,500" in a file of
+    # decimal points, "1.000-3.500" in one of decimal commas) lose the grouping
+    group = "," if decimal == "." else "."
+    s = _GROUPED.get(group, _NO_MATCH).sub(lambda m: m[0].replace(group, ""), s)
     if decimal == ",":
         s = re.sub(r"(\d),(\d)", r"\1.\2", s)
     elif m := _RANGE_DECIMAL_COMMAS.match(s):
@@ -1060,6 +1075,7 @@ def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple
     if m := _RANGE_WRAPPED.match(s):
         s = m.group(1)
     s = _RANGE_LABEL.sub("", s, count=1)
+    s = _RANGE_WORDS.sub("", s, count=1)  # "Ref. range 1.6-2.6": the label's last words
     m = _RANGE_BETWEEN.match(s)
     if m:
         return (float(m.group(1)), float(m.group(2)))
@@ -1520,15 +1536,18 @@ def _absurd_range(
     That is a bound that is infinite (as printed or once converted), or one that no unit
     the analyte is reported in would make possible (see `_possible_bounds`): a bound above
     the plausible high, as the value check judges a result, or a high bound below the
-    plausible low (every result would be high). A bound merely odd for the row's unit
-    stays: the lab's range wins, and the unit error may be in the range alone. A low
-    bound below the plausible low stays too: labs print 0 for "no lower limit".
+    plausible low (every result would be high); or a low bound above the high one. A bound
+    merely odd for the row's unit stays: the lab's range wins, and the unit error may be in
+    the range alone. A low bound below the plausible low stays too: labs print 0 for "no
+    lower limit".
     """
     possible = analyte.map(_possible_bounds)
     ceiling, floor = possible.field(0).floats(), possible.field(1).floats()
     # NaN compares False: an absent bound (or analyte) is no reason to drop a range
     bad = np.isinf(low_rep) | np.isinf(high_rep) | np.isinf(low) | np.isinf(high)
     bad |= (low_rep > ceiling) | (high_rep > ceiling) | (high_rep < floor)
+    # "2.6-1.6": a low limit above the high one would call every result low or high
+    bad |= low_rep > high_rep
     return bad
 
 

@@ -305,7 +305,10 @@ def test_text_results_stay_text(tmp_path: Path, result: str) -> None:
 @pytest.mark.parametrize(
     "reference_range",
     # impossible for magnesium in every unit it is reported in (down to pmol/L)
-    ["0-1e308", "0-1e400", "1e308-1e309", ">1e300", "0-1e12", "0-0", "0-1e-12"],
+    [
+        *("0-1e308", "0-1e400", "1e308-1e309", ">1e300", "0-1e12", "0-0", "0-1e-12"),
+        "2.6-1.6",  # low above high: every result would be low or high
+    ],
 )
 def test_an_absurd_range_falls_back_to_the_bundled_range(
     tmp_path: Path, reference_range: str
@@ -433,3 +436,18 @@ def test_a_decimal_comma_in_a_file_of_decimal_points_is_rejected(tmp_path: Path)
         'P1,2024-03-03 08:30,PTH,"8.1",pg/mL,\n',
     )
     assert list(res.rejected["reason"]) == ["unparseable_value"]
+
+
+@pytest.mark.parametrize(
+    ("reference_range", "low", "high"),
+    [
+        ("Ref. range 1.6-2.6", 1.6, 2.6),
+        ("Reference interval 1.6-2.6", 1.6, 2.6),
+        ("range 1.6-2.6", 1.6, 2.6),
+        ('"1,000-3,000"', 1000.0, 3000.0),  # grouped in thousands
+    ],
+)
+def test_more_printed_ranges(tmp_path: Path, reference_range: str, low: float, high: float) -> None:
+    r = used(tmp_path, f"P1,2024-03-01 08:30,PTH,20,pg/mL,{reference_range}\n")
+    assert (r["range_low_reported"], r["range_high_reported"]) == (low, high)
+    assert r["range_origin"] == "row"
