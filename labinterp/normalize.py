@@ -763,7 +763,13 @@ _DOT = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{2}|\d{4})(?:[ T](\d{1,2}:\d{2}(?:
 # by its English or Spanish name ("01-Mar-2024 08:00", "1 March 2024", "Mar 1, 2024 12:00
 # PM", "15-ene-2024").
 _CLOCK = r"(?:[ T,]+(\d{1,2}:\d{2}(?::\d{2})?)(\s?[AaPp][Mm])?)?$"
-_YMD_SLASH = re.compile(r"^(\d{4})/(\d{1,2})/(\d{1,2})" + _CLOCK)
+# the year first with "/" or "." ("2024/03/01", "2024.03.01"), or an ISO date with a
+# 12-hour clock that ISO does not read ("2024-03-01 8:15 AM")
+_YMD_SLASH = re.compile(r"^(\d{4})([/.-])(\d{1,2})\2(\d{1,2})" + _CLOCK)
+# HL7-style compact stamps: "20240301", "202403010815", "20240301081500"
+_COMPACT = r"(?:19|20)\d{6}(?:\d{4}(?:\d{2})?)?"
+# day and month with dashes ("13-03-2024"), read like slashes (same order for the file)
+_DASHED = r"^(\d{1,2})-(\d{1,2})-(\d{2}|\d{4})(?=$|[ T])"
 _DAY_MONTH_NAME = re.compile(r"^(\d{1,2})[ -]([A-Za-z]{3,10})\.?[ -](\d{2}|\d{4})" + _CLOCK)
 _MONTH_NAME_DAY = re.compile(r"^([A-Za-z]{3,10})\.? (\d{1,2}),? (\d{2}|\d{4})" + _CLOCK)
 _MONTHS = (
@@ -787,9 +793,10 @@ def _month_number(name: str) -> int:
 
 
 def _slash_order(values: list[str], file_label: str) -> str:
-    """'mdy' or 'dmy' for a file's slash dates, decided from the whole file, never per row."""
+    """'mdy' or 'dmy' for a file's slash (or dashed) dates, decided from the whole file,
+    never per row."""
     first_gt12 = second_gt12 = False
-    for v in values:
+    for v in map(_as_slashed, values):
         m = _SLASH.match(v)
         if m:
             first_gt12 |= int(m.group(1)) > 12
@@ -816,10 +823,13 @@ def _slash_order(values: list[str], file_label: str) -> str:
 
 def _format_like(values: list[str], order: str) -> str:
     """A --date-format that reads the file's first slash date as it is written (two- or
-    four-digit year, seconds or not, 12-hour clock with AM/PM or not), in `order`."""
-    m = next((m for v in values if (m := _SLASH.match(v))), None)
+    four-digit year, seconds or not, 12-hour clock with AM/PM or not, slashes or dashes),
+    in `order`."""
+    first = next((v for v in values if _SLASH.match(_as_slashed(v))), "")
+    m = _SLASH.match(_as_slashed(first))
+    sep = "-" if _DASHED_RE.match(first) else "/"
     year = "%y" if m and len(m.group(3)) == 2 else "%Y"
-    day_month = "%m/%d/" if order == "mdy" else "%d/%m/"
+    day_month = f"%m{sep}%d{sep}" if order == "mdy" else f"%d{sep}%m{sep}"
     if not m or not m.group(4):
         return day_month + year if m else f"{day_month}{year} %H:%M"
     seconds = ":%S" if m.group(4).count(":") == 2 else ""
@@ -845,8 +855,24 @@ def slash_order(values: list[str], file_label: str) -> str | None:
     A file read in batches decides this once, from its first batch, so that every batch
     reads "3/5/2024" the same way.
     """
-    slashed = [v for v in values if _SLASH.match(v.strip())]
+    slashed = [v.strip() for v in values if _SLASH.match(_as_slashed(v.strip()))]
     return _slash_order(slashed, file_label) if slashed else None
+
+
+_DASHED_RE = re.compile(_DASHED)
+
+
+def _as_slashed(value: str) -> str:
+    """One date as _dashes_as_slashes reads it."""
+    return _DASHED_RE.sub(r"\1/\2/\3", value) if "-" in value else value
+
+
+def _dashes_as_slashes(values: pd.Series) -> pd.Series:
+    """'13-03-2024 08:00' as '13/03/2024 08:00': dashed day-month dates are read as slashed
+    ones, with the file's one order. ISO dates (the year first) do not match."""
+    if not values.str.contains("-", regex=False).any():
+        return values
+    return values.str.replace(_DASHED, r"\1/\2/\3", regex=True)
 
 
 def _parse_dates(
@@ -868,10 +894,12 @@ def _parse_dates(
         if iso.any():
             parsed = pd.to_datetime(values[iso], format="ISO8601", utc=True, errors="coerce")
             stamps[iso], far[iso] = _ns(parsed)
-        rest = values[~iso]
+        raw = values
+        rest = _dashes_as_slashes(values[~iso])
+        values = values.where(iso, rest)  # what the shapes below read
         slash = rest.str.match(_SLASH).reindex(values.index, fill_value=False).astype(bool)
         if slash.any():
-            order = order or _slash_order(list(values[slash]), file_label)
+            order = order or _slash_order(list(raw[slash]), file_label)
             stamps[slash], two_digit, far[slash] = _parse_numeric_dates(
                 values[slash], _SLASH, order
             )
@@ -882,6 +910,14 @@ def _parse_dates(
             reasons[two_digit[two_digit].index] = "ambiguous_two_digit_year"
         # the shapes that need no order, tried only on what no shape above has read
         left = values[~iso & ~slash & ~dot & (values != "")]
+        compact = left.str.fullmatch(_COMPACT).astype(bool)
+        if compact.any():
+            hit = compact.reindex(values.index, fill_value=False).astype(bool)
+            full = values[hit].str.ljust(14, "0")
+            stamps[hit], far[hit] = _ns(
+                pd.to_datetime(full, format="%Y%m%d%H%M%S", errors="coerce")
+            )
+            left = left[~compact]
         for pattern, order in (
             (_YMD_SLASH, "ymd"),
             (_DAY_MONTH_NAME, "dmy"),
@@ -923,8 +959,10 @@ def _parse_numeric_dates(
 ) -> tuple[np.ndarray, pd.Series, np.ndarray]:
     """(datetime64[ns], two-digit year?, out of the datetime64[ns] range?) per value."""
     parts = values.str.extract(pattern)
-    if order == "ymd":  # the year first: "2024/03/01"
-        parts = parts[[1, 2, 0, *parts.columns[3:]]].set_axis(parts.columns, axis=1)
+    if order == "ymd":  # the year first: "2024/03/01" (group 1 is the separator)
+        parts = parts[[2, 3, 0, *parts.columns[4:]]].set_axis(
+            [0, 1, 2, *parts.columns[3:-1]], axis=1
+        )
         order = "mdy"
     # only the shapes with a month name need more than int()
     as_number = _as_int_or_month if pattern in (_DAY_MONTH_NAME, _MONTH_NAME_DAY) else _as_int

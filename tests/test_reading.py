@@ -821,7 +821,11 @@ def test_files_sharing_a_name_stay_apart_and_a_file_named_twice_is_read_once(
 
 
 @pytest.mark.parametrize(
-    "when", ["03/01/2024 8:30 AM", "03/01/24 08:30", "03/01/2024 08:30:15", "03/01/2024"]
+    "when",
+    [
+        *("03/01/2024 8:30 AM", "03/01/24 08:30", "03/01/2024 08:30:15", "03/01/2024"),
+        "03-01-2024 08:30",  # dashes: the suggested format keeps them
+    ],
 )
 def test_the_date_format_a_message_suggests_reads_the_file(tmp_path: Path, when: str) -> None:
     body = f"P1,{when},Magnesium,1.0,mg/dL,1.6-2.6,\n"
@@ -1106,7 +1110,14 @@ def test_an_ehr_style_header_with_a_result_date_is_read_by_its_collection_time(
         ("Sept 3 2024 1:05 PM", "2024-09-03 13:05"),
         ("2024/03/01 10:00", "2024-03-01 10:00"),
         ("2024/3/1", "2024-03-01"),
+        ("2024.03.01", "2024-03-01"),
+        ("2024-03-01 8:15 PM", "2024-03-01 20:15"),  # an ISO date with a 12-hour clock
+        ("20240301081500", "2024-03-01 08:15"),  # compact, as HL7 prints stamps
+        ("202403010815", "2024-03-01 08:15"),
+        ("20240301", "2024-03-01"),
         # what cannot be read says why
+        ("20241301", "unparseable_date"),  # no month 13
+        ("12345678", "unparseable_date"),
         ("01-MAR-24 08:00", "ambiguous_two_digit_year"),
         ("01-Foo-2024 08:00", "unparseable_date"),
         ("31-Feb-2024", "unparseable_date"),
@@ -1121,3 +1132,18 @@ def test_dates_whose_order_is_never_in_doubt_need_no_format(
         assert res.results["collected_at"].tolist() == [pd.Timestamp(expected)]
     else:
         assert res.rejected["reason"].tolist() == [expected]
+
+
+def test_dashed_day_month_dates_are_read_like_slashed_ones(tmp_path: Path) -> None:
+    # "13-03-2024" settles the order for the whole file, as "13/03/2024" would
+    body = (
+        "P1,01-03-2024 08:00,Magnesium,1.9,mg/dL,,\n"
+        "P1,13-03-2024 08:00,Magnesium,1.9,mg/dL,,\n"
+        "P1,2024-03-20 08:00,Magnesium,1.9,mg/dL,,\n"
+    )
+    res = read(write(tmp_path, HEADER + body))
+    assert sorted(res.results["collected_at"].dt.strftime("%Y-%m-%d")) == [
+        "2024-03-01",
+        "2024-03-13",
+        "2024-03-20",
+    ]
