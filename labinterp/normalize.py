@@ -227,7 +227,7 @@ def _specimen_ids(series: pd.Series, rows: np.ndarray) -> pd.Series:
     text = _strip(_take(series, rows).astype(pd.StringDtype("pyarrow"))).array.__arrow_array__()
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
-    text = text.cast(pa.large_string())
+    text = _without_excel_text(text.cast(pa.large_string()))
     return _text_series(pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.large_string()), text))
 
 
@@ -363,7 +363,18 @@ class _Verdicts:
 def _text(value: object) -> str:
     if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return ""
-    return str(value).strip()
+    text = str(value).strip()
+    if text.startswith('="') and text.endswith('"') and len(text) > 2:
+        return text[2:-1].strip()  # ="000123": a spreadsheet's way to keep leading zeros
+    return text
+
+
+def _without_excel_text(text: pa.Array) -> pa.Array:
+    """`text` with ="000123" (a spreadsheet formula that keeps a text's leading zeros) as
+    000123; a scan for '="' first, as nearly no export has any."""
+    if not pc.any(pc.starts_with(text, '="')).as_py():
+        return text
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r'^="(.*)"$', r"\1"))
 
 
 # ---------------------------------------------------------------- values
@@ -1806,6 +1817,7 @@ def patient_id_text(ids: pd.Series) -> pd.Series:
         text = pc.replace_substring_regex(pc.utf8_normalize(text, "NFKC"), r"\p{Cf}", "")
         text = pc.utf8_trim_whitespace(text)
     text = pc.replace_substring_regex(text, r"^(\d+)\.0$", r"\1")
+    text = _without_excel_text(text)
     return pd.Series(pd.array(text, dtype=STR), index=ids.index)
 
 

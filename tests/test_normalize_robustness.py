@@ -451,3 +451,17 @@ def test_more_printed_ranges(tmp_path: Path, reference_range: str, low: float, h
     r = used(tmp_path, f"P1,2024-03-01 08:30,PTH,20,pg/mL,{reference_range}\n")
     assert (r["range_low_reported"], r["range_high_reported"]) == (low, high)
     assert r["range_origin"] == "row"
+
+
+def test_spreadsheet_text_formulas_keep_leading_zeros_without_the_formula(tmp_path: Path) -> None:
+    # ="000123": how spreadsheets and some EHR exports keep an id's leading zeros
+    header = "patient_id,collected_at,test,result,unit,specimen_id\n"
+    res = read_rows(
+        tmp_path,
+        '"=""000123""",2024-03-01 08:30,Magnesium,"=""0.8""",mmol/L,"=""0042"""\n'
+        "000123,2024-03-02 08:30,Magnesium,0.7,mmol/L,0043\n",
+        header=header,
+    )
+    assert list(res.results["patient_id"]) == ["000123", "000123"]
+    assert list(res.results["value"]) == [0.8, 0.7]
+    assert list(res.results["specimen_id"]) == ["0042", "0043"]
