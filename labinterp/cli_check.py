@@ -14,9 +14,10 @@ from typing import cast
 
 import pandas as pd
 
-from labinterp.catalog import name_index, normalise_name, read_test_name
+from labinterp.catalog import name_index, normalise_name
 from labinterp.output import FORMATS, write_table
 from labinterp.reading import ReadResult, read
+from labinterp.test_names import read_test_name
 
 
 def register(sub: argparse._SubParsersAction) -> None:

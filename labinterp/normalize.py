@@ -38,7 +38,6 @@ from labinterp.catalog import (
     result_status,
     sample_index_kind,
     sample_indices,
-    unit_in_test_name,
 )
 from labinterp.errors import DateFormatError, UnitError
 from labinterp.parameters import number
@@ -46,6 +45,7 @@ from labinterp.readers import duplicates
 from labinterp.readers.duplicates import STATUS_RANK
 from labinterp.resources import reference_file
 from labinterp.schema import REJECTED, RESULTS, STR, conform
+from labinterp.test_names import unit_in_test_name
 
 SIGNIFICANT_DIGITS = 6  # no lab reports more; removes float32 noise (1.7999999523 -> 1.8)
 # Column jobs run on this many threads: the per-row work in them (hashing, gathering

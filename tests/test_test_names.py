@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from labinterp.catalog import read_test_name, unit_in_test_name
 from labinterp.cli import main
 from labinterp.reading import read
+from labinterp.test_names import read_test_name, unit_in_test_name
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,117 @@
+"""Test names beyond the catalog's spellings, read by the fixed steps of
+reference_ranges/test_names.toml and never by likeness: words that never change the test
+are dropped ("CALCIUM, TOTAL, SERUM" -> "calcium total"), a unit in brackets is set aside
+("Magnesium (mg/dL)"), a LOINC display name is read by its parts; what is left must be an
+exact catalog spelling (catalog.name_index), so "Calcium, Urine" stays unread.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+
+from labinterp.catalog import fold_accents, name_index, normalise_name
+from labinterp.errors import ConfigError
+from labinterp.resources import reference_file
+
+
+@dataclass(frozen=True)
+class _NameWords:
+    """reference_ranges/test_names.toml, normalised."""
+
+    fillers: tuple[tuple[str, ...], ...]  # phrases as token tuples, longest first
+    notes: frozenset[str]
+    loinc_properties: frozenset[str]
+    loinc_systems: frozenset[str]
+
+
+@cache
+def _test_name_words() -> _NameWords:
+    path = reference_file("test_names.toml")
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+        fillers = {tuple(normalise_name(str(f)).split()) for f in data["fillers"]}
+        return _NameWords(
+            fillers=tuple(sorted(fillers, key=len, reverse=True)),
+            notes=frozenset(t for n in data["notes"] for t in normalise_name(str(n)).split()),
+            loinc_properties=frozenset(normalise_name(str(p)) for p in data["loinc_properties"]),
+            loinc_systems=frozenset(normalise_name(str(p)) for p in data["loinc_systems"]),
+        )
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path.name}: {exc}") from exc
+
+
+# "Component [Property] in System" or "... in System by Method": a LOINC display name
+_LOINC_NAME = re.compile(
+    r"^(?P<component>[^\[\]]+?)\s*\[(?P<property>[^\[\]]+)\]\s+in\s+(?P<system>.+?)"
+    r"(?:\s+by\s+.+)?$",
+    re.I,
+)
+
+
+_BRACKETED = re.compile(r"[(\[]([^()\[\]]*)[)\]]")
+
+
+def _is_unit(text: str) -> bool:
+    from labinterp import units  # units reads the catalog: imported here, not at the top
+
+    return units.lookup(text.strip()) is not None
+
+
+def unit_in_test_name(name: str) -> str:
+    """The unit a test name prints in brackets ("Magnesium (mg/dL)" -> "mg/dL"; the last
+    such part), if it is a unit of the unit table; else ""."""
+    units = [p.strip() for p in _BRACKETED.findall(name or "") if _is_unit(p)]
+    return units[-1] if units else ""
+
+
+@cache
+def read_test_name(name: str) -> str | None:
+    """The catalog id of a test name that is not a catalog spelling as it stands, by the
+    steps of reference_ranges/test_names.toml ("CALCIUM, TOTAL, SERUM" -> calcium,
+    "Potassium (K)" -> potassium, "Magnesium (mg/dL)" -> magnesium; its unit:
+    unit_in_test_name), or None ("Calcium, Urine")."""
+    words = _test_name_words()
+    fillers, notes = words.fillers, words.notes
+    text = fold_accents(name)
+    loinc = _LOINC_NAME.match(text)
+    if loinc:  # read by its parts, or not at all
+        if (
+            normalise_name(loinc["property"]) in words.loinc_properties
+            and normalise_name(loinc["system"]) in words.loinc_systems
+        ):
+            return name_index().get(normalise_name(loinc["component"]))
+        return None
+    kept, same_test = [], []
+    for part in _BRACKETED.findall(text):
+        said = normalise_name(part)
+        if _is_unit(part) or not said or all(t in notes for t in _without(said.split(), fillers)):
+            continue  # a method, a note or a specimen: "(CKD-EPI 2021)", "(Serum)"
+        if said in name_index():
+            same_test.append(name_index()[said])  # "(K)", "(CRP)": dropped if it agrees
+        else:
+            kept.append(part)  # "(Corrected)", "(Urine)": part of what the test is
+    tokens = normalise_name(" ".join([_BRACKETED.sub(" ", text), *kept])).split()
+    for candidate in (tokens, _without(tokens, fillers), _without(tokens, (*fillers, ("total",)))):
+        hit = name_index().get(" ".join(candidate))
+        if hit:
+            return hit if all(t == hit for t in same_test) else None
+    return None
+
+
+def _without(tokens: list[str], phrases: tuple[tuple[str, ...], ...]) -> list[str]:
+    """`tokens` with every occurrence of the `phrases` (token tuples, longest first) taken out."""
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        for phrase in phrases:
+            if tuple(tokens[i : i + len(phrase)]) == phrase:
+                i += len(phrase)
+                break
+        else:
+            out.append(tokens[i])
+            i += 1
+    return out
