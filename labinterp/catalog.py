@@ -59,11 +59,12 @@ class FallbackRange:
 
 
 def fold_accents(text: str) -> str:
-    """`text` without accents and other combining marks ('Fósforo' -> 'Fosforo', 'ß' kept):
-    exports spell Spanish test names, headers and words with or without them."""
+    """`text` without accents and other combining marks ('Fósforo' -> 'Fosforo', 'März' ->
+    'Marz', 'ß' -> 'ss'): exports spell Spanish, German and French test names, headers and
+    words with or without them."""
     if text.isascii():
         return text
-    decomposed = unicodedata.normalize("NFKD", text)
+    decomposed = unicodedata.normalize("NFKD", text.replace("ß", "ss"))
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 

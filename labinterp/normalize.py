@@ -781,26 +781,28 @@ _YMD_SLASH = re.compile(r"^(\d{4})([/.-])(\d{1,2})\2(\d{1,2})" + _CLOCK)
 _COMPACT = r"(?:19|20)\d{6}(?:\d{4}(?:\d{2})?)?"
 # day and month with dashes ("13-03-2024"), read like slashes (same order for the file)
 _DASHED = r"^(\d{1,2})-(\d{1,2})-(\d{2}|\d{4})(?=$|[ T])"
-_DAY_MONTH_NAME = re.compile(r"^(\d{1,2})[ -]([A-Za-z]{3,10})\.?[ -](\d{2}|\d{4})" + _CLOCK)
-_MONTH_NAME_DAY = re.compile(r"^([A-Za-z]{3,10})\.? (\d{1,2}),? (\d{2}|\d{4})" + _CLOCK)
-_MONTHS = (
-    ("january", "enero"), ("february", "febrero"), ("march", "marzo"), ("april", "abril"),
-    ("may", "mayo"), ("june", "junio"), ("july", "julio"), ("august", "agosto"),
-    ("september", "septiembre", "setiembre"), ("october", "octubre"),
-    ("november", "noviembre"), ("december", "diciembre"),
+_DAY_MONTH_NAME = re.compile(r"^(\d{1,2})\.?[ -]([^\W\d_]{3,10})\.?[ -](\d{2}|\d{4})" + _CLOCK)
+_MONTH_NAME_DAY = re.compile(r"^([^\W\d_]{3,10})\.? (\d{1,2}),? (\d{2}|\d{4})" + _CLOCK)
+_MONTHS = (  # English, Spanish, German, French; accents dropped
+    ("january", "enero", "januar", "janvier"), ("february", "febrero", "februar", "fevrier"),
+    ("march", "marzo", "marz", "mars"), ("april", "abril", "avril"),
+    ("may", "mayo", "mai"), ("june", "junio", "juni", "juin"),
+    ("july", "julio", "juli", "juillet"), ("august", "agosto", "aout"),
+    ("september", "septiembre", "setiembre", "septembre"),
+    ("october", "octubre", "oktober", "octobre"), ("november", "noviembre", "novembre"),
+    ("december", "diciembre", "dezember", "decembre"),
 )  # fmt: skip
 
 
 def _month_number(name: str) -> int:
-    """1-12 for an English or Spanish month name or its abbreviation of 3 letters or more
-    ("Mar", "Sept", "MARCH", "ene", "Ago"); 0 for anything else. No abbreviation names
-    different months in the two languages."""
-    low = name.lower()
+    """1-12 for a month name (English, Spanish, German, French) or its abbreviation of 3
+    letters or more ("Mar", "Sept", "MARCH", "ene", "Okt", "févr", "juil"); 0 for anything
+    else, and for an abbreviation of two months ("jui": juin or juillet)."""
+    low = fold_accents(name).lower()
     if len(low) < 3:
         return 0
-    return next(
-        (i for i, names in enumerate(_MONTHS, 1) if any(m.startswith(low) for m in names)), 0
-    )
+    found = {i for i, names in enumerate(_MONTHS, 1) if any(m.startswith(low) for m in names)}
+    return found.pop() if len(found) == 1 else 0
 
 
 def _slash_order(values: list[str], file_label: str) -> str:
@@ -1164,11 +1166,15 @@ def _specimen_verdict(specimen_type: object) -> tuple[str, str]:
 # patterns the second.
 MEDICINE_FLAGS = {"vitamin_d": "vitamin_d_supplement", "mg_lowering": "mg_lowering_medication"}
 
-# Matched on the text with its accents dropped, English and Spanish alike ("Hémolysé",
-# "muestra hemolizada", "sin hemólisis", "coagulada", "lipémica", "ictérica").
+# Matched on the text with its accents dropped, in English, Spanish, German and French
+# ("muestra hemolizada", "sin hemólisis", "hämolytisch", "keine Hämolyse", "hémolysé",
+# "coagulada", "lipémica", "ictérica").
 _QUALITY_PATTERNS = (
-    ("not_hemolyzed", re.compile(r"\b(not|no|non|sin)[\s-]*ha?emol[iy]", re.I)),
-    ("hemolyzed", re.compile(r"ha?emol[iy][sz]", re.I)),
+    (
+        "not_hemolyzed",
+        re.compile(r"\b(not|no|non|sin|kein|keine|nicht|sans)[\s-]*h(?:a|ae|e)mol[iy]", re.I),
+    ),
+    ("hemolyzed", re.compile(r"ha?emol[iy][sz]|hamoly", re.I)),
     ("contamination_comment", re.compile(r"contamina[td]|contaminacion|edta", re.I)),
     ("clotted", re.compile(r"\bclot|\bcoagulad|\bcoagulo", re.I)),
     ("lipemic", re.compile(r"lip(a)?emi", re.I)),
@@ -1204,6 +1210,13 @@ _SEX = {
     "masculino": "male",
     "hombre": "male",
     "varon": "male",
+    # German and French
+    "weiblich": "female",
+    "mannlich": "male",
+    "feminin": "female",
+    "femme": "female",
+    "masculin": "male",
+    "homme": "male",
 }
 
 
