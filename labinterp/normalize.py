@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tomllib
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,7 +40,7 @@ from labinterp.catalog import (
     sample_index_kind,
     sample_indices,
 )
-from labinterp.errors import DateFormatError, UnitError
+from labinterp.errors import ConfigError, DateFormatError, UnitError
 from labinterp.parameters import number
 from labinterp.readers import duplicates
 from labinterp.readers.duplicates import STATUS_RANK
@@ -503,6 +504,24 @@ def _unit_shaped(text: str) -> bool:
     )
 
 
+@cache
+def _result_note() -> re.Pattern[str]:
+    """A number's trailing note of reference_ranges/result_notes.toml ("1.2 verified"),
+    with what precedes it as `body`."""
+    path = reference_file("result_notes.toml")
+    try:
+        with path.open("rb") as fh:
+            notes = [
+                " ".join(fold_accents(str(n)).lower().split()) for n in tomllib.load(fh)["notes"]
+            ]
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path.name}: {exc}") from exc
+    words = "|".join(
+        re.escape(n).replace(r"\ ", r"\s+") for n in sorted(notes, key=len, reverse=True)
+    )
+    return re.compile(rf"^(?P<body>.*\d.*?)[\s,;]*[(\[]?\s*(?:{words})\s*[)\]]?\.?$", re.I)
+
+
 def _read_value(text: str, decimal: str) -> tuple[str, float | None, str, str, bool]:
     """(comparator, number, unit printed after it, abnormal-flag marker, hides a number)
     of a result text: ('<', 0.5, 'mg/dL', '', False) for '<0.5 mg/dL', ('', 7.6, '', 'L',
@@ -513,6 +532,12 @@ def _read_value(text: str, decimal: str) -> tuple[str, float | None, str, str, b
     cmp_, number = parse_value(s, decimal)
     if number is not None:
         return cmp_, number, "", "", False
+    if not s.isascii() or any(c.isalpha() for c in s):  # "1.2 verified": the number
+        noted = _result_note().match(fold_accents(s))
+        s = noted["body"] if noted else s
+        cmp_, number = parse_value(s, decimal)
+        if number is not None:
+            return cmp_, number, "", "", False
     body, marker = s, ""
     m = _MARKED.match(s)
     if m:

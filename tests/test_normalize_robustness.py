@@ -465,3 +465,30 @@ def test_spreadsheet_text_formulas_keep_leading_zeros_without_the_formula(tmp_pa
     assert list(res.results["patient_id"]) == ["000123", "000123"]
     assert list(res.results["value"]) == [0.8, 0.7]
     assert list(res.results["specimen_id"]) == ["0042", "0043"]
+
+
+@pytest.mark.parametrize(
+    ("result", "value"),
+    [
+        ("1.2 verified", 1.2),
+        ("1.2 (repeated)", 1.2),
+        ("1.2 VERIFIED BY DILUTION.", 1.2),
+        ("1.2, see comment", 1.2),
+        ("1.2 mg/dL verified", 1.2),
+        ("1.2 verificado", 1.2),
+        ("1.2 bestätigt", 1.2),
+        # words that may change what the number is stay a text result
+        ("1.2 hemolyzed", None),
+        ("1.2 corrected", None),
+        ("verified 1.2", None),
+    ],
+)
+def test_a_note_on_how_a_number_was_checked_leaves_the_number(
+    tmp_path: Path, result: str, value: float | None
+) -> None:
+    r = used(tmp_path, f'P1,2024-03-01 08:30,Magnesium,"{result}",mg/dL,\n')
+    assert r["value_raw"] == result
+    if value is None:
+        assert math.isnan(r["value_reported"]) and r["text_result"] == result
+    else:
+        assert r["value_reported"] == value
