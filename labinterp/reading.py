@@ -216,6 +216,10 @@ def iter_batches(
     label = label or sniff.display_name(p)
     plan = None
     order = None
+    # Each batch is read once the next one is there: its last draw (which may continue in
+    # the next batch) is read with the next one instead; the last batch keeps its own.
+    pending: table.Table | None = None
+    carry: table.Table | None = None
     for tbl in tables:
         if plan is None:
             plan = colplan.plan_columns(
@@ -226,7 +230,58 @@ def iter_batches(
                 # decided once from the first batch, so no batch reads "3/5" differently
                 spellings = tbl.frame[date_column].dropna().unique()
                 order = slash_order([str(v) for v in spellings], label)
-        yield _from_table(p, label, kind, tbl, plan, date_format, dedupe=False, slash_order=order)
+        if pending is not None:
+            whole, carry = _split_last_draw(_joined_tables(carry, pending), plan)
+            if len(whole.frame):
+                yield _from_table(
+                    p, label, kind, whole, plan, date_format, dedupe=False, slash_order=order
+                )
+        pending = tbl
+    if pending is not None and plan is not None:
+        last = _joined_tables(carry, pending)
+        yield _from_table(p, label, kind, last, plan, date_format, dedupe=False, slash_order=order)
+
+
+def _joined_tables(first: table.Table | None, second: table.Table) -> table.Table:
+    """`second` with the rows of `first` (if any) before it."""
+    if first is None or not len(first.frame):
+        return second
+    return table.Table(
+        pd.concat([first.frame, second.frame], ignore_index=True),
+        np.concatenate([first.source_row, second.source_row]),
+        second.header_line,
+    )
+
+
+def _split_last_draw(
+    tbl: table.Table, plan: colplan.ColumnPlan
+) -> tuple[table.Table, table.Table | None]:
+    """(the batch without its last draw, that draw) for a long export: the rows of one
+    patient and collection time are read in one batch, so that what marks a sample (a
+    hemolysis index printed as a row of its own) finds the sample's results. The last
+    draw may continue in the next batch; it is read with it. A file whose rows of a draw
+    are not together keeps only what each batch holds."""
+    patient, when = plan.columns.get("patient_id"), plan.columns.get("collected_at")
+    if plan.layout != "long" or patient is None or when is None or not len(tbl.frame):
+        return tbl, None
+    n = len(tbl.frame)
+    window = 1024  # a draw is a few dozen rows: look back only as far as needed
+    while True:
+        start = max(0, n - window)
+        rows = tbl.frame.iloc[start:]
+        key = rows[patient].fillna("").astype(str) + "\x1f" + rows[when].fillna("").astype(str)
+        other = np.flatnonzero(key.to_numpy() != key.iloc[-1])
+        if len(other) or start == 0:
+            break
+        window *= 8
+    cut = start + int(other[-1]) + 1 if len(other) else 0
+    head = table.Table(
+        tbl.frame.iloc[:cut].reset_index(drop=True), tbl.source_row[:cut], tbl.header_line
+    )
+    tail = table.Table(
+        tbl.frame.iloc[cut:].reset_index(drop=True), tbl.source_row[cut:], tbl.header_line
+    )
+    return head, tail
 
 
 def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -77,7 +77,8 @@ def test_workbook_rows_in_batches(tmp_path: Path, batch_rows: int) -> None:
     path = tmp_path / "export.xlsx"
     wb.save(path)
     n = assert_same(path, batch_rows)
-    assert n == (-(-len(records) // batch_rows) if batch_rows < 1000 else 1)
+    # no more batches than the sheet gives; fewer where a draw is carried into the next
+    assert 1 <= n <= (-(-len(records) // batch_rows) if batch_rows < 1000 else 1)
 
 
 @pytest.mark.parametrize("batch_rows", [1, 7, 1000])

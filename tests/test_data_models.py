@@ -196,13 +196,19 @@ def test_a_transport_file_in_batches_and_compressed(tmp_path: Path) -> None:
 
     path = tmp_path / "lb.xpt"
     pyreadstat.write_xport(_sdtm_frame(), str(path), table_name="LB")
+    # read in batches of 2 observations; a draw is never split, and this one is the whole
+    # file (one subject, one time)
     batches = list(iter_batches(path, batch_rows=2))
-    assert [b.rows_in for b in batches] == [2, 2, 1]
+    assert [b.rows_in for b in batches] == [5]
     assert sorted(r for b in batches for r in b.results["source_row"]) == [1, 2, 3]
     packed = tmp_path / "lb.xpt.gz"
     with path.open("rb") as src, gzip.open(packed, "wb") as dst:
         shutil.copyfileobj(src, dst)
     assert read(packed).rows_used == 3
+    several = pd.concat([_sdtm_frame()] * 2, ignore_index=True)
+    several.loc[5:, "LBDTC"] = "2024-03-08T08:15"  # a second visit: a second draw
+    pyreadstat.write_xport(several, str(path), table_name="LB")
+    assert [b.rows_in for b in iter_batches(path, batch_rows=2)] == [5, 5]
 
 
 def test_damaged_transport_file_and_sas_datasets_say_what_to_do(tmp_path: Path) -> None:

@@ -109,3 +109,29 @@ def test_a_normal_potassium_of_a_hemolyzed_sample_cannot_rule_out_a_low_one(
     assert p3(draw)["status"] == "not_fired"
     marked = p3(draw + "p1,S1,2024-03-01 08:00,Hemolysis Index,250,,0-50,\n")
     assert marked["status"] == "indeterminate" and "hemolyzed" in marked["caveats"]
+
+
+def test_a_sample_split_by_a_batch_boundary_is_read_in_one_batch(tmp_path: Path) -> None:
+    # the audit reads large files in batches; the index row of a sample falls in the next
+    # batch from its results unless each draw is kept whole
+    import io
+
+    from labinterp.reading import iter_batches
+
+    text = (
+        HEADER
+        + "p0,S0,2024-03-01 07:00,Magnesium,0.8,mmol/L,0.70-1.05,\n"
+        + "p1,S1,2024-03-01 08:00,Potassium,6.2,mmol/L,3.5-5.1,H\n"
+        + "p1,S1,2024-03-01 08:00,Magnesium,0.8,mmol/L,0.70-1.05,\n"
+        + "p1,S1,2024-03-01 08:00,Hemolysis Index,120,,0-50,H\n"
+        + "p2,S2,2024-03-01 09:00,Potassium,4.2,mmol/L,3.5-5.1,\n"
+    )
+    path = tmp_path / "export.parquet"  # Parquet batches are exactly batch_rows long
+    pd.read_csv(io.StringIO(text), dtype=str).to_parquet(path)
+    batches = list(iter_batches(path, batch_rows=2))
+    assert sum(b.rows_in for b in batches) == 5
+    rows = pd.concat([b.results for b in batches])
+    marked = dict(zip(rows["source_row"], rows["quality"].fillna(""), strict=True))
+    assert "hemolyzed" in marked[2] and "hemolyzed" in marked[3]  # p1's potassium and Mg
+    assert "hemolyzed" not in marked[1] and "hemolyzed" not in marked[5]
+    assert sorted(rows["source_row"]) == [1, 2, 3, 5]
