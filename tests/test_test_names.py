@@ -54,6 +54,7 @@ from labinterp.test_names import read_test_name, unit_in_test_name
         ("Vitamin D, 1,25-Dihydroxy", None),
         ("Calcium Score", None),
         ("Calcium (K)", None),  # the brackets name another test
+        ("Calcium, Ionized (Calculated)", None),  # an estimate from the total, not measured
         ("Creatinine Clearance", None),
         ("eGFR (non-African American)", None),
         ("Serum", None),
