@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import logging
 import os
 import re
@@ -26,7 +27,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from labinterp.errors import ColumnDetectionError, DamagedFileError, InputFileError
+from labinterp.errors import (
+    ColumnDetectionError,
+    DamagedFileError,
+    InputFileError,
+    LabinterpError,
+    MappingFileError,
+)
 from labinterp.normalize import Options, normalize, normalize_unique, patient_id_text, slash_order
 from labinterp.readers import columns as colplan
 from labinterp.readers import duplicates, fhir, formats, sniff, table
@@ -188,7 +195,9 @@ def iter_batches(
     elif sniffed.kind == "parquet":
         tables, kind = formats.iter_parquet(p, batch_rows), "parquet"
     elif sniffed.kind == "xlsx":
-        tables, kind = formats.iter_xlsx(p, batch_rows), "xlsx"
+        tables, kind = _xlsx_tables(
+            p, label or sniff.display_name(p), Path(mapping) if mapping else None, batch_rows
+        )
     elif sniffed.kind == "xpt":
         tables, kind = formats.iter_xpt(p, batch_rows), "xpt"
     elif sniffed.kind == "ndjson" and not _is_fhir(p, sniffed):  # JSON Lines of records
@@ -413,8 +422,6 @@ def _is_fhir(p: Path, sniffed: sniff.Sniffed) -> bool:
 def _table(p: Path, sniffed: sniff.Sniffed) -> table.Table:
     if sniffed.kind == "delimited":
         return table.read_delimited(p, sniffed)
-    if sniffed.kind == "xlsx":
-        return formats.read_xlsx(p)
     if sniffed.kind == "parquet":
         return formats.read_parquet(p)
     if sniffed.kind == "xpt":
@@ -444,9 +451,40 @@ def _read_one(
         with _hl7_lines(p, sniffed) as lines:
             ((raw, invalid),) = _hl7_batches(lines, label, None)
         return _from_records(raw, invalid, label, date_format, dedupe, *_HL7)
-    tbl = _table(p, sniffed)
+    kind = sniffed.kind
+    if kind == "xlsx":  # the sheet whose columns can be read
+        sheet, kind = _xlsx_tables(p, label, mapping, None)
+        tbl = next(sheet)
+    else:
+        tbl = _table(p, sniffed)
     plan = colplan.plan_columns(list(tbl.frame.columns), label, mapping)
-    return _from_table(p, label, sniffed.kind, tbl, plan, date_format, dedupe)
+    return _from_table(p, label, kind, tbl, plan, date_format, dedupe)
+
+
+def _xlsx_tables(
+    p: Path, label: str, mapping: Path | None, batch_rows: int | None
+) -> tuple[Iterator[table.Table], str]:
+    """The tables of the first worksheet whose columns can be read (a workbook may open
+    with a summary or a cover sheet), and the format to report ("xlsx", or "xlsx, sheet
+    'Results'" when it is not the first). None readable: the first sheet's error, naming
+    the others."""
+    names = formats.xlsx_sheet_names(p)
+    first_error: LabinterpError | None = None
+    for index, name in enumerate(names):
+        tables = formats.iter_xlsx(p, batch_rows, index)
+        try:
+            head = next(tables)
+            colplan.plan_columns(list(head.frame.columns), label, mapping)
+        except (ColumnDetectionError, MappingFileError, InputFileError) as exc:
+            first_error = first_error or exc
+            continue
+        kind = "xlsx" if index == 0 else f"xlsx, sheet '{name}'"
+        return itertools.chain([head], tables), kind
+    assert first_error is not None  # a workbook has at least one sheet
+    if len(names) > 1:
+        first_error.problem += f" No other sheet has them either ({', '.join(names)})."
+        first_error.args = (first_error._compose(),)
+    raise first_error
 
 
 _HL7 = ("hl7v2", "HL7 v2 OBX segments")

@@ -185,3 +185,36 @@ def test_utf16_text_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
         == (whole.results["comment"] == "Hämolyse µ").sum()
         > 10
     )
+
+
+def test_a_workbook_whose_first_sheet_is_a_summary(tmp_path: Path) -> None:
+    # workbooks often open on a cover or summary sheet: the results sheet is found
+    import openpyxl
+
+    from labinterp.cli import main
+    from labinterp.errors import ColumnDetectionError
+
+    wb = openpyxl.Workbook()
+    summary = wb.active
+    summary.title = "Summary"
+    summary.append(["Report", "Lab results, clinic A"])
+    summary.append(["Patients", 1])
+    results = wb.create_sheet("Results")
+    results.append(["patient_id", "collected_at", "test", "result", "unit"])
+    results.append(["P1", "2024-03-01 08:30", "Magnesium", 0.5, "mmol/L"])
+    results.append(["P1", "2024-03-01 08:30", "Calcium", 1.9, "mmol/L"])
+    path = tmp_path / "export.xlsx"
+    wb.save(path)
+    res = read(path)
+    assert res.rows_used == 2 and list(res.results["source_row"]) == [2, 3]
+    assert res.files[0].format == "xlsx, sheet 'Results'"
+    assert [b.rows_used for b in iter_batches(path, batch_rows=1)] == [2]  # one draw
+    assert main(["check", str(path)]) == 0
+
+    del wb["Results"]
+    wb.create_sheet("Notes").append(["reviewed by", "lab lead", "2024-03-05"])
+    wb.save(path)
+    with pytest.raises(
+        ColumnDetectionError, match=r"No other sheet has them either \(Summary, Notes\)"
+    ):
+        read(path)
