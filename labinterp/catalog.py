@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import csv
 import re
-import tomllib
 import unicodedata
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from labinterp.errors import ConfigError
-from labinterp.resources import reference_file
+from labinterp.resources import read_reference_toml, reference_file
 
 
 @dataclass(frozen=True)
@@ -208,15 +208,13 @@ def fallback_ranges() -> tuple[FallbackRange, ...]:
 @cache
 def _not_blood() -> tuple[frozenset[str], re.Pattern[str]]:
     """Specimen type codes and words that are not blood (reference_ranges/specimen_types.toml)."""
-    path = reference_file("specimen_types.toml")
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+
+    def build(data: dict[str, Any]) -> tuple[frozenset[str], re.Pattern[str]]:
         codes = frozenset(str(c).upper() for c in data["codes"])
         words = "|".join(re.escape(fold_accents(str(w))) for w in data["words"])
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path.name}: {exc}") from exc
-    return codes, re.compile(rf"\b({words})\b", re.I)
+        return codes, re.compile(rf"\b({words})\b", re.I)
+
+    return read_reference_toml("specimen_types.toml", build)
 
 
 def not_blood_specimen(text: str) -> bool:
@@ -245,10 +243,8 @@ USABLE_STATUSES = ("preliminary", "final", "corrected")  # from replaced to repl
 @cache
 def _result_statuses() -> dict[str, ResultStatus]:
     """Status spellings -> meaning (reference_ranges/result_statuses.toml)."""
-    path = reference_file("result_statuses.toml")
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+
+    def build(data: dict[str, Any]) -> dict[str, ResultStatus]:
         table: dict[str, ResultStatus] = {}
         for status in USABLE_STATUSES:
             for spelling in data["usable"][status]:
@@ -256,9 +252,9 @@ def _result_statuses() -> dict[str, ResultStatus]:
         for kind, spellings in data["no_result"].items():
             for spelling in spellings:
                 table[_status_key(str(spelling))] = ResultStatus(no_result=data["meaning"][kind])
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"{path.name}: {exc}") from exc
-    return table
+        return table
+
+    return read_reference_toml("result_statuses.toml", build)
 
 
 def _status_key(text: str) -> str:
@@ -285,15 +281,12 @@ class SampleIndices:
 
 @cache
 def sample_indices() -> SampleIndices:
-    path = reference_file("sample_indices.toml")
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+    def build(data: dict[str, Any]) -> SampleIndices:
         kinds = {k: v for k, v in data.items() if isinstance(v, dict)}
         names = {normalise_name(str(n)): k for k, v in kinds.items() for n in v["names"]}
         clash = set(names) & set(name_index())
         if clash:
-            raise ConfigError(f"{path.name}: {sorted(clash)} also name analytes")
+            raise ConfigError(f"sample_indices.toml: {sorted(clash)} also name analytes")
         return SampleIndices(
             flags={k: str(v["flag"]) for k, v in kinds.items()},
             names=names,
@@ -301,8 +294,8 @@ def sample_indices() -> SampleIndices:
             not_raised=frozenset(_index_word(str(w)) for w in data["not_raised"]),
             raised_flags=frozenset(str(f).strip().lower() for f in data["raised_flags"]),
         )
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"{path.name}: {exc}") from exc
+
+    return read_reference_toml("sample_indices.toml", build)
 
 
 def _index_word(text: str) -> str:
@@ -337,17 +330,15 @@ def index_flag_raised(flag: str) -> bool:
 @cache
 def _comparator_codes() -> dict[str, str]:
     """Comparator codes -> comparator (reference_ranges/comparators.toml)."""
-    path = reference_file("comparators.toml")
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-        table: dict[str, str] = {}
-        for comparator, codes in data.items():
-            for code in codes:
-                table[str(code).strip().lower()] = str(comparator)
-    except (OSError, tomllib.TOMLDecodeError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"{path.name}: {exc}") from exc
-    return table
+
+    def build(data: dict[str, Any]) -> dict[str, str]:
+        return {
+            str(code).strip().lower(): str(comparator)
+            for comparator, codes in data.items()
+            for code in codes
+        }
+
+    return read_reference_toml("comparators.toml", build)
 
 
 def comparator_code(text: str) -> str | None:
@@ -365,18 +356,17 @@ def _medicine_words() -> dict[str, tuple[re.Pattern[str], re.Pattern[str]]]:
     """Per group of reference_ranges/medications.toml: (what not to count, its words), as
     patterns. A word is whole; what is not counted (a group's not_words, or any of its
     words after a negation) also takes the rest of its word ("stopped vitamin D3")."""
-    path = reference_file("medications.toml")
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+
+    def build(data: dict[str, Any]) -> tuple[list[str], dict[str, tuple[list[str], list[str]]]]:
         negations = [str(n) for n in data["negations"]]
         groups = {
             name: ([str(w) for w in entry["words"]], [str(w) for w in entry["not_words"]])
             for name, entry in data.items()
             if isinstance(entry, dict)
         }
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path.name}: {exc}") from exc
+        return negations, groups
+
+    negations, groups = read_reference_toml("medications.toml", build)
 
     def alternatives(ws: list[str]) -> str:
         # longest first, so "vitamin d3" is one match, not "vitamin d" then a stray "3"

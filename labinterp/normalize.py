@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,11 +39,11 @@ from labinterp.catalog import (
     sample_index_kind,
     sample_indices,
 )
-from labinterp.errors import ConfigError, DateFormatError, UnitError
+from labinterp.errors import DateFormatError, UnitError
 from labinterp.parameters import number
 from labinterp.readers import duplicates
 from labinterp.readers.duplicates import STATUS_RANK
-from labinterp.resources import reference_file
+from labinterp.resources import read_reference_toml, reference_file
 from labinterp.schema import REJECTED, RESULTS, STR, conform
 from labinterp.test_names import unit_in_test_name
 
@@ -508,14 +507,10 @@ def _unit_shaped(text: str) -> bool:
 def _result_note() -> re.Pattern[str]:
     """A number's trailing note of reference_ranges/result_notes.toml ("1.2 verified"),
     with what precedes it as `body`."""
-    path = reference_file("result_notes.toml")
-    try:
-        with path.open("rb") as fh:
-            notes = [
-                " ".join(fold_accents(str(n)).lower().split()) for n in tomllib.load(fh)["notes"]
-            ]
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path.name}: {exc}") from exc
+    notes = read_reference_toml(
+        "result_notes.toml",
+        lambda data: [" ".join(fold_accents(str(n)).lower().split()) for n in data["notes"]],
+    )
     words = "|".join(
         re.escape(n).replace(r"\ ", r"\s+") for n in sorted(notes, key=len, reverse=True)
     )

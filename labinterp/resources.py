@@ -6,11 +6,16 @@ checkout they sit at the project root beside the package. Both are found the sam
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any, TypeVar
 
 from labinterp.errors import ConfigError
+
+_T = TypeVar("_T")
 
 
 @cache
@@ -34,3 +39,14 @@ def reference_file(name: str) -> Path:
 
 def template_dir() -> Path:
     return data_dir("templates")
+
+
+def read_reference_toml(name: str, build: Callable[[dict[str, Any]], _T]) -> _T:
+    """`build` applied to the TOML file `name` of reference_ranges/; a ConfigError naming
+    the file when it cannot be read or lacks what `build` looks for."""
+    path = reference_file(name)
+    try:
+        with path.open("rb") as fh:
+            return build(tomllib.load(fh))
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path.name}: {exc}") from exc

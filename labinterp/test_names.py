@@ -8,13 +8,12 @@ exact catalog spelling (catalog.name_index), so "Calcium, Urine" stays unread.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from labinterp.catalog import fold_accents, name_index, normalise_name
-from labinterp.errors import ConfigError
-from labinterp.resources import reference_file
+from labinterp.resources import read_reference_toml
 
 
 @dataclass(frozen=True)
@@ -29,10 +28,7 @@ class _NameWords:
 
 @cache
 def _test_name_words() -> _NameWords:
-    path = reference_file("test_names.toml")
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+    def build(data: dict[str, Any]) -> _NameWords:
         fillers = {tuple(normalise_name(str(f)).split()) for f in data["fillers"]}
         return _NameWords(
             fillers=tuple(sorted(fillers, key=len, reverse=True)),
@@ -40,8 +36,8 @@ def _test_name_words() -> _NameWords:
             loinc_properties=frozenset(normalise_name(str(p)) for p in data["loinc_properties"]),
             loinc_systems=frozenset(normalise_name(str(p)) for p in data["loinc_systems"]),
         )
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path.name}: {exc}") from exc
+
+    return read_reference_toml("test_names.toml", build)
 
 
 # "Component [Property] in System" or "... in System by Method": a LOINC display name
