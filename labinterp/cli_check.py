@@ -88,6 +88,14 @@ def summary(result: ReadResult) -> dict[str, object]:
         ),
         # test names that are no catalog spelling as they stand, read by their words
         "names_read_by_words": _names_read_by_words(res),
+        # the tests not read, most rows first: what to check for a test labinterp missed
+        "tests_not_read": [
+            {"test": str(t), "rows": int(n)}
+            for t, n in rej.loc[rej["reason"] == "out_of_scope", "test"]
+            .fillna("")
+            .value_counts()
+            .items()
+        ],
         "results_by_analyte_and_unit": [
             {"analyte": a, "unit": u if isinstance(u, str) else "", "rows": int(n)}
             for a, u, n in by_analyte.itertuples(index=False)
@@ -195,6 +203,15 @@ def run(args: argparse.Namespace) -> int:
             out.write(f"   {item['test']!r} -> {item['analyte']} ({rows})\n")
         if len(names) > 20:
             out.write(f"   ... and {len(names) - 20} more (--format json lists them all)\n")
+    not_read = cast(list[dict[str, object]], info["tests_not_read"])
+    if not_read:
+        shown = ", ".join(f"{t['test']!r} {t['rows']}" for t in not_read[:12])
+        more = f", and {len(not_read) - 12} more" if len(not_read) > 12 else ""
+        out.write(
+            f"\nTests not read (out_of_scope), most rows first: {shown}{more}.\n"
+            "   A test labinterp interprets under another name can be named in a mapping"
+            " file's [tests].\n"
+        )
     for note, n in info["range_not_used"].items():  # type: ignore[attr-defined]
         why = RANGE_NOTES[note]
         out.write(f"   {n} rows printed a range that was not used: {why}\n")

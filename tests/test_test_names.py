@@ -93,18 +93,23 @@ def test_check_lists_the_names_it_read_by_their_words(
     path.write_text(
         "patient,date,test,result,unit\n"
         'p1,2024-03-01 08:00,"CALCIUM, TOTAL, SERUM",8.1,mg/dL\n'
-        "p1,2024-03-01 08:00,Magnesium,1.1,mg/dL\n",  # a catalog spelling: not listed
+        "p1,2024-03-01 08:00,Magnesium,1.1,mg/dL\n"  # a catalog spelling: not listed
+        "p1,2024-03-01 08:00,Mg++,0.4,mmol/L\n"  # not read: listed with the tests not read
+        "p1,2024-03-01 08:00,Sodium,140,mmol/L\n"
+        "p1,2024-03-02 08:00,Sodium,141,mmol/L\n",
         encoding="utf-8",
     )
     assert main(["check", str(path)]) == 0
     out = capsys.readouterr().out
     assert "'CALCIUM, TOTAL, SERUM' -> calcium (1 row)" in out
     assert "'Magnesium'" not in out
+    assert "Tests not read (out_of_scope), most rows first: 'Sodium' 2, 'Mg++' 1." in out
     assert main(["check", str(path), "--format", "json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["names_read_by_words"] == [
         {"test": "CALCIUM, TOTAL, SERUM", "analyte": "calcium", "rows": 1}
     ]
+    assert info["tests_not_read"] == [{"test": "Sodium", "rows": 2}, {"test": "Mg++", "rows": 1}]
 
 
 def test_a_mapping_file_overrides_a_reading(tmp_path: Path) -> None:
