@@ -206,7 +206,7 @@ def test_a_number_printed_with_an_amount_unit_is_rejected_not_kept_as_text(
     assert row["value_raw"] == result
 
 
-@pytest.mark.parametrize("text", ["12 hemolyzed", "see comment", "1.2 mg given"])
+@pytest.mark.parametrize("text", ["12 clotted", "see comment", "1.2 mg given"])
 def test_words_after_a_number_keep_the_result_as_text(tmp_path: Path, text: str) -> None:
     r = used(tmp_path, f"P1,2024-03-01 08:30,Magnesium,{text},mg/dL,\n")
     assert r["text_result"] == text and pd.isna(r["value"])
@@ -477,8 +477,8 @@ def test_spreadsheet_text_formulas_keep_leading_zeros_without_the_formula(tmp_pa
         ("1.2 mg/dL verified", 1.2),
         ("1.2 verificado", 1.2),
         ("1.2 bestätigt", 1.2),
+        ("1.2 hemolyzed", 1.2),  # read, and marked hemolyzed (below)
         # words that may change what the number is stay a text result
-        ("1.2 hemolyzed", None),
         ("1.2 corrected", None),
         ("verified 1.2", None),
     ],
@@ -492,3 +492,11 @@ def test_a_note_on_how_a_number_was_checked_leaves_the_number(
         assert math.isnan(r["value_reported"]) and r["text_result"] == result
     else:
         assert r["value_reported"] == value
+
+
+def test_a_number_printed_with_hemolyzed_is_read_and_marked(tmp_path: Path) -> None:
+    # CLINICAL.md sec. 5: a low K from a hemolyzed sample stays low (hemolysis only raises
+    # it), a high one is not interpreted; the guard needs the number and the mark
+    r = used(tmp_path, 'P1,2024-03-01 08:30,Potassium,"3.0 hemolyzed",mmol/L,3.5-5.1\n')
+    assert r["value_reported"] == 3.0
+    assert "hemolyzed" in r["quality"].split(";")
