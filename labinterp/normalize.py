@@ -424,29 +424,31 @@ def _round_sig(x: float) -> float:
     return float(f"{x:.{SIGNIFICANT_DIGITS}g}")
 
 
-# A number grouped in thousands by the separator that is not the file's decimal one:
-# "1,250" or "12,500.5" in a file of decimal points, "1.250" or "1.250,5" in a file of
-# decimal commas. A group never starts a number with 0 ("0.500" is a decimal).
-_THOUSANDS = {
-    ".": re.compile(
-        r"^(?P<sign>[<>=≤≥]*\s*[-+]?)(?P<int>[1-9]\d{0,2}(?:,\d{3})+)(?P<frac>\.\d+)?$"
-    ),
-    ",": re.compile(
-        r"^(?P<sign>[<>=≤≥]*\s*[-+]?)(?P<int>[1-9]\d{0,2}(?:\.\d{3})+)(?P<frac>,\d+)?$"
-    ),
+# Numbers grouped in thousands by the separator that is not the file's decimal one: "1,250"
+# or "12,500.5" in a file of decimal points, "1.250" or "1.250,5" in a file of decimal
+# commas, also inside a range ("1,000-3,000"). A group never starts a number with 0 ("0.500"
+# is a decimal), and a comma followed by one or two digits is never a group ("12,5").
+_GROUPED = {
+    ".": re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:,\d{3})+(?![\d,])"),
+    ",": re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:\.\d{3})+(?![\d.])"),
 }
+
+
+def _ungrouped(text: str, decimal: str) -> str:
+    """`text` with the thousands grouping of its numbers taken out (see _GROUPED)."""
+    pattern = _GROUPED.get(decimal)
+    if pattern is None:
+        return text
+    group = "," if decimal == "." else "."
+    return pattern.sub(lambda m: m[0].replace(group, ""), text)
 
 
 def parse_value(text: str, decimal: str) -> tuple[str, float | None]:
     """('<', 0.5) for '<0.5'; ('', 7.9) for '7.9'; ('', None) when not a number. A number
     grouped in thousands by the other separator reads whole: PTH "1,250" is 1250 in a file
     of decimal points, "1.250" is 1250 in a file of decimal commas."""
-    s = text.strip()
-    grouped = _THOUSANDS[decimal].match(s) if decimal in _THOUSANDS else None
-    if grouped:
-        whole = grouped["int"].replace("," if decimal == "." else ".", "")
-        s = grouped["sign"] + whole + (grouped["frac"] or "").replace(",", ".")
-    elif decimal == ",":
+    s = _ungrouped(text.strip(), decimal)
+    if decimal == ",":
         s = s.replace(".", "").replace(",", ".") if re.search(r"\d,\d", s) else s
     m = _SYMBOLIC.match(s)
     if m:
@@ -527,7 +529,7 @@ def _read_value(text: str, decimal: str) -> tuple[str, float | None, str, str, b
     cmp_, number = parse_value(s, decimal)
     if number is not None:
         return cmp_, number, "", "", False
-    if not s.isascii() or any(c.isalpha() for c in s):  # "1.2 verified": the number
+    if any(c.isalpha() for c in s):  # "1.2 verified": the number
         noted = _result_note().match(fold_accents(s))
         s = noted["body"] if noted else s
         cmp_, number = parse_value(s, decimal)
@@ -800,7 +802,7 @@ _YMD_SLASH = re.compile(r"^(\d{4})([/.-])(\d{1,2})\2(\d{1,2})" + _CLOCK)
 # HL7-style compact stamps: "20240301", "202403010815", "20240301081500"
 _COMPACT = r"(?:19|20)\d{6}(?:\d{4}(?:\d{2})?)?"
 # day and month with dashes ("13-03-2024"), read like slashes (same order for the file)
-_DASHED = r"^(\d{1,2})-(\d{1,2})-(\d{2}|\d{4})(?=$|[ T])"
+_DASHED = re.compile(r"^(\d{1,2})-(\d{1,2})-(\d{2}|\d{4})(?=$|[ T])")
 _DAY_MONTH_NAME = re.compile(r"^(\d{1,2})\.?[ -]([^\W\d_]{3,10})\.?[ -](\d{2}|\d{4})" + _CLOCK)
 _MONTH_NAME_DAY = re.compile(r"^([^\W\d_]{3,10})\.? (\d{1,2}),? (\d{2}|\d{4})" + _CLOCK)
 _MONTHS = (  # English, Spanish, German, French; accents dropped
@@ -860,7 +862,7 @@ def _format_like(values: list[str], order: str) -> str:
     in `order`."""
     first = next((v for v in values if _SLASH.match(_as_slashed(v))), "")
     m = _SLASH.match(_as_slashed(first))
-    sep = "-" if _DASHED_RE.match(first) else "/"
+    sep = "-" if _DASHED.match(first) else "/"
     year = "%y" if m and len(m.group(3)) == 2 else "%Y"
     day_month = f"%m{sep}%d{sep}" if order == "mdy" else f"%d{sep}%m{sep}"
     if not m or not m.group(4):
@@ -892,12 +894,9 @@ def slash_order(values: list[str], file_label: str) -> str | None:
     return _slash_order(slashed, file_label) if slashed else None
 
 
-_DASHED_RE = re.compile(_DASHED)
-
-
 def _as_slashed(value: str) -> str:
     """One date as _dashes_as_slashes reads it."""
-    return _DASHED_RE.sub(r"\1/\2/\3", value) if "-" in value else value
+    return _DASHED.sub(r"\1/\2/\3", value) if "-" in value else value
 
 
 def _dashes_as_slashes(values: pd.Series) -> pd.Series:
@@ -1106,13 +1105,6 @@ _RANGE_GROUPS = re.compile(
 _RANGE_DECIMAL_COMMAS = re.compile(r"^\s*(\d+),(\d{1,2})\s*([-–—]|to)\s*(\d+),(\d{1,2})\s*$", re.I)
 
 
-_GROUPED = {
-    ",": re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:,\d{3})+(?![\d,])"),
-    ".": re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:\.\d{3})+(?![\d.])"),
-}
-_NO_MATCH = re.compile(r"(?!)")
-
-
 def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple[float, float]:
     """(low, high) in the row's unit; NaN where the range gives no limit.
 
@@ -1133,10 +1125,7 @@ def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple
     s = text.strip()
     if not s:
         return (low, high)
-    # numbers grouped in thousands by the other separator ("1,000-3,500" in a file of
-    # decimal points, "1.000-3.500" in one of decimal commas) lose the grouping
-    group = "," if decimal == "." else "."
-    s = _GROUPED.get(group, _NO_MATCH).sub(lambda m: m[0].replace(group, ""), s)
+    s = _ungrouped(s, decimal)  # "1,000-3,500" in a file of decimal points
     if decimal == ",":
         s = re.sub(r"(\d),(\d)", r"\1.\2", s)
     elif m := _RANGE_DECIMAL_COMMAS.match(s):

@@ -481,10 +481,14 @@ def _xlsx_tables(
         kind = "xlsx" if index == 0 else f"xlsx, sheet '{name}'"
         return itertools.chain([head], tables), kind
     assert first_error is not None  # a workbook has at least one sheet
-    if len(names) > 1:
-        first_error.problem += f" No other sheet has them either ({', '.join(names)})."
-        first_error.args = (first_error._compose(),)
-    raise first_error
+    if len(names) == 1:
+        raise first_error
+    raise type(first_error)(
+        f"{first_error.problem} No other sheet has them either ({', '.join(names)}).",
+        file=first_error.file,
+        row=first_error.row,
+        fix=first_error.fix,
+    ) from first_error
 
 
 _HL7 = ("hl7v2", "HL7 v2 OBX segments")
