@@ -76,16 +76,15 @@ def summary(result: ReadResult) -> dict[str, object]:
         "utc_offsets": _offsets(res["utc_offset_min"]),
         # results used per result status the export gave (none: the export gave none)
         "result_status": {k: int(v) for k, v in res["result_status"].value_counts().items()},
-        # a medication column, and the rows whose medicines name vitamin D (they can
-        # strengthen the vitamin D pattern)
+        # a medication column, the medication records of their own that name a medicine
+        # the patterns read (FHIR resources), and the results whose medicines name vitamin
+        # D (they can strengthen the vitamin D pattern) or a medicine that lowers Mg
         "medication_column": any("medication" in f.fields for f in result.files),
-        "vitamin_d_supplement_rows": int(
-            res["quality"].fillna("").str.contains(r"(?:^|;)vitamin_d_supplement(?:;|$)").sum()
-        ),
+        "medication_records": sum(f.medication_records for f in result.files),
+        "vitamin_d_supplement_rows": _flagged(res, "vitamin_d_supplement"),
+        "mg_lowering_medication_rows": _flagged(res, "mg_lowering_medication"),
         # results named as calcium whose printed range is an ionized calcium's
-        "ionized_calcium_by_range_rows": int(
-            res["quality"].fillna("").str.contains(r"(?:^|;)ionized_calcium_by_range(?:;|$)").sum()
-        ),
+        "ionized_calcium_by_range_rows": _flagged(res, "ionized_calcium_by_range"),
         # test names that are no catalog spelling as they stand, read by their words
         "names_read_by_words": _names_read_by_words(res),
         # the tests not read, most rows first: what to check for a test labinterp missed
@@ -132,6 +131,11 @@ def _names_read_by_words(results: pd.DataFrame) -> list[dict[str, object]]:
             continue  # a catalog spelling, or read by its code, LOINC or a mapping
         out.append({"test": label, "analyte": analyte, "rows": int(n)})
     return out
+
+
+def _flagged(results: pd.DataFrame, flag: str) -> int:
+    """How many results carry `flag` among their quality flags."""
+    return int(results["quality"].fillna("").str.contains(rf"(?:^|;){flag}(?:;|$)").sum())
 
 
 def _notes_counted(quality: pd.Series) -> dict[str, int]:
@@ -232,10 +236,19 @@ def run(args: argparse.Namespace) -> int:
         listed = ", ".join(f"{k} {v}" for k, v in statuses.items())
         not_given = result.rows_used - int(statuses.sum())
         out.write(f"\nResult status: {listed}; not given {not_given}\n")
-    if info["medication_column"]:
+    if info["medication_column"] or info["medication_records"]:
+        records = info["medication_records"]
         out.write(
-            f"\nMedication column: {info['vitamin_d_supplement_rows']} results used name a "
-            "vitamin D supplement (it can strengthen the vitamin D pattern)\n"
+            f"\nMedicines: {records} medication record(s) name a vitamin D supplement or a "
+            "medicine that lowers Mg\n"
+            if records
+            else "\nMedicines, from the medication column:\n"
+        )
+        out.write(
+            f"   results used while on vitamin D        {info['vitamin_d_supplement_rows']:>8}"
+            "   (can strengthen the vitamin D pattern)\n"
+            f"   results used while on a PPI or diuretic{info['mg_lowering_medication_rows']:>8}"
+            "   (said in the clinician's text)\n"
         )
     if info["rejected_by_reason"]:
         out.write("\nRejected rows by reason:\n")

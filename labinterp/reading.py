@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,7 @@ from labinterp.errors import (
 )
 from labinterp.normalize import Options, normalize, normalize_unique, patient_id_text, slash_order
 from labinterp.readers import columns as colplan
-from labinterp.readers import duplicates, fhir, formats, sniff, table
+from labinterp.readers import duplicates, fhir, formats, medications, sniff, table
 from labinterp.readers.hl7v2 import iter_hl7
 from labinterp.schema import RAW, REJECTED, RESULTS, check, conform, empty
 
@@ -58,6 +58,9 @@ class FileReport:
     undated: bool = False
     fields: tuple[str, ...] = ()  # the RAW fields the file's columns feed (tables only)
     header_line: int = 1  # below a title block above the table, if the file has one
+    # records of their own (FHIR resources, a companion list) naming a medicine the
+    # patterns read: written into the medication text of the results they cover
+    medication_records: int = 0
 
 
 @dataclass
@@ -118,7 +121,7 @@ def read(
         except (ColumnDetectionError, InputFileError) as exc:
             if not in_folder or isinstance(exc, DamagedFileError):
                 raise  # a damaged export is not skipped: its rows would vanish unseen
-            skipped.append({"file": label, "reason": exc.problem})
+            skipped.append({"file": label, "reason": why_skipped(p, exc)})
     if skipped:  # file names only: the reasons can quote a header
         log.info(
             "skipped %d file(s) found in folders that are not lab exports: %s "
@@ -153,6 +156,36 @@ def read(
     )
     assert out.rows_in == out.rows_used + out.rows_rejected, "row accounting broke"
     return out
+
+
+def why_skipped(path: Path, exc: LabinterpError) -> str:
+    """Why a file found in a folder is not read as an export: the reader's error, or, for a
+    side table a preset reads beside its export (MIMIC's D_LABITEMS and PATIENTS, Synthea's
+    patients.csv and medications.csv), that it is read with that export."""
+    name = path.name.lower().removesuffix(".gz")
+    found = {
+        what: [
+            str(preset["preset"]["description"]).split(" (")[0]
+            for preset in colplan.presets()
+            if str(preset.get(part, {}).get("file", "")).lower() == name
+        ]
+        for part, what in _SIDE_TABLES.items()
+    }
+    for what, exports in found.items():
+        if exports:
+            return (
+                f"not an export: the {what} read beside an export of "
+                f"{' or '.join(sorted(exports))}."
+            )
+    return exc.problem
+
+
+# the side tables a preset may read beside its export
+_SIDE_TABLES = {
+    "dictionary": "item dictionary",
+    "demographics": "patient table",
+    "medications": "medication list",
+}
 
 
 def times_in_utc(results: pd.DataFrame) -> bool:
@@ -443,10 +476,12 @@ def _read_one(
     sniffed = sniff.sniff(p)
     label = label or sniff.display_name(p)
     if sniffed.kind in ("json", "ndjson") and _is_fhir(p, sniffed):
-        raw, invalid = fhir.fhir_raw(formats.load_json(p, sniffed), label)
+        raw, invalid, medication_records = fhir.fhir_raw(formats.load_json(p, sniffed), label)
         if len(raw) == 0 and not invalid:  # e.g. a bundle of Patients: no row to account for
             raise _no_observations(label)
-        return _from_records(raw, invalid, label, date_format, dedupe, *_FHIR)
+        read = _from_records(raw, invalid, label, date_format, dedupe, *_FHIR)
+        read.files[0].medication_records = medication_records
+        return read
     if sniffed.kind == "hl7v2":
         with _hl7_lines(p, sniffed) as lines:
             ((raw, invalid),) = _hl7_batches(lines, label, None)
@@ -507,13 +542,12 @@ def _fhir_ndjson_batches(
     p: Path, sniffed: sniff.Sniffed, label: str, batch_rows: int, executor: Executor | None
 ) -> Iterator[tuple[pd.DataFrame, list[tuple[int, str, str]]]]:
     """A FHIR NDJSON file (a bulk export) in batches of lines: a first pass finds the
-    Patient and Specimen resources any line may refer to, a second reads the rest."""
-    patients, specimens = fhir.ndjson_index(
-        formats.iter_ndjson(p, sniffed, fhir.ndjson_wanted_for_index)
-    )
+    Patient, Specimen and medication resources any line may refer to or be covered by, a
+    second reads the rest."""
+    referenced = fhir.ndjson_index(formats.iter_ndjson(p, sniffed, fhir.ndjson_wanted_for_index))
     lines = formats.iter_ndjson(p, sniffed)
     found = False
-    for batch in fhir.iter_ndjson_rows(lines, patients, specimens, label, batch_rows, executor):
+    for batch in fhir.iter_ndjson_rows(lines, referenced, label, batch_rows, executor):
         found = True
         yield batch
     if not found:
@@ -583,6 +617,7 @@ def _from_table(
     slash_order: str | None = None,
 ) -> ReadResult:
     raw = _raw_frame(p, label, tbl, plan)
+    medication_records = _mark_medications(p, raw, plan.preset or {})
     undated = "collected_at" not in plan.columns
     ragged = dict(getattr(tbl, "ragged", []))
     malformed = empty(REJECTED)
@@ -620,6 +655,7 @@ def _from_table(
         undated=undated,
         fields=tuple(plan.columns),
         header_line=tbl.header_line,
+        medication_records=medication_records,
     )
     return ReadResult(results, rejected, [report])
 
@@ -742,6 +778,21 @@ def _sibling(p: Path, name: str) -> Path | None:
         if q.name.lower() == wanted:
             return q
     return None
+
+
+def _mark_medications(p: Path, raw: pd.DataFrame, preset: dict[str, Any]) -> int:
+    """Write a preset's companion medication list (Synthea's medications.csv, MIMIC's
+    prescriptions, plain or gzipped, beside the export) into the medication text of the
+    results its records cover; how many of its records name a medicine the patterns read."""
+    spec = preset.get("medications")
+    if not spec:
+        return 0
+    path = _sibling(p, spec["file"]) or _sibling(p, spec["file"] + ".gz")
+    if path is None:
+        return 0
+    records = medications.companion_records(path, spec)
+    medications.mark_results(raw, records)
+    return len(records)
 
 
 def _read_small_csv(path: Path) -> list[dict[str, str]]:

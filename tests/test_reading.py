@@ -518,7 +518,8 @@ def test_a_folder_is_read_with_its_side_tables_skipped(tmp_path: Path) -> None:
     assert sorted(res.results["patient_id"]) == ["P1", "P2"]
     assert [f.name for f in res.files] == ["b.csv", "a.csv"]  # sorted paths: "2024/" first
     assert [s["file"] for s in res.skipped] == ["D_LABITEMS.csv", "message.hl7"]
-    assert "no column" in res.skipped[0]["reason"] and "HL7" in res.skipped[1]["reason"]
+    assert "item dictionary read beside an export of MIMIC-III" in res.skipped[0]["reason"]
+    assert "HL7" in res.skipped[1]["reason"]
     assert res.rows_in == res.rows_used + res.rows_rejected == 2
     # named directly, the same side table is an error, not a silent skip
     with pytest.raises(ColumnDetectionError, match=r"D_LABITEMS\.csv"):

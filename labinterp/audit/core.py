@@ -228,7 +228,9 @@ def _ingest(
             except (ColumnDetectionError, InputFileError) as exc:
                 if not from_folder or isinstance(exc, DamagedFileError):
                     raise  # as `read` does: a damaged export is not skipped
-                ingest.skipped.append({"file": label, "reason": exc.problem})
+                from labinterp.reading import why_skipped
+
+                ingest.skipped.append({"file": label, "reason": why_skipped(f, exc)})
                 continue
             for batch in itertools.chain([] if first is None else [first], batches):
                 ingest.rows_in += int(batch.rows_in)

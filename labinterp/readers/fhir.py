@@ -15,10 +15,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from labinterp.readers.medications import MedicationRecord, mark_results, names_a_medicine_read
 from labinterp.schema import raw_from_records
 
 LOINC_SYSTEM = "http://loinc.org"
@@ -178,14 +180,40 @@ def _inherit(observations: list[dict[str, Any]], reports: list[dict[str, Any]]) 
 
 Index = dict[str, dict[str, Any]]  # resources of one type by id
 
+# Resources that say a patient was prescribed, listed as taking, or given a medicine
+# (readers.medications turns them into the medication text of the results they cover),
+# and the Medication resources they may name their medicine by.
+_MEDICINE_TYPES = ("MedicationRequest", "MedicationStatement", "MedicationAdministration")
 
-def _walk(doc: Any) -> tuple[list[dict[str, Any]], Index, Index]:
-    """All Observation resources in document order, and Patient and Specimen resources
-    by id."""
+
+@dataclass
+class Referenced:
+    """What an Observation's row takes from other resources of its file: its patient's
+    Patient, its Specimen, and the patient's medication records."""
+
+    patients: Index = field(default_factory=dict)
+    specimens: Index = field(default_factory=dict)
+    medicines: list[dict[str, Any]] = field(default_factory=list)
+    products: Index = field(default_factory=dict)  # Medication resources by id
+
+    def update(self, other: Referenced) -> None:
+        self.patients.update(other.patients)
+        self.specimens.update(other.specimens)
+        self.medicines.extend(other.medicines)
+        self.products.update(other.products)
+
+    def medication_records(self) -> list[MedicationRecord]:
+        """The medication records of the file that name a medicine the patterns read."""
+        found = (_medication_record(r, self.products) for r in self.medicines)
+        return [r for r in found if r is not None]
+
+
+def _walk(doc: Any) -> tuple[list[dict[str, Any]], Referenced]:
+    """All Observation resources in document order, and the resources they may refer to."""
     observations: list[dict[str, Any]] = []
     reports: list[dict[str, Any]] = []
-    patients: Index = {}
-    specimens: Index = {}
+    found = Referenced()
+    by_type = {"Patient": found.patients, "Specimen": found.specimens, "Medication": found.products}
 
     def visit(res: Any) -> None:
         if not isinstance(res, dict):
@@ -195,26 +223,111 @@ def _walk(doc: Any) -> tuple[list[dict[str, Any]], Index, Index]:
             observations.append(res)
         elif kind == "DiagnosticReport":
             reports.append(res)
-        elif kind == "Patient" and isinstance(res.get("id"), str) and res["id"]:
-            patients[res["id"]] = res
-        elif kind == "Specimen" and isinstance(res.get("id"), str) and res["id"]:
-            specimens[res["id"]] = res
+        elif kind in _MEDICINE_TYPES:
+            found.medicines.append(res)
+        elif kind in by_type and isinstance(res.get("id"), str) and res["id"]:
+            by_type[kind][res["id"]] = res
         for entry in _as_list(res.get("entry")):
             resource = _as_dict(entry).get("resource")
             visit(resource)
             # a Patient without a usable id or fullUrl is nobody's: an Observation without
             # a subject must not borrow its sex and age
             full_id = _ref_id({"reference": _as_dict(entry).get("fullUrl")})
-            if _as_dict(resource).get("resourceType") == "Patient" and full_id:
-                patients[full_id] = _as_dict(resource)
-            if _as_dict(resource).get("resourceType") == "Specimen" and full_id:
-                specimens[full_id] = _as_dict(resource)
-        for contained in _as_list(res.get("contained")):
-            visit(contained)
+            kind_of_entry = _as_dict(resource).get("resourceType")
+            if kind_of_entry in by_type and full_id:
+                by_type[kind_of_entry][full_id] = _as_dict(resource)
+        if kind not in _MEDICINE_TYPES:  # a medication record's contained Medication is its own
+            for contained in _as_list(res.get("contained")):
+                visit(contained)
 
     visit(doc)
     _inherit(observations, reports)
-    return observations, patients, specimens
+    return observations, found
+
+
+def _concept_text(concept: Any) -> str:
+    """A CodeableConcept's text, else its codings' display texts."""
+    cc = _as_dict(concept)
+    if isinstance(cc.get("text"), str) and cc["text"].strip():
+        return cc["text"].strip()
+    shown = [_as_dict(c).get("display") for c in _as_list(cc.get("coding"))]
+    return "; ".join(d.strip() for d in shown if isinstance(d, str) and d.strip())
+
+
+def _medicine_name(res: dict[str, Any], products: Index) -> str:
+    """The medicine a medication record names: its code (R4 medicationCodeableConcept, R5
+    medication.concept), else the Medication resource it refers to (contained in it, or
+    elsewhere in the file), else the reference's display text."""
+    r5 = _as_dict(res.get("medication"))
+    concept = res.get("medicationCodeableConcept") or r5.get("concept")
+    ref = _as_dict(res.get("medicationReference") or r5.get("reference"))
+    target = _ref_id(ref)
+    contained = {
+        _as_dict(c).get("id"): _as_dict(c)
+        for c in _as_list(res.get("contained"))
+        if _as_dict(c).get("resourceType") == "Medication"
+    }
+    product = contained.get(target.removeprefix("#")) or _as_dict(products.get(target))
+    for text in (_concept_text(concept), _concept_text(product.get("code")), ref.get("display")):
+        if isinstance(text, str) and text.strip():
+            return text.strip()
+    return ""
+
+
+# Statuses under which a record says the medicine was taken (FHIR R4 and R5 value sets):
+# not a draft, a proposal, a cancelled or not-given one, or an entry in error.
+_TAKEN = {
+    "MedicationRequest": {"active", "completed", "stopped"},
+    "MedicationStatement": {"active", "completed", "stopped", "recorded"},
+    "MedicationAdministration": {"in-progress", "completed"},
+}
+# MedicationRequest intents that suggest or plan a medicine rather than order it
+_NOT_ORDERED = {"proposal", "plan", "option"}
+
+
+def _text_at(value: Any, *keys: str) -> str:
+    """The text at value[keys[0]][keys[1]]..., "" when any step is missing or not text."""
+    for key in keys:
+        value = _as_dict(value).get(key)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _medication_record(res: dict[str, Any], products: Index) -> MedicationRecord | None:
+    """The record a MedicationRequest, MedicationStatement or MedicationAdministration
+    makes (readers.medications says what it covers), or None when it does not say the
+    patient took the medicine, or names no medicine the patterns read."""
+    kind = str(res.get("resourceType"))
+    status = res.get("status")
+    if status not in _TAKEN.get(kind, set()) or res.get("doNotPerform") is True:
+        return None
+    if kind == "MedicationRequest" and res.get("intent") in _NOT_ORDERED:
+        return None
+    name = _medicine_name(res, products)
+    if not names_a_medicine_read(name):
+        return None
+    if kind == "MedicationRequest":  # the period the order may be dispensed in, if given
+        start = _text_at(res, "dispenseRequest", "validityPeriod", "start")
+        start = start or _text_at(res, "authoredOn")
+        end = _text_at(res, "dispenseRequest", "validityPeriod", "end")
+    elif kind == "MedicationStatement":  # when taken, else the day it was listed
+        start = _text_at(res, "effectiveDateTime") or _text_at(res, "effectivePeriod", "start")
+        start = start or _text_at(res, "dateAsserted")
+        end = _text_at(res, "effectivePeriod", "end")
+    else:  # an administration: given then (R5 spells it "occurence")
+        start = (
+            _text_at(res, "effectiveDateTime")
+            or _text_at(res, "effectivePeriod", "start")
+            or _text_at(res, "occurenceDateTime")
+            or _text_at(res, "occurencePeriod", "start")
+        )
+        end = _text_at(res, "effectivePeriod", "end") or _text_at(res, "occurencePeriod", "end")
+    return MedicationRecord(
+        patient_id=_ref_id(res.get("subject")),
+        text=name,
+        start=start,
+        end=end,
+        ongoing=status == "active" and kind != "MedicationAdministration",
+    )
 
 
 def _specimen_type(obs: dict[str, Any], specimens: Index) -> str:
@@ -242,7 +355,7 @@ def _number_text(value: Any) -> str:
     return str(value)
 
 
-def _row(obs: dict[str, Any], number: int, patients: Index, specimens: Index) -> dict[str, Any]:
+def _row(obs: dict[str, Any], number: int, found: Referenced) -> dict[str, Any]:
     codings = (obs.get("code") or {}).get("coding") or []
     loinc = next((c.get("code", "") for c in codings if c.get("system") == LOINC_SYSTEM), "")
     local = next((c.get("code", "") for c in codings if c.get("system") != LOINC_SYSTEM), "")
@@ -251,7 +364,7 @@ def _row(obs: dict[str, Any], number: int, patients: Index, specimens: Index) ->
     )
     patient = _ref_id(obs.get("subject"))
     # Patient resources are not validated: only text is taken from them
-    demo = {k: v for k, v in patients.get(patient, {}).items() if isinstance(v, str)}
+    demo = {k: v for k, v in found.patients.get(patient, {}).items() if isinstance(v, str)}
     row = {
         "source_row": number,
         "patient_id": patient,
@@ -260,7 +373,7 @@ def _row(obs: dict[str, Any], number: int, patients: Index, specimens: Index) ->
         or obs.get("effectiveInstant")
         or "",
         "specimen_id": _ref_id(obs.get("specimen")),
-        "specimen_type": _specimen_type(obs, specimens),
+        "specimen_type": _specimen_type(obs, found.specimens),
         "test_code": local,
         "test_name": name,
         "loinc": loinc,
@@ -302,25 +415,31 @@ def _row(obs: dict[str, Any], number: int, patients: Index, specimens: Index) ->
     return row
 
 
-def fhir_raw(doc: Any, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, str, str]]]:
+def fhir_raw(doc: Any, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, str, str]], int]:
     """RAW rows for every Observation, plus (record number, reason, detail) for those that
-    cannot be read (reason "malformed_row") or hold no result to interpret ("fhir_status").
+    cannot be read (reason "malformed_row") or hold no result to interpret ("fhir_status"),
+    and how many medication records of the file name a medicine the patterns read (they
+    are written into the medication text of the results they cover).
 
     `doc` is a parsed JSON document, or a list of (line number, resource) for NDJSON.
     """
     if isinstance(doc, list) and doc and isinstance(doc[0], tuple):
-        patients, specimens = ndjson_index(doc)
-        batches = list(iter_ndjson_rows(doc, patients, specimens, source_file, None))
-        return batches[0] if batches else (raw_from_records([], source_file), [])
-    obs_list, patients, specimens = _walk(
+        found = ndjson_index(doc)
+        batches = list(iter_ndjson_rows(doc, found, source_file, None))
+        raw, invalid = batches[0] if batches else (raw_from_records([], source_file), [])
+        return raw, invalid, len(found.medication_records())
+    obs_list, found = _walk(
         doc if not isinstance(doc, list) else {"entry": [{"resource": r} for r in doc]}
     )
-    return _rows(list(enumerate(obs_list, start=1)), patients, specimens, source_file, [])
+    raw, invalid = _rows(list(enumerate(obs_list, start=1)), found, source_file, [])
+    records = found.medication_records()
+    mark_results(raw, records)
+    return raw, invalid, len(records)
 
 
-# An NDJSON line can only hold a Patient or Specimen resource (of its own, or contained)
-# if it names the resource type: other lines need no parsing to build the index.
-_INDEXED_TYPES = ('"Patient"', '"Specimen"')
+# An NDJSON line can only hold a resource the index keeps (of its own, or contained) if it
+# names the resource type: other lines need no parsing to build the index.
+_INDEXED_TYPES = ('"Patient"', '"Specimen"', '"Medication')
 
 
 def ndjson_wanted_for_index(line: str) -> bool:
@@ -328,37 +447,33 @@ def ndjson_wanted_for_index(line: str) -> bool:
     return any(kind in line for kind in _INDEXED_TYPES)
 
 
-def ndjson_index(lines: Iterable[tuple[int, Any]]) -> tuple[Index, Index]:
-    """The Patient and Specimen resources of an NDJSON file, by id (an Observation on any
-    line may refer to them)."""
-    patients: Index = {}
-    specimens: Index = {}
+def ndjson_index(lines: Iterable[tuple[int, Any]]) -> Referenced:
+    """The Patient, Specimen and medication resources of an NDJSON file (an Observation on
+    any line may refer to them, or be covered by them)."""
+    found = Referenced()
+    kept = ("Patient", "Specimen", "Medication", *_MEDICINE_TYPES)
     for _, res in lines:
-        # only a Patient or Specimen, or a resource holding others, can add to the index
+        # only such a resource, or a resource holding others, can add to the index
         if isinstance(res, dict) and (
-            res.get("resourceType") in ("Patient", "Specimen")
-            or "contained" in res
-            or "entry" in res
+            res.get("resourceType") in kept or "contained" in res or "entry" in res
         ):
-            _, pats, specs = _walk(res)
-            patients.update(pats)
-            specimens.update(specs)
-    return patients, specimens
+            found.update(_walk(res)[1])
+    return found
 
 
 def iter_ndjson_rows(
     lines: Iterable[tuple[int, Any]],
-    patients: Index,
-    specimens: Index,
+    found: Referenced,
     source_file: str,
     batch_rows: int | None = 100_000,
     executor: Executor | None = None,
 ) -> Iterator[tuple[pd.DataFrame, list[tuple[int, str, str]]]]:
     """`fhir_raw` of NDJSON lines in batches of about `batch_rows` lines (None: one batch),
-    with the file's Patient and Specimen resources from `ndjson_index`; each Observation is
-    numbered by its line. With an `executor` (the audit's worker processes), the
-    Observations are validated there, VALIDATE_CHUNK at a time, while this process reads on.
+    with the resources of the file from `ndjson_index`; each Observation is numbered by its
+    line. With an `executor` (the audit's worker processes), the Observations are validated
+    there, VALIDATE_CHUNK at a time, while this process reads on.
     """
+    records = found.medication_records()
     rows: list[dict[str, Any]] = []
     invalid: list[tuple[int, str, str]] = []
     pending: list[tuple[int, dict[str, Any]]] = []  # read, not yet validated
@@ -369,17 +484,22 @@ def iter_ndjson_rows(
         while checks and (wait_for_all or checks[0][1].done() or len(checks) > _IN_FLIGHT):
             chunk, problems = checks.popleft()
             for (number, obs), problem in zip(chunk, problems.result(), strict=True):
-                _add_row(number, obs, patients, specimens, rows, invalid, problem)
+                _add_row(number, obs, found, rows, invalid, problem)
 
     def validate_pending() -> None:
         nonlocal pending
         if executor is None:
             for number, obs in pending:
-                _add_row(number, obs, patients, specimens, rows, invalid, _validate(obs))
+                _add_row(number, obs, found, rows, invalid, _validate(obs))
         elif pending:
             checks.append((pending, executor.submit(validate_many, [o for _, o in pending])))
             settle(wait_for_all=False)
         pending = []
+
+    def batch() -> pd.DataFrame:
+        raw = raw_from_records(rows, source_file)
+        mark_results(raw, records)
+        return raw
 
     for line, res in lines:
         if not isinstance(res, dict):  # a line is one resource: this one is counted too
@@ -394,12 +514,12 @@ def iter_ndjson_rows(
         if executor is None or len(pending) >= VALIDATE_CHUNK:
             validate_pending()
         if batch_rows is not None and len(rows) + len(invalid) >= batch_rows:
-            yield raw_from_records(rows, source_file), invalid
+            yield batch(), invalid
             rows, invalid = [], []
     validate_pending()
     settle(wait_for_all=True)
     if rows or invalid:
-        yield raw_from_records(rows, source_file), invalid
+        yield batch(), invalid
 
 
 # Observations per validation task handed to worker processes, and the tasks that may be
@@ -415,8 +535,7 @@ def validate_many(resources: list[dict[str, Any]]) -> list[str | None]:
 
 def _rows(
     numbered: list[tuple[int, dict[str, Any]]],
-    patients: Index,
-    specimens: Index,
+    found: Referenced,
     source_file: str,
     invalid: list[tuple[int, str, str]],
 ) -> tuple[pd.DataFrame, list[tuple[int, str, str]]]:
@@ -427,15 +546,14 @@ def _rows(
         if status:
             invalid.append((number, "fhir_status", status))
         else:
-            _add_row(number, obs, patients, specimens, rows, invalid, _validate(obs))
+            _add_row(number, obs, found, rows, invalid, _validate(obs))
     return raw_from_records(rows, source_file), invalid
 
 
 def _add_row(
     number: int,
     obs: dict[str, Any],
-    patients: Index,
-    specimens: Index,
+    found: Referenced,
     rows: list[dict[str, Any]],
     invalid: list[tuple[int, str, str]],
     problem: str | None,
@@ -445,7 +563,7 @@ def _add_row(
     if problem:
         invalid.append((number, "malformed_row", f"not a valid FHIR Observation: {problem}"))
         return
-    row = _row(obs, number, patients, specimens)
+    row = _row(obs, number, found)
     # preliminary, final, amended, corrected: the reader keeps the latest version of a
     # result the lab replaced (a text, or _status_problem would have rejected it)
     row["result_status"] = str(obs.get("status") or "")

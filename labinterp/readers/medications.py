@@ -1,0 +1,156 @@
+"""Medication records kept apart from the results (FHIR MedicationRequest, MedicationStatement
+and MedicationAdministration resources; a medication list beside a research export), turned
+into the `medication` text of the results they cover.
+
+The patterns read medicines from a result row's medication column (catalog.names_medicine):
+a supplement of vitamin D strengthens the vitamin D pattern, and a proton pump inhibitor or
+a diuretic is said in the clinician's text of the Mg patterns (CLINICAL.md sec. 4 and 5).
+Exports that list medicines in records of their own say the same thing with dates, so each
+such record is written into the medication text of the same patient's results whose
+collection day it covers, and everything after that is unchanged.
+
+What a record covers, by day (medicines are prescribed and listed by day, and a day does
+not depend on the time zone a time is printed in):
+- from its start day to its end day, both included, where the record states both;
+- from its start day on, where it has no end and says the medicine is still taken
+  (status active): an active prescription or medication-list entry;
+- its start day only, where it has no end and does not say it is still taken (a stopped or
+  completed order that states only when it was written, a single administration): labinterp
+  does not guess for how long it was taken.
+A record without a readable start day covers nothing. Readers keep only the records that
+name a medicine labinterp looks for (`names_a_medicine_read`, reference_ranges/
+medications.toml); the rest are not read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labinterp.catalog import names_medicine
+from labinterp.normalize import patient_id_text
+
+# the groups of reference_ranges/medications.toml the patterns read
+_GROUPS = ("vitamin_d", "mg_lowering")
+
+
+@dataclass(frozen=True)
+class MedicationRecord:
+    """One medicine a patient was prescribed, listed as taking, or given."""
+
+    patient_id: str
+    text: str  # the medicine as the record names it
+    start: str  # a date or date-time as written ("2024-03-01", "2024-03-01T08:15:00+01:00")
+    end: str = ""  # "" when the record states none
+    ongoing: bool = False  # the record says the medicine is still taken
+
+
+def names_a_medicine_read(text: str) -> bool:
+    """Whether `text` names a medicine the patterns read (a form of vitamin D, a medicine
+    that lowers Mg)."""
+    return any(names_medicine(group, text) for group in _GROUPS)
+
+
+def _day(text: pd.Series) -> pd.Series:
+    """The day a date or ISO 8601 date-time is written for (its first ten characters, so
+    the local day as printed); NaT when it is not written as YYYY-MM-DD."""
+    return pd.to_datetime(text.str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
+
+
+def mark_results(raw: pd.DataFrame, records: list[MedicationRecord]) -> None:
+    """Add to `raw`'s medication text (in place) the medicine of every record of `records`
+    that covers the row's collection day."""
+    kept = [r for r in records if r.patient_id]
+    if not kept or raw.empty:
+        return
+    meds = pd.DataFrame(
+        {
+            "patient_id": patient_id_text(pd.Series([r.patient_id for r in kept], dtype=object)),
+            "text": [r.text.strip() for r in kept],
+            "start": _day(pd.Series([r.start for r in kept], dtype=object).astype(str)),
+            "end": _day(pd.Series([r.end for r in kept], dtype=object).astype(str)),
+            "ongoing": [r.ongoing for r in kept],
+        }
+    )
+    meds = meds[meds["start"].notna()].copy()
+    # no end: open for an ongoing medicine, else the start day alone
+    no_end = meds["end"].isna()
+    meds.loc[no_end & meds["ongoing"], "end"] = pd.Timestamp.max.normalize()
+    meds.loc[no_end & ~meds["ongoing"], "end"] = meds["start"]
+    patient = patient_id_text(raw["patient_id"])
+    mine = np.flatnonzero(patient.isin(meds["patient_id"]).to_numpy())
+    rows = pd.DataFrame(
+        {
+            "patient_id": patient.iloc[mine].to_numpy(),
+            "day": _day(raw["collected_at"].iloc[mine].astype(str).str.strip()).to_numpy(),
+            "row": mine,
+        }
+    )
+    rows = rows[rows["day"].notna()]
+    pairs = rows.merge(meds, on="patient_id")
+    covered = pairs[(pairs["day"] >= pairs["start"]) & (pairs["day"] <= pairs["end"])]
+    if covered.empty:
+        return
+    texts = covered.drop_duplicates(["row", "text"]).groupby("row")["text"].agg("; ".join)
+    position = texts.index.to_numpy()
+    before = raw["medication"].iloc[position].fillna("").astype(str).to_numpy()
+    joined = [
+        f"{b}; {t}" if b.strip() else t for b, t in zip(before, texts.to_numpy(), strict=True)
+    ]
+    column = raw["medication"].astype(object).to_numpy(copy=True)
+    column[position] = joined
+    raw["medication"] = pd.Series(column, index=raw.index, dtype=raw["medication"].dtype)
+
+
+# ---------------------------------------------------------------- companion lists
+
+# rows of a companion list read at a time: a hospital's prescriptions table can be larger
+# than memory, and only the few rows naming a medicine the patterns read are kept
+_CHUNK_ROWS = 500_000
+
+
+def companion_records(path: Path, spec: dict[str, Any]) -> list[MedicationRecord]:
+    """The records of a medication list beside an export (a preset's [medications]: its
+    `file`, and the columns `key` (patient), `text`, `start` and `end`) that name a medicine
+    the patterns read. With `ongoing_without_end`, a row without an end is still taken (the
+    list writes an end only once a medicine is stopped)."""
+    stat = path.stat()
+    columns = (spec["key"], spec["text"], spec["start"], spec["end"])
+    ongoing = bool(spec.get("ongoing_without_end", False))
+    return list(_companion_records(str(path), stat.st_mtime_ns, stat.st_size, columns, ongoing))
+
+
+@lru_cache(maxsize=4)  # read once for all the batches of the export beside it
+def _companion_records(
+    path: str, _mtime: int, _size: int, columns: tuple[str, str, str, str], ongoing: bool
+) -> tuple[MedicationRecord, ...]:
+    named: dict[str, bool] = {}  # a list repeats its medicine names: each is looked up once
+    out: list[MedicationRecord] = []
+    chunks = pd.read_csv(
+        path,
+        usecols=lambda c: c in columns,
+        dtype=str,
+        keep_default_na=False,
+        chunksize=_CHUNK_ROWS,
+        encoding="utf-8-sig",
+    )
+    for chunk in chunks:
+        chunk = chunk.reindex(columns=list(columns), fill_value="")
+        texts = chunk[columns[1]].str.strip()
+        for text in texts.unique():
+            if text not in named:
+                named[text] = names_a_medicine_read(text)
+        wanted = chunk[texts.map(named).to_numpy(dtype=bool)]
+        for key, text, start, end in wanted.itertuples(index=False):
+            stopped = bool(end.strip())
+            out.append(
+                MedicationRecord(
+                    key, text.strip(), start.strip(), end.strip(), ongoing and not stopped
+                )
+            )
+    return tuple(out)

@@ -1,0 +1,267 @@
+"""Medication records of their own (FHIR MedicationRequest, MedicationStatement and
+MedicationAdministration) written into the medication text of the results they cover
+(labinterp/readers/medications.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labinterp.interpret import interpret_results
+from labinterp.reading import iter_batches, read
+
+DRAW = "2024-03-05T08:00:00-05:00"
+
+
+def observation(i: int, name: str, loinc: str, value: float, unit: str, when: str = DRAW) -> dict:
+    low, high = {"Magnesium": (1.7, 2.4), "Potassium": (3.5, 5.1)}[name]
+    return {
+        "resourceType": "Observation",
+        "id": f"o{i}",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": loinc}], "text": name},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": when,
+        "valueQuantity": {"value": value, "unit": unit},
+        "referenceRange": [{"low": {"value": low}, "high": {"value": high}}],
+    }
+
+
+def low_mg_and_k(when: str = DRAW) -> list[dict]:
+    return [
+        observation(1, "Magnesium", "19123-9", 1.2, "mg/dL", when),
+        observation(2, "Potassium", "2823-3", 3.0, "mmol/L", when),
+    ]
+
+
+OMEPRAZOLE = {"coding": [{"display": "omeprazole 20 MG Delayed Release Oral Capsule"}]}
+
+
+def request(status: str = "active", **extra: Any) -> dict:
+    return {
+        "resourceType": "MedicationRequest",
+        "status": status,
+        "intent": "order",
+        "medicationCodeableConcept": OMEPRAZOLE,
+        "subject": {"reference": "Patient/p1"},
+        "authoredOn": "2023-11-01",
+        **extra,
+    }
+
+
+def bundle(tmp_path: Path, *resources: dict) -> Path:
+    path = tmp_path / "bundle.json"
+    doc = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": r} for r in resources],
+    }
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+def p3_caveats(path: Path) -> str:
+    findings = interpret_results(read(path).results)
+    p3 = findings[findings["rule_id"] == "hypomagnesemia_hypokalemia"]
+    assert p3["status"].tolist() == ["fired"]
+    return str(p3["caveats"].iloc[0])
+
+
+@pytest.mark.parametrize(
+    ("record", "covers"),
+    [
+        (request(), True),  # an active order, written months before: still taken
+        (request("stopped"), False),  # stopped, no end: its own day only
+        (request("stopped", authoredOn="2024-03-05"), True),  # ... which is the draw's day
+        (request("completed", dispenseRequest={"validityPeriod": {"end": "2024-04-01"}}), True),
+        (request("completed", dispenseRequest={"validityPeriod": {"end": "2024-03-04"}}), False),
+        (request("cancelled"), False),
+        (request("entered-in-error"), False),
+        (request(intent="proposal"), False),  # suggested, not ordered
+        (request(doNotPerform=True), False),
+        (request(authoredOn="2024-03-06"), False),  # ordered after the draw
+        (request(authoredOn=""), False),  # no day: covers nothing
+        (request(subject={"reference": "Patient/p2"}), False),  # someone else's
+        (
+            {
+                "resourceType": "MedicationStatement",
+                "status": "completed",
+                "medicationCodeableConcept": {"text": "Pantoprazol 40 mg"},
+                "subject": {"reference": "Patient/p1"},
+                "effectivePeriod": {"start": "2024-02-01", "end": "2024-03-05"},
+            },
+            True,
+        ),
+        (
+            {
+                "resourceType": "MedicationStatement",
+                "status": "not-taken",
+                "medicationCodeableConcept": {"text": "furosemide"},
+                "subject": {"reference": "Patient/p1"},
+                "effectiveDateTime": "2024-01-01",
+            },
+            False,
+        ),
+        (
+            {  # R5: the medicine is a CodeableReference to a Medication in the bundle
+                "resourceType": "MedicationAdministration",
+                "status": "completed",
+                "medication": {"reference": {"reference": "Medication/lasix"}},
+                "subject": {"reference": "Patient/p1"},
+                "occurenceDateTime": "2024-03-05T06:00:00-05:00",
+            },
+            True,
+        ),
+        (
+            {  # R4: a contained Medication
+                "resourceType": "MedicationRequest",
+                "status": "active",
+                "intent": "order",
+                "contained": [
+                    {"resourceType": "Medication", "id": "m", "code": {"text": "Bumetanide 1 mg"}}
+                ],
+                "medicationReference": {"reference": "#m"},
+                "subject": {"reference": "Patient/p1"},
+                "authoredOn": "2024-01-10",
+            },
+            True,
+        ),
+        (request(medicationCodeableConcept={"text": "Simvastatin 10 MG Oral Tablet"}), False),
+    ],
+)
+def test_a_record_covering_the_draw_says_so_in_the_finding(
+    tmp_path: Path, record: dict, covers: bool
+) -> None:
+    lasix = {"resourceType": "Medication", "id": "lasix", "code": {"text": "Furosemide 40 mg"}}
+    path = bundle(tmp_path, *low_mg_and_k(), record, lasix)
+    assert ("mg_lowering_medication" in p3_caveats(path)) is covers
+
+
+def test_a_vitamin_d_statement_strengthens_the_vitamin_d_pattern(tmp_path: Path) -> None:
+    vitamin_d = {
+        "resourceType": "Observation",
+        "id": "d",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "62292-8"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": DRAW,
+        "valueQuantity": {"value": 12, "unit": "ng/mL"},
+    }
+    statement = {
+        "resourceType": "MedicationStatement",
+        "status": "active",
+        "medicationCodeableConcept": {"text": "Cholecalciferol 2000 IU daily"},
+        "subject": {"reference": "Patient/p1"},
+        "dateAsserted": "2024-01-15",
+    }
+    findings = interpret_results(
+        read(bundle(tmp_path, *low_mg_and_k(), vitamin_d, statement)).results
+    )
+    p2 = findings[findings["rule_id"] == "vitamin_d_resistance"].iloc[0]
+    assert (p2["status"], p2["tier"]) == ("fired", "single")
+    assert "vitamin_d_supplement" in p2["caveats"]
+
+
+def test_check_counts_the_records_and_the_results_they_cover(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from labinterp.cli import main
+
+    path = bundle(tmp_path, *low_mg_and_k(), request(), request("cancelled"))
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Medicines: 1 medication record(s) name" in out
+    assert "while on a PPI or diuretic       2" in out
+
+
+def test_a_bulk_export_covers_results_in_every_batch(tmp_path: Path) -> None:
+    # the medication record sits after the results it covers, on its own line
+    path = tmp_path / "export.ndjson"
+    lines = [*low_mg_and_k(), *low_mg_and_k("2024-03-06T08:00:00-05:00"), request()]
+    for i, res in enumerate(lines):
+        res["id"] = f"r{i}"
+    path.write_text("\n".join(json.dumps(r) for r in lines) + "\n", encoding="utf-8")
+    batches = list(iter_batches(path, batch_rows=2))
+    assert len(batches) == 2
+    flags = [q for b in batches for q in b.results["quality"].fillna("").tolist()]
+    assert flags == ["mg_lowering_medication"] * 4
+    assert read(path).results["quality"].fillna("").tolist() == flags
+
+
+def test_records_add_to_a_medication_the_row_names_itself(tmp_path: Path) -> None:
+    from labinterp.readers.medications import MedicationRecord, mark_results
+    from labinterp.schema import raw_from_records
+
+    raw = raw_from_records(
+        [
+            {"patient_id": "p1", "collected_at": "2024-03-05 08:00", "medication": "Metformin"},
+            {"patient_id": "p1", "collected_at": "2024-03-09 08:00"},
+            {"patient_id": "p1", "collected_at": "not a date"},
+            {"patient_id": "p2", "collected_at": "2024-03-05"},
+        ],
+        "x.csv",
+    )
+    mark_results(
+        raw,
+        [
+            MedicationRecord("p1", "Furosemide", "2024-03-01", "2024-03-05"),
+            MedicationRecord("p1", "Omeprazole", "2024-03-05T23:30:00+09:00"),  # its own day
+            MedicationRecord("p1", "Furosemide", "2024-03-05"),  # the same medicine twice
+        ],
+    )
+    assert raw["medication"].tolist() == ["Metformin; Furosemide; Omeprazole", "", "", ""]
+
+
+def test_a_synthea_medication_list_beside_the_observations(tmp_path: Path) -> None:
+    (tmp_path / "observations.csv").write_text(
+        "DATE,PATIENT,ENCOUNTER,CATEGORY,CODE,DESCRIPTION,VALUE,UNITS,TYPE\n"
+        "2021-05-02T08:00:00Z,pa,e1,laboratory,19123-9,Magnesium,1.2,mg/dL,numeric\n"
+        "2021-05-02T08:00:00Z,pa,e1,laboratory,6298-4,Potassium,3.0,mmol/L,numeric\n"
+        "2021-05-02T08:00:00Z,pb,e2,laboratory,19123-9,Magnesium,1.2,mg/dL,numeric\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "medications.csv").write_text(
+        "START,STOP,PATIENT,PAYER,ENCOUNTER,CODE,DESCRIPTION,BASE_COST,PAYER_COVERAGE,"
+        "DISPENSES,TOTALCOST,REASONCODE,REASONDESCRIPTION\n"
+        # no STOP: still taken
+        "2019-01-01T09:00:00Z,,pa,p,e,310798,Hydrochlorothiazide 25 MG Oral Tablet,1,0,1,1,,\n"
+        # stopped before the draw
+        "2018-01-01T09:00:00Z,2019-01-01T09:00:00Z,pb,p,e,40790,Omeprazole 20 MG,1,0,1,1,,\n"
+        "2018-01-01T09:00:00Z,,pb,p,e,314231,Simvastatin 10 MG Oral Tablet,1,0,1,1,,\n",
+        encoding="utf-8",
+    )
+    res = read(tmp_path)
+    flagged = res.results["quality"].fillna("").str.contains("mg_lowering_medication")
+    assert flagged.tolist() == [True, True, False]
+    assert [f.medication_records for f in res.files] == [2]
+    assert res.skipped == [
+        {
+            "file": "medications.csv",
+            "reason": "not an export: the medication list read beside an export of "
+            "Synthea observations.csv.",
+        }
+    ]
+
+
+def test_mimic_prescriptions_gzipped_beside_labevents(tmp_path: Path) -> None:
+    import gzip
+
+    (tmp_path / "LABEVENTS.csv").write_text(
+        "ROW_ID,SUBJECT_ID,HADM_ID,ITEMID,CHARTTIME,VALUE,VALUENUM,VALUEUOM,FLAG\n"
+        "1,7,100,50960,2150-01-03 06:00:00,1.2,1.2,mg/dL,abnormal\n"
+        "2,7,100,50971,2150-01-03 06:00:00,3.0,3.0,mEq/L,abnormal\n"
+        "3,7,100,50960,2150-01-09 06:00:00,1.2,1.2,mg/dL,abnormal\n",
+        encoding="utf-8",
+    )
+    with gzip.open(tmp_path / "PRESCRIPTIONS.csv.gz", "wt", encoding="utf-8") as fh:
+        fh.write(
+            "ROW_ID,SUBJECT_ID,HADM_ID,ICUSTAY_ID,STARTDATE,ENDDATE,DRUG_TYPE,DRUG\n"
+            "1,7,100,,2150-01-02 00:00:00,2150-01-04 00:00:00,MAIN,Furosemide\n"
+            "2,7,100,,2150-01-02 00:00:00,2150-01-04 00:00:00,MAIN,Heparin\n"
+        )
+    res = read(tmp_path / "LABEVENTS.csv")
+    flagged = res.results["quality"].fillna("").str.contains("mg_lowering_medication")
+    assert flagged.tolist() == [True, True, False]  # the order ended before the third draw
