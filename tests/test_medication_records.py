@@ -265,3 +265,24 @@ def test_mimic_prescriptions_gzipped_beside_labevents(tmp_path: Path) -> None:
     res = read(tmp_path / "LABEVENTS.csv")
     flagged = res.results["quality"].fillna("").str.contains("mg_lowering_medication")
     assert flagged.tolist() == [True, True, False]  # the order ended before the third draw
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        request(status={"coding": "active"}),
+        request(intent=["order"]),
+        request(medicationCodeableConcept="omeprazole"),
+        request(subject="Patient/p1"),
+        request(authoredOn=20240101),
+        request(dispenseRequest={"validityPeriod": ["2024-01-01"]}),
+        {**request(), "resourceType": ["MedicationRequest"]},
+        request(contained=[{"resourceType": "Medication", "id": ["m"]}]),
+        request(medicationReference={"reference": 5}),
+    ],
+)
+def test_a_malformed_medication_record_is_passed_over(tmp_path: Path, broken: dict) -> None:
+    # a medication record is never validated: what is not where FHIR puts it is not read,
+    # and the results of the file are read as before
+    res = read(bundle(tmp_path, *low_mg_and_k(), broken))
+    assert res.rows_used == 2

@@ -225,7 +225,12 @@ def _walk(doc: Any) -> tuple[list[dict[str, Any]], Referenced]:
             reports.append(res)
         elif kind in _MEDICINE_TYPES:
             found.medicines.append(res)
-        elif kind in by_type and isinstance(res.get("id"), str) and res["id"]:
+        elif (
+            isinstance(kind, str)
+            and kind in by_type
+            and isinstance(res.get("id"), str)
+            and res["id"]
+        ):
             by_type[kind][res["id"]] = res
         for entry in _as_list(res.get("entry")):
             resource = _as_dict(entry).get("resource")
@@ -234,7 +239,7 @@ def _walk(doc: Any) -> tuple[list[dict[str, Any]], Referenced]:
             # a subject must not borrow its sex and age
             full_id = _ref_id({"reference": _as_dict(entry).get("fullUrl")})
             kind_of_entry = _as_dict(resource).get("resourceType")
-            if kind_of_entry in by_type and full_id:
+            if isinstance(kind_of_entry, str) and kind_of_entry in by_type and full_id:
                 by_type[kind_of_entry][full_id] = _as_dict(resource)
         if kind not in _MEDICINE_TYPES:  # a medication record's contained Medication is its own
             for contained in _as_list(res.get("contained")):
@@ -263,7 +268,7 @@ def _medicine_name(res: dict[str, Any], products: Index) -> str:
     ref = _as_dict(res.get("medicationReference") or r5.get("reference"))
     target = _ref_id(ref)
     contained = {
-        _as_dict(c).get("id"): _as_dict(c)
+        _text_at(c, "id"): _as_dict(c)
         for c in _as_list(res.get("contained"))
         if _as_dict(c).get("resourceType") == "Medication"
     }
@@ -297,10 +302,10 @@ def _medication_record(res: dict[str, Any], products: Index) -> MedicationRecord
     makes (readers.medications says what it covers), or None when it does not say the
     patient took the medicine, or names no medicine the patterns read."""
     kind = str(res.get("resourceType"))
-    status = res.get("status")
+    status = _text_at(res, "status")  # untrusted: "" unless it is text
     if status not in _TAKEN.get(kind, set()) or res.get("doNotPerform") is True:
         return None
-    if kind == "MedicationRequest" and res.get("intent") in _NOT_ORDERED:
+    if kind == "MedicationRequest" and _text_at(res, "intent") in _NOT_ORDERED:
         return None
     name = _medicine_name(res, products)
     if not names_a_medicine_read(name):
