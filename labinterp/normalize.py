@@ -45,7 +45,7 @@ from labinterp.readers import duplicates
 from labinterp.readers.duplicates import STATUS_RANK
 from labinterp.resources import read_reference_toml, reference_file
 from labinterp.schema import REJECTED, RESULTS, STR, conform
-from labinterp.test_names import unit_in_test_name
+from labinterp.test_names import egfr_race_form, unit_in_test_name
 
 SIGNIFICANT_DIGITS = 6  # no lab reports more; removes float32 noise (1.7999999523 -> 1.8)
 # Column jobs run on this many threads: the per-row work in them (hashing, gathering
@@ -596,26 +596,42 @@ def _value_of(value_raw: object, valuenum_raw: object, comparator_raw: object, d
 def _analyte_of(hint: object, loinc: object, code: object, name: object, tests: dict[str, str]):
     """(analyte id, reason it has none, whether the test is defined per 1.73 m2 of body
     surface, the kind of sample-quality index it is if it is one, the unit its name prints
-    in brackets) for one distinct set of test fields."""
+    in brackets, which race form of eGFR it is if it is one of two printed for a draw) for
+    one distinct set of test fields."""
     h, lc, cd, nm = _text(hint), _text(loinc), _text(code), _text(name)
+    race, without_race = egfr_race_form(lc, nm)  # "eGFR Non-Afr. American" -> "eGFR"
     if h:
-        return (h, "", _per_body_surface(h, lc, cd, nm), "", "")
+        return (h, "", _per_body_surface(h, lc, cd, nm), "", "", race if h == "egfr" else "")
     for label in (nm, cd, lc):
         if label and label in tests:
             mapped = tests[label]
-            return (mapped, "", _per_body_surface(mapped, lc, cd, nm), "", unit_in_test_name(nm))
+            per_area = _per_body_surface(mapped, lc, cd, nm)
+            return (
+                mapped,
+                "",
+                per_area,
+                "",
+                unit_in_test_name(nm),
+                race if mapped == "egfr" else "",
+            )
     # the catalog's spellings are plain text: full-width letters or an invisible character
     # in a test name must not make a magnesium result "out of scope"
     lc, cd, nm = _plain_text(lc), _plain_text(cd), _plain_text(nm)
-    found = analyte_for(lc or None, cd or None, nm or None)
+    found = None
+    if race:  # its name read without the race words must be eGFR's
+        found = analyte_for(lc or None, cd or None, _plain_text(without_race) or None)
+        if found != "egfr":
+            found, race = None, ""
+    found = found or analyte_for(lc or None, cd or None, nm or None)
     if found:
-        return (found, "", _per_body_surface(found, lc, cd, nm), "", unit_in_test_name(nm))
+        per_area = _per_body_surface(found, lc, cd, nm)
+        return (found, "", per_area, "", unit_in_test_name(nm), race)
     if not (lc or cd or nm):
-        return ("", "missing_test", False, "", "")
+        return ("", "missing_test", False, "", "", "")
     index = sample_index_kind(nm) or sample_index_kind(cd)
     if index:
-        return ("", "sample_quality_index", False, index, "")
-    return ("", "out_of_scope", False, "", "")
+        return ("", "sample_quality_index", False, index, "", "")
+    return ("", "out_of_scope", False, "", "", "")
 
 
 def _index_outcome(
@@ -679,6 +695,24 @@ def _marks_from_indices(
         out[hit] = np.where(out[hit] == "", mark, out[hit] + ";" + mark)
     codes, values = pd.factorize(out)
     return _Coded(codes.astype(np.int64), list(values))
+
+
+def _race_adjusted_egfr(
+    race: _Coded, kept: np.ndarray, pid: _Coded, when: np.ndarray, specimen: pd.Series
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the race-adjusted eGFR rows whose draw has a kept race-free eGFR row: same patient,
+    and the same collection time or specimen id; the race-adjusted rows left without one)."""
+    form = np.array(race.values, dtype=object)[race.codes]
+    free = kept & (form == "race_free")
+    adjusted = kept & (form == "race_adjusted")
+    spec = specimen.fillna("").astype(str).str.strip().to_numpy()
+    paired = np.zeros(len(form), dtype=bool)
+    for key, usable in ((when, ~np.isnat(when)), (spec, spec != "")):
+        src = np.flatnonzero(free & usable)
+        if len(src):
+            wanted = pd.MultiIndex.from_arrays([pid.codes[src], key[src]])
+            paired |= pd.MultiIndex.from_arrays([pid.codes, key]).isin(wanted) & usable
+    return adjusted & paired, adjusted & ~paired
 
 
 def _per_body_surface(analyte: str, loinc: str, code: str, name: str) -> bool:
@@ -1260,6 +1294,10 @@ _DETAIL = {
     ),
     "missing_value": "the row has neither a result nor a result text",
     "sample_quality_index": "a sample-quality index (hemolysis, icterus or lipemia), not a result",
+    "race_adjusted_egfr": (
+        "the eGFR of this draw computed with a race coefficient; the same draw's eGFR "
+        "without race is used (reference_ranges/egfr_race.toml)"
+    ),
     # unit_conflict and unparseable_value carry a detail naming the value and units
 }
 
@@ -1442,6 +1480,23 @@ def _normalize(
     if any(v[0] for v in range_unit.values):  # rare: nothing to mark in most exports
         verdict.mark_each(has_number & range_unit.rows_where(lambda v: v[0] != ""), range_unit)
 
+    # eGFR printed once without and once with a race coefficient for one draw: the second
+    # line is the same measurement (reference_ranges/egfr_race.toml)
+    race = found.field(5).compact()
+    race_note: _Coded | None = None
+    if any(race.values):  # only exports printing eGFR by race have any
+        adjusted, unpaired = _race_adjusted_egfr(
+            race, verdict.kept, pid, when, frame["specimen_id"]
+        )
+        verdict.mark(adjusted, "race_adjusted_egfr", _DETAIL["race_adjusted_egfr"])
+        race_note = _Coded(unpaired.astype(np.int64), ["", RACE_ADJUSTED_EGFR])
+
+    # facts about what a row's test is: a calcium read as ionized by its range, an eGFR
+    # computed with a race coefficient
+    analyte_note = ionized.map(lambda v: IONIZED_BY_RANGE if v else "")
+    if race_note is not None:
+        analyte_note = _joint(analyte_note, race_note).map(lambda v: ";".join(filter(None, v)))
+
     keep = verdict.kept
     # everything below is output for the kept rows only
     kept = np.flatnonzero(keep)
@@ -1487,7 +1542,7 @@ def _normalize(
                 rows,
                 opts.undated,
                 unique_of(range_texts["range_note"]),
-                ionized.map(lambda v: IONIZED_BY_RANGE if v else ""),
+                analyte_note,
                 index_marks,
             ).strings(),
             "test_label": lambda: test_label.at(rows).strings(),
@@ -2003,6 +2058,7 @@ def _adult_range(analyte: str) -> tuple[float, float] | None:
 
 
 IONIZED_BY_RANGE = "ionized_calcium_by_range"  # quality flag of such a row
+RACE_ADJUSTED_EGFR = "race_adjusted_egfr"  # quality flag of an eGFR read with race in it
 
 
 def _ionized_by_range(analyte: str, unit: str, printed: tuple[float, float], loinc: object) -> bool:

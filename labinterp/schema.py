@@ -125,6 +125,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "result_status",  # the export's result status: cancelled, deleted, in error or pending
     "superseded",  # a result the lab replaced by a correction, or by the final result
     "sample_quality_index",  # a hemolysis/icterus/lipemia index: marks its sample, not a result
+    "race_adjusted_egfr",  # the race-coefficient eGFR of a draw that also has one without race
 )
 
 # One item of a finding's evidence: an observation, with the role it played in the rule.

@@ -111,3 +111,47 @@ def _without(tokens: list[str], phrases: tuple[tuple[str, ...], ...]) -> list[st
             out.append(tokens[i])
             i += 1
     return out
+
+
+# ---------------------------------------------------------------- eGFR by race
+
+
+@dataclass(frozen=True)
+class _RaceForms:
+    """reference_ranges/egfr_race.toml: per form, its LOINC codes and a pattern of its
+    words (with a connector before them)."""
+
+    loinc: dict[str, str]  # code -> "race_free" or "race_adjusted"
+    words: tuple[tuple[str, re.Pattern[str]], ...]  # race-free first
+
+
+@cache
+def _race_forms() -> _RaceForms:
+    def build(data: dict[str, Any]) -> _RaceForms:
+        connectors = "|".join(re.escape(str(c)) for c in data["connectors"])
+        loinc: dict[str, str] = {}
+        words = []
+        for form in ("race_free", "race_adjusted"):
+            loinc.update({str(code): form for code in data[form]["loinc"]})
+            phrases = sorted((str(w).split() for w in data[form]["words"]), key=len, reverse=True)
+            # any punctuation or none between the words of a phrase: "Non-Afr. American"
+            spelled = "|".join(r"[\W_]*".join(map(re.escape, p)) for p in phrases)
+            pattern = rf"(?:(?<![^\W_])(?:{connectors})[\W_]+)?(?<![^\W_])(?:{spelled})(?![^\W_])"
+            words.append((form, re.compile(pattern, re.I)))
+        return _RaceForms(loinc, tuple(words))
+
+    return read_reference_toml("egfr_race.toml", build)
+
+
+def egfr_race_form(loinc: str, name: str) -> tuple[str, str]:
+    """Which of the two race forms of eGFR a line is ("race_free", "race_adjusted" or "")
+    by its LOINC code or the words of its name, and the name with those words taken out
+    (reference_ranges/egfr_race.toml). The caller keeps the form only if the test is eGFR."""
+    forms = _race_forms()
+    by_code = forms.loinc.get(loinc.strip(), "")
+    text = fold_accents(name)
+    for form, pattern in forms.words:
+        if pattern.search(text):
+            rest = re.sub(r"[(\[]\s*[)\]]", " ", pattern.sub(" ", text))  # "eGFR ()" -> "eGFR"
+            return by_code or form, re.sub(r"\s+", " ", rest).strip(" ,-")
+    return by_code, name
