@@ -85,6 +85,8 @@ def summary(result: ReadResult) -> dict[str, object]:
         "mg_lowering_medication_rows": _flagged(res, "mg_lowering_medication"),
         # results named as calcium whose printed range is an ionized calcium's
         "ionized_calcium_by_range_rows": _flagged(res, "ionized_calcium_by_range"),
+        # eGFR lines with a race coefficient read because their draw had no other
+        "race_adjusted_egfr_rows": _flagged(res, "race_adjusted_egfr"),
         # test names that are no catalog spelling as they stand, read by their words
         "names_read_by_words": _names_read_by_words(res),
         # the tests not read, most rows first: what to check for a test labinterp missed
@@ -224,6 +226,12 @@ def run(args: argparse.Namespace) -> int:
             f"   {info['ionized_calcium_by_range_rows']} results named as calcium were read as"
             " ionized calcium: their printed range is an ionized calcium's"
             " (quality: ionized_calcium_by_range)\n"
+        )
+    if info["race_adjusted_egfr_rows"]:
+        out.write(
+            f"   {info['race_adjusted_egfr_rows']} eGFR results used were computed with a race"
+            " coefficient, with no line without race for their draw"
+            " (quality: race_adjusted_egfr)\n"
         )
     if info["utc_offsets"]:
         rows = ", ".join(f"{k}: {v}" for k, v in info["utc_offsets"].items())  # type: ignore[attr-defined]

@@ -64,19 +64,24 @@ def test_by_loinc_code_alone(tmp_path: Path, free: str, adjusted: str) -> None:
     assert res.rejected["reason"].tolist() == ["race_adjusted_egfr"]
 
 
-def test_a_race_adjusted_line_alone_is_read_and_flagged(tmp_path: Path) -> None:
-    res = read(
-        export(
-            tmp_path,
-            "P1,2024-03-01 08:00,eGFR African American,,67,mL/min/1.73m2,>59,S1\n",
-            # the line without race is of another draw: it does not replace this one
-            "P1,2024-03-09 08:00,eGFR Non-Afr. American,,58,mL/min/1.73m2,>59,S2\n",
-        )
+def test_a_race_adjusted_line_alone_is_read_and_flagged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from labinterp.cli import main
+
+    path = export(
+        tmp_path,
+        "P1,2024-03-01 08:00,eGFR African American,,67,mL/min/1.73m2,>59,S1\n",
+        # the line without race is of another draw: it does not replace this one
+        "P1,2024-03-09 08:00,eGFR Non-Afr. American,,58,mL/min/1.73m2,>59,S2\n",
     )
+    res = read(path)
     egfr = res.results[res.results["analyte"] == "egfr"]
     assert egfr["value"].tolist() == [67.0, 58.0]
     assert egfr["quality"].fillna("").tolist() == ["race_adjusted_egfr", ""]
     assert res.rows_rejected == 0
+    assert main(["check", str(path)]) == 0
+    assert "1 eGFR results used were computed with a race coefficient" in capsys.readouterr().out
 
 
 def test_the_same_specimen_pairs_lines_printed_at_different_times(tmp_path: Path) -> None:
