@@ -680,18 +680,11 @@ def _marks_from_indices(
     raised = np.array([bool(v) for v in marks.values], dtype=bool)[marks.codes]
     if not raised.any():
         return None
-    n = len(marks.codes)
-    patient = pid.codes
-    spec = specimen.fillna("").astype(str).str.strip().to_numpy()
-    out = np.full(n, "", dtype=object)
+    spec = _specimen_text(specimen)
+    out = np.full(len(marks.codes), "", dtype=object)
     for mark in sorted({v for v in marks.values if v}):
-        rows = np.flatnonzero(raised & (np.array(marks.values, dtype=object)[marks.codes] == mark))
-        hit = np.zeros(n, dtype=bool)
-        for key, usable in ((when, ~np.isnat(when)), (spec, spec != "")):
-            src = rows[usable[rows]]
-            if len(src):
-                wanted = pd.MultiIndex.from_arrays([patient[src], key[src]])
-                hit |= pd.MultiIndex.from_arrays([patient, key]).isin(wanted) & usable
+        source = raised & (np.array(marks.values, dtype=object)[marks.codes] == mark)
+        hit = _in_draws_of(source, pid.codes, when, spec)
         out[hit] = np.where(out[hit] == "", mark, out[hit] + ";" + mark)
     codes, values = pd.factorize(out)
     return _Coded(codes.astype(np.int64), list(values))
@@ -705,14 +698,26 @@ def _race_adjusted_egfr(
     form = np.array(race.values, dtype=object)[race.codes]
     free = kept & (form == "race_free")
     adjusted = kept & (form == "race_adjusted")
-    spec = specimen.fillna("").astype(str).str.strip().to_numpy()
-    paired = np.zeros(len(form), dtype=bool)
-    for key, usable in ((when, ~np.isnat(when)), (spec, spec != "")):
-        src = np.flatnonzero(free & usable)
-        if len(src):
-            wanted = pd.MultiIndex.from_arrays([pid.codes[src], key[src]])
-            paired |= pd.MultiIndex.from_arrays([pid.codes, key]).isin(wanted) & usable
+    paired = _in_draws_of(free, pid.codes, when, _specimen_text(specimen))
     return adjusted & paired, adjusted & ~paired
+
+
+def _specimen_text(specimen: pd.Series) -> np.ndarray:
+    return specimen.fillna("").astype(str).str.strip().to_numpy()
+
+
+def _in_draws_of(
+    source: np.ndarray, patient: np.ndarray, when: np.ndarray, spec: np.ndarray
+) -> np.ndarray:
+    """The rows of the same draw as a row of `source` (a mask; the source rows too): the
+    same patient, and the same collection time or the same specimen id."""
+    hit = np.zeros(len(patient), dtype=bool)
+    for key, usable in ((when, ~np.isnat(when)), (spec, spec != "")):
+        src = np.flatnonzero(source & usable)
+        if len(src):
+            wanted = pd.MultiIndex.from_arrays([patient[src], key[src]])
+            hit |= pd.MultiIndex.from_arrays([patient, key]).isin(wanted) & usable
+    return hit
 
 
 def _per_body_surface(analyte: str, loinc: str, code: str, name: str) -> bool:
