@@ -243,8 +243,10 @@ def iter_batches(
         return
     elif sniffed.kind == "ndjson" and _is_fhir(p, sniffed):  # a bulk export: by lines
         label = label or sniff.display_name(p)
-        for raw, invalid in _fhir_ndjson_batches(p, sniffed, label, batch_rows, executor):
-            yield _from_records(raw, invalid, label, date_format, False, *_FHIR)
+        for raw, invalid, records in _fhir_ndjson_batches(p, sniffed, label, batch_rows, executor):
+            batch = _from_records(raw, invalid, label, date_format, False, *_FHIR)
+            batch.files[0].medication_records = records
+            yield batch
         return
     else:  # read whole: the resources of a FHIR document refer to each other
         yield _read_one(
@@ -540,16 +542,17 @@ def _no_observations(label: str) -> InputFileError:
 
 def _fhir_ndjson_batches(
     p: Path, sniffed: sniff.Sniffed, label: str, batch_rows: int, executor: Executor | None
-) -> Iterator[tuple[pd.DataFrame, list[tuple[int, str, str]]]]:
-    """A FHIR NDJSON file (a bulk export) in batches of lines: a first pass finds the
-    Patient, Specimen and medication resources any line may refer to or be covered by, a
-    second reads the rest."""
+) -> Iterator[tuple[pd.DataFrame, list[tuple[int, str, str]], int]]:
+    """A FHIR NDJSON file (a bulk export) in batches of lines, each with the number of the
+    file's medication records: a first pass finds the Patient, Specimen and medication
+    resources any line may refer to or be covered by, a second reads the rest."""
     referenced = fhir.ndjson_index(formats.iter_ndjson(p, sniffed, fhir.ndjson_wanted_for_index))
+    records = len(referenced.medication_records())
     lines = formats.iter_ndjson(p, sniffed)
     found = False
-    for batch in fhir.iter_ndjson_rows(lines, referenced, label, batch_rows, executor):
+    for raw, invalid in fhir.iter_ndjson_rows(lines, referenced, label, batch_rows, executor):
         found = True
-        yield batch
+        yield raw, invalid, records
     if not found:
         raise _no_observations(label)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import labinterp
 from labinterp.interpret import interpret_results
 from labinterp.reading import iter_batches, read
 
@@ -237,6 +238,9 @@ def test_a_synthea_medication_list_beside_the_observations(tmp_path: Path) -> No
     flagged = res.results["quality"].fillna("").str.contains("mg_lowering_medication")
     assert flagged.tolist() == [True, True, False]
     assert [f.medication_records for f in res.files] == [2]
+    summary = labinterp.audit(tmp_path, tmp_path / "audit")
+    assert [f["medication_records"] for f in summary["inputs"]] == [2]
+    assert summary["fired_caveats"] == {"hypomagnesemia_hypokalemia": {"mg_lowering_medication": 1}}
     assert res.skipped == [
         {
             "file": "medications.csv",
@@ -286,3 +290,18 @@ def test_a_malformed_medication_record_is_passed_over(tmp_path: Path, broken: di
     # and the results of the file are read as before
     res = read(bundle(tmp_path, *low_mg_and_k(), broken))
     assert res.rows_used == 2
+
+
+def test_a_bulk_export_resolves_a_medication_listed_after_its_order(tmp_path: Path) -> None:
+    # the index keeps records, not resources: an order naming its medicine by a Medication
+    # on a later line waits for it
+    order = request(medicationReference={"reference": "Medication/ppi"})
+    del order["medicationCodeableConcept"]
+    statin = request(medicationCodeableConcept={"text": "Simvastatin 10 MG"})
+    ppi = {"resourceType": "Medication", "id": "ppi", "code": {"text": "Pantoprazole 40 MG"}}
+    path = tmp_path / "export.ndjson"
+    lines = [*low_mg_and_k(), order, statin, ppi]
+    path.write_text("\n".join(json.dumps(r) for r in lines) + "\n", encoding="utf-8")
+    flags = read(path).results["quality"].fillna("").tolist()
+    assert flags == ["mg_lowering_medication"] * 2
+    assert read(path).files[0].medication_records == 1

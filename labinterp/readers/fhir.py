@@ -193,19 +193,36 @@ class Referenced:
 
     patients: Index = field(default_factory=dict)
     specimens: Index = field(default_factory=dict)
+    # medication resources not yet made records (see `settle`), and the records made
     medicines: list[dict[str, Any]] = field(default_factory=list)
+    records: list[MedicationRecord] = field(default_factory=list)
     products: Index = field(default_factory=dict)  # Medication resources by id
 
     def update(self, other: Referenced) -> None:
         self.patients.update(other.patients)
         self.specimens.update(other.specimens)
         self.medicines.extend(other.medicines)
+        self.records.extend(other.records)
         self.products.update(other.products)
+
+    def settle(self, final: bool = False) -> None:
+        """Make records of the medication resources and let the resources go (a bulk export
+        may list millions; few name a medicine the patterns read). One that names its
+        medicine only by a Medication resource not seen yet waits, unless `final`."""
+        waiting = []
+        for res in self.medicines:
+            if not final and _waits_for_product(res, self.products):
+                waiting.append(res)
+                continue
+            record = _medication_record(res, self.products)
+            if record is not None:
+                self.records.append(record)
+        self.medicines = waiting
 
     def medication_records(self) -> list[MedicationRecord]:
         """The medication records of the file that name a medicine the patterns read."""
-        found = (_medication_record(r, self.products) for r in self.medicines)
-        return [r for r in found if r is not None]
+        self.settle(final=True)
+        return self.records
 
 
 def _walk(doc: Any) -> tuple[list[dict[str, Any]], Referenced]:
@@ -248,6 +265,15 @@ def _walk(doc: Any) -> tuple[list[dict[str, Any]], Referenced]:
     visit(doc)
     _inherit(observations, reports)
     return observations, found
+
+
+def _waits_for_product(res: dict[str, Any], products: Index) -> bool:
+    """Whether a medication resource names its medicine only by a reference to a Medication
+    resource that is not among `products` (yet)."""
+    if _medicine_name(res, products):
+        return False
+    r5 = _as_dict(res.get("medication"))
+    return bool(_ref_id(res.get("medicationReference") or r5.get("reference")))
 
 
 def _concept_text(concept: Any) -> str:
@@ -463,6 +489,7 @@ def ndjson_index(lines: Iterable[tuple[int, Any]]) -> Referenced:
             res.get("resourceType") in kept or "contained" in res or "entry" in res
         ):
             found.update(_walk(res)[1])
+            found.settle()
     return found
 
 
