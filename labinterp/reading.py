@@ -626,13 +626,14 @@ def _from_table(
     malformed = empty(REJECTED)
     if ragged:
         bad = raw["source_row"].isin(list(ragged)).to_numpy()
+        lines = raw.loc[bad, "source_row"].to_numpy()
         malformed = conform(
             pd.DataFrame(
                 {
                     "source_file": label,
-                    "source_row": raw.loc[bad, "source_row"].to_numpy(),
+                    "source_row": lines,
                     "reason": "malformed_row",
-                    "detail": "the row has a different number of fields than the header",
+                    "detail": [_ragged_detail(ragged[n], len(tbl.frame.columns)) for n in lines],
                     "value_raw": raw.loc[bad, "value_raw"].to_numpy(),
                     "unit_raw": raw.loc[bad, "unit_raw"].to_numpy(),
                 }
@@ -661,6 +662,21 @@ def _from_table(
         medication_records=medication_records,
     )
     return ReadResult(results, rejected, [report])
+
+
+def _ragged_detail(fields: int, header_fields: int) -> str:
+    """Why a row with another number of fields than the header is not read."""
+    if fields == 1:  # no separator at all: a line of text inside or below the table
+        return (
+            "a line of text without the file's separators (a note, or a footer such as "
+            "'End of report'), not a row of the table"
+        )
+    if fields < header_fields:
+        return f"the row has {fields} fields and the header {header_fields}: fields are missing"
+    return (
+        f"the row has {fields} fields and the header {header_fields}: a value holding the "
+        "separator was split (it needs quotes)"
+    )
 
 
 def _normalize(

@@ -1027,6 +1027,25 @@ def test_a_narrow_header_above_ragged_rows_stays_the_header(tmp_path: Path) -> N
     assert set(res.rejected["reason"]) == {"malformed_row"}
 
 
+def test_a_malformed_row_says_what_is_wrong_with_it(tmp_path: Path) -> None:
+    body = (
+        "patient_id,collected_at,test,result,unit\n"
+        "P1,2024-03-01 08:00,Magnesium,1,5,mg/dL\n"  # a decimal comma, unquoted
+        "P1,2024-03-01 08:00,Potassium,3.1\n"
+        "P1,2024-03-01 08:00,Calcium,9.1,mg/dL\n"
+        "\nEnd of report\n"
+    )
+    res = read(write(tmp_path, body))
+    assert res.rows_used == 1
+    assert res.rejected["detail"].tolist() == [
+        "the row has 6 fields and the header 5: a value holding the separator was split "
+        "(it needs quotes)",
+        "the row has 4 fields and the header 5: fields are missing",
+        "a line of text without the file's separators (a note, or a footer such as "
+        "'End of report'), not a row of the table",
+    ]
+
+
 @pytest.mark.parametrize(
     "text",
     [
