@@ -792,11 +792,10 @@ def _melt_wide(label: str, tbl: table.Table, plan: colplan.ColumnPlan, column) -
 
 
 def _sibling(p: Path, name: str) -> Path | None:
-    wanted = name.lower()
-    for q in p.parent.iterdir():
-        if q.name.lower() == wanted:
-            return q
-    return None
+    """The side table `name` beside the export `p`, in any case, plain or gzipped (MIMIC is
+    published as .csv.gz)."""
+    names = {q.name.lower(): q for q in p.parent.iterdir()}
+    return names.get(name.lower()) or names.get(name.lower() + ".gz")
 
 
 def _mark_medications(p: Path, raw: pd.DataFrame, preset: dict[str, Any]) -> int:
@@ -806,7 +805,7 @@ def _mark_medications(p: Path, raw: pd.DataFrame, preset: dict[str, Any]) -> int
     spec = preset.get("medications")
     if not spec:
         return 0
-    path = _sibling(p, spec["file"]) or _sibling(p, spec["file"] + ".gz")
+    path = _sibling(p, spec["file"])
     if path is None:
         return 0
     records = medications.companion_records(path, spec)
@@ -815,7 +814,8 @@ def _mark_medications(p: Path, raw: pd.DataFrame, preset: dict[str, Any]) -> int
 
 
 def _read_small_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8-sig", newline="") as fh:
+    raw = cast(BinaryIO, sniff.open_binary(path))  # a plain or gzip file object
+    with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as fh:
         return list(csv.DictReader(fh))
 
 

@@ -855,6 +855,21 @@ def test_side_table_demographics_match_ids_cleaned_as_results_ids_are(tmp_path: 
     assert list(res["sex"]) == ["female", "male"]
 
 
+def test_side_tables_are_found_gzipped_too(tmp_path: Path) -> None:
+    """MIMIC is published as .csv.gz: its item dictionary beside LABEVENTS is read so."""
+    import gzip
+
+    (tmp_path / "LABEVENTS.csv").write_text(
+        "ROW_ID,SUBJECT_ID,HADM_ID,ITEMID,CHARTTIME,VALUE,VALUENUM,VALUEUOM,FLAG\n"
+        "1,7,100,99001,2150-01-03 06:00:00,1.2,1.2,mg/dL,abnormal\n",
+        encoding="utf-8",
+    )
+    with gzip.open(tmp_path / "D_LABITEMS.csv.gz", "wt", encoding="utf-8") as fh:
+        fh.write("ROW_ID,ITEMID,LABEL,FLUID,CATEGORY,LOINC_CODE\n1,99001,Magnesium,Blood,,\n")
+    res = read(tmp_path / "LABEVENTS.csv")
+    assert res.results["analyte"].tolist() == ["magnesium"]
+
+
 def test_separate_date_and_time_columns_are_joined(tmp_path: Path) -> None:
     header = "patient_id,collection_date,collection_time,test,result,unit,reference_range\n"
     body = (
