@@ -53,6 +53,21 @@ def request(status: str = "active", **extra: Any) -> dict:
     }
 
 
+def dispense(
+    handed_over: str, days: int | None, unit: str = "d", status: str = "completed"
+) -> dict:
+    res = {
+        "resourceType": "MedicationDispense",
+        "status": status,
+        "medicationCodeableConcept": {"text": "Esomeprazole 40 MG"},
+        "subject": {"reference": "Patient/p1"},
+        "whenHandedOver": handed_over,
+    }
+    if days is not None:
+        res["daysSupply"] = {"value": days, "unit": unit, "code": unit}
+    return res
+
+
 def bundle(tmp_path: Path, *resources: dict) -> Path:
     path = tmp_path / "bundle.json"
     doc = {
@@ -131,6 +146,11 @@ def p3_caveats(path: Path) -> str:
             True,
         ),
         (request(medicationCodeableConcept={"text": "Simvastatin 10 MG Oral Tablet"}), False),
+        (dispense("2024-02-05", 30), True),  # Feb 5 + 30 days supply: through March 5
+        (dispense("2024-02-05", 29), False),  # through March 4
+        (dispense("2024-02-05", 30, unit="mo"), False),  # a supply not in days: its day only
+        (dispense("2024-03-05", None), True),  # no supply: its own day
+        (dispense("2024-03-05", 30, status="declined"), False),
     ],
 )
 def test_a_record_covering_the_draw_says_so_in_the_finding(

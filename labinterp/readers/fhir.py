@@ -12,6 +12,7 @@ validator has checked it, so a number where a reference belongs is rejected, not
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future
@@ -183,7 +184,12 @@ Index = dict[str, dict[str, Any]]  # resources of one type by id
 # Resources that say a patient was prescribed, listed as taking, or given a medicine
 # (readers.medications turns them into the medication text of the results they cover),
 # and the Medication resources they may name their medicine by.
-_MEDICINE_TYPES = ("MedicationRequest", "MedicationStatement", "MedicationAdministration")
+_MEDICINE_TYPES = (
+    "MedicationRequest",
+    "MedicationStatement",
+    "MedicationAdministration",
+    "MedicationDispense",
+)
 
 
 @dataclass
@@ -311,6 +317,7 @@ _TAKEN = {
     "MedicationRequest": {"active", "completed", "stopped"},
     "MedicationStatement": {"active", "completed", "stopped", "recorded"},
     "MedicationAdministration": {"in-progress", "completed"},
+    "MedicationDispense": {"completed"},
 }
 # MedicationRequest intents that suggest or plan a medicine rather than order it
 _NOT_ORDERED = {"proposal", "plan", "option"}
@@ -324,9 +331,9 @@ def _text_at(value: Any, *keys: str) -> str:
 
 
 def _medication_record(res: dict[str, Any], products: Index) -> MedicationRecord | None:
-    """The record a MedicationRequest, MedicationStatement or MedicationAdministration
-    makes (readers.medications says what it covers), or None when it does not say the
-    patient took the medicine, or names no medicine the patterns read."""
+    """The record a MedicationRequest, MedicationStatement, MedicationAdministration or
+    MedicationDispense makes (readers.medications says what it covers), or None when it
+    does not say the patient took the medicine, or names no medicine the patterns read."""
     kind = str(res.get("resourceType"))
     status = _text_at(res, "status")  # untrusted: "" unless it is text
     if status not in _TAKEN.get(kind, set()) or res.get("doNotPerform") is True:
@@ -344,6 +351,9 @@ def _medication_record(res: dict[str, Any], products: Index) -> MedicationRecord
         start = _text_at(res, "effectiveDateTime") or _text_at(res, "effectivePeriod", "start")
         start = start or _text_at(res, "dateAsserted")
         end = _text_at(res, "effectivePeriod", "end")
+    elif kind == "MedicationDispense":  # handed over, for the days it was supplied for
+        start = _text_at(res, "whenHandedOver") or _text_at(res, "whenPrepared")
+        end = _supply_end(start, _as_dict(res.get("daysSupply")))
     else:  # an administration: given then (R5 spells it "occurence")
         start = (
             _text_at(res, "effectiveDateTime")
@@ -357,8 +367,22 @@ def _medication_record(res: dict[str, Any], products: Index) -> MedicationRecord
         text=name,
         start=start,
         end=end,
-        ongoing=status == "active" and kind != "MedicationAdministration",
+        ongoing=status == "active",  # only orders and statements can be
     )
+
+
+def _supply_end(start: str, days_supply: dict[str, Any]) -> str:
+    """The last day a dispense starting on `start` supplies (its daysSupply in days: a
+    30-day supply from March 1 lasts to March 30), or "" when it does not say."""
+    days = days_supply.get("value")
+    unit = days_supply.get("code") or days_supply.get("unit")
+    if not isinstance(days, (int, float)) or unit not in ("d", "day", "days") or days < 1:
+        return ""
+    try:
+        first = dt.date.fromisoformat(start[:10])
+        return (first + dt.timedelta(days=int(days) - 1)).isoformat()
+    except (ValueError, OverflowError):
+        return ""
 
 
 def _specimen_type(obs: dict[str, Any], specimens: Index) -> str:

@@ -1,6 +1,6 @@
-"""Medication records kept apart from the results (FHIR MedicationRequest, MedicationStatement
-and MedicationAdministration resources; a medication list beside a research export), turned
-into the `medication` text of the results they cover.
+"""Medication records kept apart from the results (FHIR MedicationRequest, MedicationStatement,
+MedicationAdministration and MedicationDispense resources; a medication list beside a research
+export), turned into the `medication` text of the results they cover.
 
 The patterns read medicines from a result row's medication column (catalog.names_medicine):
 a supplement of vitamin D strengthens the vitamin D pattern, and a proton pump inhibitor or
@@ -11,7 +11,8 @@ collection day it covers, and everything after that is unchanged.
 
 What a record covers, by day (medicines are prescribed and listed by day, and a day does
 not depend on the time zone a time is printed in):
-- from its start day to its end day, both included, where the record states both;
+- from its start day to its end day, both included, where the record states both (a
+  dispense ends with the last day of the supply it states);
 - from its start day on, where it has no end and says the medicine is still taken
   (status active): an active prescription or medication-list entry;
 - its start day only, where it has no end and does not say it is still taken (a stopped or
