@@ -111,6 +111,7 @@ def summary(result: ReadResult) -> dict[str, object]:
                 "rows_rejected": f.rows_rejected,
                 "undated": f.undated,
                 "header_line": f.header_line,
+                "warnings": list(f.warnings),
                 "mapping": f.mapping_toml,
             }
             for f in result.files
@@ -178,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
             )
         if f["undated"]:
             out.write("   no collection-time column: each row is treated as one draw\n")
+        for warning in f["warnings"]:
+            out.write(f"   warning: {warning}\n")
         if f["mapping"]:
             out.write("".join(f"   {line}\n" for line in f["mapping"].splitlines()))
         out.write(

@@ -61,6 +61,7 @@ class FileReport:
     # records of their own (FHIR resources, a companion list) naming a medicine the
     # patterns read: written into the medication text of the results they cover
     medication_records: int = 0
+    warnings: tuple[str, ...] = ()  # what the user should know about the file as a whole
 
 
 @dataclass
@@ -478,11 +479,15 @@ def _read_one(
     sniffed = sniff.sniff(p)
     label = label or sniff.display_name(p)
     if sniffed.kind in ("json", "ndjson") and _is_fhir(p, sniffed):
-        raw, invalid, medication_records = fhir.fhir_raw(formats.load_json(p, sniffed), label)
+        doc = formats.load_json(p, sniffed)
+        raw, invalid, medication_records = fhir.fhir_raw(doc, label)
         if len(raw) == 0 and not invalid:  # e.g. a bundle of Patients: no row to account for
             raise _no_observations(label)
         read = _from_records(raw, invalid, label, date_format, dedupe, *_FHIR)
         read.files[0].medication_records = medication_records
+        if fhir.more_pages(doc):
+            read.files[0].warnings = (_ONE_PAGE,)
+            log.warning("%s: %s", label, _ONE_PAGE)
         return read
     if sniffed.kind == "hl7v2":
         with _hl7_lines(p, sniffed) as lines:
@@ -528,6 +533,11 @@ def _xlsx_tables(
     ) from first_error
 
 
+_ONE_PAGE = (
+    "the bundle is one page of a FHIR search (it links to a 'next' page): the results on "
+    "the pages after it are not in this file. Fetch every page (follow the 'next' links, or "
+    "use a bulk $export) and read the pages together."
+)
 _HL7 = ("hl7v2", "HL7 v2 OBX segments")
 _FHIR = ("fhir", "FHIR Observation fields")
 

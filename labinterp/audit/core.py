@@ -233,6 +233,7 @@ def _ingest(
                 ingest.skipped.append({"file": label, "reason": why_skipped(f, exc)})
                 continue
             medication_records = 0
+            warnings: dict[str, None] = {}  # in the order found, each once
             for batch in itertools.chain([] if first is None else [first], batches):
                 ingest.rows_in += int(batch.rows_in)
                 results = schema.conform(batch.results, schema.RESULTS)
@@ -250,11 +251,13 @@ def _ingest(
                     ingest.rejected += len(rej)
                 progress.rows_read(int(batch.rows_in))
                 medication_records = max(medication_records, batch.files[0].medication_records)
+                warnings.update(dict.fromkeys(batch.files[0].warnings))
             info["sha256"] = digest.result()
             info["rows_in"] = ingest.rows_in - rows_before
             # records of their own naming a medicine the patterns read (FHIR resources, a
             # companion list): every batch counts the file's, or its companion's, whole
             info["medication_records"] = medication_records
+            info["warnings"] = list(warnings)
             ingest.files.append(info)
         if not ingest.files:
             raise InputFileError(

@@ -492,6 +492,16 @@ def fhir_raw(doc: Any, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
     return raw, invalid, len(records)
 
 
+def more_pages(doc: Any) -> bool:
+    """Whether `doc` is one page of a FHIR search: a Bundle that links to a next page (a
+    server returns results a page at a time; the pages after this one are not in it)."""
+    bundle = _as_dict(doc)
+    links = _as_list(bundle.get("link"))
+    return bundle.get("resourceType") == "Bundle" and any(
+        _as_dict(link).get("relation") == "next" for link in links
+    )
+
+
 # An NDJSON line can only hold a resource the index keeps (of its own, or contained) if it
 # names the resource type: other lines need no parsing to build the index.
 _INDEXED_TYPES = ('"Patient"', '"Specimen"', '"Medication')
