@@ -384,6 +384,18 @@ def _medicine_words() -> dict[str, tuple[re.Pattern[str], re.Pattern[str]]]:
     return out
 
 
+def medicines_named(group: str, text: str) -> list[str]:
+    """The medicines of `group` a medication text names, as the words of
+    reference_ranges/medications.toml it names them by (lower case, accents dropped), each
+    once, in the order written: "Omeprazole 20 mg; Furosemide" -> ["omeprazole",
+    "furosemide"]; what `names_medicine` does not count is not among them."""
+    if not text:
+        return []
+    skip, words = _medicine_words()[group]
+    found = (m.group(0).lower() for m in words.finditer(skip.sub(" ", fold_accents(text))))
+    return list(dict.fromkeys(found))
+
+
 def names_medicine(group: str, text: str) -> bool:
     """Whether a medication text names a medicine of `group` of
     reference_ranges/medications.toml: "vitamin_d" (a form of vitamin D that raises 25-OH

@@ -76,6 +76,7 @@ INPUT_COLUMNS = tuple(
             "range_low",
             "range_high",
             "quality",
+            "mg_lowering_medicines",
             "result_status",
             "value_reported",
             "range_low_reported",
@@ -462,6 +463,9 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     ):
         if flagged.any():
             obs[name] = column(flagged, np.zeros(len(ca_rows), dtype=bool))
+    if mg_lowering.any():  # which medicines, for the finding's note
+        medicines = df["mg_lowering_medicines"].fillna("").to_numpy(dtype=object)
+        obs["mg_lowering_medicines"] = column(medicines, np.full(len(ca_rows), "", dtype=object))
     new_draw = np.ones(len(obs), dtype=bool)
     new_episode = np.ones(len(obs), dtype=bool)
     if len(obs):

@@ -33,6 +33,7 @@ from labinterp.catalog import (
     fold_accents,
     index_flag_raised,
     index_text_raised,
+    medicines_named,
     names_medicine,
     not_blood_specimen,
     result_status,
@@ -1550,6 +1551,12 @@ def _normalize(
                 analyte_note,
                 index_marks,
             ).strings(),
+            "mg_lowering_medicines": lambda: (
+                col["medication"]
+                .at(rows)
+                .map(lambda v: "; ".join(medicines_named("mg_lowering", _text(v))))
+                .strings(empty_is_missing=True)
+            ),
             "test_label": lambda: test_label.at(rows).strings(),
             "specimen_id": lambda: _specimen_ids(frame["specimen_id"], rows),
             "ranges": lambda: {

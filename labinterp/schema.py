@@ -87,6 +87,9 @@ RESULTS: dict[str, str] = {
     "comment": STR,
     # ";"-joined row flags: hemolyzed, contamination_comment, ..., vitamin_d_supplement
     "quality": STR,
+    # the medicines that often lower Mg the row's medication text names, as
+    # reference_ranges/medications.toml words them ("omeprazole; furosemide"), else missing
+    "mg_lowering_medicines": STR,
     # "preliminary" | "final" | "corrected" when the export said so, else missing
     "result_status": STR,
     "sex": STR,  # "female" | "male" | <NA>

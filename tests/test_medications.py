@@ -88,3 +88,19 @@ def test_check_says_how_many_results_name_a_vitamin_d_supplement(
         r"Medicines, from the medication column:\n +results used while on vitamin D +2", out
     )
     assert re.search(r"while on a PPI or diuretic +1", out)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("Omeprazole 20 mg; Furosemide 40mg; omeprazole", ["omeprazole", "furosemide"]),
+        ("stopped omeprazole; Pantoprazol 40 mg", ["pantoprazol"]),  # the stopped one is not
+        ("HydroCHLOROthiazide 25 MG", ["hydrochlorothiazide"]),
+        ("Metformin", []),
+        ("", []),
+    ],
+)
+def test_the_medicines_that_lower_mg_are_named(text: str, named: list[str]) -> None:
+    from labinterp.catalog import medicines_named
+
+    assert medicines_named("mg_lowering", text) == named

@@ -67,32 +67,36 @@ def choose(conditions: list[np.ndarray], choices: list[str], default: str = "") 
     return looked_up([*choices, default], position)
 
 
-def noted(note: Any, where: np.ndarray, sentence: str) -> ExtensionArray:
-    """The `note` texts with `sentence` added (after a space) where `where` is true."""
+def noted(note: Any, where: np.ndarray, sentence: str | np.ndarray) -> ExtensionArray:
+    """The `note` texts with `sentence` (one for all rows, or one per row) added after a
+    space where `where` is true."""
     if not where.any():  # most findings, and every export without a medication column
         return note
-    text = pa.array(note, type=pa.large_string(), from_pandas=True)
     large = pa.large_string()
-    longer = pc.binary_join_element_wise(text, pa.scalar(sentence, large), pa.scalar(" ", large))
+    text = pa.array(note, type=large, from_pandas=True)
+    added = pa.scalar(sentence, large) if isinstance(sentence, str) else pa.array(sentence, large)
+    longer = pc.binary_join_element_wise(text, added, pa.scalar(" ", large))
     return pd.array(pc.if_else(pa.array(where), longer, text), dtype=pd.StringDtype("pyarrow"))
 
 
-MG_LOWERING_NOTE = "The medication list names a medicine that often lowers Mg (a PPI or diuretic)."
-
-
-def mg_lowering_nearby(ctx: Context, mg: np.ndarray, window: pd.Timedelta) -> np.ndarray:
-    """Per Mg observation of `mg` (obs ids, -1 for none): a row of the same patient within
-    `window` of it lists a medicine that lowers Mg in the export's medication column (a
-    proton pump inhibitor or a diuretic: CLINICAL.md sec. 5 says these belong in the
-    clinician's text; reference_ranges/medications.toml)."""
+def mg_lowering_nearby(
+    ctx: Context, mg: np.ndarray, window: pd.Timedelta
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per Mg observation of `mg` (obs ids, -1 for none): whether a row of the same patient
+    within `window` of it lists a medicine that lowers Mg in the export's medication column
+    (a proton pump inhibitor or a diuretic: CLINICAL.md sec. 5 says these belong in the
+    clinician's text; reference_ranges/medications.toml), and the medicines the nearest
+    such row names ("omeprazole"; "" where there is none)."""
     obs = ctx.obs
     out = np.zeros(len(mg), dtype=bool)
+    names = np.full(len(mg), "", dtype=object)
     if "mg_lowering_medication" not in obs or not (mg >= 0).any():
-        return out
+        return out, names
     cited = np.flatnonzero(mg >= 0)
     pat, t = obs["pat"].to_numpy(), obs["t"].to_numpy()
     mine = pd.DataFrame({"pat": pat[mg[cited]], "t": t[mg[cited]], "i": cited})
-    listed = obs.loc[obs["mg_lowering_medication"].to_numpy(), ["pat", "t"]].assign(hit=True)
+    listed = obs.loc[obs["mg_lowering_medication"].to_numpy(), ["pat", "t"]]
+    listed = listed.assign(medicines=obs.loc[listed.index, "mg_lowering_medicines"])
     near = pd.merge_asof(
         mine.sort_values("t"),
         listed.sort_values("t"),
@@ -101,8 +105,28 @@ def mg_lowering_nearby(ctx: Context, mg: np.ndarray, window: pd.Timedelta) -> np
         direction="nearest",
         tolerance=window,
     )
-    out[near["i"].to_numpy()[near["hit"].notna().to_numpy()]] = True
-    return out
+    hit = near["medicines"].notna().to_numpy()
+    out[near["i"].to_numpy()[hit]] = True
+    names[near["i"].to_numpy()[hit]] = near["medicines"].to_numpy()[hit]
+    return out, names
+
+
+def mg_lowering_sentences(medicines: np.ndarray) -> np.ndarray:
+    """Per row, the sentence of the clinician's text CLINICAL.md sec. 5 asks for, naming
+    the medicines of `medicines` ("omeprazole; furosemide", from mg_lowering_nearby): "The
+    medication list names omeprazole, a medicine that often lowers Mg (a PPI or
+    diuretic)." Each distinct list is worded once."""
+
+    def sentence(named: str) -> str:
+        words = [w for w in named.split("; ") if w] or ["a medicine"]
+        if len(words) == 1:
+            what = f"{words[0]}, a medicine that often lowers Mg"
+        else:
+            what = f"{', '.join(words[:-1])} and {words[-1]}, medicines that often lower Mg"
+        return f"The medication list names {what} (a PPI or diuretic)."
+
+    distinct, codes = np.unique(medicines.astype(str), return_inverse=True)
+    return np.array([sentence(d) for d in distinct], dtype=object)[codes]
 
 
 def looked_up(texts: list[str], codes: np.ndarray) -> ExtensionArray:

@@ -93,7 +93,8 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         ("magnesium", indeterminate & np.isnan(mg_low)),
         ("calcium", indeterminate & np.isnan(ca_low)),
     )
-    mg_lowering = fired & common.mg_lowering_nearby(ctx, mg, w)
+    near, medicines = common.mg_lowering_nearby(ctx, mg, w)
+    mg_lowering = fired & near
     caveats = common.flags(
         ("mg_lowering_medication", mg_lowering),
         ("albumin_unknown", fired & (basis == "total")),
@@ -121,7 +122,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
             "Total Ca is low but corrected/ionized Ca is normal (pseudo-hypocalcemia).",
         ],
     )
-    note = common.noted(note, mg_lowering, common.MG_LOWERING_NOTE)
+    note = common.noted(note, mg_lowering, common.mg_lowering_sentences(medicines))
     grade_src = np.where(fired, mg, -1)
     columns = dict(
         status=status,

@@ -96,7 +96,8 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         ("potassium", indeterminate & np.isnan(k_low)),
         ("magnesium", indeterminate & np.isnan(mg_low)),
     )
-    mg_lowering = fired & common.mg_lowering_nearby(ctx, mg, w)
+    near, medicines = common.mg_lowering_nearby(ctx, mg, w)
+    mg_lowering = fired & near
     caveats = common.flags(
         ("hemolyzed", hemolyzed),
         ("range_unknown", common.range_unknown(ctx, any_k) | common.range_unknown(ctx, any_mg)),
@@ -111,7 +112,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
             "Low K with low Mg in the same window.",
         ],
     )
-    note = common.noted(note, mg_lowering, common.MG_LOWERING_NOTE)
+    note = common.noted(note, mg_lowering, common.mg_lowering_sentences(medicines))
     columns = dict(
         status=status,
         tier=tier,

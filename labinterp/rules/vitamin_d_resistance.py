@@ -157,7 +157,8 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     ckd = common.ckd_nearby(ctx, used, wd, "ckd_context_egfr_below")
     fired = status == "fired"
     supplemented = fired & _supplement_recorded(ctx, pats, ev_first, ev_last, wd)
-    mg_lowering = fired & common.mg_lowering_nearby(ctx, ev_mg, duration("window_electrolytes"))
+    near, medicines = common.mg_lowering_nearby(ctx, ev_mg, duration("window_electrolytes"))
+    mg_lowering = fired & near
     caveats = common.flags(
         ("inflammation_caveat", crp_id >= 0),
         ("ckd_context", ckd),
@@ -183,7 +184,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         ],
     )
     note = common.noted(note, supplemented, "A vitamin D supplement is recorded.")
-    note = common.noted(note, mg_lowering, common.MG_LOWERING_NOTE)
+    note = common.noted(note, mg_lowering, common.mg_lowering_sentences(medicines))
     out = pd.DataFrame(
         {
             "pat": pats,

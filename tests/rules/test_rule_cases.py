@@ -135,6 +135,8 @@ def test_case(rule_id: str, case: dict[str, Any], case_findings: dict[str, pd.Da
     assert not set(expect.get("no_caveats", [])) & set(str(row["caveats"]).split(";"))
     if "suppressed_by" in expect:
         assert row["suppressed_by"] == expect["suppressed_by"]
+    if "note_contains" in expect:
+        assert expect["note_contains"] in row["note"], row["note"]
     if row["status"] == "fired":
         assert row["evidence"], "a fired finding must carry evidence"
 
