@@ -80,7 +80,8 @@ def summary(result: ReadResult) -> dict[str, object]:
         # the patterns read (FHIR resources), and the results whose medicines name vitamin
         # D (they can strengthen the vitamin D pattern) or a medicine that lowers Mg
         "medication_column": any("medication" in f.fields for f in result.files),
-        "medication_records": sum(f.medication_records for f in result.files),
+        "medication_records": sum(f.medication_records for f in result.files)
+        + sum(int(s.get("medication_records", 0)) for s in result.skipped),
         "vitamin_d_supplement_rows": _flagged(res, "vitamin_d_supplement"),
         "mg_lowering_medication_rows": _flagged(res, "mg_lowering_medication"),
         # results named as calcium whose printed range is an ionized calcium's

@@ -38,6 +38,7 @@ from labinterp.normalize import Options, normalize, normalize_unique, patient_id
 from labinterp.readers import columns as colplan
 from labinterp.readers import duplicates, fhir, formats, medications, sniff, table
 from labinterp.readers.hl7v2 import iter_hl7
+from labinterp.readers.medications import MedicationRecord
 from labinterp.schema import RAW, REJECTED, RESULTS, check, conform, empty
 
 PathLike = str | os.PathLike[str]
@@ -69,8 +70,9 @@ class ReadResult:
     results: pd.DataFrame
     rejected: pd.DataFrame
     files: list[FileReport] = field(default_factory=list)
-    # files found in folders that are not exports: {"file": name, "reason": why}
-    skipped: list[dict[str, str]] = field(default_factory=list)
+    # files found in folders that are not exports: {"file": name, "reason": why}, and the
+    # medication records of a FHIR file without results ("medication_records")
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rows_in(self) -> int:
@@ -104,10 +106,11 @@ def read(
     found = sniff.expand_paths([paths] if isinstance(paths, (str, os.PathLike)) else paths)
     labels = sniff.display_names([f for f, _ in found])
     parts: list[ReadResult] = []
-    skipped: list[dict[str, str]] = []
+    skipped: list[dict[str, Any]] = []
     # One file drops its repeats while normalizing, on codes it already holds; several
     # files can repeat one another, so their union goes through `deduplicate`.
     alone = len(found) == 1
+    bulk = BulkExport.of([f for f, _ in found])
     for (p, in_folder), label in zip(found, labels, strict=True):
         try:
             parts.append(
@@ -117,12 +120,13 @@ def read(
                     date_format=date_format,
                     dedupe=alone,
                     label=label,
+                    other_medicines=bulk.records_beside(p),
                 )
             )
         except (ColumnDetectionError, InputFileError) as exc:
             if not in_folder or isinstance(exc, DamagedFileError):
                 raise  # a damaged export is not skipped: its rows would vanish unseen
-            skipped.append({"file": label, "reason": why_skipped(p, exc)})
+            skipped.append(bulk.skipped(p, label, exc))
     if skipped:  # file names only: the reasons can quote a header
         log.info(
             "skipped %d file(s) found in folders that are not lab exports: %s "
@@ -157,6 +161,71 @@ def read(
     )
     assert out.rows_in == out.rows_used + out.rows_rejected, "row accounting broke"
     return out
+
+
+@dataclass
+class BulkExport:
+    """The FHIR NDJSON files among files read together, each with its index pass (see
+    fhir.ndjson_index). A bulk export writes each resource type to a file of its own, so
+    the medication records of the results' patients stand in other files than the
+    Observations: every FHIR file is read with the records of the others."""
+
+    indexes: dict[Path, fhir.Referenced] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, paths: list[Path]) -> BulkExport:
+        if len(paths) < 2:  # a file alone has only its own records
+            return cls()
+        indexes = {}
+        for p in paths:
+            try:
+                sniffed = sniff.sniff(p)
+                # a one-line NDJSON file is also one JSON document: its name tells
+                lines_named = p.name.lower().removesuffix(".gz").endswith((".ndjson", ".jsonl"))
+                if (sniffed.kind == "ndjson" or lines_named) and _is_fhir(p, sniffed):
+                    lines = formats.iter_ndjson(p, sniffed, fhir.ndjson_wanted_for_index)
+                    indexes[p] = fhir.ndjson_index(lines)
+            except LabinterpError:
+                continue  # reading the file itself says what is wrong with it, in its turn
+        # an order may name its medicine by a Medication resource of another file
+        products = {k: v for index in indexes.values() for k, v in index.products.items()}
+        for index in indexes.values():
+            index.products = {**products, **index.products}  # its own file's first
+        return cls(indexes)
+
+    def records_beside(self, path: Path) -> list[MedicationRecord]:
+        """The medication records of the other files (none unless `path` is FHIR)."""
+        if not self.indexes or not _may_be_fhir(path):
+            return []
+        return [
+            r for q, index in self.indexes.items() if q != path for r in index.medication_records()
+        ]
+
+    def skipped(self, path: Path, label: str, exc: LabinterpError) -> dict[str, Any]:
+        """The entry of `skipped` for a file found in a folder that is not read as an export
+        (see `why_skipped`); a FHIR file without results may hold medication records the
+        other files' results are read with, and says how many."""
+        index = self.indexes.get(path)
+        records = len(index.medication_records()) if index is not None else 0
+        if not records and index is not None and index.products:
+            reason = (
+                f"no Observation resources (lab results); its {len(index.products)} Medication"
+                " resources name the medicines of the other FHIR files' medication records."
+            )
+            return {"file": label, "reason": reason}
+        if not records:
+            return {"file": label, "reason": why_skipped(path, exc)}
+        reason = (
+            f"no Observation resources (lab results); its {records} medication records naming"
+            " a vitamin D supplement or a medicine that lowers Mg are used with the results"
+            " of the other FHIR files."
+        )
+        return {"file": label, "reason": reason, "medication_records": records}
+
+
+def _may_be_fhir(path: Path) -> bool:
+    sniffed = sniff.sniff(path)
+    return sniffed.kind in ("json", "ndjson") and _is_fhir(path, sniffed)
 
 
 def why_skipped(path: Path, exc: LabinterpError) -> str:
@@ -213,14 +282,17 @@ def iter_batches(
     batch_rows: int = 500_000,
     label: str | None = None,
     executor: Executor | None = None,
+    bulk: BulkExport | None = None,
 ) -> Iterator[ReadResult]:
     """Normalized batches of one file, for inputs larger than memory (not deduplicated).
 
     Run `deduplicate` afterwards on complete per-patient data. `label` names the file in
     source_file (default: its name; see sniff.display_names for files read together).
     `executor`: worker processes that may take CPU-heavy parts of reading (FHIR
-    validation), as the audit's do while it reads.
+    validation), as the audit's do while it reads. `bulk`: the FHIR NDJSON files read
+    together with this one (their index passes, and their medication records).
     """
+    bulk = bulk or BulkExport()
     p = Path(path)
     sniffed = sniff.sniff(p)
     tables: Iterator[table.Table]
@@ -244,7 +316,8 @@ def iter_batches(
         return
     elif sniffed.kind == "ndjson" and _is_fhir(p, sniffed):  # a bulk export: by lines
         label = label or sniff.display_name(p)
-        for raw, invalid, records in _fhir_ndjson_batches(p, sniffed, label, batch_rows, executor):
+        batches = _fhir_ndjson_batches(p, sniffed, label, batch_rows, executor, bulk)
+        for raw, invalid, records in batches:
             batch = _from_records(raw, invalid, label, date_format, False, *_FHIR)
             batch.files[0].medication_records = records
             yield batch
@@ -256,6 +329,7 @@ def iter_batches(
             date_format=date_format,
             dedupe=False,
             label=label,
+            other_medicines=bulk.records_beside(p),
         )
         return
     label = label or sniff.display_name(p)
@@ -473,14 +547,22 @@ def _table(p: Path, sniffed: sniff.Sniffed) -> table.Table:
 
 
 def _read_one(
-    p: Path, *, mapping: Path | None, date_format: str | None, dedupe: bool, label: str | None
+    p: Path,
+    *,
+    mapping: Path | None,
+    date_format: str | None,
+    dedupe: bool,
+    label: str | None,
+    other_medicines: list[MedicationRecord] | None = None,
 ) -> ReadResult:
-    """One file's results and rejected rows; `dedupe` also rejects its repeated results."""
+    """One file's results and rejected rows; `dedupe` also rejects its repeated results.
+    A FHIR file's results are covered by its own medication records and `other_medicines`
+    (those of the other files of a bulk export, see BulkExport)."""
     sniffed = sniff.sniff(p)
     label = label or sniff.display_name(p)
     if sniffed.kind in ("json", "ndjson") and _is_fhir(p, sniffed):
         doc = formats.load_json(p, sniffed)
-        raw, invalid, medication_records = fhir.fhir_raw(doc, label)
+        raw, invalid, medication_records = fhir.fhir_raw(doc, label, other_medicines or [])
         if len(raw) == 0 and not invalid:  # e.g. a bundle of Patients: no row to account for
             raise _no_observations(label)
         read = _from_records(raw, invalid, label, date_format, dedupe, *_FHIR)
@@ -551,16 +633,26 @@ def _no_observations(label: str) -> InputFileError:
 
 
 def _fhir_ndjson_batches(
-    p: Path, sniffed: sniff.Sniffed, label: str, batch_rows: int, executor: Executor | None
+    p: Path,
+    sniffed: sniff.Sniffed,
+    label: str,
+    batch_rows: int,
+    executor: Executor | None,
+    bulk: BulkExport,
 ) -> Iterator[tuple[pd.DataFrame, list[tuple[int, str, str]], int]]:
     """A FHIR NDJSON file (a bulk export) in batches of lines, each with the number of the
     file's medication records: a first pass finds the Patient, Specimen and medication
-    resources any line may refer to or be covered by, a second reads the rest."""
-    referenced = fhir.ndjson_index(formats.iter_ndjson(p, sniffed, fhir.ndjson_wanted_for_index))
+    resources any line may refer to or be covered by (done already when the file is read
+    with others: `bulk`), a second reads the rest."""
+    referenced = bulk.indexes.get(p) or fhir.ndjson_index(
+        formats.iter_ndjson(p, sniffed, fhir.ndjson_wanted_for_index)
+    )
     records = len(referenced.medication_records())
     lines = formats.iter_ndjson(p, sniffed)
     found = False
-    for raw, invalid in fhir.iter_ndjson_rows(lines, referenced, label, batch_rows, executor):
+    other = bulk.records_beside(p)
+    rows = fhir.iter_ndjson_rows(lines, referenced, label, batch_rows, executor, other)
+    for raw, invalid in rows:
         found = True
         yield raw, invalid, records
     if not found:

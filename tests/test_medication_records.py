@@ -325,3 +325,38 @@ def test_a_bulk_export_resolves_a_medication_listed_after_its_order(tmp_path: Pa
     flags = read(path).results["quality"].fillna("").tolist()
     assert flags == ["mg_lowering_medication"] * 2
     assert read(path).files[0].medication_records == 1
+
+
+def test_a_bulk_export_reads_medication_records_from_their_own_files(tmp_path: Path) -> None:
+    """A FHIR bulk export writes each resource type to a file of its own: the orders in
+    MedicationRequest.ndjson, naming a Medication of Medication.ndjson, cover the results
+    of Observation.ndjson, in `read` and in the audit (which reads in batches)."""
+    import gzip
+
+    def ndjson(name: str, *resources: dict) -> None:
+        text = "".join(json.dumps(r) + "\n" for r in resources)
+        if name.endswith(".gz"):
+            with gzip.open(tmp_path / name, "wt", encoding="utf-8") as fh:
+                fh.write(text)
+        else:
+            (tmp_path / name).write_text(text, encoding="utf-8")
+
+    order = request(medicationReference={"reference": "Medication/ppi"})
+    del order["medicationCodeableConcept"]
+    ndjson("Observation.ndjson", *low_mg_and_k())
+    ndjson("MedicationRequest.ndjson.gz", order, request("cancelled"))
+    ndjson(
+        "Medication.ndjson",
+        {"resourceType": "Medication", "id": "ppi", "code": {"text": "Esomeprazole 40 MG"}},
+    )
+    res = read(tmp_path)
+    assert res.results["quality"].fillna("").tolist() == ["mg_lowering_medication"] * 2
+    assert res.results["mg_lowering_medicines"].tolist() == ["esomeprazole"] * 2
+    skipped = {s["file"]: s for s in res.skipped}
+    assert skipped["MedicationRequest.ndjson.gz"]["medication_records"] == 1
+    assert "Medication resources name the medicines" in skipped["Medication.ndjson"]["reason"]
+    summary = labinterp.audit(tmp_path, tmp_path / "audit")
+    assert summary["fired_caveats"] == {"hypomagnesemia_hypokalemia": {"mg_lowering_medication": 1}}
+    # a file read alone has only its own records
+    alone = read(tmp_path / "Observation.ndjson")
+    assert alone.results["quality"].fillna("").tolist() == ["", ""]

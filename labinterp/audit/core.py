@@ -71,7 +71,7 @@ class Ingest:
     """What the reading pass learned (no identifiers)."""
 
     files: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
     rows_in: int = 0
     rejected: int = 0
     n_buckets: int = 1
@@ -210,6 +210,9 @@ def _ingest(
     rejected_schema = pa.Schema.from_pandas(schema.empty(schema.REJECTED), preserve_index=False)
     hashing = ThreadPoolExecutor(max_workers=1)  # each file's digest, made while it is read
     labels = display_names([f for f, _ in files])
+    from labinterp.reading import BulkExport
+
+    bulk = BulkExport.of([f for f, _ in files])  # FHIR files: their medication records
     try:
         for (f, from_folder), label in zip(files, labels, strict=True):
             digest = hashing.submit(sha256_of, f)
@@ -222,15 +225,14 @@ def _ingest(
                 batch_rows=_BATCH_ROWS,
                 label=label,
                 executor=pool,  # idle until the buckets are ready: it validates FHIR meanwhile
+                bulk=bulk,
             )
             try:
                 first = next(batches, None)
             except (ColumnDetectionError, InputFileError) as exc:
                 if not from_folder or isinstance(exc, DamagedFileError):
                     raise  # as `read` does: a damaged export is not skipped
-                from labinterp.reading import why_skipped
-
-                ingest.skipped.append({"file": label, "reason": why_skipped(f, exc)})
+                ingest.skipped.append(bulk.skipped(f, label, exc))
                 continue
             medication_records = 0
             warnings: dict[str, None] = {}  # in the order found, each once

@@ -470,25 +470,29 @@ def _row(obs: dict[str, Any], number: int, found: Referenced) -> dict[str, Any]:
     return row
 
 
-def fhir_raw(doc: Any, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, str, str]], int]:
+def fhir_raw(
+    doc: Any, source_file: str, other_medicines: list[MedicationRecord] | None = None
+) -> tuple[pd.DataFrame, list[tuple[int, str, str]], int]:
     """RAW rows for every Observation, plus (record number, reason, detail) for those that
     cannot be read (reason "malformed_row") or hold no result to interpret ("fhir_status"),
-    and how many medication records of the file name a medicine the patterns read (they
-    are written into the medication text of the results they cover).
+    and how many medication records of the file name a medicine the patterns read (they,
+    and `other_medicines` from other files, are written into the medication text of the
+    results they cover).
 
     `doc` is a parsed JSON document, or a list of (line number, resource) for NDJSON.
     """
     if isinstance(doc, list) and doc and isinstance(doc[0], tuple):
         found = ndjson_index(doc)
-        batches = list(iter_ndjson_rows(doc, found, source_file, None))
+        own = len(found.medication_records())
+        batches = list(iter_ndjson_rows(doc, found, source_file, None, None, other_medicines))
         raw, invalid = batches[0] if batches else (raw_from_records([], source_file), [])
-        return raw, invalid, len(found.medication_records())
+        return raw, invalid, own
     obs_list, found = _walk(
         doc if not isinstance(doc, list) else {"entry": [{"resource": r} for r in doc]}
     )
     raw, invalid = _rows(list(enumerate(obs_list, start=1)), found, source_file, [])
     records = found.medication_records()
-    mark_results(raw, records)
+    mark_results(raw, [*records, *(other_medicines or [])])
     return raw, invalid, len(records)
 
 
@@ -533,13 +537,15 @@ def iter_ndjson_rows(
     source_file: str,
     batch_rows: int | None = 100_000,
     executor: Executor | None = None,
+    other_medicines: list[MedicationRecord] | None = None,
 ) -> Iterator[tuple[pd.DataFrame, list[tuple[int, str, str]]]]:
     """`fhir_raw` of NDJSON lines in batches of about `batch_rows` lines (None: one batch),
     with the resources of the file from `ndjson_index`; each Observation is numbered by its
     line. With an `executor` (the audit's worker processes), the Observations are validated
-    there, VALIDATE_CHUNK at a time, while this process reads on.
+    there, VALIDATE_CHUNK at a time, while this process reads on. The results are covered
+    by the file's medication records and `other_medicines` (other files').
     """
-    records = found.medication_records()
+    records = [*found.medication_records(), *(other_medicines or [])]
     rows: list[dict[str, Any]] = []
     invalid: list[tuple[int, str, str]] = []
     pending: list[tuple[int, dict[str, Any]]] = []  # read, not yet validated
