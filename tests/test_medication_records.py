@@ -360,3 +360,34 @@ def test_a_bulk_export_reads_medication_records_from_their_own_files(tmp_path: P
     # a file read alone has only its own records
     alone = read(tmp_path / "Observation.ndjson")
     assert alone.results["quality"].fillna("").tolist() == ["", ""]
+
+
+def test_an_unreadable_medication_list_is_an_error_naming_it(tmp_path: Path) -> None:
+    from labinterp.errors import DamagedFileError
+
+    (tmp_path / "observations.csv").write_text(
+        "DATE,PATIENT,ENCOUNTER,CODE,DESCRIPTION,VALUE,UNITS,TYPE\n"
+        "2021-05-02T08:00:00Z,pa,e1,19123-9,Magnesium,1.2,mg/dL,numeric\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "medications.csv").write_bytes(
+        b'START,STOP,PATIENT,DESCRIPTION\n2019-01-01,,pa,"Omeprazole 20 MG\n'  # quote never closed
+    )
+    with pytest.raises(DamagedFileError, match="medication list") as err:
+        read(tmp_path)
+    assert err.value.file == "medications.csv"
+
+
+def test_a_latin1_medication_list_is_read(tmp_path: Path) -> None:
+    (tmp_path / "observations.csv").write_text(
+        "DATE,PATIENT,ENCOUNTER,CODE,DESCRIPTION,VALUE,UNITS,TYPE\n"
+        "2021-05-02T08:00:00Z,pa,e1,19123-9,Magnesium,1.2,mg/dL,numeric\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "medications.csv").write_bytes(
+        "START,STOP,PATIENT,DESCRIPTION\n2019-01-01,,pa,Furosemida 40 mg (diurético)\n".encode(
+            "latin-1"
+        )
+    )
+    quality = read(tmp_path).results["quality"].fillna("").tolist()
+    assert quality == ["mg_lowering_medication"]

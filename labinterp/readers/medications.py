@@ -34,7 +34,9 @@ import numpy as np
 import pandas as pd
 
 from labinterp.catalog import names_medicine
+from labinterp.errors import DamagedFileError
 from labinterp.normalize import patient_id_text
+from labinterp.readers.sniff import sniff
 
 # the groups of reference_ranges/medications.toml the patterns read
 _GROUPS = ("vitamin_d", "mg_lowering")
@@ -132,26 +134,40 @@ def _companion_records(
 ) -> tuple[MedicationRecord, ...]:
     named: dict[str, bool] = {}  # a list repeats its medicine names: each is looked up once
     out: list[MedicationRecord] = []
-    chunks = pd.read_csv(
-        path,
-        usecols=lambda c: c in columns,
-        dtype=str,
-        keep_default_na=False,
-        chunksize=_CHUNK_ROWS,
-        encoding="utf-8-sig",
-    )
-    for chunk in chunks:
-        chunk = chunk.reindex(columns=list(columns), fill_value="")
-        texts = chunk[columns[1]].str.strip()
-        for text in texts.unique():
-            if text not in named:
-                named[text] = names_a_medicine_read(text)
-        wanted = chunk[texts.map(named).to_numpy(dtype=bool)]
-        for key, text, start, end in wanted.itertuples(index=False):
-            stopped = bool(end.strip())
-            out.append(
-                MedicationRecord(
-                    key, text.strip(), start.strip(), end.strip(), ongoing and not stopped
-                )
-            )
+    sniffed = sniff(Path(path))  # its encoding, separator and compression
+    try:
+        for chunk in pd.read_csv(
+            path,
+            sep=sniffed.delimiter or ",",
+            usecols=lambda c: c in columns,
+            dtype=str,
+            keep_default_na=False,
+            chunksize=_CHUNK_ROWS,
+            encoding=sniffed.encoding,
+        ):
+            out.extend(_records_of(chunk, columns, ongoing, named))
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
+        # refused, not skipped: the export's results would be read without its medicines
+        raise DamagedFileError(
+            f"the medication list beside the export cannot be read ({type(exc).__name__}).",
+            file=Path(path).name,
+            fix="re-export it as CSV, or move it out of the folder to read the results alone.",
+        ) from exc
     return tuple(out)
+
+
+def _records_of(
+    chunk: pd.DataFrame, columns: tuple[str, str, str, str], ongoing: bool, named: dict[str, bool]
+) -> list[MedicationRecord]:
+    """The records of rows of a medication list naming a medicine the patterns read."""
+    out = []
+    chunk = chunk.reindex(columns=list(columns), fill_value="")
+    texts = chunk[columns[1]].str.strip()
+    for text in texts.unique():
+        if text not in named:
+            named[text] = names_a_medicine_read(text)
+    wanted = chunk[texts.map(named).to_numpy(dtype=bool)]
+    for key, text, start, end in wanted.itertuples(index=False):
+        end = end.strip()
+        out.append(MedicationRecord(key, text.strip(), start.strip(), end, ongoing and not end))
+    return out
