@@ -362,14 +362,19 @@ def test_a_bulk_export_reads_medication_records_from_their_own_files(tmp_path: P
     assert alone.results["quality"].fillna("").tolist() == ["", ""]
 
 
-def test_an_unreadable_medication_list_is_an_error_naming_it(tmp_path: Path) -> None:
-    from labinterp.errors import DamagedFileError
-
-    (tmp_path / "observations.csv").write_text(
+def synthea_magnesium(folder: Path) -> None:
+    """A Synthea observations.csv of one low Mg, for a medication list beside it."""
+    (folder / "observations.csv").write_text(
         "DATE,PATIENT,ENCOUNTER,CODE,DESCRIPTION,VALUE,UNITS,TYPE\n"
         "2021-05-02T08:00:00Z,pa,e1,19123-9,Magnesium,1.2,mg/dL,numeric\n",
         encoding="utf-8",
     )
+
+
+def test_an_unreadable_medication_list_is_an_error_naming_it(tmp_path: Path) -> None:
+    from labinterp.errors import DamagedFileError
+
+    synthea_magnesium(tmp_path)
     (tmp_path / "medications.csv").write_bytes(
         b'START,STOP,PATIENT,DESCRIPTION\n2019-01-01,,pa,"Omeprazole 20 MG\n'  # quote never closed
     )
@@ -379,11 +384,7 @@ def test_an_unreadable_medication_list_is_an_error_naming_it(tmp_path: Path) -> 
 
 
 def test_a_latin1_medication_list_is_read(tmp_path: Path) -> None:
-    (tmp_path / "observations.csv").write_text(
-        "DATE,PATIENT,ENCOUNTER,CODE,DESCRIPTION,VALUE,UNITS,TYPE\n"
-        "2021-05-02T08:00:00Z,pa,e1,19123-9,Magnesium,1.2,mg/dL,numeric\n",
-        encoding="utf-8",
-    )
+    synthea_magnesium(tmp_path)
     (tmp_path / "medications.csv").write_bytes(
         "START,STOP,PATIENT,DESCRIPTION\n2019-01-01,,pa,Furosemida 40 mg (diurético)\n".encode(
             "latin-1"
