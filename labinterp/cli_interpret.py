@@ -1,7 +1,8 @@
 """`labinterp interpret FILE...`: the findings table for one or more lab exports.
 
 On a terminal (`--format table`, the default) it prints compact columns, one line per
-patient x rule x episode; `--format csv|json` gives the full findings table (the same
+patient x rule x episode, and with `--patient` each fired or suppressed finding's note and
+evidence below them; `--format csv|json` gives the full findings table (the same
 columns as the Python API). `--status` and `--rule` keep only some findings (a large
 export has mostly `not_fired` ones). Findings go to stdout; a one-line count goes to stderr.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+import textwrap
 
 import pandas as pd
 
@@ -76,6 +79,25 @@ def add_guideline_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def details(findings: pd.DataFrame) -> str:
+    """Below the table, for `--patient`: each fired or suppressed finding's note (the
+    clinician's text) and evidence, the columns too long for a line of the table."""
+    shown = findings[findings["status"].isin(["fired", "suppressed"]).to_numpy()]
+    when = shown["evidence_at"].fillna(shown["episode_start"]).dt.strftime("%Y-%m-%d %H:%M")
+    lines = []
+    for row, seen in zip(shown.to_dict("records"), when.fillna(""), strict=True):
+        tier = f" {row['tier']}" if row["tier"] else ""
+        head = f"{row['patient_id']}  {row['rule_id']}: {row['status']}{tier}"
+        lines.append(f"\n{head}  ({seen})\n" if seen else f"\n{head}\n")
+        for label, text in (("note", row["note"]), ("evidence", row["evidence"])):
+            if isinstance(text, str) and text:
+                wrapped = textwrap.fill(
+                    text, width=96, initial_indent=f"  {label}: ", subsequent_indent="    "
+                )
+                lines.append(wrapped + "\n")
+    return "".join(lines)
+
+
 def compact(findings: pd.DataFrame, utc: bool = False) -> pd.DataFrame:
     """The terminal's columns. The time is when the finding was seen (its latest cited
     result), else the start of its episode: an episode of daily results can run for weeks.
@@ -118,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
     log.info("%s", counts)
     if args.format == "table":
         write_table(compact(findings, utc=times_in_utc(result.results)), "table")
+        if wanted:  # a few patients: what each finding that fired or was vetoed rests on
+            sys.stdout.write(details(findings))
     else:
         write_table(findings, args.format)
     return 0

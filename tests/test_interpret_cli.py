@@ -26,6 +26,22 @@ def test_table_is_compact_and_readable(capsys: pytest.CaptureFixture[str]) -> No
     assert "DEMO-001" not in out
 
 
+def test_one_patient_shows_the_note_and_evidence_of_what_fired(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["interpret", SAMPLE, "--patient", "DEMO-005"]) == 0
+    out = capsys.readouterr().out
+    table, _, details = out.partition("\n\n")
+    assert table.startswith("patient_id")
+    assert "hypomagnesemia_hypokalemia: fired refractory  (2024-05-08 09:40)" in details
+    assert "  note: Low K on repeated draws" in details
+    assert "names omeprazole, a medicine that often lowers Mg" in " ".join(details.split())
+    assert details.count("evidence: ") == 1  # only the finding that fired
+    # without --patient, the table alone
+    assert main(["interpret", SAMPLE]) == 0
+    assert "  note: " not in capsys.readouterr().out
+
+
 def test_table_leaves_out_columns_nothing_fills(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
