@@ -4,6 +4,7 @@ MedicationAdministration) written into the medication text of the results they c
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -233,7 +234,59 @@ def test_records_add_to_a_medication_the_row_names_itself(tmp_path: Path) -> Non
             MedicationRecord("p1", "Furosemide", "2024-03-05"),  # the same medicine twice
         ],
     )
-    assert raw["medication"].tolist() == ["Metformin; Furosemide; Omeprazole", "", "", ""]
+    # the medicines by their generic names, each once
+    assert raw["medication"].tolist() == ["Metformin; furosemide; omeprazole", "", "", ""]
+
+
+def test_coverage_matches_checking_every_record_against_every_result() -> None:
+    """The one-search-per-row coverage gives what pairing each record with each result
+    would, on random records (some open, some of a day, some spans) and results."""
+    import random
+
+    from labinterp.readers.medications import MedicationRecord, mark_results
+    from labinterp.schema import raw_from_records
+
+    rng = random.Random(7)
+    day0 = dt.date(2024, 1, 1)
+
+    def day(n: int) -> str:
+        return (day0 + dt.timedelta(days=n)).isoformat()
+
+    records = []
+    for _ in range(400):
+        start = rng.randrange(0, 200)
+        kind = rng.choice(["span", "day", "open"])
+        end = day(start + rng.randrange(0, 30)) if kind == "span" else ""
+        records.append(
+            MedicationRecord(
+                rng.choice("abc"),
+                rng.choice(["Furosemide 40 mg IV", "furosemide", "Omeprazole 20 MG"]),
+                day(start),
+                end,
+                ongoing=kind == "open",
+            )
+        )
+    rows = [
+        {"patient_id": rng.choice("abcd"), "collected_at": f"{day(rng.randrange(-5, 240))} 08:00"}
+        for _ in range(1500)
+    ]
+    raw = raw_from_records(rows, "x.csv")
+    mark_results(raw, records)
+
+    def covers(r: MedicationRecord, row: dict) -> bool:
+        when = row["collected_at"][:10]
+        last = r.end or ("9999-12-31" if r.ongoing else r.start)
+        return r.patient_id == row["patient_id"] and r.start <= when <= last
+
+    expected = [
+        "; ".join(
+            name
+            for name in ("furosemide", "omeprazole")
+            if any(covers(r, row) and name in r.text.lower() for r in records)
+        )
+        for row in rows
+    ]
+    assert raw["medication"].fillna("").tolist() == expected
 
 
 def test_a_synthea_medication_list_beside_the_observations(tmp_path: Path) -> None:

@@ -5,9 +5,10 @@ export), turned into the `medication` text of the results they cover.
 The patterns read medicines from a result row's medication column (catalog.names_medicine):
 a supplement of vitamin D strengthens the vitamin D pattern, and a proton pump inhibitor or
 a diuretic is said in the clinician's text of the Mg patterns (CLINICAL.md sec. 4 and 5).
-Exports that list medicines in records of their own say the same thing with dates, so each
-such record is written into the medication text of the same patient's results whose
-collection day it covers, and everything after that is unchanged.
+Exports that list medicines in records of their own say the same thing with dates, so the
+medicines of each such record (by the names reference_ranges/medications.toml gives them:
+"Pantoprazole 40 mg IV" is "pantoprazole") are written into the medication text of the same
+patient's results whose collection day it covers, and everything after that is unchanged.
 
 What a record covers, by day (medicines are prescribed and listed by day, and a day does
 not depend on the time zone a time is printed in):
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labinterp.catalog import names_medicine
+from labinterp.catalog import medicines_named, names_medicine
 from labinterp.errors import DamagedFileError
 from labinterp.normalize import patient_id_text
 from labinterp.readers.sniff import sniff
@@ -65,45 +66,71 @@ def _day(text: pd.Series) -> pd.Series:
     return pd.to_datetime(text.str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
 
 
+def _generic_names(text: str) -> str:
+    """The medicines a record's text names that the patterns read, by the words of
+    reference_ranges/medications.toml ("Pantoprazole 40 mg IV" -> "pantoprazole"): an ICU
+    lists one medicine under many order texts, and the names are what a result is marked
+    with."""
+    return "; ".join(medicines_named("vitamin_d", text) + medicines_named("mg_lowering", text))
+
+
 def mark_results(raw: pd.DataFrame, records: list[MedicationRecord]) -> None:
-    """Add to `raw`'s medication text (in place) the medicine of every record of `records`
-    that covers the row's collection day."""
+    """Add to `raw`'s medication text (in place) the medicines of the records of `records`
+    that cover the row's collection day.
+
+    Per medicine, a row is covered when a record of its patient starting on or before its
+    day ends on or after it: with the records sorted by (patient, start), the latest end
+    so far tells, one search per row, so a patient with thousands of administrations and
+    thousands of results costs no pairing of each with each."""
     kept = [r for r in records if r.patient_id]
     if not kept or raw.empty:
         return
     meds = pd.DataFrame(
         {
             "patient_id": patient_id_text(pd.Series([r.patient_id for r in kept], dtype=object)),
-            "text": [r.text.strip() for r in kept],
+            "name": pd.Series([r.text for r in kept]).map(
+                {t: _generic_names(t) for t in {r.text for r in kept}}  # each text once
+            ),
             "start": _day(pd.Series([r.start for r in kept], dtype=object).astype(str)),
             "end": _day(pd.Series([r.end for r in kept], dtype=object).astype(str)),
             "ongoing": [r.ongoing for r in kept],
         }
     )
-    meds = meds[meds["start"].notna()].copy()
-    # no end: open for an ongoing medicine, else the start day alone
-    no_end = meds["end"].isna()
-    meds.loc[no_end & meds["ongoing"], "end"] = pd.Timestamp.max.normalize()
-    meds.loc[no_end & ~meds["ongoing"], "end"] = meds["start"]
+    meds = meds[meds["start"].notna() & (meds["name"] != "")]
     patient = patient_id_text(raw["patient_id"])
     mine = np.flatnonzero(patient.isin(meds["patient_id"]).to_numpy())
-    rows = pd.DataFrame(
-        {
-            "patient_id": patient.iloc[mine].to_numpy(),
-            "day": _day(raw["collected_at"].iloc[mine].astype(str).str.strip()).to_numpy(),
-            "row": mine,
-        }
-    )
-    rows = rows[rows["day"].notna()]
-    pairs = rows.merge(meds, on="patient_id")
-    covered = pairs[(pairs["day"] >= pairs["start"]) & (pairs["day"] <= pairs["end"])]
-    if covered.empty:
+    day = _day(raw["collected_at"].iloc[mine].astype(str).str.strip()).to_numpy()
+    mine, day = mine[~np.isnat(day)], day[~np.isnat(day)]
+    if meds.empty or not len(mine):
         return
-    texts = covered.drop_duplicates(["row", "text"]).groupby("row")["text"].agg("; ".join)
-    position = texts.index.to_numpy()
-    before = raw["medication"].iloc[position].fillna("").astype(str).to_numpy()
+    # days as small integers, and one key per (patient, day) that sorts like the pair
+    first = min(meds["start"].min(), pd.Timestamp(day.min()))
+    start = (meds["start"] - first).dt.days.to_numpy()
+    row_day = ((day - first.to_datetime64()) // np.timedelta64(1, "D")).astype("int64")
+    span = int(max(start.max(), row_day.max())) + 2
+    end = (meds["end"] - first).dt.days.to_numpy(dtype="float64", na_value=np.nan)
+    # no end: open for an ongoing medicine (to the last day there is), else its start day
+    end = np.where(np.isnan(end), np.where(meds["ongoing"], span - 1, start), end)
+    codes, _ = pd.factorize(pd.concat([meds["patient_id"], patient.iloc[mine]]), sort=False)
+    med_pat, row_pat = codes[: len(meds)].astype("int64"), codes[len(meds) :].astype("int64")
+    row_key = row_pat * span + row_day
+    names = meds["name"].to_numpy()
+    marks = np.full(len(mine), "", dtype=object)
+    for name in sorted(set(names)):
+        of = np.flatnonzero(names == name)
+        order = of[np.lexsort((start[of], med_pat[of]))]
+        start_key = med_pat[order] * span + start[order]
+        reach = np.maximum.accumulate(med_pat[order] * span + end[order].astype("int64"))
+        before = np.searchsorted(start_key, row_key, side="right") - 1
+        hit = (before >= 0) & (reach[np.maximum(before, 0)] >= row_key)
+        marks[hit] = np.where(marks[hit] == "", name, marks[hit] + "; " + name)
+    covered = marks != ""
+    if not covered.any():
+        return
+    position = mine[covered]
+    before_text = raw["medication"].iloc[position].fillna("").astype(str).to_numpy()
     joined = [
-        f"{b}; {t}" if b.strip() else t for b, t in zip(before, texts.to_numpy(), strict=True)
+        f"{b}; {t}" if b.strip() else t for b, t in zip(before_text, marks[covered], strict=True)
     ]
     column = raw["medication"].astype(object).to_numpy(copy=True)
     column[position] = joined
