@@ -21,7 +21,12 @@ from typing import Any
 
 import pandas as pd
 
-from labinterp.readers.medications import MedicationRecord, mark_results, names_a_medicine_read
+from labinterp.readers.medications import (
+    Coverage,
+    MedicationRecord,
+    mark_results,
+    names_a_medicine_read,
+)
 from labinterp.schema import raw_from_records
 
 LOINC_SYSTEM = "http://loinc.org"
@@ -545,7 +550,7 @@ def iter_ndjson_rows(
     there, VALIDATE_CHUNK at a time, while this process reads on. The results are covered
     by the file's medication records and `other_medicines` (other files').
     """
-    records = [*found.medication_records(), *(other_medicines or [])]
+    coverage = Coverage([*found.medication_records(), *(other_medicines or [])])
     rows: list[dict[str, Any]] = []
     invalid: list[tuple[int, str, str]] = []
     pending: list[tuple[int, dict[str, Any]]] = []  # read, not yet validated
@@ -570,7 +575,7 @@ def iter_ndjson_rows(
 
     def batch() -> pd.DataFrame:
         raw = raw_from_records(rows, source_file)
-        mark_results(raw, records)
+        coverage.mark(raw)
         return raw
 
     for line, res in lines:

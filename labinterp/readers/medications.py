@@ -76,65 +76,88 @@ def _generic_names(text: str) -> str:
 
 def mark_results(raw: pd.DataFrame, records: list[MedicationRecord]) -> None:
     """Add to `raw`'s medication text (in place) the medicines of the records of `records`
-    that cover the row's collection day.
+    that cover the row's collection day (see Coverage; made once, it marks any number of
+    batches of results)."""
+    Coverage(records).mark(raw)
+
+
+class Coverage:
+    """The days medication records cover, per patient and medicine, ready to mark results.
 
     Per medicine, a row is covered when a record of its patient starting on or before its
     day ends on or after it: with the records sorted by (patient, start), the latest end
     so far tells, one search per row, so a patient with thousands of administrations and
-    thousands of results costs no pairing of each with each."""
-    kept = [r for r in records if r.patient_id]
-    if not kept or raw.empty:
-        return
-    meds = pd.DataFrame(
-        {
-            "patient_id": patient_id_text(pd.Series([r.patient_id for r in kept], dtype=object)),
-            "name": pd.Series([r.text for r in kept]).map(
-                {t: _generic_names(t) for t in {r.text for r in kept}}  # each text once
-            ),
-            "start": _day(pd.Series([r.start for r in kept], dtype=object).astype(str)),
-            "end": _day(pd.Series([r.end for r in kept], dtype=object).astype(str)),
-            "ongoing": [r.ongoing for r in kept],
-        }
-    )
-    meds = meds[meds["start"].notna() & (meds["name"] != "")]
-    patient = patient_id_text(raw["patient_id"])
-    mine = np.flatnonzero(patient.isin(meds["patient_id"]).to_numpy())
-    day = _day(raw["collected_at"].iloc[mine].astype(str).str.strip()).to_numpy()
-    mine, day = mine[~np.isnat(day)], day[~np.isnat(day)]
-    if meds.empty or not len(mine):
-        return
-    # days as small integers, and one key per (patient, day) that sorts like the pair
-    first = min(meds["start"].min(), pd.Timestamp(day.min()))
-    start = (meds["start"] - first).dt.days.to_numpy()
-    row_day = ((day - first.to_datetime64()) // np.timedelta64(1, "D")).astype("int64")
-    span = int(max(start.max(), row_day.max())) + 2
-    end = (meds["end"] - first).dt.days.to_numpy(dtype="float64", na_value=np.nan)
-    # no end: open for an ongoing medicine (to the last day there is), else its start day
-    end = np.where(np.isnan(end), np.where(meds["ongoing"], span - 1, start), end)
-    codes, _ = pd.factorize(pd.concat([meds["patient_id"], patient.iloc[mine]]), sort=False)
-    med_pat, row_pat = codes[: len(meds)].astype("int64"), codes[len(meds) :].astype("int64")
-    row_key = row_pat * span + row_day
-    names = meds["name"].to_numpy()
-    marks = np.full(len(mine), "", dtype=object)
-    for name in sorted(set(names)):
-        of = np.flatnonzero(names == name)
-        order = of[np.lexsort((start[of], med_pat[of]))]
-        start_key = med_pat[order] * span + start[order]
-        reach = np.maximum.accumulate(med_pat[order] * span + end[order].astype("int64"))
-        before = np.searchsorted(start_key, row_key, side="right") - 1
-        hit = (before >= 0) & (reach[np.maximum(before, 0)] >= row_key)
-        marks[hit] = np.where(marks[hit] == "", name, marks[hit] + "; " + name)
-    covered = marks != ""
-    if not covered.any():
-        return
-    position = mine[covered]
-    before_text = raw["medication"].iloc[position].fillna("").astype(str).to_numpy()
-    joined = [
-        f"{b}; {t}" if b.strip() else t for b, t in zip(before_text, marks[covered], strict=True)
-    ]
-    column = raw["medication"].astype(object).to_numpy(copy=True)
-    column[position] = joined
-    raw["medication"] = pd.Series(column, index=raw.index, dtype=raw["medication"].dtype)
+    thousands of results costs no pairing of each with each. Days are counted from the
+    first start, and a key per (patient, day) sorts like the pair."""
+
+    def __init__(self, records: list[MedicationRecord]) -> None:
+        kept = [r for r in records if r.patient_id]
+        texts = {t: _generic_names(t) for t in {r.text for r in kept}}  # each text once
+        meds = pd.DataFrame(
+            {
+                "patient_id": patient_id_text(
+                    pd.Series([r.patient_id for r in kept], dtype=object)
+                ),
+                "name": [texts[r.text] for r in kept],
+                "start": _day(pd.Series([r.start for r in kept], dtype=object).astype(str)),
+                "end": _day(pd.Series([r.end for r in kept], dtype=object).astype(str)),
+                "ongoing": np.array([r.ongoing for r in kept], dtype=bool),
+            }
+        )
+        meds = meds[meds["start"].notna() & (meds["name"] != "")]
+        self.patients = pd.Index(meds["patient_id"].unique())
+        starts = meds["start"].to_numpy(dtype="datetime64[D]")
+        ends = meds["end"].to_numpy(dtype="datetime64[D]")
+        self.first = starts.min() if len(starts) else np.datetime64("1970-01-01", "D")
+        start = (starts - self.first).astype("int64")
+        has_end = ~np.isnat(ends)
+        end = np.full(len(ends), np.nan)
+        end[has_end] = (ends[has_end] - self.first).astype("int64")
+        last = int(max(start.max(initial=0), np.nanmax(end, initial=0)))
+        self.span = last + 2  # day span - 1 is "still taken": after every day a record names
+        # no end: open for an ongoing medicine, else its start day alone
+        end = np.where(np.isnan(end), np.where(meds["ongoing"], self.span - 1, start), end)
+        patient = self.patients.get_indexer(meds["patient_id"]).astype("int64")
+        names = meds["name"].to_numpy()
+        # per medicine: the records' (patient, start) keys sorted, and the latest end so far
+        self.by_name: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name in sorted(set(names)):
+            of = np.flatnonzero(names == name)
+            order = of[np.lexsort((start[of], patient[of]))]
+            start_key = patient[order] * self.span + start[order]
+            reach = np.maximum.accumulate(patient[order] * self.span + end[order].astype("int64"))
+            self.by_name[name] = (start_key, reach)
+
+    def mark(self, raw: pd.DataFrame) -> None:
+        """Add the medicines covering each row's collection day to `raw`'s medication text."""
+        if not self.by_name or raw.empty:
+            return
+        patient = self.patients.get_indexer(patient_id_text(raw["patient_id"]))
+        mine = np.flatnonzero(patient >= 0)
+        day = _day(raw["collected_at"].iloc[mine].astype(str).str.strip()).to_numpy("datetime64[D]")
+        mine, day = mine[~np.isnat(day)], day[~np.isnat(day)]
+        offset = (day - self.first).astype("int64")
+        # a day before every record is covered by none; after every one, only by the open
+        usable = offset >= 0
+        mine, offset = mine[usable], np.minimum(offset[usable], self.span - 1)
+        row_key = patient[mine].astype("int64") * self.span + offset
+        marks = np.full(len(mine), "", dtype=object)
+        for name, (start_key, reach) in self.by_name.items():
+            before = np.searchsorted(start_key, row_key, side="right") - 1
+            hit = (before >= 0) & (reach[np.maximum(before, 0)] >= row_key)
+            marks[hit] = np.where(marks[hit] == "", name, marks[hit] + "; " + name)
+        covered = marks != ""
+        if not covered.any():
+            return
+        position = mine[covered]
+        before_text = raw["medication"].iloc[position].fillna("").astype(str).to_numpy()
+        joined = [
+            f"{b}; {t}" if b.strip() else t
+            for b, t in zip(before_text, marks[covered], strict=True)
+        ]
+        column = raw["medication"].astype(object).to_numpy(copy=True)
+        column[position] = joined
+        raw["medication"] = pd.Series(column, index=raw.index, dtype=raw["medication"].dtype)
 
 
 # ---------------------------------------------------------------- companion lists
