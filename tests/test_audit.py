@@ -131,6 +131,12 @@ def test_fired_caveats_are_counted_per_rule(tmp_path: Path) -> None:
     assert summary["fired_caveats"] == expected
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert 'id="fired-caveats"' in html and "<td>mg_lowering_medication</td>" in html
+    # the patients list says who was read with a medicine that lowers Mg
+    patients = pd.read_csv(tmp_path / "out" / "patients.csv", keep_default_na=False, dtype=str)
+    on_one = patients.loc[patients["mg_lowering_medicines"] != "", "patient_id"].tolist()
+    assert on_one == ["DEMO-005"]
+    columns = patients.columns.tolist()
+    assert columns.index("mg_lowering_medicines") == columns.index("last_at") + 1
 
 
 def test_same_input_same_findings_bytes(planted: tuple[Manifest, Path, dict]) -> None:

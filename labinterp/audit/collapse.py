@@ -312,6 +312,7 @@ def patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame
     columns["results"] = pd.array(np.bincount(row[row >= 0], minlength=len(pids)), dtype="Int64")
     columns["first_at"] = np.where(first == never, nat, first).view("datetime64[ns]")
     columns["last_at"] = last.view("datetime64[ns]")
+    columns["mg_lowering_medicines"] = _medicines_per_patient(results, row, len(pids))
     # The latest value of each shown analyte: per (patient, analyte), the last row in the
     # order of (collected_at, source_file, source_row), missing ones last (sort_values'
     # order), ties to the later row; one stable np.lexsort on integer keys.
@@ -347,6 +348,24 @@ def patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame
     out = pd.DataFrame(columns, index=pids)
     out.index.name = "patient_id"
     return out.reset_index()
+
+
+def _medicines_per_patient(results: pd.DataFrame, row: np.ndarray, patients: int) -> np.ndarray:
+    """Per patient (its position `row` of each result), the medicines that often lower Mg
+    its results were read with ("furosemide; omeprazole"; "" for none), so a reviewer can
+    filter the patients on a PPI or diuretic."""
+    listed = np.full(patients, "", dtype=object)
+    medicines = results["mg_lowering_medicines"]
+    named = np.flatnonzero(medicines.notna().to_numpy() & (row >= 0))
+    if len(named):  # only exports that list medicines have any
+        pairs = pd.DataFrame({"at": row[named], "names": medicines.iloc[named].to_numpy()})
+        per = (
+            pairs.drop_duplicates()
+            .groupby("at")["names"]
+            .agg(lambda texts: "; ".join(sorted({n for t in texts for n in t.split("; ")})))
+        )
+        listed[per.index.to_numpy()] = per.to_numpy()
+    return listed
 
 
 def _position_in(column: pd.Series, names: tuple[str, ...]) -> np.ndarray:

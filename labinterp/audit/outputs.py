@@ -177,7 +177,7 @@ def write_outputs(
     rule_cols = sorted(
         c
         for c in patients.column_names
-        if c not in {"patient_id", "results", "first_at", "last_at"}
+        if c not in {"patient_id", "results", "first_at", "last_at", "mg_lowering_medicines"}
         and not any(c.startswith(f"{a}_") for a in LATEST_ANALYTES)
     )
     tail = [c for c in patients.column_names if c not in rule_cols and c != "patient_id"]
