@@ -123,6 +123,28 @@ def p3_caveats(path: Path) -> str:
             False,
         ),
         (
+            {  # R5: recorded, but the patient says they do not take it
+                "resourceType": "MedicationStatement",
+                "status": "recorded",
+                "medication": {"concept": {"text": "furosemide 40 mg"}},
+                "subject": {"reference": "Patient/p1"},
+                "effectiveDateTime": "2024-03-05",
+                "adherence": {"code": {"coding": [{"code": "not-taking"}]}},
+            },
+            False,
+        ),
+        (
+            {  # R5: recorded and taken
+                "resourceType": "MedicationStatement",
+                "status": "recorded",
+                "medication": {"concept": {"text": "furosemide 40 mg"}},
+                "subject": {"reference": "Patient/p1"},
+                "effectiveDateTime": "2024-03-05",
+                "adherence": {"code": {"coding": [{"code": "taking-as-directed"}]}},
+            },
+            True,
+        ),
+        (
             {  # R5: the medicine is a CodeableReference to a Medication in the bundle
                 "resourceType": "MedicationAdministration",
                 "status": "completed",
@@ -356,6 +378,7 @@ def test_mimic_prescriptions_gzipped_beside_labevents(tmp_path: Path) -> None:
         {**request(), "resourceType": ["MedicationRequest"]},
         request(contained=[{"resourceType": "Medication", "id": ["m"]}]),
         request(medicationReference={"reference": 5}),
+        {**request(), "resourceType": "MedicationStatement", "adherence": ["not-taking"]},
     ],
 )
 def test_a_malformed_medication_record_is_passed_over(tmp_path: Path, broken: dict) -> None:

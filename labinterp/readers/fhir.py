@@ -335,6 +335,14 @@ def _text_at(value: Any, *keys: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def _not_taking(statement: dict[str, Any]) -> bool:
+    """An R5 MedicationStatement "recorded" with an adherence saying the patient is not
+    taking the medicine, or has it on hold (R4 says so by its status instead)."""
+    adherence = _as_dict(_as_dict(statement.get("adherence")).get("code"))
+    codes = [_text_at(c, "code") for c in _as_list(adherence.get("coding"))]
+    return any(code.startswith(("not-taking", "on-hold")) for code in codes)
+
+
 def _medication_record(res: dict[str, Any], products: Index) -> MedicationRecord | None:
     """The record a MedicationRequest, MedicationStatement, MedicationAdministration or
     MedicationDispense makes (readers.medications says what it covers), or None when it
@@ -344,6 +352,8 @@ def _medication_record(res: dict[str, Any], products: Index) -> MedicationRecord
     if status not in _TAKEN.get(kind, set()) or res.get("doNotPerform") is True:
         return None
     if kind == "MedicationRequest" and _text_at(res, "intent") in _NOT_ORDERED:
+        return None
+    if kind == "MedicationStatement" and _not_taking(res):
         return None
     name = _medicine_name(res, products)
     if not names_a_medicine_read(name):
