@@ -204,35 +204,39 @@ class Referenced:
 
     patients: Index = field(default_factory=dict)
     specimens: Index = field(default_factory=dict)
-    # medication resources not yet made records (see `settle`), and the records made
+    # medication resources not yet made records (see `update`), and the records made
     medicines: list[dict[str, Any]] = field(default_factory=list)
     records: list[MedicationRecord] = field(default_factory=list)
     products: Index = field(default_factory=dict)  # Medication resources by id
 
     def update(self, other: Referenced) -> None:
+        """Add what `other` (one more line of an NDJSON file) found, making records of its
+        medication resources at once and letting them go (a bulk export may list millions,
+        few of which name a medicine the patterns read); one that names its medicine only
+        by a Medication resource not seen yet waits for the end of the file."""
         self.patients.update(other.patients)
         self.specimens.update(other.specimens)
-        self.medicines.extend(other.medicines)
-        self.records.extend(other.records)
         self.products.update(other.products)
+        self.records.extend(other.records)
+        for res in other.medicines:
+            self._take(res, final=False)
 
-    def settle(self, final: bool = False) -> None:
-        """Make records of the medication resources and let the resources go (a bulk export
-        may list millions; few name a medicine the patterns read). One that names its
-        medicine only by a Medication resource not seen yet waits, unless `final`."""
-        waiting = []
-        for res in self.medicines:
-            if not final and _waits_for_product(res, self.products):
-                waiting.append(res)
-                continue
-            record = _medication_record(res, self.products)
-            if record is not None:
-                self.records.append(record)
-        self.medicines = waiting
+    def _take(self, res: dict[str, Any], final: bool) -> None:
+        if not _taken(res):
+            return
+        name = _medicine_name(res, self.products)
+        if not name and not final and _names_a_product(res):
+            self.medicines.append(res)
+            return
+        record = _medication_record(res, name)
+        if record is not None:
+            self.records.append(record)
 
     def medication_records(self) -> list[MedicationRecord]:
         """The medication records of the file that name a medicine the patterns read."""
-        self.settle(final=True)
+        waiting, self.medicines = self.medicines, []
+        for res in waiting:
+            self._take(res, final=True)
         return self.records
 
 
@@ -278,11 +282,8 @@ def _walk(doc: Any) -> tuple[list[dict[str, Any]], Referenced]:
     return observations, found
 
 
-def _waits_for_product(res: dict[str, Any], products: Index) -> bool:
-    """Whether a medication resource names its medicine only by a reference to a Medication
-    resource that is not among `products` (yet)."""
-    if _medicine_name(res, products):
-        return False
+def _names_a_product(res: dict[str, Any]) -> bool:
+    """Whether a medication resource refers to a Medication resource for its medicine."""
     r5 = _as_dict(res.get("medication"))
     return bool(_ref_id(res.get("medicationReference") or r5.get("reference")))
 
@@ -343,21 +344,26 @@ def _not_taking(statement: dict[str, Any]) -> bool:
     return any(code.startswith(("not-taking", "on-hold")) for code in codes)
 
 
-def _medication_record(res: dict[str, Any], products: Index) -> MedicationRecord | None:
-    """The record a MedicationRequest, MedicationStatement, MedicationAdministration or
-    MedicationDispense makes (readers.medications says what it covers), or None when it
-    does not say the patient took the medicine, or names no medicine the patterns read."""
+def _taken(res: dict[str, Any]) -> bool:
+    """Whether a medication resource says the patient took the medicine: a status of
+    _TAKEN, an order rather than a proposal or plan, not `doNotPerform`, and (R5) not a
+    statement whose adherence says not taking or on hold."""
     kind = str(res.get("resourceType"))
     status = _text_at(res, "status")  # untrusted: "" unless it is text
     if status not in _TAKEN.get(kind, set()) or res.get("doNotPerform") is True:
-        return None
+        return False
     if kind == "MedicationRequest" and _text_at(res, "intent") in _NOT_ORDERED:
-        return None
-    if kind == "MedicationStatement" and _not_taking(res):
-        return None
-    name = _medicine_name(res, products)
+        return False
+    return not (kind == "MedicationStatement" and _not_taking(res))
+
+
+def _medication_record(res: dict[str, Any], name: str) -> MedicationRecord | None:
+    """The record a MedicationRequest, MedicationStatement, MedicationAdministration or
+    MedicationDispense that says the patient took `name` makes (readers.medications says
+    what it covers), or None when the medicine is none the patterns read."""
     if not names_a_medicine_read(name):
         return None
+    kind = str(res.get("resourceType"))
     if kind == "MedicationRequest":  # the period the order may be dispensed in, if given
         start = _text_at(res, "dispenseRequest", "validityPeriod", "start")
         start = start or _text_at(res, "authoredOn")
@@ -382,7 +388,7 @@ def _medication_record(res: dict[str, Any], products: Index) -> MedicationRecord
         text=name,
         start=start,
         end=end,
-        ongoing=status == "active",  # only orders and statements can be
+        ongoing=_text_at(res, "status") == "active",  # only orders and statements can be
     )
 
 
@@ -542,7 +548,6 @@ def ndjson_index(lines: Iterable[tuple[int, Any]]) -> Referenced:
             res.get("resourceType") in kept or "contained" in res or "entry" in res
         ):
             found.update(_walk(res)[1])
-            found.settle()
     return found
 
 
