@@ -795,6 +795,35 @@ def nearest(
     return np.where(pos >= 0, ids[np.maximum(pos, 0)] if len(ids) else -1, -1)
 
 
+def paired_with(
+    ctx: Context, ids: np.ndarray, partner: np.ndarray, window: pd.Timedelta
+) -> np.ndarray:
+    """`ids`, with -1 where the observation is not paired with the `partner` of the same row
+    (both present, and neither the same draw nor within `window` of each other).
+
+    `nearest` measures each window from the anchor draw, so two observations found for one
+    anchor can lie up to twice the window apart (a Mg 47 h before the anchor, a Ca 47 h
+    after it); CLINICAL.md sec. 4 pairs results within the window of each other. Rows
+    without a partner keep their observation.
+    """
+    both = (ids >= 0) & (partner >= 0)
+    if not both.any():
+        return ids
+    i, p = ids[both], partner[both]
+    t = ctx.t_ns()
+    draw = ctx.obs["draw_id"].to_numpy()
+    w = pd.Timedelta(window).as_unit("ns").value
+    # undated observations carry the 1700 sentinel: they pair only with each other
+    # (the same draw), and subtracting a real date from it could overflow int64
+    dated = ctx.obs["dated"].to_numpy()
+    close = (dated[i] == dated[p]) & (
+        np.abs(t[i] - np.where(dated[i] == dated[p], t[p], t[i])) <= w
+    )
+    out = ids.copy()
+    out[np.flatnonzero(both)[~((draw[i] == draw[p]) | close)]] = -1
+    return out
+
+
 def take(ctx: Context, ids: np.ndarray, column: str, fill: float = np.nan) -> np.ndarray:
     """Column values of obs rows `ids` (-1 -> fill), as a float array."""
     col = ctx.obs[column].to_numpy(dtype="float64", na_value=np.nan)

@@ -17,7 +17,8 @@ Why it matters:
 
 Limitations:
     Pairs each draw with the nearest value of each analyte in the window, not every
-    combination. Corrected calcium is unreliable with albumin < 30 g/L and in CKD (caveats
+    combination; a Ca counts only within the window of the Mg it is paired with, and a PTH
+    only within the PTH window of both. Corrected calcium is unreliable with albumin < 30 g/L and in CKD (caveats
     `corrected_ca_low_albumin`, `ckd_context`); ionized Ca is preferred whenever one with a
     known range exists. Draws flagged by `edta_contamination` are suppressed and their values
     are not paired with other draws. Hemolysis cannot make a Mg "not low". Censored values
@@ -33,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from labinterp.episodes import Context, nearest, take, take_bool, tri_below
+from labinterp.episodes import Context, nearest, paired_with, take, take_bool, tri_below
 from labinterp.rules import common
 from labinterp.rules.base import Rule, as_compared, duration, number
 
@@ -47,10 +48,15 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     a = common.anchors(ctx, ("magnesium", "calcium", "calcium_ionized", "calcium_corrected"))
     ok = common.known(ctx)
     mg = nearest(ctx, a, "magnesium", w, where=ok)
-    ion = nearest(ctx, a, "calcium_ionized", w, where=ok)
-    corr = nearest(ctx, a, "calcium_corrected", w, where=ok)
-    total = nearest(ctx, a, "calcium", w, where=ok)
-    pth = nearest(ctx, a, "pth", duration("window_pth"), where=common.known(ctx, "high"))
+    # each window is measured from the anchor draw: a Ca (or PTH) found for it must also
+    # lie within the window of the Mg it is paired with (and the PTH of that Ca)
+    ion = paired_with(ctx, nearest(ctx, a, "calcium_ionized", w, where=ok), mg, w)
+    corr = paired_with(ctx, nearest(ctx, a, "calcium_corrected", w, where=ok), mg, w)
+    total = paired_with(ctx, nearest(ctx, a, "calcium", w, where=ok), mg, w)
+    w_pth = duration("window_pth")
+    pth = paired_with(
+        ctx, nearest(ctx, a, "pth", w_pth, where=common.known(ctx, "high")), mg, w_pth
+    )
     any_mg = nearest(ctx, a, "magnesium", w)
     any_ca = np.maximum.reduce(
         [nearest(ctx, a, x, w) for x in ("calcium", "calcium_ionized", "calcium_corrected")]
@@ -60,6 +66,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         ion >= 0, "ionized", np.where(corr >= 0, "corrected", np.where(total >= 0, "total", ""))
     )
     ca = np.where(ion >= 0, ion, np.where(corr >= 0, corr, total))
+    pth = paired_with(ctx, pth, ca, w_pth)
     ca_low = take(ctx, ca, "low")
     mg_low = take(ctx, mg, "low")
     total_low = take(ctx, total, "low")

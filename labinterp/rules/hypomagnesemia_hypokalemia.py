@@ -17,12 +17,14 @@ Why it matters:
     deficiency.
 
 Limitations:
-    Pairs each draw with the nearest value in the window. Episodes are chains of draws with
+    Pairs each draw with the nearest value in the window; a K counts only within the window
+    of the Mg it is paired with. Episodes are chains of draws with
     gaps no longer than the electrolyte window, so a refractory course with sparser sampling
     is reported as `concurrent`. A hemolyzed sample cannot show K or Mg "not low" (a normal
     value may hide a low one); a low value from it still counts. Draws flagged by
-    `edta_contamination` are suppressed. Medicines are seen only in a medication column of
-    the lab export itself, by generic name (reference_ranges/medications.toml).
+    `edta_contamination` are suppressed. Medicines are seen by generic name
+    (reference_ranges/medications.toml) in a medication column of the export or in
+    medication records read with it (FHIR resources, a preset's medication list).
 
 References:
     S59 (mechanism, ROMK), S43 (hypokalemia), S6 (Mg deficiency), S66, S67 (hemolysis).
@@ -33,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from labinterp.episodes import Context, nearest, take, take_bool
+from labinterp.episodes import Context, nearest, paired_with, take, take_bool
 from labinterp.rules import common
 from labinterp.rules.base import Rule, duration
 
@@ -72,8 +74,9 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     w = duration("window_electrolytes")
     a = common.anchors(ctx, ("potassium", "magnesium"))
     ok = common.known(ctx)
-    k = nearest(ctx, a, "potassium", w, where=ok)
     mg = nearest(ctx, a, "magnesium", w, where=ok)
+    # the window is measured from the anchor draw: the K must also lie within it of the Mg
+    k = paired_with(ctx, nearest(ctx, a, "potassium", w, where=ok), mg, w)
     any_k = nearest(ctx, a, "potassium", w)
     any_mg = nearest(ctx, a, "magnesium", w)
     k_low = take(ctx, k, "low")
