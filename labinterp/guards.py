@@ -6,7 +6,7 @@
   may hide a low true value); a low value stays low, since hemolysis only pushes them up.
 * `edta_contamination` (S63-S65): K above ULN on a draw whose calcium is below LLN, or
   whose results carry a contamination comment or text ("UNABLE TO REPORT DUE TO
-  CONTAMINATION"). K2-EDTA from a purple-top tube adds K and chelates Ca and Mg. The draw
+  CONTAMINATION") while no calcium of the draw was measured not low. K2-EDTA from a purple-top tube adds K and chelates Ca and Mg. The draw
   is marked `contaminated`; P1 and P3 then report `suppressed` for anything built on it.
   Low Mg and low ALP on the same draw strengthen the finding (listed in its evidence).
   Kidney failure makes the same picture for real (high K, low Ca): an eGFR below the CKD
@@ -71,8 +71,14 @@ def edta_contamination(ctx: Context) -> pd.DataFrame:
     k_by_draw = _first_per_draw(obs, k_high)
     ca_by_draw = _first_per_draw(obs, ca_low)
     comment_by_draw = _first_per_draw(obs, comment)
+    # CLINICAL.md sec. 5: the signature is high K with low Ca; a comment only strengthens
+    # it. It stands in for the low Ca only where the lab withheld the calcium ("UNABLE TO
+    # REPORT DUE TO CONTAMINATION"): a calcium measured and not low speaks against EDTA,
+    # which chelates it, whatever the comment says.
+    ca_not_low = _first_per_draw(obs, is_ca & (obs["low"].to_numpy() == 0.0)).index
+    commented = comment_by_draw.index[~comment_by_draw.index.isin(ca_not_low)]
     draws = k_by_draw.index[
-        k_by_draw.index.isin(ca_by_draw.index) | k_by_draw.index.isin(comment_by_draw.index)
+        k_by_draw.index.isin(ca_by_draw.index) | k_by_draw.index.isin(commented)
     ]
     if len(draws) == 0:
         return pd.DataFrame()

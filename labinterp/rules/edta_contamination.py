@@ -2,7 +2,8 @@
 
 What it flags:
     A draw with potassium above ULN together with calcium below LLN, or with a
-    contamination comment or text result ("UNABLE TO REPORT DUE TO CONTAMINATION"). Low Mg,
+    contamination comment or text result ("UNABLE TO REPORT DUE TO CONTAMINATION") and no
+    calcium measured not low (EDTA chelates calcium: a normal one speaks against it). Low Mg,
     low ALP or a contamination comment on the draw give tier `with_supporting_evidence`;
     otherwise `core_signature`. The finding says: recollect before acting. It suppresses
     P1 and P3 for that draw (their rows then say `suppressed` by `edta_contamination`).
