@@ -14,7 +14,10 @@ applies them, the way the reference implementation (pharmaverse admiral) does:
   unknown (None) unless a numeric band already applies;
 * hypokalemia below LLN but >= 3.0 mmol/L is grade 2 (grades 1 and 2 differ only by
   symptoms, which a lab table does not carry);
-* a missing value or unit gives None.
+* a missing value or unit gives None;
+* a censored value ("<2.5") gets the grade every value it allows shares, else the least
+  of them where the others are more severe ("at least": "<1.2 mg/dL" Mg is grade 2 or
+  worse), else none (`_censored_grades`).
 """
 
 from __future__ import annotations
@@ -114,36 +117,85 @@ def _compare(values: np.ndarray, op: str, bound: np.ndarray) -> np.ndarray:
     return res & ~np.isnan(values) & ~np.isnan(bound)
 
 
+def _grades(
+    rules: tuple[Criterion, ...], v: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
+    """Grades of values `v` (in the table unit) by `rules`, most severe first."""
+    g = np.full(len(v), np.nan)
+    for crit in rules:
+        if crit.anchor == "LLN":
+            bound = lo
+        elif crit.anchor == "ULN":
+            bound = hi
+        else:
+            bound = np.full(len(v), crit.cutoff)
+        take = np.isnan(g) & _compare(v, crit.operator, bound)
+        g[take] = crit.grade
+    return g
+
+
+def _censored_grades(
+    rules: tuple[Criterion, ...],
+    v: np.ndarray,
+    comparators: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+) -> np.ndarray:
+    """Grades of censored values ("<2.5" is some value below 2.5): the grade of every value
+    the censoring allows, where they all share one; else the least of them where the
+    others are more severe ("<1.2 mg/dL" Mg is at least grade 2: an "at least" the lab's
+    own bound supports); else none (">0.45 mmol/L" Mg may be grade 0 or 2).
+
+    Grades change monotonically with the value, so the values at the two ends of the
+    allowed interval tell: the bound itself (just inside it for a strict "<" or ">") and
+    the far end (-inf for "<", +inf for ">").
+    """
+    below = np.isin(comparators, ("<", "<="))
+    strict = np.isin(comparators, ("<", ">"))
+    toward = np.where(below, -np.inf, np.inf)
+    inner = np.where(strict, np.nextafter(v, toward), v)
+    at_bound = _grades(rules, inner, lo, hi)
+    far = _grades(rules, toward, lo, hi)
+    return np.where(far == at_bound, at_bound, np.where(far > at_bound, at_bound, np.nan))
+
+
 def grade_array(
     term: str,
     values: np.ndarray,
     unit_list: Sequence[Any],
     lln: np.ndarray,
     uln: np.ndarray,
+    comparators: Sequence[Any] | None = None,
 ) -> np.ndarray:
-    """Vectorized core: float array of grades (NaN = no grade). All inputs same length."""
+    """Vectorized core: float array of grades (NaN = no grade). All inputs same length;
+    `comparators` ("<", "<=", ">", ">=", anything else: exact) grade censored values."""
     if term not in TERMS:
         raise ValueError(f"unknown CTCAE term '{term}'; expected one of {sorted(TERMS)}")
     n = len(values)
     out = np.full(n, np.nan)
     units_ser = pd.Series(list(unit_list), dtype="object")
+    # "?": a value derived from a censored input, bounded in no known direction
+    cmp = np.asarray(
+        [c if c in ("<", "<=", ">", ">=", "?") else "" for c in comparators]
+        if comparators is not None
+        else np.full(n, ""),
+        dtype=object,
+    )
     for unit in pd.unique(units_ser.dropna()):
         hit = _table_unit_and_scale(term, str(unit))
         if hit is None:
             continue
         table_unit, scale = hit
+        rules = criteria()[(term, table_unit)]
         mask = (units_ser == unit).to_numpy()
         v, lo, hi = values[mask] * scale, lln[mask] * scale, uln[mask] * scale
-        g = np.full(len(v), np.nan)
-        for crit in criteria()[(term, table_unit)]:
-            if crit.anchor == "LLN":
-                bound = lo
-            elif crit.anchor == "ULN":
-                bound = hi
-            else:
-                bound = np.full(len(v), crit.cutoff)
-            take = np.isnan(g) & _compare(v, crit.operator, bound)
-            g[take] = crit.grade
+        g = _grades(rules, v, lo, hi)
+        g[cmp[mask] == "?"] = np.nan
+        censored = (cmp[mask] != "") & (cmp[mask] != "?")
+        if censored.any():
+            g[censored] = _censored_grades(
+                rules, v[censored], cmp[mask][censored], lo[censored], hi[censored]
+            )
         out[mask] = g
     return out
 
@@ -154,12 +206,16 @@ def ctcae_grade(
     unit: Any,
     lln: Any = None,
     uln: Any = None,
+    *,
+    comparator: Any = None,
 ) -> Any:
     """CTCAE v5.0 grade (0-4) or None for each value.
 
     `value`, `unit`, `lln` and `uln` may be scalars or array-likes of one length; `lln` and
     `uln` are in the same unit as the value. A scalar value gives a scalar result (int or
-    None); an array-like gives a list.
+    None); an array-like gives a list. `comparator` ("<", "<=", ">", ">=", one or one per
+    value) says a value is censored: `ctcae_grade("hypokalemia", 2.5, "mmol/L",
+    comparator="<")` is 4, as any value below 2.5 mmol/L is grade 4.
     """
     scalar = np.ndim(value) == 0
     vals = _as_array(value, 1 if scalar else len(value))
@@ -169,6 +225,10 @@ def ctcae_grade(
     else:
         unit_list = list(unit)
     unit_list = [None if (u is None or u is pd.NA or u != u) else u for u in unit_list]
-    grades = grade_array(term, vals, unit_list, _as_array(lln, n), _as_array(uln, n))
+    if comparator is None or isinstance(comparator, str):
+        comparators: list[Any] = [comparator] * n
+    else:
+        comparators = list(comparator)
+    grades = grade_array(term, vals, unit_list, _as_array(lln, n), _as_array(uln, n), comparators)
     result = [None if np.isnan(g) else int(g) for g in grades]
     return result[0] if scalar else result

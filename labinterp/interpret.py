@@ -708,6 +708,7 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_records: bool) -> pd.
                 ctx.text_of("unit_reported", gobs[sel]).to_pylist(),
                 o["range_low_reported"].to_numpy(dtype="float64", na_value=np.nan),
                 o["range_high_reported"].to_numpy(dtype="float64", na_value=np.nan),
+                o["comparator"].to_numpy(),
             )
 
     out = pd.DataFrame(

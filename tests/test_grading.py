@@ -146,3 +146,39 @@ def test_mEq_magnesium_is_converted_before_grading() -> None:
 def test_unknown_term_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown CTCAE term"):
         ctcae_grade("hyponatremia", 120, "mmol/L")
+
+
+# Censored values: the grade every value the censoring allows shares, else the least of
+# them where the rest are more severe ("at least"), else none.
+CENSORED = [
+    # every K below 2.5 mmol/L is grade 4; a plain 2.5 is grade 3
+    ("hypokalemia", 2.5, "mmol/L", "<", 3.5, 5.1, 4),
+    ("hypokalemia", 2.5, "mmol/L", "<=", 3.5, 5.1, 3),
+    # "<1.2 mg/dL" Mg is grade 2 or worse: at least 2 (the plain value is grade 1)
+    ("hypomagnesemia", 1.2, "mg/dL", "<", 1.7, 2.4, 2),
+    ("hypomagnesemia", 0.5, "mmol/L", "<", 0.7, 1.05, 2),
+    # above the range's low limit: grade 0 whatever the value
+    ("hypomagnesemia", 1.0, "mmol/L", ">", 0.7, 1.05, 0),
+    # ">0.45 mmol/L" may be grade 2 (0.46) or 0 (0.9): unknown
+    ("hypomagnesemia", 0.45, "mmol/L", ">", 0.7, 1.05, None),
+    # ">7.0 mmol/L" K is grade 4; "<7.0" may be anything from 0 to 3
+    ("hyperkalemia", 7.0, "mmol/L", ">", 3.5, 5.1, 4),
+    ("hyperkalemia", 7.0, "mmol/L", "<", 3.5, 5.1, None),
+    # "<5.0 mmol/L" with a ULN of 5.1: never above the ULN, grade 0
+    ("hyperkalemia", 5.0, "mmol/L", "<", 3.5, 5.1, 0),
+    # "<6.0 mg/dL" corrected Ca: grade 4 (the conventional cut-off), in SI "<1.5" too
+    ("hypocalcemia", 6.0, "mg/dL", "<", 8.5, 10.5, 4),
+    ("hypocalcemia", 1.5, "mmol/L", "<", 2.15, 2.55, 4),
+]
+
+
+@pytest.mark.parametrize(("term", "value", "unit", "comparator", "lln", "uln", "grade"), CENSORED)
+def test_censored_grade(term, value, unit, comparator, lln, uln, grade) -> None:
+    assert ctcae_grade(term, value, unit, lln, uln, comparator=comparator) == grade
+
+
+def test_censored_grades_in_arrays_and_exact_values_unchanged() -> None:
+    got = ctcae_grade(
+        "hypokalemia", [2.5, 2.5, 2.5], "mmol/L", 3.5, 5.1, comparator=["<", "", None]
+    )
+    assert got == [4, 3, 3]
