@@ -841,8 +841,32 @@ def take_bool(ctx: Context, ids: np.ndarray, column: str) -> np.ndarray:
     return out
 
 
-def ckd_stage(egfr: np.ndarray) -> np.ndarray:
-    """KDIGO G-stage (S28) for each eGFR value; "" when unknown."""
+def ckd_stage(egfr: np.ndarray, comparators: np.ndarray | None = None) -> np.ndarray:
+    """KDIGO G-stage (S28) for each eGFR value; "" when unknown.
+
+    A censored eGFR ("<15", ">90") gets the one stage every value it allows falls in, else
+    the span of stages it allows ("<60": "G3a-G5"), not the stage of its bound.
+    """
+    stage = _exact_ckd_stage(egfr)
+    if comparators is None:
+        return stage
+    cmp = np.asarray(comparators, dtype=object)
+    for signs, toward in ((CENSOR_BELOW, -np.inf), (CENSOR_ABOVE, np.inf)):
+        hit = np.isin(cmp, signs) & ~np.isnan(egfr)
+        if not hit.any():
+            continue
+        strict = np.isin(cmp[hit], ("<", ">"))
+        bound = _exact_ckd_stage(np.where(strict, np.nextafter(egfr[hit], toward), egfr[hit]))
+        far = _exact_ckd_stage(np.array([toward]))[0]
+        worst_first = toward < 0  # "<": from the bound's stage down to G5
+        stage[hit] = [
+            b if b == far else (f"{b}-{far}" if worst_first else f"{far}-{b}") for b in bound
+        ]
+    stage[cmp == UNBOUNDED] = ""
+    return stage
+
+
+def _exact_ckd_stage(egfr: np.ndarray) -> np.ndarray:
     cuts = [
         ("G1", number("ckd_g1_from")),
         ("G2", number("ckd_g2_from")),

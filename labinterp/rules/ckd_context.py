@@ -10,7 +10,8 @@ Why it matters:
 
 Limitations:
     One eGFR is not a CKD diagnosis (that needs 3 months of evidence); stage is reported
-    from the value only. Only fired rows are reported.
+    from the value only. A censored eGFR gives the stages it allows ("<60": `G3a-G5`).
+    Only fired rows are reported.
 
 References:
     S28 (KDIGO 2012/2017).
@@ -30,12 +31,12 @@ ID = "ckd_context"
 def evaluate(ctx: Context) -> pd.DataFrame:
     obs = ctx.obs
     low = ctx.tri("egfr", tri_below, "ckd_context_egfr_below") == 1.0
-    a = obs.loc[low, ["pat", "t", "episode_id", "obs_id", "value"]]
+    a = obs.loc[low, ["pat", "t", "episode_id", "obs_id", "value", "comparator"]]
     a = a.sort_values(["episode_id", "value", "t"], kind="stable").drop_duplicates("episode_id")
     a = a.reset_index(drop=True)
     out = a.assign(
         status="fired",
-        tier=ckd_stage(a["value"].to_numpy(dtype="float64")),
+        tier=ckd_stage(a["value"].to_numpy(dtype="float64"), a["comparator"].to_numpy()),
         ev_egfr=a["obs_id"].to_numpy(),
         grade_obs=-1,
         grade_term="",
@@ -43,7 +44,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         suppressed_by="",
         caveats="",
         note="eGFR in the CKD range: phosphate, PTH, vitamin D and corrected Ca read differently.",
-    ).drop(columns="value")
+    ).drop(columns=["value", "comparator"])
     return with_episode_span(ctx, out)
 
 
