@@ -18,7 +18,8 @@ Why it matters:
 Limitations:
     Pairs each draw with the nearest value of each analyte in the window, not every
     combination; a Ca counts only within the window of the Mg it is paired with, and a PTH
-    only within the PTH window of both. Corrected calcium is unreliable with albumin < 30 g/L and in CKD (caveats
+    only within the PTH window of both. Corrected calcium (derived or reported) is
+    unreliable with albumin < 30 g/L and in CKD (caveats
     `corrected_ca_low_albumin`, `ckd_context`); ionized Ca is preferred whenever one with a
     known range exists. Draws flagged by `edta_contamination` are suppressed and their values
     are not paired with other draws. Hemolysis cannot make a Mg "not low". Censored values
