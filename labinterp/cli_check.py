@@ -113,6 +113,8 @@ def summary(result: ReadResult) -> dict[str, object]:
                 "undated": f.undated,
                 "header_line": f.header_line,
                 "warnings": list(f.warnings),
+                # columns holding values that feed no field: ignored, so say so
+                "unused_columns": list(f.unused_columns),
                 "mapping": f.mapping_toml,
             }
             for f in result.files
@@ -182,6 +184,9 @@ def run(args: argparse.Namespace) -> int:
             out.write("   no collection-time column: each row is treated as one draw\n")
         for warning in f["warnings"]:
             out.write(f"   warning: {warning}\n")
+        unused = f["unused_columns"]
+        if unused and not any("not used" in w for w in f["warnings"]):
+            out.write(f"   columns not used: {', '.join(unused)}\n")
         if f["mapping"]:
             out.write("".join(f"   {line}\n" for line in f["mapping"].splitlines()))
         out.write(

@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, cast
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from labinterp.errors import (
     ColumnDetectionError,
@@ -63,6 +64,7 @@ class FileReport:
     # patterns read: written into the medication text of the results they cover
     medication_records: int = 0
     warnings: tuple[str, ...] = ()  # what the user should know about the file as a whole
+    unused_columns: tuple[str, ...] = ()  # columns holding values that feed no field
 
 
 @dataclass
@@ -344,6 +346,7 @@ def iter_batches(
             plan = colplan.plan_columns(
                 list(tbl.frame.columns), label, Path(mapping) if mapping else None
             )
+            _note_unused(plan, tbl, label)
             date_column = plan.columns.get("collected_at")
             if date_column and not (date_format or plan.date_format):
                 # decided once from the first batch, so no batch reads "3/5" differently
@@ -582,7 +585,34 @@ def _read_one(
     else:
         tbl = _table(p, sniffed)
     plan = colplan.plan_columns(list(tbl.frame.columns), label, mapping)
+    _note_unused(plan, tbl, label)
     return _from_table(p, label, kind, tbl, plan, date_format, dedupe)
+
+
+def _note_unused(plan: colplan.ColumnPlan, tbl: table.Table, label: str) -> None:
+    """Keep in plan.unused only the columns that hold a value in `tbl` (an empty column,
+    such as a trailing separator makes, loses nothing), and warn once for the file: a
+    column whose header was not recognised is otherwise dropped without a word."""
+    plan.unused = [c for c in plan.unused if tbl.frame[c].fillna("").str.strip().ne("").any()]
+    note = _unused_note(plan)
+    if note:
+        log.warning("%s: %s", label, note)
+
+
+def _unused_note(plan: colplan.ColumnPlan) -> str | None:
+    """The warning naming the columns not used (their headers, never their values). None
+    for a preset's known layout (MIMIC's ROW_ID, HADM_ID), whose other columns are left
+    out by design: `check` lists them all the same."""
+    if not plan.unused or plan.preset:
+        return None
+    shown = ", ".join(repr(c) for c in plan.unused[:12])
+    more = f" and {len(plan.unused) - 12} more" if len(plan.unused) > 12 else ""
+    n = len(plan.unused)
+    return (
+        f"{n} column{'s' if n > 1 else ''} not used: {shown}{more}; their values are not"
+        " read. To use one, name it in a mapping file (--mapping; `labinterp check FILE`"
+        " prints the mapping used, to edit)."
+    )
 
 
 def _xlsx_tables(
@@ -724,10 +754,10 @@ def _from_table(
     raw = _raw_frame(p, label, tbl, plan)
     medication_records = _mark_medications(p, raw, plan.preset or {})
     undated = "collected_at" not in plan.columns
-    ragged = dict(getattr(tbl, "ragged", []))
+    not_rows = _not_result_rows(tbl, plan)
     malformed = empty(REJECTED)
-    if ragged:
-        bad = raw["source_row"].isin(list(ragged)).to_numpy()
+    if not_rows:
+        bad = raw["source_row"].isin(list(not_rows)).to_numpy()
         lines = raw.loc[bad, "source_row"].to_numpy()
         malformed = conform(
             pd.DataFrame(
@@ -735,7 +765,7 @@ def _from_table(
                     "source_file": label,
                     "source_row": lines,
                     "reason": "malformed_row",
-                    "detail": [_ragged_detail(ragged[n], len(tbl.frame.columns)) for n in lines],
+                    "detail": [not_rows[n] for n in lines],
                     "value_raw": raw.loc[bad, "value_raw"].to_numpy(),
                     "unit_raw": raw.loc[bad, "unit_raw"].to_numpy(),
                 }
@@ -762,8 +792,59 @@ def _from_table(
         fields=tuple(plan.columns),
         header_line=tbl.header_line,
         medication_records=medication_records,
+        warnings=tuple(filter(None, [_unused_note(plan)])),
+        unused_columns=tuple(plan.unused),
     )
     return ReadResult(results, rejected, [report])
+
+
+# Fields a row may lack at its end and still be read, those left empty: a writer that
+# drops a line's trailing empty fields drops these (a comment, a flag). A row short of a
+# field that says what the result is may have lost one in its middle instead, which
+# shifts every value after it: it is not read.
+_MAY_BE_MISSING = frozenset(
+    {"comment", "flag", "result_status", "medication", "specimen_type"}
+    | {"range_raw", "range_low_raw", "range_high_raw"}
+)
+
+_REPEATED_HEADER = "a repeat of the header line (a page break in the export), not a result row"
+_ONE_FIELD = (
+    "only one field is filled: a page footer, title or note inside the table (such as"
+    " 'Page 1 of 2'), not a result row"
+)
+
+
+def _not_result_rows(tbl: table.Table, plan: colplan.ColumnPlan) -> dict[int, str]:
+    """Line -> why, for the lines of the table that are not result rows: rows with another
+    number of fields than the header (but rows short only of trailing fields that may be
+    missing, read with those empty), repeats of the header line, and lines of a long
+    export with one field filled (footers and notes)."""
+    header = list(tbl.frame.columns)
+    optional = {c for f, c in plan.columns.items() if f in _MAY_BE_MISSING} | set(plan.unused)
+    why = {
+        line: _ragged_detail(fields, len(header))
+        for line, fields in getattr(tbl, "ragged", [])
+        if fields >= len(header) or not set(header[fields:]) <= optional
+    }
+    # counted column by column with Arrow compute: no Python string per cell
+    filled = np.zeros(len(tbl.frame), dtype=np.int64)
+    same = np.zeros(len(tbl.frame), dtype=np.int64)
+    for name in header:
+        cells = pa.array(tbl.frame[name].array)
+        if not (pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)):
+            cells = cells.cast(pa.large_string())
+        filled += _true(pc.greater(pc.binary_length(cells), 0))
+        same += _true(pc.equal(cells, name))
+    repeated = (same >= 2) & (same * 2 > filled)
+    lone = (filled == 1) & (plan.layout == "long")
+    for i in np.flatnonzero(repeated | lone):
+        why.setdefault(int(tbl.source_row[i]), _REPEATED_HEADER if repeated[i] else _ONE_FIELD)
+    return why
+
+
+def _true(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """An Arrow boolean column as a numpy one, missing as False."""
+    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _ragged_detail(fields: int, header_fields: int) -> str:

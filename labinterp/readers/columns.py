@@ -47,6 +47,9 @@ class ColumnPlan:
     wide: dict[str, tuple[str, str]] = field(default_factory=dict)  # column -> (analyte, unit)
     date_format: str | None = None
     decimal: str | None = None
+    # the file's columns that feed nothing: listed by `check` and warned about, so that a
+    # column dropped for want of a known header (a lab's own ranges, a comment) is seen
+    unused: list[str] = field(default_factory=list)
 
     def as_toml(self) -> str:
         lines = [
@@ -78,6 +81,12 @@ class ColumnPlan:
 def _column_names() -> dict[str, Any]:
     with reference_file("column_names.toml").open("rb") as fh:
         return tomllib.load(fh)
+
+
+_RANGE_FIELDS = ("range_raw", "range_low_raw", "range_high_raw")
+# "Normal" alone may be a flag as well as a range: read as the range only when no other
+# column is one
+_RANGE_LAST_RESORT = "normal"
 
 
 def _synonyms() -> dict[str, tuple[str, ...]]:
@@ -119,22 +128,40 @@ def _match_preset(header: list[str]) -> dict[str, Any] | None:
     return None
 
 
-# "Mg (mg/dL)", "Calcium [mmol/L]", "K mmol/L" -> analyte + unit from a wide header
+# "Mg (mg/dL)", "Calcium [mmol/L]" -> analyte + unit from a wide header
 _WIDE_HEADER = re.compile(r"^\s*(?P<name>.+?)\s*[\(\[]\s*(?P<unit>[^\)\]]+?)\s*[\)\]]\s*$")
 
 
 def _wide_columns(header: list[str]) -> dict[str, tuple[str, str]]:
-    from labinterp.catalog import analyte_for
-
     found = {}
     for col in header:
-        m = _WIDE_HEADER.match(col)
-        if not m:
-            continue
-        analyte = analyte_for(None, None, m.group("name"))
-        if analyte:
-            found[col] = (analyte, m.group("unit"))
+        read = _wide_header(col)
+        if read:
+            found[col] = read
     return found
+
+
+def _wide_header(col: str) -> tuple[str, str] | None:
+    """(analyte, unit) of a wide header: a test name with its unit in brackets
+    ("Mg (mg/dL)"), or followed by a unit labinterp knows ("K+ mmol/L", "Magnesium
+    mmol/L"); None for any other header."""
+    from labinterp import units
+    from labinterp.catalog import analyte_for
+
+    m = _WIDE_HEADER.match(col)
+    if m:
+        analyte = analyte_for(None, None, m.group("name"))
+        return (analyte, m.group("unit")) if analyte else None
+    # without brackets the unit is the last word(s): requiring a known unit keeps a test
+    # name of several words ("Vitamin D") from being cut into name and "unit"
+    words = col.split()
+    for cut in range(len(words) - 1, 0, -1):
+        unit = " ".join(words[cut:])
+        if units.lookup(unit) is None:
+            continue
+        analyte = analyte_for(None, None, " ".join(words[:cut]))
+        return (analyte, unit) if analyte else None
+    return None
 
 
 def plan_from_mapping(path: Path, header: list[str], file_label: str) -> ColumnPlan:
@@ -158,6 +185,8 @@ def plan_from_mapping(path: Path, header: list[str], file_label: str) -> ColumnP
     missing_cols = [c for c in columns.values() if c not in header]
     wide = {str(k): (v["analyte"], v["unit"]) for k, v in data.get("wide", {}).items()}
     missing_cols += [c for c in wide if c not in header]
+    if missing_cols and looks_like_data(header):  # never echo it: it is a patient's result
+        raise MappingFileError(f"{file_label}: {_DATA_NOT_HEADER}", file=path.name, fix=_ADD_HEADER)
     if missing_cols:
         raise MappingFileError(
             f"the mapping names column(s) {missing_cols} that {file_label} does not have"
@@ -186,6 +215,16 @@ def plan_from_mapping(path: Path, header: list[str], file_label: str) -> ColumnP
 
 
 def plan_columns(header: list[str], file_label: str, mapping: Path | None = None) -> ColumnPlan:
+    plan = _plan(header, file_label, mapping)
+    used = {*plan.columns.values(), *plan.wide}
+    split = (plan.preset or {}).get("split_code")
+    if split:  # the preset reads its test code and unit out of this column
+        used.add(split["column"])
+    plan.unused = [c for c in header if c not in used]
+    return plan
+
+
+def _plan(header: list[str], file_label: str, mapping: Path | None) -> ColumnPlan:
     if mapping is not None:
         return plan_from_mapping(mapping, header, file_label)
     preset = _match_preset(header)
@@ -221,6 +260,10 @@ def _plan_from_headers(header: list[str], file_label: str) -> ColumnPlan:
                 columns[name] = hit
                 used.add(hit)
                 break
+    last_resort = next((c for c in header if keys[c] == _RANGE_LAST_RESORT), None)
+    if last_resort and last_resort not in used and not any(f in columns for f in _RANGE_FIELDS):
+        columns["range_raw"] = last_resort
+        used.add(last_resort)
     _pair_date_and_time(header, keys, columns, used)
     wide = _wide_columns([c for c in header if c not in used])
     if wide and "value_raw" not in columns:
@@ -264,7 +307,33 @@ def _pair_date_and_time(
         used.add(time)
 
 
+# a cell that is a number ("0801234", "1.4", "1.6-2.6") or a date ("2024-02-01 07:00",
+# "03/04/2024"): what a row of results holds, and column names almost never are
+_DATA_CELL = re.compile(
+    r"\s*[<>]?\s*\d+(?:[.,]\d+)?(?:\s*-\s*\d+(?:[.,]\d+)?)?\s*|\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b.*"
+)
+
+
+def looks_like_data(header: list[str]) -> bool:
+    """Whether the line read as the header is a row of results (a headerless export).
+    Such a line is patient data: messages must not quote it."""
+    return sum(bool(_DATA_CELL.fullmatch(c)) for c in header) >= 2
+
+
+_DATA_NOT_HEADER = (
+    "the line read as the header looks like a row of results, not column names"
+    " (it holds numbers or dates where column names would be)."
+)
+_ADD_HEADER = (
+    "add a header line naming the columns above the first row (e.g. Patient,Collected,Test,"
+    "Result,Unit): labinterp reads the first line as the column names. If it then does not"
+    " recognise them, pass a mapping file with --mapping (`labinterp check FILE` prints one)."
+)
+
+
 def _undetected(header: list[str], file_label: str, missing: list[str]) -> ColumnDetectionError:
+    if looks_like_data(header):  # never echo it: it is a patient's result
+        return ColumnDetectionError(_DATA_NOT_HEADER, file=file_label, row=1, fix=_ADD_HEADER)
     shown = ", ".join(header[:20]) + (" ..." if len(header) > 20 else "")
     return ColumnDetectionError(
         f"no column for {', '.join(missing)} could be recognised among the headers ({shown}).",
