@@ -826,19 +826,40 @@ def _not_result_rows(tbl: table.Table, plan: colplan.ColumnPlan) -> dict[int, st
         for line, fields in getattr(tbl, "ragged", [])
         if fields >= len(header) or not set(header[fields:]) <= optional
     }
+
+    def cells(name: str, rows: np.ndarray | None = None) -> pa.Array:
+        column = pa.array(tbl.frame[name].array if rows is None else tbl.frame[name].array[rows])
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            return column
+        return column.cast(pa.large_string())
+
+    def empty(column: pa.Array) -> np.ndarray:
+        return ~_true(pc.greater(pc.binary_length(column), 0))
+
+    # A header repeat holds the value column's own name there, and a lone footer field
+    # leaves the value or the patient id empty: only such rows are looked at closely, so
+    # a million good rows cost a comparison or two each.
+    value_column = plan.columns.get("value_raw")
+    patient_column = plan.columns.get("patient_id")
+    if value_column is None or patient_column is None:
+        rows = np.arange(len(tbl.frame))
+    else:
+        value = cells(value_column)
+        rows = np.flatnonzero(
+            _true(pc.equal(value, value_column)) | empty(value) | empty(cells(patient_column))
+        )
     # counted column by column with Arrow compute: no Python string per cell
-    filled = np.zeros(len(tbl.frame), dtype=np.int64)
-    same = np.zeros(len(tbl.frame), dtype=np.int64)
+    filled = np.zeros(len(rows), dtype=np.int64)
+    same = np.zeros(len(rows), dtype=np.int64)
     for name in header:
-        cells = pa.array(tbl.frame[name].array)
-        if not (pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)):
-            cells = cells.cast(pa.large_string())
-        filled += _true(pc.greater(pc.binary_length(cells), 0))
-        same += _true(pc.equal(cells, name))
+        column = cells(name, rows)
+        filled += _true(pc.greater(pc.binary_length(column), 0))
+        same += _true(pc.equal(column, name))
     repeated = (same >= 2) & (same * 2 > filled)
     lone = (filled == 1) & (plan.layout == "long")
     for i in np.flatnonzero(repeated | lone):
-        why.setdefault(int(tbl.source_row[i]), _REPEATED_HEADER if repeated[i] else _ONE_FIELD)
+        line = int(tbl.source_row[rows[i]])
+        why.setdefault(line, _REPEATED_HEADER if repeated[i] else _ONE_FIELD)
     return why
 
 
