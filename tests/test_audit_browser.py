@@ -1,10 +1,15 @@
-"""report.html rendered by a real headless browser shows the headline numbers."""
+"""report.html rendered by a real headless browser: the headline numbers, the patient
+filter (set from the page's address) and a layout that fits a phone and a desktop."""
 
 from __future__ import annotations
 
+import csv
+import html as html_lib
+import json
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -61,3 +66,151 @@ def test_report_headline_in_rendered_dom(tmp_path: Path) -> None:
     assert sorted(int(c.replace(",", "")) for c in cells) == sorted(
         summary["follow_up"][rule]["not_followed_up"] for rule in shown
     )
+
+
+# A few patients with known statuses: fired patterns, a guard that suppresses them, nothing
+# abnormal (every rule not_fired or indeterminate), censored results and a 127-character id.
+LONG_ID = "LONGID-" + "X" * 120
+HEADER = (
+    "patient_id,sex,birth_date,collected_at,specimen_id,test,loinc,result,unit,"
+    "reference_range,flag,comment,result_status,medications\n"
+)
+SMALL_EXPORT = (
+    HEADER
+    + f"""COMP-01,F,1960-01-01,2024-05-02 09:00,C1,Magnesium,19123-9,<0.5,mg/dL,1.6-2.6,L,,,
+COMP-01,F,1960-01-01,2024-05-02 09:00,C1,Potassium,2823-3,<1.5,mmol/L,3.5-5.1,L,,,
+COMP-01,F,1960-01-01,2024-05-02 09:00,C1,Calcium,17861-6,<2.0,mg/dL,8.5-10.5,L,,,
+NORMAL-01,F,1960-01-01,2024-05-06 09:00,M1,Magnesium,19123-9,2.0,mg/dL,1.6-2.6,,,,
+NORMAL-01,F,1960-01-01,2024-05-06 09:00,M1,Calcium,17861-6,9.4,mg/dL,8.5-10.5,,,,
+NORMAL-01,F,1960-01-01,2024-05-06 09:00,M1,Potassium,2823-3,4.2,mmol/L,3.5-5.1,,,,
+SUPP-01,F,1960-01-01,2024-05-07 09:00,S1,Magnesium,19123-9,1.2,mg/dL,1.6-2.6,L,,,
+SUPP-01,F,1960-01-01,2024-05-07 09:00,S1,Potassium,2823-3,6.8,mmol/L,3.5-5.1,H,,,
+SUPP-01,F,1960-01-01,2024-05-07 09:00,S1,Calcium,17861-6,6.5,mg/dL,8.5-10.5,L,,,
+{LONG_ID},F,1960-01-01,2024-05-09 09:00,L1,Magnesium,19123-9,1.3,mg/dL,1.6-2.6,L,,,
+{LONG_ID},F,1960-01-01,2024-05-09 09:00,L1,Potassium,2823-3,3.2,mmol/L,3.5-5.1,L,,,
+"""
+)
+
+
+class _PatientRows(HTMLParser):
+    """(patient id, shown) per row of the rendered patient table, and the count shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[str, bool]] = []
+        self.count = ""
+        self._in_table = self._in_count = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "table":
+            self._in_table = a.get("id") == "patient-table"
+        elif tag == "tr" and self._in_table and "data-id" in a:
+            self.rows.append((a["data-id"] or "", "hidden" not in a))
+        self._in_count = a.get("id") == "patient-shown"
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._in_table = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_count:
+            self.count += data
+            self._in_count = False
+
+
+def _shown(tmp_path: Path, report: Path, fragment: str) -> tuple[set[str], int, str]:
+    page = _PatientRows()
+    page.feed(_chromium(tmp_path, "--dump-dom", report.as_uri() + fragment))
+    return {pid for pid, shown in page.rows if shown}, len(page.rows), page.count
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/system-deps.sh)")
+def test_patient_filter_from_the_address_runs_in_the_browser(tmp_path: Path) -> None:
+    (tmp_path / "export.csv").write_text(SMALL_EXPORT, encoding="utf-8")
+    labinterp.audit(tmp_path / "export.csv", tmp_path / "out")
+    report = tmp_path / "out" / "report.html"
+    with (tmp_path / "out" / "patients.csv").open(encoding="utf-8") as f:
+        patients = list(csv.DictReader(f))
+    rules = [
+        r
+        for r in (
+            "hypomagnesemia_hypocalcemia",
+            "hypomagnesemia_hypokalemia",
+            "vitamin_d_resistance",
+            "edta_contamination",
+        )
+        if r in patients[0]
+    ]
+    statuses = {p["patient_id"]: {p[r].split(":")[0] for r in rules} for p in patients}
+    everyone = set(statuses)
+
+    shown, listed, count = _shown(tmp_path, report, "")
+    assert shown == everyone and listed == len(everyone)
+    assert count == f"Shown {listed} of {listed} patients."
+
+    # "fired" is a word of fired:concurrent, not the end of not_fired
+    shown, _, count = _shown(tmp_path, report, "#q=fired")
+    assert shown == {pid for pid, s in statuses.items() if "fired" in s}
+    assert "NORMAL-01" in everyone and "NORMAL-01" not in shown and "COMP-01" in shown
+    assert count == f"Shown {len(shown)} of {listed} patients."
+
+    # the select matches a status cell exactly
+    for status in ("indeterminate", "suppressed"):
+        shown, _, _ = _shown(tmp_path, report, f"#status={status}")
+        assert shown == {pid for pid, s in statuses.items() if status in s}, status
+    shown, _, _ = _shown(tmp_path, report, "#status=nothing_fired")
+    assert shown == {pid for pid, s in statuses.items() if "fired" not in s}
+
+    # the text box matches part of a patient id, case aside; every word typed must match
+    shown, _, count = _shown(tmp_path, report, "#q=longid")
+    assert shown == {LONG_ID} and count == f"Shown 1 of {listed} patients."
+    shown, _, _ = _shown(tmp_path, report, "#q=comp+fired&status=fired")
+    assert shown == {"COMP-01"}
+    shown, _, count = _shown(tmp_path, report, "#q=nobody")
+    assert shown == set() and count == f"Shown 0 of {listed} patients."
+
+
+# Measures the page as laid out: what sticks out of the viewport, how many rows the
+# headline cards take, and the smallest text of the charts (its box height in px).
+LAYOUT_PROBE = """<script>(function () {
+  var vw = document.documentElement.clientWidth, out = [], tops = {}, text = 1e9;
+  document.querySelectorAll(
+    "section, .card, #filter-text, #filter-status, .scroll, .hscroll, .chart-scroll"
+  ).forEach(function (e) {
+    if (e.getBoundingClientRect().right > vw + 0.5) out.push(e.id || e.className);
+  });
+  document.querySelectorAll(".card").forEach(function (c) {
+    tops[Math.round(c.getBoundingClientRect().top)] = true;
+  });
+  document.querySelectorAll("#prevalence svg text, #distributions svg text").forEach(function (t) {
+    text = Math.min(text, t.getBoundingClientRect().height);
+  });
+  document.body.setAttribute("data-probe", JSON.stringify({
+    width: vw, page: document.documentElement.scrollWidth, out: out,
+    card_rows: Object.keys(tops).length, chart_text: text
+  }));
+})();</script></body>"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/system-deps.sh)")
+def test_report_layout_fits_a_phone_and_a_desktop(tmp_path: Path) -> None:
+    (tmp_path / "export.csv").write_text(SMALL_EXPORT, encoding="utf-8")
+    labinterp.audit(tmp_path / "export.csv", tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    probe = tmp_path / "out" / "probe.html"
+    probe.write_text(html.replace("</body>", LAYOUT_PROBE), encoding="utf-8")
+    for size in ("400,2000", "1280,2000"):
+        dom = _chromium(tmp_path, f"--window-size={size}", "--dump-dom", probe.as_uri())
+        match = re.search(r'data-probe="([^"]*)"', dom)
+        assert match, size
+        got = json.loads(html_lib.unescape(match.group(1)))
+        # nothing wider than the window: wide tables and charts scroll inside their card
+        assert got["page"] <= got["width"] and got["out"] == [], (size, got)
+        assert got["chart_text"] >= 9, (size, got)  # no 3px chart text
+        if got["width"] < 700:  # headless chromium may widen a 400px window to 500
+            assert got["card_rows"] >= 2, got
+        else:
+            assert got["card_rows"] == 1, got

@@ -94,6 +94,7 @@ def _reference_from_results(results: pd.DataFrame, patients: pd.Index) -> pd.Dat
     for analyte in LATEST_ANALYTES:
         one = latest[latest["analyte"] == analyte].set_index("patient_id").reindex(patients)
         out[f"{analyte}_latest"] = one["value"].to_numpy(dtype="float64", na_value=np.nan)
+        out[f"{analyte}_comparator"] = one["comparator"].astype("string[pyarrow]").array
         out[f"{analyte}_unit"] = one["unit"].astype("string[pyarrow]").array
         out[f"{analyte}_at"] = one["collected_at"].to_numpy()
     return out

@@ -334,6 +334,8 @@ def patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame
     latest = shown[order[np.r_[group[1:] != group[:-1], True]]] if len(order) else shown
     value = results["value"].to_numpy(dtype="float64", na_value=np.nan)
     unit = pa.array(results["unit"].array, from_pandas=True)
+    # "<" or ">" of a censored latest value ("<0.5 mg/dL" is read as 0.206 mmol/L, a bound)
+    comparator = pa.array(results["comparator"].array, from_pandas=True)
     for k, name in enumerate(LATEST_ANALYTES):
         sel = latest[analyte[latest] == k]
         at = row[sel]
@@ -342,6 +344,7 @@ def patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame
         times = np.full(len(pids), np.datetime64("NaT"), dtype=when.dtype)
         times[at] = when[sel]
         columns[f"{name}_latest"] = values
+        columns[f"{name}_comparator"] = _pick(comparator, sel, at, len(pids))
         columns[f"{name}_unit"] = _pick(unit, sel, at, len(pids))
         columns[f"{name}_at"] = times
     # one frame made at once: one grown a column at a time copies its columns every time

@@ -34,6 +34,7 @@ _LABELS = {
 }
 _ANALYTE_LABELS = {"magnesium": "Magnesium", "calcium": "Calcium (total)", "potassium": "Potassium"}
 _TIER_COLOURS = ["#b2182b", "#ef8a62", "#fddbc7", "#d6604d"]
+_CHAR_W = 6.8  # an upper bound on the width of a character of the charts' 11px text
 
 
 def _env() -> jinja2.Environment:
@@ -90,7 +91,21 @@ def _prevalence(summary: dict[str, Any]) -> dict[str, Any]:
             s["w"] = round(max(s["n"] / longest * width, 1.0), 2)
             x += s["w"]
         r["end"] = round(x + 6, 2)
-    return {"rows": rows, "height": 20 + len(rows) * (bar_h + gap), "bar_h": bar_h, "left": left}
+        r["note"] = " \u00b7 ".join(
+            [f"{r['fired']:,} fired"]
+            + [f"{s['n']:,} {s['label']}" for s in r["segments"] if s["label"] == "suppressed"]
+            + ([f"{r['indeterminate']:,} indeterminate"] if r["indeterminate"] else [])
+        )
+    # the drawing is as wide as its longest line of text (11px text: under 7px a
+    # character), so the page can keep it at full size and scroll it on a narrow screen
+    view_w = max([r["end"] + _CHAR_W * len(r["note"]) for r in rows] + [left + width]) + 10
+    return {
+        "rows": rows,
+        "height": 20 + len(rows) * (bar_h + gap),
+        "bar_h": bar_h,
+        "left": left,
+        "width": round(view_w),
+    }
 
 
 def _fallback(analyte: str) -> tuple[float | None, float | None]:
@@ -173,11 +188,37 @@ def _records(table: pa.Table, columns: list[str], limit: int) -> list[dict[str, 
     return rows
 
 
-def _patient_list(patients: pa.Table) -> tuple[list[dict[str, Any]], list[str], int]:
+LATEST_SHOWN = ("magnesium", "calcium", "potassium")
+_LATEST_LABELS = {"magnesium": "Mg", "calcium": "Ca", "potassium": "K"}
+# how a censored result's comparator is printed before its value
+_COMPARATOR_TEXT = {"<": "<", "<=": "\u2264", ">": ">", ">=": "\u2265"}
+
+
+def _latest_cell(value: str, comparator: str | None) -> dict[str, str]:
+    """A latest value as shown: "<0.206" for a result the lab gave as below a limit."""
+    sign = _COMPARATOR_TEXT.get(comparator or "", "")
+    if not value or not sign:
+        return {"text": value, "title": ""}
+    side = "below" if sign in "<\u2264" else "above"
+    return {"text": f"{sign}{value}", "title": f"reported as {side} a limit: {sign}{value}"}
+
+
+def _patient_list(patients: pa.Table) -> dict[str, Any]:
+    """The patients shown (those with findings first), the rule and latest-value columns
+    (with the comparator of a censored result, patients.csv's `<analyte>_comparator`) and
+    the number of patients."""
     rules = [r for r in (*PATTERNS, *GUARDS) if r in patients.column_names]
+    latest = [a for a in LATEST_SHOWN if f"{a}_latest" in patients.column_names]
+    listing: dict[str, Any] = {
+        "patients": [],
+        "patient_rules": rules,
+        "patient_labels": {r: _LABELS.get(r, r) for r in rules},
+        "patient_latest": [_LATEST_LABELS[a] for a in latest],
+        "patients_total": patients.num_rows,
+    }
     n = patients.num_rows
     if not n:
-        return [], rules, 0
+        return listing
     score = pa.array([0] * n, pa.int64())
     for r in rules:
         col = pc.fill_null(patients.column(r), "")
@@ -187,8 +228,29 @@ def _patient_list(patients: pa.Table) -> tuple[list[dict[str, Any]], list[str], 
     with_score = patients.append_column("_score", score)
     order = pc.sort_indices(with_score, [("_score", "descending"), ("patient_id", "ascending")])
     top = with_score.take(order).slice(0, PATIENT_LIST_MAX)
-    cols = ["patient_id", *rules, "magnesium_latest", "calcium_latest", "potassium_latest"]
-    return _records(top, cols, PATIENT_LIST_MAX), rules, n
+    cols = [
+        "patient_id",
+        *rules,
+        *(f"{a}_latest" for a in latest),
+        *(f"{a}_comparator" for a in latest),
+    ]
+    out: list[dict[str, Any]] = []
+    for rec in _records(top, cols, PATIENT_LIST_MAX):
+        statuses = [{"text": rec[r], "status": rec[r].split(":")[0]} for r in rules]
+        out.append(
+            {
+                "patient_id": str(rec["patient_id"]),
+                "statuses": statuses,
+                # each status once, for the page's filter to match exactly
+                "status_set": " ".join(sorted({s["status"] for s in statuses if s["status"]})),
+                "latest": [
+                    _latest_cell(str(rec.get(f"{a}_latest", "")), rec.get(f"{a}_comparator"))
+                    for a in latest
+                ],
+            }
+        )
+    listing["patients"] = out
+    return listing
 
 
 _OUTCOMES = ("followed_up", "not_followed_up", "undated")
@@ -265,7 +327,6 @@ def render_report(
             pc.equal(findings.column("status"), "fired"),
         )
     )
-    plist, plist_rules, n_patients = _patient_list(patients)
     context = {
         "summary": summary,
         "headline": [
@@ -309,10 +370,7 @@ def render_report(
             ["source_file", "source_row", "reason", "test", "value_raw", "unit_raw"],
             TABLE_MAX,
         ),
-        "patients": plist,
-        "patient_rules": plist_rules,
-        "patient_labels": {r: _LABELS.get(r, r) for r in plist_rules},
-        "patients_total": n_patients,
+        **_patient_list(patients),
         "inputs": summary["inputs"],
         "times_utc": summary["collection_times"] == "utc",
     }

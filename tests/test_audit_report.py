@@ -1,0 +1,118 @@
+"""report.html as rendered (no browser): the patient list's cells and attributes the
+page's filter reads, censored values, long ids, the chart sizes, no network."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import labinterp
+from labinterp.audit import report
+from labinterp.audit.report import _CHAR_W, _latest_cell, _patient_list
+
+LONG_ID = "LONGID-" + "X" * 120
+HEADER = (
+    "patient_id,sex,birth_date,collected_at,specimen_id,test,loinc,result,unit,"
+    "reference_range,flag,comment,result_status,medications\n"
+)
+EXPORT = (
+    HEADER
+    + f"""COMP-01,F,1960-01-01,2024-05-02 09:00,C1,Magnesium,19123-9,<0.5,mg/dL,1.6-2.6,L,,,
+COMP-01,F,1960-01-01,2024-05-02 09:00,C1,Potassium,2823-3,<1.5,mmol/L,3.5-5.1,L,,,
+COMP-01,F,1960-01-01,2024-05-02 09:00,C1,Calcium,17861-6,<2.0,mg/dL,8.5-10.5,L,,,
+NORMAL-01,F,1960-01-01,2024-05-06 09:00,M1,Magnesium,19123-9,2.0,mg/dL,1.6-2.6,,,,
+NORMAL-01,F,1960-01-01,2024-05-06 09:00,M1,Calcium,17861-6,9.4,mg/dL,8.5-10.5,,,,
+NORMAL-01,F,1960-01-01,2024-05-06 09:00,M1,Potassium,2823-3,4.2,mmol/L,3.5-5.1,,,,
+{LONG_ID},F,1960-01-01,2024-05-09 09:00,L1,Magnesium,19123-9,1.3,mg/dL,1.6-2.6,L,,,
+{LONG_ID},F,1960-01-01,2024-05-09 09:00,L1,Potassium,2823-3,3.2,mmol/L,3.5-5.1,L,,,
+"""
+)
+
+
+def _report(tmp_path: Path) -> str:
+    (tmp_path / "export.csv").write_text(EXPORT, encoding="utf-8")
+    labinterp.audit(tmp_path / "export.csv", tmp_path / "out")
+    return (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+
+
+def _patients(comparators: bool) -> pa.Table:
+    cols: dict[str, list[object]] = {
+        "patient_id": ["A", "B", "C"],
+        "hypomagnesemia_hypocalcemia": ["fired:possible", "not_fired", None],
+        "hypomagnesemia_hypokalemia": ["fired:concurrent", "not_fired", "indeterminate"],
+        "magnesium_latest": [0.20571898786257975, 0.8, None],
+        "calcium_latest": [0.499, 2.3, 2.2],
+        "potassium_latest": [10.0, 4.0, 4.1],
+    }
+    if comparators:
+        cols |= {
+            "magnesium_comparator": ["<", "", None],
+            "calcium_comparator": ["<=", "", ""],
+            "potassium_comparator": [">", None, ">="],
+        }
+    return pa.table(cols)
+
+
+def test_censored_latest_values_keep_their_comparator() -> None:
+    listing = _patient_list(_patients(comparators=True))
+    assert listing["patient_latest"] == ["Mg", "Ca", "K"]
+    cells = {p["patient_id"]: [c["text"] for c in p["latest"]] for p in listing["patients"]}
+    assert cells == {
+        "A": ["<0.206", "\u22640.499", ">10"],
+        "B": ["0.8", "2.3", "4"],
+        "C": ["", "2.2", "\u22654.1"],
+    }
+    assert _latest_cell("0.206", "<")["title"] == "reported as below a limit: <0.206"
+    assert _latest_cell("10", ">=")["title"].startswith("reported as above")
+    assert _latest_cell("", "<") == {"text": "", "title": ""}
+
+
+def test_patient_rows_carry_their_exact_statuses() -> None:
+    listing = _patient_list(_patients(comparators=False))
+    by_id = {p["patient_id"]: p for p in listing["patients"]}
+    assert [p["patient_id"] for p in listing["patients"]] == ["A", "B", "C"]  # findings first
+    assert by_id["A"]["status_set"] == "fired"
+    assert by_id["B"]["status_set"] == "not_fired"
+    assert by_id["C"]["status_set"] == "indeterminate"  # a missing status is no status
+    assert [s["status"] for s in by_id["A"]["statuses"]] == ["fired", "fired"]
+
+
+def test_report_patient_table_filter_and_long_ids(tmp_path: Path) -> None:
+    html = _report(tmp_path)
+    # inputs are labelled, table headers are headers
+    assert '<label class="grow" for="filter-text">' in html
+    assert '<label for="filter-status">' in html
+    assert '<th scope="col">patient</th>' in html
+    assert re.search(r'<tr data-id="NORMAL-01" data-status="[a-z_ ]*">', html)
+    normal = re.search(r'<tr data-id="NORMAL-01"[^>]*>', html)
+    assert normal and 'data-status="fired' not in normal.group(0)
+    assert '<span id="patient-shown"' in html and "Shown 3 of 3 patients." in html
+    # the long id wraps in a column of its own width, the whole of it in the title
+    assert f'<td class="pid" title="{LONG_ID}"><span class="long">{LONG_ID}</span></td>' in html
+    assert '<td class="pid" title="COMP-01">COMP-01</td>' in html
+    # a censored latest value keeps its comparator (patients.csv <analyte>_comparator)
+    assert '<td class="num" title="reported as below a limit: &lt;1.5">&lt;1.5</td>' in html
+
+
+def test_report_is_self_contained_and_responsive(tmp_path: Path) -> None:
+    html = _report(tmp_path)
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    assert "repeat(auto-fit" in html and "@media print" in html
+    # the prevalence chart is as wide as its labels need, and never drawn smaller
+    svg = re.search(r'<svg viewBox="0 0 (\d+) \d+" style="--min-w: (\d+)px"', html)
+    assert svg and svg.group(1) == svg.group(2)
+    notes = re.findall(r'<text x="([\d.]+)" y="[\d.]+">(\d+ fired[^<]*)</text>', html)
+    assert notes
+    for x, note in notes:
+        assert float(x) + _CHAR_W * len(note) <= int(svg.group(1))
+
+
+def test_a_cut_list_says_how_many_it_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report, "PATIENT_LIST_MAX", 2)
+    html = _report(tmp_path)
+    assert "Shown 2 of 2 patients." in html
+    assert "The list holds 2 of 3 patients, those with findings first" in html
+    assert len(re.findall(r"<tr data-id=", html)) == 2
