@@ -18,7 +18,14 @@ import pandas as pd
 
 from labinterp import atomic, schema
 from labinterp.errors import LabinterpError, OutputError
-from labinterp.handout.context import Grader, Row, build_context, context_from_rows, rows_by_patient
+from labinterp.handout.context import (
+    Grader,
+    Row,
+    build_context,
+    context_from_rows,
+    light_evidence,
+    rows_by_patient,
+)
 from labinterp.handout.render import LANGS, PAPERS, shared_renderer
 
 log = logging.getLogger("labinterp.handout")
@@ -80,14 +87,18 @@ def load_inputs(
         findings = interpret_results(results, vitamin_d_guideline=vitamin_d_guideline)
     if not isinstance(findings, pd.DataFrame):
         raise LabinterpError("findings must be a FINDINGS table when results is a table.")
-    # Handouts word the findings from their other columns. Without the evidence records,
-    # rows are lighter to hand to the workers, and findings read back from a CSV (the
-    # records as JSON text) are taken as they are.
+    # Handouts word the findings from their other columns and from what the evidence
+    # records hold (which tests were low, high, not reported), cut down to a few fields
+    # (`evidence_brief`): rows are lighter to hand to the workers, and findings read back
+    # from a CSV (the records as JSON text) are taken as they are.
+    brief = None
+    if "evidence_json" in findings.columns:
+        brief = [light_evidence(v) for v in findings["evidence_json"].tolist()]
     findings = findings.drop(columns=["evidence_json"], errors="ignore")
-    return (
-        schema.conform(results, schema.RESULTS),
-        schema.conform(findings, schema.FINDINGS),
-    )
+    findings = schema.conform(findings, schema.FINDINGS)
+    if brief is not None:
+        findings = findings.assign(evidence_brief=pd.Series(brief, dtype=object))
+    return schema.conform(results, schema.RESULTS), findings
 
 
 def render_handout(

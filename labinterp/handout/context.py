@@ -9,16 +9,20 @@ as plain floats in a fixed 0-100 coordinate box, so the templates only place sha
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from labinterp import __version__
+from labinterp.errors import LabinterpError
 from labinterp.guards import HEMOLYSIS_SENSITIVE
+from labinterp.parameters import as_compared
 from labinterp.rules.base import TIER_RANK
 
 # Order in which analytes appear on the handout: the ones the patterns are about first.
@@ -43,15 +47,43 @@ PATTERN_ORDER = (
     "vitamin_d_resistance",
 )
 
-# Which CTCAE term grades a low or high value of an analyte (CLINICAL.md sec. 7).
+# Which CTCAE term grades a low or high value of an analyte (CLINICAL.md sec. 7). A total
+# calcium is graded with the (corrected) calcium terms, as the engine grades it.
 CTCAE_TERMS: dict[str, tuple[str | None, str | None]] = {
     "magnesium": ("hypomagnesemia", "hypermagnesemia"),
+    "calcium": ("hypocalcemia", "hypercalcemia"),
     "calcium_corrected": ("hypocalcemia", "hypercalcemia"),
     "calcium_ionized": ("hypocalcemia_ionized", "hypercalcemia_ionized"),
     "potassium": ("hypokalemia", "hyperkalemia"),
 }
 
-Grader = Callable[[str, float, str, float | None, float | None], int | None]
+# The tests whose result a rule's CTCAE grade is about (the engine's grade_term per rule):
+# a fired finding's grade puts a line in the urgent box, naming the test, only where the
+# handout could not grade that test's latest result itself.
+FINDING_GRADED_TESTS: dict[str, tuple[str, ...]] = {
+    "hypomagnesemia_hypocalcemia": ("magnesium",),
+    "vitamin_d_resistance": ("magnesium",),
+    "hypomagnesemia_hypokalemia": ("potassium",),
+    "hypercalcemia_hypomagnesemia": ("calcium_ionized", "calcium_corrected", "calcium"),
+}
+# P1's threshold below which magnesium is low enough to stop PTH (its "supported" tier).
+MG_PTH_FAILURE = "p1_mg_pth_failure_below"
+# The fields of an evidence record (schema.EVIDENCE_RECORD) a handout words from.
+EVIDENCE_KEYS = (
+    "role",
+    "analyte",
+    "comparator",
+    "value",
+    "value_reported",
+    "range_low",
+    "range_high",
+    "range_low_reported",
+    "range_high_reported",
+    "derived",
+)
+
+# ctcae_grade's signature: (term, value, unit, lln, uln, *, comparator) -> grade or None
+Grader = Callable[..., int | None]
 
 
 def nfc(value: Any) -> str:
@@ -99,7 +131,9 @@ def classify(value: float | None, comparator: str, low: float | None, high: floa
     """ "low" | "normal" | "high" | "unknown" for a reported value against the lab's range.
 
     A censored value counts as low or high only when the whole interval it stands for lies
-    outside the range ("<0.5" with a range from 0.7 is low; "<0.9" with 0.7 is unknown).
+    outside the range ("<0.5" with a range from 0.7 is low; "<0.9" with 0.7 is unknown),
+    and in range only when it lies inside ("<0.5" with a range 0-10, as no lab value is
+    below zero).
     """
     if value is None:
         return "unknown"
@@ -108,7 +142,8 @@ def classify(value: float | None, comparator: str, low: float | None, high: floa
     if comparator in ("<", "<="):
         if low is not None and value <= low:
             return "low"
-        if high is not None and value <= high and (low is None):
+        # a lab value is never below zero: "<0.5" with a range from 0 lies inside it
+        if high is not None and value <= high and (low is None or low <= 0):
             return "normal"
         return "unknown"
     if comparator in (">", ">="):
@@ -202,6 +237,7 @@ def _grade_for(grader: Grader | None, analyte: str, status: str, row: Row) -> in
             unit,
             _num(row.get("range_low_reported")),
             _num(row.get("range_high_reported")),
+            comparator=nfc(row.get("comparator")) or None,  # "<2.5" K is grade 4
         )
     except (KeyError, ValueError, TypeError, LookupError):
         # A term or unit the grader does not know: no grade rather than a guessed one.
@@ -302,8 +338,92 @@ def _split(text: Any) -> list[str]:
     return [p for p in (s.strip() for s in nfc(text).split(";")) if p]
 
 
+def light_evidence(value: Any) -> list[dict[str, Any]]:
+    """A finding's evidence records (a list of dicts, or the JSON text a CSV holds) cut
+    down to what a handout words from (EVIDENCE_KEYS); [] when there are none."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return []
+    if value is None or isinstance(value, (float, int)) or value is pd.NA:
+        return []
+    try:
+        records = list(value)
+    except TypeError:
+        return []
+    return [{k: r.get(k) for k in EVIDENCE_KEYS} for r in records if isinstance(r, dict)]
+
+
+def _family(analyte: str) -> str:
+    """calcium, ionized calcium and corrected calcium are all "calcium" to a patient."""
+    return "calcium" if analyte.startswith("calcium") else analyte
+
+
+def _mg_pth_failure(record: dict[str, Any]) -> bool:
+    """A magnesium record below P1's PTH-failure threshold, compared as the engine does."""
+    value, reported = _num(record.get("value")), _num(record.get("value_reported"))
+    if value is None:
+        return False
+    try:
+        vals, limits = as_compared(
+            MG_PTH_FAILURE,
+            np.array([value]),
+            np.array([reported if reported is not None else np.nan]),
+        )
+    except (LabinterpError, KeyError, ValueError):
+        return False
+    v, limit = float(vals[0]), float(limits[0])
+    if math.isnan(v):
+        v = value
+    comparator = nfc(record.get("comparator"))
+    if comparator in (">", ">="):
+        return False
+    return v <= limit if comparator == "<" else v < limit
+
+
+def _evidence_facts(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a finding's evidence holds, for wording only what it supports: the tests
+    (families, see _family) it cites as low, high, in range, or without a number, and
+    whether a magnesium it cites is below P1's PTH-failure threshold. `known` is False
+    when the finding came without its evidence records (nothing may be assumed)."""
+    facts: dict[str, Any] = {
+        "known": bool(records),
+        "low": set(),
+        "high": set(),
+        "normal": set(),
+        "unreported": set(),
+        "mg_very_low": False,
+    }
+    for r in records:
+        analyte = nfc(r.get("analyte"))
+        if not analyte or r.get("derived") is True:
+            continue
+        value = _num(r.get("value_reported"))
+        low, high = _num(r.get("range_low_reported")), _num(r.get("range_high_reported"))
+        if value is None:
+            value = _num(r.get("value"))
+            low, high = _num(r.get("range_low")), _num(r.get("range_high"))
+        if value is None:
+            facts["unreported"].add(_family(analyte))
+            continue
+        status = classify(value, nfc(r.get("comparator")), low, high)
+        if status in ("low", "high", "normal"):
+            facts[status].add(_family(analyte))
+        if analyte == "magnesium" and _mg_pth_failure(r):
+            facts["mg_very_low"] = True
+    return facts
+
+
+def _plain_facts(facts: dict[str, Any]) -> dict[str, Any]:
+    """Sets as sorted lists: a template context holds plain types only."""
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in facts.items()}
+
+
 def _finding_dict(row: Row) -> dict[str, Any]:
     grade = row.get("grade")
+    brief = row.get("evidence_brief")
+    records = brief if isinstance(brief, list) else light_evidence(row.get("evidence_json"))
     return {
         "rule_id": nfc(row.get("rule_id")),
         "kind": nfc(row.get("kind")),
@@ -316,6 +436,7 @@ def _finding_dict(row: Row) -> dict[str, Any]:
         "missing": _split(row.get("missing_inputs")),
         "suppressed_by": nfc(row.get("suppressed_by")),
         "caveats": _split(row.get("caveats")),
+        "ev": _evidence_facts(records),
     }
 
 
@@ -356,10 +477,18 @@ def _dedupe_findings(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     best: dict[str, dict[str, Any]] = {}
     grade: dict[str, int] = {}
     fired_on: dict[str, set[tuple[int, int, int]]] = {}
+    # the grade of the latest episode it fired in (the urgent box is about now, not then)
+    last_fired: dict[str, tuple[tuple[int, int, int], int | None]] = {}
     for f in items:
         rule = f["rule_id"]
         if f["status"] == "fired" and f["seen"]:
-            fired_on.setdefault(rule, set()).add(_date_key(f["seen"]))
+            day = _date_key(f["seen"])
+            fired_on.setdefault(rule, set()).add(day)
+            prev_day, prev_grade = last_fired.get(rule, ((0, 0, 0), None))
+            if day > prev_day:
+                last_fired[rule] = (day, f["grade"])
+            elif day == prev_day and f["grade"] is not None:
+                last_fired[rule] = (day, max(f["grade"], prev_grade or 0))
         if f["grade"] is not None:
             grade[rule] = max(grade.get(rule, f["grade"]), f["grade"])
         cur = best.get(rule)
@@ -369,8 +498,14 @@ def _dedupe_findings(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             # the same outcome in several episodes: keep the union of caveats and inputs
             cur["caveats"] = sorted({*cur["caveats"], *f["caveats"]})
             cur["missing"] = sorted({*cur["missing"], *f["missing"]})
+            cur["ev"] = {
+                k: (v | f["ev"][k]) if isinstance(v, set) else (v or f["ev"][k])
+                for k, v in cur["ev"].items()
+            }
     for rule, f in best.items():
         f["grade"] = grade.get(rule)
+        f["grade_last"] = last_fired.get(rule, ((0, 0, 0), None))[1]
+        f["ev"] = _plain_facts(f["ev"])
         days = sorted(fired_on.get(rule, ())) if f["status"] == "fired" else []
         f["seen_first"] = _day(days[0]) if days else None
         f["seen_last"] = _day(days[-1]) if days else None
@@ -477,6 +612,42 @@ RESULTS_SHOWN_PER_TEST = 3  # number lines per test; earlier results are counted
 URGENT_SHOWN = 6  # far-out-of-range results listed in the urgent box, newest first
 
 
+def _urgent_findings(
+    found: list[dict[str, Any]],
+    latest_of: dict[str, list[dict[str, Any]]],
+    listed: set[str],
+) -> list[dict[str, Any]]:
+    """Urgent-box lines from fired findings graded 3-4 in their latest episode, each naming
+    the test the grade is about (FINDING_GRADED_TESTS). Only where that test's latest
+    results are not in range, not later than the finding, and not graded by the handout
+    itself (then the result's own line, or its absence, says it)."""
+    out: list[dict[str, Any]] = []
+    for f in found:
+        if f["status"] != "fired" or f["kind"] == "guard":
+            continue
+        if f.get("grade_last") is None or f["grade_last"] < 3:
+            continue
+        for test in FINDING_GRADED_TESTS.get(f["rule_id"], ()):
+            latest = latest_of.get(test)
+            if not latest or test in listed:
+                continue
+            if any(i["status"] == "normal" or i["grade"] is not None for i in latest):
+                break  # the handout graded it, or it is back in range: not urgent now
+            if f["seen_last"] and _date_key(latest[0]["date"]) > _date_key(f["seen_last"]):
+                break  # a later result of the test replaced the one graded
+            out.append(
+                {
+                    "analyte": test,
+                    "rule_id": f["rule_id"],
+                    "grade": f["grade_last"],
+                    "date": f["seen_last"],
+                }
+            )
+            listed.add(test)
+            break
+    return out
+
+
 def _date_key(d: dict[str, int] | None) -> tuple[int, int, int]:
     return (d["y"], d["m"], d["d"]) if d else (0, 0, 0)
 
@@ -504,6 +675,7 @@ def context_from_rows(
             by_analyte.setdefault(nfc(a), []).append(row)
     present = sorted(by_analyte, key=lambda a: (known.get(a, 99), a))
     spoiled = _spoiled_samples(res, fnd)
+    latest_of: dict[str, list[dict[str, Any]]] = {}
     for analyte in present:
         rows = sorted(by_analyte[analyte], key=_ts_key)  # stable, missing dates last
         items = [_result_dict(r, grader) for r in rows]
@@ -529,6 +701,14 @@ def context_from_rows(
                 firsts = [i for i in items if i["_value"] is not None]
                 trend["first_value"] = firsts[0]["value_text"]
                 trend["last_value"] = firsts[-1]["value_text"]
+        # the latest result of the test (all of them where one time holds several): the
+        # urgent box is about these only, never about a value a later result replaced
+        dated = [i for i in items if _present(i["_ts"])]
+        if dated:
+            last_ts = max(pd.Timestamp(i["_ts"]) for i in dated)
+            latest_of[analyte] = [i for i in dated if pd.Timestamp(i["_ts"]) == last_ts]
+        else:
+            latest_of[analyte] = list(items)
         _clock_where_needed(items)
         for i in items:
             del i["_value"], i["_ts"]
@@ -561,40 +741,40 @@ def context_from_rows(
         and f["rule_id"] not in PATTERN_ORDER
     ]
 
-    urgent = []
-    for a in analytes:
-        for r in a["results"]:
-            if r["grade"] is not None and r["grade"] >= 3:
-                urgent.append(
-                    {
-                        "analyte": a["id"],
-                        **{
-                            k: r[k]
-                            for k in (
-                                "date",
-                                "time",
-                                "value_text",
-                                "unit_text",
-                                "grade",
-                                "status",
-                                "sample_issue",
-                                "preliminary",
-                            )
-                        },
-                    }
+    urgent = [
+        {
+            "analyte": analyte,
+            **{
+                k: r[k]
+                for k in (
+                    "date",
+                    "time",
+                    "value_text",
+                    "unit_text",
+                    "grade",
+                    "status",
+                    "sample_issue",
+                    "preliminary",
                 )
+            },
+        }
+        for analyte, latest in latest_of.items()
+        for r in latest
+        if r["grade"] is not None and r["grade"] >= 3
+    ]
     # newest first, capped: the list is a prompt to call the clinician, not a log
     urgent.sort(key=lambda u: _date_key(u["date"]), reverse=True)
     urgent_more = max(0, len(urgent) - URGENT_SHOWN)
     urgent = urgent[:URGENT_SHOWN]
-    urgent_findings = [
-        f
-        for f in found
-        if f["status"] == "fired"
-        and f["grade"] is not None
-        and f["grade"] >= 3
-        and f["kind"] != "guard"
+    urgent_findings = _urgent_findings(found, latest_of, {u["analyte"] for u in urgent})
+    # the findings about low magnesium: what "Why magnesium matters" and the food section
+    # go with (a context finding about low magnesium counts as much as a pattern)
+    mg_findings = [f for f in patterns if f["status"] == "fired"] + [
+        f for f in context_rules if "hypomagnesemia" in f["rule_id"]
     ]
+    # total calcium low while a corrected or ionized calcium is in range
+    pseudo = [f for f in patterns if "pseudo_hypocalcemia" in f["caveats"]]
+    albumin_low = any(i["status"] == "low" for i in every_result.get("albumin", []))
 
     dates: list[Any] = [d for d in (r.get("collected_at") for r in res) if _present(d)]
     today = today or dt.date.today()
@@ -623,6 +803,9 @@ def context_from_rows(
         "urgent": urgent,
         "urgent_more": urgent_more,
         "urgent_findings": urgent_findings,
+        "mg_findings": mg_findings,
+        "pseudo_hypocalcemia": bool(pseudo),
+        "albumin_low": albumin_low,
         "source_files": sorted(
             {nfc(s) for s in (r.get("source_file") for r in res) if _present(s)}
         ),

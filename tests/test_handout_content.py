@@ -1,0 +1,273 @@
+"""Patient handouts: what the wording claims is what the results and findings hold.
+
+Each test builds its own export (tmp_path) or uses the bundled sample, and checks the
+template context, the HTML or the PDF text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pypdf import PdfReader
+
+from labinterp.handout import render_handout
+from labinterp.handout.api import _grader, load_inputs
+from labinterp.handout.context import build_context, classify, context_from_rows
+from labinterp.handout.render import shared_renderer
+
+SAMPLE = Path(__file__).resolve().parents[1] / "labinterp" / "sample_data" / "clinic_export.csv"
+HEADER = [
+    "patient_id",
+    "sex",
+    "birth_date",
+    "collected_at",
+    "specimen_id",
+    "test",
+    "loinc",
+    "result",
+    "unit",
+    "reference_range",
+    "flag",
+    "comment",
+    "result_status",
+    "medications",
+]
+TESTS = {
+    "Mg": ("Magnesium", "19123-9", "mg/dL", "1.6-2.6"),
+    "K": ("Potassium", "2823-3", "mmol/L", "3.5-5.1"),
+    "Ca": ("Calcium", "17861-6", "mg/dL", "8.5-10.5"),
+    "Alb": ("Albumin", "1751-7", "g/dL", "3.5-5.0"),
+    "PTH": ("PTH", "2731-8", "pg/mL", "15-65"),
+    "CaCorr": ("Calcium, corrected", "29265-6", "mg/dL", "8.5-10.5"),
+}
+
+
+def _export(tmp_path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
+    """rows: (patient, when, test key, result) -> a clinic export CSV."""
+    path = tmp_path / "export.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(HEADER)
+        for n, (pid, when, key, result) in enumerate(rows):
+            name, loinc, unit, rng = TESTS[key]
+            out.writerow([pid, "F", "1960-01-01", when, f"S{n}", name, loinc, result, unit, rng])
+    return path
+
+
+def _context(path: Path, pid: str, lang: str = "en", **kw):
+    res, fnd = load_inputs(path, None)
+    return build_context(res, fnd, pid, lang=lang, grader=_grader(), **kw)
+
+
+def _html(ctx) -> str:
+    return re.sub(r"\s+", " ", shared_renderer().html(ctx))
+
+
+def _pdf_text(data: bytes) -> str:
+    return " ".join(
+        re.sub(r"\s+", " ", p.extract_text() or "") for p in PdfReader(io.BytesIO(data)).pages
+    )
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_inputs(SAMPLE, None)
+
+
+def _sample_html(sample, pid: str, lang: str = "en") -> str:
+    res, fnd = sample
+    return _html(build_context(res, fnd, pid, lang=lang, grader=_grader()))
+
+
+# -- 1. the urgent box is about the latest result of each test -----------------------------
+
+
+def test_old_critical_results_followed_by_normal_ones_do_not_call_for_urgent_care(
+    tmp_path,
+) -> None:
+    path = _export(
+        tmp_path,
+        [
+            ("OLD-01", "2022-01-10 08:00", "K", "2.4"),
+            ("OLD-01", "2022-01-10 08:00", "Mg", "0.6"),
+            ("OLD-01", "2024-04-10 08:00", "K", "4.2"),
+            ("OLD-01", "2024-04-10 08:00", "Mg", "2.0"),
+        ],
+    )
+    ctx = _context(path, "OLD-01")
+    assert ctx["urgent"] == [] and ctx["urgent_findings"] == []
+    for lang, call in (("en", "Call your clinician today"), ("es", "Llame hoy a su médico")):
+        text = _pdf_text(render_handout(path, None, "OLD-01", lang=lang))
+        assert call not in text
+        assert "0.6 mg/dL" in text and "2.4 mmol/L" in text  # still shown, with their dates
+
+
+def test_a_critical_latest_result_still_calls_for_urgent_care(tmp_path) -> None:
+    path = _export(
+        tmp_path,
+        [
+            ("NEW-01", "2022-01-10 08:00", "K", "4.2"),
+            ("NEW-01", "2024-04-10 08:00", "K", "2.4"),
+            ("NEW-01", "2024-04-10 08:00", "Mg", "2.0"),
+        ],
+    )
+    ctx = _context(path, "NEW-01")
+    assert [(u["analyte"], u["value_text"]) for u in ctx["urgent"]] == [("potassium", "2.4")]
+
+
+def test_a_censored_critical_result_is_graded_by_what_its_bound_proves(tmp_path) -> None:
+    # "<2.5 mmol/L" K is below 2.5: grade 4 (the value 2.5 itself would be grade 3)
+    path = _export(
+        tmp_path,
+        [("CEN-01", "2024-04-10 08:00", "K", "<2.5"), ("CEN-01", "2024-04-10 08:00", "Mg", "2.0")],
+    )
+    ctx = _context(path, "CEN-01")
+    assert [(u["analyte"], u["grade"]) for u in ctx["urgent"]] == [("potassium", 4)]
+
+
+# -- 2. total calcium is graded; every urgent line names its test ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("result", "status"), [("5.5", "low"), ("<2.0", "low"), ("4.1", "low"), ("14.5", "high")]
+)
+def test_total_calcium_far_out_of_range_is_graded_and_urgent(tmp_path, result, status) -> None:
+    path = _export(
+        tmp_path,
+        [("CA-01", "2024-05-01 09:00", "Ca", result), ("CA-01", "2024-05-01 09:00", "Mg", "1.2")],
+    )
+    ctx = _context(path, "CA-01")
+    (calcium,) = (a for a in ctx["analytes"] if a["id"] == "calcium")
+    assert calcium["results"][-1]["grade"] == 4
+    assert [(u["analyte"], u["status"]) for u in ctx["urgent"]] == [("calcium", status)]
+    for lang, name in (("en", "Calcium: "), ("es", "Calcio: ")):
+        html = _html(_context(path, "CA-01", lang))
+        assert f"{name}{result.replace('<', '&lt;')} mg/dL" in html
+        assert "A result" not in html and "Un valor" not in html
+
+
+def test_an_urgent_line_from_a_finding_names_the_test() -> None:
+    """Without per-result grades (no grader), a fired finding graded 4 still gives a line,
+    naming the test its grade is about, never "A result"."""
+    res = [
+        {
+            "patient_id": "P",
+            "analyte": analyte,
+            "collected_at": pd.Timestamp("2024-05-01 09:00"),
+            "value_reported": value,
+            "value_raw": str(value),
+            "unit_reported": "mg/dL",
+            "range_low_reported": low,
+            "range_high_reported": high,
+        }
+        for analyte, value, low, high in (
+            ("calcium", 14.5, 8.5, 10.5),
+            ("magnesium", 1.2, 1.6, 2.6),
+        )
+    ]
+    fnd = [
+        {
+            "patient_id": "P",
+            "rule_id": "hypercalcemia_hypomagnesemia",
+            "kind": "context",
+            "status": "fired",
+            "grade": 4,
+            "evidence_at": res[0]["collected_at"],
+        }
+    ]
+    for lang, name in (("en", "Calcium"), ("es", "Calcio")):
+        ctx = context_from_rows(res, fnd, "P", lang=lang, grader=None)
+        assert [f["analyte"] for f in ctx["urgent_findings"]] == ["calcium"]
+        html = _html(ctx)
+        assert f'<li class="data">{name} (1 ' in html
+        assert "A result" not in html and "Un valor" not in html
+
+
+# -- 3. a context finding about low magnesium is a finding -----------------------------------
+
+
+def test_a_context_finding_alone_is_not_called_good_news(sample) -> None:
+    en = _sample_html(sample, "DEMO-018")
+    assert "High calcium with low magnesium" in en
+    assert "That is good to know" not in en
+    assert "Why magnesium matters" in en and "Food and supplements" in en
+    es = _sample_html(sample, "DEMO-018", "es")
+    assert "Calcio alto con magnesio bajo" in es and "Es bueno saberlo" not in es
+
+
+# -- 4. only the reasons the evidence holds --------------------------------------------------
+
+
+def test_a_supported_low_ca_pattern_names_only_its_own_reason(sample, tmp_path) -> None:
+    # DEMO-019: no PTH at all, magnesium very low
+    en = _sample_html(sample, "DEMO-019")
+    assert "PTH was not high" not in en and "magnesium was very low" in en
+    es = _sample_html(sample, "DEMO-019", "es")
+    assert "PTH no estaba alta" not in es and "magnesio estaba muy bajo" in es
+    # PTH cited and in range, magnesium low but not very low
+    path = _export(
+        tmp_path,
+        [
+            ("PTH-01", "2024-05-01 09:00", "Mg", "1.4"),
+            ("PTH-01", "2024-05-01 09:00", "CaCorr", "7.6"),
+            ("PTH-01", "2024-05-01 09:00", "PTH", "30"),
+        ],
+    )
+    ctx = _context(path, "PTH-01")
+    (p1,) = (f for f in ctx["patterns"] if f["rule_id"] == "hypomagnesemia_hypocalcemia")
+    assert (p1["status"], p1["tier"]) == ("fired", "supported")
+    en = _html(ctx)
+    assert "Your PTH was not high" in en and "magnesium was very low" not in en
+    assert "PTH no estaba alta" in _html(_context(path, "PTH-01", "es"))
+
+
+def test_a_contaminated_sample_is_described_from_its_evidence(sample) -> None:
+    # DEMO-007: high K, and a calcium the lab did not report because of contamination
+    en = _sample_html(sample, "DEMO-007")
+    assert "high potassium and low calcium" not in en
+    assert "did not give a number for calcium" in en
+    es = _sample_html(sample, "DEMO-007", "es")
+    assert "el calcio bajo a la vez" not in es and "no dio una cifra de calcio" in es
+
+
+# -- 5. low calcium from low albumin ---------------------------------------------------------
+
+
+def test_low_calcium_from_low_albumin_is_explained(sample) -> None:
+    en = _sample_html(sample, "DEMO-004")
+    assert "calcium looks low partly because a blood protein called albumin is low" in en
+    assert "That is good to know" not in en
+    es = _sample_html(sample, "DEMO-004", "es")
+    assert "la albúmina, está baja" in es
+
+
+# -- 6. layout ---------------------------------------------------------------------------------
+
+
+def test_censored_value_inside_a_range_from_zero_is_in_range() -> None:
+    assert classify(0.5, "<", 0.0, 10.0) == "normal"
+    assert classify(0.9, "<", 0.7, 10.0) == "unknown"
+    assert classify(0.5, "<", 0.7, 10.0) == "low"
+
+
+def test_large_print_enlarges_chart_labels_and_keeps_the_urgent_box_whole(tmp_path) -> None:
+    path = _export(
+        tmp_path,
+        [
+            ("LP-01", f"2024-05-0{d} 09:00", "Mg", v)
+            for d, v in ((1, "1.2"), (2, "1.4"), (3, "1.9"))
+        ],
+    )
+    sizes = {}
+    for large in (False, True):
+        html = shared_renderer().html(_context(path, "LP-01", large_print=large))
+        sizes[large] = [int(s) for s in re.findall(r'<svg[^>]*font-size="(\d+)"', html)]
+        assert "Magnesium</strong>, over time" in html  # the chart carries its test's name
+    assert min(sizes[True]) >= 19 > max(sizes[False])
+    css = (Path(__file__).resolve().parents[1] / "templates/handout/handout.css").read_text()
+    assert re.search(r"\.urgent \{[^}]*break-inside: avoid", css)
