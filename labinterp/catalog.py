@@ -238,6 +238,9 @@ class ResultStatus:
 
 
 USABLE_STATUSES = ("preliminary", "final", "corrected")  # from replaced to replacing
+# RESULTS.result_status of a status word result_statuses.toml does not list: the result is
+# read, and counted apart rather than taken as having no status
+UNRECOGNISED_STATUS = "unrecognised"
 
 
 @cache

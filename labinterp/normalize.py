@@ -8,6 +8,7 @@ the cost per row is a handful of array look-ups.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -23,8 +24,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from labinterp import units
+from labinterp import grading, units
 from labinterp.catalog import (
+    UNRECOGNISED_STATUS,
     ResultStatus,
     analyte_for,
     analytes,
@@ -53,6 +55,7 @@ SIGNIFICANT_DIGITS = 6  # no lab reports more; removes float32 noise (1.79999995
 # strings, numpy indexing) is in pyarrow and numpy, which release the GIL.
 THREADS = os.cpu_count() or 1
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -461,19 +464,36 @@ def parse_value(text: str, decimal: str) -> tuple[str, float | None]:
 
 
 # An abnormal-flag marker labs print after the number ("7.6 L", "1.2*", "3.1 (H)"): high,
-# low, critical high/low, abnormal, and the symbols some systems use for abnormal. A letter
-# counts only right after the number or after a space, so the L of "mmol/L" is never one.
-_MARKS = r"HH|LL|H|L|A|\*|!"
+# low, critical high/low, abnormal, critical ("2.4 (C)", "2.4 CRIT"), and the symbols some
+# systems use for abnormal. A letter counts only right after the number or after a space,
+# so the L of "mmol/L" is never one.
+_MARK_WORDS = r"CRITICAL|CRIT|HH|LL|H|L|A|C"
+_MARKS = rf"{_MARK_WORDS}|\*|!"
 _MARKED = re.compile(
     rf"^(?P<body>.*?)(?:\s*\((?P<paren>{_MARKS})\)|\s*\[(?P<square>{_MARKS})\]"
-    rf"|\s*(?P<symbol>\*|!)|(?:(?<=\d)|\s+)(?P<letter>HH|LL|H|L|A)[*!]?)$"
+    rf"|\s*(?P<symbol>\*|!)|(?:(?<=\d)|\s+)(?P<letter>{_MARK_WORDS})[*!]?)$",
+    re.I,
 )
 # The same marker between the number and its unit ("3.0* mmol/L", "1.2 H mg/dL"), as the
 # start of what follows the number; a letter counts only before a space.
 _MARK_BEFORE_UNIT = re.compile(
     rf"^(?:\((?P<paren>{_MARKS})\)|\[(?P<square>{_MARKS})\]|(?P<symbol>\*|!)"
-    rf"|(?P<letter>HH|LL|H|L|A)(?=\s))\s*(?P<unit>\S.*)$"
+    rf"|(?P<letter>{_MARK_WORDS})(?=\s))\s*(?P<unit>\S.*)$",
+    re.I,
 )
+# The same marker before the number ("LL 2.4", "(C) 2.4", "* 2.4 mmol/L"); a letter only
+# before a space, so a word ("LESS THAN 0.4") is never one.
+_MARK_BEFORE_NUMBER = re.compile(
+    rf"^(?:\((?P<paren>{_MARKS})\)|\[(?P<square>{_MARKS})\]|(?P<symbol>\*|!)"
+    rf"|(?P<letter>{_MARK_WORDS})(?=\s))\s*(?P<body>[<>=≤≥]*\s*[\d.].*)$",
+    re.I,
+)
+
+
+def _marker(m: re.Match[str]) -> str:
+    return m["paren"] or m["square"] or m["symbol"] or m["letter"]
+
+
 # A number with text after it that may be its unit ("1.2 mg/dL", "12%", "<0.5mmol/L"); the
 # text starts with neither a digit nor what continues a number or a range (". , + -").
 _UNIT_TAIL = re.compile(r"^(?P<number>.*?\d)\s*(?P<unit>[^\s\d.,+\-].*)$")
@@ -536,11 +556,16 @@ def _read_value(text: str, decimal: str) -> tuple[str, float | None, str, str, b
         cmp_, number = parse_value(s, decimal)
         if number is not None:
             return cmp_, number, "", "", False
+    m = _MARK_BEFORE_NUMBER.match(s)
+    if m:
+        cmp_, number, unit, marker, _ = _read_value(m["body"], decimal)
+        if number is not None:
+            return cmp_, number, unit, marker or _marker(m), False
     body, marker = s, ""
     m = _MARKED.match(s)
     if m:
         body = m["body"]
-        marker = m["paren"] or m["square"] or m["symbol"] or m["letter"]
+        marker = _marker(m)
         cmp_, number = parse_value(body, decimal)
         if number is not None:
             return cmp_, number, "", marker, False
@@ -551,7 +576,7 @@ def _read_value(text: str, decimal: str) -> tuple[str, float | None, str, str, b
         inner = None if marker else _MARK_BEFORE_UNIT.match(unit)
         if inner and _unit_shaped(inner["unit"]):
             unit = inner["unit"]
-            marker = inner["paren"] or inner["square"] or inner["symbol"] or inner["letter"]
+            marker = _marker(inner)
     if m and _unit_shaped(unit):
         cmp_, number = parse_value(m["number"], decimal)
         if number is not None:
@@ -636,7 +661,7 @@ def _analyte_of(hint: object, loinc: object, code: object, name: object, tests: 
 
 
 def _index_outcome(
-    kind: str, parsed: tuple[Any, ...], limits: tuple[float, float], flag: object, raw: object
+    kind: str, parsed: tuple[Any, ...], limits: tuple[float, float, str], flag: object, raw: object
 ):
     """(reason, detail, quality flag for the rest of the sample) of a sample-quality index
     row (`kind`: "hemolysis", ...); ("", "", "") for any other row. An index is raised
@@ -1113,7 +1138,8 @@ def _to_ns(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------- reference ranges
 
 _RANGE_BETWEEN = re.compile(
-    rf"^\s*({_NUMBER})\s*(?:-|–|—|to|\.\.|\sa(?=\s))\s*({_NUMBER})\s*(?:[^\d\s].*)?$", re.I
+    rf"^\s*({_NUMBER})\s*(?:-|–|—|to|\.\.|\sa(?=\s))\s*({_NUMBER})\s*(?P<tail>[^\d\s].*)?$",
+    re.I,
 )
 # A one-sided range in words: "less than 10", "greater than or equal to 60", "hasta 5".
 _RANGE_WORDED = re.compile(
@@ -1123,7 +1149,7 @@ _RANGE_WORDED = re.compile(
     re.I,
 )
 _RANGE_BETWEEN_ANYWHERE = re.compile(rf"({_NUMBER})\s*(?:-|–|—|to)\s*({_NUMBER})", re.I)
-_RANGE_ONE_SIDED = re.compile(rf"^\s*(<=|>=|=<|=>|≤|≥|<|>)\s*({_NUMBER})\s*(?:[^\d\s].*)?$")
+_RANGE_ONE_SIDED = re.compile(rf"^\s*(<=|>=|=<|=>|≤|≥|<|>)\s*({_NUMBER})\s*(?P<tail>[^\d\s].*)?$")
 
 
 # A range wrapped in brackets: "[1.6-2.6]", "(3.5 to 5.1)".
@@ -1145,8 +1171,8 @@ _RANGE_GROUPS = re.compile(
 _RANGE_DECIMAL_COMMAS = re.compile(r"^\s*(\d+),(\d{1,2})\s*([-–—]|to)\s*(\d+),(\d{1,2})\s*$", re.I)
 
 
-def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple[float, float]:
-    """(low, high) in the row's unit; NaN where the range gives no limit.
+def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple[float, float, str]:
+    """(low, high, unit printed after them: "" for none); NaN where the range gives no limit.
 
     Besides plain ranges ("3.5-5.1", "<10", ">= 60", with a unit or a note after them) it
     reads ranges in brackets, after a label ("Adult: 1.6-2.6"), and with decimal commas
@@ -1160,33 +1186,100 @@ def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple
         low = lo if lo is not None else np.nan
         high = hi if hi is not None else np.nan
         if low == 0 and high == 0:  # "0/0" placeholders seen in re-saved exports
-            return (np.nan, np.nan)
-        return (low, high)
+            return (np.nan, np.nan, "")
+        return (low, high, "")
     s = text.strip()
     if not s:
-        return (low, high)
+        return (low, high, "")
     s = _ungrouped(s, decimal)  # "1,000-3,500" in a file of decimal points
     if decimal == ",":
         s = re.sub(r"(\d),(\d)", r"\1.\2", s)
     elif m := _RANGE_DECIMAL_COMMAS.match(s):
         s = f"{m.group(1)}.{m.group(2)}-{m.group(4)}.{m.group(5)}"
     if len(_RANGE_BETWEEN_ANYWHERE.findall(s)) > 1 and _RANGE_GROUPS.search(s):
-        return (low, high)  # ranges for several groups of patients
+        return (low, high, "")  # ranges for several groups of patients
     if m := _RANGE_WRAPPED.match(s):
         s = m.group(1)
     s = _RANGE_LABEL.sub("", s, count=1)
     s = _RANGE_WORDS.sub("", s, count=1)  # "Ref. range 1.6-2.6": the label's last words
     m = _RANGE_BETWEEN.match(s)
     if m:
-        return (float(m.group(1)), float(m.group(2)))
+        return (float(m.group(1)), float(m.group(2)), _range_unit(m["tail"]))
     if m := _RANGE_WORDED.match(s):  # "less than 10", "above 60 mL/min"
         s = f"{_WORD_CMP[m.group(1).lower()]}{s[m.end(1) :]}"
     m = _RANGE_ONE_SIDED.match(s)
     if m:
         cmp_ = _COMPARATORS[m.group(1)]
         bound = float(m.group(2))
-        return (np.nan, bound) if cmp_.startswith("<") else (bound, np.nan)
-    return (low, high)
+        unit = _range_unit(m["tail"])
+        return (np.nan, bound, unit) if cmp_.startswith("<") else (bound, np.nan, unit)
+    return (low, high, "")
+
+
+def _range_unit(tail: str | None) -> str:
+    """The unit a range prints after its numbers ("mEq/L" of "1.3-2.1 mEq/L", "mmol/L" of
+    "3.5-5.1 mmol/L (adult)"), "" for none. A word in brackets is a note ("(adult)"),
+    unless it is a unit labinterp knows ("(mmol/L)"); any other unit-shaped word is the
+    range's unit, known or not."""
+    words = (tail or "").split()
+    if not words:
+        return ""
+    first = words[0]
+    if first[0] in "([":
+        inner = first.strip("()[]")
+        return units.clean_spelling(inner) if units.lookup(inner) else ""
+    return units.clean_spelling(first) if _unit_shaped(first) else ""
+
+
+def _range_in_unit(
+    analyte: str, unit: str, per_body_surface: bool, printed: tuple[float, float, str]
+) -> tuple[float, float]:
+    """The printed (low, high) in the row's `unit`: converted from the unit the range
+    prints, as the values are; (NaN, NaN) (an unreadable range) when that unit is unknown
+    or cannot express the analyte. `per_body_surface`: as in `_unit_of`, a plain "mL/min"
+    of an eGFR test is per 1.73 m2."""
+    low, high, in_unit = printed
+    alias = units.lookup(in_unit) if in_unit else None
+    if per_body_surface and alias is not None and alias.pint_expr == _PLAIN_FLOW:
+        in_unit = analytes()[analyte].canonical_unit
+    if not in_unit or not analyte or not unit or _same_unit(analyte, in_unit, unit):
+        return (low, high)
+    try:
+        row_factor = units.factor(analyte, unit)
+    except UnitError:  # the row is rejected for its own unit
+        return (low, high)
+    try:
+        scale = units.factor(analyte, in_unit) / row_factor
+    except UnitError:
+        return (np.nan, np.nan)
+    return (_round_sig(low * scale), _round_sig(high * scale))
+
+
+def _status_of(raw: object) -> ResultStatus:
+    """The meaning of a row's result status; a word reference_ranges/result_statuses.toml
+    does not list is kept as UNRECOGNISED_STATUS, to be counted, not taken as none."""
+    text = _text(raw)
+    status = result_status(text)
+    if text and status == ResultStatus():
+        return ResultStatus(usable=UNRECOGNISED_STATUS)
+    return status
+
+
+def _warn_unrecognised(status: _Coded, raw: _Coded, source_row: pd.Series, file_label: str):
+    """A warning naming the status words not understood and the rows that print them."""
+    rows = np.flatnonzero(status.rows_where(lambda s: s.usable == UNRECOGNISED_STATUS))
+    words = sorted({_text(raw.values[c])[:30] for c in raw.codes[rows]})
+    listed = _take(source_row, rows[:5]).astype(str).tolist()
+    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+    log.warning(
+        "%s: the result status %s on row(s) %s%s is not one labinterp knows; the results are"
+        " read, with result_status 'unrecognised'. Add the word to"
+        " reference_ranges/result_statuses.toml, or correct the status in the export.",
+        file_label,
+        ", ".join(f"'{w}'" for w in words[:5]),
+        ", ".join(listed),
+        more,
+    )
 
 
 def _status_verdict(status: ResultStatus) -> tuple[str, str]:
@@ -1215,30 +1308,70 @@ def _specimen_verdict(specimen_type: object) -> tuple[str, str]:
 # patterns the second.
 MEDICINE_FLAGS = {"vitamin_d": "vitamin_d_supplement", "mg_lowering": "mg_lowering_medication"}
 
-# Matched on the text with its accents dropped, in English, Spanish, German and French
-# ("muestra hemolizada", "sin hemólisis", "hämolytisch", "keine Hämolyse", "hémolysé",
-# "coagulada", "lipémica", "ictérica").
-_QUALITY_PATTERNS = (
-    (
-        "not_hemolyzed",
-        re.compile(r"\b(not|no|non|sin|kein|keine|nicht|sans)[\s-]*h(?:a|ae|e)mol[iy]", re.I),
-    ),
+# Mentions of what a comment may say about the sample, matched on the text with its accents
+# dropped, in English, Spanish, German and French ("muestra hemolizada", "hämolytisch",
+# "hémolysé", "coagulada", "lipémica", "ictérica").
+_QUALITY_MENTIONS = (
     ("hemolyzed", re.compile(r"ha?emol[iy][sz]|hamoly", re.I)),
     ("contamination_comment", re.compile(r"contamina[td]|contaminacion|edta", re.I)),
     ("clotted", re.compile(r"\bclot|\bcoagulad|\bcoagulo", re.I)),
     ("lipemic", re.compile(r"lip(a)?emi", re.I)),
     ("icteric", re.compile(r"icter", re.I)),
 )
+# A mention is denied by a negation at most two words before it in its clause ("No
+# hemolysis", "non-hemolyzed", "No EDTA contamination detected", "no evidence of
+# hemolysis", "sin hemólisis", "keine Hämolyse")...
+_DENIED_BEFORE = re.compile(
+    r"\b(?:no|not|non|without|free of|negative for|absence of|sin|kein|keine|nicht|ohne|sans)"
+    r"(?:\W+\w+){0,2}\W*$",
+    re.I,
+)
+# ... or by a negative word right after it, past the rest of its word and an "index"-like
+# word ("Hemolysis: none", "Hemolysis index 0", "Hemolysis absent", "hemolysis-free",
+# "EDTA contamination excluded", "Contamination not detected").
+_DENIED_AFTER = re.compile(
+    r"^\w*(?:[\s:=-]+(?:index|level|status|check|contamination|interference))?[\s:=()-]*"
+    r"(?:none|nil|absent|negative|neg|no|free|excluded|ruled out|0(?![\d.,]*[1-9])"
+    r"|not (?:detected|seen|present|found|observed)|negativo|ausente|negativ|absente|aucune)\b",
+    re.I,
+)
+# Clauses: a negation in one never reaches a mention in another ("Specimen hemolyzed;
+# recollect non-hemolyzed specimen" is hemolyzed). A full stop inside a number is none.
+_CLAUSE = re.compile(r"[;,!?]|\.(?!\d)")
+# LIS codes for a hemolysis index given as a word or pluses ("H.I. 3+", "HIL: H=2+"),
+# judged by reference_ranges/sample_indices.toml like an index row; a number alone ("HIL
+# index: H=250") is not judged, as an index row without a printed limit is not.
+_HEMOLYSIS_CODE = re.compile(
+    r"\b(?:H\.\s?I\.?|HIL(?:\s+index)?\s*[:=]?\s*H)\s*[:=]?\s*(?P<level>\d?\++|[a-z]+)", re.I
+)
 
 
 def quality_flags(*texts: object) -> str:
-    joined = fold_accents(" ".join(_text(t) for t in texts))
+    """The quality flags the comment, flag and result texts of a row say: a kind is flagged
+    when one of its mentions is not denied; `not_hemolyzed` when hemolysis is mentioned
+    and every mention denies it."""
+    joined = fold_accents(" ; ".join(t for t in map(_text, texts) if t))
     if not joined:
         return ""
-    flags = [name for name, pattern in _QUALITY_PATTERNS if pattern.search(joined)]
-    if "not_hemolyzed" in flags:
-        # "VERIFIED. NOT HEMOLYZED." must not mark the sample as hemolyzed
-        flags = [f for f in flags if f != "hemolyzed"]
+    clauses = _CLAUSE.split(joined)
+    flags = []
+    for name, pattern in _QUALITY_MENTIONS:
+        said = [
+            not (
+                _DENIED_BEFORE.search(c[: m.start()].rsplit(":", 1)[-1])
+                or _DENIED_AFTER.match(c[m.start() :])
+            )
+            for c in clauses
+            for m in pattern.finditer(c)
+        ]
+        if name == "hemolyzed" and any(
+            index_text_raised(m["level"]) for m in _HEMOLYSIS_CODE.finditer(joined)
+        ):
+            said.append(True)
+        if any(said):
+            flags.append(name)
+        elif said and name == "hemolyzed":
+            flags.append("not_hemolyzed")  # "VERIFIED. NOT HEMOLYZED."
     return ";".join(flags)
 
 
@@ -1283,6 +1416,11 @@ _DETAIL = {
         "the row has no patient identifier; fill it in the export (HL7 v2: PID-3 of the "
         "message; an analyzer's message that names only the specimen cannot be read "
         "per patient: export the results from the LIS instead)"
+    ),
+    "scientific_patient_id": (
+        "the patient identifier is a number in scientific notation (such as 1.23457E+11), as"
+        " a spreadsheet shows a long number: its last digits are lost, so different patients"
+        " could be merged; re-export the ids as text (format the id column as Text)"
     ),
     "missing_date": "the row has no collection time; fill it in or check the date column",
     "unparseable_date": "the collection time is not a date labinterp can read; pass --date-format",
@@ -1401,14 +1539,14 @@ def _normalize(
         # analyte and unit checks, the repeat check and the range columns all use the same
         # (low, high).
         printed_ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"])
-        range_limits = printed_ranges.map(
+        printed_limits = printed_ranges.map(
             lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal)
         )
         # a sample-quality index ("Hemolysis Index 120 (0-50)") is no result to interpret,
         # but a raised one marks the other results of its sample
         index_kind = found.field(3).compact()
         index = (
-            _joint(index_kind, parsed, range_limits, flag, col["value_raw"]).map(
+            _joint(index_kind, parsed, printed_limits, flag, col["value_raw"]).map(
                 lambda v: _index_outcome(*v)
             )
             if any(index_kind.values)  # nearly every export has none
@@ -1423,13 +1561,25 @@ def _normalize(
         )
         factor = unit.field(0).floats()
         unit_rep = unit.field(1).compact()
+        # the printed range in the row's unit: "1.3-2.1 mEq/L" beside a Mg in mmol/L
+        range_limits = _joint(analyte, unit_rep, per_body_surface, printed_limits).map(
+            lambda v: _range_in_unit(*v)
+        )
 
         # each row's first reason, in this order
         verdict = _Verdicts(n)
         pid = side.result(patient_job)
         verdict.mark(pid.rows_equal(""), "missing_patient_id", _DETAIL["missing_patient_id"])
+        # "1.23457E+11": two patients' ids may now read the same
+        verdict.mark(
+            pid.rows_where(lambda v: bool(v and _SCIENTIFIC_ID.match(v))),
+            "damaged_patient_id",
+            _DETAIL["scientific_patient_id"],
+        )
         # a cancelled, deleted, withdrawn or pending result (most exports print no status)
-        status = col["result_status"].map(lambda v: result_status(_text(v)))
+        status = col["result_status"].map(_status_of)
+        if any(s.usable == UNRECOGNISED_STATUS for s in status.values):
+            _warn_unrecognised(status, col["result_status"], frame["source_row"], file_label)
         if any(s.no_result for s in status.values):
             verdict.mark_each(
                 status.rows_where(lambda s: s.no_result != ""), status.map(_status_verdict)
@@ -1481,6 +1631,14 @@ def _normalize(
     implausible = has_number & ~np.isnan(value) & (too_low | too_high)
     if implausible.any():
         verdict.mark_each(implausible, _implausible(implausible, analyte, parsed, unit_rep))
+    # a value life-threatening in its stated unit whose number is a normal one in another
+    # unit of the analyte: the unit label is far likelier wrong than the patient that ill
+    grade4 = analyte.map(_grade4_limits)
+    lo_4, hi_4 = grade4.field(0).floats(), grade4.field(1).floats()
+    with np.errstate(invalid="ignore"):
+        extreme = has_number & cmp_.rows_equal("") & ((value < lo_4) | (value > hi_4))
+    if extreme.any():
+        verdict.mark_each(extreme, _other_unit(extreme, analyte, parsed, unit_rep))
     # a printed range that fits another unit far better: the unit label is wrong
     range_unit = _joint(analyte, unit_rep, range_limits).map(lambda v: _range_unit_verdict(*v))
     if any(v[0] for v in range_unit.values):  # rare: nothing to mark in most exports
@@ -1512,7 +1670,15 @@ def _normalize(
     # out beside the search for repeats (one thread of numpy), for all kept rows.
     with _Side() as side:
         ranges_job = side.submit(
-            _range_columns, col, kept, when, factor, analyte, printed_ranges, range_limits
+            _range_columns,
+            col,
+            kept,
+            when,
+            factor,
+            analyte,
+            printed_ranges,
+            range_limits,
+            _Births(file_label, opts, frame["source_row"]),
         )
         if dedupe:
             text = parsed.field(2).compact()
@@ -1626,6 +1792,7 @@ def _range_columns(
     analyte: _Coded,
     printed_ranges: _Coded,
     range_limits: _Coded,
+    births: _Births,
 ) -> tuple[dict[str, np.ndarray], dict[str, _Coded]]:
     """Reference range columns of the given rows, with the sex and age they were chosen by:
     the row's own range, else bundled by age/sex, else unknown. (Number columns, text
@@ -1640,7 +1807,7 @@ def _range_columns(
         lambda v: bool(_text(v[0]).strip()) and not (_text(v[1]) or _text(v[2]))
     )
     sex = col["sex"].at(rows).map(_sex).compact()
-    age = _ages(col, when, rows)
+    age, unread_birth = _ages(col, when, rows, births)
     low_rep, high_rep = ranges.field(0).floats(), ranges.field(1).floats()
     f = factor[rows]
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is what is checked below
@@ -1649,8 +1816,12 @@ def _range_columns(
     absurd = _absurd_range(low_rep, high_rep, low, high, analyte)
     unread = as_text.rows_where(bool) & np.isnan(low_rep) & np.isnan(high_rep)
     note = _Coded(
-        np.where(absurd, 1, np.where(unread, 2, 0)).astype(np.int64),
-        ["", "implausible_range", "unreadable_range"],
+        np.where(absurd, 1, np.where(unread, 2, 0)).astype(np.int64) + 3 * unread_birth,
+        [
+            f"{range_note};{birth_note}".strip(";")
+            for birth_note in ("", "unreadable_birth_date")
+            for range_note in ("", "implausible_range", "unreadable_range")
+        ],
     )
     if absurd.any():
         # the whole range goes: a range with one absurd bound is not the lab's range
@@ -1887,6 +2058,10 @@ _COMMA_DECIMAL = r"[<>]?\s*-?(?:0,\d+|\d+,(?:\d{1,2}|\d{4,})|[1-9]\d{0,2}(?:\.\d
 _POINT_DECIMAL = r"[<>]?\s*-?(?:0\.\d+|\d+\.(?:\d{1,2}|\d{4,})|[1-9]\d{0,2}(?:,\d{3})+\.\d+)"
 
 
+# A spreadsheet's scientific notation of a long number ("1.23457E+11", "1,23457E+11")
+_SCIENTIFIC_ID = re.compile(r"^\d(?:[.,]\d+)?E\+?\d+$", re.I)
+
+
 def _patient_ids(patient: _Coded) -> _Coded:
     """The patient ids cleaned by `patient_id_text`, once per distinct id."""
     return patient.via_pandas(patient_id_text)
@@ -2019,6 +2194,15 @@ def _implausible(mask: np.ndarray, analyte: _Coded, parsed: _Coded, unit_rep: _C
     return _Coded(codes, details or [("", "")])
 
 
+def _other_unit(mask: np.ndarray, analyte: _Coded, parsed: _Coded, unit_rep: _Coded) -> _Coded:
+    """`_other_unit_verdict` for the rows in `mask`, once per distinct case."""
+    rows = np.flatnonzero(mask)
+    cases = _joint(analyte.at(rows), parsed.at(rows), unit_rep.at(rows))
+    codes = np.zeros(len(mask), dtype=np.int64)
+    codes[rows] = cases.codes
+    return _Coded(codes, [_other_unit_verdict(a, v[1], u) for a, v, u in cases.values])
+
+
 # Units to try when a value is impossible in its stated unit, per canonical unit family.
 _ALTERNATIVES = (
     "mg/dL",
@@ -2051,6 +2235,59 @@ def _implausible_detail(analyte: str, number: float, unit: str) -> str:
         if a.plausible_low <= v <= a.plausible_high:
             return text + f": the number fits {alt}. Check the unit in the export."
     return text + ". Check the value and unit in the export."
+
+
+@cache
+def _grade4_limits(analyte: str) -> tuple[float, float]:
+    """The CTCAE v5 grade 4 (life-threatening) cut-offs below and above which a value of the
+    analyte lies, in its canonical unit (reference_ranges/ctcae_v5.csv); NaN where CTCAE
+    grades none. Total calcium is graded on the corrected calcium's cut-offs, as its scale."""
+    graded = "calcium_corrected" if analyte == "calcium" else analyte
+    a = analytes().get(graded)
+    low = high = np.nan
+    if a is None:
+        return (low, high)
+    for (term, unit), rules in grading.criteria().items():
+        if grading.TERMS[term] != graded or unit != a.canonical_unit:
+            continue
+        for rule in rules:
+            if rule.grade == 4 and rule.cutoff is not None:
+                if rule.operator.startswith("<"):
+                    low = rule.cutoff
+                else:
+                    high = rule.cutoff
+    return (low, high)
+
+
+@cache
+def _common_units(analyte: str) -> tuple[str, ...]:
+    """The units labs commonly report the analyte in: its canonical unit and those the
+    bundled adult ranges are printed in (reference_ranges/fallback_ranges.csv)."""
+    found = [analytes()[analyte].canonical_unit]
+    found += [fb.unit for fb in fallback_ranges() if fb.analyte == analyte]
+    return tuple(dict.fromkeys(found))
+
+
+def _other_unit_verdict(analyte: str, number: float, unit: str) -> tuple[str, str]:
+    """("implausible_value", detail) for a value beyond a CTCAE grade 4 cut-off in `unit`
+    (the caller checks that) whose number, read in another unit labs commonly use for the
+    analyte, is within the bundled adult range; else ("", "")."""
+    adult = _adult_range(analyte)
+    if adult is None or not unit:
+        return ("", "")
+    for alt in _common_units(analyte):
+        if _same_unit(analyte, alt, unit):
+            continue
+        in_alt = number * units.factor(analyte, alt)
+        if adult[0] <= in_alt <= adult[1]:
+            name = analytes()[analyte].display_name
+            return (
+                "implausible_value",
+                f"{name} in {unit}: the value is beyond the CTCAE grade 4 limit once converted,"
+                f" while its number is within the adult range if read in {alt}: suspected unit"
+                f" error; the number fits {alt}. Check the unit in the export.",
+            )
+    return ("", "")
 
 
 @cache
@@ -2136,26 +2373,113 @@ def _range_unit_verdict(analyte: str, unit: str, printed: tuple[float, float]) -
     return ("", "")
 
 
-def _ages(col: dict[str, _Coded], when: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Age in years of the given rows: the file's age column, else from the birth date."""
+@dataclass(frozen=True)
+class _Births:
+    """What reading the birth dates needs besides the columns: the file (for the warning
+    and the date order) and the rows' numbers in it."""
+
+    file_label: str
+    opts: Options
+    source_row: pd.Series
+
+
+def _ages(
+    col: dict[str, _Coded], when: np.ndarray, rows: np.ndarray, births: _Births
+) -> tuple[np.ndarray, np.ndarray]:
+    """Age in whole years of the given rows (the file's age column, else from the birth
+    date), and which rows have a birth date that could not be read (age unknown; warned)."""
     given = col["age_raw"].at(rows)
     age = pd.to_numeric(_strip(pd.Series(given.values, dtype=STR)), errors="coerce").to_numpy(
         dtype=float
     )[given.codes]
-    births = col["birth_date"].via_pandas(_strip).at(rows)
-    if any(b != "" for b in births.values):
-        born = pd.to_datetime(
-            pd.Series(births.values, dtype=STR).str.slice(0, 10), format="%Y-%m-%d", errors="coerce"
-        ).to_numpy()
-        # In whole days: pandas parses year 1 to 9999 (in seconds or microseconds), and a
-        # cast to nanoseconds, or a difference in them, overflows without a warning (a
-        # birth in 1405 came out as 1990). Casting to days divides, so it cannot.
-        days = when[rows].astype("datetime64[D]") - born.astype("datetime64[D]")[births.codes]
-        from_birth = np.where(np.isnat(days), np.nan, days.astype(float)) / 365.25
+    unread = np.zeros(len(rows), dtype=bool)
+    born_text = col["birth_date"].via_pandas(_strip).compact()
+    if any(b for b in born_text.values):
+        born, bad = _birth_dates(born_text.values, col["collected_at"], births)
+        at_rows = born_text.at(rows)
+        from_birth = _whole_years(born, at_rows.codes, when[rows])
+        unread = bad[at_rows.codes] & np.isnan(age)
         age = np.where(np.isnan(age), from_birth, age)
+        if unread.any():
+            listed = _take(births.source_row, rows[unread]).astype(str).tolist()
+            more = f" and {len(listed) - 5} more" if len(listed) > 5 else ""
+            log.warning(
+                "%s: the birth date on row(s) %s%s is not a date labinterp can read, so the"
+                " age is unknown and a row without its own range gets the adult one (quality:"
+                " unreadable_birth_date); write birth dates as YYYY-MM-DD in the export, or"
+                " pass --date-format.",
+                births.file_label,
+                ", ".join(listed[:5]),
+                more,
+            )
     # MIMIC shifts the birth dates of patients over 89 by ~300 years: not a real age
     age[(age < 0) | (age > 130)] = np.nan
-    return age
+    return age, unread
+
+
+def _birth_dates(
+    distinct: list[str], collected: _Coded, births: _Births
+) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct birth dates as datetime64[D] (NaT where none), and which ones are
+    written but could not be read. They are read like collection times ("12/25/2013",
+    "25.12.2010"), with the day/month order of the file: as given for its batches, by
+    --date-format, by its collection times, else by the birth dates themselves."""
+    opts = births.opts
+    order = opts.slash_order
+    forced = opts.date_format or ""
+    if order is None and "%d" in forced and "%m" in forced:
+        order = "dmy" if forced.index("%d") < forced.index("%m") else "mdy"
+    values = pd.Series(distinct, dtype=object).fillna("")
+    # nearly every export writes them year first: then no date needs its order looked at
+    year_first = pc.match_substring_regex(pa.array(values, pa.string()), r"^(\d{4}-|$)")
+    shaped_iso = bool(pc.all(year_first).as_py())
+    if (
+        order is None
+        and not shaped_iso
+        and values.map(lambda v: bool(_SLASH.match(_as_slashed(v)))).any()
+    ):
+        try:
+            order = slash_order(
+                [v for v in collected.values if isinstance(v, str)], births.file_label
+            )
+        except DateFormatError:
+            order = None
+    try:
+        stamps, reasons = _parse_dates(values, births.file_label, None, order)
+    except DateFormatError:  # slashed birth dates alone, any of which could be either order
+        slashed = values.map(lambda v: bool(_SLASH.match(_as_slashed(v)))).to_numpy(dtype=bool)
+        stamps = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
+        reasons = np.full(len(values), "unparseable_date", dtype=object)
+        stamps[~slashed], reasons[~slashed] = _parse_dates(
+            values[~slashed], births.file_label, None
+        )
+    # a date too far back for datetime64[ns] (MIMIC's shifted births) is no real age: not
+    # reported as unreadable, as before
+    bad = (values != "").to_numpy() & ~np.isin(reasons, ["", "missing_date", "date_out_of_range"])
+    return stamps.astype("datetime64[D]"), bad
+
+
+def _whole_years(born: np.ndarray, codes: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Age in completed years (whether this year's birthday was reached) at `at` of a
+    person born `born[codes]` (distinct birth dates, a code per row); NaN where either date
+    is missing. In days, months and years of numpy: pandas would hold the dates in
+    nanoseconds, which overflow for births before 1677. The birth dates are split into
+    year and month-day once per distinct date; the times with three casts of a million
+    rows, the rest integer arithmetic."""
+
+    def year_and_month_day(days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        months = days.astype("datetime64[M]")
+        m = months.view("int64")  # months since 1970-01
+        day = days.view("int64") - months.astype("datetime64[D]").view("int64")
+        return m // 12, (m % 12) * 100 + day
+
+    born = np.asarray(born, dtype="datetime64[D]")
+    by, bmd = year_and_month_day(np.where(np.isnat(born), np.datetime64(0, "D"), born))
+    at_days = at.astype("datetime64[D]")
+    missing = np.isnat(at_days) | np.isnat(born)[codes]
+    ay, amd = year_and_month_day(np.where(np.isnat(at_days), np.datetime64(0, "D"), at_days))
+    years = (ay - by[codes] - (amd < bmd[codes])).astype(float)
+    return np.where(missing, np.nan, years)
 
 
 def _with_marker(flag: object, marker: str) -> object:

@@ -111,6 +111,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "out_of_scope",  # a test labinterp does not interpret (sodium, glucose, ...)
     "missing_test",  # no test code or name at all
     "missing_patient_id",
+    "damaged_patient_id",  # an id a spreadsheet turned into "1.23457E+11": patients merge
     "missing_date",
     "unparseable_date",
     "ambiguous_two_digit_year",

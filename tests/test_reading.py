@@ -145,7 +145,7 @@ def test_quality_flags_from_comments(tmp_path: Path) -> None:
         ("3.5–5.1", 3.5, 5.1),
         ("3.5-5.1 mmol/L (new range since 2019-01-05)", 3.5, 5.1),
         ("less than 10", None, 10.0),
-        ("Greater than or equal to 60 mL/min", 60.0, None),
+        ("Greater than or equal to 60 mmol/L", 60.0, None),  # the unit is the row's
         ("up to 10", None, 10.0),
     ],
 )

@@ -61,7 +61,7 @@ def test_csv_status_column_rejects_no_result_and_keeps_the_latest_version(
         # a cancelled test and a pending one hold no result
         + "P1,2024-03-01 08:30,S1,Albumin,,g/dL,3.5-5.0,Cancelled\n"
         + "P1,2024-03-01 08:30,S1,CRP,,mg/L,<5,Pending\n"
-        # a status nobody knows, and none: read as usual
+        # a status nobody knows (read, and counted as unrecognised), and none: read as usual
         + "P2,2024-03-02 08:30,,Potassium,3.9,mmol/L,3.5-5.0,Reviewed\n"
         + "P2,2024-03-03 08:30,,Potassium,4.0,mmol/L,3.5-5.0,\n",
     )
@@ -88,7 +88,47 @@ def test_csv_status_column_rejects_no_result_and_keeps_the_latest_version(
     assert p1.loc[3, "value_reported"] == 4.1 and p1.loc[6, "value_reported"] == 2.0
     assert sorted(p1.loc[[7, 8], "value_reported"]) == [9.0, 9.6]
     assert set(p1.loc[[9, 10], "result_status"]) == {"preliminary", "final"}
-    assert used.loc[used["patient_id"] == "P2", "result_status"].isna().all()
+    p2 = used.loc[used["patient_id"] == "P2", "result_status"]
+    assert p2.iloc[0] == "unrecognised" and p2.iloc[1] is pd.NA
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "kept_as"),
+    [
+        ("Rejected", "result_status", None),
+        ("Specimen Rejected", "result_status", None),
+        ("Credited", "result_status", None),
+        ("Pending Review", None, "preliminary"),
+        ("Needs Review", None, "preliminary"),
+        ("Final Edited", None, "final"),
+        ("Blorp", None, "unrecognised"),
+    ],
+)
+def test_status_words_of_lis_exports(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, status: str, reason, kept_as
+) -> None:
+    """Rejected or credited specimens hold no result (the reason of a cancelled one);
+    results awaiting review are preliminary; a status word nobody listed is read but
+    counted as unrecognised, with a warning naming the file, row and fix."""
+    path = write(
+        tmp_path,
+        "lab.csv",
+        HEADER + f"P1,2024-03-01 08:30,S1,Magnesium,1.2,mg/dL,1.6-2.6,{status}\n",
+    )
+    res = read(path)
+    assert res.rows_in == 1 == res.rows_used + res.rows_rejected
+    if reason:
+        assert list(res.rejected["reason"]) == [reason]
+        assert "cancelled" in res.rejected["detail"].iloc[0]
+    else:
+        assert list(res.results["result_status"]) == [kept_as]
+    warned = [r.getMessage() for r in caplog.records if "result status" in r.getMessage()]
+    if kept_as == "unrecognised":
+        assert len(warned) == 1
+        assert "lab.csv" in warned[0] and "row(s) 2" in warned[0]
+        assert "result_statuses.toml" in warned[0] and "1.2" not in warned[0]
+    else:
+        assert warned == []
 
 
 def test_replacements_across_files_match_one_file(tmp_path: Path) -> None:

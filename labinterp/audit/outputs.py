@@ -31,7 +31,7 @@ from labinterp.audit.collapse import (
     follow_up_analytes,
     read_scratch,
 )
-from labinterp.catalog import USABLE_STATUSES
+from labinterp.catalog import UNRECOGNISED_STATUS, USABLE_STATUSES
 from labinterp.output import write_csv
 from labinterp.resources import reference_file
 
@@ -250,7 +250,7 @@ def write_outputs(
         "result_status": {
             "results": {
                 k: stats.result_status[k]
-                for k in (*USABLE_STATUSES, "not_given")
+                for k in (*USABLE_STATUSES, UNRECOGNISED_STATUS, "not_given")
                 if k in stats.result_status
             },
             "fired_on_preliminary": {

@@ -1,0 +1,255 @@
+"""Messy values as tester-found exports print them: a number in the wrong unit, negated
+sample-quality comments, a unit inside the reference range, birth dates not in ISO form,
+critical markers around the number, and patient ids a spreadsheet turned into numbers."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labinterp.normalize import quality_flags
+from labinterp.reading import ReadResult, read
+
+HEADER = "patient_id,birth_date,collected_at,test,result,unit,reference_range,comment\n"
+
+
+def read_rows(tmp_path: Path, rows: str, name: str = "lab.csv") -> ReadResult:
+    path = tmp_path / name
+    path.write_text(HEADER + rows, encoding="utf-8")
+    res = read(path)
+    assert res.rows_in == res.rows_used + res.rows_rejected  # every row accounted for
+    return res
+
+
+# ---------------------------------------------------------------- 1. another unit fits far better
+
+
+@pytest.mark.parametrize(
+    ("test", "value", "unit", "fits"),
+    [
+        ("Potassium", "4.1", "mg/dL", "mmol/L"),  # 1.05 mmol/L: a false CTCAE grade 4
+        ("Ionized calcium", "1.2", "mg/dL", "mmol/L"),
+        ("Calcium", "2.3", "mg/dL", "mmol/L"),
+    ],
+)
+def test_a_life_threatening_value_normal_in_another_unit_is_a_unit_error(
+    tmp_path: Path, test: str, value: str, unit: str, fits: str
+) -> None:
+    res = read_rows(tmp_path, f"P1,1960-01-01,2024-01-01 08:00,{test},{value},{unit},,\n")
+    assert len(res.results) == 0
+    rejected = res.rejected.iloc[0]
+    assert rejected["reason"] == "implausible_value"
+    assert f"fits {fits}" in rejected["detail"] and value not in rejected["detail"]
+
+
+@pytest.mark.parametrize(
+    ("test", "value", "unit"),
+    [
+        ("Magnesium", "0.8", "mg/dL"),
+        ("Magnesium", "0.6", "mg/dL"),
+        ("Magnesium", "0.25", "mmol/L"),
+        ("Potassium", "2.0", "mmol/L"),
+        ("Potassium", "7.5", "mmol/L"),
+        ("Calcium", "5.5", "mg/dL"),
+        ("Calcium", "1.4", "mmol/L"),
+        ("Ionized calcium", "0.7", "mmol/L"),
+    ],
+)
+def test_severe_but_possible_values_are_read(
+    tmp_path: Path, test: str, value: str, unit: str
+) -> None:
+    res = read_rows(tmp_path, f"P1,1960-01-01,2024-01-01 08:00,{test},{value},{unit},,\n")
+    assert list(res.results["value_reported"]) == [float(value)]
+
+
+# ---------------------------------------------------------------- 2. negated comments
+
+
+@pytest.mark.parametrize(
+    "comment",
+    [
+        "Hemolysis: none",
+        "No hemolysis",
+        "Hemolysis index 0",
+        "Hemolysis absent",
+        "Hemolysis: negative",
+        "non-hemolyzed",
+        "not hemolysed",
+        "no evidence of hemolysis",
+    ],
+)
+def test_a_comment_denying_hemolysis_does_not_mark_it(comment: str) -> None:
+    assert quality_flags(comment) == "not_hemolyzed"
+
+
+@pytest.mark.parametrize(
+    "comment",
+    ["No EDTA contamination detected", "Not contaminated", "EDTA contamination excluded"],
+)
+def test_a_comment_denying_contamination_does_not_mark_it(comment: str) -> None:
+    assert quality_flags(comment) == ""
+
+
+@pytest.mark.parametrize(
+    "comment",
+    [
+        "Specimen hemolyzed; recollect non-hemolyzed specimen",
+        "Gross hemolysis. No hemolysis-free sample available",
+        "Hemolysis present - not suitable for K",
+        "Test not performed: hemolysis",
+        "H.I. 3+",
+        "HIL: H=2+",
+    ],
+)
+def test_an_affirmed_hemolysis_is_not_cancelled_by_a_denied_one(comment: str) -> None:
+    assert quality_flags(comment) == "hemolyzed"
+
+
+def test_a_hemolysis_index_number_without_a_limit_is_not_judged() -> None:
+    assert quality_flags("HIL index: H=250") == ""
+    assert quality_flags("possible EDTA contamination") == "contamination_comment"
+
+
+def test_denied_comments_reach_the_results(tmp_path: Path) -> None:
+    res = read_rows(
+        tmp_path,
+        "P1,1960-01-01,2024-01-01 08:00,Potassium,7.0,mmol/L,3.5-5.1,Hemolysis: none\n"
+        "P2,1960-01-01,2024-01-01 08:00,Potassium,6.5,mmol/L,3.5-5.1,"
+        "No EDTA contamination detected\n",
+    )
+    assert list(res.results["quality"]) == ["not_hemolyzed", ""]
+
+
+# ---------------------------------------------------------------- 3. a unit in the range
+
+
+@pytest.mark.parametrize(
+    ("row", "low", "high"),
+    [
+        ("Magnesium,0.90,mmol/L,1.3-2.1 mEq/L", 0.65, 1.05),
+        ("25-OH Vitamin D,45,nmol/L,30-100 ng/mL", 74.8783, 249.594),
+        ("CRP,0.8,mg/dL,<10 mg/L", math.nan, 10.0),
+        ("Magnesium,1.5,mg/dL,0.70-1.05 mmol/L", 0.7, 1.05),
+        ("Albumin,3.1,g/dL,35-50 g/L", 35.0, 50.0),
+        ("Potassium,3.4,mmol/L,3.5 - 5.1 mmol/L (adult)", 3.5, 5.1),
+    ],
+)
+def test_a_range_with_a_unit_is_converted_to_the_results_unit(
+    tmp_path: Path, row: str, low: float, high: float
+) -> None:
+    res = read_rows(tmp_path, f"P1,1960-01-01,2024-01-01 08:00,{row},\n")
+    r = res.results.iloc[0]
+    assert r["range_origin"] == "row"
+    for got, want in ((r["range_low"], low), (r["range_high"], high)):
+        assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, rel=1e-3)
+
+
+@pytest.mark.parametrize("range_text", ["1.3-2.1 mmol", "1.3-2.1 U/L"])
+def test_a_range_in_an_unknown_or_unconvertible_unit_is_unreadable(
+    tmp_path: Path, range_text: str
+) -> None:
+    res = read_rows(
+        tmp_path, f"P1,1960-01-01,2024-01-01 08:00,Magnesium,0.9,mmol/L,{range_text},\n"
+    )
+    r = res.results.iloc[0]
+    assert r["range_origin"] == "bundled" and "unreadable_range" in r["quality"]
+
+
+# ---------------------------------------------------------------- 4. birth dates
+
+
+@pytest.mark.parametrize(
+    ("birth", "collected"),
+    [
+        ("12/25/2013", "03/14/2024 08:00"),
+        ("25/12/2013", "14/03/2024 08:00"),
+        ("25.12.2013", "14.03.2024 08:00"),
+        ("12/25/2013", "2024-03-14 08:00"),
+    ],
+)
+def test_a_childs_birth_date_in_any_date_shape_gives_the_age(
+    tmp_path: Path, birth: str, collected: str
+) -> None:
+    res = read_rows(tmp_path, f"P1,{birth},{collected},Phosphorus,5.9,mg/dL,,\n")
+    r = res.results.iloc[0]
+    assert r["age_years"] == 10 and r["range_origin"] == "unknown"
+
+
+def test_age_is_in_whole_years_from_the_birthday(tmp_path: Path) -> None:
+    res = read_rows(
+        tmp_path,
+        "P1,2006-01-01,2024-01-01 08:00,Magnesium,0.6,mmol/L,,\n"
+        "P1,2006-01-01,2023-12-31 08:00,Magnesium,0.6,mmol/L,,\n",
+    )
+    assert list(res.results["age_years"]) == [18, 17]
+    assert list(res.results["range_origin"]) == ["bundled", "unknown"]
+
+
+def test_an_unreadable_birth_date_is_warned_and_flagged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        res = read_rows(
+            tmp_path,
+            "SECRET1,03/04/2013,2024-03-14 08:00,Magnesium,0.6,mmol/L,,\n"
+            "SECRET2,2010-02-03,2024-03-14 08:00,Magnesium,0.6,mmol/L,,\n",
+        )
+    assert list(res.results["quality"]) == ["unreadable_birth_date", ""]
+    assert math.isnan(res.results["age_years"].iloc[0]) and res.results["age_years"].iloc[1] == 14
+    (message,) = [r.getMessage() for r in caplog.records if "birth date" in r.getMessage()]
+    assert "lab.csv" in message and "row(s) 2 " in message and "YYYY-MM-DD" in message
+    assert "SECRET" not in message and "03/04" not in message
+
+
+# ---------------------------------------------------------------- 5. critical markers
+
+
+@pytest.mark.parametrize(
+    "value", ["2.4 (C)", "2.4 CRIT", "2.4 CRITICAL", "LL 2.4", "(C) 2.4", "* 2.4", "2.4 (LL)"]
+)
+def test_a_critical_marker_around_the_number_is_read_as_a_flag(tmp_path: Path, value: str) -> None:
+    res = read_rows(tmp_path, f'P1,1960-01-01,2024-01-01 08:00,Potassium,"{value}",mmol/L,,\n')
+    r = res.results.iloc[0]
+    assert r["value_reported"] == 2.4 and not r["text_result"]
+    assert r["flag"] in ("C", "CRIT", "CRITICAL", "LL", "*")
+
+
+# ---------------------------------------------------------------- 7. Excel-damaged ids
+
+
+def test_patient_ids_in_scientific_notation_are_rejected(tmp_path: Path) -> None:
+    res = read_rows(
+        tmp_path,
+        "1.23457E+11,1960-01-01,2024-01-01 08:00,Magnesium,1.2,mg/dL,,\n"
+        "123456789012,1960-01-01,2024-01-01 08:00,Magnesium,1.2,mg/dL,,\n",
+    )
+    assert list(res.results["patient_id"]) == ["123456789012"]
+    rejected = res.rejected.iloc[0]
+    assert rejected["reason"] == "damaged_patient_id"
+    assert "scientific notation" in rejected["detail"] and "as text" in rejected["detail"]
+
+
+def test_whole_years_against_calendar_arithmetic() -> None:
+    """Birthdays before 1970 and on 29 February, against date arithmetic in Python."""
+    import datetime as dt
+
+    from labinterp.normalize import _whole_years
+
+    births = [
+        dt.date(1931, 12, 31),
+        dt.date(1964, 2, 29),
+        dt.date(1969, 1, 1),
+        dt.date(2000, 6, 15),
+    ]
+    days = [dt.date(2024, 2, 28), dt.date(2024, 2, 29), dt.date(2023, 12, 31), dt.date(2024, 6, 14)]
+    born = np.array(births, dtype="datetime64[D]")
+    codes = np.repeat(np.arange(len(births)), len(days))
+    at = np.tile(np.array(days, dtype="datetime64[ns]"), len(births))
+    expected = [
+        d.year - b.year - ((d.month, d.day) < (b.month, b.day)) for b in births for d in days
+    ]
+    assert _whole_years(born, codes, at).tolist() == expected
