@@ -6,8 +6,9 @@
   may hide a low true value); a low value stays low, since hemolysis only pushes them up.
 * `edta_contamination` (S63-S65): K above ULN on a draw whose calcium is below LLN, or
   whose results carry a contamination comment or text ("UNABLE TO REPORT DUE TO
-  CONTAMINATION") while no calcium of the draw was measured not low. K2-EDTA from a purple-top tube adds K and chelates Ca and Mg. The draw
-  is marked `contaminated`; P1 and P3 then report `suppressed` for anything built on it.
+  CONTAMINATION") while no calcium of the draw was measured not low. K2-EDTA from a
+  purple-top tube adds K and chelates Ca and Mg. The draw is marked `contaminated`; P1
+  and P3 then report `suppressed` for anything built on it.
   Low Mg and low ALP on the same draw strengthen the finding (listed in its evidence).
   Kidney failure makes the same picture for real (high K, low Ca): an eGFR below the CKD
   threshold or a creatinine above its range within the electrolyte window adds the caveat

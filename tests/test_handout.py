@@ -666,7 +666,10 @@ def test_an_unchecked_pattern_says_why_a_listed_test_could_not_be_used(sample_ta
     p3 = section(en, "Low magnesium with low potassium")
     assert "the lab calls this hemolyzed" in p3 and "missing" not in p3
     vd = section(en, "Vitamin D not rising as expected, with low magnesium")
-    assert 'a test it needs was missing, or we could not read it: <span class="data">Vitamin D</span>' in vd
+    assert (
+        'a test it needs was missing, or we could not read it: <span class="data">Vitamin D</span>'
+        in vd
+    )
     # a hemolyzed sample does not explain a test that was never done
     from labinterp.handout.context import _why_missing
 
