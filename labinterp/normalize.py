@@ -986,6 +986,12 @@ def _parse_dates(
     far = pd.Series(False, index=values.index)  # a real date that datetime64[ns] cannot hold
     if forced:
         stamps[:], far[:] = _ns(pd.to_datetime(values, format=forced, errors="coerce"))
+        # a date the format does not fit may be ISO, whose order is never in doubt: the
+        # real date cells of a spreadsheet whose other dates are text come as ISO
+        iso = stamps.isna() & (values != "") & _match_iso(values)
+        if iso.any():
+            parsed = pd.to_datetime(values[iso], format="ISO8601", utc=True, errors="coerce")
+            stamps[iso], far[iso] = _ns(parsed)
     else:
         iso = _match_iso(values)
         if iso.any():

@@ -253,3 +253,20 @@ def test_whole_years_against_calendar_arithmetic() -> None:
         d.year - b.year - ((d.month, d.day) < (b.month, b.day)) for b in births for d in days
     ]
     assert _whole_years(born, codes, at).tolist() == expected
+
+
+def test_a_forced_date_format_still_reads_iso_dates(tmp_path: Path) -> None:
+    """A spreadsheet with real date cells (read as ISO) and a few dates typed as text: the
+    format given for the text ones must not reject the real ones."""
+    path = tmp_path / "lab.csv"
+    path.write_text(
+        HEADER + "P1,1960-01-01,2024-03-05 08:15,Magnesium,0.6,mmol/L,,\n"
+        "P1,1960-01-01,03/06/2024 08:15,Magnesium,0.7,mmol/L,,\n",
+        encoding="utf-8",
+    )
+    res = read(path, date_format="%m/%d/%Y %H:%M")
+    assert res.rows_rejected == 0
+    assert [str(t)[:16] for t in res.results["collected_at"]] == [
+        "2024-03-05 08:15",
+        "2024-03-06 08:15",
+    ]
