@@ -853,8 +853,10 @@ def _unit_kind(spelling: str) -> str:
 _ISO = re.compile(
     r"^\d{4}-\d{1,2}-\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?$"
 )
+# the clock may be written without its colon, as Epic prints it ("03/22/2024 0815")
 _SLASH = re.compile(
-    r"^(\d{1,2})/(\d{1,2})/(\d{2}|\d{4})(?:[ T](\d{1,2}:\d{2}(?::\d{2})?)(\s?[AaPp][Mm])?)?$"
+    r"^(\d{1,2})/(\d{1,2})/(\d{2}|\d{4})"
+    r"(?:[ T](\d{1,2}:\d{2}(?::\d{2})?|[0-2]\d[0-5]\d)(\s?[AaPp][Mm])?)?$"
 )
 _DOT = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{2}|\d{4})(?:[ T](\d{1,2}:\d{2}(?::\d{2})?))?$")
 # Shapes whose order is never in doubt: the year first ("2024/03/01 10:00"), or the month
@@ -1071,7 +1073,11 @@ def _parse_numeric_dates(
     as_number = _as_int_or_month if pattern in (_DAY_MONTH_NAME, _MONTH_NAME_DAY) else _as_int
     first, second, year = as_number(parts[0]), as_number(parts[1]), parts[2]
     month, day = (first, second) if order == "mdy" else (second, first)
-    clock = parts[3].fillna("00:00") if 3 in parts.columns else "00:00"
+    clock = (
+        parts[3].fillna("00:00").str.replace(r"^(\d\d)(\d\d)$", r"\1:\2", regex=True)
+        if 3 in parts.columns
+        else "00:00"
+    )
     two_digit = year.str.len() == 2
     text = (
         year
@@ -1144,7 +1150,10 @@ def _to_ns(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------- reference ranges
 
 _RANGE_BETWEEN = re.compile(
-    rf"^\s*({_NUMBER})\s*(?:-|–|—|to|\.\.|\sa(?=\s))\s*({_NUMBER})\s*(?P<tail>[^\d\s].*)?$",
+    # "to", and Spanish "a", German "bis", French "à" between the limits; ".." or "..."
+    # (the dots only after a digit: "0.70..." must not read as the number "0.70.")
+    rf"^\s*({_NUMBER})\s*(?:-|–|—|to|(?<=[\d\s])\.{{2,3}}|…|\s(?:a|à|bis)(?=\s))\s*({_NUMBER})\s*"
+    r"(?P<tail>[^\d\s].*)?$",
     re.I,
 )
 # A one-sided range in words: "less than 10", "greater than or equal to 60", "hasta 5".

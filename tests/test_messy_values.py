@@ -270,3 +270,26 @@ def test_a_forced_date_format_still_reads_iso_dates(tmp_path: Path) -> None:
         "2024-03-05 08:15",
         "2024-03-06 08:15",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "decimal"),
+    [
+        ("0,70 bis 1,05", ","),  # German
+        ("0,70 à 1,05", ","),  # French
+        ("0,70...1,05", ","),
+        ("0.70 ... 1.05", "."),
+        ("0.70…1.05", "."),
+    ],
+)
+def test_range_words_and_dots_of_european_exports(text: str, decimal: str) -> None:
+    from labinterp.normalize import parse_range
+
+    assert parse_range(text, "", "", decimal)[:2] == (0.70, 1.05)
+
+
+def test_a_clock_without_its_colon_is_read(tmp_path: Path) -> None:
+    """Epic prints '03/22/2024 0815'."""
+    res = read_rows(tmp_path, "P1,1960-01-01,03/22/2024 0815,Magnesium,0.6,mmol/L,,\n")
+    assert res.rows_rejected == 0
+    assert str(res.results["collected_at"].iloc[0])[:16] == "2024-03-22 08:15"
