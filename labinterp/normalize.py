@@ -65,6 +65,8 @@ class Options:
     tests: tuple[tuple[str, str], ...] = ()  # user mapping: test label/code -> analyte
     undated: bool = False  # the file has no collection-time column at all
     slash_order: str | None = None  # "mdy" | "dmy" already decided for this file (batches)
+    # "table" (CSV, XLSX, ...), "fhir" or "hl7v2": where a rejected row's fix points to
+    source_format: str = "table"
 
 
 # ---------------------------------------------------------------- distinct-value helpers
@@ -1427,11 +1429,7 @@ def _sex(text: object) -> str:
 _DETAIL = {
     "out_of_scope": "test not interpreted by labinterp (not in the analyte catalog)",
     "missing_test": "the row names no test (no code, name or LOINC); add the test column",
-    "missing_patient_id": (
-        "the row has no patient identifier; fill it in the export (HL7 v2: PID-3 of the "
-        "message; an analyzer's message that names only the specimen cannot be read "
-        "per patient: export the results from the LIS instead)"
-    ),
+    "missing_patient_id": "the row has no patient identifier; fill it in the export",
     "scientific_patient_id": (
         "the patient identifier is a number in scientific notation (such as 1.23457E+11), as"
         " a spreadsheet shows a long number: its last digits are lost, so different patients"
@@ -1459,6 +1457,33 @@ _DETAIL = {
     ),
     # unit_conflict and unparseable_value carry a detail naming the value and units
 }
+# The same two details for the message formats, naming where the field lives in them.
+_DETAIL_BY_FORMAT = {
+    ("missing_patient_id", "hl7v2"): (
+        "the result has no patient identifier (PID-3, else PID-2, of its message); an"
+        " analyzer's message that names only the specimen cannot be read per patient: export"
+        " the results from the LIS instead"
+    ),
+    ("missing_patient_id", "fhir"): (
+        "the Observation names no patient: give it a subject (a reference to a Patient, or"
+        " an identifier), or export it inside the DiagnosticReport or Bundle that does"
+    ),
+    ("missing_date", "hl7v2"): (
+        "the result has no collection time: neither SPM-17, OBR-7 nor OBX-14 holds one;"
+        " check the sending system's message"
+    ),
+    ("missing_date", "fhir"): (
+        "the Observation has no effectiveDateTime or effectivePeriod (nor has its"
+        " DiagnosticReport); export the Observations with their collection time"
+    ),
+}
+
+
+def _detail(reason: str, source_format: str) -> str:
+    """The detail of a reject reason, in the words of the export's format where it has its
+    own (a FHIR Observation's subject, not "the column")."""
+    return _DETAIL_BY_FORMAT.get((reason, source_format), _DETAIL.get(reason, ""))
+
 
 # Reasons found here that schema.REJECT_REASONS names otherwise; the detail tells them apart.
 _REASON = {"date_out_of_range": "unparseable_date", "date_serial": "unparseable_date"}
@@ -1584,7 +1609,11 @@ def _normalize(
         # each row's first reason, in this order
         verdict = _Verdicts(n)
         pid = side.result(patient_job)
-        verdict.mark(pid.rows_equal(""), "missing_patient_id", _DETAIL["missing_patient_id"])
+        verdict.mark(
+            pid.rows_equal(""),
+            "missing_patient_id",
+            _detail("missing_patient_id", opts.source_format),
+        )
         # "1.23457E+11": two patients' ids may now read the same
         verdict.mark(
             pid.rows_where(lambda v: bool(v and _SCIENTIFIC_ID.match(v))),
@@ -2125,7 +2154,8 @@ def _dates(
             offsets[printed] = found
     reason_codes, reason_names = pd.factorize(reasons)
     why = _Coded(
-        reason_codes[codes], [(_REASON.get(r, r), _DETAIL.get(r, "")) for r in reason_names]
+        reason_codes[codes],
+        [(_REASON.get(r, r), _detail(r, opts.source_format)) for r in reason_names],
     )
     return stamps[codes], None if offsets is None else offsets[codes], why
 

@@ -724,7 +724,8 @@ def _from_records(
 ) -> ReadResult:
     """A message format's RAW rows normalized, with the rows it could not use at all
     (record number, reason, detail) among the rejected ones."""
-    results, rejected, repeated = _normalize(raw, label, Options(date_format=date_format), dedupe)
+    options = Options(date_format=date_format, source_format=kind)
+    results, rejected, repeated = _normalize(raw, label, options, dedupe)
     bad = conform(
         pd.DataFrame(
             {
