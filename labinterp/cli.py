@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -50,6 +51,10 @@ def _configure_logging(*, quiet: bool) -> None:
     log.propagate = False
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -57,13 +62,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     _configure_logging(quiet=getattr(args, "quiet", False))
+    # SIGTERM (what `timeout`, systemd and batch schedulers send) stops a run as Ctrl-C
+    # does, through the same clean-up: no scratch data or temporary files left behind
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args.run(args) or 0)
     except LabinterpError as exc:
         sys.stderr.write(textwrap.fill(f"labinterp: {exc}", width=100) + "\n")
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write("labinterp: interrupted; no output was left half-written.\n")
+        sys.stderr.write(
+            "labinterp: interrupted; outputs already there are left as they were, and no"
+            " output was left half-written.\n"
+        )
         return 130
     except BrokenPipeError:
         return 0

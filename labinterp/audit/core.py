@@ -397,6 +397,30 @@ def _n_buckets(files: Sequence[Path]) -> int:
     return max(1, math.ceil(_input_bytes(files) / _BUCKET_BYTES))
 
 
+_SCRATCH = ".labinterp-audit-"
+
+
+def _remove_stale_scratch(output_dir: Path) -> None:
+    """Remove the scratch folders an audit killed outright (SIGKILL, a crash of the
+    machine) left in the output folder: they hold patient data. One whose process still
+    runs is another audit's, and stays."""
+    for old in output_dir.glob(f"{_SCRATCH}*"):
+        pid = old.name[len(_SCRATCH) :].split("-", 1)[0]
+        if not (old.is_dir() and pid.isdigit()) or _running(int(pid)):
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def _output_folder(output_dir: Path) -> Iterator[Path]:
     """Create the output folder if needed (removed again if the audit fails) and a scratch
@@ -411,7 +435,14 @@ def _output_folder(output_dir: Path) -> Iterator[Path]:
         ) from exc
     if not output_dir.is_dir():
         raise OutputError(f"'{output_dir}' is not a folder.", fix="choose a folder for -o.")
-    work = Path(tempfile.mkdtemp(prefix=".labinterp-audit-", dir=output_dir))
+    _remove_stale_scratch(output_dir)
+    try:  # the pid in the name tells a later audit whether this one is still running
+        work = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH}{os.getpid()}-", dir=output_dir))
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write in the output folder '{output_dir}' ({exc.strerror}).",
+            fix="choose a folder you can write to.",
+        ) from exc
     ok = False
     try:
         yield work

@@ -164,6 +164,11 @@ def write_outputs(
     started: float,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
+    # Every output is written to a staging folder first (in the scratch folder, on the same
+    # disk), then all are moved into `out` at once: an audit stopped while writing leaves
+    # the previous outputs whole and together, never some from each run.
+    stage = work / "staged"
+    stage.mkdir()
     findings = _read_parts(parts, "findings")
     findings = (
         _empty_findings() if findings is None else _sorted(findings, ["patient_id", "rule_id"])
@@ -201,10 +206,10 @@ def write_outputs(
     # side (write stage of a 1M-row audit 0.57-0.59 -> 0.41-0.45 s, 10M: 7.8-9.0 -> 5.6-7.3 s)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as writers:
         written = [
-            writers.submit(_write_csv_atomic, out / "findings.csv", findings),
-            writers.submit(_write_parquet_atomic, out / "findings.parquet", findings),
-            writers.submit(_write_csv_atomic, out / "patients.csv", patients),
-            writers.submit(_write_csv_atomic, out / "rejected_rows.csv", rejected),
+            writers.submit(_write_csv_atomic, stage / "findings.csv", findings),
+            writers.submit(_write_parquet_atomic, stage / "findings.parquet", findings),
+            writers.submit(_write_csv_atomic, stage / "patients.csv", patients),
+            writers.submit(_write_csv_atomic, stage / "rejected_rows.csv", rejected),
         ]
         for done in written:
             done.result()  # a failed write raises here
@@ -268,8 +273,20 @@ def write_outputs(
     from labinterp.audit.report import render_report
 
     html = render_report(summary, findings=findings, patients=patients, rejected=rejected)
-    write_text(out / "report.html", html)
+    write_text(stage / "report.html", html)
     write_text(
-        out / "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
+        stage / "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
     )
+    for name in OUTPUT_FILES:
+        os.replace(stage / name, out / name)
     return summary
+
+
+OUTPUT_FILES = (
+    "findings.csv",
+    "findings.parquet",
+    "patients.csv",
+    "rejected_rows.csv",
+    "report.html",
+    "summary.json",
+)
