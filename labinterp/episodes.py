@@ -824,6 +824,38 @@ def paired_with(
     return out
 
 
+def same_draw_first(
+    ctx: Context,
+    ids: np.ndarray,
+    partner: np.ndarray,
+    analytes: tuple[str, str],
+    where: np.ndarray,
+) -> np.ndarray:
+    """`ids`, with -1 where the pair crosses draws although one of the two has a result of
+    the other's analyte (`analytes`: of ids, of partner; among `where`) in its own draw.
+
+    CLINICAL.md sec. 4 pairs the same draw first: a low K drawn with a normal Mg is that
+    draw's pair, never a low Mg of another draw within the window (which `nearest`, taking
+    the nearest to each anchor, would otherwise give from the other draw's anchor).
+    """
+    both = np.flatnonzero((ids >= 0) & (partner >= 0))
+    if not len(both):
+        return ids
+    draw = ctx.obs["draw_id"].to_numpy()
+    n_draws = int(draw.max()) + 1 if len(draw) else 0
+    has: list[np.ndarray] = []
+    for analyte in analytes:
+        found = np.zeros(n_draws, dtype=bool)
+        candidates = ctx.numeric_ids(analyte)
+        found[draw[candidates[where[candidates]]]] = True
+        has.append(found)
+    i, p = ids[both], partner[both]
+    crossed = (draw[i] != draw[p]) & (has[1][draw[i]] | has[0][draw[p]])
+    out = ids.copy()
+    out[both[crossed]] = -1
+    return out
+
+
 def take(ctx: Context, ids: np.ndarray, column: str, fill: float = np.nan) -> np.ndarray:
     """Column values of obs rows `ids` (-1 -> fill), as a float array."""
     col = ctx.obs[column].to_numpy(dtype="float64", na_value=np.nan)

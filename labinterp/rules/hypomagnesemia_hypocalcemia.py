@@ -17,7 +17,8 @@ Why it matters:
 
 Limitations:
     Pairs each draw with the nearest value of each analyte in the window, not every
-    combination; a Ca counts only within the window of the Mg it is paired with, and a PTH
+    combination; a Ca counts only within the window of the Mg it is paired with (and not
+    across draws when either has the other's analyte in its own draw), and a PTH
     only within the PTH window of both. Corrected calcium (derived or reported) is
     unreliable with albumin < 30 g/L and in CKD (caveats
     `corrected_ca_low_albumin`, `ckd_context`); ionized Ca is preferred whenever one with a
@@ -35,7 +36,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from labinterp.episodes import Context, nearest, paired_with, take, take_bool, tri_below
+from labinterp.episodes import (
+    Context,
+    nearest,
+    paired_with,
+    same_draw_first,
+    take,
+    take_bool,
+    tri_below,
+)
 from labinterp.rules import common
 from labinterp.rules.base import Rule, as_compared, duration, number
 
@@ -54,6 +63,11 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     ion = paired_with(ctx, nearest(ctx, a, "calcium_ionized", w, where=ok), mg, w)
     corr = paired_with(ctx, nearest(ctx, a, "calcium_corrected", w, where=ok), mg, w)
     total = paired_with(ctx, nearest(ctx, a, "calcium", w, where=ok), mg, w)
+    # a Ca and a Mg of different draws pair only where neither has the other's analyte in
+    # its own draw (the same draw first; each kind of Ca on its own)
+    ion = same_draw_first(ctx, ion, mg, ("calcium_ionized", "magnesium"), ok)
+    corr = same_draw_first(ctx, corr, mg, ("calcium_corrected", "magnesium"), ok)
+    total = same_draw_first(ctx, total, mg, ("calcium", "magnesium"), ok)
     w_pth = duration("window_pth")
     pth = paired_with(
         ctx, nearest(ctx, a, "pth", w_pth, where=common.known(ctx, "high")), mg, w_pth

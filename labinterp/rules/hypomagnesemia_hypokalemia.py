@@ -18,7 +18,8 @@ Why it matters:
 
 Limitations:
     Pairs each draw with the nearest value in the window; a K counts only within the window
-    of the Mg it is paired with. Episodes are chains of draws with
+    of the Mg it is paired with, and not across draws when either has the other's analyte
+    in its own draw (the same draw first). Episodes are chains of draws with
     gaps no longer than the electrolyte window, so a refractory course with sparser sampling
     is reported as `concurrent`. A hemolyzed sample cannot show K or Mg "not low" (a normal
     value may hide a low one); a low value from it still counts. Draws flagged by
@@ -35,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from labinterp.episodes import Context, nearest, paired_with, take, take_bool
+from labinterp.episodes import Context, nearest, paired_with, same_draw_first, take, take_bool
 from labinterp.rules import common
 from labinterp.rules.base import Rule, duration
 
@@ -77,6 +78,9 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     mg = nearest(ctx, a, "magnesium", w, where=ok)
     # the window is measured from the anchor draw: the K must also lie within it of the Mg
     k = paired_with(ctx, nearest(ctx, a, "potassium", w, where=ok), mg, w)
+    # ... and a K and a Mg of different draws pair only where neither has the other's
+    # analyte in its own draw (the same draw first)
+    k = same_draw_first(ctx, k, mg, ("potassium", "magnesium"), ok)
     any_k = nearest(ctx, a, "potassium", w)
     any_mg = nearest(ctx, a, "magnesium", w)
     k_low = take(ctx, k, "low")
