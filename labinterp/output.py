@@ -45,7 +45,11 @@ def number_text(d: pa.Array, digits: int) -> pa.Array:
     """
     d = pc.if_else(pc.is_finite(d), d, pa.scalar(None, d.type))
     small = pc.less(pc.abs(d), 1e15)
-    rounded = pc.round(pc.if_else(small, d, 0.0), digits)
+    # scaled, rounded and divided back: Arrow's own round multiplies by 10**-digits at the
+    # end, which is inexact (28.275 came out as 28.275000000000002); a division is correctly
+    # rounded, so the shortest text of the result is the rounded number
+    scale = 10.0**digits
+    rounded = pc.divide(pc.round(pc.multiply(pc.if_else(small, d, 0.0), scale)), scale)
     text = pc.cast(pc.if_else(small, rounded, d), pa.string())
     # Arrow prints whole numbers without ".0"; the regex is only a guard, so run it only
     # where it would change something
