@@ -163,6 +163,55 @@ def test_timestamps() -> None:
     assert timestamp_text("2008") == "2008"  # a year is not a collection time: rejected later
 
 
+def test_a_time_without_offset_is_in_the_senders_zone(tmp_path: Path) -> None:
+    """HL7: a time without an offset is in the sender's zone, which MSH-7 shows; without
+    one there, the times stay local."""
+    orders = [
+        "PID|1||P1^^^LAB^MR",
+        "OBR|1||O1|C^Chem^L|||202403010800",
+        "OBX|1|NM|19123-9^Magnesium^LN||1.2|mg/dL|1.7-2.2|L|||F",
+        "OBR|2||O2|C^Chem^L",
+        "OBX|1|NM|17861-6^Calcium^LN||7.9|mg/dL|8.5-10.5|L|||F|||202403020800",
+        "OBR|3||O3|C^Chem^L|||20240303080000+0100",  # its own offset wins
+        "OBX|1|NM|2823-3^Potassium^LN||3.1|mmol/L|3.5-5.1|L|||F",
+    ]
+    zoned = "MSH|^~\\&|LIS|LAB|||20240301103000-0500||ORU^R01|1|P|2.5.1"
+    res = read(write(tmp_path, "\r".join([zoned, *orders])))
+    used = res.results.set_index("analyte")
+    assert used.loc["magnesium", "collected_at"] == pd.Timestamp("2024-03-01 13:00")
+    assert used.loc["calcium", "collected_at"] == pd.Timestamp("2024-03-02 13:00")
+    assert used.loc["potassium", "collected_at"] == pd.Timestamp("2024-03-03 07:00")
+    assert list(used["utc_offset_min"]) == [-300, -300, 60]
+    local = "MSH|^~\\&|LIS|LAB|||202403011030||ORU^R01|1|P|2.5.1"
+    res = read(write(tmp_path, "\r".join([local, *orders[:3]])))
+    assert res.results["collected_at"].tolist() == [pd.Timestamp("2024-03-01 08:00")]
+    assert res.results["utc_offset_min"].isna().all()
+
+
+@pytest.mark.parametrize(
+    ("charset", "escaped"),
+    [("8859/1", "\\XB5\\"), ("UNICODE UTF-8", "\\XC2B5\\"), ("", "\\XB5\\"), ("", "\\XC2B5\\")],
+)
+def test_hex_escapes_in_the_messages_character_set(
+    tmp_path: Path, charset: str, escaped: str
+) -> None:
+    """\\Xhh\\ are bytes in MSH-18's character set; without one, UTF-8, else Latin-1 (a
+    lone B5 byte is the micro sign). A formatting command (\\.br\\) is not left in text."""
+    text = "\r".join(
+        [
+            f"MSH|^~\\&|LIS|LAB|||20240301||ORU^R01|1|P|2.5.1||||||{charset}",
+            "PID|1||P1^^^LAB^MR",
+            "OBR|1||O1|C^Chem^L|||202403010800",
+            f"OBX|1|NM|1988-5^CRP^LN||12|{escaped}g/mL|0-5|H|||F",
+            "NTE|1|L|Specimen hemolyzed\\.br\\Results may be affected",
+        ]
+    )
+    res = read(write(tmp_path, text))
+    crp = res.results.iloc[0]
+    assert crp["unit_raw"] == "\u00b5g/mL" and crp["unit"] == "mg/L"
+    assert crp["comment"] == "Specimen hemolyzed Results may be affected"
+
+
 @pytest.mark.shared_data
 def test_shared_hl7_samples_are_read_and_accounted(shared_data: Path) -> None:
     folder = shared_data / "hl7v2_samples"

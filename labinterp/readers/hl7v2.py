@@ -2,10 +2,11 @@
 
 Lab systems and analyzers send results as HL7 v2: one segment per line, fields split by
 the separator the MSH segment declares (`|`), components by `^`. A message names its
-patient (PID), its orders (OBR), the specimen (SPM), then each result in an OBX segment,
-with comments in the NTE segments that follow. This module only flattens those segments
-into the RAW fields the other formats fill; units, values, ranges and dates are read by the
-same normalizer as every other export.
+patient (PID), its orders (OBR), each with its results (OBX, with comments in the NTE
+segments that follow) and the specimen they were measured on (SPM, after the results in an
+ORU^R01 order, before the orders in OUL^R22; OBR-15 in HL7 v2.3). This module only
+flattens those segments into the RAW fields the other formats fill; units, values, ranges
+and dates are read by the same normalizer as every other export.
 
 Each OBX is one input row; its `source_row` is the segment's number in the file (its line,
 whether segments end in CR, LF or CRLF). An OBX whose result status (OBX-11) says it holds
@@ -20,6 +21,7 @@ batches of whole messages.
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -47,15 +49,39 @@ _TIMESTAMP = re.compile(
 )
 
 
+# MSH-18 character sets (HL7 table 0211) -> Python codecs, for hexadecimal escapes (\Xhh..\)
+_CHARSETS = {
+    "ASCII": "ascii",
+    "ISO IR6": "ascii",
+    "ISO IR100": "latin-1",
+    "UNICODE": "utf-16-be",
+    "UNICODE UTF-16": "utf-16-be",
+    "UNICODE UTF-8": "utf-8",
+    "ISO IR192": "utf-8",
+}
+
+
+def _codec(charset: str) -> str:
+    """The codec of an MSH-18 character set ("8859/1" -> "iso8859-1"); UTF-8 when the
+    message names none or one this table does not know."""
+    name = charset.strip().upper()
+    codec = "iso8859-" + name[5:] if name.startswith("8859/") else _CHARSETS.get(name, "utf-8")
+    try:
+        return codecs.lookup(codec).name
+    except LookupError:  # "8859/99"
+        return "utf-8"
+
+
 @dataclass
 class _Encoding:
-    """The delimiters a message declares in MSH-1 and MSH-2."""
+    """The delimiters a message declares in MSH-1 and MSH-2, and its character set (MSH-18)."""
 
     field: str = "|"
     component: str = "^"
     repetition: str = "~"
     escape: str = "\\"
     subcomponent: str = "&"
+    codec: str = "utf-8"
 
     @classmethod
     def from_header(cls, segment: str) -> _Encoding:
@@ -70,14 +96,16 @@ class _Encoding:
     def unescape(self, text: str) -> str:
         """Text with HL7 escape sequences turned back into characters.
 
-        The delimiters (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\) and hexadecimal characters (\\Xhh..\\)
-        are decoded. Locally defined escapes (\\Z..\\) stay as they are: the unit table knows
-        the one labs use for the micro sign.
+        The delimiters (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\) and hexadecimal characters (\\Xhh..\\, in
+        the message's character set) are decoded; a formatting command (\\.br\\ line break,
+        \\.sp\\, \\.in+4\\...) becomes a space and highlighting (\\H\\ \\N\\) nothing. Locally
+        defined escapes (\\Z..\\) stay as they are: the unit table knows the one labs use for
+        the micro sign.
         """
         e = self.escape
         if e not in text:
             return text
-        pattern = re.escape(e) + r"([FSTRE]|X[0-9A-Fa-f]+)" + re.escape(e)
+        pattern = re.escape(e) + r"([FSTREHN]|X[0-9A-Fa-f]+|\.[a-z]{2}[+-]?\d*)" + re.escape(e)
 
         def decode(m: re.Match[str]) -> str:
             code = m.group(1)
@@ -87,13 +115,21 @@ class _Encoding:
                 "T": self.subcomponent,
                 "R": self.repetition,
                 "E": self.escape,
+                "H": "",
+                "N": "",
             }
             if code in simple:
                 return simple[code]
+            if code.startswith("."):
+                return " "
             try:
-                return bytes.fromhex(code[1:]).decode("utf-8", errors="replace")
+                data = bytes.fromhex(code[1:])
             except ValueError:
                 return m.group(0)
+            try:
+                return data.decode(self.codec)
+            except UnicodeDecodeError:  # a lone byte such as B5 (micro sign) is Latin-1
+                return data.decode("latin-1")
 
         return re.sub(pattern, decode, text)
 
@@ -143,16 +179,25 @@ class _Segment:
 
 
 @dataclass
+class _Specimen:
+    """What an SPM segment says about the results it describes."""
+
+    id: str = ""
+    time: str = ""  # SPM-17, as ISO text
+    type: tuple[str, str] = ("", "")  # SPM-4: code, text
+    notes: list[str] = field(default_factory=list)  # SPM-24's condition, then its NTEs
+
+
+@dataclass
 class _Context:
     """What the segments before an OBX said about it."""
 
     patient: dict[str, str] = field(default_factory=dict)
     order_time: str = ""
     order_notes: list[str] = field(default_factory=list)
-    specimen_id: str = ""
-    specimen_time: str = ""
-    specimen_notes: list[str] = field(default_factory=list)
-    specimen_type: tuple[str, str] = ("", "")  # SPM-4: code, text
+    # OBR-15 specimen source (HL7 v2.3 and earlier, which have no SPM): code, text
+    order_specimen: tuple[str, str] = ("", "")
+    specimen: _Specimen | None = None  # the SPM that describes the next OBX, if known yet
 
 
 def looks_like_hl7(text: str) -> bool:
@@ -161,9 +206,12 @@ def looks_like_hl7(text: str) -> bool:
     return head[:3] in MESSAGE_HEADERS and len(head) == 4 and not head[3].isalnum()
 
 
-def timestamp_text(value: str) -> str:
+def timestamp_text(value: str, offset: str = "") -> str:
     """An HL7 timestamp as ISO 8601 text the date reader takes ("20240301083000-0500" ->
-    "2024-03-01T08:30:00-05:00"); other text is returned as it is, to be rejected there."""
+    "2024-03-01T08:30:00-05:00"); other text is returned as it is, to be rejected there.
+
+    A time without an offset is in the sender's time zone (HL7 v2.5.1 sec. 2.A.22): it
+    takes `offset` ("-0500"), the one the message header's time (MSH-7) carries."""
     m = _TIMESTAMP.match(value.strip())
     if not m:
         return value.strip()
@@ -175,9 +223,24 @@ def timestamp_text(value: str) -> str:
         text += f"T{hour}:{minute or '00'}:{second or '00'}"
         if fraction:
             text += f".{fraction}"
+        zone = zone or offset
         if zone:
             text += f"{zone[:3]}:{zone[3:]}"
     return text
+
+
+def _offset(value: str) -> str:
+    """The UTC offset ("-0500") an HL7 timestamp carries, else ""."""
+    m = _TIMESTAMP.match(value.strip())
+    return (m.group(8) or "") if m else ""
+
+
+def _specimen_source(obr: _Segment) -> tuple[str, str]:
+    """OBR-15's specimen source code and text ("UR&Urine"): its first component is coded,
+    so its parts are subcomponents."""
+    enc = obr.enc
+    code, text = [*obr.first(15)[0].split(enc.subcomponent), "", ""][:2]
+    return enc.unescape(code).strip(), enc.unescape(text).strip()
 
 
 def _patient_id(pid: _Segment) -> str:
@@ -238,8 +301,9 @@ def _test(obx: _Segment) -> dict[str, str]:
     return out
 
 
-def _row(obx: _Segment, number: int, ctx: _Context) -> dict[str, Any]:
+def _row(obx: _Segment, number: int, ctx: _Context, offset: str) -> dict[str, Any]:
     unit_code, unit_text = obx.components(6, 2)
+    spm = ctx.specimen or _Specimen()  # no SPM yet: the one that follows may describe it
     flags = [
         obx.enc.unescape(f).split(obx.enc.component, 1)[0].strip()
         for f in obx.get(8).split(obx.enc.repetition)
@@ -248,8 +312,8 @@ def _row(obx: _Segment, number: int, ctx: _Context) -> dict[str, Any]:
         "source_row": number,
         **ctx.patient,
         # the specimen's collection time, else the order's (OBR-7), else the result's own
-        "collected_at": ctx.specimen_time or ctx.order_time or timestamp_text(obx.component(14, 1)),
-        "specimen_id": ctx.specimen_id,
+        "collected_at": spm.time or ctx.order_time or timestamp_text(obx.component(14, 1), offset),
+        "specimen_id": spm.id,
         **_test(obx),
         "value_raw": _value(obx),
         "unit_raw": unit_code or unit_text,
@@ -257,27 +321,33 @@ def _row(obx: _Segment, number: int, ctx: _Context) -> dict[str, Any]:
         "flag": ";".join(f for f in flags if f),
         "comment": "",
         # the lists themselves, not copies: NTE segments that come later still reach them
-        "_notes": ([], ctx.order_notes, ctx.specimen_notes),  # its own, its order's, its SPM's
-        "_specimen": ctx.specimen_type,
+        "_notes": ([], ctx.order_notes, spm.notes),  # its own, its order's, its SPM's
+        "_specimen": spm.type if any(spm.type) else ctx.order_specimen,
     }
 
 
-def _specimen(spm: _Segment, ctx: _Context, order_rows: list[dict[str, Any]]) -> None:
-    """What SPM says about the results of its order: ORU^R01 puts it after them, OUL^R22
-    before them (and holds it for the orders that follow)."""
-    ctx.specimen_id = spm.component(2, 1) or spm.component(2, 2)
-    ctx.specimen_time = timestamp_text(spm.component(17, 1))
-    ctx.specimen_type = (spm.component(4, 1), spm.component(4, 2))
-    # SPM-24 specimen condition (HL7 table 0493): "HEM^Hemolyzed" is a quality note
-    ctx.specimen_notes = [spm.component(24, 2) or spm.component(24, 1)]
-    for row in order_rows:
-        if row["_specimen"] != ("", "") or row["specimen_id"]:
-            continue  # an earlier SPM already described its specimen
-        row["specimen_id"] = ctx.specimen_id
-        row["collected_at"] = row["collected_at"] or ctx.specimen_time
-        row["_specimen"] = ctx.specimen_type
+def _specimen(spm: _Segment, offset: str) -> _Specimen:
+    """The specimen an SPM segment describes."""
+    return _Specimen(
+        id=spm.component(2, 1) or spm.component(2, 2),
+        time=timestamp_text(spm.component(17, 1), offset),
+        type=(spm.component(4, 1), spm.component(4, 2)),
+        # SPM-24 specimen condition (HL7 table 0493): "HEM^Hemolyzed" is a quality note
+        notes=[spm.component(24, 2) or spm.component(24, 1)],
+    )
+
+
+def _describe(rows: list[dict[str, Any]], spm: _Specimen) -> None:
+    """Give an SPM's specimen to the results of its order read before it (ORU^R01 puts the
+    SPM after the OBX segments of its order); its collection time comes first (SPM-17, else
+    OBR-7, else OBX-14), its type before OBR-15's."""
+    for row in rows:
+        row["specimen_id"] = spm.id
+        row["collected_at"] = spm.time or row["collected_at"]
+        if any(spm.type):
+            row["_specimen"] = spm.type
         own, order, _ = row["_notes"]
-        row["_notes"] = (own, order, ctx.specimen_notes)
+        row["_notes"] = (own, order, spm.notes)
 
 
 def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, str, str]]]:
@@ -303,8 +373,13 @@ def iter_hl7(
     ctx = _Context()
     rows: list[dict[str, Any]] = []
     invalid: list[tuple[int, str, str]] = []
-    order_rows: list[dict[str, Any]] = []  # the OBX rows of the current order
+    untied: list[dict[str, Any]] = []  # the current order's rows read before any SPM of it
     notes: list[str] | None = None  # where an NTE segment's comment goes
+    offset = ""  # MSH-7's UTC offset: that of the message's times that carry none
+    in_order = False  # an OBR was read since the message or patient began
+    # the message names its specimen before its orders (OUL^R22): one SPM describes the
+    # orders that follow it, where an ORU^R01 order names its own after its results
+    specimen_first = False
     for number, line in enumerate(lines, start=1):
         line = line.rstrip("\r\n").lstrip("\ufeff")
         name = line[:3]
@@ -317,7 +392,10 @@ def iter_hl7(
             if batch_rows is not None and len(rows) + len(invalid) >= batch_rows:
                 yield _finished(rows, source_file), invalid
                 rows, invalid = [], []
-            ctx, order_rows, notes = _Context(), [], None
+            ctx, untied, notes = _Context(), [], None
+            in_order = specimen_first = False
+            enc.codec = _codec(seg.component(18, 1))
+            offset = _offset(seg.component(7, 1))
         elif name == "PID":
             ctx = _Context(
                 patient={
@@ -326,25 +404,36 @@ def iter_hl7(
                     "sex": seg.component(8, 1),
                 }
             )
-            order_rows, notes = [], None  # notes on the patient are not on a result
+            untied, notes = [], None  # notes on the patient are not on a result
+            in_order = specimen_first = False
         elif name == "OBR":
-            ctx.order_time = timestamp_text(seg.component(7, 1))
-            ctx.order_notes, order_rows = [], []
+            ctx.order_time = timestamp_text(seg.component(7, 1), offset)
+            ctx.order_specimen = _specimen_source(seg)
+            ctx.order_notes, untied = [], []
+            if not specimen_first:  # the previous order's SPM is not this one's
+                ctx.specimen = None
+            in_order = True
             notes = ctx.order_notes  # before any result: a note on the whole order
         elif name == "SPM":
-            _specimen(seg, ctx, order_rows)
-            notes = ctx.specimen_notes
+            specimen_first = specimen_first or not in_order
+            ctx.specimen = _specimen(seg, offset)
+            # the first SPM of an order describes the results before it; an OBX after an
+            # SPM (in its SPECIMEN group) is described by that SPM as it is read
+            _describe(untied, ctx.specimen)
+            untied = []
+            notes = ctx.specimen.notes
         elif name == "OBX":
             status = seg.get(11).strip().upper()[:1]
             if status in _NO_RESULT:
                 invalid.append((number, "hl7_status", _NO_RESULT[status]))
                 notes = None
                 continue
-            row = _row(seg, number, ctx)
+            row = _row(seg, number, ctx, offset)
             # P, F, C, ...: the reader keeps the final or corrected result of a test
             row["result_status"] = status
             rows.append(row)
-            order_rows.append(row)
+            if ctx.specimen is None:
+                untied.append(row)
             notes = row["_notes"][0]
         elif name == "NTE" and notes is not None:
             notes.append(" ".join(enc.unescape(r) for r in seg.get(3).split(enc.repetition)))
@@ -357,6 +446,7 @@ def _finished(rows: list[dict[str, Any]], source_file: str) -> pd.DataFrame:
     for row in rows:
         own, order, specimen = row.pop("_notes")
         row["comment"] = " ".join(n.strip() for n in (*order, *specimen, *own) if n.strip())
-        # SPM-4's code and text: the reader rejects a blood test on urine or another fluid
+        # SPM-4's (else OBR-15's) code and text: the reader rejects a blood test on urine
+        # or another fluid
         row["specimen_type"] = " ".join(p for p in row.pop("_specimen") if p)
     return raw_from_records(rows, source_file)
