@@ -150,7 +150,7 @@ def read(
         rejected = pd.concat([rejected, dups], ignore_index=True) if len(dups) else rejected
     reports = [f for p in parts for f in p.files]
     for f in reports:
-        if alone:
+        if alone and len(reports) == 1:
             f.rows_used, f.rows_rejected = len(results), len(rejected)
         else:
             f.rows_used = int((results["source_file"] == f.name).sum())
@@ -302,10 +302,15 @@ def iter_batches(
         tables, kind = table.iter_delimited(p, sniffed, batch_rows), "csv"
     elif sniffed.kind == "parquet":
         tables, kind = formats.iter_parquet(p, batch_rows), "parquet"
-    elif sniffed.kind == "xlsx":
-        tables, kind = _xlsx_tables(
-            p, label or sniff.display_name(p), Path(mapping) if mapping else None, batch_rows
-        )
+    elif sniffed.kind == "xlsx":  # each results sheet with its own columns
+        label = label or sniff.display_name(p)
+        sheets, skipped = _xlsx_sheets(p, label, Path(mapping) if mapping else None, batch_rows)
+        for sheet in sheets:
+            parts = _table_batches(p, sheet.label, sheet.kind, sheet.tables, mapping, date_format)
+            for batch in parts:
+                batch.files[0].warnings += skipped + sheet.notes
+                yield batch
+        return
     elif sniffed.kind == "xpt":
         tables, kind = formats.iter_xpt(p, batch_rows), "xpt"
     elif sniffed.kind == "ndjson" and not _is_fhir(p, sniffed):  # JSON Lines of records
@@ -334,7 +339,18 @@ def iter_batches(
             other_medicines=bulk.records_beside(p),
         )
         return
-    label = label or sniff.display_name(p)
+    yield from _table_batches(p, label or sniff.display_name(p), kind, tables, mapping, date_format)
+
+
+def _table_batches(
+    p: Path,
+    label: str,
+    kind: str,
+    tables: Iterator[table.Table],
+    mapping: PathLike | None,
+    date_format: str | None,
+) -> Iterator[ReadResult]:
+    """The normalized batches of one table read in parts (see iter_batches)."""
     plan = None
     order = None
     # Each batch is read once the next one is there: its last draw (which may continue in
@@ -579,11 +595,9 @@ def _read_one(
             ((raw, invalid),) = _hl7_batches(lines, label, None)
         return _from_records(raw, invalid, label, date_format, dedupe, *_HL7)
     kind = sniffed.kind
-    if kind == "xlsx":  # the sheet whose columns can be read
-        sheet, kind = _xlsx_tables(p, label, mapping, None)
-        tbl = next(sheet)
-    else:
-        tbl = _table(p, sniffed)
+    if kind == "xlsx":
+        return _read_workbook(p, label, mapping, date_format, dedupe)
+    tbl = _table(p, sniffed)
     plan = colplan.plan_columns(list(tbl.frame.columns), label, mapping)
     _note_unused(plan, tbl, label)
     return _from_table(p, label, kind, tbl, plan, date_format, dedupe)
@@ -615,25 +629,56 @@ def _unused_note(plan: colplan.ColumnPlan) -> str | None:
     )
 
 
-def _xlsx_tables(
+@dataclass
+class _Sheet:
+    """A worksheet holding a results table: the name its rows are reported under, the
+    format to report, its tables, and what its report warns of (see _formula_note)."""
+
+    label: str
+    kind: str
+    tables: Iterator[table.Table]
+    notes: tuple[str, ...] = ()
+
+
+def _xlsx_sheets(
     p: Path, label: str, mapping: Path | None, batch_rows: int | None
-) -> tuple[Iterator[table.Table], str]:
-    """The tables of the first worksheet whose columns can be read (a workbook may open
-    with a summary or a cover sheet), and the format to report ("xlsx", or "xlsx, sheet
-    'Results'" when it is not the first). None readable: the first sheet's error, naming
-    the others."""
+) -> tuple[list[_Sheet], tuple[str, ...]]:
+    """The sheets of a workbook whose columns can be read (a workbook may open with a
+    summary or a cover sheet, or hold its results on several sheets), and a note naming
+    each other sheet and why it is not read. One such sheet: its rows are reported as the
+    file's, the format names the sheet when it is not the first ("xlsx, sheet 'Results'").
+    Several: each sheet's rows are reported under "file.xlsx[Sheet]". None: the first
+    sheet's error, naming the others."""
     names = formats.xlsx_sheet_names(p)
+    found: list[tuple[int, str, Iterator[table.Table], tuple[str, ...]]] = []
+    skipped: list[str] = []
     first_error: LabinterpError | None = None
     for index, name in enumerate(names):
-        tables = formats.iter_xlsx(p, batch_rows, index)
+        probe = formats.iter_xlsx(p, batch_rows, index)
         try:
-            head = next(tables)
+            head = next(probe)
             colplan.plan_columns(list(head.frame.columns), label, mapping)
         except (ColumnDetectionError, MappingFileError, InputFileError) as exc:
+            probe.close()
             first_error = first_error or exc
+            skipped.append(f"sheet '{name}' skipped, not a results table: {exc.problem}")
             continue
+        notes = _formula_note(p, index, head)
+        if found and batch_rows is not None and len(head.frame) >= batch_rows:
+            # a long sheet after the first is read again in its turn, not held meanwhile
+            probe.close()
+            found.append((index, name, formats.iter_xlsx(p, batch_rows, index), notes))
+        else:
+            found.append((index, name, itertools.chain([head], probe), notes))
+    if len(found) > 1:
+        sheets = [
+            _Sheet(f"{label}[{name}]", "xlsx", tables, notes) for _, name, tables, notes in found
+        ]
+        return sheets, tuple(skipped)
+    if found:
+        ((index, name, tables, notes),) = found
         kind = "xlsx" if index == 0 else f"xlsx, sheet '{name}'"
-        return itertools.chain([head], tables), kind
+        return [_Sheet(label, kind, tables, notes)], tuple(skipped)
     assert first_error is not None  # a workbook has at least one sheet
     if len(names) == 1:
         raise first_error
@@ -643,6 +688,62 @@ def _xlsx_tables(
         row=first_error.row,
         fix=first_error.fix,
     ) from first_error
+
+
+def _formula_note(p: Path, index: int, head: table.Table) -> tuple[str, ...]:
+    """The warning naming the rows of the sheet's table with a formula saved without its
+    value (see formats.xlsx_unsaved_formulas): the cell reads as empty, and a result cell
+    would be rejected as holding no result, for a reason the user cannot see."""
+    columns = list(head.frame.columns)
+    cells = [
+        (row, columns[col - 1])
+        for row, col in formats.xlsx_unsaved_formulas(p, index)
+        if row > head.header_line and col <= len(columns)
+    ]
+    if not cells:
+        return ()
+    rows = sorted({row for row, _ in cells})
+    shown = ", ".join(map(str, rows[:10])) + (
+        f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+    )
+    names = ", ".join(repr(c) for c in dict.fromkeys(c for _, c in cells))
+    return (
+        f"a formula whose value was not saved, read as empty: row{'s' if len(rows) > 1 else ''}"
+        f" {shown} (column {names}); the program that wrote the file does not compute"
+        " formulas. Fix: open the file in Excel or LibreOffice and save it again, which"
+        " stores the values.",
+    )
+
+
+def _read_workbook(
+    p: Path, label: str, mapping: Path | None, date_format: str | None, dedupe: bool
+) -> ReadResult:
+    """Each results sheet of a workbook read with its own column plan (see _xlsx_sheets);
+    the sheets skipped are named in the first one's warnings. `dedupe`: repeats are
+    rejected across the sheets too."""
+    sheets, skipped = _xlsx_sheets(p, label, mapping, None)
+    for note in skipped:
+        log.warning("%s: %s", label, note)
+    parts = []
+    for sheet in sheets:
+        (tbl,) = sheet.tables
+        plan = colplan.plan_columns(list(tbl.frame.columns), sheet.label, mapping)
+        _note_unused(plan, tbl, sheet.label)
+        alone = dedupe and len(sheets) == 1
+        parts.append(_from_table(p, sheet.label, sheet.kind, tbl, plan, date_format, alone))
+        parts[-1].files[0].warnings += sheet.notes
+    parts[0].files[0].warnings += skipped
+    if len(parts) == 1:
+        return parts[0]
+    results, rejected = _concat(parts)
+    if dedupe:
+        results, repeated = deduplicate(results)
+        rejected = _append(rejected, repeated)
+    reports = [f for part in parts for f in part.files]
+    for f in reports:
+        f.rows_used = int((results["source_file"] == f.name).sum())
+        f.rows_rejected = int((rejected["source_file"] == f.name).sum())
+    return ReadResult(results, rejected, reports)
 
 
 _ONE_PAGE = (
@@ -715,7 +816,7 @@ def _hl7_batches(
 
 def _from_records(
     raw: pd.DataFrame,
-    invalid: list[tuple[int, str, str]],
+    invalid: list[tuple[Any, ...]],
     label: str,
     date_format: str | None,
     dedupe: bool,
@@ -723,16 +824,21 @@ def _from_records(
     plan: str,
 ) -> ReadResult:
     """A message format's RAW rows normalized, with the rows it could not use at all
-    (record number, reason, detail) among the rejected ones."""
+    (record number, reason, detail[, {"test", "value_raw", "unit_raw"} of the result, so
+    the user sees which test was dropped]) among the rejected ones."""
     options = Options(date_format=date_format, source_format=kind)
     results, rejected, repeated = _normalize(raw, label, options, dedupe)
     bad = conform(
         pd.DataFrame(
             {
                 "source_file": label,
-                "source_row": [n for n, _, _ in invalid],
-                "reason": [reason for _, reason, _ in invalid],
-                "detail": [detail for _, _, detail in invalid],
+                "source_row": [entry[0] for entry in invalid],
+                "reason": [entry[1] for entry in invalid],
+                "detail": [entry[2] for entry in invalid],
+                **{
+                    column: [entry[3].get(column) if len(entry) > 3 else None for entry in invalid]
+                    for column in ("test", "value_raw", "unit_raw")
+                },
             }
         ),
         REJECTED,

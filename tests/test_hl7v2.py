@@ -61,6 +61,7 @@ def test_each_obx_is_a_row_read_like_a_csv_result(tmp_path: Path) -> None:
     assert list(used["source_row"].sort_values()) == [4, 5, 6]  # segment numbers
     rejected = res.rejected.set_index("source_row")
     assert rejected.loc[8, "reason"] == "hl7_status"  # albumin reported in error
+    assert "lbumin" in rejected.loc[8, "test"]  # the user sees which test was dropped
     # the urine Mg is not read as a blood Mg, though its SPM follows it
     assert rejected.loc[10, "reason"] == "non_blood_specimen"
     assert "Urine" in rejected.loc[10, "detail"]

@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ def read_xlsx(path: Path, sheet: int = 0) -> Table:
 
 
 def xlsx_sheet_names(path: Path) -> list[str]:
-    """The names of a workbook's worksheets, in order."""
+    """The names of a workbook's sheets (worksheets and chart sheets), in order."""
     from python_calamine import CalamineWorkbook
 
     try:
@@ -67,24 +67,93 @@ def xlsx_sheet_names(path: Path) -> list[str]:
         workbook.close()
 
 
-def iter_xlsx(path: Path, batch_rows: int | None, sheet: int = 0) -> Iterator[Table]:
+def iter_xlsx(path: Path, batch_rows: int | None, sheet: int = 0) -> Generator[Table]:
     """`read_xlsx` in batches of `batch_rows` rows (None: one table), each row numbered by
     its row in the sheet. python-calamine reads the sheet ~18x faster than openpyxl did
     (200,000 rows: 1.7 s against 30.5 s) but holds it whole; a sheet has at most 1,048,576
     rows (a full one: ~1.2 GB at the audit's peak)."""
 
-    from python_calamine import CalamineWorkbook
+    from python_calamine import CalamineWorkbook, SheetTypeEnum
 
     try:
         workbook = CalamineWorkbook.from_path(str(path))
         name = workbook.sheet_names[sheet]
-        cells = workbook.get_sheet_by_index(sheet).iter_rows()  # blank rows included
+        chart = workbook.sheets_metadata[sheet].typ == SheetTypeEnum.ChartSheet
+        found = workbook.get_sheet_by_index(sheet)
+        cells = found.iter_rows()  # blank rows included
+        merged = found.merged_cell_ranges or []
     except Exception as exc:  # calamine raises several types for damaged files
         raise _unopenable_workbook(path, exc) from exc
     try:
-        yield from _sheet_tables(path, cells, batch_rows, name)
+        if chart:  # calamine reads a chart sheet as an empty one
+            raise InputFileError(
+                f"the sheet '{name}' is a chart, not a table.",
+                file=display_name(path),
+                fix="put the results on a worksheet with a header row.",
+            )
+        yield from _sheet_tables(path, cells, batch_rows, name, _group_label_rows(merged))
     finally:
         workbook.close()
+
+
+def _group_label_rows(merged: list[tuple[tuple[int, int], tuple[int, int]]]) -> set[int]:
+    """The sheet rows (1-based) holding a label merged across columns of its row only: a
+    group header ("Patient" over MRN and Name) above the row that names the columns."""
+    return {top + 1 for (top, left), (bottom, right) in merged if top == bottom and right > left}
+
+
+def xlsx_unsaved_formulas(path: Path, sheet: int) -> list[tuple[int, int]]:
+    """(row, column), both 1-based, of the sheet's formula cells saved without the value
+    they compute: programs that write workbooks without computing them (openpyxl, some
+    report tools) leave the value out, and every reader then sees an empty cell. [] when
+    the workbook's parts cannot be found (calamine read it: nothing is known to be lost)."""
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    rel = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
+    try:
+        with zipfile.ZipFile(path) as z:
+            sheets = [
+                e
+                for e in ET.fromstring(z.read("xl/workbook.xml")).iter()
+                if e.tag.endswith("}sheet")
+            ]
+            rels = ET.fromstring(z.read("xl/_rels/workbook.xml.rels"))
+            targets = {e.get("Id"): e.get("Target", "") for e in rels}
+            target = targets[sheets[sheet].get(rel)]
+            part = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+            found = []
+            with z.open(part) as fh:
+                carry = b""
+                while chunk := fh.read(1 << 22):
+                    text = carry + chunk
+                    cut = text.rfind(b"</c>") + 4  # whole cells only: the rest waits
+                    if cut < 4:
+                        carry = text
+                        continue
+                    if b"<f" in text[:cut]:
+                        found += [
+                            (int(m[2]), _column_number(m[1]))
+                            for m in _UNSAVED_FORMULA.finditer(text[:cut])
+                        ]
+                    carry = text[cut:]
+            return found
+    except (KeyError, IndexError, ET.ParseError, zipfile.BadZipFile, ValueError):
+        return []
+
+
+# a formula cell without its value: <c r="D4"><f>3.5-0.4</f><v /></c>, or no <v> at all
+_UNSAVED_FORMULA = re.compile(
+    rb'<c r="([A-Z]+)(\d+)"[^>]*>\s*<f\b(?:[^>]*/>|[^>]*>[^<]*</f>)'
+    rb"\s*(?:<v\s*/>|<v>\s*</v>)?\s*</c>"
+)
+
+
+def _column_number(letters: bytes) -> int:
+    n = 0
+    for ch in letters:
+        n = n * 26 + ch - ord("A") + 1
+    return n
 
 
 def _unopenable_workbook(path: Path, exc: Exception) -> InputFileError:
@@ -96,7 +165,11 @@ def _unopenable_workbook(path: Path, exc: Exception) -> InputFileError:
 
 
 def _sheet_tables(
-    path: Path, cells: Iterator[list[Any]], batch_rows: int | None, name: str
+    path: Path,
+    cells: Iterator[list[Any]],
+    batch_rows: int | None,
+    name: str,
+    group_rows: set[int],
 ) -> Iterator[Table]:
     filled = (
         (excel_row, values)
@@ -111,7 +184,17 @@ def _sheet_tables(
             file=display_name(path),
             fix="put the results on a sheet with a header row.",
         )
-    at = header_position([values for _, values in first])
+    # Merged group labels above the column names ("Patient" over MRN and Name) fill a few
+    # cells and would be taken for a narrow header: they are skipped like a title. A row
+    # filling more than half the next row's cells is the header itself, one name merged.
+    groups = 0
+    while (
+        groups + 1 < len(first)
+        and first[groups][0] in group_rows
+        and 2 * _filled(first[groups][1]) <= _filled(first[groups + 1][1])
+    ):
+        groups += 1
+    at = groups + header_position([values for _, values in first[groups:]])
     header_line, header_values = first[at]
     header_line = header_line if at else 1  # 1 also when only blank rows are above it
     header = _unique_header(["" if v is None else str(v) for v in header_values])
@@ -131,6 +214,10 @@ def _sheet_tables(
             rows, lines, yielded = [], [], True
     if rows or not yielded:  # a header without rows: one empty table, with the columns
         yield _sheet_table(header, rows, lines, header_line)
+
+
+def _filled(values: list[Any]) -> int:
+    return sum(1 for v in values if v is not None and str(v).strip())
 
 
 def _sheet_table(

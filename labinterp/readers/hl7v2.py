@@ -372,7 +372,7 @@ def iter_hl7(
     enc = _Encoding()
     ctx = _Context()
     rows: list[dict[str, Any]] = []
-    invalid: list[tuple[int, str, str]] = []
+    invalid: list[tuple[Any, ...]] = []
     untied: list[dict[str, Any]] = []  # the current order's rows read before any SPM of it
     notes: list[str] | None = None  # where an NTE segment's comment goes
     offset = ""  # MSH-7's UTC offset: that of the message's times that carry none
@@ -425,7 +425,13 @@ def iter_hl7(
         elif name == "OBX":
             status = seg.get(11).strip().upper()[:1]
             if status in _NO_RESULT:
-                invalid.append((number, "hl7_status", _NO_RESULT[status]))
+                dropped = _row(seg, number, ctx, offset)
+                shown = {
+                    "test": dropped["test_name"] or dropped["test_code"] or dropped["loinc"],
+                    "value_raw": dropped["value_raw"],
+                    "unit_raw": dropped["unit_raw"],
+                }
+                invalid.append((number, "hl7_status", _NO_RESULT[status], shown))
                 notes = None
                 continue
             row = _row(seg, number, ctx, offset)
