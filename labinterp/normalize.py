@@ -900,11 +900,15 @@ def _slash_order(values: list[str], file_label: str) -> str:
     """'mdy' or 'dmy' for a file's slash (or dashed) dates, decided from the whole file,
     never per row."""
     first_gt12 = second_gt12 = False
+    four_digit_years = False
     for v in map(_as_slashed, values):
         m = _SLASH.match(v)
-        if m:
+        if m and len(m.group(3)) == 4:  # a two-digit year is rejected whatever the order
+            four_digit_years = True
             first_gt12 |= int(m.group(1)) > 12
             second_gt12 |= int(m.group(2)) > 12
+    if not four_digit_years:
+        return "mdy"  # only two-digit years: each is rejected, no order needs deciding
     if first_gt12 and second_gt12:
         raise DateFormatError(
             "the file mixes day-first and month-first dates.",
@@ -916,7 +920,7 @@ def _slash_order(values: list[str], file_label: str) -> str:
     if first_gt12:
         return "dmy"
     raise DateFormatError(
-        "every date in the file could be read as month/day or as day/month.",
+        "every date written with slashes or dashes could be read as month/day or as day/month.",
         file=file_label,
         fix=(
             f"pass --date-format '{_format_like(values, 'mdy')}' (US) or "

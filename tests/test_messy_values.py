@@ -293,3 +293,15 @@ def test_a_clock_without_its_colon_is_read(tmp_path: Path) -> None:
     res = read_rows(tmp_path, "P1,1960-01-01,03/22/2024 0815,Magnesium,0.6,mmol/L,,\n")
     assert res.rows_rejected == 0
     assert str(res.results["collected_at"].iloc[0])[:16] == "2024-03-22 08:15"
+
+
+def test_a_lone_two_digit_year_is_rejected_not_a_question_of_order(tmp_path: Path) -> None:
+    """'01/02/24' among ISO dates: rejected as ambiguous_two_digit_year; the file is not
+    refused over a day/month order only that row would need."""
+    res = read_rows(
+        tmp_path,
+        "P1,1960-01-01,2024-03-01 08:00,Magnesium,0.6,mmol/L,,\n"
+        "P1,1960-01-01,01/02/24,Magnesium,0.7,mmol/L,,\n",
+    )
+    assert res.rows_used == 1
+    assert list(res.rejected["reason"]) == ["ambiguous_two_digit_year"]

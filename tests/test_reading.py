@@ -824,7 +824,9 @@ def test_files_sharing_a_name_stay_apart_and_a_file_named_twice_is_read_once(
 @pytest.mark.parametrize(
     "when",
     [
-        *("03/01/2024 8:30 AM", "03/01/24 08:30", "03/01/2024 08:30:15", "03/01/2024"),
+        # ("03/01/24": a two-digit year is rejected, not a question of order; see
+        # test_messy_values.test_a_lone_two_digit_year_is_rejected_not_a_question_of_order)
+        *("03/01/2024 8:30 AM", "03/01/2024 08:30:15", "03/01/2024"),
         "03-01-2024 08:30",  # dashes: the suggested format keeps them
     ],
 )
