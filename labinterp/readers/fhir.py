@@ -2,9 +2,11 @@
 
 Each Observation is validated with the `fhir.resources` models (R5 first, then R4B) so a
 damaged resource is rejected with the validator's reason instead of being half-read.
-Kept: valueQuantity (value as its exact decimal text, unit, comparator), valueString,
-referenceRange, interpretation, notes and the specimen reference. Observations whose status
-says they hold no result (cancelled, entered-in-error, registered) are rejected too.
+Kept: valueQuantity (value as its exact decimal text, unit, comparator), valueInteger,
+valueString, the referenceRange that applies to the patient, interpretation, notes and the
+specimen. References name contained resources ("#id", within their container only) or the
+file's resources by id or fullUrl. Observations whose status says they hold no result
+(cancelled, entered-in-error, registered) are rejected too.
 
 A FHIR file is untrusted input: nothing is assumed about a JSON value's type before the
 validator has checked it, so a number where a reference belongs is rejected, not a crash.
@@ -21,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from labinterp import units
 from labinterp.readers.medications import (
     Coverage,
     MedicationRecord,
@@ -47,8 +50,17 @@ NO_RESULT_STATUSES = {
     "registered": "the test is ordered but has no result yet",
 }
 # The rest of FHIR R4/R5's ObservationStatus codes (a required binding, which the model
-# classes do not check): results that may be interpreted.
-RESULT_STATUSES = {"preliminary", "final", "amended", "corrected", "unknown"}
+# classes do not check): results that may be interpreted, each with the word
+# reference_ranges/result_statuses.toml reads it by. "unknown" says the sender does not
+# know which status applies, as an export that prints no status: the result is kept, its
+# status not given.
+RESULT_STATUSES = {
+    "preliminary": "preliminary",
+    "final": "final",
+    "amended": "amended",
+    "corrected": "corrected",
+    "unknown": "",
+}
 
 
 def _status_problem(resource: dict[str, Any]) -> str | None:
@@ -126,6 +138,9 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+Index = dict[str, dict[str, Any]]  # resources by id
+
+
 def _ref_id(ref: Any) -> str:
     """The id a FHIR Reference points at; "" when there is no usable reference (a
     reference that is not text points at nothing)."""
@@ -140,51 +155,78 @@ def _ref_id(ref: Any) -> str:
     return text.rsplit("/", 1)[-1] if "/" in text else text
 
 
+def _local_name(ref: Any) -> str:
+    """The id a reference to a contained resource ("#sp1") names, else ""."""
+    text = _as_dict(ref).get("reference")
+    return text[1:] if isinstance(text, str) and text.startswith("#") else ""
+
+
+def _contained(res: dict[str, Any]) -> Index:
+    """The resources contained in `res`, by id (what its "#id" references name)."""
+    return {
+        c["id"]: c
+        for c in _as_list(res.get("contained"))
+        if isinstance(c, dict) and isinstance(c.get("id"), str) and c["id"]
+    }
+
+
 _INHERITED = ("subject", "effectiveDateTime", "effectivePeriod", "effectiveInstant", "specimen")
 
 
-def _inherit(observations: list[dict[str, Any]], reports: list[dict[str, Any]]) -> None:
+def _inherit(
+    observations: list[tuple[dict[str, Any], Index]],
+    reports: list[tuple[dict[str, Any], Index]],
+    by_ref: Index,
+) -> None:
     """Fill subject, time and specimen that a result leaves to its report or panel.
 
     Lab reports often state the patient and collection time once on the DiagnosticReport
-    (or on a panel Observation) and list member results by reference.
+    (or on a panel Observation) and list member results by reference: "#c1" for one
+    contained in the report (its own, even if another report contains a "#c1" too), else
+    an Observation of the file by id or by its entry's fullUrl (`by_ref`; a transaction
+    names its new resources only by "urn:uuid:" fullUrls).
     """
-    context: dict[str, dict[str, Any]] = {}
+    local_of = {id(obs): local for obs, local in observations}
+    context: dict[int, dict[str, Any]] = {}  # by id() of the member Observation
 
-    def give(parent: dict[str, Any], refs: list[Any]) -> None:
+    def member(ref: Any, local: Index) -> dict[str, Any] | None:
+        name = _local_name(ref)
+        target = local.get(name) if name else by_ref.get(_ref_id(ref))
+        return target if _as_dict(target).get("resourceType") == "Observation" else None
+
+    def give(parent: dict[str, Any], local: Index, refs: list[Any]) -> None:
         # what is given is not checked here: the member's own validation rejects it
         shared = {k: parent[k] for k in _INHERITED if k in parent}
         if isinstance(shared.get("specimen"), list):
             specimens = shared["specimen"]
             shared["specimen"] = specimens[0] if len(specimens) == 1 else None
         for ref in refs:
-            target = _ref_id(ref)
-            if target:
-                merged = {**shared, **{k: v for k, v in context.get(target, {}).items() if v}}
-                context[target] = merged
+            target = member(ref, local)
+            if target is None:
+                continue
+            earlier = {k: v for k, v in context.get(id(target), {}).items() if v}
+            context[id(target)] = {**shared, **earlier}
+            # a "#id" subject or specimen given names a resource contained in the parent
+            for key in ("subject", "specimen"):
+                name = _local_name(shared.get(key))
+                if name in local and id(target) in local_of:
+                    local_of[id(target)].setdefault(name, local[name])
 
-    for report in reports:
-        give(report, _as_list(report.get("result")))
-    by_id = {str(o.get("id", "")): o for o in observations}
+    for report, local in reports:
+        give(report, local, _as_list(report.get("result")))
     for _ in range(3):  # panels of panels are at most a few levels deep
-        for obs in observations:
-            oid = str(obs.get("id", ""))
-            parent = {**context.get(oid, {}), **{k: obs[k] for k in _INHERITED if k in obs}}
-            give(parent, _as_list(obs.get("hasMember")))
-    for oid, ctx in context.items():
-        member = by_id.get(oid)
-        if member is None:
-            continue
-        has_time = any(k in member for k in _INHERITED[1:4])
-        for key, value in ctx.items():
-            if value is None or key in member:
+        for obs, local in observations:
+            parent = {**context.get(id(obs), {}), **{k: obs[k] for k in _INHERITED if k in obs}}
+            give(parent, local, _as_list(obs.get("hasMember")))
+    for obs, _ in observations:
+        has_time = any(k in obs for k in _INHERITED[1:4])
+        for key, value in context.get(id(obs), {}).items():
+            if value is None or key in obs:
                 continue
             if key.startswith("effective") and has_time:
                 continue
-            member[key] = value
+            obs[key] = value
 
-
-Index = dict[str, dict[str, Any]]  # resources of one type by id
 
 # Resources that say a patient was prescribed, listed as taking, or given a medicine
 # (readers.medications turns them into the medication text of the results they cover),
@@ -240,45 +282,52 @@ class Referenced:
         return self.records
 
 
-def _walk(doc: Any) -> tuple[list[dict[str, Any]], Referenced]:
-    """All Observation resources in document order, and the resources they may refer to."""
-    observations: list[dict[str, Any]] = []
-    reports: list[dict[str, Any]] = []
+def _walk(doc: Any) -> tuple[list[tuple[dict[str, Any], Index]], Referenced]:
+    """All Observation resources in document order, each with the resources its "#id"
+    references may name (contained in it or, when it is contained itself, beside it in
+    its container), and the resources of the file they may refer to. A contained
+    resource's id means something only within its container, so it is not indexed."""
+    observations: list[tuple[dict[str, Any], Index]] = []
+    reports: list[tuple[dict[str, Any], Index]] = []
+    by_ref: Index = {}  # Observations that are not contained, by id and by fullUrl
     found = Referenced()
     by_type = {"Patient": found.patients, "Specimen": found.specimens, "Medication": found.products}
 
-    def visit(res: Any) -> None:
+    def visit(res: Any, container: Index | None) -> None:
         if not isinstance(res, dict):
             return
         kind = res.get("resourceType")
+        local = _contained(res) if container is None else container
+        res_id = res.get("id") if isinstance(res.get("id"), str) else ""
         if kind == "Observation":
-            observations.append(res)
+            observations.append((res, local))
+            if res_id and container is None:
+                by_ref[res_id] = res
         elif kind == "DiagnosticReport":
-            reports.append(res)
+            reports.append((res, local))
         elif kind in _MEDICINE_TYPES:
             found.medicines.append(res)
-        elif (
-            isinstance(kind, str)
-            and kind in by_type
-            and isinstance(res.get("id"), str)
-            and res["id"]
-        ):
-            by_type[kind][res["id"]] = res
+        elif isinstance(kind, str) and kind in by_type and res_id and container is None:
+            by_type[kind][res_id] = res
         for entry in _as_list(res.get("entry")):
             resource = _as_dict(entry).get("resource")
-            visit(resource)
+            visit(resource, None)
             # a Patient without a usable id or fullUrl is nobody's: an Observation without
             # a subject must not borrow its sex and age
             full_id = _ref_id({"reference": _as_dict(entry).get("fullUrl")})
             kind_of_entry = _as_dict(resource).get("resourceType")
             if isinstance(kind_of_entry, str) and kind_of_entry in by_type and full_id:
                 by_type[kind_of_entry][full_id] = _as_dict(resource)
-        if kind not in _MEDICINE_TYPES:  # a medication record's contained Medication is its own
+            elif kind_of_entry == "Observation" and full_id:
+                by_ref[full_id] = _as_dict(resource)
+        # a medication record's contained Medication is its own; contained resources
+        # contain no others
+        if kind not in _MEDICINE_TYPES and container is None:
             for contained in _as_list(res.get("contained")):
-                visit(contained)
+                visit(contained, local)
 
-    visit(doc)
-    _inherit(observations, reports)
+    visit(doc, None)
+    _inherit(observations, reports, by_ref)
     return observations, found
 
 
@@ -384,7 +433,7 @@ def _medication_record(res: dict[str, Any], name: str) -> MedicationRecord | Non
         )
         end = _text_at(res, "effectivePeriod", "end") or _text_at(res, "occurencePeriod", "end")
     return MedicationRecord(
-        patient_id=_ref_id(res.get("subject")),
+        patient_id=_patient(res.get("subject"), _contained(res), {})[0],
         text=name,
         start=start,
         end=end,
@@ -406,11 +455,21 @@ def _supply_end(start: str, days_supply: dict[str, Any]) -> str:
         return ""
 
 
-def _specimen_type(obs: dict[str, Any], specimens: Index) -> str:
-    """What the Observation's specimen is ("Urine specimen"): the Specimen resource's type,
-    else the reference's display text; "" when the file does not say."""
+def _specimen(obs: dict[str, Any], local: Index, specimens: Index) -> tuple[str, str]:
+    """(specimen id, what the specimen is: "Urine specimen") of an Observation: the type of
+    the Specimen resource it refers to (contained in it, or of the file), else the
+    reference's display text; "" where the file does not say. A contained Specimen's
+    "#id" means nothing outside its container, so it is identified by its accession
+    number, if any."""
     ref = _as_dict(obs.get("specimen"))
-    kind = _as_dict(_as_dict(specimens.get(_ref_id(ref))).get("type"))
+    name = _local_name(ref)
+    if name:
+        specimen = _as_dict(local.get(name))
+        specimen_id = _text_at(specimen, "accessionIdentifier", "value")
+    else:
+        specimen_id = _ref_id(ref)
+        specimen = _as_dict(specimens.get(specimen_id))
+    kind = _as_dict(specimen.get("type"))
     codings = [_as_dict(c) for c in _as_list(kind.get("coding"))]
     for text in (
         kind.get("text"),
@@ -419,8 +478,154 @@ def _specimen_type(obs: dict[str, Any], specimens: Index) -> str:
         ref.get("display"),
     ):
         if isinstance(text, str) and text.strip():
-            return text.strip()
-    return ""
+            return specimen_id, text.strip()
+    return specimen_id, ""
+
+
+def _patient(subject: Any, local: Index, patients: Index) -> tuple[str, dict[str, Any]]:
+    """(patient id, Patient resource or {}) of a subject: a Patient of the file by its id
+    or fullUrl; a contained one ("#p1", meaningful only within its container) by its
+    identifier; a subject given only by an identifier by that identifier's value."""
+    ref = _as_dict(subject)
+    name = _local_name(ref)
+    if name:
+        patient = _as_dict(local.get(name))
+        return _identifier_value(patient.get("identifier")), patient
+    patient_id = _ref_id(ref)
+    if patient_id:
+        return patient_id, _as_dict(patients.get(patient_id))
+    return _identifier_value([ref.get("identifier")]), {}
+
+
+def _identifier_value(identifiers: Any) -> str:
+    """The medical record number (type MR) of a list of FHIR Identifiers, else the first
+    that is not a social security number, else the first: as the HL7 v2 reader reads
+    PID-3, so that a patient has the same id in both. Its system is left out for the
+    same reason (PID-3 is read without its assigning authority)."""
+    first = other = ""
+    for identifier in _as_list(identifiers):
+        value = _text_at(identifier, "value")
+        if not value:
+            continue
+        kind = _as_dict(_as_dict(identifier).get("type"))
+        codes = {_text_at(c, "code").upper() for c in _as_list(kind.get("coding"))}
+        if "MR" in codes:
+            return value
+        other = other or (value if "SS" not in codes else "")
+        first = first or value
+    return other or first
+
+
+UCUM_SYSTEM = "http://unitsofmeasure.org"
+
+
+def _unit(quantity: dict[str, Any]) -> str:
+    """A Quantity's unit: its UCUM code when it has one labinterp knows (the `unit` is
+    display text, "milligram per deciliter"), else whichever of unit and code labinterp
+    knows, else the unit text as printed (the normalizer says why it is not read)."""
+    unit, code = _text_at(quantity, "unit"), _text_at(quantity, "code")
+    ucum = quantity.get("system") == UCUM_SYSTEM
+    for text in (code, unit) if ucum else (unit, code):
+        if text and units.lookup(text) is not None:
+            return text
+    return unit or code
+
+
+# appliesTo codes naming a sex: FHIR administrative-gender, HL7 v2 and SNOMED CT
+_SEX_CODES = {
+    "male": "male",
+    "female": "female",
+    "m": "male",
+    "f": "female",
+    "248153007": "male",
+    "248152002": "female",
+}
+
+
+def _applicable_range(
+    ranges: list[Any], sex: str, birth_date: str, collected_at: str
+) -> dict[str, Any] | None:
+    """The referenceRange that applies to the patient: of those whose appliesTo and age
+    fit the patient's sex and age at collection, and that are normal ranges, one without
+    such restrictions, else one typed "normal"; None when no range fits, or several
+    different ones do (a wrong range is worse than the bundled one the normalizer uses
+    for a row without a range)."""
+    fits = [r for r in map(_as_dict, ranges) if r and _fits(r, sex, birth_date, collected_at)]
+    unrestricted = [r for r in fits if not r.get("appliesTo") and not r.get("age")]
+    fits = unrestricted or fits
+    fits = [r for r in fits if "normal" in _meanings(r)] or fits
+    limits = {repr((r.get("low"), r.get("high"), r.get("text"))) for r in fits}
+    return fits[0] if len(limits) == 1 else None
+
+
+def _meanings(rr: dict[str, Any]) -> set[str]:
+    """A range's type codes (or text), lower case: "normal", "treatment", ..."""
+    kind = _as_dict(rr.get("type"))
+    codes = {_text_at(c, "code").lower() for c in _as_list(kind.get("coding"))} - {""}
+    return codes or ({_text_at(kind, "text").lower()} - {""})
+
+
+def _fits(rr: dict[str, Any], sex: str, birth_date: str, collected_at: str) -> bool:
+    """Whether a range is a normal range for the patient: not another type (treatment,
+    therapeutic), no appliesTo other than the patient's sex, an age band the patient's
+    age is known to be in. What this cannot check (an appliesTo for pregnancy, an age in
+    an unknown unit, a patient of unknown sex or age) does not fit."""
+    meanings = _meanings(rr)
+    if meanings and not any("normal" in m or "reference" in m for m in meanings):
+        return False
+    for concept in _as_list(rr.get("appliesTo")):
+        codes = [_text_at(c, "code").lower() for c in _as_list(_as_dict(concept).get("coding"))]
+        named = {_SEX_CODES.get(c) for c in codes or [_text_at(concept, "text").lower()]}
+        if named != {sex}:
+            return False
+    band = _as_dict(rr.get("age"))
+    for end, sign in (("low", 1), ("high", -1)):
+        limit = _as_dict(band.get(end))
+        if limit.get("value") is None:
+            continue
+        age = _age(birth_date, collected_at, _text_at(limit, "code") or _text_at(limit, "unit"))
+        if age is None or not isinstance(limit["value"], (int, float)):
+            return False
+        if sign * (age - limit["value"]) < 0:  # below the low limit, or above the high
+            return False
+    return True
+
+
+def _age(birth_date: str, collected_at: str, unit: str) -> int | None:
+    """The patient's age at collection in whole `unit`s (UCUM a, mo, wk, d), or None when
+    a date is not a full one or the unit is none of those."""
+    try:
+        born = dt.date.fromisoformat(birth_date)
+        on = dt.date.fromisoformat(collected_at[:10])
+    except ValueError:
+        return None
+    before_birthday = (on.month, on.day) < (born.month, born.day)
+    months = (on.year - born.year) * 12 + on.month - born.month - (on.day < born.day)
+    days = (on - born).days
+    ages = {"a": on.year - born.year - before_birthday, "mo": months, "wk": days // 7, "d": days}
+    ages.update(year=ages["a"], years=ages["a"], yr=ages["a"], month=months, months=months)
+    return ages.get(unit.strip().lower())
+
+
+def _range_columns(rr: dict[str, Any] | None, unit: str) -> dict[str, str]:
+    """The RAW range columns of a referenceRange for a value in `unit`. Limits in another
+    unit are given as text with their unit ("2.12-2.62 mmol/L"), as a CSV prints them, so
+    the normalizer converts them to the value's unit."""
+    if rr is None:
+        return {}
+    low, high = _as_dict(rr.get("low")), _as_dict(rr.get("high"))
+    low_text, high_text = _number_text(low.get("value")), _number_text(high.get("value"))
+    if not low_text and not high_text:
+        return {"range_raw": _text_at(rr, "text")}
+    stated = {_unit(q) for q in (low, high) if q.get("value") is not None} - {""}
+    if not stated or stated == {unit}:
+        return {"range_low_raw": low_text, "range_high_raw": high_text}
+    if len(stated) > 1:
+        return {}  # each limit in its own unit: not seen in practice, not guessed at
+    (in_unit,) = stated
+    if low_text and high_text:
+        return {"range_raw": f"{low_text} to {high_text} {in_unit}"}
+    return {"range_raw": f">= {low_text} {in_unit}" if low_text else f"<= {high_text} {in_unit}"}
 
 
 def _number_text(value: Any) -> str:
@@ -431,26 +636,30 @@ def _number_text(value: Any) -> str:
     return str(value)
 
 
-def _row(obs: dict[str, Any], number: int, found: Referenced) -> dict[str, Any]:
+def _row(obs: dict[str, Any], local: Index, number: int, found: Referenced) -> dict[str, Any]:
     codings = (obs.get("code") or {}).get("coding") or []
     loinc = next((c.get("code", "") for c in codings if c.get("system") == LOINC_SYSTEM), "")
-    local = next((c.get("code", "") for c in codings if c.get("system") != LOINC_SYSTEM), "")
+    local_code = next((c.get("code", "") for c in codings if c.get("system") != LOINC_SYSTEM), "")
     name = (obs.get("code") or {}).get("text") or next(
         (c.get("display", "") for c in codings if c.get("display")), ""
     )
-    patient = _ref_id(obs.get("subject"))
+    patient, resource = _patient(obs.get("subject"), local, found.patients)
     # Patient resources are not validated: only text is taken from them
-    demo = {k: v for k, v in found.patients.get(patient, {}).items() if isinstance(v, str)}
+    demo = {k: v for k, v in resource.items() if isinstance(v, str)}
+    specimen_id, specimen_type = _specimen(obs, local, found.specimens)
+    collected_at = (
+        obs.get("effectiveDateTime")
+        or (obs.get("effectivePeriod") or {}).get("start")
+        or obs.get("effectiveInstant")
+        or ""
+    )
     row = {
         "source_row": number,
         "patient_id": patient,
-        "collected_at": obs.get("effectiveDateTime")
-        or (obs.get("effectivePeriod") or {}).get("start")
-        or obs.get("effectiveInstant")
-        or "",
-        "specimen_id": _ref_id(obs.get("specimen")),
-        "specimen_type": _specimen_type(obs, found.specimens),
-        "test_code": local,
+        "collected_at": collected_at,
+        "specimen_id": specimen_id,
+        "specimen_type": specimen_type,
+        "test_code": local_code,
         "test_name": name,
         "loinc": loinc,
         "sex": demo.get("gender", ""),
@@ -460,7 +669,9 @@ def _row(obs: dict[str, Any], number: int, found: Referenced) -> dict[str, Any]:
     if isinstance(quantity, dict):
         row["value_raw"] = _number_text(quantity.get("value"))
         row["comparator_raw"] = quantity.get("comparator", "")
-        row["unit_raw"] = quantity.get("unit") or quantity.get("code") or ""
+        row["unit_raw"] = _unit(quantity)
+    elif isinstance(obs.get("valueInteger"), int) and not isinstance(obs["valueInteger"], bool):
+        row["value_raw"] = str(obs["valueInteger"])  # a count or score: no unit in FHIR
     elif "valueString" in obs:
         row["value_raw"] = str(obs["valueString"])
     elif isinstance(obs.get("valueCodeableConcept"), dict):
@@ -473,13 +684,10 @@ def _row(obs: dict[str, Any], number: int, found: Referenced) -> dict[str, Any]:
         row["value_raw"] = dar.get("text") or next(
             (f"data absent: {c.get('code', '')}" for c in dar.get("coding") or []), "data absent"
         )
-    ranges = obs.get("referenceRange") or []
-    if ranges and isinstance(ranges[0], dict):
-        rr = ranges[0]
-        row["range_low_raw"] = _number_text((rr.get("low") or {}).get("value"))
-        row["range_high_raw"] = _number_text((rr.get("high") or {}).get("value"))
-        if not row["range_low_raw"] and not row["range_high_raw"]:
-            row["range_raw"] = rr.get("text", "")
+    ranges = _as_list(obs.get("referenceRange"))
+    sex, born = demo.get("gender", ""), demo.get("birthDate", "")
+    chosen = _applicable_range(ranges, sex, born, collected_at)
+    row.update(_range_columns(chosen, _unit(quantity) if isinstance(quantity, dict) else ""))
     flags = []
     for interp in obs.get("interpretation") or []:
         for c in interp.get("coding", []) or []:
@@ -511,7 +719,8 @@ def fhir_raw(
     obs_list, found = _walk(
         doc if not isinstance(doc, list) else {"entry": [{"resource": r} for r in doc]}
     )
-    raw, invalid = _rows(list(enumerate(obs_list, start=1)), found, source_file, [])
+    numbered = [(number, obs, local) for number, (obs, local) in enumerate(obs_list, start=1)]
+    raw, invalid = _rows(numbered, found, source_file, [])
     records = found.medication_records()
     mark_results(raw, [*records, *(other_medicines or [])])
     return raw, invalid, len(records)
@@ -551,6 +760,10 @@ def ndjson_index(lines: Iterable[tuple[int, Any]]) -> Referenced:
     return found
 
 
+# An Observation with its record or line number and the resources its "#id" references name
+Numbered = tuple[int, dict[str, Any], Index]
+
+
 def iter_ndjson_rows(
     lines: Iterable[tuple[int, Any]],
     found: Referenced,
@@ -568,23 +781,23 @@ def iter_ndjson_rows(
     coverage = Coverage([*found.medication_records(), *(other_medicines or [])])
     rows: list[dict[str, Any]] = []
     invalid: list[tuple[int, str, str]] = []
-    pending: list[tuple[int, dict[str, Any]]] = []  # read, not yet validated
-    checks: deque[tuple[list[tuple[int, dict[str, Any]]], Future[list[str | None]]]] = deque()
+    pending: list[Numbered] = []  # read, not yet validated
+    checks: deque[tuple[list[Numbered], Future[list[str | None]]]] = deque()
 
     def settle(wait_for_all: bool) -> None:
         """Turn validated Observations into rows, in reading order."""
         while checks and (wait_for_all or checks[0][1].done() or len(checks) > _IN_FLIGHT):
             chunk, problems = checks.popleft()
-            for (number, obs), problem in zip(chunk, problems.result(), strict=True):
-                _add_row(number, obs, found, rows, invalid, problem)
+            for (number, obs, local), problem in zip(chunk, problems.result(), strict=True):
+                _add_row(number, obs, local, found, rows, invalid, problem)
 
     def validate_pending() -> None:
         nonlocal pending
         if executor is None:
-            for number, obs in pending:
-                _add_row(number, obs, found, rows, invalid, _validate(obs))
+            for number, obs, local in pending:
+                _add_row(number, obs, local, found, rows, invalid, _validate(obs))
         elif pending:
-            checks.append((pending, executor.submit(validate_many, [o for _, o in pending])))
+            checks.append((pending, executor.submit(validate_many, [o for _, o, _ in pending])))
             settle(wait_for_all=False)
         pending = []
 
@@ -597,12 +810,12 @@ def iter_ndjson_rows(
         if not isinstance(res, dict):  # a line is one resource: this one is counted too
             invalid.append((line, "malformed_row", "the line is not a FHIR resource"))
         else:
-            for obs in _walk(res)[0]:
+            for obs, local in _walk(res)[0]:
                 status = _status_problem(obs)
                 if status:
                     invalid.append((line, "fhir_status", status))
                 else:
-                    pending.append((line, obs))
+                    pending.append((line, obs, local))
         if executor is None or len(pending) >= VALIDATE_CHUNK:
             validate_pending()
         if batch_rows is not None and len(rows) + len(invalid) >= batch_rows:
@@ -626,37 +839,38 @@ def validate_many(resources: list[dict[str, Any]]) -> list[str | None]:
 
 
 def _rows(
-    numbered: list[tuple[int, dict[str, Any]]],
+    numbered: list[Numbered],
     found: Referenced,
     source_file: str,
     invalid: list[tuple[int, str, str]],
 ) -> tuple[pd.DataFrame, list[tuple[int, str, str]]]:
     """RAW rows of numbered Observations, and the rejected ones added to `invalid`."""
     rows: list[dict[str, Any]] = []
-    for number, obs in numbered:
+    for number, obs, local in numbered:
         status = _status_problem(obs)
         if status:
             invalid.append((number, "fhir_status", status))
         else:
-            _add_row(number, obs, found, rows, invalid, _validate(obs))
+            _add_row(number, obs, local, found, rows, invalid, _validate(obs))
     return raw_from_records(rows, source_file), invalid
 
 
 def _add_row(
     number: int,
     obs: dict[str, Any],
+    local: Index,
     found: Referenced,
     rows: list[dict[str, Any]],
     invalid: list[tuple[int, str, str]],
     problem: str | None,
 ) -> None:
     """The Observation's RAW row added to `rows`, or, when validation found a `problem`,
-    why it cannot be used to `invalid`."""
+    why it cannot be used to `invalid`. `local`: the resources its "#id" references name."""
     if problem:
         invalid.append((number, "malformed_row", f"not a valid FHIR Observation: {problem}"))
         return
-    row = _row(obs, number, found)
-    # preliminary, final, amended, corrected: the reader keeps the latest version of a
-    # result the lab replaced (a text, or _status_problem would have rejected it)
-    row["result_status"] = str(obs.get("status") or "")
+    row = _row(obs, local, number, found)
+    # the reader keeps the latest version of a result the lab replaced (the status is a
+    # code of RESULT_STATUSES, or missing: _status_problem rejected the rest)
+    row["result_status"] = RESULT_STATUSES.get(str(obs.get("status") or "").strip().lower(), "")
     rows.append(row)
