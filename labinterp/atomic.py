@@ -32,7 +32,17 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             f"the output folder '{folder}' does not exist.",
             fix="create it first or choose another output path.",
         )
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    if target.is_dir():
+        raise OutputError(
+            f"'{target}' is a folder, not a file.", fix="give a file name (or another path)."
+        )
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write in the folder '{folder}' ({exc.strerror}).",
+            fix="choose a folder you can write to.",
+        ) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:

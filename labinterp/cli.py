@@ -57,8 +57,13 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    # --debug is an option of labinterp itself; after the command it is taken all the same
+    # (the error message suggests adding it, and people add it at the end)
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in tokens:
+        tokens = ["--debug", *(t for t in tokens if t != "--debug")]
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(tokens)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     _configure_logging(quiet=getattr(args, "quiet", False))

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from labinterp.cli_check import date_format_arg
 from labinterp.cli_interpret import add_guideline_option
 
 ENGINES = ("local", "dask")  # as in labinterp.audit.core; kept here so --help stays fast
@@ -36,7 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the output folder must be reachable by the workers at the same path)",
     )
     p.add_argument("--mapping", metavar="M.toml", help="column mapping file for the exports")
-    p.add_argument("--date-format", metavar="FMT", help="date format, e.g. %%d/%%m/%%Y %%H:%%M")
+    p.add_argument(
+        "--date-format",
+        metavar="FMT",
+        type=date_format_arg,
+        help="date format, e.g. %%d/%%m/%%Y %%H:%%M",
+    )
     add_guideline_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
     p.set_defaults(run=run)

@@ -8,6 +8,7 @@ from, and why rows were rejected.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from typing import cast
@@ -46,8 +47,27 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--date-format",
         metavar="FMT",
+        type=date_format_arg,
         help="strftime format of the collection time, e.g. '%%d/%%m/%%Y %%H:%%M'",
     )
+
+
+def date_format_arg(text: str) -> str:
+    """A --date-format checked when the command line is read: a format that cannot read
+    back a date it wrote ('%Q', no directive at all) is a usage error, not a failure later."""
+    sample = dt.datetime(2024, 3, 15, 8, 30, 45, tzinfo=dt.UTC)  # %z, %Z too
+    try:
+        dt.datetime.strptime(sample.strftime(text), text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a date format labinterp can read dates with ({exc});"
+            " use strftime directives, e.g. '%d/%m/%Y %H:%M'"
+        ) from exc
+    if "%" not in text:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' has no strftime directive; e.g. '%d/%m/%Y %H:%M'"
+        )
+    return text
 
 
 # Quality notes the reader puts on a row whose printed range it did not use.

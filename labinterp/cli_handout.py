@@ -96,7 +96,13 @@ def run(args: argparse.Namespace) -> int:
                 f"'{args.output}' is a file, but --all writes a folder of PDFs.",
                 fix="pass a folder with -o DIR/.",
             )
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LabinterpError(
+                f"cannot create the folder '{args.output}' ({exc.strerror}).",
+                fix="choose a folder you can write to.",
+            ) from exc
         index = render_batch(
             source,
             None,

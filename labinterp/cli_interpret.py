@@ -131,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
     )
     fired = int((findings["status"] == "fired").sum())
     counts = f"{len(findings)} findings ({fired} fired) from {result.rows_in} rows read"
+    if result.rows_rejected:  # rows not interpreted: say so, and where to see why
+        counts += (
+            f" ({result.rows_rejected} rejected: `labinterp check FILE --rejected` lists them"
+            " with the reason)"
+        )
     if args.status or args.rule:
         keep = findings["status"].isin(args.status or schema.STATUSES) & findings["rule_id"].isin(
             args.rule or [r.id for r in REGISTRY]

@@ -195,3 +195,32 @@ def test_check_of_a_file_with_no_row_used_lists_only_the_rejections(
     out = capsys.readouterr().out
     assert "0 used + 1 rejected" in out and "out_of_scope" in out
     assert "Reference ranges from" not in out and "Results by analyte" not in out
+
+
+# -- user mistakes are usage errors (exit 2) naming the fix, never "a bug" (exit 1) ----------
+
+
+@pytest.mark.parametrize("fmt", ["%Q", "no directive"])
+def test_a_date_format_that_cannot_read_dates_is_a_usage_error(
+    fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["interpret", str(sample_path()), "--date-format", fmt]) == 2
+    assert "--date-format" in capsys.readouterr().err
+
+
+def test_a_folder_given_for_one_handout_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["handout", str(sample_path()), "--patient", "DEMO-001", "-o", str(tmp_path)])
+    assert code == 2
+    assert "is a folder, not a file" in " ".join(capsys.readouterr().err.split())
+
+
+def test_debug_is_taken_after_the_command_too(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(sample_path()), "--debug"]) == 0
+
+
+def test_interpret_says_how_many_rows_were_rejected(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["interpret", str(sample_path()), "--status", "fired"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "rejected: `labinterp check FILE --rejected`" in err
