@@ -68,28 +68,10 @@ def test_report_headline_in_rendered_dom(tmp_path: Path) -> None:
     )
 
 
+LONG_ID = "LONGID-" + "X" * 120  # the id of the last patient of the export
 # A few patients with known statuses: fired patterns, a guard that suppresses them, nothing
 # abnormal (every rule not_fired or indeterminate), censored results and a 127-character id.
-LONG_ID = "LONGID-" + "X" * 120
-HEADER = (
-    "patient_id,sex,birth_date,collected_at,specimen_id,test,loinc,result,unit,"
-    "reference_range,flag,comment,result_status,medications\n"
-)
-SMALL_EXPORT = (
-    HEADER
-    + f"""COMP-01,F,1960-01-01,2024-05-02 09:00,C1,Magnesium,19123-9,<0.5,mg/dL,1.6-2.6,L,,,
-COMP-01,F,1960-01-01,2024-05-02 09:00,C1,Potassium,2823-3,<1.5,mmol/L,3.5-5.1,L,,,
-COMP-01,F,1960-01-01,2024-05-02 09:00,C1,Calcium,17861-6,<2.0,mg/dL,8.5-10.5,L,,,
-NORMAL-01,F,1960-01-01,2024-05-06 09:00,M1,Magnesium,19123-9,2.0,mg/dL,1.6-2.6,,,,
-NORMAL-01,F,1960-01-01,2024-05-06 09:00,M1,Calcium,17861-6,9.4,mg/dL,8.5-10.5,,,,
-NORMAL-01,F,1960-01-01,2024-05-06 09:00,M1,Potassium,2823-3,4.2,mmol/L,3.5-5.1,,,,
-SUPP-01,F,1960-01-01,2024-05-07 09:00,S1,Magnesium,19123-9,1.2,mg/dL,1.6-2.6,L,,,
-SUPP-01,F,1960-01-01,2024-05-07 09:00,S1,Potassium,2823-3,6.8,mmol/L,3.5-5.1,H,,,
-SUPP-01,F,1960-01-01,2024-05-07 09:00,S1,Calcium,17861-6,6.5,mg/dL,8.5-10.5,L,,,
-{LONG_ID},F,1960-01-01,2024-05-09 09:00,L1,Magnesium,19123-9,1.3,mg/dL,1.6-2.6,L,,,
-{LONG_ID},F,1960-01-01,2024-05-09 09:00,L1,Potassium,2823-3,3.2,mmol/L,3.5-5.1,L,,,
-"""
-)
+SMALL_EXPORT = (Path(__file__).parent / "fixtures" / "report_patients.csv").read_text("utf-8")
 
 
 class _PatientRows(HTMLParser):

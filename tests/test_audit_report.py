@@ -13,23 +13,10 @@ import labinterp
 from labinterp.audit import report
 from labinterp.audit.report import _CHAR_W, _latest_cell, _patient_list
 
-LONG_ID = "LONGID-" + "X" * 120
-HEADER = (
-    "patient_id,sex,birth_date,collected_at,specimen_id,test,loinc,result,unit,"
-    "reference_range,flag,comment,result_status,medications\n"
-)
-EXPORT = (
-    HEADER
-    + f"""COMP-01,F,1960-01-01,2024-05-02 09:00,C1,Magnesium,19123-9,<0.5,mg/dL,1.6-2.6,L,,,
-COMP-01,F,1960-01-01,2024-05-02 09:00,C1,Potassium,2823-3,<1.5,mmol/L,3.5-5.1,L,,,
-COMP-01,F,1960-01-01,2024-05-02 09:00,C1,Calcium,17861-6,<2.0,mg/dL,8.5-10.5,L,,,
-NORMAL-01,F,1960-01-01,2024-05-06 09:00,M1,Magnesium,19123-9,2.0,mg/dL,1.6-2.6,,,,
-NORMAL-01,F,1960-01-01,2024-05-06 09:00,M1,Calcium,17861-6,9.4,mg/dL,8.5-10.5,,,,
-NORMAL-01,F,1960-01-01,2024-05-06 09:00,M1,Potassium,2823-3,4.2,mmol/L,3.5-5.1,,,,
-{LONG_ID},F,1960-01-01,2024-05-09 09:00,L1,Magnesium,19123-9,1.3,mg/dL,1.6-2.6,L,,,
-{LONG_ID},F,1960-01-01,2024-05-09 09:00,L1,Potassium,2823-3,3.2,mmol/L,3.5-5.1,L,,,
-"""
-)
+LONG_ID = "LONGID-" + "X" * 120  # the id of the last patient of the export
+# A few patients with known statuses: fired patterns, a guard that suppresses them, nothing
+# abnormal (every rule not_fired or indeterminate), censored results and a 127-character id.
+EXPORT = (Path(__file__).parent / "fixtures" / "report_patients.csv").read_text("utf-8")
 
 
 def _report(tmp_path: Path) -> str:
@@ -89,7 +76,7 @@ def test_report_patient_table_filter_and_long_ids(tmp_path: Path) -> None:
     assert re.search(r'<tr data-id="NORMAL-01" data-status="[a-z_ ]*">', html)
     normal = re.search(r'<tr data-id="NORMAL-01"[^>]*>', html)
     assert normal and 'data-status="fired' not in normal.group(0)
-    assert '<span id="patient-shown"' in html and "Shown 3 of 3 patients." in html
+    assert '<span id="patient-shown"' in html and "Shown 4 of 4 patients." in html
     # the long id wraps in a column of its own width, the whole of it in the title
     assert f'<td class="pid" title="{LONG_ID}"><span class="long">{LONG_ID}</span></td>' in html
     assert '<td class="pid" title="COMP-01">COMP-01</td>' in html
@@ -114,5 +101,5 @@ def test_a_cut_list_says_how_many_it_holds(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(report, "PATIENT_LIST_MAX", 2)
     html = _report(tmp_path)
     assert "Shown 2 of 2 patients." in html
-    assert "The list holds 2 of 3 patients, those with findings first" in html
+    assert "The list holds 2 of 4 patients, those with findings first" in html
     assert len(re.findall(r"<tr data-id=", html)) == 2
