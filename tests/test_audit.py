@@ -532,3 +532,27 @@ def test_read_and_the_audit_keep_the_same_row_of_a_repeat_across_files(tmp_path:
     assert list(labinterp.read([z, a]).results["source_file"]) == ["z.csv"]
     labinterp.audit([z, a], tmp_path / "out2")
     assert list(pd.read_csv(tmp_path / "out2" / "rejected_rows.csv")["source_file"]) == ["a.csv"]
+
+
+SAMPLE_EXPORT = Path(labinterp.__file__).parent / "sample_data" / "clinic_export.csv"
+
+
+def test_summary_balances_each_input_file(tmp_path: Path) -> None:
+    """summary.json's inputs: rows_in = rows_used + rows_rejected for every file, and the
+    files add up to the totals (a reviewer checks a file at a time)."""
+    other = tmp_path / "other.csv"
+    other.write_text(
+        "patient_id,collected_at,test,result,unit\n"
+        "P1,2024-03-01 08:00,Magnesium,0.5,mmol/L\n"
+        "P1,2024-03-01 08:00,Sodium,140,mmol/L\n",  # out of scope: rejected
+        encoding="utf-8",
+    )
+    out = tmp_path / "audit"
+    labinterp.audit([SAMPLE_EXPORT, other], out)
+    summary = json.loads((out / "summary.json").read_text())
+    inputs = summary["inputs"]
+    for f in inputs:
+        assert f["rows_in"] == f["rows_used"] + f["rows_rejected"]
+    assert sum(f["rows_used"] for f in inputs) == summary["rows_used"]
+    assert sum(f["rows_rejected"] for f in inputs) == summary["rows_rejected"]
+    assert [f["rows_rejected"] for f in inputs if f["file"] == "other.csv"] == [1]

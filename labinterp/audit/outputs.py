@@ -151,6 +151,23 @@ def _fired_caveats(findings: pa.Table) -> dict[str, dict[str, int]]:
     return out
 
 
+def _with_file_balance(files: list[dict[str, Any]], rejected: pa.Table) -> list[dict[str, Any]]:
+    """Each input file's entry with its rows used and rejected, so a reviewer can check
+    rows_in = rows_used + rows_rejected file by file (a workbook's sheets, labelled
+    "file.xlsx[Sheet]" in the rejected rows, count for their file)."""
+    per_label: dict[str, int] = {}
+    if rejected.num_rows:
+        for row in rejected.column("source_file").value_counts().to_pylist():
+            per_label[str(row["values"])] = int(row["counts"])
+    out = []
+    for info in files:
+        label = str(info.get("file", ""))
+        n = sum(c for name, c in per_label.items() if name == label or name.startswith(label + "["))
+        rows_in = int(info.get("rows_in", 0))
+        out.append({**info, "rows_used": rows_in - n, "rows_rejected": n})
+    return out
+
+
 def write_outputs(
     out: Path,
     work: Path,
@@ -239,7 +256,7 @@ def write_outputs(
         "follow_up": _follow_up(findings),
         "fired_caveats": caveats,
         "ruleset": {**ruleset(), "vitamin_d_guideline": vitamin_d_guideline},
-        "inputs": ingest.files,
+        "inputs": _with_file_balance(ingest.files, rejected),
         "skipped_files": ingest.skipped,
         # "utc": an input printed times with an offset, and every time here is in UTC
         "collection_times": "utc" if ingest.utc_times else "as_printed",
