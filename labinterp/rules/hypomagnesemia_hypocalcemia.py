@@ -150,6 +150,18 @@ def evaluate(ctx: Context) -> pd.DataFrame:
             "Total Ca is low but corrected/ionized Ca is normal (pseudo-hypocalcemia).",
         ],
     )
+    # why the tier is "supported" (CLINICAL.md sec. 4), so the clinician need not infer it
+    supported_fired = fired & supported
+    note = common.noted(
+        note,
+        supported_fired & (pth_high == 0.0),
+        "Supported: PTH is not raised, inappropriately for the low Ca.",
+    )
+    note = common.noted(
+        note,
+        supported_fired & severe,
+        "Supported: Mg is below the level at which PTH secretion fails.",
+    )
     note = common.noted(note, mg_lowering, common.mg_lowering_sentences(medicines))
     grade_src = np.where(fired, mg, -1)
     columns = dict(
