@@ -739,11 +739,8 @@ def _read_workbook(
     if dedupe:
         results, repeated = deduplicate(results)
         rejected = _append(rejected, repeated)
-    reports = [f for part in parts for f in part.files]
-    for f in reports:
-        f.rows_used = int((results["source_file"] == f.name).sum())
-        f.rows_rejected = int((rejected["source_file"] == f.name).sum())
-    return ReadResult(results, rejected, reports)
+    # each sheet's rows used and rejected are counted by `read`, as for several files
+    return ReadResult(results, rejected, [f for part in parts for f in part.files])
 
 
 _ONE_PAGE = (
@@ -800,7 +797,7 @@ def _hl7_lines(p: Path, sniffed: sniff.Sniffed) -> io.TextIOWrapper:
 
 def _hl7_batches(
     lines: Iterable[str], label: str, batch_rows: int | None
-) -> Iterator[tuple[pd.DataFrame, list[tuple[int, str, str]]]]:
+) -> Iterator[tuple[pd.DataFrame, list[tuple[Any, ...]]]]:
     """iter_hl7, refusing a file without any result."""
     found = False
     for batch in iter_hl7(lines, label, batch_rows):

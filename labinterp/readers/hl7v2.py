@@ -350,7 +350,7 @@ def _describe(rows: list[dict[str, Any]], spm: _Specimen) -> None:
         row["_notes"] = (own, order, spm.notes)
 
 
-def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, str, str]]]:
+def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[Any, ...]]]:
     """RAW rows for every OBX segment of `text` (one or more messages), plus (segment
     number, reason, detail) for those that hold no result to interpret."""
     # one batch at most (batch_rows=None); none when the text holds no OBX at all
@@ -360,7 +360,7 @@ def hl7_raw(text: str, source_file: str) -> tuple[pd.DataFrame, list[tuple[int, 
 
 def iter_hl7(
     lines: Iterable[str], source_file: str, batch_rows: int | None = 100_000
-) -> Iterator[tuple[pd.DataFrame, list[tuple[int, str, str]]]]:
+) -> Iterator[tuple[pd.DataFrame, list[tuple[Any, ...]]]]:
     """`hl7_raw` in batches of whole messages with about `batch_rows` OBX segments each
     (None: one batch), for files larger than memory. `lines` are the file's segments, one
     per line, in order (a text file opened with universal newlines gives them).
@@ -425,11 +425,12 @@ def iter_hl7(
         elif name == "OBX":
             status = seg.get(11).strip().upper()[:1]
             if status in _NO_RESULT:
-                dropped = _row(seg, number, ctx, offset)
-                shown = {
-                    "test": dropped["test_name"] or dropped["test_code"] or dropped["loinc"],
-                    "value_raw": dropped["value_raw"],
-                    "unit_raw": dropped["unit_raw"],
+                test = _test(seg)
+                unit_code, unit_text = seg.components(6, 2)
+                shown = {  # which test was dropped, as the rejected table shows it
+                    "test": test["test_name"] or test["test_code"] or test["loinc"],
+                    "value_raw": _value(seg),
+                    "unit_raw": unit_code or unit_text,
                 }
                 invalid.append((number, "hl7_status", _NO_RESULT[status], shown))
                 notes = None
