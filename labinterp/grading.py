@@ -46,6 +46,17 @@ TERMS: dict[str, str] = {
     "hyperkalemia": "potassium",
 }
 
+# Which CTCAE terms grade a low and a high value of an analyte (CLINICAL.md sec. 7). A total
+# calcium is graded with the (corrected) calcium terms: the lab's total is what a clinician
+# reads when no albumin was measured (P1 grades it so).
+ANALYTE_TERMS: dict[str, tuple[str, str]] = {
+    "magnesium": ("hypomagnesemia", "hypermagnesemia"),
+    "calcium": ("hypocalcemia", "hypercalcemia"),
+    "calcium_corrected": ("hypocalcemia", "hypercalcemia"),
+    "calcium_ionized": ("hypocalcemia_ionized", "hypercalcemia_ionized"),
+    "potassium": ("hypokalemia", "hyperkalemia"),
+}
+
 
 @dataclass(frozen=True)
 class Criterion:
@@ -171,23 +182,43 @@ def grade_array(
     `comparators` ("<", "<=", ">", ">=", anything else: exact) grade censored values."""
     if term not in TERMS:
         raise ValueError(f"unknown CTCAE term '{term}'; expected one of {sorted(TERMS)}")
-    n = len(values)
-    out = np.full(n, np.nan)
-    units_ser = pd.Series(list(unit_list), dtype="object")
-    # "?": a value derived from a censored input, bounded in no known direction
-    cmp = np.asarray(
-        [c if c in ("<", "<=", ">", ">=", "?") else "" for c in comparators]
-        if comparators is not None
-        else np.full(n, ""),
-        dtype=object,
+    unit_codes, unit_names = pd.factorize(pd.Series(list(unit_list), dtype="object"))
+    return _graded(
+        term, values, unit_codes, list(unit_names), lln, uln, _comparators(comparators, len(values))
     )
-    for unit in pd.unique(units_ser.dropna()):
+
+
+def _comparators(comparators: Sequence[Any] | None, n: int) -> np.ndarray:
+    """The comparators that censor a value ("<", "<=", ">", ">="; "?": a value derived
+    from a censored input, bounded in no known direction), "" for every other."""
+    if comparators is None:
+        return np.full(n, "", dtype=object)
+    return np.asarray(
+        [c if c in ("<", "<=", ">", ">=", "?") else "" for c in comparators], dtype=object
+    )
+
+
+def _graded(
+    term: str,
+    values: np.ndarray,
+    unit_codes: np.ndarray,
+    unit_names: Sequence[str],
+    lln: np.ndarray,
+    uln: np.ndarray,
+    cmp: np.ndarray,
+) -> np.ndarray:
+    """grade_array on units given as codes (-1: none) into `unit_names`: one pass per
+    distinct unit."""
+    out = np.full(len(values), np.nan)
+    for code, unit in enumerate(unit_names):
         hit = _table_unit_and_scale(term, str(unit))
         if hit is None:
             continue
         table_unit, scale = hit
         rules = criteria()[(term, table_unit)]
-        mask = (units_ser == unit).to_numpy()
+        mask = unit_codes == code
+        if not mask.any():
+            continue
         v, lo, hi = values[mask] * scale, lln[mask] * scale, uln[mask] * scale
         g = _grades(rules, v, lo, hi)
         g[cmp[mask] == "?"] = np.nan
@@ -198,6 +229,41 @@ def grade_array(
             )
         out[mask] = g
     return out
+
+
+def grade_results(
+    analytes: np.ndarray,
+    values: np.ndarray,
+    unit_codes: np.ndarray,
+    unit_names: Sequence[str],
+    lln: np.ndarray,
+    uln: np.ndarray,
+    comparators: Sequence[Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each result's own CTCAE grade, whatever finding cites it: per result the grade
+    (NaN: not graded or unknown) and the term that gives it ("" for grade 0 or none).
+
+    A result is graded by both terms of its analyte (ANALYTE_TERMS), as reported (value,
+    unit, range and comparator as the lab printed them). At most one of them is above 0 (a
+    value is not both below its LLN and above its ULN); that one is the grade. Grade 0
+    needs both to say 0: a Mg above its LLN with no ULN printed may still be high.
+    Analytes without CTCAE terms are not graded.
+    """
+    n = len(values)
+    grade = np.full(n, np.nan)
+    term_of = np.full(n, "", dtype=object)
+    cmp = _comparators(comparators, n)
+    for analyte, (low_term, high_term) in ANALYTE_TERMS.items():
+        rows = np.flatnonzero(analytes == analyte)
+        if not len(rows):
+            continue
+        args = (values[rows], unit_codes[rows], unit_names, lln[rows], uln[rows], cmp[rows])
+        low, high = _graded(low_term, *args), _graded(high_term, *args)
+        worst = np.fmax(low, high)  # NaN only where neither is known
+        both_known = ~np.isnan(low) & ~np.isnan(high)
+        grade[rows] = np.where((worst >= 1) | both_known, worst, np.nan)
+        term_of[rows] = np.where(low >= 1, low_term, np.where(high >= 1, high_term, ""))
+    return grade, term_of
 
 
 def ctcae_grade(

@@ -424,6 +424,10 @@ def _obs_pieces(
     unit_s, unit_i = _encoded(enc["unit"], _plain, before=" ", after="; ", missing=" ; ")
     rng_s, rng_i, known_range = _range_pieces(enc["range_low_reported"], enc["range_high_reported"])
     unit_rep_s, unit_rep_i = _encoded(enc["unit_reported"], _plain)
+    grade, grade_term = _obs_grades(ctx, ids, enc)
+    # "; CTCAE grade N)" closes the text of a graded result (grade 1-4), ")" any other
+    grade_i = np.where(grade >= 1, np.nan_to_num(grade), 0).astype("int64")
+    grade_s = pa.array([")"] + [f"; CTCAE grade {g})" for g in range(1, 5)])
     # one piece per distinct text (the same result of the same test reads the same)
     text = _fused(
         [
@@ -434,7 +438,8 @@ def _obs_pieces(
             (unit_s, np.where(value_i >= 0, unit_i, -1)),  # canonical unit only with a value
             (rng_s, rng_i),
             (unit_rep_s, np.where(known_range, unit_rep_i, -1)),
-            _encoded(enc["range_origin"], _plain, before=", ", after=")", missing=", unknown)"),
+            _encoded(enc["range_origin"], _plain, before=", ", missing=", unknown"),
+            (grade_s, grade_i),
         ]
     )
     text_p = _with_literals(_dictionary([text]), text_extra)
@@ -467,6 +472,8 @@ def _obs_pieces(
         "range_low_reported": number("range_low_reported"),
         "range_high_reported": number("range_high_reported"),
         "range_origin": enc["range_origin"],
+        "grade": pa.array(grade, mask=np.isnan(grade)).cast(pa.int64()),
+        "grade_term": pa.array(grade_term, pa.string()),
         "derived": pa.array(obs["derived"].to_numpy(dtype=bool)[ids]),
         "preliminary": pa.array(
             obs["preliminary"].to_numpy(dtype=bool)[ids]
@@ -478,6 +485,31 @@ def _obs_pieces(
         "source_row": pc.cast(num["source_row"], pa.int64()),
     }
     return text_p, record, origin_np
+
+
+def _obs_grades(
+    ctx: episodes.Context, ids: np.ndarray, enc: dict[str, Encoded]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The CTCAE grade of each observation `ids` as the lab reported it (NaN: none) and
+    its term (grading.grade_results), so a grade 4 Mg shows where a finding's own grade is
+    the K's."""
+    obs = ctx.obs
+    analyte_values, analyte_codes = enc["analyte"]
+    unit_values, unit_codes = enc["unit_reported"]
+    names = np.asarray([*analyte_values.to_pylist(), ""], dtype=object)
+
+    def reported(column: str) -> np.ndarray:
+        return obs[column].to_numpy(dtype="float64", na_value=np.nan)[ids]
+
+    return grading.grade_results(
+        names[analyte_codes],  # -1 (missing) picks the ""
+        reported("value_reported"),
+        unit_codes,
+        unit_values.to_pylist(),
+        reported("range_low_reported"),
+        reported("range_high_reported"),
+        ctx.comparator()[ids],
+    )
 
 
 def _evidence_rows(
@@ -555,7 +587,7 @@ def evidence_json_text(column: pd.Series) -> pd.Series:
     def fmt(values: pa.Array) -> Callable[[pa.Array], pa.Array]:
         if pa.types.is_floating(values.type):
             return _number(6)
-        if pa.types.is_boolean(values.type):
+        if pa.types.is_boolean(values.type) or pa.types.is_integer(values.type):
             return lambda d: pc.cast(d, pa.string())
         return json_strings
 

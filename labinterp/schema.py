@@ -150,6 +150,10 @@ EVIDENCE_RECORD = pa.struct(
         ("range_low_reported", pa.float64()),
         ("range_high_reported", pa.float64()),
         ("range_origin", pa.string()),
+        # the result's own CTCAE v5.0 grade (0-4; null: not graded or unknown) and the term
+        # that gives it ("" for grade 0), whatever the finding's `grade` is about
+        ("grade", pa.int64()),
+        ("grade_term", pa.string()),
         ("derived", pa.bool_()),  # computed here (e.g. corrected calcium), not reported
         ("preliminary", pa.bool_()),  # the lab may still change it (not replaced by a final)
         ("source_file", pa.string()),  # with source_row: the row it came from

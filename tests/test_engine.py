@@ -542,3 +542,21 @@ def test_hemolysis_noted_on_one_result_holds_for_its_whole_sample() -> None:
     mg_no_id = {**mg_normal_same_tube, "specimen_id": None}
     assert p3_status([k_no_id, mg_no_id]) == "indeterminate"
     assert p3_status([{**k_no_id, "quality": ""}, mg_no_id]) == "not_fired"
+
+
+def test_every_cited_result_carries_its_own_grade() -> None:
+    """The Mg/K finding's grade is the K's; a grade 4 Mg it cites is still shown, in the
+    evidence text and in its record."""
+    res = _results(
+        [
+            _row("P1", "2024-01-01 08:00", "magnesium", 0.25, 0.7, 1.0),
+            _row("P1", "2024-01-01 08:00", "potassium", 3.1, 3.5, 5.1),
+        ]
+    )
+    found = interpret_results(res)
+    p3 = found[found["rule_id"] == "hypomagnesemia_hypokalemia"].iloc[0]
+    assert p3.status == "fired" and p3.grade == 2
+    assert "0.25 mmol/L (0.25 mmol/L; range 0.7-1 mmol/L, row; CTCAE grade 4)" in p3.evidence
+    assert "range 3.5-5.1 mmol/L, row; CTCAE grade 2)" in p3.evidence
+    graded = {r["analyte"]: (r["grade"], r["grade_term"]) for r in p3.evidence_json}
+    assert graded == {"magnesium": (4, "hypomagnesemia"), "potassium": (2, "hypokalemia")}

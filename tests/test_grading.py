@@ -182,3 +182,43 @@ def test_censored_grades_in_arrays_and_exact_values_unchanged() -> None:
         "hypokalemia", [2.5, 2.5, 2.5], "mmol/L", 3.5, 5.1, comparator=["<", "", None]
     )
     assert got == [4, 3, 3]
+
+
+# A result's own grade, by both terms of its analyte (grading.grade_results):
+# (analyte, value, unit, lln, uln, comparator, grade or None, term)
+RESULT_GRADES = [
+    ("magnesium", 0.6, "mg/dL", 1.7, 2.2, "", 4, "hypomagnesemia"),
+    ("magnesium", 2.0, "mg/dL", 1.7, 2.2, "", 0, ""),
+    # above the LLN with no ULN printed: it may still be high, so no grade 0
+    ("magnesium", 2.0, "mg/dL", 1.7, None, "", None, ""),
+    # below the LLN with no ULN: the low term alone tells
+    ("magnesium", 0.35, "mmol/L", 0.7, None, "", 3, "hypomagnesemia"),
+    ("potassium", 6.5, "mmol/L", 3.5, 5.1, "", 3, "hyperkalemia"),
+    ("potassium", 2.5, "mmol/L", 3.5, 5.1, "<", 4, "hypokalemia"),
+    ("calcium", 5.5, "mg/dL", 8.5, 10.5, "", 4, "hypocalcemia"),
+    ("calcium_ionized", 1.85, "mmol/L", 1.12, 1.32, "", 4, "hypercalcemia_ionized"),
+    ("albumin", 20.0, "g/L", 35, 50, "", None, ""),
+    ("potassium", 3.0, None, 3.5, 5.1, "", None, ""),
+]
+
+
+def test_each_result_is_graded_by_the_terms_of_its_analyte() -> None:
+    import numpy as np
+
+    from labinterp.grading import grade_results
+
+    analytes, values, unit_list, lln, uln, cmp, want, terms = zip(*RESULT_GRADES, strict=True)
+    names = sorted({u for u in unit_list if u})
+    codes = np.array([names.index(u) if u else -1 for u in unit_list])
+    grade, term = grade_results(
+        np.array(analytes, dtype=object),
+        np.array(values, dtype=float),
+        codes,
+        names,
+        np.array(lln, dtype=float),
+        np.array([np.nan if u is None else u for u in uln], dtype=float),
+        list(cmp),
+    )
+    got = [None if np.isnan(g) else int(g) for g in grade]
+    assert got == list(want)
+    assert list(term) == list(terms)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from labinterp import atomic, schema
 from labinterp.errors import LabinterpError, OutputError
+from labinterp.grading import ctcae_grade
 from labinterp.handout.context import (
     Grader,
     Row,
@@ -41,14 +42,10 @@ CHUNK = 4
 
 
 @cache
-def _grader() -> Grader | None:
+def _grader() -> Grader:
     """The CTCAE grader, remembering its answers: one grading call costs ~0.8 ms (it is
     vectorized, and a single value pays for the pandas set-up), and an export repeats the
     same value, unit and range many times."""
-    try:
-        from labinterp.grading import ctcae_grade
-    except ImportError:  # grading not available in this build: no per-result grades
-        return None
     return lru_cache(maxsize=4096)(ctcae_grade)
 
 

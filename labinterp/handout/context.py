@@ -21,6 +21,7 @@ import pandas as pd
 
 from labinterp import __version__
 from labinterp.errors import LabinterpError
+from labinterp.grading import ANALYTE_TERMS
 from labinterp.guards import HEMOLYSIS_SENSITIVE
 from labinterp.parameters import as_compared
 from labinterp.rules.base import TIER_RANK
@@ -46,16 +47,6 @@ PATTERN_ORDER = (
     "hypomagnesemia_hypokalemia",
     "vitamin_d_resistance",
 )
-
-# Which CTCAE term grades a low or high value of an analyte (CLINICAL.md sec. 7). A total
-# calcium is graded with the (corrected) calcium terms, as the engine grades it.
-CTCAE_TERMS: dict[str, tuple[str | None, str | None]] = {
-    "magnesium": ("hypomagnesemia", "hypermagnesemia"),
-    "calcium": ("hypocalcemia", "hypercalcemia"),
-    "calcium_corrected": ("hypocalcemia", "hypercalcemia"),
-    "calcium_ionized": ("hypocalcemia_ionized", "hypercalcemia_ionized"),
-    "potassium": ("hypokalemia", "hyperkalemia"),
-}
 
 # The tests whose result a rule's CTCAE grade is about (the engine's grade_term per rule):
 # a fired finding's grade puts a line in the urgent box, naming the test, only where the
@@ -223,12 +214,12 @@ Row = dict[str, Any]  # one RESULTS or FINDINGS row as a plain dict (column -> v
 
 
 def _grade_for(grader: Grader | None, analyte: str, status: str, row: Row) -> int | None:
-    if grader is None or status not in ("low", "high") or analyte not in CTCAE_TERMS:
+    if grader is None or status not in ("low", "high") or analyte not in ANALYTE_TERMS:
         return None
-    term = CTCAE_TERMS[analyte][0 if status == "low" else 1]
+    term = ANALYTE_TERMS[analyte][0 if status == "low" else 1]
     value = _num(row.get("value_reported"))
     unit = nfc(row.get("unit_reported"))
-    if term is None or value is None or not unit:
+    if value is None or not unit:
         return None
     try:
         grade = grader(
