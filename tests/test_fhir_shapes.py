@@ -189,6 +189,29 @@ def test_value_integer_and_subject_identifier(tmp_path: Path) -> None:
     assert result.results["patient_id"].tolist() == ["MRN-7"]
 
 
+def test_subject_identifier_finds_the_files_patient(tmp_path: Path) -> None:
+    """A subject given by the identifier of a Patient in the file is that Patient: one
+    patient with the results referring to it by reference, with its sex and age."""
+    patient = {**PATIENT, "identifier": [{"system": "urn:oid:1.2.3", "value": "MRN-7"}]}
+    by_reference = obs(MG, 1.9, **OF_P1)
+    by_identifier = obs(
+        CA,
+        8.1,
+        subject={"identifier": {"system": "urn:oid:1.2.3", "value": "MRN-7"}},
+        effectiveDateTime=WHEN,
+    )
+    other_system = obs(
+        CA,
+        8.2,
+        subject={"identifier": {"system": "urn:oid:9.9", "value": "MRN-7"}},
+        effectiveDateTime=WHEN,
+    )
+    results = read(bundle(tmp_path, patient, by_reference, by_identifier, other_system)).results
+    got = results[["patient_id", "sex", "age_years"]].astype(object).values.tolist()
+    assert got[:2] == [["p1", "female", 64], ["p1", "female", 64]]
+    assert got[2][0] == "MRN-7" and pd.isna(got[2][1])  # another system's MRN-7: not p1
+
+
 def test_status_unknown_is_kept_without_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

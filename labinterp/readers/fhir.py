@@ -250,6 +250,24 @@ class Referenced:
     medicines: list[dict[str, Any]] = field(default_factory=list)
     records: list[MedicationRecord] = field(default_factory=list)
     products: Index = field(default_factory=dict)  # Medication resources by id
+    # the patients by identifier, (system, value) -> (id, Patient): made when first asked
+    _by_identifier: dict[tuple[str, str], tuple[str, dict[str, Any]]] | None = None
+
+    def patient_with_identifier(self, identifier: Any) -> tuple[str, dict[str, Any]] | None:
+        """The id and resource of the file's Patient a subject given only by an
+        identifier names: the one with that identifier (its system too, where both say
+        one), as a reference to it would have found it; None if no Patient has it."""
+        if self._by_identifier is None:
+            self._by_identifier = {}
+            # a Patient is indexed by its id and by its entry's fullUrl: its id first
+            for key, res in sorted(self.patients.items(), key=lambda kv: kv[0] != kv[1].get("id")):
+                for ident in _as_list(res.get("identifier")):
+                    value = _text_at(ident, "value")
+                    if value:
+                        for system in {_text_at(ident, "system"), ""}:
+                            self._by_identifier.setdefault((system, value), (key, res))
+        value = _text_at(identifier, "value")
+        return self._by_identifier.get((_text_at(identifier, "system"), value)) if value else None
 
     def update(self, other: Referenced) -> None:
         """Add what `other` (one more line of an NDJSON file) found, making records of its
@@ -257,6 +275,7 @@ class Referenced:
         few of which name a medicine the patterns read); one that names its medicine only
         by a Medication resource not seen yet waits for the end of the file."""
         self.patients.update(other.patients)
+        self._by_identifier = None  # made again, with the new patients, when next asked
         self.specimens.update(other.specimens)
         self.products.update(other.products)
         self.records.extend(other.records)
@@ -270,7 +289,7 @@ class Referenced:
         if not name and not final and _names_a_product(res):
             self.medicines.append(res)
             return
-        record = _medication_record(res, name)
+        record = _medication_record(res, name, self)
         if record is not None:
             self.records.append(record)
 
@@ -406,7 +425,9 @@ def _taken(res: dict[str, Any]) -> bool:
     return not (kind == "MedicationStatement" and _not_taking(res))
 
 
-def _medication_record(res: dict[str, Any], name: str) -> MedicationRecord | None:
+def _medication_record(
+    res: dict[str, Any], name: str, found: Referenced
+) -> MedicationRecord | None:
     """The record a MedicationRequest, MedicationStatement, MedicationAdministration or
     MedicationDispense that says the patient took `name` makes (readers.medications says
     what it covers), or None when the medicine is none the patterns read."""
@@ -433,7 +454,7 @@ def _medication_record(res: dict[str, Any], name: str) -> MedicationRecord | Non
         )
         end = _text_at(res, "effectivePeriod", "end") or _text_at(res, "occurencePeriod", "end")
     return MedicationRecord(
-        patient_id=_patient(res.get("subject"), _contained(res), {})[0],
+        patient_id=_patient(res.get("subject"), _contained(res), found)[0],
         text=name,
         start=start,
         end=end,
@@ -482,10 +503,12 @@ def _specimen(obs: dict[str, Any], local: Index, specimens: Index) -> tuple[str,
     return specimen_id, ""
 
 
-def _patient(subject: Any, local: Index, patients: Index) -> tuple[str, dict[str, Any]]:
+def _patient(subject: Any, local: Index, found: Referenced | None) -> tuple[str, dict[str, Any]]:
     """(patient id, Patient resource or {}) of a subject: a Patient of the file by its id
     or fullUrl; a contained one ("#p1", meaningful only within its container) by its
-    identifier; a subject given only by an identifier by that identifier's value."""
+    identifier; a subject given only by an identifier: the file's Patient with that
+    identifier (its id, sex and birth date, as a reference would give them), else the
+    identifier's value."""
     ref = _as_dict(subject)
     name = _local_name(ref)
     if name:
@@ -493,8 +516,10 @@ def _patient(subject: Any, local: Index, patients: Index) -> tuple[str, dict[str
         return _identifier_value(patient.get("identifier")), patient
     patient_id = _ref_id(ref)
     if patient_id:
-        return patient_id, _as_dict(patients.get(patient_id))
-    return _identifier_value([ref.get("identifier")]), {}
+        return patient_id, _as_dict(found.patients.get(patient_id)) if found else {}
+    identifier = ref.get("identifier")
+    match = found.patient_with_identifier(identifier) if found else None
+    return match if match else (_identifier_value([identifier]), {})
 
 
 def _identifier_value(identifiers: Any) -> str:
@@ -643,7 +668,7 @@ def _row(obs: dict[str, Any], local: Index, number: int, found: Referenced) -> d
     name = (obs.get("code") or {}).get("text") or next(
         (c.get("display", "") for c in codings if c.get("display")), ""
     )
-    patient, resource = _patient(obs.get("subject"), local, found.patients)
+    patient, resource = _patient(obs.get("subject"), local, found)
     # Patient resources are not validated: only text is taken from them
     demo = {k: v for k, v in resource.items() if isinstance(v, str)}
     specimen_id, specimen_type = _specimen(obs, local, found.specimens)
