@@ -239,6 +239,7 @@ def grade_results(
     lln: np.ndarray,
     uln: np.ndarray,
     comparators: Sequence[Any] | None = None,
+    high_not_read: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each result's own CTCAE grade, whatever finding cites it: per result the grade
     (NaN: not graded or unknown) and the term that gives it ("" for grade 0 or none).
@@ -247,7 +248,9 @@ def grade_results(
     unit, range and comparator as the lab printed them). At most one of them is above 0 (a
     value is not both below its LLN and above its ULN); that one is the grade. Grade 0
     needs both to say 0: a Mg above its LLN with no ULN printed may still be high.
-    Analytes without CTCAE terms are not graded.
+    Analytes without CTCAE terms are not graded. Where `high_not_read` is set (a
+    hemolyzed K or Mg: its high value is not interpreted, CLINICAL.md sec. 5) the high
+    term's grade is unknown.
     """
     n = len(values)
     grade = np.full(n, np.nan)
@@ -259,6 +262,8 @@ def grade_results(
             continue
         args = (values[rows], unit_codes[rows], unit_names, lln[rows], uln[rows], cmp[rows])
         low, high = _graded(low_term, *args), _graded(high_term, *args)
+        if high_not_read is not None:
+            high[high_not_read[rows]] = np.nan
         worst = np.fmax(low, high)  # NaN only where neither is known
         both_known = ~np.isnan(low) & ~np.isnan(high)
         grade[rows] = np.where((worst >= 1) | both_known, worst, np.nan)

@@ -421,6 +421,10 @@ def _obs_pieces(
         label = _marked(label, obs["preliminary"].to_numpy(dtype=bool)[ids], " (preliminary)")
     shown = _first_present(enc["value_raw"], enc["text_result"])
     value_s, value_i = _encoded(enc["value"], _number(4), missing=None)
+    # a censored value's bound holds in the canonical unit too: "<10 ng/mL (<24.96 nmol/L"
+    bounds = pa.array(episodes.CENSOR_BELOW + episodes.CENSOR_ABOVE)
+    cmp_values, cmp_i = enc["comparator"]
+    cmp_s = pc.if_else(pc.is_in(cmp_values, bounds), cmp_values, "")
     unit_s, unit_i = _encoded(enc["unit"], _plain, before=" ", after="; ", missing=" ; ")
     rng_s, rng_i, known_range = _range_pieces(enc["range_low_reported"], enc["range_high_reported"])
     unit_rep_s, unit_rep_i = _encoded(enc["unit_reported"], _plain)
@@ -434,6 +438,7 @@ def _obs_pieces(
             _encoded(label, _plain),
             _encoded(shown, _plain, before=" ", after=" ", missing="  "),
             _encoded(enc["unit_reported"], _plain, after=" (", missing=" ("),
+            (cmp_s, np.where(value_i >= 0, cmp_i, -1)),
             (value_s, value_i),
             (unit_s, np.where(value_i >= 0, unit_i, -1)),  # canonical unit only with a value
             (rng_s, rng_i),
@@ -492,23 +497,38 @@ def _obs_grades(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The CTCAE grade of each observation `ids` as the lab reported it (NaN: none) and
     its term (grading.grade_results), so a grade 4 Mg shows where a finding's own grade is
-    the K's."""
+    the K's.
+
+    Not graded: the high of a hemolyzed K or Mg (not interpreted, CLINICAL.md sec. 5), and
+    a total Ca with a corrected Ca worked out from it (CTCAE grades the corrected one,
+    which is cited beside it: a low albumin alone lowers the total)."""
     obs = ctx.obs
     analyte_values, analyte_codes = enc["analyte"]
     unit_values, unit_codes = enc["unit_reported"]
     names = np.asarray([*analyte_values.to_pylist(), ""], dtype=object)
+    analytes = names[analyte_codes]  # -1 (missing) picks the ""
+    total_ca = np.flatnonzero(analytes == "calcium")
+    if len(total_ca):
+        # a derived Ca row copies its Ca row's patient, time, file and row number
+        file_codes, _ = ctx.codes("source_file")
+        origin = [obs["pat"].to_numpy(), obs["t"].to_numpy(), obs["source_row"], file_codes]
+        derived = np.flatnonzero(obs["derived"].to_numpy(dtype=bool))
+        of = pd.MultiIndex.from_arrays([np.asarray(c)[derived] for c in origin])
+        mine = pd.MultiIndex.from_arrays([np.asarray(c)[ids[total_ca]] for c in origin])
+        analytes[total_ca[mine.isin(of)]] = ""
 
     def reported(column: str) -> np.ndarray:
         return obs[column].to_numpy(dtype="float64", na_value=np.nan)[ids]
 
     return grading.grade_results(
-        names[analyte_codes],  # -1 (missing) picks the ""
+        analytes,
         reported("value_reported"),
         unit_codes,
         unit_values.to_pylist(),
         reported("range_low_reported"),
         reported("range_high_reported"),
         ctx.comparator()[ids],
+        high_not_read=obs["hemolyzed"].to_numpy(dtype=bool)[ids],
     )
 
 

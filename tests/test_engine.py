@@ -560,3 +560,36 @@ def test_every_cited_result_carries_its_own_grade() -> None:
     assert "range 3.5-5.1 mmol/L, row; CTCAE grade 2)" in p3.evidence
     graded = {r["analyte"]: (r["grade"], r["grade_term"]) for r in p3.evidence_json}
     assert graded == {"magnesium": (4, "hypomagnesemia"), "potassium": (2, "hypokalemia")}
+
+
+def test_results_not_interpreted_are_not_graded() -> None:
+    """A hemolyzed high K is not interpreted (CLINICAL.md sec. 5), so not graded; a low
+    one still is. A total Ca with an albumin beside it is graded by its corrected value
+    (CTCAE grades corrected Ca), not by itself. A censored value's bound is printed with
+    its canonical value too."""
+    res = _results(
+        [
+            _row("P1", "2024-01-01 08:00", "magnesium", 0.5, 0.7, 1.0),
+            _row("P1", "2024-01-01 08:00", "potassium", 6.8, 3.5, 5.1, quality="hemolyzed"),
+            _row("P2", "2024-01-01 08:00", "magnesium", 0.5, 0.7, 1.0),
+            _row("P2", "2024-01-01 08:00", "potassium", 2.4, 3.5, 5.1, quality="hemolyzed"),
+            _row("P3", "2024-01-01 08:00", "magnesium", 0.5, 0.7, 1.0),
+            _row("P3", "2024-01-01 08:00", "calcium", 1.70, 2.15, 2.55),
+            _row("P3", "2024-01-01 08:00", "albumin", 20, 35, 50),
+            _row("P4", "2024-01-01 08:00", "magnesium", 0.5, 0.7, 1.0, comparator="<"),
+        ]
+    )
+    found = interpret_results(res)
+
+    def graded(patient: str, rule: str) -> dict:
+        row = found[(found["patient_id"] == patient) & (found["rule_id"] == rule)].iloc[0]
+        return {(r["analyte"], r["derived"]): r["grade"] for r in row.evidence_json}
+
+    k_rule, ca_rule = "hypomagnesemia_hypokalemia", "hypomagnesemia_hypocalcemia"
+    assert graded("P1", k_rule)[("potassium", False)] is None
+    assert graded("P2", k_rule)[("potassium", False)] == 4
+    ca = graded("P3", ca_rule)
+    # 1.70 + 0.02 x (40 - 20) = 2.10 mmol/L: grade 1, where the total alone is grade 3
+    assert ca[("calcium", False)] is None and ca[("calcium_corrected", True)] == 1
+    p4 = found[(found["patient_id"] == "P4") & (found["rule_id"] == ca_rule)].iloc[0]
+    assert "(<0.5 mmol/L; range" in p4.evidence

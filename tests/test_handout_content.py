@@ -151,6 +151,48 @@ def test_total_calcium_far_out_of_range_is_graded_and_urgent(tmp_path, result, s
         assert "A result" not in html and "Un valor" not in html
 
 
+def test_a_total_calcium_with_albumin_is_urgent_by_its_corrected_value(tmp_path) -> None:
+    """CTCAE grades corrected Ca: a total Ca lowered by a low albumin alone (6.8 mg/dL
+    with albumin 2.0 g/dL: 8.4 corrected, grade 1) calls for no urgent care; one whose
+    corrected value is as low (6.0 with albumin 3.9: 6.08, grade 3) does."""
+    path = _export(
+        tmp_path,
+        [
+            ("ALB-01", "2024-05-01 09:00", "Ca", "6.8"),
+            ("ALB-01", "2024-05-01 09:00", "Alb", "2.0"),
+            ("ALB-01", "2024-05-01 09:00", "Mg", "1.9"),
+            ("ALB-02", "2024-05-01 09:00", "Ca", "6.0"),
+            ("ALB-02", "2024-05-01 09:00", "Alb", "3.9"),
+            ("ALB-02", "2024-05-01 09:00", "Mg", "1.2"),
+        ],
+    )
+    assert _context(path, "ALB-01")["urgent"] == []
+    urgent = _context(path, "ALB-02")["urgent"]
+    assert [(u["analyte"], u["value_text"], u["grade"]) for u in urgent] == [("calcium", "6.0", 3)]
+
+
+def test_a_high_potassium_of_a_hemolyzed_sample_is_not_urgent(tmp_path) -> None:
+    """A high K or Mg of a hemolyzed sample is not interpreted (CLINICAL.md sec. 5): the
+    sheet marks the sample, it does not send the patient to urgent care. A low K of such a
+    sample is still low (hemolysis only raises it)."""
+    path = tmp_path / "export.csv"
+    rows = [
+        ("H-01", "Potassium", "6.8", "mmol/L", "3.5-5.1"),
+        ("H-01", "Magnesium", "4.1", "mg/dL", "1.6-2.6"),
+        ("H-02", "Potassium", "2.4", "mmol/L", "3.5-5.1"),
+    ]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(["patient_id", "collected_at", "test", "result", "unit", "range", "comment"])
+        for pid, name, value, unit, rng in rows:
+            out.writerow([pid, "2024-05-01 09:00", name, value, unit, rng, "Hemolyzed specimen"])
+    assert _context(path, "H-01")["urgent"] == []
+    urgent = _context(path, "H-02")["urgent"]
+    assert [(u["analyte"], u["grade"], u["sample_issue"]) for u in urgent] == [
+        ("potassium", 4, True)
+    ]
+
+
 def test_an_urgent_line_from_a_finding_names_the_test() -> None:
     """Without per-result grades (no grader), a fired finding graded 4 still gives a line,
     naming the test its grade is about, never "A result"."""

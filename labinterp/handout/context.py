@@ -71,6 +71,9 @@ EVIDENCE_KEYS = (
     "range_low_reported",
     "range_high_reported",
     "derived",
+    "grade",  # the engine's grade of the result (a derived corrected Ca's grades its Ca)
+    "source_file",
+    "source_row",
 )
 
 # ctcae_grade's signature: (term, value, unit, lln, uln, *, comparator) -> grade or None
@@ -276,6 +279,26 @@ def _result_dict(row: Row, grader: Grader | None) -> dict[str, Any]:
         "_ts": row.get("collected_at"),
         "_sample": _sample_key(row),
     }
+
+
+def _row_key(row: Row) -> tuple[str, int | None]:
+    """The input row a result, or a value derived from it, came from."""
+    number = _num(row.get("source_row"))
+    return nfc(row.get("source_file")), None if number is None else int(number)
+
+
+def _corrected_calcium_grades(fnd: list[Row]) -> dict[tuple[str, int | None], int | None]:
+    """The engine's grade of each corrected Ca it worked out from a total Ca and an
+    albumin (the evidence records of the findings), by the total Ca's input row."""
+    grades: dict[tuple[str, int | None], int | None] = {}
+    for f in fnd:
+        brief = f.get("evidence_brief")
+        records = brief if isinstance(brief, list) else light_evidence(f.get("evidence_json"))
+        for r in records:
+            if r.get("analyte") == "calcium_corrected" and r.get("derived"):
+                grade = _num(r.get("grade"))
+                grades[_row_key(r)] = None if grade is None else int(grade)
+    return grades
 
 
 def _sample_key(row: Row) -> tuple[Any, str]:
@@ -666,12 +689,20 @@ def context_from_rows(
             by_analyte.setdefault(nfc(a), []).append(row)
     present = sorted(by_analyte, key=lambda a: (known.get(a, 99), a))
     spoiled = _spoiled_samples(res, fnd)
+    corrected_grades = _corrected_calcium_grades(fnd)
     latest_of: dict[str, list[dict[str, Any]]] = {}
     for analyte in present:
         rows = sorted(by_analyte[analyte], key=_ts_key)  # stable, missing dates last
         items = [_result_dict(r, grader) for r in rows]
-        for i in items:
+        for i, row in zip(items, rows, strict=True):
             i["sample_issue"] = i["sample_issue"] or i.pop("_sample") in spoiled
+            if i["sample_issue"] and i["status"] == "high" and analyte in HEMOLYSIS_SENSITIVE:
+                # a spoiled tube raises K and Mg: a high one is not interpreted (sec. 5)
+                i["grade"] = None
+            if analyte == "calcium" and _row_key(row) in corrected_grades:
+                # a total Ca with an albumin beside it is graded by its corrected value
+                # (CTCAE grades corrected Ca): low albumin alone lowers the total
+                i["grade"] = corrected_grades[_row_key(row)]
         numeric = [
             (pd.Timestamp(i["_ts"]), i["_value"])
             for i in items
