@@ -1183,22 +1183,50 @@ _RANGE_WORDS = re.compile(
 )
 # Words that say a text holds ranges for different groups of patients.
 _RANGE_GROUPS = re.compile(
-    r"\b(male|female|men|women|man|woman|m|f|boys?|girls?|child(?:ren)?|adults?|infants?|"
-    r"newborns?|hombres?|mujeres?|niños?)\b",
+    r"\b(males?|females?|men|women|man|woman|m|f|h|w|boys?|girls?|child(?:ren)?|adults?|"
+    r"infants?|newborns?|hombres?|mujer(?:es)?|varon(?:es)?|ninos?|manner|mann|frauen?|"
+    r"hommes?|femmes?|enfants?|kinder)\b",
     re.I,
 )
+# Labels of a group of one sex in a printed range, once accents are folded: English,
+# Spanish, German and French words. Each names one sex whatever the language.
+_RANGE_SEX_WORDS = {
+    **{w: "male" for w in ("male", "males", "man", "men", "masculino", "hombre", "hombres")},
+    **{w: "male" for w in ("varon", "varones", "mann", "manner", "mannlich", "masculin")},
+    **{w: "male" for w in ("homme", "hommes")},
+    **{w: "female" for w in ("female", "females", "woman", "women", "femenino", "mujer")},
+    **{w: "female" for w in ("mujeres", "frau", "frauen", "weiblich", "feminin", "femme")},
+    **{w: "female" for w in ("femmes",)},
+}
+# One-letter labels name a sex only by the pair they come in: "M" is male beside "F"
+# (English) or "W" (German, weiblich) but female beside "H" (Spanish hombre/mujer), and "H"
+# is male beside "F" too (French homme/femme). A lone letter of a pair not listed is no
+# label: the group is then not picked from.
+_RANGE_SEX_LETTERS = {
+    frozenset("mf"): {"m": "male", "f": "female"},
+    frozenset("mw"): {"m": "male", "w": "female"},
+    frozenset("hm"): {"h": "male", "m": "female"},
+    frozenset("hf"): {"h": "male", "f": "female"},
+}
+# What may stand around the two ranges of a text of ranges by sex besides the labels and
+# the ranges' units: separators, and "adult" (the same adults, split by sex).
+_RANGE_SEX_FILLER = {"adult", "adults", "adulto", "adultos", "erwachsene", "adulte", "adultes"}
 # Decimal commas in a range of a file that otherwise uses points: "8,5-10,5" (a comma
 # followed by one or two digits is never a thousands separator).
 _RANGE_DECIMAL_COMMAS = re.compile(r"^\s*(\d+),(\d{1,2})\s*([-–—]|to)\s*(\d+),(\d{1,2})\s*$", re.I)
 
 
-def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple[float, float, str]:
+def parse_range(
+    text: str, low_text: str, high_text: str, decimal: str, sex: str = ""
+) -> tuple[float, float, str]:
     """(low, high, unit printed after them: "" for none); NaN where the range gives no limit.
 
     Besides plain ranges ("3.5-5.1", "<10", ">= 60", with a unit or a note after them) it
     reads ranges in brackets, after a label ("Adult: 1.6-2.6"), and with decimal commas
-    ("8,5-10,5"). A text giving ranges for several groups ("M: 3.5-5.0; F: 3.4-4.8") gives
-    none: picking one would be a guess about the patient.
+    ("8,5-10,5"). A text giving one range per sex ("M: 3.5-5.0; F: 3.4-4.8") gives the
+    range of the patient's `sex` ("female" or "male"); for an unknown sex, or ranges for
+    other groups (children, ages), it gives none: picking one would be a guess about the
+    patient (and sex-specific ranges never default to male, CLINICAL.md sec. 2).
     """
     low = high = np.nan
     if low_text or high_text:
@@ -1217,8 +1245,8 @@ def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple
         s = re.sub(r"(\d),(\d)", r"\1.\2", s)
     elif m := _RANGE_DECIMAL_COMMAS.match(s):
         s = f"{m.group(1)}.{m.group(2)}-{m.group(4)}.{m.group(5)}"
-    if len(_RANGE_BETWEEN_ANYWHERE.findall(s)) > 1 and _RANGE_GROUPS.search(s):
-        return (low, high, "")  # ranges for several groups of patients
+    if len(_RANGE_BETWEEN_ANYWHERE.findall(s)) > 1 and _RANGE_GROUPS.search(fold_accents(s)):
+        return _range_of_sex(s, sex)  # ranges for several groups of patients
     if m := _RANGE_WRAPPED.match(s):
         s = m.group(1)
     s = _RANGE_LABEL.sub("", s, count=1)
@@ -1235,6 +1263,54 @@ def parse_range(text: str, low_text: str, high_text: str, decimal: str) -> tuple
         unit = _range_unit(m["tail"])
         return (np.nan, bound, unit) if cmp_.startswith("<") else (bound, np.nan, unit)
     return (low, high, "")
+
+
+def _range_of_sex(text: str, sex: str) -> tuple[float, float, str]:
+    """The range for `sex` of a text printing two ranges, one per sex, each labelled before
+    it ("M: 3.6-5.2; F: 3.3-5.0 mmol/L", "Hombres 3,5-5,0 / Mujeres 3,4-4,8") or each after
+    it ("3.5-5.0 (men) 3.4-4.8 (women)"); (NaN, NaN, "") for an unknown sex or any other
+    text: a word around the ranges that is neither a sex label, "adult" nor a unit (a
+    child's or a pregnancy range, a note) means the two ranges may not be the patient's
+    only choice."""
+    none = (np.nan, np.nan, "")
+    found = list(_RANGE_BETWEEN_ANYWHERE.finditer(text))
+    if not sex or len(found) != 2:
+        return none
+    gaps = [text[: found[0].start()], text[found[0].end() : found[1].start()]]
+    gaps.append(text[found[1].end() :])
+    # a "/" between words separates groups ("Hombres 3,5-5,0 / Mujeres ..."); inside one
+    # it belongs to a unit ("mmol/L")
+    words = [re.split(r"[\s;,|:()\[\]]+", g) for g in gaps]
+    labels: list[list[str]] = [[], [], []]
+    units_after: list[list[str]] = [[], [], []]
+    for i, gap in enumerate(words):
+        for word in filter(None, (w.strip("./") for w in gap)):
+            folded = fold_accents(word).lower()
+            if folded in _RANGE_SEX_WORDS or (len(folded) == 1 and folded in "mfhw"):
+                labels[i].append(folded)
+            elif units.lookup(word) is not None:
+                units_after[i].append(word)
+            elif folded not in _RANGE_SEX_FILLER:
+                return none
+    if [len(x) for x in labels] == [1, 1, 0]:  # each label before its range
+        named = [labels[0][0], labels[1][0]]
+    elif [len(x) for x in labels] == [0, 1, 1]:  # each label after its range
+        named = [labels[1][0], labels[2][0]]
+    else:
+        return none
+    letters = {w for w in named if len(w) == 1}
+    by_letter = _RANGE_SEX_LETTERS.get(frozenset(letters), {}) if len(letters) == 2 else {}
+    if len(letters) == 1:  # a letter beside a word: only one that names a sex on its own
+        by_letter = {"f": "female", "w": "female", "h": "male"}
+    sexes = [_RANGE_SEX_WORDS.get(w) or by_letter.get(w) for w in named]
+    if sorted(map(str, sexes)) != ["female", "male"]:
+        return none
+    k = sexes.index(sex)
+    unit_words = units_after[k + 1]  # the range's unit is printed after its numbers
+    if len(unit_words) > 1:
+        return none
+    unit = units.clean_spelling(unit_words[0]) if unit_words else ""
+    return (float(found[k].group(1)), float(found[k].group(2)), unit)
 
 
 def _range_unit(tail: str | None) -> str:
@@ -1583,9 +1659,11 @@ def _normalize(
         # analyte and unit checks, the repeat check and the range columns all use the same
         # (low, high).
         printed_ranges = _joint(col["range_raw"], col["range_low_raw"], col["range_high_raw"])
-        printed_limits = printed_ranges.map(
-            lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal)
-        )
+        # with the patient's sex: a range printed per sex gives the patient's one
+        sex = col["sex"].map(_sex).compact()
+        printed_limits = _joint(
+            col["range_raw"], col["range_low_raw"], col["range_high_raw"], sex
+        ).map(lambda v: parse_range(_text(v[0]), _text(v[1]), _text(v[2]), decimal, v[3]))
         # a sample-quality index ("Hemolysis Index 120 (0-50)") is no result to interpret,
         # but a raised one marks the other results of its sample
         index_kind = found.field(3).compact()

@@ -1,0 +1,93 @@
+"""Review fixes of the normalize stage: ranges printed per sex, a unit label the printed
+range contradicts, and the creatinine factor of CLINICAL.md sec. 1."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from labinterp.interpret import interpret
+from labinterp.normalize import parse_range
+from labinterp.reading import read
+
+HEADER = "patient_id,collected_at,test,value,unit,ref_range,sex,birth_date\n"
+
+
+def _read(tmp_path: Path, body: str, header: str = HEADER):
+    path = tmp_path / "export.csv"
+    path.write_text(header + body, encoding="utf-8")
+    res = read(path)
+    assert res.rows_in == res.rows_used + res.rows_rejected
+    return res
+
+
+# ------------------------------------------------------------- ranges printed per sex
+
+
+@pytest.mark.parametrize(
+    ("text", "female", "male"),
+    [
+        ("M: 3.6-5.2; F: 3.3-5.0", (3.3, 5.0), (3.6, 5.2)),
+        ("Male: 3.6-5.2 mmol/L, Female: 3.3-5.0 mmol/L", (3.3, 5.0), (3.6, 5.2)),
+        ("3.6-5.2 (men) 3.3-5.0 (women)", (3.3, 5.0), (3.6, 5.2)),
+        ("Adult M: 3.6-5.2; Adult F: 3.3-5.0", (3.3, 5.0), (3.6, 5.2)),
+        # Spanish: "M" is mujer beside "H" (hombre)
+        ("H: 3.6-5.2; M: 3.3-5.0", (3.3, 5.0), (3.6, 5.2)),
+        ("Hombres 3.6-5.2 / Mujeres 3.3-5.0", (3.3, 5.0), (3.6, 5.2)),
+        # German ("W": weiblich) and French ("H"/"F": homme/femme)
+        ("Männer: 3.6-5.2; Frauen: 3.3-5.0", (3.3, 5.0), (3.6, 5.2)),
+        ("M 3.6-5.2 W 3.3-5.0", (3.3, 5.0), (3.6, 5.2)),
+        ("Hommes: 3.6-5.2; Femmes: 3.3-5.0", (3.3, 5.0), (3.6, 5.2)),
+        ("H: 3.6-5.2; F: 3.3-5.0", (3.3, 5.0), (3.6, 5.2)),
+    ],
+)
+def test_a_range_printed_per_sex_gives_the_patients_one(
+    text: str, female: tuple[float, float], male: tuple[float, float]
+) -> None:
+    assert parse_range(text, "", "", ".", "female")[:2] == female
+    assert parse_range(text, "", "", ".", "male")[:2] == male
+    # unknown sex: no pick, and above all no male default
+    assert all(math.isnan(x) for x in parse_range(text, "", "", ".", "")[:2])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "M: 3.6-5.2; F: 3.3-5.0; Child: 3.4-4.7",  # a third group
+        "M: 3.6-5.2; Child: 3.4-4.7",  # not one range per sex
+        "M: 3.6-5.2; M: 3.3-5.0",  # one sex twice
+        "Male: 3.6-5.2; M: 3.3-5.0",  # "M" beside "Male": mujer? no label
+        "F: 3.3-5.0 pregnant; M: 3.6-5.2",  # a word that is no sex label
+        "Boys: 3.6-5.2; Girls: 3.3-5.0",  # children's ranges
+    ],
+)
+def test_ranges_not_clearly_one_per_sex_are_not_picked_from(text: str) -> None:
+    for sex in ("female", "male"):
+        assert all(math.isnan(x) for x in parse_range(text, "", "", ".", sex)[:2]), sex
+
+
+def test_the_lab_range_of_a_womans_sex_is_used_for_her_potassium(tmp_path: Path) -> None:
+    """The reviewer's case: K 3.4 is normal by the lab's female range 3.3-5.0, so P3 does
+    not fire beside a low Mg; the row's range is the lab's, not the bundled one."""
+    res = _read(
+        tmp_path,
+        "F1,2024-01-01 08:00,Potassium,3.4,mmol/L,M: 3.6-5.2; F: 3.3-5.0,F,1970-01-01\n"
+        "F1,2024-01-01 08:00,Magnesium,0.65,mmol/L,0.66-1.07,F,1970-01-01\n"
+        "M1,2024-01-01 08:00,Potassium,3.4,mmol/L,M: 3.6-5.2; F: 3.3-5.0,M,1970-01-01\n"
+        "U1,2024-01-01 08:00,Potassium,3.4,mmol/L,M: 3.6-5.2; F: 3.3-5.0,,1970-01-01\n",
+    )
+    k = res.results[res.results["analyte"] == "potassium"].set_index("patient_id")
+    assert (k.loc["F1", "range_low"], k.loc["F1", "range_high"]) == (3.3, 5.0)
+    assert (k.loc["M1", "range_low"], k.loc["M1", "range_high"]) == (3.6, 5.2)
+    assert k.loc["F1", "range_origin"] == k.loc["M1", "range_origin"] == "row"
+    assert "unreadable_range" not in k.loc["F1", "quality"]
+    # unknown sex: as before, the lab's per-sex range is noted, not picked from
+    assert k.loc["U1", "range_origin"] == "bundled"
+    assert "unreadable_range" in k.loc["U1", "quality"]
+    findings = interpret(res.results)
+    p3 = findings[
+        (findings["patient_id"] == "F1") & (findings["rule_id"] == "hypomagnesemia_hypokalemia")
+    ]
+    assert list(p3["status"]) == ["not_fired"]
