@@ -13,7 +13,11 @@ What it flags:
     when the export's medication column names a form of vitamin D that raises 25-OH D on a
     row of the patient from the vitamin D window before the first D cited to the last. A
     proton pump inhibitor or diuretic listed within the electrolyte window of the Mg cited
-    adds `mg_lowering_medication` (see P3).
+    adds `mg_lowering_medication` (see P3). A tier `single` finding followed by a 25-OH D at
+    or above the cut-off gets `vitamin_d_rose_later` (the later D is not cited: the finding
+    is about the low one). A Mg whose state is unknown is still cited, with `range_unknown`
+    (no range: a child without a printed one, CLINICAL.md sec. 2) or `hemolyzed` (a normal
+    Mg of a hemolyzed sample cannot rule out a low one), as P1 does.
     Thresholds printed in two units are compared in the result's own (parameters.as_compared).
     One row per patient (the whole D history is one episode).
 
@@ -28,9 +32,11 @@ Limitations:
     patient takes, without dose or adherence; beyond the few negations listed in
     medications.toml ("no vitamin D", "stopped vitamin D"), free text is not understood.
     Assays that miss D2 (the lab's comment may say so) are not told apart. Censored D
-    results settle "low" only when the censoring does; a censored first or last result
-    leaves the rise unknown (no `serial` tier). One episode per patient hides a second,
-    separate course.
+    results settle "low" only when the censoring does. A censored result bounds the rise:
+    a "<" last or a ">" first from above (it can settle `serial`), a ">" last or a "<"
+    first only from below; when that leaves the rise open and no D fired `single`, the
+    outcome is indeterminate with `vitamin_d_25oh` missing (the Mg is measured). One episode
+    per patient hides a second, separate course.
 
 References:
     S56 (Mg as hydroxylase cofactor), S55 (weaker evidence), S30-S34 (cut-offs), S38, S39
@@ -42,7 +48,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from labinterp.episodes import CENSOR_ABOVE, CENSOR_BELOW, Context, nearest, tri_above, tri_below
+from labinterp.episodes import (
+    CENSOR_ABOVE,
+    CENSOR_BELOW,
+    UNBOUNDED,
+    Context,
+    nearest,
+    take_bool,
+    tri_above,
+    tri_below,
+)
 from labinterp.rules import common
 from labinterp.rules.base import Rule, change_as_compared, duration
 
@@ -83,6 +98,9 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     d = d.sort_values(["pat", "t", "obs_id"], kind="stable").reset_index(drop=True)
     mg_low_id = nearest(ctx, d, "magnesium", wd, where=mg_low_mask)
     mg_any_id = nearest(ctx, d, "magnesium", wd, where=mg_ok)
+    # a Mg whose state is unknown (no range: a child without a printed one) is still cited,
+    # with caveat range_unknown, as P1 does
+    mg_seen_id = nearest(ctx, d, "magnesium", wd, where=~obs["contaminated"].to_numpy())
     d_low = d["d_low"].to_numpy()
     single = (d_low == 1.0) & (mg_low_id >= 0)
     per_d = np.select(
@@ -91,7 +109,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         "indeterminate",
     )
     d["status"] = per_d
-    d["mg"] = np.where(mg_low_id >= 0, mg_low_id, mg_any_id)
+    d["mg"] = np.where(mg_low_id >= 0, mg_low_id, np.where(mg_any_id >= 0, mg_any_id, mg_seen_id))
     d["missing"] = np.where(
         per_d == "indeterminate",
         np.where(np.isnan(d_low), "vitamin_d_25oh", "magnesium"),
@@ -102,35 +120,28 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     g = d.groupby("pat", sort=True)
     first = d.loc[g["t"].idxmin()].set_index("pat")
     last = d.loc[g["t"].idxmax()].set_index("pat")
-    exact = ~np.isin(first["comparator"].to_numpy(), CENSOR_BELOW + CENSOR_ABOVE) & ~np.isin(
-        last["comparator"].to_numpy(), CENSOR_BELOW + CENSOR_ABOVE
-    )
-    rise, least_rise = change_as_compared(
-        "p2_min_expected_rise",
-        (first["value"].to_numpy(dtype="float64"), first["value_reported"].to_numpy("float64")),
-        (last["value"].to_numpy(dtype="float64"), last["value_reported"].to_numpy("float64")),
-    )
-    with np.errstate(invalid="ignore"):
-        serial_d = (
-            ((last["t"] - first["t"]).to_numpy() >= duration("p2_serial_min_span").to_timedelta64())
-            & (last["d_low"].to_numpy() == 1.0)
-            & exact
-            & (rise < least_rise)
-        )
+    small = _rise_below(first, last)
+    # every serial condition but the rise (which may be unknown: a censored result)
+    candidate = (
+        (last["t"] - first["t"]).to_numpy() >= duration("p2_serial_min_span").to_timedelta64()
+    ) & (last["d_low"].to_numpy() == 1.0)
     span = pd.DataFrame(
         {
             "first_t": first["t"],
             "last_t": last["t"],
             "first_id": first["obs_id"],
             "last_id": last["obs_id"],
+            "small": small,
         }
-    )[serial_d]
+    )[candidate & (small != 0.0)]
     mg_low_obs = obs.loc[mg_low_mask, ["pat", "t", "obs_id"]]
     hits = mg_low_obs.merge(span.rename_axis("_p"), left_on="pat", right_index=True)
     lo_t = np.minimum(hits["first_t"], hits["last_t"] - wd)
     hits = hits[(hits["t"] >= lo_t) & (hits["t"] <= hits["last_t"])]
-    serial_mg = hits.groupby("pat")["obs_id"].max()
-    serial_pats = serial_mg.index.to_numpy()
+    span_mg = hits.groupby("pat")["obs_id"].max()
+    # serial, or serial unless the rise (unknown) reaches the expected one
+    serial_pats = span_mg.index[span["small"].reindex(span_mg.index).to_numpy() == 1.0]
+    open_pats = span_mg.index[np.isnan(span["small"].reindex(span_mg.index).to_numpy())]
 
     # patient outcome: any fired D, else the latest D decides
     d["_rank"] = np.where(d["status"] == "fired", 0, 1)
@@ -138,19 +149,32 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     best = best.drop_duplicates("pat").set_index("pat")
     is_serial = best.index.isin(serial_pats)
     status = np.where(is_serial, "fired", best["status"].to_numpy())
+    # no tier fired, and the serial one turns on a rise a censored D leaves unknown: the D
+    # is what is missing (the Mg it would need is measured and low)
+    rise_unknown = (status != "fired") & best.index.isin(open_pats)
+    status = np.where(rise_unknown, "indeterminate", status)
     tier = np.where(is_serial, "serial", np.where(status == "fired", "single", ""))
     pats = best.index.to_numpy()
-    ev_first = np.where(is_serial, span["first_id"].reindex(pats).fillna(-1), -1).astype("int64")
+    spanned = is_serial | rise_unknown  # cites the first and last D and the Mg of the span
+    ev_first = np.where(spanned, span["first_id"].reindex(pats).fillna(-1), -1).astype("int64")
     ev_last = np.where(
-        is_serial, span["last_id"].reindex(pats).fillna(-1), best["obs_id"].to_numpy()
+        spanned, span["last_id"].reindex(pats).fillna(-1), best["obs_id"].to_numpy()
     ).astype("int64")
-    ev_mg = np.where(is_serial, serial_mg.reindex(pats).fillna(-1), best["mg"].to_numpy()).astype(
+    ev_mg = np.where(spanned, span_mg.reindex(pats).fillna(-1), best["mg"].to_numpy()).astype(
         "int64"
     )
+    missing = np.where(
+        is_serial, "", np.where(rise_unknown, "vitamin_d_25oh", best["missing"].to_numpy())
+    )
+    # a D at or above the cut-off after the one a single tier cites (not cited itself: the
+    # evidence would then end after the follow-up the audit looks for)
+    sufficient_t = d.loc[d["d_low"].to_numpy() == 0.0].groupby("pat")["t"].max()
+    later_t = sufficient_t.reindex(pats).to_numpy()
+    rose_later = (tier == "single") & (later_t > obs["t"].to_numpy()[ev_last])
 
     used = pd.DataFrame({"pat": pats, "t": obs["t"].to_numpy()[ev_last]})
     crp_id = nearest(ctx, used, "crp", duration("window_crp"), where=crp_high)
-    if is_serial.any():
+    if spanned.any():
         used_first = pd.DataFrame({"pat": pats, "t": obs["t"].to_numpy()[np.maximum(ev_first, 0)]})
         crp_first = nearest(ctx, used_first, "crp", duration("window_crp"), where=crp_high)
         crp_id = np.where((crp_id < 0) & (ev_first >= 0), crp_first, crp_id)
@@ -164,6 +188,9 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         ("ckd_context", ckd),
         ("vitamin_d_supplement", supplemented),
         ("mg_lowering_medication", mg_lowering),
+        ("vitamin_d_rose_later", rose_later),
+        ("range_unknown", common.range_unknown(ctx, ev_mg)),
+        ("hemolyzed", take_bool(ctx, ev_mg, "hemolyzed")),
     )
     times = [obs["t"].to_numpy()[np.maximum(ids, 0)] for ids in (ev_first, ev_last, ev_mg)]
     present = [ids >= 0 for ids in (ev_first, ev_last, ev_mg)]
@@ -177,14 +204,19 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     start = pd.DataFrame(tt.T).min(axis=1).to_numpy()
     end = pd.DataFrame(tt.T).max(axis=1).to_numpy()
     note = common.choose(
-        [is_serial, fired],
+        [is_serial, fired, rise_unknown],
         [
             "25-OH vitamin D not rising as expected on repeat testing, with low Mg.",
             "Low 25-OH vitamin D with low Mg nearby; Mg is needed to activate vitamin D.",
+            "Low Mg in the span of a low 25-OH vitamin D, but the rise from the first D is"
+            " unknown: a censored result does not bound it from above.",
         ],
     )
     note = common.noted(note, supplemented, "A vitamin D supplement is recorded.")
     note = common.noted(note, mg_lowering, common.mg_lowering_sentences(medicines))
+    note = common.noted(
+        note, rose_later, "A later 25-OH vitamin D is at or above the sufficiency cut-off."
+    )
     out = pd.DataFrame(
         {
             "pat": pats,
@@ -199,7 +231,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
             "ev_crp": crp_id,
             "grade_obs": np.where(fired, ev_mg, -1),
             "grade_term": "hypomagnesemia",
-            "missing_inputs": np.where(is_serial, "", best["missing"].to_numpy()),
+            "missing_inputs": missing,
             "suppressed_by": "",
             "caveats": caveats,
             "note": note,
@@ -209,6 +241,34 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         ctx, pats, "vitamin_d_25oh", "No 25-OH vitamin D result to assess."
     )
     return pd.concat([out, rest], ignore_index=True)
+
+
+def _rise_below(first: pd.DataFrame, last: pd.DataFrame) -> np.ndarray:
+    """Per patient (rows of `first` and `last`, their first and last D): 1.0 when the rise
+    from first to last is surely below `p2_min_expected_rise`, 0.0 when surely not, NaN when
+    a censored result leaves it open.
+
+    A bound on a result bounds the rise: a "<" last or a ">" first from above, a ">" last
+    or a "<" first from below. The rise between the numbers printed is then a bound on the
+    true rise, strict when either bound is strict.
+    """
+    rise, least = change_as_compared(
+        "p2_min_expected_rise",
+        (first["value"].to_numpy(dtype="float64"), first["value_reported"].to_numpy("float64")),
+        (last["value"].to_numpy(dtype="float64"), last["value_reported"].to_numpy("float64")),
+    )
+    f_cmp = first["comparator"].to_numpy()
+    l_cmp = last["comparator"].to_numpy()
+    unbounded = np.isin(f_cmp, (UNBOUNDED,)) | np.isin(l_cmp, (UNBOUNDED,))
+    # the printed rise is at least the true one / at most the true one
+    upper = ~unbounded & ~np.isin(f_cmp, CENSOR_BELOW) & ~np.isin(l_cmp, CENSOR_ABOVE)
+    lower = ~unbounded & ~np.isin(f_cmp, CENSOR_ABOVE) & ~np.isin(l_cmp, CENSOR_BELOW)
+    strict_upper = (f_cmp == ">") | (l_cmp == "<")
+    out = np.full(len(rise), np.nan)
+    with np.errstate(invalid="ignore"):
+        out[lower & (rise >= least)] = 0.0
+        out[upper & ((rise < least) | (strict_upper & (rise == least)))] = 1.0
+    return out
 
 
 def _supplement_recorded(
