@@ -2465,7 +2465,14 @@ def _ionized_by_range(analyte: str, unit: str, printed: tuple[float, float], loi
 
 def _range_unit_verdict(analyte: str, unit: str, printed: tuple[float, float]) -> tuple[str, str]:
     """("implausible_value", detail) when the row's printed range (low, high) fits another
-    unit of the analyte far better than `unit` (see range_unit_off_factor), else ("", "")."""
+    unit of the analyte far better than `unit`, else ("", "").
+
+    How far a range is from the bundled adult range in a unit is the worst ratio over the
+    limits (`off`). The printed range must be off in `unit` by more than
+    range_unit_off_factor, within that factor in another unit (it would pass as that unit's
+    own range), and nearer to it by range_unit_nearer_factor in log terms: vitamin D's two
+    units are only 2.5x apart, so a lab's 75-250 nmol/L printed beside "ng/mL" is 1.5x off
+    the bundled nmol/L range yet 3.75x off the ng/mL one."""
     if not analyte or not unit:
         return ("", "")
     adult = _adult_range(analyte)
@@ -2486,18 +2493,28 @@ def _range_unit_verdict(analyte: str, unit: str, printed: tuple[float, float]) -
         ]
         return max(ratios) if ratios else np.inf
 
-    if off(unit) <= number("range_unit_off_factor"):
+    stated = off(unit)
+    tolerated = number("range_unit_off_factor")
+    if stated <= tolerated:
         return ("", "")
-    fit = number("range_unit_fit_factor")
+    # the other unit the range fits best (the first listed on a tie)
+    best, best_off = "", np.inf
     for alt in _ALTERNATIVES:
-        if alt != unit and off(alt) <= fit:
-            return (
-                "implausible_value",
-                f"the row's range {printed[0]:g}-{printed[1]:g} fits {alt}, not {unit}: "
-                "suspected unit error. "
-                "Check the unit in the export.",
-            )
-    return ("", "")
+        if alt == unit or _same_unit(analyte, alt, unit):
+            continue
+        alt_off = off(alt)
+        if alt_off < best_off:
+            best, best_off = alt, alt_off
+    if best_off > tolerated:
+        return ("", "")
+    if math.log(stated) < number("range_unit_nearer_factor") * math.log(best_off):
+        return ("", "")
+    return (
+        "implausible_value",
+        f"the row's range {printed[0]:g}-{printed[1]:g} fits {best}, not {unit}: "
+        "suspected unit error. "
+        "Check the unit in the export.",
+    )
 
 
 @dataclass(frozen=True)

@@ -91,3 +91,32 @@ def test_the_lab_range_of_a_womans_sex_is_used_for_her_potassium(tmp_path: Path)
         (findings["patient_id"] == "F1") & (findings["rule_id"] == "hypomagnesemia_hypokalemia")
     ]
     assert list(p3["status"]) == ["not_fired"]
+
+
+# ------------------------------------------------------- a range that fits another unit
+
+PLAIN = "patient_id,collected_at,test,value,unit,ref_range\n"
+
+
+@pytest.mark.parametrize(
+    ("row", "fits"),
+    [
+        # the reviewer's cases: ranges labs print (CLINICAL.md sec. 4) in the other unit
+        ("25-OH Vitamin D,40,ng/mL,75-250", "nmol/L"),
+        ("25-OH Vitamin D,25,nmol/L,30-100", "ng/mL"),
+        # the same ranges in their own unit stay read
+        ("25-OH Vitamin D,32,ng/mL,30-100", None),
+        ("25-OH Vitamin D,80,nmol/L,75-250", None),
+        ("25-OH Vitamin D,80,nmol/L,50-125", None),  # IOM's upper 125 nmol/L
+    ],
+)
+def test_a_vitamin_d_range_printed_in_the_other_unit_is_a_unit_error(
+    tmp_path: Path, row: str, fits: str | None
+) -> None:
+    res = _read(tmp_path, f"P1,2024-01-01 08:00,{row}\n", PLAIN)
+    if fits is None:
+        assert res.rows_used == 1
+    else:
+        (reason,) = res.rejected["reason"]
+        assert reason == "implausible_value"
+        assert f"fits {fits}," in res.rejected["detail"].iloc[0]
