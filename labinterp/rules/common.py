@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandas.api.extensions import ExtensionArray
 
-from labinterp.episodes import Context, nearest, take, tri_below
+from labinterp.episodes import Context, nearest, paired_with, take, take_bool, tri_below
+from labinterp.parameters import number
 
 # A text column in any of the forms the rules hold one.
 Texts = pd.Series | np.ndarray | ExtensionArray
@@ -261,6 +262,28 @@ def ckd_nearby(ctx: Context, a: pd.DataFrame, window: pd.Timedelta, below: str) 
     return ids >= 0
 
 
+def corrected_ca_caveats(
+    ctx: Context, a: pd.DataFrame, ca: np.ndarray, corrected: np.ndarray, window: pd.Timedelta
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per anchor of `a` whose calcium `ca` (obs ids) is judged as albumin-corrected where
+    `corrected`: the albumin it rests on (the one a derived value was computed from; for one
+    the lab reported, the nearest albumin within `window` paired with it; -1 for none),
+    whether that albumin is below `albumin_unreliable_below`, and whether an eGFR below
+    `ckd_context_egfr_below` lies within `window` of the anchor. CLINICAL.md sec. 3:
+    corrected Ca is unreliable with low albumin (derived or reported) and in CKD (caveats
+    `corrected_ca_low_albumin`, `ckd_context`)."""
+    derived = take_bool(ctx, ca, "derived") & corrected
+    albumin = paired_with(ctx, nearest(ctx, a, "albumin", window, where=known(ctx)), ca, window)
+    alb_id = np.where(
+        derived, take(ctx, ca, "albumin_obs", fill=-1), np.where(corrected, albumin, -1)
+    ).astype("int64")
+    alb_val = take(ctx, alb_id, "value")
+    with np.errstate(invalid="ignore"):
+        low_alb = corrected & (alb_val < number("albumin_unreliable_below"))
+    ckd = corrected & ckd_nearby(ctx, a, window, "ckd_context_egfr_below")
+    return alb_id, low_alb, ckd
+
+
 def low_mg_anchors(ctx: Context) -> pd.DataFrame:
     """Every low magnesium observation of a clean draw, in (patient, time) order; made once
     per context (the guards have marked the draws by then), as every context rule pairing a
@@ -289,11 +312,18 @@ def low_mg_with(
 
 
 def low_mg_paired(
-    ctx: Context, a: pd.DataFrame, partner: str, p: np.ndarray, note: Any
+    ctx: Context,
+    a: pd.DataFrame,
+    partner: str,
+    p: np.ndarray,
+    note: Any,
+    *,
+    extra: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Context findings from the low Mg anchors `a` and, per anchor, the partner observation
     `p` that makes the finding (-1 for none): fired rows only, one per episode (its
-    earliest low Mg with a partner). `note` is one text, or one per anchor."""
+    earliest low Mg with a partner). `note` is one text, or one per anchor; `extra` adds or
+    replaces output columns (per anchor, or one value for all: caveats, more evidence)."""
     hit = np.flatnonzero(p >= 0)
     keep = hit[first_of_each(a["episode_id"].to_numpy()[hit], a["t"].to_numpy()[hit])]
     columns = {  # per anchor, or one value for all
@@ -307,6 +337,7 @@ def low_mg_paired(
         "suppressed_by": "",
         "caveats": "",
         "note": note,
+        **(extra or {}),
     }
     return kept_rows(ctx, a, keep, columns)
 

@@ -46,7 +46,7 @@ from labinterp.episodes import (
     tri_below,
 )
 from labinterp.rules import common
-from labinterp.rules.base import Rule, as_compared, duration, number
+from labinterp.rules.base import Rule, as_compared, duration
 
 ID = "hypomagnesemia_hypocalcemia"
 TIERS = {"supported": 0, "possible": 1}
@@ -103,18 +103,8 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     supported = (severe | (pth_high == 0.0)) & (basis != "total")
     tier = common.choose([fired & supported, fired], ["supported", "possible"])
 
-    corrected = basis == "corrected"
-    derived = take_bool(ctx, ca, "derived") & corrected
-    # the albumin a corrected Ca was derived from; for one the lab reported, the albumin
-    # nearest it (CLINICAL.md sec. 3: corrected Ca is unreliable with low albumin either way)
-    albumin = paired_with(ctx, nearest(ctx, a, "albumin", w, where=ok), ca, w)
-    alb_id = np.where(
-        derived, take(ctx, ca, "albumin_obs", fill=-1), np.where(corrected, albumin, -1)
-    ).astype("int64")
-    alb_val = take(ctx, alb_id, "value")
-    with np.errstate(invalid="ignore"):
-        low_alb = corrected & (alb_val < number("albumin_unreliable_below"))
-    ckd = (basis == "corrected") & common.ckd_nearby(ctx, a, w, "ckd_context_egfr_below")
+    # the albumin a corrected Ca rests on; low albumin or CKD makes it unreliable
+    alb_id, low_alb, ckd = common.corrected_ca_caveats(ctx, a, ca, basis == "corrected", w)
     hemolyzed_mg = take_bool(ctx, any_mg, "hemolyzed")
     indeterminate = ~contaminated & ~fired & ~not_fired
     missing = common.flags(
