@@ -462,6 +462,29 @@ def test_mapping_file_for_unusual_headers(tmp_path: Path) -> None:
         read(path, mapping=mapping)
 
 
+def test_a_mapping_adds_to_the_columns_recognised(tmp_path: Path) -> None:
+    """A mapping names what detection missed or got wrong; the rest stays as detected: a
+    mapping with only [tests] (or only [options]) does not turn detection off, and one
+    naming only the odd patient column reads the file."""
+    text = "patient_id,collected_at,test,result,unit\nP1,2024-03-01 08:30,CA TOT,2.0,mmol/L\n"
+    path = write(tmp_path, text)
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('[tests]\n"CA TOT" = "calcium"\n')
+    res = read(path, mapping=mapping)
+    assert res.rows_used == 1 and res.results["analyte"].tolist() == ["calcium"]
+    odd = write(
+        tmp_path, "Pt No,collected_at,test,result,unit\nP1,2024-03-01 08:30,Mg,0.5,mmol/L\n"
+    )
+    with pytest.raises(ColumnDetectionError, match="still recognised"):
+        read(odd)
+    mapping.write_text('[columns]\npatient_id = "Pt No"\n')
+    assert read(odd, mapping=mapping).results["patient_id"].tolist() == ["P1"]
+    # a field neither the mapping nor the headers give is still an error naming it
+    mapping.write_text('[columns]\ntest_name = "unit"\n')
+    with pytest.raises(ColumnDetectionError, match="patient_id"):
+        read(odd, mapping=mapping)
+
+
 def test_xlsx_export(tmp_path: Path) -> None:
     openpyxl = pytest.importorskip("openpyxl")
     wb = openpyxl.Workbook()

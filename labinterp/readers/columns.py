@@ -225,8 +225,17 @@ def plan_columns(header: list[str], file_label: str, mapping: Path | None = None
 
 
 def _plan(header: list[str], file_label: str, mapping: Path | None) -> ColumnPlan:
+    detected = _detected(header)
     if mapping is not None:
-        return plan_from_mapping(mapping, header, file_label)
+        # a mapping may leave the time out: its rows are then read as undated draws
+        plan = _with_mapping(detected, plan_from_mapping(mapping, header, file_label))
+        return _checked(plan, header, file_label, need_time=False)
+    return _checked(detected, header, file_label, need_time=True)
+
+
+def _detected(header: list[str]) -> ColumnPlan:
+    """The columns a preset or the header names give, not yet checked for the fields a
+    file needs (`_checked`)."""
     preset = _match_preset(header)
     if preset is not None:
         meta = preset["preset"]
@@ -246,10 +255,40 @@ def _plan(header: list[str], file_label: str, mapping: Path | None) -> ColumnPla
             layout=meta.get("layout", "long"),
             wide=wide,
         )
-    return _plan_from_headers(header, file_label)
+    return _plan_from_headers(header)
 
 
-def _plan_from_headers(header: list[str], file_label: str) -> ColumnPlan:
+def _with_mapping(detected: ColumnPlan, mapped: ColumnPlan) -> ColumnPlan:
+    """A mapping file's columns, tests and options over what was detected: it names what
+    detection missed or got wrong, and leaves the rest as detected (a mapping with only
+    [tests] or [options] changes only those). A column the mapping gives a field is taken
+    from any field detection gave it."""
+    taken = set(mapped.columns.values()) | set(mapped.wide)
+    columns = {
+        name: col
+        for name, col in detected.columns.items()
+        if name not in mapped.columns and col not in taken
+    }
+    columns.update(mapped.columns)
+    wide = {col: spec for col, spec in detected.wide.items() if col not in taken}
+    wide.update(mapped.wide)
+    return ColumnPlan(
+        source=mapped.source
+        if detected.source == "header names"
+        else f"{mapped.source} over {detected.source}",
+        columns=columns,
+        preset=detected.preset,
+        tests={**(detected.tests or {}), **mapped.tests},
+        layout="wide"
+        if mapped.wide or (detected.layout == "wide" and "value_raw" not in mapped.columns)
+        else "long",
+        wide=wide,
+        date_format=mapped.date_format or detected.date_format,
+        decimal=mapped.decimal or detected.decimal,
+    )
+
+
+def _plan_from_headers(header: list[str]) -> ColumnPlan:
     keys = {col: header_key(col) for col in header}
     columns: dict[str, str] = {}
     used: set[str] = set()
@@ -267,17 +306,29 @@ def _plan_from_headers(header: list[str], file_label: str) -> ColumnPlan:
     _pair_date_and_time(header, keys, columns, used)
     wide = _wide_columns([c for c in header if c not in used])
     if wide and "value_raw" not in columns:
-        if "patient_id" not in columns:
-            raise _undetected(header, file_label, ["patient_id"])
         return ColumnPlan(
             source="header names (wide layout)", columns=columns, layout="wide", wide=wide
         )
+    return ColumnPlan(source="header names", columns=columns)
+
+
+def _checked(plan: ColumnPlan, header: list[str], file_label: str, need_time: bool) -> ColumnPlan:
+    """`plan`, if it has the fields every row needs: a patient id, and in the long layout
+    a test, a value and a collection time; else the error naming what is missing. A
+    preset's layout is known to hold them, wherever it keeps them."""
+    if plan.preset is not None:
+        return plan
+    columns = plan.columns
+    if plan.layout == "wide":
+        if "patient_id" not in columns:
+            raise _undetected(header, file_label, ["patient_id"])
+        return plan
     if "test_name" not in columns and "test_code" not in columns and "loinc" not in columns:
         raise _undetected(header, file_label, ["test (name, code or LOINC)"])
-    missing = [f for f in (*REQUIRED, "collected_at") if f not in columns]
+    missing = [f for f in (*REQUIRED, *(["collected_at"] if need_time else [])) if f not in columns]
     if missing:
         raise _undetected(header, file_label, missing)
-    return ColumnPlan(source="header names", columns=columns)
+    return plan
 
 
 def _pair_date_and_time(
@@ -339,6 +390,7 @@ def _undetected(header: list[str], file_label: str, missing: list[str]) -> Colum
         f"no column for {', '.join(missing)} could be recognised among the headers ({shown}).",
         file=file_label,
         row=1,
-        fix='write a mapping file naming the columns, e.g. [columns] patient_id = "MRN",'
-        " and pass it with --mapping (`labinterp check FILE` shows what was recognised).",
+        fix="write a mapping file naming the missing column(s), e.g. [columns] patient_id ="
+        ' "MRN", and pass it with --mapping; the columns it does not name are still'
+        " recognised by their headers.",
     )
