@@ -2476,9 +2476,22 @@ def _range_unit_verdict(analyte: str, unit: str, printed: tuple[float, float]) -
     if not analyte or not unit:
         return ("", "")
     adult = _adult_range(analyte)
-    # both limits: a one-sided range says too little ("<1 mg/L" is a real hs-CRP cut-off)
-    if adult is None or not all(np.isfinite(printed)):
+    low, high = printed
+    # A lower limit alone is a decision cut-off (vitamin D 20 or 30 ng/mL, 50 or 75 nmol/L;
+    # eGFR 60) whose choices span more than a unit factor: it says too little.
+    if adult is None or not np.isfinite(high) or not np.isfinite(adult[1]):
         return ("", "")
+    if not np.isfinite(low):
+        # An upper limit alone is judged only when above the bundled one in the row's unit:
+        # a lower one may be a tighter cut-off ("<1 mg/L" and "<3 mg/L" are hs-CRP risk
+        # cut-offs), while no lab's upper limit is 10x the bundled one ("<10" beside a CRP in
+        # mg/dL is the mg/L limit, CLINICAL.md sec. 1's 10x trap).
+        try:
+            if high <= adult[1] / units.factor(analyte, unit):
+                return ("", "")
+        except UnitError:  # the row is rejected for its own unit
+            return ("", "")
+    shown = f"{low:g}-{high:g}" if np.isfinite(low) else f"<{high:g}"
 
     def off(in_unit: str) -> float:
         """The worst ratio between the printed limits and the adult range in `in_unit`."""
@@ -2511,7 +2524,7 @@ def _range_unit_verdict(analyte: str, unit: str, printed: tuple[float, float]) -
         return ("", "")
     return (
         "implausible_value",
-        f"the row's range {printed[0]:g}-{printed[1]:g} fits {best}, not {unit}: "
+        f"the row's range {shown} fits {best}, not {unit}: "
         "suspected unit error. "
         "Check the unit in the export.",
     )

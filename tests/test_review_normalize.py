@@ -120,3 +120,27 @@ def test_a_vitamin_d_range_printed_in_the_other_unit_is_a_unit_error(
         (reason,) = res.rejected["reason"]
         assert reason == "implausible_value"
         assert f"fits {fits}," in res.rejected["detail"].iloc[0]
+
+
+@pytest.mark.parametrize(
+    ("row", "fits"),
+    [
+        ("CRP,5,mg/dL,<10", "mg/L"),  # the mg/L limit beside a CRP in mg/dL: the 10x trap
+        ("CRP,5,mg/dL,0-10", "mg/L"),
+        ("CRP,5,mg/dL,< 10 mg/L", None),  # the lab names the range's unit: converted
+        ("CRP,5,mg/L,<10", None),
+        ("CRP,0.8,mg/L,<1.0", None),  # an hs-CRP risk cut-off, below the bundled limit
+        ("CRP,0.8,mg/dL,<0.5", None),
+        ("25-OH Vitamin D,25,nmol/L,>20", None),  # a lower limit alone is a cut-off
+    ],
+)
+def test_a_one_sided_upper_limit_that_fits_another_unit_is_a_unit_error(
+    tmp_path: Path, row: str, fits: str | None
+) -> None:
+    res = _read(tmp_path, f"P1,2024-01-01 08:00,{row}\n", PLAIN)
+    if fits is None:
+        assert res.rows_used == 1
+    else:
+        (reason,) = res.rejected["reason"]
+        assert reason == "implausible_value"
+        assert f"fits {fits}," in res.rejected["detail"].iloc[0]
