@@ -39,7 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--output",
         required=True,
         metavar="PATH",
-        help="PDF file (with --patient) or existing folder (with --all)",
+        help=(
+            "PDF file (with --patient), or folder (with --all; made if missing; handouts "
+            "an earlier run left there are removed)"
+        ),
     )
     p.add_argument("--lang", choices=("en", "es"), default="en", help="language (default en)")
     p.add_argument("--large-print", action="store_true", help="larger type")

@@ -7,6 +7,7 @@ import io
 import logging
 import multiprocessing
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -144,6 +145,30 @@ def render_handout(
 def handout_name(index: int) -> str:
     """Non-identifying file name for the index-th patient (1-based)."""
     return f"handout-{index:04d}.pdf"
+
+
+# The names `handout_name` gives (five digits and more past 9999 patients).
+HANDOUT_NAME = re.compile(r"handout-[0-9]{4,}\.pdf")
+
+
+def remove_stale_handouts(out_dir: PathLike, written: Sequence[str]) -> int:
+    """Remove the handouts an earlier batch left in `out_dir`: files named as
+    `handout_name` names them that this batch did not write. Return how many.
+
+    The names say nothing about the patient, so someone printing "every PDF in the folder"
+    would hand patients other people's results; index.csv lists this batch only. Any other
+    file (another name, a folder, a link) is left alone.
+    """
+    keep = set(written)
+    removed = 0
+    for entry in Path(out_dir).iterdir():
+        if entry.name in keep or not HANDOUT_NAME.fullmatch(entry.name):
+            continue
+        if entry.is_symlink() or not entry.is_file():
+            continue
+        entry.unlink()
+        removed += 1
+    return removed
 
 
 # -- batch ---------------------------------------------------------------------------------
@@ -299,9 +324,12 @@ def render_batch(
 
     Files are named `handout-0001.pdf`, ... in patient-id order, so names carry nothing
     identifying; `index.csv` in the same folder maps them back. Every file (and the index)
-    is written atomically. `workers` defaults to all cores; `workers=1` renders in this
-    process. `progress(done, total)` is called after each handout. `results` may be
-    exports to read, as for `render_handout`.
+    is written atomically. After a successful run, handouts an earlier run left in the
+    folder (files named as ours, not written now) are removed, so the folder holds this
+    run's handouts only; how many is logged (a warning) and kept in `index.attrs["removed"]`.
+    `workers` defaults to all cores; `workers=1` renders in this process.
+    `progress(done, total)` is called after each handout. `results` may be exports to read,
+    as for `render_handout`.
     """
     _check_options(lang, paper)
     out = Path(out_dir)
@@ -359,4 +387,13 @@ def render_batch(
     buf = io.StringIO()
     neutralize_formulas(index).to_csv(buf, index=False, quoting=csv.QUOTE_MINIMAL)
     atomic.write_text(out / "index.csv", buf.getvalue())
+    removed = remove_stale_handouts(out, list(index["file"]))
+    if removed:
+        noun = "handout" if removed == 1 else "handouts"
+        log.warning(
+            "removed %d %s an earlier run left in the output folder (not in the new index.csv)",
+            removed,
+            noun,
+        )
+    index.attrs["removed"] = removed
     return index
