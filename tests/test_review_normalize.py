@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from labinterp import units
 from labinterp.interpret import interpret
 from labinterp.normalize import parse_range
 from labinterp.reading import read
@@ -144,3 +145,17 @@ def test_a_one_sided_upper_limit_that_fits_another_unit_is_a_unit_error(
         (reason,) = res.rejected["reason"]
         assert reason == "implausible_value"
         assert f"fits {fits}," in res.rejected["detail"].iloc[0]
+
+
+# ------------------------------------------------------------ the creatinine factor
+
+
+def test_creatinine_in_mg_dl_converts_by_the_factor_of_clinical_md() -> None:
+    """CLINICAL.md sec. 1: mg/dL x 88.42 = umol/L (creatinine's formula mass, 113.12 g/mol,
+    gives 88.40: 4.5 mg/dL would read 397.81 instead of 397.89 umol/L)."""
+    assert units.factor("creatinine", "mg/dL") == pytest.approx(88.42, abs=1e-4)
+
+
+def test_a_creatinine_in_mg_dl_reads_as_the_spec_converts_it(tmp_path: Path) -> None:
+    res = _read(tmp_path, "P1,2024-01-01 08:00,Creatinine,4.5,mg/dL,\n", PLAIN)
+    assert res.results["value"].iloc[0] == pytest.approx(397.89, abs=1e-3)

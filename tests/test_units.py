@@ -23,7 +23,7 @@ CASES = [
     ("crp", "mg/dL", 10.0, "the 10x CRP trap"),
     ("crp", "mg/L", 1.0, "canonical"),
     ("albumin", "g/dL", 10.0, "g/dL -> g/L"),
-    ("creatinine", "mg/dL", 10_000 / 113.12, "mg/dL -> umol/L"),
+    ("creatinine", "mg/dL", 10_000 / 113.09658, "mg/dL -> umol/L: x 88.42, CLINICAL.md sec.1"),
     ("creatinine", "mmol/L", 1000.0, "FHIR examples report creatinine in mmol/L"),
     ("potassium", "mEq/L", 1.0, "K is monovalent"),
 ]
