@@ -375,3 +375,37 @@ def test_fhir_file_without_observations_is_refused_with_a_message(tmp_path: Path
     patients_only = bundle({"resourceType": "Patient", "id": "p1", "gender": "female"})
     with pytest.raises(InputFileError, match="no Observation resources"):
         read(write_json(tmp_path, patients_only))
+
+
+EXPORT = "patient_id,collected_at,test,result,unit\n" + "".join(
+    f"P{i},2024-03-01 08:30,Magnesium,0.{i % 9 + 1},mmol/L\n" for i in range(4000)
+)
+
+
+def test_a_compressed_export_cut_short_in_a_folder_stops_the_read(tmp_path: Path) -> None:
+    """Skipping it would drop its rows unseen: it is an error naming how far it reads."""
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "good.csv").write_text(EXPORT[:200])
+    packed = gzip.compress(EXPORT.encode())
+    (folder / "cut.csv.gz").write_bytes(packed[: len(packed) // 3])
+    with pytest.raises(InputFileError, match=r"ends in the middle, after line \d+") as info:
+        read(folder)
+    assert int(info.value.args[0].split("after line ")[1].split()[0]) > 100
+
+
+@pytest.mark.parametrize(
+    ("name", "encode"),
+    [
+        ("gzip without .gz", lambda text: gzip.compress(text.encode())),
+        ("UTF-16 LE without BOM", lambda text: text.encode("utf-16-le")),
+        ("UTF-16 BE without BOM", lambda text: text.encode("utf-16-be")),
+    ],
+)
+def test_exports_saved_without_their_marks_are_read(tmp_path: Path, name: str, encode) -> None:
+    text = "".join(EXPORT.splitlines(keepends=True)[:11])  # header and 10 results
+    path = tmp_path / "export.csv"
+    path.write_bytes(encode(text))
+    res = accounted(read(path))
+    assert res.rows_used == 10, name
+    assert res.results["value"].iloc[0] == pytest.approx(0.1)

@@ -8,13 +8,14 @@ import gzip
 import io
 import os
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labinterp.errors import InputFileError, InputNotFoundError
+from labinterp.errors import DamagedFileError, InputFileError, InputNotFoundError
 from labinterp.readers.hl7v2 import looks_like_hl7
 
 PROBE_BYTES = 256 * 1024
@@ -110,8 +111,23 @@ def display_names(paths: Sequence[Path]) -> list[str]:
     return labels
 
 
-def open_binary(path: Path) -> io.BufferedIOBase:
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: Path) -> bool:
+    """Named .gz, or starting with gzip's magic bytes: a compressed export saved without
+    the suffix is still read (not called binary)."""
     if path.suffix == ".gz":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(2) == GZIP_MAGIC
+    except OSError:
+        return False
+
+
+def open_binary(path: Path) -> io.BufferedIOBase:
+    if is_gzip(path):
         return gzip.open(path, "rb")
     return open(path, "rb")
 
@@ -120,7 +136,15 @@ def _head(path: Path) -> bytes:
     try:
         with open_binary(path) as fh:
             return fh.read(PROBE_BYTES)
-    except (gzip.BadGzipFile, EOFError) as exc:
+    except EOFError as exc:
+        # it starts as gzip and ends early: an export cut short, never skipped in a folder
+        raise DamagedFileError(
+            f"the compressed file ends in the middle, after line {_lines_before_end(path)}"
+            " (it was cut short in copying or downloading).",
+            file=display_name(path),
+            fix="copy or download the file again; its rows after that line are missing.",
+        ) from exc
+    except gzip.BadGzipFile as exc:
         raise InputFileError(
             f"the file looks compressed but cannot be decompressed ({exc}).",
             file=display_name(path),
@@ -128,11 +152,28 @@ def _head(path: Path) -> bytes:
         ) from exc
 
 
+def _lines_before_end(path: Path) -> int:
+    """How many whole lines a compressed file cut short holds before it ends (decompressed
+    piece by piece: gzip's reader gives nothing of a read that hits the end)."""
+    lines = 0
+    inflate = zlib.decompressobj(wbits=31)  # 31: the gzip wrapper
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 16):
+                lines += inflate.decompress(chunk).count(b"\n")
+    except (zlib.error, OSError):
+        pass
+    return lines
+
+
 def detect_encoding(head: bytes) -> str:
     if head.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
+    bom_less = _utf16_without_bom(head)
+    if bom_less:
+        return bom_less
     try:
         head.decode("utf-8")
         return "utf-8"
@@ -144,8 +185,28 @@ def detect_encoding(head: bytes) -> str:
         return "latin-1"
 
 
+def _utf16_without_bom(head: bytes) -> str:
+    """ "utf-16-le" or "utf-16-be" for UTF-16 text saved without its byte order mark (ASCII
+    text then has a zero byte beside each character: every second byte is zero, at odd
+    positions for little-endian), else ""."""
+    sample = head[: 4096 - 4096 % 2]
+    if len(sample) < 4:
+        return ""
+    even, odd = sample[0::2], sample[1::2]
+
+    def text(half: bytes) -> bool:  # the other half: printable ASCII, tabs and line ends
+        printable = sum(1 for b in half if 32 <= b < 127 or b in (9, 10, 13))
+        return printable > 0.9 * len(half)
+
+    if odd.count(0) > 0.9 * len(odd) and text(even):
+        return "utf-16-le"
+    if even.count(0) > 0.9 * len(even) and text(odd):
+        return "utf-16-be"
+    return ""
+
+
 def _looks_binary(head: bytes, encoding: str) -> bool:
-    if encoding == "utf-16" or not head:
+    if encoding.startswith("utf-16") or not head:
         return False
     sample = head[:8192]
     if b"\x00" in sample:
@@ -225,7 +286,7 @@ def sniff(path: Path) -> Sniffed:
         raise InputFileError(
             "the file is empty.", file=display_name(path), fix="export the results again."
         )
-    compressed = path.suffix == ".gz"
+    compressed = is_gzip(path)
     head = _head(path)
     if not head.strip():
         raise InputFileError(
