@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from pypdf import PdfReader
 
 from labinterp.handout.api import _grader, load_inputs
@@ -65,6 +66,14 @@ def _html(ctx) -> str:
     return re.sub(r"\s+", " ", shared_renderer().html(ctx))
 
 
+SAMPLE = Path(__file__).resolve().parents[1] / "labinterp" / "sample_data" / "clinic_export.csv"
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_inputs(SAMPLE, None)
+
+
 def _pdf_pages(data: bytes) -> list[str]:
     return [re.sub(r"\s+", " ", p.extract_text() or "") for p in PdfReader(io.BytesIO(data)).pages]
 
@@ -114,3 +123,138 @@ def test_handout_help_says_a_missing_folder_is_made(tmp_path, capsys) -> None:
     new = tmp_path / "new" / "dir"
     assert main(["handout", str(path), "--all", "-o", str(new), "--workers", "1", "-q"]) == 0
     assert (new / "handout-0001.pdf").is_file()
+
+
+# -- B. far-out values the lab gave no range for -------------------------------------------
+
+
+def _child_without_ranges(tmp_path: Path) -> Path:
+    when, born = "2024-03-01 08:00", "2019-05-01"
+    return _export(
+        tmp_path,
+        [
+            ("PED-2", when, "K", "2.1", "", "LL", "", born),
+            ("PED-2", when, "Mg", "0.5", "", "LL", "", born),
+            ("PED-2", when, "iCa", "0.7", "", "LL", "", born),
+        ],
+    )
+
+
+def test_critical_values_without_a_range_are_graded_and_urgent(tmp_path) -> None:
+    path = _child_without_ranges(tmp_path)
+    ctx = _context(path, "PED-2")
+    urgent = {(u["analyte"], u["status"], u["grade"], u["no_range"]) for u in ctx["urgent"]}
+    assert urgent == {
+        ("potassium", "low", 4, True),
+        ("magnesium", "low", 4, True),
+        ("calcium_ionized", "low", 4, True),
+    }
+    # each result line still says it was not compared with a range
+    assert {r["status"] for a in ctx["analytes"] for r in a["results"]} == {"unknown"}
+    for lang, call, calm in (
+        ("en", "Call your clinician today", "does not mean anything is wrong"),
+        ("es", "Llame hoy a su médico", "no quiere decir que algo esté mal"),
+    ):
+        html = _html(_context(path, "PED-2", lang=lang))
+        assert call in html
+        assert calm not in html
+    html = _html(ctx)
+    assert "Potassium: 2.1 mmol/L (1 Mar 2024), low, far from the usual values" in html
+
+
+def test_a_value_without_a_range_short_of_grade_3_is_not_urgent(tmp_path) -> None:
+    born = "2019-05-01"
+    path = _export(tmp_path, [("PED-3", "2024-03-01 08:00", "K", "3.2", "", "", "", born)])
+    ctx = _context(path, "PED-3")
+    assert ctx["urgent"] == [] and ctx["urgent_past"] == []
+    assert ctx["analytes"][0]["results"][0]["grade"] is None
+
+
+# -- C. the urgent box is about recent results ---------------------------------------------
+
+
+def test_an_old_critical_latest_result_is_asked_about_not_urgent(tmp_path) -> None:
+    path = _export(
+        tmp_path,
+        [
+            ("OLD-1", "2019-02-01 08:00", "K", "2.3"),
+            ("OLD-1", "2019-02-01 08:00", "Mg", "1.9"),
+            ("OLD-1", "2024-05-01 08:00", "Mg", "2.0"),
+        ],
+    )
+    ctx = _context(path, "OLD-1")
+    assert ctx["urgent"] == [] and ctx["urgent_findings"] == []
+    assert [(u["analyte"], u["value_text"]) for u in ctx["urgent_past"]] == [("potassium", "2.3")]
+    for lang, call, past in (
+        ("en", "Call your clinician today", "A past result was far from the range"),
+        ("es", "Llame hoy a su médico", "Un resultado anterior estaba muy fuera del rango"),
+    ):
+        html = _html(_context(path, "OLD-1", lang=lang))
+        assert call not in html and "urgent care" not in html and "urgencias" not in html
+        assert past in html and "2.3 mmol/L" in html
+
+
+def test_a_critical_result_days_before_the_newest_draw_is_still_urgent(tmp_path) -> None:
+    from labinterp.handout.context import handout_settings
+
+    days = handout_settings()["urgent_recent_days"]
+    newest = pd.Timestamp("2024-05-10 08:00")
+    edge = newest - pd.Timedelta(days=days)
+    path = _export(
+        tmp_path,
+        [
+            ("R-1", f"{edge:%Y-%m-%d %H:%M}", "K", "2.3"),
+            ("R-1", f"{edge - pd.Timedelta(days=1):%Y-%m-%d %H:%M}", "Ca", "5.5"),
+            ("R-1", f"{newest:%Y-%m-%d %H:%M}", "Mg", "2.0"),
+        ],
+    )
+    # the same handout whatever day it is made on
+    ctx = _context(path, "R-1", today=pd.Timestamp("2031-01-01").date())
+    assert [u["analyte"] for u in ctx["urgent"]] == ["potassium"]
+    assert [u["analyte"] for u in ctx["urgent_past"]] == ["calcium"]
+    html = _html(ctx)
+    assert "Call your clinician today" in html and "A past result was far" in html
+
+
+def test_the_recent_window_is_a_data_file_with_its_source() -> None:
+    import tomllib
+
+    from labinterp.resources import reference_file
+
+    entry = tomllib.loads(reference_file("handout.toml").read_text("utf-8"))["urgent_recent"]
+    assert entry["unit"] == "d" and entry["value"] > 0
+    assert "labinterp judgement" in entry["source"]
+
+
+# -- D. no reassurance while a pattern could not be checked --------------------------------
+
+
+@pytest.mark.parametrize("pid", ["DEMO-009", "DEMO-012", "DEMO-020"])
+def test_no_reassurance_while_a_pattern_was_not_checked(sample, pid) -> None:
+    res, fnd = sample
+    for lang, comfort in (("en", "That is good to know"), ("es", "Es bueno saberlo")):
+        ctx = build_context(res, fnd, pid, lang=lang, grader=_grader())
+        statuses = {p["status"] for p in ctx["patterns"]}
+        html = _html(ctx)
+        if statuses & {"indeterminate", "suppressed"}:
+            assert comfort not in html
+        assert "None of the magnesium patterns we look for showed up" not in html or (
+            statuses == {"not_fired"}
+        )
+
+
+def test_reassurance_only_when_every_pattern_was_checked(tmp_path) -> None:
+    path = _export(
+        tmp_path,
+        [
+            ("OK-1", "2024-04-10 08:00", "Mg", "2.0"),
+            ("OK-1", "2024-04-10 08:00", "K", "4.2"),
+            ("OK-1", "2024-04-10 08:00", "Ca", "9.5"),
+        ],
+    )
+    ctx = _context(path, "OK-1")
+    statuses = {p["rule_id"]: p["status"] for p in ctx["patterns"]}
+    assert "indeterminate" in statuses.values()  # no vitamin D: P2 not checked
+    html = _html(ctx)
+    assert "That is good to know" not in html
+    assert "Some of the magnesium patterns we look for did not show up" in html

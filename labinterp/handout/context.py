@@ -14,6 +14,7 @@ import math
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from labinterp.errors import LabinterpError
 from labinterp.grading import ANALYTE_TERMS
 from labinterp.guards import HEMOLYSIS_SENSITIVE
 from labinterp.parameters import as_compared
+from labinterp.resources import read_reference_toml
 from labinterp.rules.base import TIER_RANK
 
 # Order in which analytes appear on the handout: the ones the patterns are about first.
@@ -216,27 +218,49 @@ def trend_line(
 Row = dict[str, Any]  # one RESULTS or FINDINGS row as a plain dict (column -> value)
 
 
-def _grade_for(grader: Grader | None, analyte: str, status: str, row: Row) -> int | None:
-    if grader is None or status not in ("low", "high") or analyte not in ANALYTE_TERMS:
-        return None
-    term = ANALYTE_TERMS[analyte][0 if status == "low" else 1]
+def _grade_for(
+    grader: Grader | None, analyte: str, status: str, row: Row
+) -> tuple[int | None, str]:
+    """The result's CTCAE grade and its direction ("low" for a hypo- term, "high" for a
+    hyper- one); (None, "") when it has none.
+
+    A low or high result is graded by the term of its side. A result not compared with a
+    range (none printed, as for a child; or a censored value the range cannot place) is
+    graded too, by both terms: grade 3-4 cut-offs are absolute (K < 2.5 mmol/L is grade 4
+    with or without a lower limit), and such a value must still reach the urgent box.
+    Grades 1-2 need the limits, so only a grade of 3 or more counts there.
+    """
+    if grader is None or analyte not in ANALYTE_TERMS:
+        return None, ""
+    if status in ("low", "high"):
+        sides = [status]
+    elif status == "unknown":
+        sides = ["low", "high"]
+    else:
+        return None, ""
     value = _num(row.get("value_reported"))
     unit = nfc(row.get("unit_reported"))
     if value is None or not unit:
-        return None
-    try:
-        grade = grader(
-            term,
-            value,
-            unit,
-            _num(row.get("range_low_reported")),
-            _num(row.get("range_high_reported")),
-            comparator=nfc(row.get("comparator")) or None,  # "<2.5" K is grade 4
-        )
-    except (KeyError, ValueError, TypeError, LookupError):
-        # A term or unit the grader does not know: no grade rather than a guessed one.
-        return None
-    return int(grade) if grade is not None and not pd.isna(grade) else None
+        return None, ""
+    for side in sides:
+        term = ANALYTE_TERMS[analyte][0 if side == "low" else 1]
+        try:
+            grade = grader(
+                term,
+                value,
+                unit,
+                _num(row.get("range_low_reported")),
+                _num(row.get("range_high_reported")),
+                comparator=nfc(row.get("comparator")) or None,  # "<2.5" K is grade 4
+            )
+        except (KeyError, ValueError, TypeError, LookupError):
+            # A term or unit the grader does not know: no grade rather than a guessed one.
+            continue
+        if grade is None or pd.isna(grade):
+            continue
+        if status == side or int(grade) >= 3:
+            return int(grade), side
+    return None, ""
 
 
 def _result_dict(row: Row, grader: Grader | None) -> dict[str, Any]:
@@ -255,6 +279,7 @@ def _result_dict(row: Row, grader: Grader | None) -> dict[str, Any]:
     unit_text = nfc(row.get("unit_raw")) or nfc(row.get("unit_reported"))
     range_unit = nfc(row.get("unit_reported")) or unit_text
     analyte = nfc(row.get("analyte"))
+    grade, graded_as = _grade_for(grader, analyte, status, row)
     return {
         "date": _date(row.get("collected_at")),
         "time": "",  # set by _clock_where_needed
@@ -269,7 +294,8 @@ def _result_dict(row: Row, grader: Grader | None) -> dict[str, Any]:
         "range_origin": nfc(row.get("range_origin")) or "unknown",
         "comment": nfc(row.get("comment")),
         "numberline": number_line(value, low, high),
-        "grade": _grade_for(grader, analyte, status, row),
+        "grade": grade,
+        "graded_as": graded_as,  # the side the grade is about: "low", "high" or ""
         "sample_issue": any(
             q.startswith(("contamination", "hemoly")) for q in _split(row.get("quality"))
         ),
@@ -666,6 +692,29 @@ def _date_key(d: dict[str, int] | None) -> tuple[int, int, int]:
     return (d["y"], d["m"], d["d"]) if d else (0, 0, 0)
 
 
+def _load_handout_settings(data: dict[str, Any]) -> dict[str, int]:
+    entry = data["urgent_recent"]
+    if entry["unit"] != "d" or not isinstance(entry["value"], int) or entry["value"] < 0:
+        raise TypeError("urgent_recent must be a whole number of days ('d')")
+    return {"urgent_recent_days": entry["value"]}
+
+
+@cache
+def handout_settings() -> dict[str, int]:
+    """reference_ranges/handout.toml, read once."""
+    return read_reference_toml("handout.toml", _load_handout_settings)
+
+
+def _recent(day: dict[str, int] | None, newest: dict[str, int] | None) -> bool:
+    """Whether a result of `day` is recent next to the patient's newest draw (`newest`):
+    within `urgent_recent` days of it (reference_ranges/handout.toml). An undated result,
+    or a patient without dates, counts as recent: nothing says it is old."""
+    if day is None or newest is None:
+        return True
+    gap = dt.date(*_date_key(newest)) - dt.date(*_date_key(day))
+    return gap.days <= handout_settings()["urgent_recent_days"]
+
+
 def context_from_rows(
     res: list[Row],
     fnd: list[Row],
@@ -696,7 +745,8 @@ def context_from_rows(
         items = [_result_dict(r, grader) for r in rows]
         for i, row in zip(items, rows, strict=True):
             i["sample_issue"] = i["sample_issue"] or i.pop("_sample") in spoiled
-            if i["sample_issue"] and i["status"] == "high" and analyte in HEMOLYSIS_SENSITIVE:
+            is_high = "high" in (i["status"], i["graded_as"])
+            if i["sample_issue"] and is_high and analyte in HEMOLYSIS_SENSITIVE:
                 # a spoiled tube raises K and Mg: a high one is not interpreted (sec. 5)
                 i["grade"] = None
             if analyte == "calcium" and _row_key(row) in corrected_grades:
@@ -763,7 +813,12 @@ def context_from_rows(
         and f["rule_id"] not in PATTERN_ORDER
     ]
 
-    urgent = [
+    # The newest draw of the patient's: a far-out result calls for a call today only when
+    # it is recent next to it (never next to today's date: the sheet must not change with
+    # the day it is printed).
+    dates: list[Any] = [d for d in (r.get("collected_at") for r in res) if _present(d)]
+    newest = _date(max(dates)) if dates else None
+    urgent_all = [
         {
             "analyte": analyte,
             **{
@@ -774,21 +829,30 @@ def context_from_rows(
                     "value_text",
                     "unit_text",
                     "grade",
-                    "status",
                     "sample_issue",
                     "preliminary",
                 )
             },
+            # the side of its grade: a value the lab gave no range for is graded all the same
+            "status": r["graded_as"] or r["status"],
+            "no_range": r["status"] == "unknown",
         }
         for analyte, latest in latest_of.items()
         for r in latest
         if r["grade"] is not None and r["grade"] >= 3
     ]
     # newest first, capped: the list is a prompt to call the clinician, not a log
-    urgent.sort(key=lambda u: _date_key(u["date"]), reverse=True)
+    urgent_all.sort(key=lambda u: _date_key(u["date"]), reverse=True)
+    urgent = [u for u in urgent_all if _recent(u["date"], newest)]
+    urgent_past = [u for u in urgent_all if not _recent(u["date"], newest)]
     urgent_more = max(0, len(urgent) - URGENT_SHOWN)
     urgent = urgent[:URGENT_SHOWN]
-    urgent_findings = _urgent_findings(found, latest_of, {u["analyte"] for u in urgent})
+    urgent_past_more = max(0, len(urgent_past) - URGENT_SHOWN)
+    urgent_past = urgent_past[:URGENT_SHOWN]
+    listed = {u["analyte"] for u in (*urgent, *urgent_past)}
+    from_findings = _urgent_findings(found, latest_of, listed)
+    urgent_findings = [f for f in from_findings if _recent(f["date"], newest)]
+    urgent_past_findings = [f for f in from_findings if not _recent(f["date"], newest)]
     # the findings about low magnesium: what "Why magnesium matters" and the food section
     # go with (a context finding about low magnesium counts as much as a pattern)
     mg_findings = [f for f in patterns if f["status"] == "fired"] + [
@@ -798,7 +862,6 @@ def context_from_rows(
     pseudo = [f for f in patterns if "pseudo_hypocalcemia" in f["caveats"]]
     albumin_low = any(i["status"] == "low" for i in every_result.get("albumin", []))
 
-    dates: list[Any] = [d for d in (r.get("collected_at") for r in res) if _present(d)]
     today = today or dt.date.today()
     return {
         "lang": lang,
@@ -825,6 +888,13 @@ def context_from_rows(
         "urgent": urgent,
         "urgent_more": urgent_more,
         "urgent_findings": urgent_findings,
+        # grade 3-4 latest results from well before the newest draw: asked about, not urgent
+        "urgent_past": urgent_past,
+        "urgent_past_more": urgent_past_more,
+        "urgent_past_findings": urgent_past_findings,
+        # some result is far out of range, now or in the past: no wording that sounds like
+        # good news ("this does not mean anything is wrong") anywhere on the sheet
+        "far_out": bool(urgent_all or from_findings),
         "mg_findings": mg_findings,
         "pseudo_hypocalcemia": bool(pseudo),
         "albumin_low": albumin_low,
