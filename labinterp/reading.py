@@ -885,6 +885,8 @@ def _from_table(
         slash_order=slash_order,
     )
     results, rejected, repeated = _normalize(raw, label, options, dedupe)
+    if options.date_format:
+        _check_date_format(options.date_format, label, results, rejected)
     rejected = _append(rejected, malformed, repeated)
     report = FileReport(
         label,
@@ -900,6 +902,27 @@ def _from_table(
         unused_columns=tuple(plan.unused),
     )
     return ReadResult(results, rejected, [report])
+
+
+def _check_date_format(
+    date_format: str, label: str, results: pd.DataFrame, rejected: pd.DataFrame
+) -> None:
+    """A date format given (--date-format, a mapping's option) that reads none of a file's
+    collection times is a mistake in the format, not a file of bad dates: every row would
+    be rejected and the command end as if all were well."""
+    bad = rejected["reason"] == "unparseable_date"
+    if len(results) or not bad.any():
+        return
+    first = int(rejected.loc[bad, "source_row"].min())
+    raise InputFileError(
+        f"the date format '{date_format}' reads none of the collection times (this row's"
+        " is the first).",
+        file=label,
+        row=first,
+        fix="give the format of the whole date and time as the file prints them (add"
+        " ' %H:%M' when they have a clock time), or leave --date-format out to let"
+        " labinterp work it out.",
+    )
 
 
 # Fields a row may lack at its end and still be read, those left empty: a writer that

@@ -1207,3 +1207,18 @@ def test_dashed_day_month_dates_are_read_like_slashed_ones(tmp_path: Path) -> No
         "2024-03-13",
         "2024-03-20",
     ]
+
+
+def test_a_date_format_that_reads_no_date_of_a_file_is_an_error(tmp_path: Path) -> None:
+    """Every row rejected and a clean exit would hide a mistake in the format (the clock
+    time left out); a format that reads the dates reads the file."""
+    text = (
+        "patient_id,collected_at,test,result,unit\n"
+        "P1,01/02/2024 08:30,Magnesium,0.55,mmol/L\n"
+        "P1,03/02/2024 08:30,Potassium,3.1,mmol/L\n"
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(InputFileError, match="reads none of the collection times") as info:
+        read(path, date_format="%m/%d/%Y")
+    assert info.value.row == 2
+    assert read(path, date_format="%m/%d/%Y %H:%M").rows_used == 2
