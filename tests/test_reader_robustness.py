@@ -409,3 +409,21 @@ def test_exports_saved_without_their_marks_are_read(tmp_path: Path, name: str, e
     res = accounted(read(path))
     assert res.rows_used == 10, name
     assert res.results["value"].iloc[0] == pytest.approx(0.1)
+
+
+def test_paths_that_are_not_exports_say_what_they_are(tmp_path: Path) -> None:
+    from labinterp.errors import InputNotFoundError, MappingFileError
+
+    with pytest.raises(InputNotFoundError, match="does not exist") as info:
+        read(tmp_path / "nope.csv")
+    assert info.value.file and info.value.file.endswith("nope.csv")  # structured, not only text
+    with pytest.raises(InputFileError, match="not a regular file"):
+        read("/dev/null")
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text('[tests]\n"CA TOT" = "calcium"\n')
+    export = tmp_path / "export.csv"
+    export.write_text(EXPORT[:200])
+    with pytest.raises(InputFileError, match="--mapping"):
+        read([export, mapping])  # the mapping given as an input by mistake
+    with pytest.raises(MappingFileError, match="does not exist"):
+        read(export, mapping=tmp_path / "nomap.toml")

@@ -165,6 +165,12 @@ def _wide_header(col: str) -> tuple[str, str] | None:
 
 
 def plan_from_mapping(path: Path, header: list[str], file_label: str) -> ColumnPlan:
+    if not path.is_file():
+        raise MappingFileError(
+            "the mapping file does not exist." if not path.exists() else "this is not a file.",
+            file=path.name,
+            fix="check the path given to --mapping.",
+        )
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)

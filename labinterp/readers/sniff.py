@@ -64,9 +64,16 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, bo
             out.extend((f, True) for f in found)
         elif p.is_file():
             out.append((p, False))
+        elif p.exists():  # a device, a pipe: nothing an export is saved as
+            raise InputFileError(
+                "this is not a regular file.",
+                file=str(p),
+                fix="save the export as a file and name that file.",
+            )
         else:
             raise InputNotFoundError(
-                f"'{p}' does not exist.",
+                "this path does not exist.",
+                file=str(p),
                 fix="check the path, or name a file or folder that exists.",
             )
     if not out:
@@ -298,6 +305,12 @@ def sniff(path: Path) -> Sniffed:
         return Sniffed("parquet", "", "", compressed)
     if head.startswith(b"HEADER RECORD*******LIB"):  # SAS transport, version 5 or 8
         return Sniffed("xpt", "", "", compressed)
+    if path.suffix.lower() == ".toml":
+        raise InputFileError(
+            "this is a TOML file (a mapping file?), not a lab export.",
+            file=display_name(path),
+            fix="pass a mapping file with --mapping FILE, and the export itself as the input.",
+        )
     if path.suffix.lower() == ".sas7bdat" or path.name.lower().endswith(".sas7bdat.gz"):
         raise InputFileError(
             "this is a SAS dataset (.sas7bdat), which labinterp does not read.",
