@@ -124,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
             raise LabinterpError(
                 f"no results for {len(missing)} of the {len(set(wanted))} requested patient "
                 "ids in the files read.",
-                fix="check the ids with 'labinterp check FILE', or leave out --patient.",
+                fix="the ids read are in the patient_id column of 'labinterp check FILE --format"
+                " csv'; or leave out --patient.",
             )
     findings = interpret_results(
         result.results, patient=wanted, vitamin_d_guideline=args.vitamin_d_guideline

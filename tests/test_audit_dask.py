@@ -40,3 +40,19 @@ def test_dask_matches_local(tmp_path: Path) -> None:
         assert remote[key] == local[key], key
     assert remote["rows_in"] == manifest.rows + 70
     assert remote["rows_rejected_by_reason"]["superseded"] == 10
+
+
+@pytest.mark.slow
+def test_quiet_dask_audit_prints_nothing(tmp_path: Path) -> None:
+    """-q means no progress or summary on stderr: Dask's own notes (shuffle start and end)
+    are kept out too. Run as a user runs it: pytest's log capture would hide them."""
+    import subprocess
+    import sys
+
+    sample = Path(labinterp.__file__).parent / "sample_data" / "clinic_export.csv"
+    command = ["audit", str(sample), "-o", str(tmp_path / "out"), "--engine", "dask", "-q"]
+    done = subprocess.run(
+        [sys.executable, "-m", "labinterp", *command], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0
+    assert done.stderr == ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,12 @@ def _client(scheduler: Any) -> Iterator[Any]:
         with client:
             yield client
         return
-    with LocalCluster(processes=True, dashboard_address=":0") as cluster, Client(cluster) as c:
+    # Dask's own notes (a shuffle starting and ending) are WARNINGs: they would print on
+    # stderr past -q and between the progress lines; errors still show
+    with (
+        LocalCluster(processes=True, dashboard_address=":0", silence_logs=logging.ERROR) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 
