@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from pypdf import PdfReader
 
+from labinterp.handout import render_handout
 from labinterp.handout.api import _grader, load_inputs
 from labinterp.handout.context import build_context
 from labinterp.handout.render import shared_renderer
@@ -258,3 +259,36 @@ def test_reassurance_only_when_every_pattern_was_checked(tmp_path) -> None:
     html = _html(ctx)
     assert "That is good to know" not in html
     assert "Some of the magnesium patterns we look for did not show up" in html
+
+
+# -- E. the urgent box stays on the first page ----------------------------------------------
+
+
+def _first_page_has_the_box(pdf: bytes, lang: str) -> bool:
+    page = _pdf_pages(pdf)[0]
+    head = "When to get help right away" if lang == "en" else "Cuándo pedir ayuda ya"
+    lead = "Call your clinician today" if lang == "en" else "Llame hoy a su médico"
+    return head in page and lead in page
+
+
+@pytest.mark.parametrize("paper", ["A4", "letter"])
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_the_urgent_box_starts_on_page_one_in_large_print(sample, lang, paper) -> None:
+    res, fnd = sample
+    pdf = render_handout(res, fnd, "DEMO-008", lang=lang, paper=paper, large_print=True)
+    assert _first_page_has_the_box(pdf, lang)
+
+
+def test_a_long_urgent_list_starts_on_page_one_and_may_go_on(tmp_path) -> None:
+    when = "2024-03-01 08:00"
+    path = _export(
+        tmp_path,
+        [
+            ("LONG-1", when, "K", "2.1"),
+            ("LONG-1", when, "Mg", "0.5"),
+            ("LONG-1", when, "iCa", "0.7"),
+            ("LONG-1", when, "Ca", "5.5"),
+        ],
+    )
+    pdf = render_handout(path, None, "LONG-1", lang="es", paper="letter", large_print=True)
+    assert _first_page_has_the_box(pdf, "es")
