@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--scheduler",
         metavar="ADDRESS",
-        help="Dask scheduler address, e.g. tcp://host:8786 (with --engine dask; "
+        help="Dask scheduler address, e.g. tcp://host:8786 (implies --engine dask; "
         "the output folder must be reachable by the workers at the same path)",
     )
     p.add_argument("--mapping", metavar="M.toml", help="column mapping file for the exports")

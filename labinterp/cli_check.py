@@ -30,7 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_input_options(p)
     p.add_argument("--format", choices=FORMATS, default="table", help="output format")
     p.add_argument(
-        "--rejected", action="store_true", help="also list every rejected row with its reason"
+        "--rejected",
+        action="store_true",
+        help="also list every rejected row with its reason (with --format csv: the rejected"
+        " rows instead of the results)",
     )
     p.set_defaults(run=run)
 

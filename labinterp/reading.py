@@ -600,7 +600,14 @@ def _read_one(
     tbl = _table(p, sniffed)
     plan = colplan.plan_columns(list(tbl.frame.columns), label, mapping)
     _note_unused(plan, tbl, label)
-    return _from_table(p, label, kind, tbl, plan, date_format, dedupe)
+    read = _from_table(p, label, kind, tbl, plan, date_format, dedupe)
+    if read.rows_in == 0:  # an export cut off after its header reads as "nothing to flag"
+        log.warning("%s: %s", label, _NO_ROWS)
+        read.files[0].warnings += (_NO_ROWS,)
+    return read
+
+
+_NO_ROWS = "the file has a header but no result rows; check that the export is complete."
 
 
 def _note_unused(plan: colplan.ColumnPlan, tbl: table.Table, label: str) -> None:

@@ -593,3 +593,22 @@ def test_results_not_interpreted_are_not_graded() -> None:
     assert ca[("calcium", False)] is None and ca[("calcium_corrected", True)] == 1
     p4 = found[(found["patient_id"] == "P4") & (found["rule_id"] == ca_rule)].iloc[0]
     assert "(<0.5 mmol/L; range" in p4.evidence
+
+
+def test_every_citation_key_is_listed_with_its_reference() -> None:
+    """A finding's citations (S59, ...) and the data files' sources are keys a reader
+    looks up in reference_ranges/sources.csv."""
+    import csv
+    import re
+
+    from labinterp.resources import reference_file
+
+    with reference_file("sources.csv").open(encoding="utf-8") as fh:
+        listed = {row["key"]: row["reference"] for row in csv.DictReader(fh)}
+    assert all(listed.values())
+    used = {key for rule in REGISTRY for key in rule.citations}
+    folder = reference_file("sources.csv").parent
+    for path in folder.iterdir():
+        if path.is_file() and path.name != "sources.csv":
+            used |= set(re.findall(r"\bS\d+\b", path.read_text(encoding="utf-8")))
+    assert used - set(listed) == set()

@@ -1222,3 +1222,13 @@ def test_a_date_format_that_reads_no_date_of_a_file_is_an_error(tmp_path: Path) 
         read(path, date_format="%m/%d/%Y")
     assert info.value.row == 2
     assert read(path, date_format="%m/%d/%Y %H:%M").rows_used == 2
+
+
+def test_a_file_with_a_header_and_no_rows_is_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write(tmp_path, "patient_id,collected_at,test,result,unit\n")
+    with caplog.at_level("WARNING"):
+        res = read(path)
+    assert res.rows_in == 0 and "no result rows" in caplog.text
+    assert any("no result rows" in w for w in res.files[0].warnings)
