@@ -48,7 +48,7 @@ from labinterp.readers import duplicates
 from labinterp.readers.duplicates import STATUS_RANK
 from labinterp.resources import read_reference_toml, reference_file
 from labinterp.schema import REJECTED, RESULTS, STR, conform
-from labinterp.test_names import egfr_race_form, unit_in_test_name
+from labinterp.test_names import egfr_race_form, unit_in_test_name, vitamin_d_component
 
 SIGNIFICANT_DIGITS = 6  # no lab reports more; removes float32 noise (1.7999999523 -> 1.8)
 # Column jobs run on this many threads: the per-row work in them (hashing, gathering
@@ -624,8 +624,9 @@ def _value_of(value_raw: object, valuenum_raw: object, comparator_raw: object, d
 def _analyte_of(hint: object, loinc: object, code: object, name: object, tests: dict[str, str]):
     """(analyte id, reason it has none, whether the test is defined per 1.73 m2 of body
     surface, the kind of sample-quality index it is if it is one, the unit its name prints
-    in brackets, which race form of eGFR it is if it is one of two printed for a draw) for
-    one distinct set of test fields."""
+    in brackets, its form: which race form of eGFR it is if it is one of two printed for a
+    draw, which component of 25-OH vitamin D if it is one) for one distinct set of test
+    fields."""
     h, lc, cd, nm = _text(hint), _text(loinc), _text(code), _text(name)
     race, without_race = egfr_race_form(lc, nm)  # "eGFR Non-Afr. American" -> "eGFR"
     if h:
@@ -645,6 +646,9 @@ def _analyte_of(hint: object, loinc: object, code: object, name: object, tests: 
     # the catalog's spellings are plain text: full-width letters or an invisible character
     # in a test name must not make a magnesium result "out of scope"
     lc, cd, nm = _plain_text(lc), _plain_text(cd), _plain_text(nm)
+    component = vitamin_d_component(lc, cd, nm)  # "25-OH Vitamin D3": see _vitamin_d_parts
+    if component:
+        return ("vitamin_d_25oh", "", False, "", unit_in_test_name(nm), component)
     found = None
     if race:  # its name read without the race words must be eGFR's
         found = analyte_for(lc or None, cd or None, _plain_text(without_race) or None)
@@ -728,6 +732,31 @@ def _race_adjusted_egfr(
     adjusted = kept & (form == "race_adjusted")
     paired = _in_draws_of(free, pid.codes, when, _specimen_text(specimen))
     return adjusted & paired, adjusted & ~paired
+
+
+def _vitamin_d_parts(
+    analyte: _Coded,
+    form: _Coded,
+    kept: np.ndarray,
+    pid: _Coded,
+    when: np.ndarray,
+    specimen: pd.Series,
+) -> list[tuple[np.ndarray, str]]:
+    """The 25-OH vitamin D component rows not read, each set with why: the components of a
+    draw that has its total (same patient, and the same collection time or specimen id),
+    D2 and D3 of a draw without one, and a D2 alone. A D3 alone is the patient's vitamin D
+    (CLINICAL.md sec. 1 lists its codes); every other vitamin D row read is a total."""
+    forms = np.array(form.values, dtype=object)[form.codes]
+    d2, d3 = kept & (forms == "vitamin_d2"), kept & (forms == "vitamin_d3")
+    vitamin_d = np.array(analyte.values, dtype=object)[analyte.codes] == "vitamin_d_25oh"
+    total = kept & vitamin_d & ~d2 & ~d3
+    spec = _specimen_text(specimen)
+    with_total = _in_draws_of(total, pid.codes, when, spec)
+    beside_d2 = _in_draws_of(d2, pid.codes, when, spec)
+    return [
+        ((d2 | d3) & with_total, _DETAIL["vitamin_d_component"]),
+        ((d2 | (d3 & beside_d2)) & ~with_total, _DETAIL["vitamin_d_component_no_total"]),
+    ]
 
 
 def _specimen_text(specimen: pd.Series) -> np.ndarray:
@@ -1531,6 +1560,15 @@ _DETAIL = {
     ),
     "missing_value": "the row has neither a result nor a result text",
     "sample_quality_index": "a sample-quality index (hemolysis, icterus or lipemia), not a result",
+    "vitamin_d_component": (
+        "a 25-OH vitamin D2 or D3 result of a draw whose total 25-OH vitamin D is read"
+        " (reference_ranges/vitamin_d_components.toml)"
+    ),
+    "vitamin_d_component_no_total": (
+        "a 25-OH vitamin D2 result, or a D3 beside one, without the draw's total: neither"
+        " alone is the patient's vitamin D; export the total 25-OH vitamin D"
+        " (reference_ranges/vitamin_d_components.toml)"
+    ),
     "race_adjusted_egfr": (
         "the eGFR of this draw computed with a race coefficient; the same draw's eGFR "
         "without race is used (reference_ranges/egfr_race.toml)"
@@ -1780,6 +1818,13 @@ def _normalize(
         )
         verdict.mark(adjusted, "race_adjusted_egfr", _DETAIL["race_adjusted_egfr"])
         race_note = _Coded(unpaired.astype(np.int64), ["", RACE_ADJUSTED_EGFR])
+
+    # 25-OH vitamin D printed by component: the total of a draw is read, a D3 alone too
+    # (reference_ranges/vitamin_d_components.toml)
+    if any(v.startswith("vitamin_d") for v in race.values):
+        parts = _vitamin_d_parts(analyte, race, verdict.kept, pid, when, frame["specimen_id"])
+        for rows, detail in parts:
+            verdict.mark(rows, "vitamin_d_component", detail)
 
     # facts about what a row's test is: a calcium read as ionized by its range, an eGFR
     # computed with a race coefficient

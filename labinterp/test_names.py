@@ -155,3 +155,37 @@ def egfr_race_form(loinc: str, name: str) -> tuple[str, str]:
             rest = re.sub(r"[(\[]\s*[)\]]", " ", pattern.sub(" ", text))  # "eGFR ()" -> "eGFR"
             return by_code or form, re.sub(r"\s+", " ", rest).strip(" ,-")
     return by_code, name
+
+
+@dataclass(frozen=True)
+class _Components:
+    """reference_ranges/vitamin_d_components.toml: component by LOINC code and by name."""
+
+    loinc: dict[str, str]
+    names: dict[str, str]
+
+
+@cache
+def _vitamin_d_components() -> _Components:
+    def build(data: dict[str, Any]) -> _Components:
+        loinc: dict[str, str] = {}
+        names: dict[str, str] = {}
+        for component, spec in data.items():
+            loinc.update(dict.fromkeys(spec["loinc"], component))
+            names.update(dict.fromkeys((normalise_name(n) for n in spec["names"]), component))
+        return _Components(loinc, names)
+
+    return read_reference_toml("vitamin_d_components.toml", build)
+
+
+def vitamin_d_component(loinc: str, code: str, name: str) -> str:
+    """Which component of 25-OH vitamin D a line is ("vitamin_d2", "vitamin_d3") by its
+    LOINC code or its name (reference_ranges/vitamin_d_components.toml), else ""."""
+    found = _vitamin_d_components()
+    by_code = found.loinc.get(loinc.strip()) or found.loinc.get(code.strip())
+    return (
+        by_code
+        or found.names.get(normalise_name(name))
+        or found.names.get(normalise_name(code))
+        or ""
+    )

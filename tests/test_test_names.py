@@ -126,3 +126,27 @@ def test_a_mapping_file_overrides_a_reading(tmp_path: Path) -> None:
     )
     assert list(read(path).results["analyte"]) == ["calcium_corrected"]
     assert list(read(path, mapping=mapping).results["analyte"]) == ["calcium"]
+
+
+def test_vitamin_d_components_give_way_to_the_total_of_their_draw(tmp_path: Path) -> None:
+    """D2 and D3 beside their total: the total is read (D3 kept would be a second, lower
+    vitamin D at the same time). D2 with D3 and no total: neither (D3 alone would hide a
+    patient's D2). A D3 alone, by code or name, is the patient's vitamin D (CLINICAL.md
+    sec. 1); a D2 alone is not."""
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "patient_id,collected_at,test,loinc,value,unit\n"
+        "A,2024-01-02 08:00,25-OH Vitamin D3,,18,ng/mL\n"
+        "A,2024-01-02 08:00,25-OH Vitamin D2,,4,ng/mL\n"
+        "A,2024-01-02 08:00,25-OH Vitamin D Total,,22,ng/mL\n"
+        "B,2024-01-02 08:00,Vit D,1990-1,30,ng/mL\n"
+        "B,2024-01-02 08:00,Vit D,1989-3,11,ng/mL\n"
+        "C,2024-01-02 08:00,25-Hydroxyvitamin D3,,11,ng/mL\n"
+        "D,2024-01-02 08:00,25(OH)D3,1989-3,12,ng/mL\n"
+        "E,2024-01-02 08:00,25-OH Vitamin D2,,11,ng/mL\n"
+    )
+    res = read(path)
+    read_as = res.results[["patient_id", "value_reported"]].values.tolist()
+    assert read_as == [["A", 22.0], ["C", 11.0], ["D", 12.0]]
+    assert (res.rejected["reason"] == "vitamin_d_component").sum() == 5
+    assert sorted(res.rejected["source_row"]) == [2, 3, 5, 6, 9]
