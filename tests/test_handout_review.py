@@ -292,3 +292,61 @@ def test_a_long_urgent_list_starts_on_page_one_and_may_go_on(tmp_path) -> None:
     )
     pdf = render_handout(path, None, "LONG-1", lang="es", paper="letter", large_print=True)
     assert _first_page_has_the_box(pdf, "es")
+
+
+# -- G. P1 "possible" with a raised PTH says the PTH response is present --------------------
+
+
+def test_p1_possible_with_a_raised_pth_says_the_body_responds(sample) -> None:
+    res, fnd = sample
+    for lang, words in (
+        ("en", "Your PTH was high. This means your body is making more PTH"),
+        ("es", "Su PTH estaba alta. Eso quiere decir que el cuerpo sí está respondiendo"),
+    ):
+        ctx = build_context(res, fnd, "DEMO-002", lang=lang, grader=_grader())
+        p1 = next(p for p in ctx["patterns"] if p["rule_id"] == "hypomagnesemia_hypocalcemia")
+        assert (p1["status"], p1["tier"], p1["ev"]["high"]) == ("fired", "possible", ["pth"])
+        assert words in _html(ctx)
+
+
+# -- H. Spanish wording -----------------------------------------------------------------------
+
+CALQUES = ("lazo", " tics", "dejan ir", "hace falta", "eGFR", "hablar con él", "Magnesio, Calcio")
+
+
+@pytest.mark.parametrize("pid", ["DEMO-001", "DEMO-002", "DEMO-005", "DEMO-012", "DEMO-014"])
+def test_spanish_handouts_use_natural_words(sample, pid) -> None:
+    res, fnd = sample
+    html = _html(build_context(res, fnd, pid, lang="es", grader=_grader()))
+    assert not [c for c in CALQUES if c in html]
+
+
+def test_spanish_wording_of_the_hand_written_templates() -> None:
+    root = Path(__file__).resolve().parents[1] / "templates" / "handout" / "es"
+    text = " ".join(p.read_text("utf-8") for p in root.rglob("*.j2"))
+    assert not [c for c in CALQUES if c in text]
+    assert "espasmos o temblores musculares" in text
+    assert "los riñones pierden mucho potasio" in text
+    assert "FGe (filtrado glomerular estimado)" in text
+
+
+def test_test_names_inside_a_sentence_are_lower_case_and_joined_with_y(tmp_path) -> None:
+    path = _child_without_ranges(tmp_path)
+    es = _html(_context(path, "PED-2", lang="es"))
+    assert 'no dio un rango para <span class="data">el potasio y el magnesio</span>' in es
+    assert "así que no sabemos si estaban bajos" in es
+    en = _html(_context(path, "PED-2"))
+    assert 'did not give a range for <span class="data">potassium and magnesium</span>' in en
+
+
+def test_a_single_day_of_tests_is_not_from_a_day_to_the_same_day(tmp_path) -> None:
+    path = _child_without_ranges(tmp_path)
+    assert "Análisis del 1 mar 2024." in _html(_context(path, "PED-2", lang="es"))
+    assert "Lab tests from 1 Mar 2024." in _html(_context(path, "PED-2"))
+    two = _export(
+        tmp_path,
+        [("T-1", "2024-03-01 08:00", "Mg", "2.0"), ("T-1", "2024-03-05 08:00", "Mg", "2.1")],
+        name="two.csv",
+    )
+    html = _html(_context(two, "T-1", lang="es"))
+    assert "Análisis del 1 mar 2024 al 5 mar 2024." in html
