@@ -350,3 +350,55 @@ def test_a_single_day_of_tests_is_not_from_a_day_to_the_same_day(tmp_path) -> No
     )
     html = _html(_context(two, "T-1", lang="es"))
     assert "Análisis del 1 mar 2024 al 5 mar 2024." in html
+
+
+# -- I. odd text from the export --------------------------------------------------------------
+
+
+def test_bidi_controls_are_stripped_from_every_displayed_text(tmp_path) -> None:
+    rlo, pdf_, lri, pdi = "\u202e", "\u202c", "\u2066", "\u2069"
+    path = _export(
+        tmp_path,
+        [
+            (
+                f"MRN-{lri}77{pdi}",
+                "2024-03-01 08:00",
+                "Mg",
+                "1.2",
+                "1.6-2.6",
+                "L",
+                f"Muestra OK {rlo}amolisis{pdf_} fin \u200f",
+            )
+        ],
+    )
+    res, fnd = load_inputs(path, None)
+    pid = res["patient_id"].iloc[0]
+    ctx = build_context(res, fnd, pid, lang="es", grader=_grader())
+    comment = ctx["analytes"][0]["results"][0]["comment"]
+    assert comment == "Muestra OK amolisis fin "
+    assert not re.search("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]", _html(ctx))
+    text = " ".join(_pdf_pages(shared_renderer().render(ctx)))
+    assert "amolisis" in text and "sisiloma" not in text
+
+
+def test_a_long_id_without_break_points_stays_on_the_page(tmp_path) -> None:
+    import shutil
+    import subprocess
+
+    if not shutil.which("pdftotext"):
+        pytest.skip("poppler's pdftotext is not installed")
+    long_id = "LONG-" + "A" * 131
+    path = _export(tmp_path, [(long_id, "2024-03-01 08:00", "Mg", "1.2")])
+    for large in (False, True):
+        pdf = tmp_path / "long.pdf"
+        render_handout(path, None, long_id, large_print=large, output=pdf)
+        out = subprocess.run(
+            ["pdftotext", "-bbox", "-f", "1", "-l", "1", str(pdf), "-"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        width = float(re.search(r'<page width="([0-9.]+)"', out).group(1))
+        words = re.findall(r'xMax="([0-9.]+)"[^>]*>([^<]*A{8}[^<]*)</word>', out)
+        assert "".join(w for _, w in words).count("A") == 131
+        assert max(float(x) for x, _ in words) <= width

@@ -82,13 +82,22 @@ EVIDENCE_KEYS = (
 Grader = Callable[..., int | None]
 
 
+# Bidirectional formatting characters (embeddings, overrides, isolates, marks): in a lab
+# comment they would be applied, and "Muestra OK \u202eamolisis\u202c" would print reversed.
+# The text is shown as the characters stand, as patient ids already are (normalize).
+BIDI_CONTROLS = dict.fromkeys(
+    [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+)
+
+
 def nfc(value: Any) -> str:
-    """Text for a template: missing becomes "", everything else NFC-normalized str."""
+    """Text for a template: missing becomes "", everything else NFC-normalized str without
+    bidirectional formatting characters (BIDI_CONTROLS)."""
     if value is None or value is pd.NA:
         return ""
     if isinstance(value, float) and math.isnan(value):
         return ""
-    return unicodedata.normalize("NFC", str(value))
+    return unicodedata.normalize("NFC", str(value)).translate(BIDI_CONTROLS)
 
 
 def _num(value: Any) -> float | None:
