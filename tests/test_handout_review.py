@@ -402,3 +402,69 @@ def test_a_long_id_without_break_points_stays_on_the_page(tmp_path) -> None:
         words = re.findall(r'xMax="([0-9.]+)"[^>]*>([^<]*A{8}[^<]*)</word>', out)
         assert "".join(w for _, w in words).count("A") == 131
         assert max(float(x) for x, _ in words) <= width
+
+
+# -- J. a censored value written in English words, on a Spanish sheet ------------------------
+
+
+def test_a_censored_value_in_english_words_prints_as_symbol_and_number_in_spanish(
+    tmp_path,
+) -> None:
+    path = _export(
+        tmp_path,
+        [
+            ("C-1", "2024-03-01 08:00", "Mg", "LESS THAN 0.4", "1.6-2.6", "L"),
+            ("C-1", "2024-03-02 08:00", "Mg", "menor de 0,5", "1.6-2.6", "L"),
+            ("C-1", "2024-03-03 08:00", "Mg", "<0.6", "1.6-2.6", "L"),
+            ("C-1", "2024-03-04 08:00", "Mg", "1.8"),
+        ],
+    )
+    shown = {
+        lang: [r["value_text"] for r in _context(path, "C-1", lang=lang)["analytes"][0]["results"]]
+        for lang in ("en", "es")
+    }
+    assert shown["en"] == ["menor de 0,5", "<0.6", "1.8"]  # the latest 3; as the lab wrote
+    # a comparator this export's reader did not parse: kept as the lab wrote it
+    assert shown["es"] == ["menor de 0,5", "<0.6", "1.8"]
+    ctx = _context(path, "C-1", lang="es")
+    assert ctx["analytes"][0]["trend"]["first_value"] == "< 0.4"
+    assert "LESS THAN" not in _html(ctx)
+
+
+# -- K. a range open on one side -------------------------------------------------------------
+
+
+def test_a_one_sided_range_draws_no_zone_word_past_its_open_end(tmp_path) -> None:
+    path = _export(tmp_path, [("E-1", "2024-03-01 08:00", "eGFR", "28")])
+    for lang, low, high in (("en", "low", "high"), ("es", "bajo", "alto")):
+        html = _html(_context(path, "E-1", lang=lang))
+        svg = re.search(r'<svg class="numberline".*?</svg>', html).group(0)
+        zones = re.findall(r'text-anchor="middle">([^<]+)</text>', svg)
+        assert high not in zones
+        assert low in zones
+
+
+# -- M. type of 14 pt or more (CLINICAL.md sec. 8) -------------------------------------------
+
+
+def _smallest_type(pdf: bytes) -> float:
+    sizes: list[float] = []
+
+    def visit(text, cm, tm, font, size) -> None:
+        if text.strip():
+            scale = abs(tm[3]) * abs(cm[3]) if tm[3] else 1.0
+            sizes.append(size * scale)
+
+    for page in PdfReader(io.BytesIO(pdf)).pages:
+        page.extract_text(visitor_text=visit)
+    return min(sizes)
+
+
+@pytest.mark.parametrize(
+    ("pid", "lang", "large", "paper"),
+    [("DEMO-007", "es", False, "A4"), ("DEMO-009", "en", False, "letter")],
+)
+def test_every_text_is_14_pt_or_larger(sample, pid, lang, large, paper) -> None:
+    res, fnd = sample
+    pdf = render_handout(res, fnd, pid, lang=lang, large_print=large, paper=paper)
+    assert _smallest_type(pdf) >= 13.95  # disclaimer, range and notes lines, chart labels

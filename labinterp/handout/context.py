@@ -272,7 +272,20 @@ def _grade_for(
     return None, ""
 
 
-def _result_dict(row: Row, grader: Grader | None) -> dict[str, Any]:
+def censored_text(raw: str, comparator: str, value: float | None, lang: str) -> str:
+    """The value as the sheet prints it: as the lab wrote it, except a censored value written
+    in words ("LESS THAN 0.4") on a sheet in another language than English, which becomes
+    its parsed comparator and number ("< 0.4"; with a decimal comma where the lab wrote
+    one). Symbols and digits ("<0.4") read the same in any language and are kept."""
+    if lang == "en" or not comparator or value is None or not any(c.isalpha() for c in raw):
+        return raw
+    number = fmt_number(value)
+    if "," in raw and "." not in raw:
+        number = number.replace(".", ",")
+    return f"{comparator} {number}"
+
+
+def _result_dict(row: Row, grader: Grader | None, lang: str = "en") -> dict[str, Any]:
     comparator = nfc(row.get("comparator"))
     value = _num(row.get("value_reported"))
     low = _num(row.get("range_low_reported"))
@@ -283,6 +296,8 @@ def _result_dict(row: Row, grader: Grader | None) -> dict[str, Any]:
             low, high = _num(row.get("range_low")), _num(row.get("range_high"))
     status = classify(value, comparator, low, high)
     value_text = nfc(row.get("value_raw")) or nfc(row.get("text_result"))
+    reported = _num(row.get("value_reported"))
+    value_text = censored_text(value_text, comparator, reported, lang)
     if not value_text and value is not None:
         value_text = comparator + fmt_number(value)
     unit_text = nfc(row.get("unit_raw")) or nfc(row.get("unit_reported"))
@@ -751,7 +766,7 @@ def context_from_rows(
     latest_of: dict[str, list[dict[str, Any]]] = {}
     for analyte in present:
         rows = sorted(by_analyte[analyte], key=_ts_key)  # stable, missing dates last
-        items = [_result_dict(r, grader) for r in rows]
+        items = [_result_dict(r, grader, lang) for r in rows]
         for i, row in zip(items, rows, strict=True):
             i["sample_issue"] = i["sample_issue"] or i.pop("_sample") in spoiled
             is_high = "high" in (i["status"], i["graded_as"])

@@ -161,8 +161,10 @@ def page_css(paper: str, large_print: bool) -> str:
     """The page-size and type-size rules that differ between variants."""
     size = PAPERS.get(paper.lower(), "A4")
     base = 17 if large_print else 14
+    # large print: a taller bottom margin holds the running disclaimer at the body size
+    bottom = "@page { margin-bottom: 42mm; }\n" if large_print else ""
     return (
-        f"@page {{ size: {size}; }}\n"
+        bottom + f"@page {{ size: {size}; }}\n"
         f":root {{ --base: {base}pt; }}\n"
         f"html {{ font-size: {base}pt; }}\n"
     )
