@@ -468,3 +468,22 @@ def test_every_text_is_14_pt_or_larger(sample, pid, lang, large, paper) -> None:
     res, fnd = sample
     pdf = render_handout(res, fnd, pid, lang=lang, large_print=large, paper=paper)
     assert _smallest_type(pdf) >= 13.95  # disclaimer, range and notes lines, chart labels
+
+
+# -- L. a patient whose results are all of other tests ---------------------------------------
+
+
+def test_a_patient_with_only_other_tests_is_not_told_they_have_no_results(tmp_path, capsys) -> None:
+    from labinterp.cli import main
+
+    path = _export(
+        tmp_path,
+        [("NONE-1", "2024-03-01 08:00", "Na", "139"), ("MG-1", "2024-03-01 08:00", "Mg", "1.2")],
+    )
+    code = main(["handout", str(path), "--patient", "NONE-1", "-o", str(tmp_path / "n.pdf")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert "no results for the requested patient id" not in err
+    assert "no result of a test labinterp covers" in err
+    assert "all of this patient's results are of other tests" in err
+    assert "NONE-1" not in err

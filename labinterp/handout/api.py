@@ -129,8 +129,13 @@ def render_handout(
         vitamin_d_guideline=vitamin_d_guideline,
     )
     if not (res["patient_id"] == patient_id).any():
+        # Rows of tests labinterp does not cover are rejected without their patient id, so
+        # "no such patient" and "none of this patient's tests are covered" look the same
+        # here: the message says both rather than claim the patient has no results.
         raise LabinterpError(
-            "no results for the requested patient id in the files read.",
+            "the files read hold no result of a test labinterp covers (magnesium, calcium, "
+            "potassium, vitamin D, PTH and their context tests) for the requested patient "
+            "id: the id may be wrong, or all of this patient's results are of other tests.",
             fix="check the id with 'labinterp check FILE' or use --all.",
         )
     ctx = build_context(
