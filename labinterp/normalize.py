@@ -989,8 +989,8 @@ def parse_dates(
 def slash_order(values: list[str], file_label: str) -> str | None:
     """The file's slash-date order from some of its date spellings; None if it has none.
 
-    A file read in batches decides this once, from its first batch, so that every batch
-    reads "3/5/2024" the same way.
+    A file read in batches decides this once (from its first batch, or from the whole file
+    where the first leaves it open), so that every batch reads "3/5/2024" the same way.
     """
     slashed = [v.strip() for v in values if _SLASH.match(_as_slashed(v.strip()))]
     return _slash_order(slashed, file_label) if slashed else None
@@ -2213,15 +2213,24 @@ def _reject(
 
 
 def _detect_decimal(values: pd.Series) -> str:
+    # Without evidence either way, decimal points.
+    return decimal_evidence(values) or "."
+
+
+def decimal_evidence(values: pd.Series) -> str:
+    """The decimal separator some result texts show ("," or "."), "" when none of them
+    tells. A file read in batches decides it once for the whole file."""
     sample = values.head(5000)
     if sample.hasnans:  # else the first 5,000 non-missing values, without copying the column
         sample = values.dropna().head(5000)
     sample = sample.astype(str)
     # Only numbers that can be read one way count: "0,55", "12,5", "1.250,5" for commas;
     # "0.55", "8.1", "1,250.5" for points. "1,250" could be 1.25 or 1250 and counts for
-    # neither. Without evidence either way, decimal points.
+    # neither.
     commas = sample.str.fullmatch(_COMMA_DECIMAL).sum()
     points = sample.str.fullmatch(_POINT_DECIMAL).sum()
+    if commas == points == 0:
+        return ""
     return "," if commas > points else "."
 
 

@@ -17,7 +17,7 @@ import itertools
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +31,19 @@ import pyarrow.compute as pc
 from labinterp.errors import (
     ColumnDetectionError,
     DamagedFileError,
+    DateFormatError,
     InputFileError,
     LabinterpError,
     MappingFileError,
 )
-from labinterp.normalize import Options, normalize, normalize_unique, patient_id_text, slash_order
+from labinterp.normalize import (
+    Options,
+    decimal_evidence,
+    normalize,
+    normalize_unique,
+    patient_id_text,
+    slash_order,
+)
 from labinterp.readers import columns as colplan
 from labinterp.readers import duplicates, fhir, formats, medications, sniff, table
 from labinterp.readers.hl7v2 import iter_hl7
@@ -339,7 +347,9 @@ def iter_batches(
             other_medicines=bulk.records_beside(p),
         )
         return
-    yield from _table_batches(p, label or sniff.display_name(p), kind, tables, mapping, date_format)
+    again = (lambda: table.iter_delimited(p, sniffed, batch_rows)) if kind == "csv" else None
+    label = label or sniff.display_name(p)
+    yield from _table_batches(p, label, kind, tables, mapping, date_format, again)
 
 
 def _table_batches(
@@ -349,10 +359,17 @@ def _table_batches(
     tables: Iterator[table.Table],
     mapping: PathLike | None,
     date_format: str | None,
+    again: Callable[[], Iterator[table.Table]] | None = None,
 ) -> Iterator[ReadResult]:
-    """The normalized batches of one table read in parts (see iter_batches)."""
+    """The normalized batches of one table read in parts (see iter_batches).
+
+    What a file decides once, its slash-date order and its decimal separator, is decided
+    from the first batch; where the first batch leaves it open (every date could be day or
+    month first; no number shows its separator), from the whole file, read once more
+    (`again`: the batches from the start), as reading it whole would decide it."""
     plan = None
     order = None
+    decimal = None
     # Each batch is read once the next one is there: its last draw (which may continue in
     # the next batch) is read with the next one instead; the last batch keeps its own.
     pending: table.Table | None = None
@@ -365,19 +382,49 @@ def _table_batches(
             _note_unused(plan, tbl, label)
             date_column = plan.columns.get("collected_at")
             if date_column and not (date_format or plan.date_format):
-                # decided once from the first batch, so no batch reads "3/5" differently
-                spellings = tbl.frame[date_column].dropna().unique()
-                order = slash_order([str(v) for v in spellings], label)
+                order = _file_slash_order(tbl, date_column, label, again)
+            value_column = plan.columns.get("value_raw")
+            if value_column and not plan.decimal and again is not None:
+                decimal = _file_decimal(tbl, value_column, again)
         if pending is not None:
             whole, carry = _split_last_draw(_joined_tables(carry, pending), plan)
             if len(whole.frame):
-                yield _from_table(
-                    p, label, kind, whole, plan, date_format, dedupe=False, slash_order=order
-                )
+                yield _from_table(p, label, kind, whole, plan, date_format, False, order, decimal)
         pending = tbl
     if pending is not None and plan is not None:
         last = _joined_tables(carry, pending)
-        yield _from_table(p, label, kind, last, plan, date_format, dedupe=False, slash_order=order)
+        yield _from_table(p, label, kind, last, plan, date_format, False, order, decimal)
+
+
+def _file_slash_order(
+    first: table.Table,
+    column: str,
+    label: str,
+    again: Callable[[], Iterator[table.Table]] | None,
+) -> str | None:
+    """The file's slash-date order: from its first batch, else from every batch's date
+    spellings (each distinct one kept once)."""
+    try:
+        return slash_order([str(v) for v in first.frame[column].dropna().unique()], label)
+    except DateFormatError:
+        if again is None:
+            raise
+    spellings: set[str] = set()
+    for tbl in again():
+        spellings.update(str(v) for v in tbl.frame[column].dropna().unique())
+    return slash_order(sorted(spellings), label)
+
+
+def _file_decimal(
+    first: table.Table, column: str, again: Callable[[], Iterator[table.Table]]
+) -> str | None:
+    """The file's decimal separator: what its first batch shows, else the first batch
+    that shows one; None (each batch's own guess: points) when none does."""
+    for tbl in itertools.chain([first], again()):
+        found = decimal_evidence(tbl.frame[column])
+        if found:
+            return found
+    return None
 
 
 def _joined_tables(first: table.Table | None, second: table.Table) -> table.Table:
@@ -861,7 +908,10 @@ def _from_table(
     date_format: str | None,
     dedupe: bool,
     slash_order: str | None = None,
+    decimal: str | None = None,
 ) -> ReadResult:
+    """One table's rows normalized. `slash_order` and `decimal`: what the whole file
+    decided, for a batch of it (else the table decides)."""
     raw = _raw_frame(p, label, tbl, plan)
     medication_records = _mark_medications(p, raw, plan.preset or {})
     undated = "collected_at" not in plan.columns
@@ -886,7 +936,7 @@ def _from_table(
         raw = raw.loc[~bad].reset_index(drop=True)
     options = Options(
         date_format=date_format or plan.date_format,
-        decimal=plan.decimal,
+        decimal=plan.decimal or decimal,
         tests=tuple(plan.tests.items()),
         undated=undated,
         slash_order=slash_order,

@@ -711,6 +711,35 @@ def test_batches_read_slash_dates_in_one_order(
     assert (when.iloc[50:] == pd.Timestamp("2024-03-05")).all()
 
 
+def test_batches_decide_what_the_first_leaves_open_from_the_whole_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first batch's dates could all be day or month first, and its results show no
+    decimal separator; a later batch settles both. Every batch reads them as reading the
+    whole file does: "25/04/2024" makes the file day-first, "0,55" comma-decimal (so a
+    later "1.250" is 1250, as the whole file reads it, not 1.25)."""
+    from labinterp.readers import table
+    from labinterp.reading import iter_batches
+
+    lines = ["patient_id;collected_at;test;result;unit"]
+    lines += [f"A{i};03/04/2024 08:00;PTH;{40 + i % 50};pg/mL" for i in range(60)]
+    lines += [
+        "Z1;25/04/2024 08:00;Magnesium;0,55;mmol/L",
+        "Z1;25/04/2024 08:00;PTH;1.250;pg/mL",
+    ]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    whole = read(path).results
+    monkeypatch.setattr(table, "STREAM_BLOCK_BYTES", 512)  # many small batches
+    batches = list(iter_batches(path, batch_rows=10))
+    assert len(batches) > 2
+    parts = pd.concat([b.results for b in batches], ignore_index=True)
+    assert sum(b.rows_rejected for b in batches) == 0
+    assert parts["collected_at"].tolist() == whole["collected_at"].tolist()
+    assert parts["value_reported"].tolist() == whole["value_reported"].tolist()
+    assert parts["collected_at"].iloc[0] == pd.Timestamp("2024-04-03 08:00")
+    assert parts["value_reported"].iloc[-2:].tolist() == [0.55, 1250.0]
+
+
 def _chunked_equals_whole(path: Path, chunk_bytes: int, monkeypatch: pytest.MonkeyPatch) -> int:
     """Read `path` whole and in chunks of `chunk_bytes`; assert the same text, line
     numbers and ragged rows; return the number of chunks."""
