@@ -88,3 +88,44 @@ def test_sigterm_stops_an_audit_cleanly(tmp_path: Path) -> None:
     assert "interrupted" in err
     # the folder the audit created is removed with everything in it
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_workers_exit_when_the_audit_is_killed(tmp_path: Path) -> None:
+    """SIGKILL (the OOM killer) gives the audit no chance to clean up: its worker processes
+    must notice on their own that it is gone, exit, and take the scratch data with them."""
+    psutil = pytest.importorskip("psutil")
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.make_export import generate
+
+    export = tmp_path / "big.csv"
+    generate(export, 200_000, seed=5)  # above 8 MB: interpreted by worker processes
+    out = tmp_path / "audit"
+    code = "import sys, labinterp; labinterp.audit(sys.argv[1], sys.argv[2], workers=2)"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(export), str(out)], cwd=ROOT)
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    workers: list = []
+    while len(workers) < 2 or not list(out.glob(".labinterp-audit-*")):
+        if proc.poll() is not None:
+            pytest.skip("the audit finished before it could be killed")
+        assert time.monotonic() < deadline, "the workers did not start"
+        time.sleep(0.02)
+        workers = parent.children()
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [w for w in alive if _running(w, psutil)]
+    for w in alive:  # never leave them behind, even when the test fails
+        w.kill()
+    assert not alive, "worker processes outlived the killed audit"
+    assert not list(out.glob(".labinterp-audit-*")), "the scratch data outlived the audit"
+
+
+def _running(process: object, psutil: object) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE  # type: ignore[attr-defined]
+    except psutil.NoSuchProcess:  # type: ignore[attr-defined]
+        return False
