@@ -90,6 +90,28 @@ CASES: dict[str, tuple[list, list]] = {
         [(VD, "<8", 0), (MG, "1.6", 3)],
         [{"rule_id": "vitamin_d_resistance", "status": "fired", "tier": "single"}],
     ),
+    "P2-rose-later": (  # a low D with a low Mg, then a sufficient D months later
+        [(VD, "12", 0), (MG, "1.4", 0), (VD, "45", 150), (MG, "2.1", 150)],
+        [
+            {
+                "rule_id": "vitamin_d_resistance",
+                "status": "fired",
+                "tier": "single",
+                "caveats": "vitamin_d_rose_later",
+            }
+        ],
+    ),
+    "C-shpt-calcium-high": (  # raised PTH, low D and a high Ca: the primary picture
+        [(PTH, "180", 0), (VD, "15", 0), (CA, "11.8", 0), (MG, "2.0", 0)],
+        [
+            {
+                "rule_id": "secondary_hyperparathyroidism",
+                "kind": "context",
+                "status": "fired",
+                "caveats": "calcium_high",
+            }
+        ],
+    ),
     "G-edta": (
         [(K, "7.9", 0), (CA, "5.1", 0), (MG, "1.2", 0)],
         [
@@ -326,6 +348,11 @@ def test_patterns_tiers_guards_and_honest_wording_in_html() -> None:
     # is about the latest result of each test, so it does not ask to call today
     assert "far from the range" not in html("P1-supported")
     assert "resistance" not in html("P2-serial").lower().replace("vitamin_d_resistance", "")
+    assert "not low any more" in html("P2-rose-later")
+    assert "ya no estaba bajo" in html("P2-rose-later", "es")
+    assert "not going up" not in html("P2-rose-later")
+    assert "high calcium can have other causes" in html("C-shpt-calcium-high")
+    assert "otras causas" in html("C-shpt-calcium-high", "es")
     assert "two different results" in html("C-conflict")
     assert "dos resultados distintos" in html("C-conflict", "es")
     assert "two different results" not in html("P1-supported")
