@@ -474,6 +474,9 @@ def _output_folder(output_dir: Path) -> Iterator[Path]:
     _remove_stale_scratch(output_dir)
     try:  # the pid in the name tells a later audit whether this one is still running
         work = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH}{os.getpid()}-", dir=output_dir))
+        # absolute: its paths go to worker processes, and a Dask worker runs in a folder
+        # of its own (not resolved: a link in the path the workers mount stays a link)
+        work = work.absolute()
     except OSError as exc:
         raise OutputError(
             f"cannot write in the output folder '{output_dir}' ({exc.strerror}).",
@@ -523,6 +526,10 @@ def audit(
             f"unknown vitamin D guideline '{vitamin_d_guideline}'.",
             fix=f"use one of: {', '.join(sorted(GUIDELINES))}.",
         )
+    if engine == "dask" and isinstance(scheduler, str):
+        from labinterp.audit.dask_engine import check_address
+
+        check_address(scheduler)  # before any input is read
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     files = expand_paths(paths)

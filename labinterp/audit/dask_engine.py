@@ -43,21 +43,53 @@ def _process_partition(df: Any, parts: str, tag: str, guideline: str) -> BucketS
     )
 
 
-@contextlib.contextmanager
-def _client(scheduler: Any) -> Iterator[Any]:
+def _distributed() -> Any:
     try:
-        from distributed import Client, LocalCluster
+        import distributed
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise LabinterpError(
             "the Dask engine needs the 'dask' extra.",
             fix="pip install 'labinterp[dask]', or use --engine local.",
         ) from exc
+    return distributed
+
+
+_ADDRESS_FIX = (
+    "give the scheduler's address with its port, e.g. tcp://host:8786 (what "
+    "`dask scheduler` prints as 'Scheduler at')."
+)
+
+
+def _bad_address(address: str, exc: Exception) -> LabinterpError:
+    return LabinterpError(f"'{address}' is not a Dask scheduler address ({exc}).", fix=_ADDRESS_FIX)
+
+
+def check_address(address: str) -> None:
+    """Raise a usage error for a scheduler address Dask cannot parse ("bogus", a missing
+    port, an unknown scheme), before the audit reads anything."""
+    _distributed()
+    from distributed.comm.addressing import get_address_host_port
+
+    try:
+        get_address_host_port(address)
+    except ValueError as exc:
+        raise _bad_address(address, exc) from exc
+    except NotImplementedError:  # a transport without host and port (inproc://): Dask's call
+        pass
+
+
+@contextlib.contextmanager
+def _client(scheduler: Any) -> Iterator[Any]:
+    distributed = _distributed()
+    Client, LocalCluster = distributed.Client, distributed.LocalCluster
     if scheduler is not None and not isinstance(scheduler, str):
         yield scheduler  # an existing Client
         return
     if scheduler:
         try:
             client = Client(scheduler, timeout="20s")
+        except ValueError as exc:  # an address Dask cannot parse
+            raise _bad_address(scheduler, exc) from exc
         except OSError as exc:
             raise LabinterpError(
                 f"cannot reach the Dask scheduler at '{scheduler}'.",
