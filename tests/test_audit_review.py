@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import labinterp
@@ -56,3 +57,34 @@ def test_a_malformed_scheduler_address_is_a_usage_error(tmp_path: Path, address:
     done = _cli("audit", str(SAMPLE), "-o", str(tmp_path / "out"), "--scheduler", address)
     assert done.returncode == 2, done.stderr
     assert "bug" not in done.stderr
+
+
+# --- #5: follow-up ------------------------------------------------------------------------
+
+
+def test_a_later_result_without_a_value_is_not_a_follow_up(tmp_path: Path) -> None:
+    """A repeat Mg the lab could not report (hemolysed) is the case that still needs one."""
+    export = tmp_path / "fu.csv"
+    export.write_text(
+        HEADER + "P1,2024-03-04 08:00,Magnesium,0.5,mmol/L\n"
+        "P1,2024-03-04 08:00,Calcium ionized,0.9,mmol/L\n"
+        "P1,2024-03-06 08:00,Magnesium,UNABLE TO REPORT DUE TO HEMOLYSIS,mmol/L\n"
+        "P2,2024-03-04 08:00,Magnesium,0.5,mmol/L\n"
+        "P2,2024-03-04 08:00,Calcium ionized,0.9,mmol/L\n"
+        "P2,2024-03-05 08:00,Magnesium,UNABLE TO REPORT,mmol/L\n"
+        "P2,2024-03-07 08:00,Magnesium,<0.4,mmol/L\n",
+        encoding="utf-8",
+    )
+    summary = labinterp.audit(export, tmp_path / "out")
+    findings = pd.read_csv(tmp_path / "out" / "findings.csv")
+    row = findings.set_index(["patient_id", "rule_id"]).loc[
+        lambda f: f.index.get_level_values(1) == "hypomagnesemia_hypocalcemia"
+    ]
+    assert row.loc[("P1", "hypomagnesemia_hypocalcemia"), "status"] == "fired"
+    assert not row.loc[("P1", "hypomagnesemia_hypocalcemia"), "followed_up"]
+    assert pd.isna(row.loc[("P1", "hypomagnesemia_hypocalcemia"), "follow_up_at"])
+    # a censored result ("<0.4") is a value: the first later one with a value counts
+    assert row.loc[("P2", "hypomagnesemia_hypocalcemia"), "followed_up"]
+    assert row.loc[("P2", "hypomagnesemia_hypocalcemia"), "follow_up_at"] == "2024-03-07T08:00:00"
+    counts = summary["follow_up"]["hypomagnesemia_hypocalcemia"]
+    assert (counts["followed_up"], counts["not_followed_up"]) == (1, 1)

@@ -183,8 +183,9 @@ _NAT = np.iinfo("int64").min  # NaT as int64 nanoseconds
 
 def with_follow_up(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     """`collapsed` with followed_up and follow_up_at: for each fired row of a rule in
-    follow_up.toml, whether the patient has a result of one of its analytes collected after
-    the latest result the finding cites (evidence_at), and the time of the first one.
+    follow_up.toml, whether the patient has a result with a value (exact or censored, not
+    a text-only result) of one of its analytes collected after the latest result the
+    finding cites (evidence_at), and the time of the first one.
     Not after the episode's end: an episode of daily results can run for weeks, and the
     repeat tests a finding called for are then inside it. `results` holds every result
     of the patients in `collapsed` (one bucket or partition)."""
@@ -210,7 +211,12 @@ def with_follow_up(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFra
         names = sorted({a for analytes in rules.values() for a in analytes})
         analyte = _position(_arrow_text(results["analyte"]), pa.array(names, pa.string()))
         result_t = results["collected_at"].to_numpy(dtype="datetime64[ns]").view("int64")
-        candidates = np.flatnonzero((result_pat >= 0) & (analyte >= 0) & (result_t != _NAT))
+        # a result with a value: a repeat the lab could not report ("UNABLE TO REPORT DUE
+        # TO HEMOLYSIS") is the case that still needs one
+        valued = results["value"].notna().to_numpy(dtype=bool, na_value=False)
+        candidates = np.flatnonzero(
+            (result_pat >= 0) & (analyte >= 0) & (result_t != _NAT) & valued
+        )
         result_pat, analyte, result_t = (
             result_pat[candidates],
             analyte[candidates],
