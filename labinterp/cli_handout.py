@@ -23,6 +23,17 @@ from labinterp.readers.sniff import expand_paths
 log = logging.getLogger("labinterp")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more (a usage error otherwise, exit 2)."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not '{text}'")
+    return number
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "handout",
@@ -56,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     p.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="processes for --all (default: all cores)",

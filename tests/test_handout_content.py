@@ -315,3 +315,16 @@ def test_large_print_enlarges_chart_labels_and_keeps_each_urgent_line_whole(tmp_
     # the box itself may break, so that it starts on page 1 in large print (test_handout_review)
     assert re.search(r"\.urgent li \{[^}]*break-inside: avoid", css)
     assert not re.search(r"\.urgent \{[^}]*break-inside: avoid", css)
+
+
+def test_the_api_takes_what_read_returns_and_workers_must_be_positive(capsys) -> None:
+    """render_handout takes a `labinterp.read` result as `interpret` does; --workers 0 is
+    a usage error, not a silent default."""
+    import labinterp
+    from labinterp.cli import main
+
+    result = labinterp.read(SAMPLE)
+    pdf = labinterp.render_handout(result, labinterp.interpret(result), "DEMO-001")
+    assert pdf.startswith(b"%PDF")
+    assert main(["handout", str(SAMPLE), "--all", "-o", "unused", "--workers", "0"]) == 2
+    assert "1 or more" in capsys.readouterr().err

@@ -67,21 +67,17 @@ def load_inputs(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Accept RESULTS/FINDINGS frames, or exports (a path or a list of paths) that are read
     (with `mapping` and `date_format`, as for `labinterp.read`) and interpreted (with
-    `vitamin_d_guideline`, as for `labinterp.interpret`)."""
-    if not isinstance(results, pd.DataFrame):
-        from labinterp.reading import read
+    `vitamin_d_guideline`, as for `labinterp.interpret`). A `labinterp.read` result
+    counts as its RESULTS table, as `labinterp.interpret` takes it."""
+    from labinterp.interpret import interpret_results
+    from labinterp.reading import ReadResult, read
 
+    if isinstance(results, ReadResult):
+        results = results.results
+    elif not isinstance(results, pd.DataFrame):
         results = read(results, mapping=mapping, date_format=date_format).results
         findings = None
     if findings is None:
-        try:
-            from labinterp.interpret import interpret_results
-        except ImportError as exc:
-            raise LabinterpError(
-                "the pattern engine is not available in this build, so an export file cannot "
-                "be interpreted for a handout.",
-                fix="pass RESULTS and FINDINGS tables to the Python API instead.",
-            ) from exc
         findings = interpret_results(results, vitamin_d_guideline=vitamin_d_guideline)
     if not isinstance(findings, pd.DataFrame):
         raise LabinterpError("findings must be a FINDINGS table when results is a table.")
