@@ -2473,14 +2473,10 @@ def _other_unit_verdict(analyte: str, number: float, unit: str) -> tuple[str, st
 
 @cache
 def _adult_range(analyte: str) -> tuple[float, float] | None:
-    """The bundled adult range for any sex, in the canonical unit (NaN for a missing limit)."""
+    """The bundled adult range for any sex, in the canonical unit (NaN for a missing limit):
+    the row open to every age above its own lowest (fallback_ranges.csv says from which)."""
     for fb in fallback_ranges():
-        if (
-            fb.canonical
-            and fb.analyte == analyte
-            and fb.sex == "any"
-            and fb.age_min in (None, 18.0)
-        ):
+        if fb.canonical and fb.analyte == analyte and fb.sex == "any" and fb.age_max is None:
             low = np.nan if fb.low is None else fb.low
             high = np.nan if fb.high is None else fb.high
             return (low, high)
