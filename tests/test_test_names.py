@@ -27,6 +27,9 @@ from labinterp.test_names import read_test_name, unit_in_test_name
         ("VITAMIN D, 25-HYDROXY, TOTAL", "vitamin_d_25oh"),
         ("Vitamin D 25 Hydroxy Total (D2+D3)", "vitamin_d_25oh"),
         ("25-OH Vitamin D (Total)", "vitamin_d_25oh"),
+        ("VITAMIN D,25-OH,TOTAL,IA", "vitamin_d_25oh"),  # the method named after it
+        ("25-OH Vitamin D (LC-MS/MS)", "vitamin_d_25oh"),
+        ("Magnesium, serum (ICP-MS)", "magnesium"),
         ("Calcium, Ionized (iCa)", "calcium_ionized"),
         ("Calcium (Corrected)", "calcium_corrected"),  # a bracketed word that matters stays
         ("eGFR (CKD-EPI 2021)", "egfr"),
