@@ -328,3 +328,17 @@ def test_the_api_takes_what_read_returns_and_workers_must_be_positive(capsys) ->
     assert pdf.startswith(b"%PDF")
     assert main(["handout", str(SAMPLE), "--all", "-o", "unused", "--workers", "0"]) == 2
     assert "1 or more" in capsys.readouterr().err
+
+
+def test_a_range_is_written_with_the_decimal_comma_of_its_value(tmp_path) -> None:
+    """A lab that writes "0,55" gets its range as "0,7-1", not "0.7-1", on the same line."""
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "patient_id;collected_at;test;result;unit;range\n"
+        "H-1;2024-01-15 08:00;Magnesio;0,55;mmol/L;0,70 - 1,00\n"
+        "H-1;2024-01-15 08:00;Potasio;4;mmol/L;3,5 - 5,1\n",
+        encoding="utf-8",
+    )
+    html = _html(_context(path, "H-1", "es"))
+    assert "Rango: 0,7–1 mmol/L" in html
+    assert "Rango: 3.5–5.1 mmol/L" in html  # a whole-number value shows no way of its own

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -98,6 +99,17 @@ def nfc(value: Any) -> str:
     if isinstance(value, float) and math.isnan(value):
         return ""
     return unicodedata.normalize("NFC", str(value)).translate(BIDI_CONTROLS)
+
+
+_COMMA_DECIMAL = re.compile(r"[<>=≤≥\s]*-?\d+,\d+")
+
+
+def _like_value(number_text: str, value_text: str) -> str:
+    """`number_text` ("0.7") written with a decimal comma ("0,7") where the lab's value on
+    the same line is ("0,55"): one line, one way of writing decimals."""
+    if _COMMA_DECIMAL.fullmatch(value_text.strip()):
+        return number_text.replace(".", ",")
+    return number_text
 
 
 def _num(value: Any) -> float | None:
@@ -314,6 +326,9 @@ def _result_dict(row: Row, grader: Grader | None, lang: str = "en") -> dict[str,
         "status": status,
         "low_text": fmt_number(low),
         "high_text": fmt_number(high),
+        # the range as the line shows it: with the decimal comma the lab's value has
+        "low_shown": _like_value(fmt_number(low), value_text),
+        "high_shown": _like_value(fmt_number(high), value_text),
         "range_unit": range_unit,
         "range_origin": nfc(row.get("range_origin")) or "unknown",
         "comment": nfc(row.get("comment")),
