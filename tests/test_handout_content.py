@@ -342,3 +342,14 @@ def test_a_range_is_written_with_the_decimal_comma_of_its_value(tmp_path) -> Non
     html = _html(_context(path, "H-1", "es"))
     assert "Rango: 0,7–1 mmol/L" in html
     assert "Rango: 3.5–5.1 mmol/L" in html  # a whole-number value shows no way of its own
+
+
+def test_a_vitamin_d_low_by_the_lab_range_but_not_by_the_pattern_is_explained(sample) -> None:
+    """DEMO-012's 24 ng/mL is low by the lab's 30-100 but not below the IOM cut-off the
+    vitamin D pattern uses (20 ng/mL): the sheet says why it is low yet 'not seen'."""
+    for lang, words in (
+        ("en", "Your lab marks your vitamin D as low"),
+        ("es", "marca su vitamina D"),
+    ):
+        assert words in _sample_html(sample, "DEMO-012", lang)
+        assert words not in _sample_html(sample, "DEMO-001", lang)

@@ -924,6 +924,11 @@ def context_from_rows(
         "preliminary_results": any(
             "preliminary_result" in f["caveats"] for f in (*patterns, *guards, *context_rules)
         ),
+        # a vitamin D the lab marks low: the vitamin D pattern judges it by a guideline's
+        # cut-off, lower than the ranges labs print (CLINICAL.md sec. 4), which the sheet says
+        "vitamin_d_low_by_lab": any(
+            r["status"] == "low" for r in latest_of.get("vitamin_d_25oh", [])
+        ),
         "urgent": urgent,
         "urgent_more": urgent_more,
         "urgent_findings": urgent_findings,
