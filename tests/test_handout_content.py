@@ -353,3 +353,26 @@ def test_a_vitamin_d_low_by_the_lab_range_but_not_by_the_pattern_is_explained(sa
     ):
         assert words in _sample_html(sample, "DEMO-012", lang)
         assert words not in _sample_html(sample, "DEMO-001", lang)
+
+
+def test_characters_no_installed_font_draws_are_warned_of_without_the_id(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    """A patient id in a script the machine has no font for prints as empty boxes: the
+    run says how many handouts, never which ids."""
+    from labinterp.handout import fonts
+
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "patient_id,collected_at,test,result,unit,range\n"
+        "Ωμέγα-7,2024-03-01 08:00,Magnesium,1.2,mg/dL,1.6-2.6\n"
+        "P-2,2024-03-01 08:00,Magnesium,1.2,mg/dL,1.6-2.6\n",
+        encoding="utf-8",
+    )
+    with caplog.at_level("WARNING"):
+        render_handout(path, None, "P-2")
+    assert "no installed font" not in caplog.text  # Latin: the bundled fonts hold it
+    monkeypatch.setattr(fonts, "_drawable", lambda char: False)  # a machine without Greek
+    with caplog.at_level("WARNING"):
+        render_handout(path, None, "Ωμέγα-7")
+    assert "1 handout holds characters" in caplog.text and "Ωμέγα" not in caplog.text

@@ -20,6 +20,7 @@ import pandas as pd
 from labinterp import atomic, schema
 from labinterp.errors import LabinterpError, OutputError
 from labinterp.grading import ctcae_grade
+from labinterp.handout import fonts
 from labinterp.handout.context import (
     Grader,
     Row,
@@ -140,7 +141,41 @@ def render_handout(
     pdf = shared_renderer().render(ctx)
     if output is not None:
         atomic.write_bytes(output, pdf)
+    mine = res[res["patient_id"] == patient_id]
+    _warn_undrawable(
+        _undrawable(
+            patient_id, [{str(k): v for k, v in r.items()} for r in mine.to_dict("records")]
+        )
+    )
     return pdf
+
+
+# The texts of a patient's rows a handout prints as the export holds them.
+_PRINTED_AS_IS = ("comment", "value_raw", "text_result", "unit_raw")
+
+
+def _undrawable(patient_id: str, rows: list[Row]) -> int:
+    """1 if the handout of `patient_id` prints a character no installed font can draw (in
+    the id or a lab's own text), else 0."""
+    texts = [
+        patient_id,
+        *(str(r[k]) for r in rows for k in _PRINTED_AS_IS if isinstance(r.get(k), str)),
+    ]
+    return int(any(fonts.undrawable(t) for t in texts))
+
+
+def _warn_undrawable(count: int) -> None:
+    """Say (without the ids) how many handouts print empty boxes for missing glyphs."""
+    if count:
+        noun = "handout holds" if count == 1 else "handouts hold"
+        log.warning(
+            "%d %s characters (in a patient id or a lab's text) that no installed font can"
+            " draw: they print as empty boxes. Install a font for that script (Debian:"
+            " fonts-noto-cjk for Chinese, Japanese and Korean; fonts-noto-color-emoji)"
+            " and render again.",
+            count,
+            noun,
+        )
 
 
 def handout_name(index: int) -> str:
@@ -380,6 +415,7 @@ def render_batch(
         chunks = [tasks[i : min(i + chunk, head)] for i in range(0, head, chunk)]
         chunks += [[task] for task in tasks[head:]]
         _render_parallel(chunks, options, n_workers, limit, _no_hb_subset, finished)
+    _warn_undrawable(sum(_undrawable(pid, res_rows[pid]) for pid in patient_ids))
     index = pd.DataFrame(
         {"file": [names[p] for p in patient_ids], "patient_id": patient_ids}, dtype="string"
     )

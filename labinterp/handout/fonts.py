@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import re
 from functools import cache
+from typing import Any
 
 FAMILY = "DejaVu Sans"
 # Served file name -> fontconfig style of the system font it is cut from.
@@ -97,3 +98,67 @@ def font_file(name: str) -> bytes | None:
     except (OSError, TTLibError, KeyError, ValueError):
         return None
     return out.getvalue()
+
+
+@cache
+def _fontconfig() -> Any:
+    """libfontconfig through ctypes, with the few calls a charset query needs; None where
+    it cannot be loaded (nothing is then said about missing characters)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("fontconfig")
+    try:
+        fc = ctypes.CDLL(name or "libfontconfig.so.1")
+    except OSError:
+        return None
+    pointer = ctypes.c_void_p
+    for call, result, args in (
+        ("FcPatternCreate", pointer, []),
+        ("FcPatternDestroy", None, [pointer]),
+        ("FcCharSetCreate", pointer, []),
+        ("FcCharSetDestroy", None, [pointer]),
+        ("FcCharSetAddChar", ctypes.c_int, [pointer, ctypes.c_uint32]),
+        ("FcPatternAddCharSet", ctypes.c_int, [pointer, ctypes.c_char_p, pointer]),
+        ("FcObjectSetBuild", pointer, [ctypes.c_char_p, pointer]),
+        ("FcObjectSetDestroy", None, [pointer]),
+        ("FcFontList", pointer, [pointer, pointer, pointer]),
+        ("FcFontSetDestroy", None, [pointer]),
+    ):
+        function = getattr(fc, call)
+        function.restype, function.argtypes = result, args
+    return fc
+
+
+@cache
+def _drawable(char: str) -> bool:
+    """Whether any installed font has a glyph for `char` (fontconfig's list of the fonts
+    whose charset holds it); True when fontconfig cannot be asked."""
+    import ctypes
+
+    fc = _fontconfig()
+    if fc is None:
+        return True
+    pattern, charset = fc.FcPatternCreate(), fc.FcCharSetCreate()
+    objects = fc.FcObjectSetBuild(b"family", None)
+    try:
+        fc.FcCharSetAddChar(charset, ord(char))
+        fc.FcPatternAddCharSet(pattern, b"charset", charset)
+        fonts = fc.FcFontList(None, pattern, objects)
+        if not fonts:
+            return True
+        count = ctypes.cast(fonts, ctypes.POINTER(ctypes.c_int))[0]  # FcFontSet.nfont
+        fc.FcFontSetDestroy(fonts)
+        return count > 0
+    finally:
+        fc.FcObjectSetDestroy(objects)
+        fc.FcCharSetDestroy(charset)
+        fc.FcPatternDestroy(pattern)
+
+
+def undrawable(text: str) -> bool:
+    """Whether `text` holds a character no installed font can draw: the PDF would show an
+    empty box for it (a patient id in a script the machine has no font for)."""
+    if covers(text):
+        return False
+    return any(not _drawable(c) for c in set(text) if not c.isspace() and c.isprintable())
