@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 import labinterp
@@ -88,3 +90,55 @@ def test_a_later_result_without_a_value_is_not_a_follow_up(tmp_path: Path) -> No
     assert row.loc[("P2", "hypomagnesemia_hypocalcemia"), "follow_up_at"] == "2024-03-07T08:00:00"
     counts = summary["follow_up"]["hypomagnesemia_hypocalcemia"]
     assert (counts["followed_up"], counts["not_followed_up"]) == (1, 1)
+
+
+# --- findings columns shared with the API and `interpret --format csv` -----------------------
+
+
+def test_audit_findings_have_the_shared_columns_first(tmp_path: Path) -> None:
+    """DESIGN.md: the findings table has the same columns everywhere. The audit's file has
+    them all, in the same order, with its own columns after them; each row's note and
+    evidence_json are those of the episode the row represents, as the API gives them."""
+    from labinterp import schema
+    from labinterp.interpret import evidence_json_text
+
+    labinterp.audit(SAMPLE, tmp_path / "out")
+    shared = list(schema.FINDINGS)
+    extra = ["episodes", "episodes_fired", "followed_up", "follow_up_at"]
+    csv = pd.read_csv(tmp_path / "out" / "findings.csv", dtype=str, keep_default_na=False)
+    parquet = pq.read_table(tmp_path / "out" / "findings.parquet")
+    assert list(csv.columns) == shared + extra
+    assert parquet.column_names == shared + extra
+    assert parquet.schema.field("evidence_json").type == schema.EVIDENCE.pyarrow_dtype
+
+    # the episode each row shows, found in the API's findings by its identifying columns
+    api = labinterp.interpret(SAMPLE)
+    keys = ["patient_id", "rule_id", "status", "tier", "evidence"]
+    api_csv = pd.read_csv(
+        io.StringIO(_cli("interpret", str(SAMPLE), "--format", "csv").stdout),
+        dtype=str,
+        keep_default_na=False,
+    )
+    want = api_csv.drop_duplicates(keys).set_index(keys)
+    got = csv.set_index(keys)
+    assert got.index.isin(want.index).all()
+    assert (got["note"] == want.loc[got.index, "note"]).all()
+    assert (got["evidence_json"] == want.loc[got.index, "evidence_json"]).all()
+    assert (got["evidence_json"].str.startswith("[")).all()
+    fired = csv[csv["status"] == "fired"]
+    assert len(fired) and (fired["note"] != "").all()
+    # the nested records in Parquet are the API's records
+    by_key = api.drop_duplicates(keys).set_index(keys)
+    records = dict(
+        zip(
+            parquet.select(keys).to_pandas().itertuples(index=False, name=None),
+            parquet.column("evidence_json").to_pylist(),
+            strict=True,
+        )
+    )
+    for key in fired.set_index(keys).index[:20]:
+        assert records[key] == by_key.loc[key, "evidence_json"]
+    # and pandas reads the file back (the nested column as objects)
+    assert len(pd.read_parquet(tmp_path / "out" / "findings.parquet")) == len(csv)
+    text = evidence_json_text(pd.Series(pd.arrays.ArrowExtensionArray(parquet["evidence_json"])))
+    assert text.tolist() == csv["evidence_json"].tolist()

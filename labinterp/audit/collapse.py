@@ -27,30 +27,18 @@ from labinterp.rules.common import rank_of
 
 # The collapsed findings table written as findings.csv / findings.parquet: one row per
 # patient x rule. The chosen episode is the worst status, then the best tier, then the
-# latest episode, so the row shows what a reviewer should look at first.
-AUDIT_FINDINGS: dict[str, str] = {
-    "patient_id": schema.STR,
-    "rule_id": schema.STR,
-    "kind": schema.STR,
-    "status": schema.STR,
-    "tier": schema.STR,
-    "grade": "Int64",
-    "episode_start": "datetime64[ns]",
-    "episode_end": "datetime64[ns]",
-    "evidence_at": "datetime64[ns]",  # the latest result the chosen episode's evidence cites
+# latest episode, so the row shows what a reviewer should look at first. Its columns are
+# the findings table's (the same everywhere, DESIGN.md: the Python API, `interpret
+# --format csv|json`), those of the chosen episode, then the audit's own.
+AUDIT_COLUMNS: dict[str, str] = {
     "episodes": "Int64",  # episodes of this patient x rule in the input
     "episodes_fired": "Int64",
     # fired rows of the rules in follow_up.toml: was a test repeated after evidence_at
     # (missing for other rows, and for undated evidence), and when first
     "followed_up": "boolean",
     "follow_up_at": "datetime64[ns]",
-    "evidence": schema.STR,  # key values with units of the chosen episode
-    "range_origin": schema.STR,
-    "missing_inputs": schema.STR,
-    "suppressed_by": schema.STR,
-    "caveats": schema.STR,
-    "citations": schema.STR,
 }
+AUDIT_FINDINGS: dict[str, str] = {**schema.FINDINGS, **AUDIT_COLUMNS}
 
 # Status severity for collapsing: a finding outranks a veto, a veto outranks "cannot tell".
 STATUS_RANK = {"fired": 3, "suppressed": 2, "indeterminate": 1, "not_fired": 0}

@@ -287,12 +287,8 @@ def _bucket_job(
         parts,
         tag,
         deduplicate=deduplicate,
-        # the audit's outputs keep the readable evidence only
         interpret_results=functools.partial(
-            interpret_results,
-            threads=threads,
-            evidence_json=False,
-            vitamin_d_guideline=guideline,
+            interpret_results, threads=threads, vitamin_d_guideline=guideline
         ),
     )
 

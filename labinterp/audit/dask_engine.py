@@ -36,10 +36,7 @@ def _process_partition(df: Any, parts: str, tag: str, guideline: str) -> BucketS
         Path(parts),
         tag,
         deduplicate=deduplicate,
-        # the audit's outputs keep the readable evidence only
-        interpret_results=functools.partial(
-            interpret_results, evidence_json=False, vitamin_d_guideline=guideline
-        ),
+        interpret_results=functools.partial(interpret_results, vitamin_d_guideline=guideline),
     )
 
 
