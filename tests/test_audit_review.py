@@ -142,3 +142,57 @@ def test_audit_findings_have_the_shared_columns_first(tmp_path: Path) -> None:
     assert len(pd.read_parquet(tmp_path / "out" / "findings.parquet")) == len(csv)
     text = evidence_json_text(pd.Series(pd.arrays.ArrowExtensionArray(parquet["evidence_json"])))
     assert text.tolist() == csv["evidence_json"].tolist()
+
+
+# --- #7: provenance in summary.json -----------------------------------------------------
+
+
+def test_summary_records_the_options_and_every_reference_file(tmp_path: Path) -> None:
+    """Two audits whose findings differ by --date-format or --mapping, or by a reference
+    table (analytes.csv molar masses, unit aliases), must not have the same provenance."""
+    import hashlib
+
+    from labinterp.resources import data_dir
+
+    export = tmp_path / "df.csv"
+    export.write_text(
+        "pid,collected_at,test,result,unit\n"
+        "P1,03/04/2024 08:00,Magnesium,0.5,mmol/L\n"
+        "P1,03/05/2024 08:00,Calcium ionized,0.9,mmol/L\n",
+        encoding="utf-8",
+    )
+    mapping = tmp_path / "site.toml"
+    mapping.write_text('[columns]\npatient_id = "pid"\n', encoding="utf-8")
+    us = labinterp.audit(export, tmp_path / "us", date_format="%m/%d/%Y %H:%M", mapping=mapping)
+    eu = labinterp.audit(export, tmp_path / "eu", date_format="%d/%m/%Y %H:%M", mapping=mapping)
+    assert us["options"]["date_format"] == "%m/%d/%Y %H:%M"
+    assert eu["options"]["date_format"] == "%d/%m/%Y %H:%M"
+    assert us["options"]["mapping"] == {
+        "file": "site.toml",  # the name only: no path of this machine
+        "sha256": hashlib.sha256(mapping.read_bytes()).hexdigest(),
+    }
+    assert us["options"]["vitamin_d_guideline"] == "iom2011"
+    header = (tmp_path / "us" / "report.html").read_text(encoding="utf-8").split("</header>")[0]
+    assert "site.toml" in header and "%m/%d/%Y %H:%M" in header
+
+    reference = data_dir("reference_ranges")
+    files = us["ruleset"]["reference_files"]
+    on_disk = sorted(
+        p.relative_to(reference).as_posix()
+        for p in reference.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(reference).parts)
+        and "__pycache__" not in p.parts
+    )
+    assert sorted(files) == on_disk
+    for name in ("analytes.csv", "unit_aliases.csv", "fallback_ranges.csv", "follow_up.toml"):
+        assert files[name] == hashlib.sha256((reference / name).read_bytes()).hexdigest()
+    assert len(us["ruleset"]["reference_sha256"]) == 64
+    assert us["ruleset"]["reference_sha256"] == eu["ruleset"]["reference_sha256"]
+
+    plain = labinterp.audit(SAMPLE, tmp_path / "plain")
+    assert plain["options"] == {
+        "date_format": None,
+        "mapping": None,
+        "vitamin_d_guideline": "iom2011",
+    }

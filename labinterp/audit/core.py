@@ -580,6 +580,8 @@ def audit(
             vitamin_d_guideline=vitamin_d_guideline,
             timings=timings,
             started=t0,
+            mapping=mapping,
+            date_format=date_format,
         )
     prog.finish()
     return summary

@@ -7,6 +7,7 @@ the run, so the same inputs give the same bytes whichever engine or bucket count
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -34,7 +35,7 @@ from labinterp.audit.collapse import (
 )
 from labinterp.catalog import UNRECOGNISED_STATUS, USABLE_STATUSES
 from labinterp.output import write_csv
-from labinterp.resources import reference_file
+from labinterp.resources import data_dir, reference_file
 
 REJECTED_COLUMNS = (
     "source_file",
@@ -100,16 +101,53 @@ def _readable_pandas_metadata(metadata: dict[bytes, bytes] | None) -> dict[bytes
 
 
 def ruleset() -> dict[str, Any]:
-    """The ruleset version and every parameter used (from the bundled parameter file)."""
+    """The ruleset version and every parameter used (from the bundled parameter file), and
+    the sha256 of every reference file (the tables that change values as well as the
+    rules: molar masses, unit aliases, fallback ranges, follow-up tests), each and
+    combined, so that two audits with the same provenance read with the same tables."""
     path = reference_file("rule_parameters.toml")
     raw = path.read_bytes()
-    import hashlib
-
+    files = reference_hashes()
+    combined = hashlib.sha256(
+        "".join(f"{name}\0{digest}\n" for name, digest in files.items()).encode("utf-8")
+    )
     return {
         "labinterp_version": __version__,
         "parameters_file": path.name,
         "parameters_sha256": hashlib.sha256(raw).hexdigest(),
         "parameters": tomllib.loads(raw.decode("utf-8")),
+        # sha256 of the lines "<file>\0<its sha256>\n" of reference_files, in their order
+        "reference_sha256": combined.hexdigest(),
+        "reference_files": files,
+    }
+
+
+def reference_hashes() -> dict[str, str]:
+    """Every file under reference_ranges/ (its path there, with "/") -> its sha256, sorted
+    by path; hidden files and caches left out."""
+    root = data_dir("reference_ranges")
+    out = {}
+    for path in sorted(root.rglob("*")):
+        parts = path.relative_to(root).parts
+        if not path.is_file() or any(p.startswith(".") or p == "__pycache__" for p in parts):
+            continue
+        out["/".join(parts)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return dict(sorted(out.items()))
+
+
+def options(
+    *, mapping: str | os.PathLike[str] | None, date_format: str | None, vitamin_d_guideline: str
+) -> dict[str, Any]:
+    """The options that change how the inputs are read and interpreted: the mapping file by
+    its name (not its path on this machine) and sha256."""
+    mapping_info = None
+    if mapping is not None:
+        path = Path(mapping)
+        mapping_info = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {
+        "date_format": date_format,
+        "mapping": mapping_info,
+        "vitamin_d_guideline": vitamin_d_guideline,
     }
 
 
@@ -206,6 +244,8 @@ def write_outputs(
     vitamin_d_guideline: str,
     timings: dict[str, float],
     started: float,
+    mapping: str | os.PathLike[str] | None = None,
+    date_format: str | None = None,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     # Every output is written to a staging folder first (in the scratch folder, on the same
@@ -288,6 +328,10 @@ def write_outputs(
         "follow_up": _follow_up(findings),
         "fired_caveats": caveats,
         "ruleset": {**ruleset(), "vitamin_d_guideline": vitamin_d_guideline},
+        # how the inputs were read: the same files with other options give other findings
+        "options": options(
+            mapping=mapping, date_format=date_format, vitamin_d_guideline=vitamin_d_guideline
+        ),
         "inputs": _with_file_balance(ingest.files, rejected),
         "skipped_files": ingest.skipped,
         # "utc": an input printed times with an offset, and every time here is in UTC
