@@ -196,3 +196,56 @@ def test_summary_records_the_options_and_every_reference_file(tmp_path: Path) ->
         "mapping": None,
         "vitamin_d_guideline": "iom2011",
     }
+
+
+# --- #8: rows per file ------------------------------------------------------------------
+
+
+def test_rows_per_file_when_a_name_is_another_plus_a_bracket(tmp_path: Path) -> None:
+    """A workbook's sheets are labelled "book.xlsx[Sheet]"; a file really named
+    "lab.csv[2].csv" is not a sheet of "lab.csv". Rows used are counted per file."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "lab.csv").write_text(
+        HEADER + "P1,2024-03-01 08:30,Magnesium,1.0,mg/dL\nP1,2024-03-01 08:30,Calcium,7.6,mg/dL\n",
+        encoding="utf-8",
+    )
+    (folder / "lab.csv[2].csv").write_text(
+        HEADER + "P2,2024-03-01 08:30,Sodium,140,mmol/L\n"
+        "P2,2024-03-01 08:30,Chloride,100,mmol/L\n"
+        "P2,2024-03-01 08:30,Magnesium,1.0,mg/dL\n"
+        "P2,2024-03-01 08:30,Magnesium,1.0,mg/dL\n",  # a repeat: rejected after reading
+        encoding="utf-8",
+    )
+    summary = labinterp.audit(folder, tmp_path / "out")
+    counts = {
+        f["file"]: (f["rows_in"], f["rows_used"], f["rows_rejected"]) for f in summary["inputs"]
+    }
+    assert counts == {"lab.csv": (2, 2, 0), "lab.csv[2].csv": (4, 1, 3)}
+    assert sum(f["rows_used"] for f in summary["inputs"]) == summary["rows_used"]
+    assert sum(f["rows_rejected"] for f in summary["inputs"]) == summary["rows_rejected"]
+
+
+def test_rows_per_workbook_count_its_sheets(tmp_path: Path) -> None:
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    first = book.active
+    first.title = "Ward A"
+    second = book.create_sheet("Ward B")
+    for sheet, rows in (
+        (first, [("P1", "2024-03-01 08:30", "Magnesium", "0.5", "mmol/L")] * 2),
+        (
+            second,
+            [
+                ("P2", "2024-03-01 08:30", "Magnesium", "0.5", "mmol/L"),
+                ("P2", "2024-03-01 08:30", "Sodium", "140", "mmol/L"),
+            ],
+        ),
+    ):
+        sheet.append(HEADER.strip().split(","))
+        for row in rows:
+            sheet.append(row)
+    book.save(tmp_path / "book.xlsx")
+    summary = labinterp.audit(tmp_path / "book.xlsx", tmp_path / "out")
+    (entry,) = summary["inputs"]
+    assert (entry["rows_in"], entry["rows_used"], entry["rows_rejected"]) == (4, 2, 2)

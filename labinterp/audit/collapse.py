@@ -89,9 +89,13 @@ class BucketStats:
     sample_quality: dict[str, int] = field(default_factory=dict)
     # results used per result status the export gave ("not_given" for none)
     result_status: dict[str, int] = field(default_factory=dict)
+    # results used per source_file label (an input, or a workbook's sheet)
+    used_by_label: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: BucketStats) -> None:
         self.rows_used += other.rows_used
+        for label, n in other.used_by_label.items():
+            self.used_by_label[label] = self.used_by_label.get(label, 0) + n
         for status, n in other.result_status.items():
             self.result_status[status] = self.result_status.get(status, 0) + n
         self.samples += other.samples
@@ -495,6 +499,9 @@ def process_bucket(
     collapsed = with_follow_up(collapse(findings), kept)
     patients = patient_rows(collapsed, kept)
     stats.rows_used = len(kept)
+    if len(kept):
+        for label, n in kept["source_file"].value_counts(dropna=False).items():
+            stats.used_by_label[str(label)] = int(n)
     stats.duplicates = len(dups)
     stats.patients = int(kept["patient_id"].nunique())
     stats.findings_rows = len(findings)

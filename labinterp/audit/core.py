@@ -77,6 +77,9 @@ class Ingest:
     n_buckets: int = 1
     # an input printed collection times with an offset from UTC: times are then in UTC
     utc_times: bool = False
+    # the source_file label of each part of an input (a workbook's sheets are
+    # "book.xlsx[Sheet]") -> the input's position in `files`
+    file_of_label: dict[str, int] = field(default_factory=dict)
 
 
 def sha256_of(path: Path) -> str:
@@ -237,6 +240,7 @@ def _ingest(
             medication_records = 0
             warnings: dict[str, None] = {}  # in the order found, each once
             for batch in itertools.chain([] if first is None else [first], batches):
+                ingest.file_of_label[batch.files[0].name] = len(ingest.files)
                 ingest.rows_in += int(batch.rows_in)
                 results = schema.conform(batch.results, schema.RESULTS)
                 ingest.utc_times = ingest.utc_times or times_in_utc(results)

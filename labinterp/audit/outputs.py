@@ -216,21 +216,30 @@ def _fired_caveats(findings: pa.Table) -> dict[str, dict[str, int]]:
     return out
 
 
-def _with_file_balance(files: list[dict[str, Any]], rejected: pa.Table) -> list[dict[str, Any]]:
-    """Each input file's entry with its rows used and rejected, so a reviewer can check
-    rows_in = rows_used + rows_rejected file by file (a workbook's sheets, labelled
-    "file.xlsx[Sheet]" in the rejected rows, count for their file)."""
-    per_label: dict[str, int] = {}
+def _with_file_balance(
+    files: list[dict[str, Any]],
+    rejected: pa.Table,
+    used_by_label: dict[str, int],
+    file_of_label: dict[str, int],
+) -> list[dict[str, Any]]:
+    """Each input file's entry with its rows used and rejected, each counted, so a reviewer
+    can check rows_in = rows_used + rows_rejected file by file. A workbook's sheets,
+    labelled "file.xlsx[Sheet]", count for their file through `file_of_label` (from the
+    reading pass), not by their name: "lab.csv[2].csv" may be a file of its own."""
+    used = [0] * len(files)
+    rejected_n = [0] * len(files)
+    for label, n in used_by_label.items():
+        if label in file_of_label:
+            used[file_of_label[label]] += n
     if rejected.num_rows:
         for row in rejected.column("source_file").value_counts().to_pylist():
-            per_label[str(row["values"])] = int(row["counts"])
-    out = []
-    for info in files:
-        label = str(info.get("file", ""))
-        n = sum(c for name, c in per_label.items() if name == label or name.startswith(label + "["))
-        rows_in = int(info.get("rows_in", 0))
-        out.append({**info, "rows_used": rows_in - n, "rows_rejected": n})
-    return out
+            label = str(row["values"])
+            if label in file_of_label:
+                rejected_n[file_of_label[label]] += int(row["counts"])
+    return [
+        {**info, "rows_used": used[i], "rows_rejected": rejected_n[i]}
+        for i, info in enumerate(files)
+    ]
 
 
 def write_outputs(
@@ -332,7 +341,9 @@ def write_outputs(
         "options": options(
             mapping=mapping, date_format=date_format, vitamin_d_guideline=vitamin_d_guideline
         ),
-        "inputs": _with_file_balance(ingest.files, rejected),
+        "inputs": _with_file_balance(
+            ingest.files, rejected, stats.used_by_label, ingest.file_of_label
+        ),
         "skipped_files": ingest.skipped,
         # "utc": an input printed times with an offset, and every time here is in UTC
         "collection_times": "utc" if ingest.utc_times else "as_printed",
