@@ -245,10 +245,10 @@ def test_times_printed_with_an_offset_are_reported_as_utc(tmp_path: Path) -> Non
     alone = labinterp.audit(plain, tmp_path / "plain")
     assert alone["collection_times"] == "as_printed"
     assert "in UTC" not in (tmp_path / "plain" / "report.html").read_text()
-    both = labinterp.audit([plain, offset], tmp_path / "both")
-    assert both["collection_times"] == "utc"
-    assert "Times are in UTC" in (tmp_path / "both" / "report.html").read_text()
-    findings = pd.read_csv(tmp_path / "both" / "findings.csv", dtype=str)
+    only = labinterp.audit(offset, tmp_path / "offset")
+    assert only["collection_times"] == "utc"
+    assert "Times are in UTC" in (tmp_path / "offset" / "report.html").read_text()
+    findings = pd.read_csv(tmp_path / "offset" / "findings.csv", dtype=str)
     assert "2018-05-27T06:21:00" in set(findings["episode_start"])
 
 

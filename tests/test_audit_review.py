@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -249,3 +250,35 @@ def test_rows_per_workbook_count_its_sheets(tmp_path: Path) -> None:
     summary = labinterp.audit(tmp_path / "book.xlsx", tmp_path / "out")
     (entry,) = summary["inputs"]
     assert (entry["rows_in"], entry["rows_used"], entry["rows_rejected"]) == (4, 2, 2)
+
+
+# --- #6: inputs with and without UTC offsets --------------------------------------------
+
+
+def test_inputs_with_and_without_offsets_are_told_apart(tmp_path: Path) -> None:
+    """Only the input that printed offsets is held in UTC: summary.json must not say every
+    time is, and the user is warned once (counts only, no ids, values or names)."""
+    folder = tmp_path / "tz"
+    folder.mkdir()
+    (folder / "a_offset.csv").write_text(
+        HEADER + "P1,2024-03-05T20:00:00-05:00,Magnesium,0.5,mmol/L\n", encoding="utf-8"
+    )
+    (folder / "b_local.csv").write_text(
+        HEADER + "P1,2024-03-03 22:00,Calcium ionized,0.9,mmol/L\n", encoding="utf-8"
+    )
+    done = _cli("audit", str(folder), "-o", str(tmp_path / "out"), "-q")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["collection_times"] == "mixed"
+    times = {f["file"]: f["collection_times"] for f in summary["inputs"]}
+    assert times == {"a_offset.csv": "utc", "b_local.csv": "as_printed"}
+    warnings = [line for line in done.stderr.splitlines() if "UTC" in line]
+    assert len(warnings) == 1, done.stderr
+    for private in ("P1", "0.5", "0.9", "a_offset", "b_local", "2024"):
+        assert private not in done.stderr
+    report = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "Times are in UTC for the inputs that printed them" in report
+
+    # each input alone: no warning
+    alone = _cli("audit", str(folder / "b_local.csv"), "-o", str(tmp_path / "alone"), "-q")
+    assert alone.returncode == 0 and alone.stderr == ""

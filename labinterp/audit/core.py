@@ -13,6 +13,7 @@ import contextlib
 import functools
 import hashlib
 import itertools
+import logging
 import math
 import multiprocessing
 import os
@@ -51,6 +52,8 @@ from labinterp.errors import (
 )
 from labinterp.readers.sniff import display_names, expand_paths
 
+log = logging.getLogger("labinterp")
+
 ENGINES = ("local", "dask")
 
 # Target size of one bucket, in input bytes; a bucket is read whole into memory. Each
@@ -75,8 +78,6 @@ class Ingest:
     rows_in: int = 0
     rejected: int = 0
     n_buckets: int = 1
-    # an input printed collection times with an offset from UTC: times are then in UTC
-    utc_times: bool = False
     # the source_file label of each part of an input (a workbook's sheets are
     # "book.xlsx[Sheet]") -> the input's position in `files`
     file_of_label: dict[str, int] = field(default_factory=dict)
@@ -238,12 +239,13 @@ def _ingest(
                 ingest.skipped.append(bulk.skipped(f, label, exc))
                 continue
             medication_records = 0
+            utc = False  # this input printed times with an offset: they are held in UTC
             warnings: dict[str, None] = {}  # in the order found, each once
             for batch in itertools.chain([] if first is None else [first], batches):
                 ingest.file_of_label[batch.files[0].name] = len(ingest.files)
                 ingest.rows_in += int(batch.rows_in)
                 results = schema.conform(batch.results, schema.RESULTS)
-                ingest.utc_times = ingest.utc_times or times_in_utc(results)
+                utc = utc or times_in_utc(results)
                 writers.write_soon(results)
                 rej = schema.conform(batch.rejected, schema.REJECTED)
                 if len(rej):
@@ -264,7 +266,9 @@ def _ingest(
             # companion list): every batch counts the file's, or its companion's, whole
             info["medication_records"] = medication_records
             info["warnings"] = list(warnings)
+            info["collection_times"] = "utc" if utc else "as_printed"
             ingest.files.append(info)
+        _warn_mixed_times(ingest.files)
         if not ingest.files:
             raise InputFileError(
                 "none of the files found could be read as a lab export "
@@ -277,6 +281,22 @@ def _ingest(
         if rejected_writer is not None:
             rejected_writer.close()
     return ingest, bucket_files
+
+
+def _warn_mixed_times(files: list[dict[str, Any]]) -> None:
+    """Say once when some inputs' times are in UTC and others' as printed: the engine pairs
+    and orders them as one clock, which they may not be (counts only: no names or values)."""
+    utc = sum(f["collection_times"] == "utc" for f in files)
+    if 0 < utc < len(files):
+        log.warning(
+            "the collection times of %d of the %d inputs are in UTC (they were printed with "
+            "an offset from UTC), those of the others as printed, without one: results from "
+            "the two are paired and ordered as if on one clock, which they may not be. "
+            "summary.json says which is which (inputs[].collection_times); export every "
+            "file with offsets, or none, to compare them safely.",
+            utc,
+            len(files),
+        )
 
 
 def _bucket_job(

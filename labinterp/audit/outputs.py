@@ -242,6 +242,11 @@ def _with_file_balance(
     ]
 
 
+def _collection_times(files: list[dict[str, Any]]) -> str:
+    kinds = {f.get("collection_times", "as_printed") for f in files}
+    return "mixed" if len(kinds) > 1 else kinds.pop() if kinds else "as_printed"
+
+
 def write_outputs(
     out: Path,
     work: Path,
@@ -345,8 +350,9 @@ def write_outputs(
             ingest.files, rejected, stats.used_by_label, ingest.file_of_label
         ),
         "skipped_files": ingest.skipped,
-        # "utc": an input printed times with an offset, and every time here is in UTC
-        "collection_times": "utc" if ingest.utc_times else "as_printed",
+        # "utc": every input printed times with an offset, and every time here is in
+        # UTC; "as_printed": none did; "mixed": some did (inputs[].collection_times)
+        "collection_times": _collection_times(ingest.files),
         # samples, and those a lab comment or flag marked (hemolyzed, clotted, ...)
         "sample_quality": {
             "samples": int(stats.samples),

@@ -373,5 +373,6 @@ def render_report(
         **_patient_list(patients),
         "inputs": summary["inputs"],
         "times_utc": summary["collection_times"] == "utc",
+        "times_mixed": summary["collection_times"] == "mixed",
     }
     return _env().get_template("report.html.j2").render(**context)
