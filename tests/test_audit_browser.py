@@ -196,3 +196,25 @@ def test_report_layout_fits_a_phone_and_a_desktop(tmp_path: Path) -> None:
             assert got["card_rows"] >= 2, got
         else:
             assert got["card_rows"] == 1, got
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/system-deps.sh)")
+def test_a_cut_list_counts_every_patient_in_the_browser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A patient left out of a cut list must not look like a patient without findings:
+    the count is out of every patient, and says how many are listed."""
+    from labinterp.audit import report as report_module
+
+    monkeypatch.setattr(report_module, "PATIENT_LIST_MAX", 3)
+    (tmp_path / "export.csv").write_text(SMALL_EXPORT, encoding="utf-8")
+    summary = labinterp.audit(tmp_path / "export.csv", tmp_path / "out")
+    total = summary["patients"]
+    assert total > 3
+    report = tmp_path / "out" / "report.html"
+    tail = f"of {total} patients, the first 3 listed (those with findings first; every patient"
+    _, listed, count = _shown(tmp_path, report, "")
+    assert listed == 3 and count.startswith(f"Shown 3 {tail}")
+    _, _, count = _shown(tmp_path, report, "#q=nobody")
+    assert count.startswith(f"Shown 0 {tail}")

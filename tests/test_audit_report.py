@@ -100,6 +100,9 @@ def test_report_is_self_contained_and_responsive(tmp_path: Path) -> None:
 def test_a_cut_list_says_how_many_it_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(report, "PATIENT_LIST_MAX", 2)
     html = _report(tmp_path)
-    assert "Shown 2 of 2 patients." in html
+    # the count a filter shows is out of every patient, not of those listed
+    assert "Shown 2 of 4 patients, the first 2 listed" in html
+    assert "Shown 2 of 2" not in html
+    assert 'data-total="4"' in html
     assert "The list holds 2 of 4 patients, those with findings first" in html
     assert len(re.findall(r"<tr data-id=", html)) == 2

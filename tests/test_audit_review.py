@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -282,3 +283,63 @@ def test_inputs_with_and_without_offsets_are_told_apart(tmp_path: Path) -> None:
     # each input alone: no warning
     alone = _cli("audit", str(folder / "b_local.csv"), "-o", str(tmp_path / "alone"), "-q")
     assert alone.returncode == 0 and alone.stderr == ""
+
+
+# --- #11, #13, #15: the report's inputs, the output folder ------------------------------
+
+
+def test_report_lists_skipped_files_and_rows_per_file(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "export.csv").write_text(
+        HEADER
+        + "P1,2024-03-01 08:30,Magnesium,0.5,mmol/L\nP1,2024-03-01 08:30,Sodium,140,mmol/L\n",
+        encoding="utf-8",
+    )
+    (folder / "D_ITEMS.csv").write_text("itemid,label\n1,Magnesium\n", encoding="utf-8")
+    summary = labinterp.audit(folder, tmp_path / "out")
+    assert [s["file"] for s in summary["skipped_files"]] == ["D_ITEMS.csv"]
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    inputs = html.split('<section id="inputs">')[1].split("</section>")[0]
+    assert "D_ITEMS.csv" in inputs and summary["skipped_files"][0]["reason"][:30] in inputs
+    assert '<th class="num">used</th>' in inputs and '<th class="num">rejected</th>' in inputs
+    row = re.search(r"<tr><td>export.csv</td>(.*?)</tr>", inputs)
+    assert row
+    numbers = re.findall(r'<td class="num">([\d,]+)</td>', row.group(1))
+    assert numbers[:3] == ["2", "1", "1"]  # rows, used, rejected
+
+
+def test_an_output_path_that_is_a_file(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_text("hi\n", encoding="utf-8")
+    with pytest.raises(LabinterpError, match="is not a folder"):
+        labinterp.audit(SAMPLE, target)
+    assert target.read_text(encoding="utf-8") == "hi\n"
+
+
+def test_an_output_folder_inside_an_input_folder_is_not_read(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "single.csv").write_text(
+        HEADER + "P1,2024-03-01 08:30,Magnesium,0.5,mmol/L\n", encoding="utf-8"
+    )
+    out = folder / "out"
+    first = labinterp.audit(folder, out)
+    (out / "notes.csv").write_text(HEADER + "P9,2024-03-01 08:30,Magnesium,0.5,mmol/L\n")
+    second = labinterp.audit(folder, out)
+    for summary in (first, second):
+        assert [f["file"] for f in summary["inputs"]] == ["single.csv"]
+        assert summary["skipped_files"] == []
+        assert summary["rows_in"] == 1
+    # the same folder named by another spelling of its path
+    third = labinterp.audit(tmp_path / "in" / ".." / "in", out)
+    assert third["rows_in"] == 1
+    # a file in it named directly is read: it was asked for
+    named = labinterp.audit([folder, out / "notes.csv"], out)
+    assert [f["file"] for f in named["inputs"]] == ["notes.csv", "single.csv"]
+    # an output folder that holds every input leaves nothing to read
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "a.csv").write_text(HEADER + "P1,2024-03-01 08:30,Magnesium,0.5,mmol/L\n")
+    with pytest.raises(LabinterpError, match="no export files"):
+        labinterp.audit(only, only)

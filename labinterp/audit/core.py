@@ -47,6 +47,7 @@ from labinterp.errors import (
     ColumnDetectionError,
     DamagedFileError,
     InputFileError,
+    InputNotFoundError,
     LabinterpError,
     OutputError,
 )
@@ -283,6 +284,36 @@ def _ingest(
     return ingest, bucket_files
 
 
+def _without_outputs(
+    files: list[tuple[Path, bool]], out: Path, named: Sequence[str | os.PathLike[str]]
+) -> list[tuple[Path, bool]]:
+    """The inputs, less the files found in a named folder that lie in the output folder:
+    an output folder inside an input folder holds this audit's previous outputs (and its
+    scratch data), which are not exports. A file there named directly is read."""
+    out = out.resolve()
+    asked = {Path(p).resolve() for p in named if Path(p).is_file()}
+    kept = [
+        (f, in_folder)
+        for f, in_folder in files
+        if not (in_folder and _inside(f, out) and f.resolve() not in asked)
+    ]
+    if not kept:
+        raise InputNotFoundError(
+            "no export files were found in the paths given, once the output folder (-o) "
+            "inside them is left out.",
+            fix="name the export files, or a folder that contains them.",
+        )
+    return kept
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
 def _warn_mixed_times(files: list[dict[str, Any]]) -> None:
     """Say once when some inputs' times are in UTC and others' as printed: the engine pairs
     and orders them as one clock, which they may not be (counts only: no names or values)."""
@@ -482,6 +513,8 @@ def _output_folder(output_dir: Path) -> Iterator[Path]:
     """Create the output folder if needed (removed again if the audit fails) and a scratch
     folder inside it, always removed."""
     created = not output_dir.exists()
+    if not created and not output_dir.is_dir():
+        raise OutputError(f"'{output_dir}' is not a folder.", fix="choose a folder for -o.")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -552,8 +585,8 @@ def audit(
         check_address(scheduler)  # before any input is read
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
-    files = expand_paths(paths)
     out = Path(output_dir)
+    files = _without_outputs(expand_paths(paths), out, paths)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     plain = [f for f, _ in files]

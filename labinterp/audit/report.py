@@ -372,6 +372,7 @@ def render_report(
         ),
         **_patient_list(patients),
         "inputs": summary["inputs"],
+        "skipped_files": summary["skipped_files"],
         "times_utc": summary["collection_times"] == "utc",
         "times_mixed": summary["collection_times"] == "mixed",
     }
