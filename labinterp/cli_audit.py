@@ -50,19 +50,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from labinterp.audit import audit
+    from labinterp.audit.outputs import OutputsWritten
 
     if args.scheduler and args.engine != "dask":
         args.engine = "dask"
-    summary = audit(
-        args.paths,
-        args.output,
-        engine=args.engine,
-        scheduler=args.scheduler,
-        mapping=args.mapping,
-        date_format=args.date_format,
-        vitamin_d_guideline=args.vitamin_d_guideline,
-        progress=not args.quiet and sys.stderr.isatty(),
-    )
+    try:
+        summary = audit(
+            args.paths,
+            args.output,
+            engine=args.engine,
+            scheduler=args.scheduler,
+            mapping=args.mapping,
+            date_format=args.date_format,
+            vitamin_d_guideline=args.vitamin_d_guideline,
+            progress=not args.quiet and sys.stderr.isatty(),
+        )
+    except OutputsWritten:
+        # Ctrl-C or SIGTERM came too late to stop anything: the audit is complete, and a
+        # script must not take it for one that failed
+        sys.stderr.write(
+            f"labinterp: interrupted after the audit had written its outputs; {args.output} "
+            "holds this run's complete outputs.\n"
+        )
+        return 0
     if not args.quiet:
         fired = {
             rule: sum(by_status.get("fired", {}).values())

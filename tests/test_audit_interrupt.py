@@ -129,3 +129,65 @@ def _running(process: object, psutil: object) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE  # type: ignore[attr-defined]
     except psutil.NoSuchProcess:  # type: ignore[attr-defined]
         return False
+
+
+def _interrupt_after(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """Ctrl-C at `where`: once write_outputs has returned ("written"), or while it
+    replaces the outputs, between the third and the fourth ("replacing")."""
+    outputs = sys.modules["labinterp.audit.outputs"]
+    if where == "written":
+        real = outputs.write_outputs
+
+        def then_interrupted(*args: object, **kwargs: object) -> object:
+            real(*args, **kwargs)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(outputs, "write_outputs", then_interrupted)
+        return
+    real_replace = os.replace
+    moved: list[str] = []
+
+    def replace(src: object, dst: object) -> None:
+        real_replace(src, dst)  # type: ignore[arg-type]
+        if Path(str(src)).parent.name == "staged" and Path(str(dst)).parent.name != "staged":
+            moved.append(str(dst))  # one of the outputs put in place
+            if len(moved) == 3:
+                signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(outputs.os, "replace", replace)
+
+
+@pytest.mark.parametrize("where", ["written", "replacing"])
+def test_an_interrupt_once_the_outputs_are_in_place_keeps_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Ctrl-C (or SIGTERM) after the outputs were replaced must not remove a folder this
+    audit created, nor leave a mixture of old and new outputs: it says the outputs are
+    complete, as a KeyboardInterrupt (the Python API) and as exit 0 with a note (the CLI)."""
+    import labinterp.audit.outputs  # noqa: F401  (the module, not the function audit)
+    from labinterp.audit.outputs import OutputsWritten
+
+    audit([SAMPLE], tmp_path / "whole")
+    want = _contents(tmp_path / "whole")
+    _interrupt_after(monkeypatch, where)
+    out = tmp_path / "audit"  # created by this audit
+    with pytest.raises(OutputsWritten):
+        audit([SAMPLE], out)
+    got = _contents(out)
+    assert set(got) == set(OUTPUT_FILES)  # all six, no scratch folder
+    for name in ("findings.csv", "patients.csv", "rejected_rows.csv"):
+        assert got[name] == want[name]
+
+
+def test_the_cli_says_the_outputs_are_complete_after_a_late_interrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import labinterp.audit.outputs  # noqa: F401
+    from labinterp.cli import main
+
+    _interrupt_after(monkeypatch, "written")
+    out = tmp_path / "audit"
+    assert main(["audit", str(SAMPLE), "-o", str(out), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "complete" in err
+    assert set(_contents(out)) == set(OUTPUT_FILES)

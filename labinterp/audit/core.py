@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -52,6 +52,9 @@ from labinterp.errors import (
     OutputError,
 )
 from labinterp.readers.sniff import display_names, expand_paths
+
+if TYPE_CHECKING:  # the output step loads when it is reached
+    from labinterp.audit.outputs import Completion
 
 log = logging.getLogger("labinterp")
 
@@ -509,9 +512,9 @@ def _running(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def _output_folder(output_dir: Path) -> Iterator[Path]:
-    """Create the output folder if needed (removed again if the audit fails) and a scratch
-    folder inside it, always removed."""
+def _output_folder(output_dir: Path, completion: Completion) -> Iterator[Path]:
+    """Create the output folder if needed (removed again if the audit fails before its
+    outputs are in place) and a scratch folder inside it, always removed."""
     created = not output_dir.exists()
     if not created and not output_dir.is_dir():
         raise OutputError(f"'{output_dir}' is not a folder.", fix="choose a folder for -o.")
@@ -541,7 +544,7 @@ def _output_folder(output_dir: Path) -> Iterator[Path]:
         ok = True
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        if not ok and created:
+        if not ok and created and not completion.outputs_in_place:
             shutil.rmtree(output_dir, ignore_errors=True)
 
 
@@ -599,8 +602,52 @@ def audit(
         # as many buckets for every worker: none idles while another does a last one
         # (1M rows: 12 buckets instead of 11, interpret stage 3.24-3.45 -> 3.08-3.16 s)
         buckets = -(-buckets // n_workers) * n_workers
+    from labinterp.audit.outputs import Completion, OutputsWritten
+
+    completion = Completion()
+    try:
+        summary = _run(
+            files,
+            out,
+            completion,
+            engine=engine,
+            scheduler=scheduler,
+            mapping=mapping,
+            date_format=date_format,
+            vitamin_d_guideline=vitamin_d_guideline,
+            prog=prog,
+            buckets=buckets,
+            n_workers=n_workers,
+            timings=timings,
+            t0=t0,
+        )
+    except KeyboardInterrupt as exc:
+        # Ctrl-C or SIGTERM while the pool stops or the scratch is removed: the run is
+        # complete, and a caller (the CLI) can tell it from one stopped part-way
+        if completion.outputs_in_place and not isinstance(exc, OutputsWritten):
+            raise OutputsWritten(out) from exc
+        raise
+    return summary
+
+
+def _run(
+    files: list[tuple[Path, bool]],
+    out: Path,
+    completion: Completion,
+    *,
+    engine: str,
+    scheduler: Any,
+    mapping: str | os.PathLike[str] | None,
+    date_format: str | None,
+    vitamin_d_guideline: str,
+    prog: Progress,
+    buckets: int,
+    n_workers: int,
+    timings: dict[str, float],
+    t0: float,
+) -> dict[str, Any]:
     with (
-        _output_folder(out) as work,
+        _output_folder(out, completion) as work,
         _worker_pool(n_workers if engine == "local" else 1, work) as pool,
     ):
         parts = work / "parts"
@@ -639,6 +686,7 @@ def audit(
             started=t0,
             mapping=mapping,
             date_format=date_format,
+            completion=completion,
         )
     prog.finish()
     return summary

@@ -7,13 +7,17 @@ the run, so the same inputs give the same bytes whichever engine or bucket count
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
+import threading
 import time
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +50,51 @@ REJECTED_COLUMNS = (
     "value_raw",
     "unit_raw",
 )
+
+
+class OutputsWritten(KeyboardInterrupt):
+    """An interrupt (Ctrl-C, or SIGTERM through the CLI's handler) that came once every
+    output was in place: the output folder holds this audit's complete outputs."""
+
+    def __init__(self, output_dir: Path) -> None:
+        super().__init__(f"interrupted once the outputs were written to '{output_dir}'")
+        self.output_dir = output_dir
+
+
+@dataclass
+class Completion:
+    """Whether this audit's outputs have replaced the previous ones (all of them)."""
+
+    outputs_in_place: bool = False
+
+
+_DEFERRED = ("SIGINT", "SIGTERM")
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[list[int]]:
+    """Hold Ctrl-C and SIGTERM while the block runs (the renames of the outputs, which
+    must happen all or none), then treat them as the handlers in place would. Yields the
+    signals held. Signal handlers belong to the main thread: elsewhere nothing is held."""
+    held: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    numbers = [getattr(signal, name) for name in _DEFERRED if hasattr(signal, name)]
+    previous = {n: signal.getsignal(n) for n in numbers}
+    for n in numbers:
+        signal.signal(n, lambda signum, frame: held.append(signum))
+    try:
+        yield held
+    finally:
+        for n, handler in previous.items():
+            signal.signal(n, handler)
+    for signum in held[:1]:
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, None)  # Python's own raises KeyboardInterrupt, as the CLI's does
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(signum)
 
 
 def _read_parts(parts: Path, prefix: str) -> pa.Table | None:
@@ -260,6 +309,7 @@ def write_outputs(
     started: float,
     mapping: str | os.PathLike[str] | None = None,
     date_format: str | None = None,
+    completion: Completion | None = None,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     # Every output is written to a staging folder first (in the scratch folder, on the same
@@ -387,8 +437,14 @@ def write_outputs(
     write_text(
         stage / "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
     )
-    for name in OUTPUT_FILES:
-        os.replace(stage / name, out / name)
+    try:
+        with _interrupts_deferred():
+            for name in OUTPUT_FILES:
+                os.replace(stage / name, out / name)
+            if completion is not None:
+                completion.outputs_in_place = True
+    except KeyboardInterrupt as exc:  # held until every output was in place
+        raise OutputsWritten(out) from exc
     return summary
 
 
