@@ -52,10 +52,21 @@ def _configure_logging(*, quiet: bool) -> None:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt(signum)  # the signal's number: the exit code says which it was
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code = _main(argv)
+    if argv is None:
+        # The program's work is done and it exits next: a Ctrl-C or SIGTERM arriving now
+        # (after the default handlers are back, during shutdown) would end it with a
+        # signal's status and no word, though everything is written.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     # --debug is an option of labinterp itself; after the command it is taken all the same
     # (the error message suggests adding it, and people add it at the end)
@@ -75,12 +86,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LabinterpError as exc:
         sys.stderr.write(textwrap.fill(f"labinterp: {exc}", width=100) + "\n")
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         sys.stderr.write(
             "labinterp: interrupted; outputs already there are left as they were, and no"
             " output was left half-written.\n"
         )
-        return 130
+        # 128 + the signal's number, as shells report it: 130 for Ctrl-C, 143 for SIGTERM
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        return 128 + int(signum)
     except BrokenPipeError:
         return 0
     except Exception as exc:  # last resort: never a bare traceback for users
