@@ -427,7 +427,8 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
             "contam_comment": column(contam_comment | contam_text),
             "derived": derived,
             "contaminated": False,
-            # derived Ca: the obs id of the albumin it was corrected with
+            # derived Ca: the obs ids of the total Ca and the albumin it was worked out from
+            "calcium_obs": column(np.full(n, -1), obs_id[ca_rows]),
             "albumin_obs": column(np.full(n, -1), obs_id[alb_rows]),
             "comparator": pd.Series(column(comparator.astype(object)), dtype=object),
             "value_reported": column(reported, corr_reported),

@@ -188,14 +188,17 @@ def grade_array(
     )
 
 
+_CENSORING = ("<", "<=", ">", ">=", "?")
+
+
 def _comparators(comparators: Sequence[Any] | None, n: int) -> np.ndarray:
     """The comparators that censor a value ("<", "<=", ">", ">="; "?": a value derived
     from a censored input, bounded in no known direction), "" for every other."""
     if comparators is None:
         return np.full(n, "", dtype=object)
-    return np.asarray(
-        [c if c in ("<", "<=", ">", ">=", "?") else "" for c in comparators], dtype=object
-    )
+    if isinstance(comparators, np.ndarray) and comparators.dtype.kind == "U":
+        return np.where(np.isin(comparators, _CENSORING), comparators, "").astype(object)
+    return np.asarray([c if c in _CENSORING else "" for c in comparators], dtype=object)
 
 
 def _graded(
@@ -231,8 +234,13 @@ def _graded(
     return out
 
 
+# The terms grade_results names, by their position ("": none).
+TERM_NAMES: tuple[str, ...] = ("", *TERMS)
+
+
 def grade_results(
-    analytes: np.ndarray,
+    analyte_codes: np.ndarray,
+    analyte_names: Sequence[str],
     values: np.ndarray,
     unit_codes: np.ndarray,
     unit_names: Sequence[str],
@@ -242,7 +250,9 @@ def grade_results(
     high_not_read: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each result's own CTCAE grade, whatever finding cites it: per result the grade
-    (NaN: not graded or unknown) and the term that gives it ("" for grade 0 or none).
+    (NaN: not graded or unknown) and the position in TERM_NAMES of the term that gives it
+    (0, "", for grade 0 or none). Analytes and units come as codes (-1: none) into their
+    names.
 
     A result is graded by both terms of its analyte (ANALYTE_TERMS), as reported (value,
     unit, range and comparator as the lab printed them). At most one of them is above 0 (a
@@ -254,12 +264,15 @@ def grade_results(
     """
     n = len(values)
     grade = np.full(n, np.nan)
-    term_of = np.full(n, "", dtype=object)
+    term_of = np.zeros(n, dtype=np.int8)
     cmp = _comparators(comparators, n)
-    for analyte, (low_term, high_term) in ANALYTE_TERMS.items():
-        rows = np.flatnonzero(analytes == analyte)
+    for code, analyte in enumerate(analyte_names):
+        if analyte not in ANALYTE_TERMS:
+            continue
+        rows = np.flatnonzero(analyte_codes == code)
         if not len(rows):
             continue
+        low_term, high_term = ANALYTE_TERMS[analyte]
         args = (values[rows], unit_codes[rows], unit_names, lln[rows], uln[rows], cmp[rows])
         low, high = _graded(low_term, *args), _graded(high_term, *args)
         if high_not_read is not None:
@@ -267,7 +280,8 @@ def grade_results(
         worst = np.fmax(low, high)  # NaN only where neither is known
         both_known = ~np.isnan(low) & ~np.isnan(high)
         grade[rows] = np.where((worst >= 1) | both_known, worst, np.nan)
-        term_of[rows] = np.where(low >= 1, low_term, np.where(high >= 1, high_term, ""))
+        low_at, high_at = TERM_NAMES.index(low_term), TERM_NAMES.index(high_term)
+        term_of[rows] = np.where(low >= 1, low_at, np.where(high >= 1, high_at, 0))
     return grade, term_of
 
 

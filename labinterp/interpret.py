@@ -478,7 +478,7 @@ def _obs_pieces(
         "range_high_reported": number("range_high_reported"),
         "range_origin": enc["range_origin"],
         "grade": pa.array(grade, mask=np.isnan(grade)).cast(pa.int64()),
-        "grade_term": pa.array(grade_term, pa.string()),
+        "grade_term": pa.array(grading.TERM_NAMES, pa.string()).take(pa.array(grade_term)),
         "derived": pa.array(obs["derived"].to_numpy(dtype=bool)[ids]),
         "preliminary": pa.array(
             obs["preliminary"].to_numpy(dtype=bool)[ids]
@@ -496,8 +496,8 @@ def _obs_grades(
     ctx: episodes.Context, ids: np.ndarray, enc: dict[str, Encoded]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The CTCAE grade of each observation `ids` as the lab reported it (NaN: none) and
-    its term (grading.grade_results), so a grade 4 Mg shows where a finding's own grade is
-    the K's.
+    its term's position in grading.TERM_NAMES (grading.grade_results), so a grade 4 Mg
+    shows where a finding's own grade is the K's.
 
     Not graded: the high of a hemolyzed K or Mg (not interpreted, CLINICAL.md sec. 5), and
     a total Ca with a corrected Ca worked out from it (CTCAE grades the corrected one,
@@ -505,23 +505,21 @@ def _obs_grades(
     obs = ctx.obs
     analyte_values, analyte_codes = enc["analyte"]
     unit_values, unit_codes = enc["unit_reported"]
-    names = np.asarray([*analyte_values.to_pylist(), ""], dtype=object)
-    analytes = names[analyte_codes]  # -1 (missing) picks the ""
-    total_ca = np.flatnonzero(analytes == "calcium")
-    if len(total_ca):
-        # a derived Ca row copies its Ca row's patient, time, file and row number
-        file_codes, _ = ctx.codes("source_file")
-        origin = [obs["pat"].to_numpy(), obs["t"].to_numpy(), obs["source_row"], file_codes]
-        derived = np.flatnonzero(obs["derived"].to_numpy(dtype=bool))
-        of = pd.MultiIndex.from_arrays([np.asarray(c)[derived] for c in origin])
-        mine = pd.MultiIndex.from_arrays([np.asarray(c)[ids[total_ca]] for c in origin])
-        analytes[total_ca[mine.isin(of)]] = ""
+    names = analyte_values.to_pylist()
+    if "calcium" in names:
+        # the total Ca rows a corrected Ca was worked out from are not graded by themselves
+        corrected_from = obs["calcium_obs"].to_numpy()
+        has_corrected = np.zeros(len(obs), dtype=bool)
+        has_corrected[corrected_from[corrected_from >= 0]] = True
+        total_ca = (analyte_codes == names.index("calcium")) & has_corrected[ids]
+        analyte_codes = np.where(total_ca, -1, analyte_codes)
 
     def reported(column: str) -> np.ndarray:
         return obs[column].to_numpy(dtype="float64", na_value=np.nan)[ids]
 
     return grading.grade_results(
-        analytes,
+        analyte_codes,
+        names,
         reported("value_reported"),
         unit_codes,
         unit_values.to_pylist(),

@@ -205,20 +205,23 @@ RESULT_GRADES = [
 def test_each_result_is_graded_by_the_terms_of_its_analyte() -> None:
     import numpy as np
 
-    from labinterp.grading import grade_results
+    from labinterp.grading import TERM_NAMES, grade_results
 
     analytes, values, unit_list, lln, uln, cmp, want, terms = zip(*RESULT_GRADES, strict=True)
     names = sorted({u for u in unit_list if u})
     codes = np.array([names.index(u) if u else -1 for u in unit_list])
-    grade, term = grade_results(
-        np.array(analytes, dtype=object),
-        np.array(values, dtype=float),
-        codes,
-        names,
-        np.array(lln, dtype=float),
-        np.array([np.nan if u is None else u for u in uln], dtype=float),
-        list(cmp),
-    )
-    got = [None if np.isnan(g) else int(g) for g in grade]
-    assert got == list(want)
-    assert list(term) == list(terms)
+    analyte_names = sorted(set(analytes))
+    for comparators in (list(cmp), np.array(cmp)):  # a list, or numpy text as the engine has
+        grade, term = grade_results(
+            np.array([analyte_names.index(a) for a in analytes]),
+            analyte_names,
+            np.array(values, dtype=float),
+            codes,
+            names,
+            np.array(lln, dtype=float),
+            np.array([np.nan if u is None else u for u in uln], dtype=float),
+            comparators,
+        )
+        got = [None if np.isnan(g) else int(g) for g in grade]
+        assert got == list(want)
+        assert [TERM_NAMES[t] for t in term] == list(terms)
