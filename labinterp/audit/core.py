@@ -345,8 +345,12 @@ def _bucket_job(
         parts,
         tag,
         deduplicate=deduplicate,
+        # the audit's outputs keep the readable evidence only (see collapse.AUDIT_FINDINGS)
         interpret_results=functools.partial(
-            interpret_results, threads=threads, vitamin_d_guideline=guideline
+            interpret_results,
+            threads=threads,
+            evidence_json=False,
+            vitamin_d_guideline=guideline,
         ),
     )
 

@@ -36,7 +36,10 @@ def _process_partition(df: Any, parts: str, tag: str, guideline: str) -> BucketS
         Path(parts),
         tag,
         deduplicate=deduplicate,
-        interpret_results=functools.partial(interpret_results, vitamin_d_guideline=guideline),
+        # the audit's outputs keep the readable evidence only (see collapse.AUDIT_FINDINGS)
+        interpret_results=functools.partial(
+            interpret_results, evidence_json=False, vitamin_d_guideline=guideline
+        ),
     )
 
 

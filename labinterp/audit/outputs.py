@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -114,39 +113,13 @@ def _write_csv_atomic(path: Path, table: pa.Table) -> None:
         write_csv(table, tmp)
 
 
-def _with_text_evidence(findings: pa.Table) -> pa.Table:
-    """The findings with evidence_json (lists of records) as the JSON text `interpret
-    --format csv` prints for it."""
-    from labinterp.interpret import evidence_json_text
-
-    at = findings.column_names.index("evidence_json")
-    records = pd.Series(pd.arrays.ArrowExtensionArray(findings.column(at)))
-    text = pa.array(evidence_json_text(records).array, type=pa.string(), from_pandas=True)
-    return findings.set_column(at, "evidence_json", text)
-
-
 def _write_parquet_atomic(path: Path, table: pa.Table) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
 
 def _empty_findings() -> pa.Table:
-    table = pa.Table.from_pandas(schema.empty(AUDIT_FINDINGS), preserve_index=False)
-    return table.replace_schema_metadata(_readable_pandas_metadata(table.schema.metadata))
-
-
-def _readable_pandas_metadata(metadata: dict[bytes, bytes] | None) -> dict[bytes, bytes]:
-    """Arrow's note of the pandas dtypes, with the nested evidence_json's as "object":
-    pandas cannot read back the name Arrow gives that dtype ("list<item: struct<...>>
-    [pyarrow]"), so pd.read_parquet would fail on the whole file; as "object", each cell
-    is read as the records (dicts) of its row."""
-    metadata = dict(metadata or {})
-    pandas_md = json.loads(metadata[b"pandas"])
-    for column in pandas_md["columns"]:
-        if column["name"] == "evidence_json":
-            column["numpy_type"] = "object"
-    metadata[b"pandas"] = json.dumps(pandas_md).encode("utf-8")
-    return metadata
+    return pa.Table.from_pandas(schema.empty(AUDIT_FINDINGS), preserve_index=False)
 
 
 def ruleset() -> dict[str, Any]:
@@ -350,16 +323,11 @@ def write_outputs(
         rejected.select(list(REJECTED_COLUMNS)), ["source_file", "source_row", "reason"]
     )
 
-    # The evidence records as text for findings.csv, made before the writes rather than
-    # on a writer's thread: beside them it saved ~0.05 s of a 1M-row audit and raised
-    # its peak memory by ~0.15 GiB.
-    findings_csv = _with_text_evidence(findings)
-
     # Arrow formats and writes without holding the GIL, so the tables are written side by
     # side (write stage of a 1M-row audit 0.57-0.59 -> 0.41-0.45 s, 10M: 7.8-9.0 -> 5.6-7.3 s)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as writers:
         written = [
-            writers.submit(_write_csv_atomic, stage / "findings.csv", findings_csv),
+            writers.submit(_write_csv_atomic, stage / "findings.csv", findings),
             writers.submit(_write_parquet_atomic, stage / "findings.parquet", findings),
             writers.submit(_write_csv_atomic, stage / "patients.csv", patients),
             writers.submit(_write_csv_atomic, stage / "rejected_rows.csv", rejected),
