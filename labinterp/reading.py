@@ -717,7 +717,7 @@ def _xlsx_sheets(
             first_error = first_error or exc
             skipped.append(f"sheet '{name}' skipped, not a results table: {exc.problem}")
             continue
-        notes = _formula_note(p, index, head)
+        notes = _formula_note(p, index, name, head)
         if found and batch_rows is not None and len(head.frame) >= batch_rows:
             # a long sheet after the first is read again in its turn, not held meanwhile
             probe.close()
@@ -744,10 +744,11 @@ def _xlsx_sheets(
     ) from first_error
 
 
-def _formula_note(p: Path, index: int, head: table.Table) -> tuple[str, ...]:
-    """The warning naming the rows of the sheet's table with a formula saved without its
+def _formula_note(p: Path, index: int, sheet: str, head: table.Table) -> tuple[str, ...]:
+    """The warning naming the sheet and rows of its table with a formula saved without its
     value (see formats.xlsx_unsaved_formulas): the cell reads as empty, and a result cell
-    would be rejected as holding no result, for a reason the user cannot see."""
+    would be rejected as holding no result, for a reason the user cannot see. The sheet is
+    named: every sheet of a workbook has a row 4."""
     columns = list(head.frame.columns)
     cells = [
         (row, columns[col - 1])
@@ -762,7 +763,8 @@ def _formula_note(p: Path, index: int, head: table.Table) -> tuple[str, ...]:
     )
     names = ", ".join(repr(c) for c in dict.fromkeys(c for _, c in cells))
     return (
-        f"a formula whose value was not saved, read as empty: row{'s' if len(rows) > 1 else ''}"
+        f"a formula whose value was not saved, read as empty: sheet '{sheet}',"
+        f" row{'s' if len(rows) > 1 else ''}"
         f" {shown} (column {names}); the program that wrote the file does not compute"
         " formulas. Fix: open the file in Excel or LibreOffice and save it again, which"
         " stores the values.",
