@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from handout_exports import write_export
 from pypdf import PdfReader
 
 from labinterp.handout import render_handout
@@ -21,42 +22,11 @@ from labinterp.handout.context import build_context, classify, context_from_rows
 from labinterp.handout.render import shared_renderer
 
 SAMPLE = Path(__file__).resolve().parents[1] / "labinterp" / "sample_data" / "clinic_export.csv"
-HEADER = [
-    "patient_id",
-    "sex",
-    "birth_date",
-    "collected_at",
-    "specimen_id",
-    "test",
-    "loinc",
-    "result",
-    "unit",
-    "reference_range",
-    "flag",
-    "comment",
-    "result_status",
-    "medications",
-]
-TESTS = {
-    "Mg": ("Magnesium", "19123-9", "mg/dL", "1.6-2.6"),
-    "K": ("Potassium", "2823-3", "mmol/L", "3.5-5.1"),
-    "Ca": ("Calcium", "17861-6", "mg/dL", "8.5-10.5"),
-    "Alb": ("Albumin", "1751-7", "g/dL", "3.5-5.0"),
-    "PTH": ("PTH", "2731-8", "pg/mL", "15-65"),
-    "CaCorr": ("Calcium, corrected", "29265-6", "mg/dL", "8.5-10.5"),
-}
 
 
 def _export(tmp_path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
-    """rows: (patient, when, test key, result) -> a clinic export CSV."""
-    path = tmp_path / "export.csv"
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(HEADER)
-        for n, (pid, when, key, result) in enumerate(rows):
-            name, loinc, unit, rng = TESTS[key]
-            out.writerow([pid, "F", "1960-01-01", when, f"S{n}", name, loinc, result, unit, rng])
-    return path
+    """rows: (patient, when, test key, result) -> a clinic export CSV, a specimen per row."""
+    return write_export(tmp_path, rows, specimens=True)
 
 
 def _context(path: Path, pid: str, lang: str = "en", **kw):

@@ -4,13 +4,13 @@ print, batches), each with the export that showed it.
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from handout_exports import write_export
 from pypdf import PdfReader
 
 from labinterp.handout import render_handout
@@ -18,44 +18,9 @@ from labinterp.handout.api import _grader, load_inputs
 from labinterp.handout.context import build_context
 from labinterp.handout.render import shared_renderer
 
-HEADER = [
-    "patient_id",
-    "sex",
-    "birth_date",
-    "collected_at",
-    "test",
-    "loinc",
-    "result",
-    "unit",
-    "reference_range",
-    "flag",
-    "comment",
-]
-TESTS = {
-    "Mg": ("Magnesium", "19123-9", "mg/dL", "1.6-2.6"),
-    "K": ("Potassium", "2823-3", "mmol/L", "3.5-5.1"),
-    "Ca": ("Calcium", "17861-6", "mg/dL", "8.5-10.5"),
-    "iCa": ("Calcium, ionized", "1994-3", "mmol/L", "1.15-1.32"),
-    "PTH": ("PTH", "2731-8", "pg/mL", "15-65"),
-    "eGFR": ("eGFR", "33914-3", "mL/min/1.73m2", ">60"),
-    "Na": ("Sodium", "2951-2", "mmol/L", "135-145"),
-}
-
 
 def _export(tmp_path: Path, rows: list[tuple], name: str = "export.csv") -> Path:
-    """rows: (patient, when, test key, result[, range[, flag[, comment[, birth date]]]])."""
-    path = tmp_path / name
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(HEADER)
-        for pid, when, key, result, *more in rows:
-            test, loinc, unit, rng = TESTS[key]
-            rng = more[0] if len(more) > 0 else rng
-            flag = more[1] if len(more) > 1 else ""
-            comment = more[2] if len(more) > 2 else ""
-            born = more[3] if len(more) > 3 else "1960-01-01"
-            out.writerow([pid, "F", born, when, test, loinc, result, unit, rng, flag, comment])
-    return path
+    return write_export(tmp_path, rows, name)
 
 
 def _context(path: Path, pid: str, lang: str = "en", **kw):

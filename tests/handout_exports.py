@@ -1,0 +1,55 @@
+"""Small clinic exports for the handout tests: one row per (patient, time, test, result)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+HEADER = [
+    "patient_id",
+    "sex",
+    "birth_date",
+    "collected_at",
+    "specimen_id",
+    "test",
+    "loinc",
+    "result",
+    "unit",
+    "reference_range",
+    "flag",
+    "comment",
+]
+# test key -> (name, LOINC, unit, the lab's range)
+TESTS = {
+    "Mg": ("Magnesium", "19123-9", "mg/dL", "1.6-2.6"),
+    "K": ("Potassium", "2823-3", "mmol/L", "3.5-5.1"),
+    "Ca": ("Calcium", "17861-6", "mg/dL", "8.5-10.5"),
+    "iCa": ("Calcium, ionized", "1994-3", "mmol/L", "1.15-1.32"),
+    "CaCorr": ("Calcium, corrected", "29265-6", "mg/dL", "8.5-10.5"),
+    "Alb": ("Albumin", "1751-7", "g/dL", "3.5-5.0"),
+    "PTH": ("PTH", "2731-8", "pg/mL", "15-65"),
+    "eGFR": ("eGFR", "33914-3", "mL/min/1.73m2", ">60"),
+    "Na": ("Sodium", "2951-2", "mmol/L", "135-145"),
+}
+
+
+def write_export(
+    tmp_path: Path, rows: list[tuple], name: str = "export.csv", specimens: bool = False
+) -> Path:
+    """rows: (patient, when, test key, result[, range[, flag[, comment[, birth date]]]]),
+    a woman's results; `specimens`: each row its own specimen id ("S0", "S1", ...)."""
+    path = tmp_path / name
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(HEADER)
+        for n, (pid, when, key, result, *more) in enumerate(rows):
+            test, loinc, unit, rng = TESTS[key]
+            rng = more[0] if len(more) > 0 else rng
+            flag = more[1] if len(more) > 1 else ""
+            comment = more[2] if len(more) > 2 else ""
+            born = more[3] if len(more) > 3 else "1960-01-01"
+            specimen = f"S{n}" if specimens else ""
+            out.writerow(
+                [pid, "F", born, when, specimen, test, loinc, result, unit, rng, flag, comment]
+            )
+    return path
