@@ -357,8 +357,7 @@ def _corrected_calcium_grades(fnd: list[Row]) -> dict[tuple[str, int | None], in
     albumin (the evidence records of the findings), by the total Ca's input row."""
     grades: dict[tuple[str, int | None], int | None] = {}
     for f in fnd:
-        brief = f.get("evidence_brief")
-        records = brief if isinstance(brief, list) else light_evidence(f.get("evidence_json"))
+        records = _evidence_of(f)
         for r in records:
             if r.get("analyte") == "calcium_corrected" and r.get("derived"):
                 grade = _num(r.get("grade"))
@@ -499,10 +498,16 @@ def _plain_facts(facts: dict[str, Any]) -> dict[str, Any]:
     return {k: sorted(v) if isinstance(v, set) else v for k, v in facts.items()}
 
 
+def _evidence_of(finding: Row) -> list[dict[str, Any]]:
+    """A finding's evidence records as the handout reads them: cut down already by the
+    batch (`evidence_brief`), else from its evidence_json."""
+    brief = finding.get("evidence_brief")
+    return brief if isinstance(brief, list) else light_evidence(finding.get("evidence_json"))
+
+
 def _finding_dict(row: Row) -> dict[str, Any]:
     grade = row.get("grade")
-    brief = row.get("evidence_brief")
-    records = brief if isinstance(brief, list) else light_evidence(row.get("evidence_json"))
+    records = _evidence_of(row)
     return {
         "rule_id": nfc(row.get("rule_id")),
         "kind": nfc(row.get("kind")),

@@ -284,7 +284,7 @@ def _with_mapping(detected: ColumnPlan, mapped: ColumnPlan) -> ColumnPlan:
         else f"{mapped.source} over {detected.source}",
         columns=columns,
         preset=detected.preset,
-        tests={**(detected.tests or {}), **mapped.tests},
+        tests={**detected.tests, **mapped.tests},
         layout="wide"
         if mapped.wide or (detected.layout == "wide" and "value_raw" not in mapped.columns)
         else "long",
