@@ -829,29 +829,28 @@ def same_draw_first(
     ctx: Context,
     ids: np.ndarray,
     partner: np.ndarray,
-    analytes: tuple[str, str],
+    partner_analyte: str,
     where: np.ndarray,
 ) -> np.ndarray:
-    """`ids`, with -1 where the pair crosses draws although one of the two has a result of
-    the other's analyte (`analytes`: of ids, of partner; among `where`) in its own draw.
+    """`ids`, with -1 where the pair crosses draws although the draw of the `ids`
+    observation holds a result of `partner_analyte` (among `where`) of its own.
 
-    CLINICAL.md sec. 4 pairs the same draw first: a low K drawn with a normal Mg is that
-    draw's pair, never a low Mg of another draw within the window (which `nearest`, taking
-    the nearest to each anchor, would otherwise give from the other draw's anchor).
+    CLINICAL.md sec. 4 pairs the same draw first, seen from the result being explained
+    (`ids`: the Ca of P1, the K of P3): a low K drawn with a normal Mg is that draw's pair,
+    never a low Mg of another draw within the window (which `nearest`, taking the nearest
+    to each anchor, would otherwise give from the other draw's anchor). A K drawn without
+    a Mg pairs with a Mg of another draw within the window, even when that Mg's own draw
+    holds a K: what else the partner's draw holds does not matter.
     """
     both = np.flatnonzero((ids >= 0) & (partner >= 0))
     if not len(both):
         return ids
     draw = ctx.obs["draw_id"].to_numpy()
-    n_draws = int(draw.max()) + 1 if len(draw) else 0
-    has: list[np.ndarray] = []
-    for analyte in analytes:
-        found = np.zeros(n_draws, dtype=bool)
-        candidates = ctx.numeric_ids(analyte)
-        found[draw[candidates[where[candidates]]]] = True
-        has.append(found)
+    found = np.zeros(int(draw.max()) + 1, dtype=bool)
+    candidates = ctx.numeric_ids(partner_analyte)
+    found[draw[candidates[where[candidates]]]] = True
     i, p = ids[both], partner[both]
-    crossed = (draw[i] != draw[p]) & (has[1][draw[i]] | has[0][draw[p]])
+    crossed = (draw[i] != draw[p]) & found[draw[i]]
     out = ids.copy()
     out[both[crossed]] = -1
     return out

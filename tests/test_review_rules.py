@@ -1,5 +1,6 @@
-"""Review findings on P2 and the context rules that a YAML case cannot state exactly: the
-whole missing_inputs text (YAML cases check a subset) and which results a finding cites."""
+"""Review findings on the patterns and the context rules that a YAML case cannot state
+exactly: the whole missing_inputs text (YAML cases check a subset) and which results a
+finding cites."""
 
 from __future__ import annotations
 
@@ -63,3 +64,127 @@ def test_p2_cites_the_mg_of_a_child_without_a_range_as_p1_does(tmp_path: Path) -
     assert "Magnesium 0.5 mmol/L" in p2["evidence"]
     assert "magnesium" in p1["missing_inputs"].split(";")
     assert p2["missing_inputs"] == "magnesium"
+
+
+def _cited(row: pd.Series) -> dict[str, tuple[str, float, str]]:
+    return {r["role"]: (r["analyte"], r["value"], r["collected_at"]) for r in row["evidence_json"]}
+
+
+def test_p1_prefers_an_ionized_ca_in_the_window_to_an_unreliable_corrected_ca(
+    tmp_path: Path,
+) -> None:
+    # albumin 27 g/L: the corrected Ca of 08:00 (2.01 mmol/L, low) is unreliable
+    # (CLINICAL.md sec. 3); the normal ionized Ca of 14:00 is the basis, and the finding
+    # says which was used
+    row = _finding(
+        tmp_path,
+        "PI,2024-03-01 08:00,Magnesium,0.6,mmol/L,0.70-1.05,F,1970-01-01\n"
+        "PI,2024-03-01 08:00,Calcium,1.75,mmol/L,2.12-2.62,F,1970-01-01\n"
+        "PI,2024-03-01 08:00,Albumin,27,g/L,35-50,F,1970-01-01\n"
+        "PI,2024-03-01 14:00,Magnesium,0.62,mmol/L,0.70-1.05,F,1970-01-01\n"
+        'PI,2024-03-01 14:00,"Calcium, ionized",1.22,mmol/L,1.15-1.32,F,1970-01-01\n',
+        "hypomagnesemia_hypocalcemia",
+    )
+    assert (row["status"], row["tier"]) == ("not_fired", "")
+    assert _cited(row)["calcium"] == ("calcium_ionized", 1.22, "2024-03-01T14:00:00")
+    assert "Ionized Ca preferred" in row["note"]
+    assert "corrected_ca_low_albumin" not in row["caveats"].split(";")
+
+
+def test_p1_low_ca_alone_cites_the_low_mg_of_a_draw_with_a_normal_ca(tmp_path: Path) -> None:
+    row = _finding(
+        tmp_path,
+        "M1,2024-03-01 08:00,Magnesium,0.45,mmol/L,0.7-1.05,F,1970-01-01\n"
+        'M1,2024-03-01 08:00,"Calcium, ionized",1.16,mmol/L,1.15-1.32,F,1970-01-01\n'
+        'M1,2024-03-01 20:00,"Calcium, ionized",0.95,mmol/L,1.15-1.32,F,1970-01-01\n',
+        "hypomagnesemia_hypocalcemia",
+    )
+    assert (row["status"], row["tier"]) == ("fired", "supported")
+    cited = _cited(row)
+    assert cited["magnesium"] == ("magnesium", 0.45, "2024-03-01T08:00:00")
+    assert cited["calcium"] == ("calcium_ionized", 0.95, "2024-03-01T20:00:00")
+
+
+def test_p3_refractory_cites_the_later_fired_low_k_not_a_low_k_with_a_normal_mg(
+    tmp_path: Path,
+) -> None:
+    # the 03-04 low K was drawn with a normal Mg: not fired, not the persistence shown
+    row = _finding(
+        tmp_path,
+        "W2,2024-03-02 08:00,Magnesium,0.60,mmol/L,0.70-1.05,F,1970-01-01\n"
+        "W2,2024-03-02 08:00,Potassium,3.2,mmol/L,3.5-5.1,F,1970-01-01\n"
+        "W2,2024-03-03 08:00,Magnesium,0.62,mmol/L,0.70-1.05,F,1970-01-01\n"
+        "W2,2024-03-03 08:00,Potassium,3.1,mmol/L,3.5-5.1,F,1970-01-01\n"
+        "W2,2024-03-04 08:00,Magnesium,0.80,mmol/L,0.70-1.05,F,1970-01-01\n"
+        "W2,2024-03-04 08:00,Potassium,3.3,mmol/L,3.5-5.1,F,1970-01-01\n",
+        "hypomagnesemia_hypokalemia",
+    )
+    assert (row["status"], row["tier"]) == ("fired", "refractory")
+    cited = _cited(row)
+    assert cited["potassium"] == ("potassium", 3.2, "2024-03-02T08:00:00")
+    assert cited["potassium_last"] == ("potassium", 3.1, "2024-03-03T08:00:00")
+
+
+def test_p3_a_normal_mg_at_the_time_of_a_fired_low_k_breaks_refractory() -> None:
+    """Two Mg results at the time of a fired low K, one low and one normal (conflicting
+    rows of one draw): the K pairs with the low one, and the normal one, measured at the
+    K's own time, still says Mg did not stay low."""
+    from labinterp import schema
+
+    def row(t: str, analyte: str, value: float, lo: float, hi: float, n: int) -> dict:
+        return {
+            "patient_id": "E1",
+            "collected_at": pd.Timestamp(t),
+            "analyte": analyte,
+            "value": value,
+            "value_reported": value,
+            "unit": "mmol/L",
+            "unit_reported": "mmol/L",
+            "range_low": lo,
+            "range_high": hi,
+            "range_low_reported": lo,
+            "range_high_reported": hi,
+            "range_origin": "row",
+            "comparator": "",
+            "value_raw": str(value),
+            "source_row": n,
+            "quality": "",
+        }
+
+    def p3(rows: list[dict]) -> pd.Series:
+        found = interpret_results(schema.conform(pd.DataFrame(rows), schema.RESULTS))
+        return found[found["rule_id"] == "hypomagnesemia_hypokalemia"].iloc[0]
+
+    rows = [
+        row("2024-03-01 08:00", "magnesium", 0.60, 0.7, 1.05, 1),
+        row("2024-03-01 08:00", "potassium", 3.2, 3.5, 5.1, 2),
+        row("2024-03-02 09:00", "potassium", 3.1, 3.5, 5.1, 3),
+        row("2024-03-02 09:00", "magnesium", 0.61, 0.7, 1.05, 4),
+    ]
+    assert p3(rows)["tier"] == "refractory"
+    # row 0 sorts first, so each K still pairs with the low Mg of its draw (the last one)
+    for at in ("2024-03-01 08:00", "2024-03-02 09:00"):
+        found = p3([*rows, row(at, "magnesium", 0.85, 0.7, 1.05, 0)])
+        assert (found["status"], found["tier"]) == ("fired", "concurrent"), at
+
+
+def test_p3_refractory_cites_the_pair_of_low_k_that_shows_it(tmp_path: Path) -> None:
+    # the 03-01 low K is fired too, but a normal Mg follows it: the pair shown is the
+    # first and the last low K after that Mg, with the Mg paired with the first
+    rows = (
+        "R3,2024-03-01 08:00,Magnesium,0.60,mmol/L,0.70-1.05,F,1970-01-01\n"
+        "R3,2024-03-01 08:00,Potassium,3.2,mmol/L,3.5-5.1,F,1970-01-01\n"
+        "R3,2024-03-01 20:00,Magnesium,0.85,mmol/L,0.70-1.05,F,1970-01-01\n"
+        "R3,2024-03-02 14:00,Magnesium,0.61,mmol/L,0.70-1.05,F,1970-01-01\n"
+        "R3,2024-03-02 14:00,Potassium,3.1,mmol/L,3.5-5.1,F,1970-01-01\n"
+        "R3,2024-03-03 08:00,Magnesium,0.62,mmol/L,0.70-1.05,F,1970-01-01\n"
+        "R3,2024-03-03 08:00,Potassium,3.3,mmol/L,3.5-5.1,F,1970-01-01\n"
+        "R3,2024-03-04 09:00,Magnesium,0.59,mmol/L,0.70-1.05,F,1970-01-01\n"
+        "R3,2024-03-04 09:00,Potassium,3.0,mmol/L,3.5-5.1,F,1970-01-01\n"
+    )
+    row = _finding(tmp_path, rows, "hypomagnesemia_hypokalemia")
+    assert (row["status"], row["tier"]) == ("fired", "refractory")
+    cited = _cited(row)
+    assert cited["potassium"] == ("potassium", 3.1, "2024-03-02T14:00:00")
+    assert cited["magnesium"] == ("magnesium", 0.61, "2024-03-02T14:00:00")
+    assert cited["potassium_last"] == ("potassium", 3.0, "2024-03-04T09:00:00")

@@ -8,6 +8,10 @@ What it flags:
     when PTH within the PTH window is not raised, or Mg is below the PTH-failure threshold;
     else `possible` (the note says a PTH response is present when PTH is raised). Total Ca
     low with corrected/ionized Ca normal is pseudo-hypocalcemia: not fired, with a caveat.
+    A corrected Ca that is unreliable (albumin below `albumin_unreliable_below`, or CKD)
+    gives way to a known ionized Ca within the electrolyte window: that ionized Ca is the
+    basis when it pairs with the Mg, else the draw is not judged on Ca at all (the ionized
+    Ca's own draw judges it), and the note says the ionized Ca was preferred.
     A proton pump inhibitor or diuretic listed near the Mg cited adds
     `mg_lowering_medication` (see P3).
 
@@ -17,14 +21,15 @@ Why it matters:
 
 Limitations:
     Pairs each draw with the nearest value of each analyte in the window, not every
-    combination; a Ca counts only within the window of the Mg it is paired with (and not
-    across draws when either has the other's analyte in its own draw), and a PTH
-    only within the PTH window of both. Corrected calcium (derived or reported) is
-    unreliable with albumin < 30 g/L and in CKD (caveats
-    `corrected_ca_low_albumin`, `ckd_context`); ionized Ca is preferred whenever one with a
-    known range exists. Draws flagged by `edta_contamination` are suppressed and their values
-    are not paired with other draws. Hemolysis cannot make a Mg "not low". Censored values
-    count only when the censoring settles the comparison.
+    combination; a Ca counts only within the window of the Mg it is paired with, and the
+    same draw first as seen from the Ca: a Ca whose own draw holds a Mg pairs with that Mg
+    only, while a Ca drawn without a Mg pairs with a Mg of another draw even when that
+    draw holds a Ca of its own. A PTH counts only within the PTH window of both. Corrected
+    calcium (derived or reported) is unreliable with albumin < 30 g/L and in CKD (caveats
+    `corrected_ca_low_albumin`, `ckd_context` when it is still the basis: no ionized Ca
+    with a known range lies within the window). Draws flagged by `edta_contamination` are
+    suppressed and their values are not paired with other draws. Hemolysis cannot make a
+    Mg "not low". Censored values count only when the censoring settles the comparison.
 
 References:
     S7, S27, S6, S55 (mechanism); S1, S6 (Mg threshold of PTH failure); S18-S20 (corrected
@@ -58,16 +63,28 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     a = common.anchors(ctx, ("magnesium", "calcium", "calcium_ionized", "calcium_corrected"))
     ok = common.known(ctx)
     mg = nearest(ctx, a, "magnesium", w, where=ok)
+    ion_near = nearest(ctx, a, "calcium_ionized", w, where=ok)
+    corr_near = nearest(ctx, a, "calcium_corrected", w, where=ok)
     # each window is measured from the anchor draw: a Ca (or PTH) found for it must also
     # lie within the window of the Mg it is paired with (and the PTH of that Ca)
-    ion = paired_with(ctx, nearest(ctx, a, "calcium_ionized", w, where=ok), mg, w)
-    corr = paired_with(ctx, nearest(ctx, a, "calcium_corrected", w, where=ok), mg, w)
+    ion = paired_with(ctx, ion_near, mg, w)
+    corr = paired_with(ctx, corr_near, mg, w)
     total = paired_with(ctx, nearest(ctx, a, "calcium", w, where=ok), mg, w)
-    # a Ca and a Mg of different draws pair only where neither has the other's analyte in
-    # its own draw (the same draw first; each kind of Ca on its own)
-    ion = same_draw_first(ctx, ion, mg, ("calcium_ionized", "magnesium"), ok)
-    corr = same_draw_first(ctx, corr, mg, ("calcium_corrected", "magnesium"), ok)
-    total = same_draw_first(ctx, total, mg, ("calcium", "magnesium"), ok)
+    # the same draw first, seen from the Ca: a Ca drawn with a Mg pairs with that Mg only;
+    # a Ca drawn without one pairs with the Mg found (whatever else that Mg's draw holds)
+    ion = same_draw_first(ctx, ion, mg, "magnesium", ok)
+    corr = same_draw_first(ctx, corr, mg, "magnesium", ok)
+    total = same_draw_first(ctx, total, mg, "magnesium", ok)
+    # the albumin a corrected Ca rests on; low albumin or CKD makes it unreliable (computed
+    # for the nearest corrected Ca, of which the paired one is the same or none)
+    alb_near, low_alb_near, ckd_near = common.corrected_ca_caveats(
+        ctx, a, corr_near, corr_near >= 0, w
+    )
+    unreliable = low_alb_near | ckd_near
+    # CLINICAL.md sec. 3: an unreliable corrected Ca gives way to a known ionized Ca within
+    # the window; when that ionized Ca is not this anchor's pair (say it was drawn with a
+    # Mg of its own), this anchor gives no verdict on Ca and the ionized Ca's draw judges it
+    set_aside = (ion < 0) & (corr >= 0) & unreliable & (ion_near >= 0)
     w_pth = duration("window_pth")
     pth = paired_with(
         ctx, nearest(ctx, a, "pth", w_pth, where=common.known(ctx, "high")), mg, w_pth
@@ -80,7 +97,8 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     basis = np.where(
         ion >= 0, "ionized", np.where(corr >= 0, "corrected", np.where(total >= 0, "total", ""))
     )
-    ca = np.where(ion >= 0, ion, np.where(corr >= 0, corr, total))
+    basis[set_aside] = ""
+    ca = np.where(set_aside, -1, np.where(ion >= 0, ion, np.where(corr >= 0, corr, total)))
     pth = paired_with(ctx, pth, ca, w_pth)
     ca_low = take(ctx, ca, "low")
     mg_low = take(ctx, mg, "low")
@@ -103,8 +121,9 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     supported = (severe | (pth_high == 0.0)) & (basis != "total")
     tier = common.choose([fired & supported, fired], ["supported", "possible"])
 
-    # the albumin a corrected Ca rests on; low albumin or CKD makes it unreliable
-    alb_id, low_alb, ckd = common.corrected_ca_caveats(ctx, a, ca, basis == "corrected", w)
+    on_corrected = basis == "corrected"  # then the Ca is the paired corrected Ca, corr_near
+    alb_id = np.where(on_corrected, alb_near, -1)
+    low_alb, ckd = low_alb_near & on_corrected, ckd_near & on_corrected
     hemolyzed_mg = take_bool(ctx, any_mg, "hemolyzed")
     indeterminate = ~contaminated & ~fired & ~not_fired
     missing = common.flags(
@@ -151,6 +170,12 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         note,
         supported_fired & severe,
         "Supported: Mg is below the level at which PTH secretion fails.",
+    )
+    note = common.noted(
+        note,
+        (basis == "ionized") & unreliable & (fired | not_fired),
+        "Ionized Ca preferred: the corrected Ca within the window is unreliable "
+        "(low albumin or CKD).",
     )
     note = common.noted(note, mg_lowering, common.mg_lowering_sentences(medicines))
     grade_src = np.where(fired, mg, -1)
