@@ -8,8 +8,10 @@ applies them, the way the reference implementation (pharmaverse admiral) does:
 * a value is graded against the cut-offs of the unit system it was reported in (SI
   mmol/L or conventional mg/dL), because the two printed sets are not exact conversions
   of each other; ionized calcium in mg/dL uses 4 x the mmol/L cut-offs (listed in the
-  table); units of a third spelling (mEq/L) are converted to the table unit of their
-  system first;
+  table); a unit the table does not list is converted to the table unit of its system
+  first (the `system` column of reference_ranges/unit_aliases.csv): mEq/L is a molar unit
+  of the SI system, converted exactly through the valence (Mg and Ca: 2 mEq per mmol),
+  so 0.99 mEq/L Mg is 0.495 mmol/L, grade 2, never 1.203 mg/dL, grade 1;
 * grade 0 and the band anchored on LLN/ULN need that limit; without it the grade is
   unknown (None) unless a numeric band already applies;
 * hypokalemia below LLN but >= 3.0 mmol/L is grade 2 (grades 1 and 2 differ only by

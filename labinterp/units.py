@@ -25,7 +25,7 @@ from labinterp.resources import reference_file
 class UnitAlias:
     raw: str
     pint_expr: str
-    system: str  # "si" | "conventional": which CTCAE cut-off column applies
+    system: str  # "si" | "conventional": which CTCAE cut-offs apply (mEq/L, molar: "si")
 
 
 @cache

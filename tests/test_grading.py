@@ -139,8 +139,72 @@ def test_array_in_array_out() -> None:
 
 
 def test_mEq_magnesium_is_converted_before_grading() -> None:
-    # 0.8 mEq/L = 0.4 mmol/L = 0.97 mg/dL: grade 2 in the conventional table
+    # 0.8 mEq/L = 0.4 mmol/L (not below 0.4): grade 2 on the SI cut-offs
     assert ctcae_grade("hypomagnesemia", 0.8, "mEq/L", 1.3) == 2
+
+
+# mEq/L is a molar unit (CLINICAL.md sec. 1: mEq/L = 2 x mmol/L for Mg and Ca): a value in
+# it is graded on the SI (mmol/L) cut-offs, converted exactly through the valence, never on
+# the conventional mg/dL ones. Every boundary, the limits in mEq/L as a lab prints them.
+MEQ_CASES = [
+    # hypomagnesemia: 0.5 / 0.4 / 0.3 mmol/L are 1.0 / 0.8 / 0.6 mEq/L
+    ("hypomagnesemia", 1.4, "mEq/L", 1.4, 2.1, 0),
+    ("hypomagnesemia", 1.39, "mEq/L", 1.4, 2.1, 1),
+    ("hypomagnesemia", 1.0, "mEq/L", 1.4, 2.1, 1),
+    ("hypomagnesemia", 0.99, "mEq/L", 1.4, 2.1, 2),  # 1.203 mg/dL would be grade 1
+    ("hypomagnesemia", 0.8, "mEq/L", 1.4, 2.1, 2),
+    ("hypomagnesemia", 0.79, "mEq/L", 1.4, 2.1, 3),  # 0.96 mg/dL would be grade 2
+    ("hypomagnesemia", 0.6, "mEq/L", 1.4, 2.1, 3),
+    ("hypomagnesemia", 0.59, "mEq/L", 1.4, 2.1, 4),  # 0.717 mg/dL would be grade 3
+    # hypermagnesemia: 1.23 / 3.30 mmol/L are 2.46 / 6.60 mEq/L (no grade 2)
+    ("hypermagnesemia", 2.1, "mEq/L", 1.4, 2.1, 0),
+    ("hypermagnesemia", 2.46, "mEq/L", 1.4, 2.1, 1),
+    ("hypermagnesemia", 2.47, "mEq/L", 1.4, 2.1, 3),
+    ("hypermagnesemia", 6.6, "mEq/L", 1.4, 2.1, 3),  # 8.02 mg/dL would be grade 4
+    ("hypermagnesemia", 6.61, "mEq/L", 1.4, 2.1, 4),
+    # other spellings of the unit
+    ("hypomagnesemia", 0.79, "meq/L", 1.4, 2.1, 3),
+    ("hypomagnesemia", 0.79, "mEq/l", 1.4, 2.1, 3),
+    ("hypomagnesemia", 0.79, "mval/L", 1.4, 2.1, 3),
+    # hypocalcemia (corrected): 2.0 / 1.75 / 1.5 mmol/L are 4.0 / 3.5 / 3.0 mEq/L
+    ("hypocalcemia", 4.24, "mEq/L", 4.24, 5.24, 0),
+    ("hypocalcemia", 4.0, "mEq/L", 4.24, 5.24, 1),
+    ("hypocalcemia", 3.99, "mEq/L", 4.24, 5.24, 2),
+    ("hypocalcemia", 3.5, "mEq/L", 4.24, 5.24, 2),
+    ("hypocalcemia", 3.49, "mEq/L", 4.24, 5.24, 3),
+    ("hypocalcemia", 3.0, "mEq/L", 4.24, 5.24, 3),
+    ("hypocalcemia", 2.99, "mEq/L", 4.24, 5.24, 4),
+    # hypercalcemia (corrected): 2.9 / 3.1 / 3.4 mmol/L are 5.8 / 6.2 / 6.8 mEq/L
+    ("hypercalcemia", 5.24, "mEq/L", 4.24, 5.24, 0),
+    ("hypercalcemia", 5.8, "mEq/L", 4.24, 5.24, 1),  # 11.62 mg/dL would be grade 2
+    ("hypercalcemia", 5.81, "mEq/L", 4.24, 5.24, 2),
+    ("hypercalcemia", 6.2, "mEq/L", 4.24, 5.24, 2),
+    ("hypercalcemia", 6.21, "mEq/L", 4.24, 5.24, 3),  # 12.44 mg/dL would be grade 2
+    ("hypercalcemia", 6.8, "mEq/L", 4.24, 5.24, 3),  # 13.63 mg/dL would be grade 4
+    ("hypercalcemia", 6.81, "mEq/L", 4.24, 5.24, 4),
+    # ionized calcium: 1.0 / 0.9 / 0.8 and 1.5 / 1.6 / 1.8 mmol/L, doubled
+    ("hypocalcemia_ionized", 2.3, "mEq/L", 2.3, 2.64, 0),
+    ("hypocalcemia_ionized", 2.0, "mEq/L", 2.3, 2.64, 1),
+    ("hypocalcemia_ionized", 1.99, "mEq/L", 2.3, 2.64, 2),
+    ("hypocalcemia_ionized", 1.8, "mEq/L", 2.3, 2.64, 2),
+    ("hypocalcemia_ionized", 1.79, "mEq/L", 2.3, 2.64, 3),
+    ("hypocalcemia_ionized", 1.6, "mEq/L", 2.3, 2.64, 3),
+    ("hypocalcemia_ionized", 1.59, "mEq/L", 2.3, 2.64, 4),
+    ("hypercalcemia_ionized", 2.64, "mEq/L", 2.3, 2.64, 0),
+    ("hypercalcemia_ionized", 3.0, "mEq/L", 2.3, 2.64, 1),  # 6.01 mg/dL would be grade 2
+    ("hypercalcemia_ionized", 3.01, "mEq/L", 2.3, 2.64, 2),
+    ("hypercalcemia_ionized", 3.2, "mEq/L", 2.3, 2.64, 2),  # 6.41 mg/dL would be grade 3
+    ("hypercalcemia_ionized", 3.21, "mEq/L", 2.3, 2.64, 3),
+    ("hypercalcemia_ionized", 3.6, "mEq/L", 2.3, 2.64, 3),  # 7.21 mg/dL would be grade 4
+    ("hypercalcemia_ionized", 3.61, "mEq/L", 2.3, 2.64, 4),
+]
+
+
+@pytest.mark.parametrize(("term", "value", "unit", "lln", "uln", "grade"), MEQ_CASES)
+def test_mEq_values_are_graded_on_the_si_cut_offs(term, value, unit, lln, uln, grade) -> None:
+    assert ctcae_grade(term, value, unit, lln=lln, uln=uln) == grade
+    # the same value in mmol/L (half the number, Mg and Ca being divalent) grades alike
+    assert ctcae_grade(term, value / 2, "mmol/L", lln=lln / 2, uln=uln / 2) == grade
 
 
 def test_unknown_term_is_an_error() -> None:

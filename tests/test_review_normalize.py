@@ -159,3 +159,24 @@ def test_creatinine_in_mg_dl_converts_by_the_factor_of_clinical_md() -> None:
 def test_a_creatinine_in_mg_dl_reads_as_the_spec_converts_it(tmp_path: Path) -> None:
     res = _read(tmp_path, "P1,2024-01-01 08:00,Creatinine,4.5,mg/dL,\n", PLAIN)
     assert res.results["value"].iloc[0] == pytest.approx(397.89, abs=1e-3)
+
+
+# ------------------------------------------------------------- mEq/L is an SI unit
+
+
+def test_a_magnesium_in_mEq_is_graded_as_the_tier_reads_it(tmp_path: Path) -> None:
+    """The reviewer's case: Mg 0.99 mEq/L is 0.495 mmol/L, below the 0.5 mmol/L at which
+    P1's tier is `supported`; its CTCAE grade is the SI one, 2, not the 1 that 1.203 mg/dL
+    would get on the conventional cut-offs. mEq/L is a molar unit (CLINICAL.md sec. 1)."""
+    res = _read(
+        tmp_path,
+        "P1,2024-01-01 08:00,Magnesium,0.99,mEq/L,1.4-2.1\n"
+        "P1,2024-01-01 08:00,Ionized calcium,1.0,mmol/L,1.15-1.32\n"
+        "P2,2024-01-01 08:00,Magnesium,0.99,mval/L,\n",
+        PLAIN,
+    )
+    assert set(res.results["unit_system"]) == {"si"}
+    findings = interpret(res.results)
+    p1 = findings[findings["rule_id"] == "hypomagnesemia_hypocalcemia"].iloc[0]
+    assert (p1["status"], p1["tier"], p1["grade"]) == ("fired", "supported", 2)
+    assert "0.99 mEq/L (0.495 mmol/L; range 1.4-2.1 mEq/L, row; CTCAE grade 2)" in p1["evidence"]
