@@ -1795,14 +1795,27 @@ def _normalize(
     implausible = has_number & ~np.isnan(value) & (too_low | too_high)
     if implausible.any():
         verdict.mark_each(implausible, _implausible(implausible, analyte, parsed, unit_rep))
-    # a value life-threatening in its stated unit whose number is a normal one in another
-    # unit of the analyte: the unit label is far likelier wrong than the patient that ill
+    # a value life-threatening in its stated unit whose number is an ordinary one in
+    # another unit of the analyte: the unit label is far likelier wrong than the patient
+    # that ill (the canonical grade 4 cut-offs pick the rows to look at; the verdict
+    # grades each in its own unit)
     grade4 = analyte.map(_grade4_limits)
     lo_4, hi_4 = grade4.field(0).floats(), grade4.field(1).floats()
+    uncensored = has_number & cmp_.rows_equal("")
     with np.errstate(invalid="ignore"):
-        extreme = has_number & cmp_.rows_equal("") & ((value < lo_4) | (value > hi_4))
+        extreme = uncensored & ((value < lo_4) | (value > hi_4))
     if extreme.any():
-        verdict.mark_each(extreme, _other_unit(extreme, analyte, parsed, unit_rep))
+        verdict.mark_each(
+            extreme, _per_case(extreme, analyte, parsed, unit_rep, _other_unit_verdict)
+        )
+    # an analyte CTCAE does not grade here (albumin) far below its adult range, whose
+    # number is an ordinary one in another unit: a g/dL albumin labelled g/L
+    with np.errstate(invalid="ignore"):
+        far_below = uncensored & (value < analyte.map(_far_below_limit).floats())
+    if far_below.any():
+        verdict.mark_each(
+            far_below, _per_case(far_below, analyte, parsed, unit_rep, _far_below_verdict)
+        )
     # a printed range that fits another unit far better: the unit label is wrong
     range_unit = _joint(analyte, unit_rep, range_limits).map(lambda v: _range_unit_verdict(*v))
     if any(v[0] for v in range_unit.values):  # rare: nothing to mark in most exports
@@ -2375,13 +2388,20 @@ def _implausible(mask: np.ndarray, analyte: _Coded, parsed: _Coded, unit_rep: _C
     return _Coded(codes, details or [("", "")])
 
 
-def _other_unit(mask: np.ndarray, analyte: _Coded, parsed: _Coded, unit_rep: _Coded) -> _Coded:
-    """`_other_unit_verdict` for the rows in `mask`, once per distinct case."""
+def _per_case(
+    mask: np.ndarray,
+    analyte: _Coded,
+    parsed: _Coded,
+    unit_rep: _Coded,
+    verdict: Callable[[str, float, str], tuple[str, str]],
+) -> _Coded:
+    """`verdict(analyte, reported number, unit)` for the rows in `mask`, once per distinct
+    case."""
     rows = np.flatnonzero(mask)
     cases = _joint(analyte.at(rows), parsed.at(rows), unit_rep.at(rows))
     codes = np.zeros(len(mask), dtype=np.int64)
     codes[rows] = cases.codes
-    return _Coded(codes, [_other_unit_verdict(a, v[1], u) for a, v, u in cases.values])
+    return _Coded(codes, [verdict(a, v[1], u) for a, v, u in cases.values])
 
 
 # Units to try when a value is impossible in its stated unit, per canonical unit family.
@@ -2449,24 +2469,126 @@ def _common_units(analyte: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def _other_unit_verdict(analyte: str, number: float, unit: str) -> tuple[str, str]:
-    """("implausible_value", detail) for a value beyond a CTCAE grade 4 cut-off in `unit`
-    (the caller checks that) whose number, read in another unit labs commonly use for the
-    analyte, is within the bundled adult range; else ("", "")."""
-    adult = _adult_range(analyte)
-    if adult is None or not unit:
+def _other_unit_verdict(analyte: str, reported: float, unit: str) -> tuple[str, str]:
+    """("implausible_value", detail) for a value graded 4 (life-threatening) in its stated
+    `unit` whose number, read in another unit labs commonly use for the analyte, is an
+    ordinary result; else ("", "").
+
+    Ordinary is CTCAE grade 0 or 1, the number graded in the other unit against the
+    bundled adult range as LLN/ULN (labinterp.grading). Grade 1 is the line because it is
+    CTCAE's mildly abnormal band, anchored on the lab's own limit: a result just outside
+    the range, of the kind seen every day, and one that another lab's range may call
+    normal. Strictly within the bundled range missed the commonest slips (Ca 2.1 mg/dL:
+    2.1 mmol/L is just below 2.12). From grade 2 on, the number is abnormal read either
+    way, so the unit on the row is no less likely than the other and the row stays.
+
+    A grade 1 reading also needs the stated value beyond its own grade 4 cut-off by more
+    than unit_error_beyond_grade4_factor: Mg 0.6 mg/dL (0.25 mmol/L) is barely beyond
+    0.7 mg/dL, a critical value yet one severe deficiency reaches, while 0.6 mmol/L is only
+    grade 1; Ca 2.1 mg/dL is a third of its cut-off, 6.0 mg/dL. A real severe value stays
+    whenever its number is no ordinary result in the other unit (Ca 5.5 mg/dL: 5.5 mmol/L
+    would be grade 4 too)."""
+    if not unit or analyte not in grading.ANALYTE_TERMS:
         return ("", "")
+    stated, low_side = _grade_in(analyte, reported, unit)
+    if stated != 4:
+        return ("", "")
+    # the value that many times nearer normal: still grade 4 when it is beyond by more
+    beyond = number("unit_error_beyond_grade4_factor")
+    nearer = reported * beyond if low_side else reported / beyond
     for alt in _common_units(analyte):
         if _same_unit(analyte, alt, unit):
             continue
-        in_alt = number * units.factor(analyte, alt)
-        if adult[0] <= in_alt <= adult[1]:
+        in_alt = _grade_in(analyte, reported, alt)[0]
+        if not in_alt <= 1:  # NaN: no grade, nothing to tell
+            continue
+        if in_alt == 1 and _grade_in(analyte, nearer, unit)[0] != 4:
+            continue
+        name = analytes()[analyte].display_name
+        return (
+            "implausible_value",
+            f"{name} in {unit}: the value is beyond the CTCAE grade 4 limit, while its"
+            f" number would be an ordinary result (CTCAE grade {in_alt:.0f} against the adult"
+            f" range) if read in {alt}: suspected unit error; the number fits {alt}."
+            " Check the unit in the export.",
+        )
+    return ("", "")
+
+
+def _grade_in(analyte: str, reported: float, unit: str) -> tuple[float, bool]:
+    """The CTCAE grade of a number read in `unit`, against the bundled adult range in that
+    unit (NaN: no grade), and whether the term that gives it is the low one."""
+    low, high = _adult_range_in(analyte, unit)
+    grade, term = grading.grade_results(
+        np.zeros(1, dtype=np.int64),
+        [analyte],
+        np.array([reported], dtype=float),
+        np.zeros(1, dtype=np.int64),
+        [unit],
+        np.array([low]),
+        np.array([high]),
+    )
+    return float(grade[0]), grading.TERM_NAMES[term[0]] == grading.ANALYTE_TERMS[analyte][0]
+
+
+@cache
+def _adult_range_in(analyte: str, unit: str) -> tuple[float, float]:
+    """The bundled adult range (any sex) in `unit`: as the source prints it there, else
+    the canonical one converted; NaN where there is none."""
+    adult = _adult_range(analyte)
+    if adult is None:
+        return (np.nan, np.nan)
+    f = units.factor(analyte, unit)
+    for fb in fallback_ranges():
+        if (
+            fb.analyte == analyte
+            and fb.sex == "any"
+            and fb.age_max is None
+            and units.same_factor(np.array([units.factor(analyte, fb.unit)]), f)[0]
+        ):
+            low = np.nan if fb.low_in_unit is None else fb.low_in_unit
+            high = np.nan if fb.high_in_unit is None else fb.high_in_unit
+            return (low, high)
+    return (adult[0] / f, adult[1] / f)
+
+
+# Analytes not graded by CTCAE here whose number is checked for a unit error by how far
+# below the bundled adult range it lies (CLINICAL.md sec. 5): the rule parameter with
+# the factor. A g/dL albumin labelled g/L makes a low total calcium's corrected value
+# look normal (pseudo-hypocalcemia).
+_FAR_BELOW = {"albumin": "albumin_unit_error_below_factor"}
+
+
+@cache
+def _far_below_limit(analyte: str) -> float:
+    """Below this (canonical unit) a value of the analyte is looked at as a suspected unit
+    error by `_far_below_verdict`; NaN: never."""
+    adult = _adult_range(analyte)
+    if analyte not in _FAR_BELOW or adult is None:
+        return np.nan
+    return adult[0] / number(_FAR_BELOW[analyte])
+
+
+def _far_below_verdict(analyte: str, reported: float, unit: str) -> tuple[str, str]:
+    """("implausible_value", detail) for a value far below the adult range in its stated
+    `unit` (the caller checks that) whose number, read in another unit labs commonly use
+    for the analyte, lies within range_unit_fit_factor of the adult range; else ("", "").
+    Albumin 5.5 g/L is 55 g/L read as g/dL; 11 g/L, a nephrotic value, would be 110 g/L."""
+    adult = _adult_range(analyte)
+    if adult is None or not unit:
+        return ("", "")
+    fit = number("range_unit_fit_factor")
+    for alt in _common_units(analyte):
+        if _same_unit(analyte, alt, unit):
+            continue
+        in_alt = reported * units.factor(analyte, alt)
+        if adult[0] / fit <= in_alt <= adult[1] * fit:
             name = analytes()[analyte].display_name
             return (
                 "implausible_value",
-                f"{name} in {unit}: the value is beyond the CTCAE grade 4 limit once converted,"
-                f" while its number is within the adult range if read in {alt}: suspected unit"
-                f" error; the number fits {alt}. Check the unit in the export.",
+                f"{name} in {unit}: the value is far below the adult range, while its number"
+                f" would be an ordinary result if read in {alt}: suspected unit error; the"
+                f" number fits {alt}. Check the unit in the export.",
             )
     return ("", "")
 

@@ -34,6 +34,12 @@ def read_rows(tmp_path: Path, rows: str, name: str = "lab.csv") -> ReadResult:
         ("Potassium", "4.1", "mg/dL", "mmol/L"),  # 1.05 mmol/L: a false CTCAE grade 4
         ("Ionized calcium", "1.2", "mg/dL", "mmol/L"),
         ("Calcium", "2.3", "mg/dL", "mmol/L"),
+        # the number is an ordinary grade 1 result, not within the adult range, in mmol/L:
+        # 2.1 mg/dL is 0.52 mmol/L (grade 4, hardly survivable), 2.1 mmol/L just below 2.12
+        ("Calcium", "2.1", "mg/dL", "mmol/L"),
+        ("Ionized calcium", "1.05", "mg/dL", "mmol/L"),  # 0.26 mmol/L; 1.05 below 1.15
+        ("Calcium", "2.8", "mg/dL", "mmol/L"),  # 0.70 mmol/L; 2.8 mmol/L, grade 1 high
+        ("Potassium", "5.3", "mg/dL", "mmol/L"),  # 1.36 mmol/L; 5.3 mmol/L, grade 1 high
     ],
 )
 def test_a_life_threatening_value_normal_in_another_unit_is_a_unit_error(
@@ -57,6 +63,15 @@ def test_a_life_threatening_value_normal_in_another_unit_is_a_unit_error(
         ("Calcium", "5.5", "mg/dL"),
         ("Calcium", "1.4", "mmol/L"),
         ("Ionized calcium", "0.7", "mmol/L"),
+        # grade 4 in its unit, and read in the other one no ordinary result either
+        ("Calcium", "3.5", "mg/dL"),  # 3.5 mmol/L would be grade 4 hypercalcemia
+        ("Magnesium", "0.2", "mmol/L"),  # 0.2 mg/dL: grade 4 too
+        ("Magnesium", "0.5", "mg/dL"),  # 0.5 mmol/L is grade 1, but 0.5 mg/dL is barely
+        ("Magnesium", "0.69", "mg/dL"),  # beyond its grade 4 cut-off, 0.7 mg/dL
+        ("Magnesium", "0.71", "mg/dL"),  # grade 3 in mg/dL (0.292 mmol/L)
+        ("Albumin", "11", "g/L"),  # nephrotic; 110 g/L if read as g/dL
+        ("Albumin", "20", "g/L"),
+        ("Albumin", "1.1", "g/dL"),
     ],
 )
 def test_severe_but_possible_values_are_read(
@@ -64,6 +79,29 @@ def test_severe_but_possible_values_are_read(
 ) -> None:
     res = read_rows(tmp_path, f"P1,1960-01-01,2024-01-01 08:00,{test},{value},{unit},,\n")
     assert list(res.results["value_reported"]) == [float(value)]
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "fits"),
+    [
+        ("5.5", "g/L", "g/dL"),  # 55 g/L in g/dL: a normal albumin
+        ("6.2", "g/L", "g/dL"),
+    ],
+)
+def test_an_albumin_far_below_the_range_and_ordinary_in_another_unit_is_a_unit_error(
+    tmp_path: Path, value: str, unit: str, fits: str
+) -> None:
+    """A g/dL albumin labelled g/L, beside a low total Ca, makes the corrected Ca look
+    normal (pseudo-hypocalcemia): the row is rejected, naming the unit its number fits."""
+    res = read_rows(
+        tmp_path,
+        f"P1,1960-01-01,2024-01-01 08:00,Albumin,{value},{unit},35-50,\n"
+        "P1,1960-01-01,2024-01-01 08:00,Calcium,1.9,mmol/L,2.12-2.62,\n",
+    )
+    assert list(res.results["analyte"]) == ["calcium"]
+    rejected = res.rejected.iloc[0]
+    assert rejected["reason"] == "implausible_value"
+    assert f"fits {fits}" in rejected["detail"] and value not in rejected["detail"]
 
 
 # ---------------------------------------------------------------- 2. negated comments

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from labinterp import schema
-from labinterp.reading import read
+from labinterp.reading import ReadResult, read
 
 pytestmark = pytest.mark.shared_data
 
@@ -91,6 +91,17 @@ def test_mimic_iii_full_table_out_of_scope_rows(shared_data: Path) -> None:
     assert res.rejected["reason"].value_counts()["out_of_scope"] == 64_154
 
 
+def spurious_calcium(res: ReadResult) -> None:
+    """SPURIOUS_CALCIUM: patient 10037861's total Ca of 2.7 mg/dL (0.67 mmol/L, grade 4) at
+    2117-03-20 02:15, drawn with a Mg of 0.9 mg/dL, while an ionized Ca 26 minutes later is
+    1.13 mmol/L and the total 2 hours later 7.8 mg/dL: a spurious number (a sample problem
+    far likelier than a unit slip in MIMIC). Read as mmol/L it is an ordinary result (grade
+    1 above 2.62), so it is rejected as a suspected unit error, the one implausible row."""
+    (row,) = res.rejected[res.rejected["reason"] == "implausible_value"].itertuples()
+    assert (round(float(row.value_raw), 6), row.unit_raw) == (2.7, "mg/dL")  # parquet: float32
+    assert "fits mmol/L" in row.detail
+
+
 @pytest.mark.parametrize("name", ["meds_events_analytes.csv", "meds_events_analytes.parquet"])
 def test_mimic_iv_meds(shared_data: Path, name: str) -> None:
     res = read(shared_data / "mimic_iv_demo_meds" / name)
@@ -98,7 +109,7 @@ def test_mimic_iv_meds(shared_data: Path, name: str) -> None:
     assert res.rows_in == 14_729
     assert counts(res) == {
         ("magnesium", "mg/dL"): 2469,
-        ("calcium", "mg/dL"): 2377,
+        ("calcium", "mg/dL"): 2377 - 1,  # SPURIOUS_CALCIUM
         ("calcium_ionized", "mmol/L"): 509,
         ("phosphate", "mg/dL"): 2336,
         ("pth", "pg/mL"): 13,
@@ -108,7 +119,11 @@ def test_mimic_iv_meds(shared_data: Path, name: str) -> None:
         ("albumin", "g/dL"): 625,
         ("creatinine", "mg/dL"): 2999,
     }
-    assert dict(res.rejected["reason"].value_counts()) == {"missing_value": 5}
+    assert dict(res.rejected["reason"].value_counts()) == {
+        "missing_value": 5,
+        "implausible_value": 1,
+    }
+    spurious_calcium(res)
     # float32 noise is gone: 1.7999999523 is read as 1.8
     mg = res.results.loc[res.results["analyte"] == "magnesium", "value_reported"]
     assert ((mg * 10).round(6) % 1 == 0).all()  # one decimal, as the lab printed it
@@ -128,7 +143,9 @@ def test_mimic_iv_v1_denormalised(shared_data: Path, name: str) -> None:
     reasons = dict(res.rejected["reason"].value_counts())
     # rows duplicated by the admission/ED-stay join (16 per SOURCE.md, more with K pairs)
     assert reasons["duplicate"] >= 16
-    assert set(reasons) <= {"duplicate", "missing_value"}
+    assert set(reasons) <= {"duplicate", "missing_value", "implausible_value"}
+    assert reasons["implausible_value"] == 1
+    spurious_calcium(res)
     assert (res.results["range_origin"] == "row").mean() > 0.95  # MIMIC-IV prints ranges
     hemolysis = res.results[res.results["comment"].str.contains("HEMOLYSIS FALSELY", na=False)]
     assert len(hemolysis) and hemolysis["quality"].str.contains("hemolyzed").all()
