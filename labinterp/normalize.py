@@ -1391,18 +1391,18 @@ def _status_of(raw: object) -> ResultStatus:
     return status
 
 
-def _warn_unrecognised(status: _Coded, raw: _Coded, source_row: pd.Series, file_label: str):
-    """A warning naming the status words not understood and the rows that print them."""
+def _warn_unrecognised(status: _Coded, source_row: pd.Series, file_label: str):
+    """A warning naming the rows whose status word is not understood. The words are not
+    quoted: a status column can hold free text (a patient id, a value), and patient data
+    never goes into the log."""
     rows = np.flatnonzero(status.rows_where(lambda s: s.usable == UNRECOGNISED_STATUS))
-    words = sorted({_text(raw.values[c])[:30] for c in raw.codes[rows]})
     listed = _take(source_row, rows[:5]).astype(str).tolist()
     more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
     log.warning(
-        "%s: the result status %s on row(s) %s%s is not one labinterp knows; the results are"
+        "%s: the result status on row(s) %s%s is not one labinterp knows; the results are"
         " read, with result_status 'unrecognised'. Add the word to"
         " reference_ranges/result_statuses.toml, or correct the status in the export.",
         file_label,
-        ", ".join(f"'{w}'" for w in words[:5]),
         ", ".join(listed),
         more,
     )
@@ -1559,6 +1559,10 @@ _DETAIL = {
         "two-digit year (a spreadsheet re-save?); re-export with 4-digit years"
     ),
     "missing_value": "the row has neither a result nor a result text",
+    "missing_value_commented": (
+        "the result column is empty; the comment may give the result as free text, which"
+        " labinterp does not read as a value (put the result in the result column)"
+    ),
     "sample_quality_index": "a sample-quality index (hemolysis, icterus or lipemia), not a result",
     "vitamin_d_component": (
         "a 25-OH vitamin D2 or D3 result of a draw whose total 25-OH vitamin D is read"
@@ -1743,7 +1747,7 @@ def _normalize(
         # a cancelled, deleted, withdrawn or pending result (most exports print no status)
         status = col["result_status"].map(_status_of)
         if any(s.usable == UNRECOGNISED_STATUS for s in status.values):
-            _warn_unrecognised(status, col["result_status"], frame["source_row"], file_label)
+            _warn_unrecognised(status, frame["source_row"], file_label)
         if any(s.no_result for s in status.values):
             verdict.mark_each(
                 status.rows_where(lambda s: s.no_result != ""), status.map(_status_verdict)
@@ -1755,7 +1759,13 @@ def _normalize(
         specimen = col["specimen_type"].map(_specimen_verdict)
         if any(v[0] for v in specimen.values):  # most exports name no specimen type
             verdict.mark_each(specimen.rows_where(lambda v: v[0] != ""), specimen)
-        # missing_value, unparseable_value
+        # missing_value, unparseable_value; a row with no result whose comment says
+        # something is told apart (exports such as MIMIC-IV print some results, an eGFR
+        # estimate or a censored value, only as comment text)
+        no_value = parsed.rows_where(lambda v: v[3] == "missing_value")
+        if no_value.any():
+            commented = no_value & col["comment"].rows_where(lambda v: _text(v).strip() != "")
+            verdict.mark(commented, "missing_value", _DETAIL["missing_value_commented"])
         verdict.mark_each(parsed.rows_where(lambda v: v[3] != ""), parsed.map(lambda v: v[3:5]))
         verdict.mark_each(
             has_number & unit.rows_where(lambda v: v[3] != ""), unit.map(lambda v: v[3:])

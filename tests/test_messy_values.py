@@ -343,3 +343,21 @@ def test_a_lone_two_digit_year_is_rejected_not_a_question_of_order(tmp_path: Pat
     )
     assert res.rows_used == 1
     assert list(res.rejected["reason"]) == ["ambiguous_two_digit_year"]
+
+
+def test_result_only_in_comment_is_told_apart(tmp_path: Path) -> None:
+    """A row with an empty result whose comment holds text (MIMIC-IV prints an eGFR
+    estimate and some censored values only there) is rejected with a detail saying so,
+    not as a row with nothing in it; a row with no comment keeps the plain detail."""
+    path = tmp_path / "lab.csv"
+    path.write_text(
+        HEADER
+        + "P1,1960-01-01,2024-03-01 08:00,eGFR,,mL/min/1.73m2,,"
+        + "estimated GFR (eGFR) is likely between 39 and 47\n"
+        + "P1,1960-01-01,2024-03-01 08:00,Potassium,,mmol/L,3.5-5.0,\n"
+    )
+    res = read(path)
+    details = dict(zip(res.rejected["source_row"], res.rejected["detail"], strict=True))
+    assert list(res.rejected["reason"]) == ["missing_value", "missing_value"]
+    assert "comment" in details[2] and "result column" in details[2]
+    assert details[3] == "the row has neither a result nor a result text"

@@ -131,6 +131,25 @@ def test_status_words_of_lis_exports(
         assert warned == []
 
 
+def test_unrecognised_status_is_not_quoted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A status column can hold free text: the warning names the rows, never the words
+    (they may carry a patient id or a value)."""
+    path = write(
+        tmp_path,
+        "lab.csv",
+        HEADER
+        + "ZZSECRET123,2024-03-01 08:30,S1,Magnesium,1.9,mg/dL,1.6-2.6,Prev result 1.234567\n"
+        + "ZZSECRET123,2024-03-03 08:30,S2,Magnesium,1.8,mg/dL,1.6-2.6,Pt ZZSECRET123 recollect\n",
+    )
+    res = read(path)
+    assert list(res.results["result_status"]) == ["unrecognised", "unrecognised"]
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "row(s) 2, 3" in logged
+    assert "ZZSECRET123" not in logged and "1.234567" not in logged
+
+
 def test_replacements_across_files_match_one_file(tmp_path: Path) -> None:
     """Split over two exports, the same rows go: `deduplicate` (several files, the audit)
     and the single-file reader share the rule."""
