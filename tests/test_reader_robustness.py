@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import datetime
 import gzip
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 
 from labinterp import schema
 from labinterp.cli import main
-from labinterp.errors import InputFileError
+from labinterp.errors import DamagedFileError, InputFileError
 from labinterp.readers import formats, sniff
 from labinterp.reading import ReadResult, read
 
@@ -392,6 +393,20 @@ def test_a_compressed_export_cut_short_in_a_folder_stops_the_read(tmp_path: Path
     with pytest.raises(InputFileError, match=r"ends in the middle, after line \d+") as info:
         read(folder)
     assert int(info.value.args[0].split("after line ")[1].split()[0]) > 100
+
+
+def test_a_workbook_cut_short_in_a_folder_stops_the_read(tmp_path: Path) -> None:
+    """An .xlsx (a ZIP archive) whose end is missing is damaged, not "a ZIP archive that is
+    not an export" to skip: its rows would vanish from a folder's read."""
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "good.csv").write_text(EXPORT[:200])
+    whole = tmp_path / "book.xlsx"
+    pd.read_csv(io.StringIO(EXPORT)).to_excel(whole, index=False)
+    (folder / "labs_march.xlsx").write_bytes(whole.read_bytes()[:4000])
+    with pytest.raises(DamagedFileError, match="cut short") as info:
+        read(folder)
+    assert "unpack" not in str(info.value)
 
 
 @pytest.mark.parametrize(

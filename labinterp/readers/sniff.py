@@ -323,6 +323,16 @@ def sniff(path: Path) -> Sniffed:
             with zipfile.ZipFile(path) as zf:
                 if any(n.startswith("xl/") for n in zf.namelist()):
                     return Sniffed("xlsx", "", "", compressed)
+        elif not compressed:
+            # A ZIP archive (a workbook is one) keeps its table of contents at the end:
+            # one that starts as ZIP but has none was cut short, and its rows would be
+            # lost unseen if it were skipped as "not an export"
+            raise DamagedFileError(
+                "the file starts as a ZIP archive (an .xlsx workbook is one) but its end is"
+                " missing: it was cut short while being copied or saved.",
+                file=display_name(path),
+                fix="copy or export the file again.",
+            )
         raise InputFileError(
             "this is a ZIP archive, not a lab export.",
             file=display_name(path),
