@@ -220,3 +220,32 @@ def test_status_unknown_is_kept_without_a_warning(
         result = read(bundle(tmp_path, PATIENT, pth))
     assert len(result.results) == 1 and pd.isna(result.results["result_status"].iloc[0])
     assert "result_statuses.toml" not in caplog.text
+
+
+def test_a_value_keeps_its_printed_decimals(tmp_path: Path) -> None:
+    """valueQuantity 4.20 is read as "4.20" (its last decimal says how precisely the lab
+    reported it), as is a JSON Lines export's number; the range limits are read as
+    numbers all the same."""
+    k = obs("2823-3", "VALUE", "mmol/L", **OF_P1)
+    k["referenceRange"] = [{"low": {"value": "LOW", "unit": "mmol/L"}, "high": {"value": "HIGH"}}]
+    k["code"]["text"] = "Potassium"
+    text = json.dumps(bundle_doc(PATIENT, k))
+    for key, number in (("VALUE", "4.20"), ("LOW", "3.50"), ("HIGH", "5.10")):
+        text = text.replace(f'"{key}"', number)
+    path = tmp_path / "k.json"
+    path.write_text(text, encoding="utf-8")
+    (row,) = read(path).results.itertuples()
+    assert (row.value_raw, row.value, row.range_low, row.range_high) == ("4.20", 4.2, 3.5, 5.1)
+    lines = tmp_path / "export.jsonl"
+    lines.write_text(
+        '{"patient_id": "P1", "collected_at": "2024-03-01 08:00", "test": "Potassium",'
+        ' "result": 4.20, "unit": "mmol/L"}\n',
+        encoding="utf-8",
+    )
+    (row,) = read(lines).results.itertuples()
+    assert (row.value_raw, row.value) == ("4.20", 4.2)
+
+
+def bundle_doc(*resources: dict[str, Any]) -> dict[str, Any]:
+    entries = [{"resource": r} for r in resources]
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}

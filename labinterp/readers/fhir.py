@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from labinterp import units
+from labinterp.readers.formats import number_text
 from labinterp.readers.medications import (
     Coverage,
     MedicationRecord,
@@ -654,11 +655,7 @@ def _range_columns(rr: dict[str, Any] | None, unit: str) -> dict[str, str]:
 
 
 def _number_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return repr(value)
-    return str(value)
+    return "" if value is None else number_text(value)
 
 
 def _row(obs: dict[str, Any], local: Index, number: int, found: Referenced) -> dict[str, Any]:

@@ -38,7 +38,36 @@ def _as_text_frame(records: dict[str, list[Any]]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+class JsonNumber(float):
+    """A JSON number with a fraction or exponent, as a float that keeps its text: "4.20"
+    is the number 4.2 to every reader of the document (ranges, ages, validators), and
+    "4.20" to the RAW table, whose value_raw is the exact decimal as printed (its last
+    decimal says how precisely the lab reported it; see readers.duplicates)."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> JsonNumber:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __reduce__(self) -> tuple[type[JsonNumber], tuple[str]]:
+        return (JsonNumber, (self.text,))
+
+
+def number_text(v: Any) -> str:
+    """A JSON number as the document printed it ("4.20", "1E-22"); "7.0" for a float 7."""
+    if isinstance(v, JsonNumber):
+        return v.text
+    if isinstance(v, float) and v.is_integer():
+        return repr(v)
+    return str(v)
+
+
 def _text(v: Any) -> str:
+    if isinstance(v, JsonNumber):
+        return v.text
     if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
         return repr(v)  # keep "7.0" as the file's number, the normalizer handles it
     if isinstance(v, (dict, list)):
@@ -432,7 +461,7 @@ def _json_value(path: Path, text: str, line: int | None) -> Any:
     one that is malformed, is a damaged export (DamagedFileError: never skipped in a
     folder); any other malformed document may be a file that is not an export at all."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_float=JsonNumber)
     except json.JSONDecodeError as exc:
         # cut short: the parser stopped in a string that never closes, or at a last token
         # that the end of the text broke off ("", "tr", "1.", "-1.2e")
