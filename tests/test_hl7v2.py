@@ -213,6 +213,26 @@ def test_hex_escapes_in_the_messages_character_set(
     assert crp["comment"] == "Specimen hemolyzed Results may be affected"
 
 
+def test_an_analyzers_test_codes_are_read(tmp_path: Path) -> None:
+    """A Biosystems A400 names its tests by its own codes: "ALP-AMP" (alkaline phosphatase
+    by the AMP-buffer method, which the EDTA guard reads) and "CALCIUM ARSENAZO"."""
+    message = "\r".join(
+        [
+            "MSH|^~\\&|A400|LAB|LIS|LAB|20241213193520||OUL^R22^OUL_R22|M1|P|2.5.1",
+            "PID|1||P1^^^LAB^MR",
+            "SPM|1|S1||SER|||||||||||||20241213190000",
+            "OBR|1||O1|ALP-AMP^ALP-AMP^A400",
+            "OBX|1|NM|ALP-AMP^ALP-AMP^A400||35.8951797|U/L^U/L^A400||NONE|||F",
+            "OBR|2||O2|CALCIUM ARSENAZO^CALCIUM ARSENAZO^A400",
+            "OBX|1|NM|CALCIUM ARSENAZO^CALCIUM ARSENAZO^A400||9.38908291|mg/dL||NONE|||F",
+            "",
+        ]
+    )
+    res = read(write(tmp_path, message))
+    assert res.results["analyte"].tolist() == ["alp", "calcium"]
+    assert res.results["unit_reported"].tolist() == ["U/L", "mg/dL"]
+
+
 @pytest.mark.shared_data
 def test_shared_hl7_samples_are_read_and_accounted(shared_data: Path) -> None:
     folder = shared_data / "hl7v2_samples"
