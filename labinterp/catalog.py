@@ -106,7 +106,7 @@ def analytes() -> dict[str, Analyte]:
     return out
 
 
-_LOINC_PREFIX = re.compile(r"^loinc\s*:\s*", re.I)
+LOINC_PREFIX = re.compile(r"^loinc\s*:\s*", re.I)
 
 
 @cache
@@ -137,9 +137,15 @@ def name_index() -> dict[str, str]:
 def analyte_for(loinc: str | None, code: str | None, name: str | None) -> str | None:
     """Catalog id for a test, by LOINC first, then exact normalised name, then the name
     read by the fixed steps of reference_ranges/test_names.toml (read_test_name); None if
-    unknown. A code may name its system first, as i2b2 concept codes do ("LOINC:2601-3")."""
-    for candidate in (loinc, code):
-        key = _LOINC_PREFIX.sub("", candidate.strip()) if candidate else ""
+    unknown, or when its LOINC code or code names another test (a calculated ionized calcium,
+    test_names.not_read_by_code). A code may name its system first, as i2b2 concept codes
+    do ("LOINC:2601-3")."""
+    from labinterp.test_names import not_read_by_code, read_test_name  # they read this catalog
+
+    keys = [LOINC_PREFIX.sub("", c.strip()) if c else "" for c in (loinc, code)]
+    if any(not_read_by_code(key) for key in keys if key):
+        return None  # another test than its name says (test_names.toml `not_read`)
+    for key in keys:
         if key in loinc_index():
             return loinc_index()[key]
     for candidate in (name, code):
@@ -147,8 +153,6 @@ def analyte_for(loinc: str | None, code: str | None, name: str | None) -> str | 
             hit = name_index().get(normalise_name(candidate))
             if hit:
                 return hit
-    from labinterp.test_names import read_test_name  # it reads this catalog
-
     return read_test_name(name) if name else None
 
 

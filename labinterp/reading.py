@@ -49,6 +49,7 @@ from labinterp.readers import duplicates, fhir, formats, medications, sniff, tab
 from labinterp.readers.hl7v2 import iter_hl7
 from labinterp.readers.medications import MedicationRecord
 from labinterp.schema import RAW, REJECTED, RESULTS, check, conform, empty
+from labinterp.test_names import not_read_detail
 
 PathLike = str | os.PathLike[str]
 log = logging.getLogger("labinterp")
@@ -1073,9 +1074,30 @@ def _normalize(
     raw: pd.DataFrame, label: str, options: Options, dedupe: bool
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     if dedupe:
-        return normalize_unique(raw, label, options)
-    results, rejected = normalize(raw, label, options)
-    return results, rejected, empty(REJECTED)
+        results, rejected, repeated = normalize_unique(raw, label, options)
+    else:
+        results, rejected = normalize(raw, label, options)
+        repeated = empty(REJECTED)
+    return results, _why_not_read(rejected), repeated
+
+
+def _why_not_read(rejected: pd.DataFrame) -> pd.DataFrame:
+    """`rejected` with the out-of-scope rows of a test printed like a catalog test that
+    is another one (a calculated ionized calcium) saying so, not "not in the catalog"
+    (test_names.not_read_detail; worked out once per distinct test)."""
+    out = np.flatnonzero(
+        (rejected["reason"] == "out_of_scope").to_numpy(dtype=bool, na_value=False)
+    )
+    if len(out) == 0:
+        return rejected
+    codes, tests = pd.factorize(rejected["test"].iloc[out].fillna(""))
+    said = np.asarray([not_read_detail(str(t)) for t in tests], dtype=object)[codes]
+    hit = said != ""
+    if not hit.any():
+        return rejected
+    detail = rejected["detail"].to_numpy(dtype=object)
+    detail[out[hit]] = said[hit]
+    return rejected.assign(detail=pd.Series(detail, rejected.index, REJECTED["detail"]))
 
 
 def _append(rejected: pd.DataFrame, *more: pd.DataFrame) -> pd.DataFrame:

@@ -17,6 +17,17 @@ from labinterp.resources import read_reference_toml
 
 
 @dataclass(frozen=True)
+class NotRead:
+    """A test printed like a catalog test that is another one (test_names.toml `not_read`)."""
+
+    analyte: str  # the catalog test it reads as
+    loinc: frozenset[str]
+    methods: frozenset[str]  # of a LOINC display name, normalised
+    words: frozenset[str]  # in another name, normalised
+    detail: str  # why it is not read, for the rejected row
+
+
+@dataclass(frozen=True)
 class _NameWords:
     """reference_ranges/test_names.toml, normalised."""
 
@@ -24,6 +35,7 @@ class _NameWords:
     notes: frozenset[str]
     loinc_properties: frozenset[str]
     loinc_systems: frozenset[str]
+    not_read: tuple[NotRead, ...]
 
 
 @cache
@@ -35,6 +47,16 @@ def _test_name_words() -> _NameWords:
             notes=frozenset(t for n in data["notes"] for t in normalise_name(str(n)).split()),
             loinc_properties=frozenset(normalise_name(str(p)) for p in data["loinc_properties"]),
             loinc_systems=frozenset(normalise_name(str(p)) for p in data["loinc_systems"]),
+            not_read=tuple(
+                NotRead(
+                    analyte=str(spec["analyte"]),
+                    loinc=frozenset(str(c).strip() for c in spec["loinc"]),
+                    methods=frozenset(normalise_name(str(m)) for m in spec["methods"]),
+                    words=frozenset(normalise_name(str(w)) for w in spec["words"]),
+                    detail=str(spec["detail"]),
+                )
+                for spec in data["not_read"].values()
+            ),
         )
 
     return read_reference_toml("test_names.toml", build)
@@ -43,12 +65,55 @@ def _test_name_words() -> _NameWords:
 # "Component [Property] in System" or "... in System by Method": a LOINC display name
 _LOINC_NAME = re.compile(
     r"^(?P<component>[^\[\]]+?)\s*\[(?P<property>[^\[\]]+)\]\s+in\s+(?P<system>.+?)"
-    r"(?:\s+by\s+.+)?$",
+    r"(?:\s+by\s+(?P<method>.+))?$",
     re.I,
 )
 
 
+def not_read_by_code(code: str) -> NotRead | None:
+    """The `not_read` test a LOINC code (or a code column holding one) names, if any."""
+    from labinterp.catalog import LOINC_PREFIX  # the catalog reads this module
+
+    key = LOINC_PREFIX.sub("", code.strip())
+    return next((t for t in _test_name_words().not_read if key in t.loinc), None)
+
+
+@cache
+def not_read_detail(test: str) -> str:
+    """Why a test, as a rejected row shows it (its name, else its code), is not read when
+    it is a `not_read` test; "" for any other. Rejected rows only: a name that reads as
+    the catalog test was rejected for the code the row also printed."""
+    from labinterp.catalog import analyte_for  # the catalog reads this module
+
+    text = fold_accents(test or "")
+    by_code = not_read_by_code(text)
+    if by_code:
+        return by_code.detail
+    loinc = _LOINC_NAME.match(text)
+    for t in _test_name_words().not_read:
+        if loinc:
+            found = _not_read_method(loinc) is t
+        else:  # the name without the words that make it another test
+            words = normalise_name(_BRACKETS.sub(" ", text)).split()
+            rest = " ".join(w for w in words if w not in t.words)
+            found = bool(rest) and analyte_for(None, None, rest) == t.analyte
+        if found:
+            return t.detail
+    return ""
+
+
+def _not_read_method(loinc: re.Match[str]) -> NotRead | None:
+    """The `not_read` test a LOINC display name is by its method, if any."""
+    method = normalise_name(loinc["method"] or "")
+    component = name_index().get(normalise_name(loinc["component"]))
+    return next(
+        (t for t in _test_name_words().not_read if t.analyte == component and method in t.methods),
+        None,
+    )
+
+
 _BRACKETED = re.compile(r"[(\[]([^()\[\]]*)[)\]]")
+_BRACKETS = re.compile(r"[()]")
 
 
 def _is_unit(text: str) -> bool:
@@ -78,6 +143,7 @@ def read_test_name(name: str) -> str | None:
         if (
             normalise_name(loinc["property"]) in words.loinc_properties
             and normalise_name(loinc["system"]) in words.loinc_systems
+            and _not_read_method(loinc) is None
         ):
             return name_index().get(normalise_name(loinc["component"]))
         return None

@@ -226,6 +226,13 @@ def test_fhir_spec_examples(shared_data: Path) -> None:
     accounted(big)
     assert big.rows_in == 365
     assert counts(big)[("potassium", "mmol/L")] == 14
+    # LOINC 13959-2 "Calcium.ionized [Moles/volume] in Serum or Plasma by calculation":
+    # an estimate from the total, in each of the 15 reports (1 + 14)
+    for res in (ghp, big):
+        calculated = res.rejected[res.rejected["detail"].str.contains("calculated ionized")]
+        assert set(calculated["reason"]) == {"out_of_scope"}
+        assert len(calculated) == (1 if res is ghp else 14)
+        assert "calcium_ionized" not in set(res.results["analyte"])
     for name in ("Observation-f204.json", "Observation-decimal.json"):
         res = read(folder / name)
         accounted(res)

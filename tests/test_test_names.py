@@ -58,6 +58,11 @@ from labinterp.test_names import read_test_name, unit_in_test_name
         ("Calcium Score", None),
         ("Calcium (K)", None),  # the brackets name another test
         ("Calcium, Ionized (Calculated)", None),  # an estimate from the total, not measured
+        ("Calcium.ionized [Moles/volume] in Serum or Plasma by calculation", None),
+        (
+            "Calcium.ionized [Moles/volume] in Blood by Ion-selective membrane electrode",
+            "calcium_ionized",
+        ),
         ("Creatinine Clearance", None),
         ("eGFR (non-African American)", None),
         ("Serum", None),
@@ -153,3 +158,29 @@ def test_vitamin_d_components_give_way_to_the_total_of_their_draw(tmp_path: Path
     assert read_as == [["A", 22.0], ["C", 11.0], ["D", 12.0]]
     assert (res.rejected["reason"] == "vitamin_d_component").sum() == 5
     assert sorted(res.rejected["source_row"]) == [2, 3, 5, 6, 9]
+
+
+def test_a_calculated_ionized_calcium_is_not_read_by_code_or_by_name(tmp_path: Path) -> None:
+    """LOINC 13959-2, "Calcium.ionized ... by calculation", is an estimate from the total
+    calcium: rejected as out of scope saying so, whatever name comes with the code. The
+    measured ionized calcium (1994-3, or a name saying its electrode) is read."""
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "patient_id,collected_at,test,loinc,value,unit\n"
+        "A,2024-01-02 08:00,Calcium.ionized [Moles/volume] in Serum or Plasma by calculation,"
+        "13959-2,1.10,mmol/L\n"
+        '"A",2024-01-02 08:00,"Calcium, ionized",13959-2,1.10,mmol/L\n'
+        "A,2024-01-02 08:00,,13959-2,1.10,mmol/L\n"
+        "A,2024-01-03 08:00,Calcium.ionized [Moles/volume] in Serum or Plasma by calculation,"
+        ",1.10,mmol/L\n"
+        '"A",2024-01-04 08:00,"Calcium, Ionized (Calculated)",,1.10,mmol/L\n'
+        '"A",2024-01-05 08:00,"Calcium, ionized",1994-3,1.12,mmol/L\n'
+        "A,2024-01-06 08:00,Calcium.ionized [Moles/volume] in Blood by Ion-selective membrane"
+        " electrode (ISE),,1.13,mmol/L\n",
+        encoding="utf-8",
+    )
+    res = read(path)
+    assert res.results["analyte"].tolist() == ["calcium_ionized"] * 2
+    assert res.results["value_reported"].tolist() == [1.12, 1.13]
+    assert set(res.rejected["reason"]) == {"out_of_scope"} and len(res.rejected) == 5
+    assert res.rejected["detail"].str.startswith("a calculated ionized calcium: an estimate").all()
