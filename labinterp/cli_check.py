@@ -16,6 +16,7 @@ from typing import cast
 import pandas as pd
 
 from labinterp.catalog import name_index, normalise_name
+from labinterp.errors import LabinterpError
 from labinterp.output import FORMATS, write_table
 from labinterp.reading import ReadResult, read
 from labinterp.test_names import read_test_name
@@ -184,8 +185,31 @@ def _offsets(minutes: pd.Series) -> dict[str, int]:
     return out
 
 
+def column_report(exc: LabinterpError) -> str:
+    """The column names read from a file whose columns could not be used, numbered: what
+    a mapping file names. They are the file's own cells (a headerless export's first row
+    is a patient's result), so they are printed here, where the user asked for a report
+    of the file, and never in an error message or the log."""
+    shown = exc.columns_read[:_COLUMNS_LISTED]
+    lines = [
+        f"== {exc.file}: the column names read on row {exc.row or 1}, to name in a mapping file:"
+    ]
+    lines += [f"   column {n}: {name!r}" for n, name in enumerate(shown, start=1)]
+    if len(exc.columns_read) > len(shown):
+        lines.append(f"   ... and {len(exc.columns_read) - len(shown)} more")
+    return "\n".join(lines) + "\n"
+
+
+_COLUMNS_LISTED = 60
+
+
 def run(args: argparse.Namespace) -> int:
-    result = read(args.files, mapping=args.mapping, date_format=args.date_format)
+    try:
+        result = read(args.files, mapping=args.mapping, date_format=args.date_format)
+    except LabinterpError as exc:
+        if exc.columns_read and args.format == "table":
+            sys.stdout.write(column_report(exc))  # then the error, on stderr
+        raise
     info = summary(result)
     out = sys.stdout
     if args.format == "json":

@@ -12,6 +12,11 @@ from __future__ import annotations
 class LabinterpError(Exception):
     """Base class for problems with the user's input, options or configuration."""
 
+    # The column names read from a file whose columns could not be used: cells of the
+    # file, possibly a patient's data (a headerless export), so never part of a message;
+    # `labinterp check` lists them, on the user's request.
+    columns_read: tuple[str, ...] = ()
+
     def __init__(
         self,
         message: str,

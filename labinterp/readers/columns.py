@@ -191,15 +191,22 @@ def plan_from_mapping(path: Path, header: list[str], file_label: str) -> ColumnP
     missing_cols = [c for c in columns.values() if c not in header]
     wide = {str(k): (v["analyte"], v["unit"]) for k, v in data.get("wide", {}).items()}
     missing_cols += [c for c in wide if c not in header]
-    if missing_cols and looks_like_data(header):  # never echo it: it is a patient's result
-        raise MappingFileError(f"{file_label}: {_DATA_NOT_HEADER}", file=path.name, fix=_ADD_HEADER)
-    if missing_cols:
-        raise MappingFileError(
-            f"the mapping names column(s) {missing_cols} that {file_label} does not have"
-            f" (its columns are: {', '.join(header[:30])}).",
-            file=path.name,
-            fix="correct the column names in the mapping file.",
-        )
+    if missing_cols:  # the file's own headers are not quoted: see `_undetected`
+        if looks_like_data(header):
+            error = MappingFileError(
+                f"{file_label}: {_DATA_NOT_HEADER}", file=path.name, fix=_ADD_HEADER
+            )
+        else:
+            n = len(header)
+            error = MappingFileError(
+                f"the mapping names column(s) {missing_cols} that {file_label} does not have"
+                f" ({n} column name{'s' if n != 1 else ''} read).",
+                file=path.name,
+                fix="correct the column names in the mapping file; `labinterp check FILE`"
+                " lists the names read.",
+            )
+        error.columns_read = tuple(header)
+        raise error
     tests = {str(k): str(v) for k, v in data.get("tests", {}).items()}
     bad = [a for a in [*tests.values(), *(a for a, _ in wide.values())] if a not in analytes()]
     if bad:
@@ -327,13 +334,13 @@ def _checked(plan: ColumnPlan, header: list[str], file_label: str, need_time: bo
     columns = plan.columns
     if plan.layout == "wide":
         if "patient_id" not in columns:
-            raise _undetected(header, file_label, ["patient_id"])
+            raise _undetected(header, file_label, ["patient_id"], columns)
         return plan
     if "test_name" not in columns and "test_code" not in columns and "loinc" not in columns:
-        raise _undetected(header, file_label, ["test (name, code or LOINC)"])
+        raise _undetected(header, file_label, ["test (name, code or LOINC)"], columns)
     missing = [f for f in (*REQUIRED, *(["collected_at"] if need_time else [])) if f not in columns]
     if missing:
-        raise _undetected(header, file_label, missing)
+        raise _undetected(header, file_label, missing, columns)
     return plan
 
 
@@ -364,16 +371,27 @@ def _pair_date_and_time(
         used.add(time)
 
 
-# a cell that is a number ("0801234", "1.4", "1.6-2.6") or a date ("2024-02-01 07:00",
-# "03/04/2024"): what a row of results holds, and column names almost never are
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|ene|abr|ago|dic)[a-z]*\.?"
+# a cell that is a number ("0801234", "1.4", "1.6-2.6", "<0.5"), perhaps with a unit
+# ("1.23 mg/dL", "3.1 mmol/L"), a date ("2024-02-01 07:00", "2024-03-01T08:30:00",
+# "03/04/2024", "01 Mar 2024", "Mar 1, 2024", "1-Mar-2024") or a time of day ("08:30"):
+# what a row of results holds, and column names almost never are
 _DATA_CELL = re.compile(
-    r"\s*[<>]?\s*\d+(?:[.,]\d+)?(?:\s*-\s*\d+(?:[.,]\d+)?)?\s*|\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b.*"
+    r"\s*(?:"
+    r"[<>]?=?\s*[-+]?\d+(?:[.,]\d+)?(?:\s*-\s*\d+(?:[.,]\d+)?)?(?:\s+[^\s\d]\S{0,11})?"
+    r"|\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}(?!\d).*"
+    rf"|\d{{1,2}}[-/. ]*{_MONTH}[-/., ]*\d{{2,4}}(?!\d).*"
+    rf"|{_MONTH}\s*\d{{1,2}}(?:st|nd|rd|th)?,?\s*\d{{2,4}}(?!\d).*"
+    r"|\d{1,2}:\d{2}(?::\d{2})?(?:\s*[ap]\.?m\.?)?"
+    r")\s*",
+    re.IGNORECASE,
 )
 
 
 def looks_like_data(header: list[str]) -> bool:
     """Whether the line read as the header is a row of results (a headerless export).
-    Such a line is patient data: messages must not quote it."""
+    Such a line is patient data: messages must not quote it (nor any header that was not
+    recognised, see `_undetected`)."""
     return sum(bool(_DATA_CELL.fullmatch(c)) for c in header) >= 2
 
 
@@ -388,15 +406,34 @@ _ADD_HEADER = (
 )
 
 
-def _undetected(header: list[str], file_label: str, missing: list[str]) -> ColumnDetectionError:
-    if looks_like_data(header):  # never echo it: it is a patient's result
-        return ColumnDetectionError(_DATA_NOT_HEADER, file=file_label, row=1, fix=_ADD_HEADER)
-    shown = ", ".join(header[:20]) + (" ..." if len(header) > 20 else "")
-    return ColumnDetectionError(
-        f"no column for {', '.join(missing)} could be recognised among the headers ({shown}).",
-        file=file_label,
-        row=1,
-        fix="write a mapping file naming the missing column(s), e.g. [columns] patient_id ="
-        ' "MRN", and pass it with --mapping; the columns it does not name are still'
-        " recognised by their headers.",
-    )
+def _recognised(columns: dict[str, str], header: list[str]) -> str:
+    """The fields recognised, by field and column number (never the header's text)."""
+    found = sorted((header.index(col) + 1, name) for name, col in columns.items() if col in header)
+    if not found:
+        return "none of them is a column name labinterp knows"
+    return "recognised: " + ", ".join(f"{name} (column {n})" for n, name in found)
+
+
+def _undetected(
+    header: list[str], file_label: str, missing: list[str], columns: dict[str, str] | None = None
+) -> ColumnDetectionError:
+    """The error for a file whose columns lack a required field. It quotes no header: one
+    not recognised may be a patient's data (a headerless export, a cover sheet naming the
+    patient, JSON keyed by patient id). `labinterp check FILE` lists them on request."""
+    if looks_like_data(header):
+        error = ColumnDetectionError(_DATA_NOT_HEADER, file=file_label, row=1, fix=_ADD_HEADER)
+    else:
+        n = len(header)
+        error = ColumnDetectionError(
+            f"no column for {', '.join(missing)} could be recognised among the {n} column"
+            f" name{'s' if n != 1 else ''} read there ({_recognised(columns or {}, header)}).",
+            file=file_label,
+            row=1,
+            fix="if that is the header, write a mapping file naming the missing column(s),"
+            ' e.g. [columns] patient_id = "MRN", and pass it with --mapping (the columns it'
+            " does not name are still recognised by their headers); `labinterp check FILE`"
+            " lists the names read. If the file has no header line, add one above the"
+            " first row.",
+        )
+    error.columns_read = tuple(header)
+    return error
