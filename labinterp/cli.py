@@ -8,16 +8,23 @@ live in its own module (cli_*.py); this file only wires them together.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
+import os
 import signal
 import sys
 import textwrap
 from collections.abc import Sequence
 
 from labinterp import __version__, cli_audit, cli_check, cli_demo, cli_handout, cli_interpret
+from labinterp.atomic import NO_SPACE
 from labinterp.errors import LabinterpError
 
 log = logging.getLogger("labinterp")
+
+# errno values of a write that failed for want of room: the user's to fix, not a bug
+_NO_ROOM = NO_SPACE | {errno.EFBIG}
 
 _COMMANDS = (cli_check, cli_interpret, cli_handout, cli_audit, cli_demo)
 
@@ -82,9 +89,15 @@ def _main(argv: Sequence[str] | None) -> int:
     # does, through the same clean-up: no scratch data or temporary files left behind
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()  # a full disk under a redirected stdout shows here, not at exit
+        return code
     except LabinterpError as exc:
-        sys.stderr.write(textwrap.fill(f"labinterp: {exc}", width=100) + "\n")
+        # paths stay whole (not broken at a hyphen), to be copied from the message
+        message = textwrap.fill(
+            f"labinterp: {exc}", width=100, break_on_hyphens=False, break_long_words=False
+        )
+        sys.stderr.write(message + "\n")
         return 2
     except KeyboardInterrupt as exc:
         sys.stderr.write(
@@ -96,12 +109,40 @@ def _main(argv: Sequence[str] | None) -> int:
         return 128 + int(signum)
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # last resort: never a bare traceback for users
-        if getattr(args, "debug", False):
-            raise
+    except OSError as exc:
+        if exc.errno is None or exc.errno not in _NO_ROOM:
+            return _unexpected(exc, args)
+        # no room left where the output goes (stdout redirected to a full disk, a scratch
+        # file): the user's to fix, not a bug
+        _discard_stdout()
         sys.stderr.write(
-            f"labinterp: unexpected error ({type(exc).__name__}). This is a bug in labinterp; "
-            "run again with --debug and report the traceback (it contains no patient data "
-            "unless your file names do).\n"
+            f"labinterp: cannot write the output: {os.strerror(exc.errno)}. Fix: free some"
+            " space on the device the output goes to, or write it to another one.\n"
         )
-        return 1
+        return 2
+    except Exception as exc:
+        return _unexpected(exc, args)
+
+
+def _unexpected(exc: Exception, args: argparse.Namespace) -> int:
+    """Last resort: never a bare traceback for users."""
+    if getattr(args, "debug", False):
+        raise exc
+    sys.stderr.write(
+        f"labinterp: unexpected error ({type(exc).__name__}). This is a bug in labinterp; "
+        "run again with --debug and report the traceback (it contains no patient data "
+        "unless your file names do).\n"
+    )
+    return 1
+
+
+def _discard_stdout() -> None:
+    """Drop what stdout still holds when it cannot be written (a full disk): Python would
+    try again at exit, and report the failure with a traceback."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)

@@ -14,6 +14,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from labinterp.atomic import write_failed
+from labinterp.errors import OutputError
 from labinterp.output import write_table
 
 SAMPLE = "clinic_export.csv"
@@ -42,13 +44,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _folder(path: Path) -> Path:
+    """`path`, made a folder if it is not one yet; an OutputError (exit 2) if it cannot be."""
+    existing = next((at for at in (path, *path.parents) if at.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise OutputError(
+            f"'{existing}' is a file, but the demo writes a folder of outputs at '{path}'.",
+            fix="pass another folder with -o.",
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failed(exc, path.parent) from exc
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     from labinterp.audit.core import audit
     from labinterp.interpret import interpret_results
     from labinterp.reading import read
 
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _folder(Path(args.output))
     sample = sample_path()
     say = (lambda text: None) if args.quiet else (lambda text: sys.stderr.write(text + "\n"))
 
@@ -66,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
     )
     write_table(shown[columns], "table")
 
-    audit_dir = out / "audit"
-    audit_dir.mkdir(exist_ok=True)
+    audit_dir = _folder(out / "audit")
     summary = audit([sample], audit_dir, progress=False)
     say(
         f"audit written to {audit_dir}/ (report.html, findings.csv, summary.json, ...)"
@@ -77,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_handouts:
         from labinterp.handout import render_batch
 
-        handout_dir = out / "handouts"
-        handout_dir.mkdir(exist_ok=True)
+        handout_dir = _folder(out / "handouts")
         index = render_batch(result.results, findings, handout_dir)
         say(f"{len(index)} handouts written to {handout_dir}/ (index.csv maps files to patients)")
     return 0

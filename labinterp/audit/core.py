@@ -19,7 +19,6 @@ import multiprocessing
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +31,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from labinterp import memory, schema
+from labinterp import memory, schema, staging
+from labinterp.atomic import NO_SPACE, write_failed
 from labinterp.audit.collapse import (
     SCRATCH_OPTIONS,
     SCRATCH_SUFFIX,
@@ -375,32 +375,11 @@ def _worker_start(parent: int, scratch: str | None) -> None:
     _watch_parent(parent, scratch)
 
 
-# How often a worker checks that the audit that started it still runs.
-_WATCH_EVERY_S = 0.25
-
-
 def _watch_parent(parent: int, scratch: str | None) -> None:
-    """Exit this worker once `parent` has died, removing the scratch folder first.
-
-    An audit killed outright (SIGKILL, the OOM killer) cannot stop its workers, and a
-    forked worker holds the write end of its own task pipe, so it would wait on it forever
-    (and its share of memory with it). Once the parent is gone this process is adopted by
-    another (init or a subreaper), so its parent pid changes. The scratch folder holds
-    patient data and no running process owns it any more; without this it would stay until
-    the next audit into the same folder. A thread rather than prctl(PR_SET_PDEATHSIG): it
-    works on every platform and can clean up before exiting.
-    """
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(_WATCH_EVERY_S)
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-        os._exit(1)
-
-    if os.getppid() != parent:  # died before this worker got here
-        watch()
-    threading.Thread(target=watch, name="labinterp-parent-watch", daemon=True).start()
+    """Exit this worker once `parent` has died, removing the scratch folder first (see
+    staging.watch_parent): an audit killed outright (SIGKILL, the OOM killer) cannot stop
+    its workers, and the scratch folder holds patient data no running process owns."""
+    staging.watch_parent(parent, scratch)
 
 
 def _start_method() -> str:
@@ -498,21 +477,7 @@ def _remove_stale_scratch(output_dir: Path) -> None:
     """Remove the scratch folders an audit killed outright (SIGKILL, a crash of the
     machine) left in the output folder: they hold patient data. One whose process still
     runs is another audit's, and stays."""
-    for old in output_dir.glob(f"{_SCRATCH}*"):
-        pid = old.name[len(_SCRATCH) :].split("-", 1)[0]
-        if not (old.is_dir() and pid.isdigit()) or _running(int(pid)):
-            continue
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+    staging.remove_stale(output_dir, _SCRATCH)
 
 
 @contextlib.contextmanager
@@ -533,10 +498,9 @@ def _output_folder(output_dir: Path, completion: Completion) -> Iterator[Path]:
         raise OutputError(f"'{output_dir}' is not a folder.", fix="choose a folder for -o.")
     _remove_stale_scratch(output_dir)
     try:  # the pid in the name tells a later audit whether this one is still running
-        work = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH}{os.getpid()}-", dir=output_dir))
         # absolute: its paths go to worker processes, and a Dask worker runs in a folder
         # of its own (not resolved: a link in the path the workers mount stays a link)
-        work = work.absolute()
+        work = staging.make(output_dir, _SCRATCH)
     except OSError as exc:
         raise OutputError(
             f"cannot write in the output folder '{output_dir}' ({exc.strerror}).",
@@ -546,6 +510,11 @@ def _output_folder(output_dir: Path, completion: Completion) -> Iterator[Path]:
     try:
         yield work
         ok = True
+    except OSError as exc:
+        if isinstance(exc, LabinterpError) or exc.errno not in NO_SPACE:
+            raise
+        # the scratch data or an output filled the disk: the user's to fix, not a bug
+        raise write_failed(exc, output_dir) from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not ok and created and not completion.outputs_in_place:

@@ -7,15 +7,12 @@ the run, so the same inputs give the same bytes whichever engine or bucket count
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import signal
-import threading
 import time
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from labinterp import __version__, schema
-from labinterp.atomic import atomic_path, write_text
+from labinterp.atomic import atomic_path, replace_keeping_mode, write_text
 from labinterp.audit.collapse import (
     AUDIT_FINDINGS,
     LATEST_ANALYTES,
@@ -39,6 +36,7 @@ from labinterp.audit.collapse import (
 from labinterp.catalog import UNRECOGNISED_STATUS, USABLE_STATUSES
 from labinterp.output import write_csv
 from labinterp.resources import data_dir, reference_file
+from labinterp.staging import interrupts_deferred
 
 REJECTED_COLUMNS = (
     "source_file",
@@ -65,35 +63,6 @@ class Completion:
     """Whether this audit's outputs have replaced the previous ones (all of them)."""
 
     outputs_in_place: bool = False
-
-
-_DEFERRED = ("SIGINT", "SIGTERM")
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[list[int]]:
-    """Hold Ctrl-C and SIGTERM while the block runs (the renames of the outputs, which
-    must happen all or none), then treat them as the handlers in place would. Yields the
-    signals held. Signal handlers belong to the main thread: elsewhere nothing is held."""
-    held: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield held
-        return
-    numbers = [getattr(signal, name) for name in _DEFERRED if hasattr(signal, name)]
-    previous = {n: signal.getsignal(n) for n in numbers}
-    for n in numbers:
-        signal.signal(n, lambda signum, frame: held.append(signum))
-    try:
-        yield held
-    finally:
-        for n, handler in previous.items():
-            signal.signal(n, handler)
-    for signum in held[:1]:
-        handler = previous[signum]
-        if callable(handler):
-            handler(signum, None)  # Python's own raises KeyboardInterrupt, as the CLI's does
-        elif handler == signal.SIG_DFL:
-            signal.raise_signal(signum)
 
 
 def _read_parts(parts: Path, prefix: str) -> pa.Table | None:
@@ -406,9 +375,9 @@ def write_outputs(
         stage / "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
     )
     try:
-        with _interrupts_deferred():
+        with interrupts_deferred():
             for name in OUTPUT_FILES:
-                os.replace(stage / name, out / name)
+                replace_keeping_mode(stage / name, out / name)
             if completion is not None:
                 completion.outputs_in_place = True
     except KeyboardInterrupt as exc:  # held until every output was in place

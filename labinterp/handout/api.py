@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
 import multiprocessing
 import os
 import re
+import shutil
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -17,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from labinterp import atomic, schema
+from labinterp import atomic, schema, staging
 from labinterp.errors import LabinterpError, OutputError
 from labinterp.grading import ctcae_grade
 from labinterp.handout import fonts
@@ -210,7 +212,14 @@ def remove_stale_handouts(out_dir: PathLike, written: Sequence[str]) -> int:
 # -- batch ---------------------------------------------------------------------------------
 
 
-def _worker_init(no_hb_subset: bool = False) -> None:
+def _worker_init(
+    no_hb_subset: bool = False, parent: int | None = None, stage: str | None = None
+) -> None:
+    """Set up a batch worker; with `parent`, it exits (removing `stage`, the batch's
+    staging folder, which holds patient data) once the process that started the batch has
+    died (see staging.watch_parent)."""
+    if parent is not None:
+        staging.watch_parent(parent, stage)
     if no_hb_subset:  # benchmark switch: behave as if libharfbuzz-subset0 were absent
         import weasyprint.pdf.fonts as wfonts
 
@@ -282,6 +291,7 @@ def _render_parallel(
     limit: int,
     no_hb_subset: bool,
     finished: Callable[[int], None],
+    stage: Path | None = None,
 ) -> None:
     """Render `chunks` on `n_workers` processes, each replaced after `limit` handouts.
 
@@ -293,8 +303,10 @@ def _render_parallel(
     queued (CPython gh-115634). forkserver: a new worker is a fork of a server that has
     already imported WeasyPrint and pandas, made the fonts, compiled the templates and
     rendered a handout (labinterp.handout.preload), so replacing one is cheap.
+    Should this process die without stopping them, they exit and remove `stage`.
     """
     mp = _worker_server()
+    init = (no_hb_subset, os.getpid(), None if stage is None else str(stage))
     queue = deque(chunks)
     executors: list[ProcessPoolExecutor] = []  # every one made, to shut all down at the end
     slots: list[tuple[ProcessPoolExecutor, int]] = []  # per worker: executor, handouts given
@@ -302,7 +314,7 @@ def _render_parallel(
 
     def new_worker() -> ProcessPoolExecutor:
         executor = ProcessPoolExecutor(
-            max_workers=1, mp_context=mp, initializer=_worker_init, initargs=(no_hb_subset,)
+            max_workers=1, mp_context=mp, initializer=_worker_init, initargs=init
         )
         executors.append(executor)
         return executor
@@ -359,13 +371,15 @@ def render_batch(
     """Render one handout per patient into `out_dir`; return the index (file, patient_id).
 
     Files are named `handout-0001.pdf`, ... in patient-id order, so names carry nothing
-    identifying; `index.csv` in the same folder maps them back. Every file (and the index)
-    is written atomically. After a successful run, handouts an earlier run left in the
-    folder (files named as ours, not written now) are removed, so the folder holds this
-    run's handouts only; how many is logged (a warning) and kept in `index.attrs["removed"]`.
-    `workers` defaults to all cores; `workers=1` renders in this process.
-    `progress(done, total)` is called after each handout. `results` may be exports to read,
-    as for `render_handout`.
+    identifying; `index.csv` in the same folder maps them back. Every handout and the
+    index are made in a staging folder inside `out_dir` and put in place together once
+    all are made: a batch that fails or is stopped part-way leaves the previous handouts
+    and their index as they were. After a successful run, handouts an earlier run left in
+    the folder (files named as ours, not written now) are removed, so the folder holds
+    this run's handouts only; how many is logged (a warning) and kept in
+    `index.attrs["removed"]`. `workers` defaults to all cores; `workers=1` renders in this
+    process. `progress(done, total)` is called after each handout. `results` may be
+    exports to read, as for `render_handout`.
     """
     _check_options(lang, paper)
     out = Path(out_dir)
@@ -388,43 +402,46 @@ def render_batch(
     total = len(patient_ids)
     # Rows become plain dicts once, grouped by patient; workers build the contexts.
     res_rows, fnd_rows = rows_by_patient(res), rows_by_patient(fnd)
-    tasks: list[Task] = [
-        (pid, str(out / names[pid]), res_rows[pid], fnd_rows.get(pid, [])) for pid in patient_ids
-    ]
-    options = (lang, large_print, paper)
-    done = 0
-
-    def finished(count: int) -> None:
-        nonlocal done
-        done += count
-        if progress:
-            progress(done, total)
-
-    if workers <= 1 or total <= 1:
-        _worker_init(_no_hb_subset)
-        for task in tasks:
-            finished(_render_tasks([task], *options))
-    else:
-        n_workers = min(workers, total)
-        limit = max(1, max_tasks_per_child)
-        # Small chunks: fewer round trips than one handout per task. The last few handouts
-        # go one per task: every worker holds a chunk and a waiting one, so a chunk there
-        # would leave the other workers idle at the end while one finishes two chunks.
-        chunk = max(1, min(CHUNK, limit, total // (n_workers * 4)))
-        head = total - min(total, n_workers * 4) if chunk > 1 else total
-        chunks = [tasks[i : min(i + chunk, head)] for i in range(0, head, chunk)]
-        chunks += [[task] for task in tasks[head:]]
-        _render_parallel(chunks, options, n_workers, limit, _no_hb_subset, finished)
-    _warn_undrawable(sum(_undrawable(pid, res_rows[pid]) for pid in patient_ids))
     index = pd.DataFrame(
         {"file": [names[p] for p in patient_ids], "patient_id": patient_ids}, dtype="string"
     )
-    from labinterp.output import neutralize_formulas
+    with _staging_folder(out) as stage:
+        tasks: list[Task] = [
+            (pid, str(stage / names[pid]), res_rows[pid], fnd_rows.get(pid, []))
+            for pid in patient_ids
+        ]
+        options = (lang, large_print, paper)
+        done = 0
 
-    buf = io.StringIO()
-    neutralize_formulas(index).to_csv(buf, index=False, quoting=csv.QUOTE_MINIMAL)
-    atomic.write_text(out / "index.csv", buf.getvalue())
-    removed = remove_stale_handouts(out, list(index["file"]))
+        def finished(count: int) -> None:
+            nonlocal done
+            done += count
+            if progress:
+                progress(done, total)
+
+        if workers <= 1 or total <= 1:
+            _worker_init(_no_hb_subset)
+            for task in tasks:
+                finished(_render_tasks([task], *options))
+        else:
+            n_workers = min(workers, total)
+            limit = max(1, max_tasks_per_child)
+            # Small chunks: fewer round trips than one handout per task. The last few
+            # handouts go one per task: every worker holds a chunk and a waiting one, so a
+            # chunk there would leave the other workers idle at the end while one finishes
+            # two chunks.
+            chunk = max(1, min(CHUNK, limit, total // (n_workers * 4)))
+            head = total - min(total, n_workers * 4) if chunk > 1 else total
+            chunks = [tasks[i : min(i + chunk, head)] for i in range(0, head, chunk)]
+            chunks += [[task] for task in tasks[head:]]
+            _render_parallel(chunks, options, n_workers, limit, _no_hb_subset, finished, stage)
+        from labinterp.output import neutralize_formulas
+
+        buf = io.StringIO()
+        neutralize_formulas(index).to_csv(buf, index=False, quoting=csv.QUOTE_MINIMAL)
+        atomic.write_text(stage / INDEX, buf.getvalue())
+        removed = _put_in_place(stage, out, list(index["file"]))
+    _warn_undrawable(sum(_undrawable(pid, res_rows[pid]) for pid in patient_ids))
     if removed:
         noun = "handout" if removed == 1 else "handouts"
         log.warning(
@@ -434,3 +451,46 @@ def render_batch(
         )
     index.attrs["removed"] = removed
     return index
+
+
+INDEX = "index.csv"
+# The batch's staging folder inside the output folder: the process id tells a later batch
+# whether the one that made it still runs (see staging.remove_stale).
+STAGING = ".labinterp-handouts-"
+
+
+@contextlib.contextmanager
+def _staging_folder(out: Path) -> Iterator[Path]:
+    """A staging folder in `out` for this batch (after removing those batches killed
+    outright left there: they hold patient data), removed when the block ends, however
+    it ends."""
+    staging.remove_stale(out, STAGING)
+    try:
+        stage = staging.make(out, STAGING)
+    except OSError as exc:
+        raise atomic.write_failed(exc, out) from exc
+    try:
+        yield stage
+    except OSError as exc:
+        if isinstance(exc, OutputError) or exc.errno not in atomic.NO_SPACE:
+            raise
+        raise atomic.write_failed(exc, out) from exc
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _put_in_place(stage: Path, out: Path, files: Sequence[str]) -> int:
+    """Move the handouts and index.csv made in `stage` into `out`, then remove the
+    handouts an earlier run left there (`remove_stale_handouts`; how many is returned),
+    with Ctrl-C and SIGTERM held until all is done. A file keeps the permissions of the
+    one it replaces. The previous index.csv goes first: should the process be killed
+    outright part-way, no index names a patient for a file another patient's handout has
+    replaced (the folder then has no index.csv, and the next run puts everything right)."""
+    with staging.interrupts_deferred():
+        atomic.take_mode(stage / INDEX, out / INDEX)
+        with contextlib.suppress(FileNotFoundError):
+            (out / INDEX).unlink()
+        for name in files:
+            atomic.replace_keeping_mode(stage / name, out / name)
+        os.replace(stage / INDEX, out / INDEX)
+        return remove_stale_handouts(out, files)
