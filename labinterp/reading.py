@@ -475,9 +475,11 @@ def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     Replaced: a result whose final or corrected version (by result status) has the same
     patient, analyte, time and specimen is rejected as `superseded`.
-    Repeated: same patient, analyte and time, same value within 2 %. Catches rows exported
-    twice (joins that duplicate rows), the same result given in two unit systems (survey
-    files with mg/dL and mmol/L columns) and the same results in two exports. A row with
+    Repeated: same patient, analyte and time, the same value (within 2 %, or within the
+    rounding of the less precise printed value) of the same sample and test (see
+    readers.duplicates). Catches rows exported twice (joins that duplicate rows), the same
+    result given in two unit systems (survey files with mg/dL and mmol/L columns) and the
+    same results in two exports, one printing fewer decimals than the other. A row with
     the range its lab printed is kept over a repeat without one (the printed range wins
     over a bundled one), then the earliest by (file name, row), so `read` and the audit
     keep the same row. Must be given all rows of each patient it sees.
@@ -527,6 +529,7 @@ def _drop_repeats(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         sub = results.iloc[rows]
         # equal texts have equal codes; compare codes instead of Python strings
         text, no_text = _text_codes(sub["text_result"])
+        factor = _to_canonical(sub)
         return duplicates.Rows(
             group=group[rows],
             time=times[rows],
@@ -538,6 +541,11 @@ def _drop_repeats(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             no_text=no_text,
             comparator=_text_codes(sub["comparator"])[0],
             rank=(sub["range_origin"] != "row").to_numpy(dtype=np.int64, na_value=1),
+            rounding=duplicates.printed_rounding(sub["value_raw"]) * factor,
+            specimen=duplicates.present_codes(sub["specimen_id"]),
+            loinc=duplicates.present_codes(sub["loinc"]),
+            name=duplicates.present_codes(sub["test_label"].str.casefold()),
+            unit=duplicates.unit_codes(factor),
         )
 
     dup_rows, firsts = duplicates.find(group, times, details)
@@ -578,6 +586,28 @@ def _split_off(
         }
     )
     return kept.reset_index(drop=True), conform(rejected, REJECTED)
+
+
+def _to_canonical(results: pd.DataFrame) -> np.ndarray:
+    """Per row, what its reported value is multiplied by in the analyte's canonical unit
+    (NaN where labinterp has no factor for the unit), worked out once per distinct pair."""
+    pairs = pd.MultiIndex.from_arrays(
+        [
+            results["analyte"].astype(object).fillna(""),
+            results["unit_reported"].astype(object).fillna(""),
+        ]
+    )
+    codes, distinct = pairs.factorize()
+    return np.array([_unit_factor(a, u) for a, u in distinct], dtype=np.float64)[codes]
+
+
+def _unit_factor(analyte: str, unit: str) -> float:
+    from labinterp import units
+
+    try:
+        return units.factor(analyte, unit)
+    except (KeyError, ValueError):
+        return np.nan
 
 
 def _text_codes(column: pd.Series) -> tuple[np.ndarray, int]:

@@ -237,3 +237,56 @@ def test_fhir_spec_examples(shared_data: Path) -> None:
         res = read(folder / name)
         accounted(res)
         assert res.rows_in == 1
+
+
+def test_copies_of_one_export_in_two_formats_are_read_once(shared_data: Path) -> None:
+    """MEDS as CSV and Parquet, the MIMIC-IV v1 rows as CSV and JSON Lines: every row of
+    the second copy repeats the first (not only where a draw has a single result of the
+    test), and the rows the first copy keeps stay kept, two specimens of one time alike."""
+    for folder, first, second in (
+        ("mimic_iv_demo_meds", "meds_events_analytes.csv", "meds_events_analytes.parquet"),
+        ("mimic_iv_demo_v1_json", "analyte_rows.jsonl.gz", "analyte_rows_flattened.csv"),
+    ):
+        both = read([shared_data / folder / first, shared_data / folder / second])
+        accounted(both)
+        assert set(both.results["source_file"]) == {first}
+        rejected = both.rejected
+        own = set(rejected.loc[rejected["source_file"] == first, "reason"])
+        assert set(rejected.loc[rejected["source_file"] == second, "reason"]) <= {"duplicate", *own}
+    # MIMIC-IV v1: Mg 2.0 of specimens 38472626 (line 5731) and 43982852 (5736) at one
+    # time are two lab events (and so are two creatinine and phosphate pairs)
+    assert {5731, 5736, 9709, 9714, 9711, 9716} <= set(both.results["source_row"])
+    copy = rejected[(rejected["source_file"] == second) & (rejected["source_row"] == 5737)]
+    assert copy["detail"].tolist() == ["same result as analyte_rows.jsonl.gz row 5736"]
+
+
+def test_mimic_iii_two_potassium_tests_of_a_draw_and_their_copies(shared_data: Path) -> None:
+    """Patient 10130 at 2161-02-07 05:17: whole-blood K 4.0 (item 50822) and serum K 4.2
+    (50971), both kept; the full table's copy of the serum K repeats it, not the first."""
+    folder = shared_data / "mimic_iii_demo"
+    res = read([folder / "LABEVENTS_analytes.csv", folder / "LABEVENTS_full_reconstructed.csv.gz"])
+    used = res.results[res.results["source_file"] == "LABEVENTS_analytes.csv"]
+    assert {4862, 4865} <= set(used["source_row"])
+    rejected = res.rejected.set_index("source_row")
+    full = rejected[rejected["source_file"] == "LABEVENTS_full_reconstructed.csv.gz"]
+    assert full.loc[35241, "detail"] == "same result as LABEVENTS_analytes.csv row 4865"
+    # whole-blood and serum K both 3.8 at one time: each copy repeats its own test
+    assert full.loc[46891, "detail"] == "same result as LABEVENTS_analytes.csv row 6564"
+    assert full.loc[46879, "detail"] == "same result as LABEVENTS_analytes.csv row 6559"
+
+
+def test_synthea_csv_rounds_what_its_fhir_prints_with_two_decimals(shared_data: Path) -> None:
+    """The CSV's creatinine 1.2 is the FHIR's 1.15 (and 1.1 its 1.06, 0.8 its 0.84): the
+    CSV's one-decimal copies are duplicates of the FHIR results, not second results."""
+    folder = shared_data / "synthea_andrew_nguyen_50pt"
+    res = read([folder / "observations_analytes.csv", folder / "fhir_observations_analytes.ndjson"])
+    accounted(res)
+    rejected = res.rejected.set_index(["source_file", "source_row"])["detail"]
+    csv = "observations_analytes.csv"
+    assert rejected[(csv, 555)] == "same result as fhir_observations_analytes.ndjson row 100"
+    assert rejected[(csv, 5)] == "same result as fhir_observations_analytes.ndjson row 4"
+    assert rejected[(csv, 348)] == "same result as fhir_observations_analytes.ndjson row 67"
+    # every FHIR result has its CSV copy rejected, besides the rows the CSV rejects alone
+    fhir = read(folder / "fhir_observations_analytes.ndjson")
+    alone = read(folder / csv)
+    assert (res.rejected["source_file"] == csv).sum() == fhir.rows_used + alone.rows_rejected

@@ -1,5 +1,14 @@
-"""Find repeated results: same patient, analyte and time, same value within 2 %; and
-results the lab replaced (a preliminary result by the final one, any by a correction).
+"""Find repeated results: the same result of a patient's test at one time, given twice;
+and results the lab replaced (a preliminary result by the final one, any by a correction).
+
+Two rows of a patient, analyte and time are the same result when their comparators agree
+and their numbers agree to within SAME_NUMBER of the earlier one, or to within the
+rounding of the less precise one (PRINTED_ROUNDING), or their texts are equal; unless they
+come from two samples (both name a specimen, and the specimens differ) or from two tests
+reported in one unit (both name a LOINC code, and the codes differ; or neither does, and
+the test names differ): whole-blood and serum potassium of one draw are two results, as
+copies of an export keep each test's code. A row is a repeat when it is the same result
+as any earlier row of its patient, analyte and time.
 
 Works on integer codes, so the reader (which already holds codes for every field) and
 `labinterp.reading.deduplicate` (which factorizes a RESULTS frame) share one rule.
@@ -9,18 +18,29 @@ the rows that could repeat one another, and the exact comparison runs on those a
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import pandas as pd
 
 SAME_NUMBER = 0.02  # relative tolerance: the same result converted between unit systems
+# A printed number stands for every value that rounds to it: "1.2" for 1.15 to 1.25, half
+# a unit in its last decimal either way. Exports round differently (Synthea's CSV prints
+# one decimal, its FHIR the lab's two: 1.2 and 1.15 are one creatinine), so two numbers
+# are one result when they differ by no more than this part of a unit in the last
+# decimal of the less precise one (when that is more than SAME_NUMBER of them).
+PRINTED_ROUNDING = 0.5
+# float arithmetic must not split 1.2 from 1.25 (their difference is 0.05000000000000004)
+_FLOAT_SLACK = 1e-9
 
 
 @dataclass
 class Rows:
-    """What the rule compares, one entry per row (all int64 codes except `value`)."""
+    """What the rule compares, one entry per row (all int64 codes except `value` and
+    `rounding`). The fields after `rank` are optional: None where not known (then they
+    never keep two rows apart)."""
 
     group: np.ndarray  # patient x analyte, numbered in order of first appearance
     time: np.ndarray  # collection time as int64 nanoseconds
@@ -33,18 +53,26 @@ class Rows:
     # which of a run of repeats to keep: the lowest rank, then the earliest (file, row);
     # None ranks every row alike
     rank: np.ndarray | None = None
+    # float64: half a unit in the last decimal of the printed value (see printed_rounding)
+    # in the canonical unit; 0 or NaN where not known
+    rounding: np.ndarray | None = None
+    # specimen ids, LOINC codes and test names (the file's name or code of the test) as
+    # codes: equal codes for equal texts, -1 where the row has none
+    specimen: np.ndarray | None = None
+    loinc: np.ndarray | None = None
+    name: np.ndarray | None = None
+    # the unit the value was reported in, as codes of what it is multiplied by in the
+    # canonical unit (unit_codes: potassium's mmol/L and mEq/L alike), -1 where unknown
+    unit: np.ndarray | None = None
 
     def at(self, rows: np.ndarray) -> Rows:
-        return Rows(
-            self.group[rows],
-            self.time[rows],
-            self.file[rows],
-            self.row[rows],
-            self.value[rows],
-            self.text[rows],
-            self.no_text,
-            self.comparator[rows],
-            None if self.rank is None else self.rank[rows],
+        return replace(
+            self,
+            **{
+                f.name: getattr(self, f.name)[rows]
+                for f in fields(self)
+                if f.name != "no_text" and getattr(self, f.name) is not None
+            },
         )
 
 
@@ -75,23 +103,155 @@ def same_number(value: np.ndarray, first: np.ndarray) -> np.ndarray:
         return np.abs(value - first) <= SAME_NUMBER * np.abs(first)
 
 
+def present_codes(texts: pd.Series) -> np.ndarray:
+    """Codes of a text column for Rows' specimen, loinc and name: equal for equal trimmed
+    texts, -1 where empty or missing."""
+    codes, _ = pd.factorize(texts.astype(object).fillna("").str.strip().replace("", None))
+    return codes.astype(np.int64)
+
+
+def unit_codes(factor: np.ndarray) -> np.ndarray:
+    """Rows' unit codes from each row's factor to the canonical unit (NaN: unknown)."""
+    return pd.factorize(np.asarray(factor, dtype=np.float64))[0].astype(np.int64)
+
+
+# the first number of a printed value: digits with a decimal point or comma, an exponent
+_PRINTED_NUMBER = re.compile(r"(?:\d+(?:[.,](\d*))?|[.,](\d+))(?:[eE]([-+]?\d{1,4}))?")
+
+
+def printed_rounding(texts: Iterable[object]) -> np.ndarray:
+    """Per printed value ("4.20", "<0.5", "1.2E-3", "7"), PRINTED_ROUNDING of a unit in its
+    last decimal, in the unit it is printed in (0.005, 0.05, 0.00005, 0.5); NaN where the
+    text holds no number. Worked out once per distinct text."""
+    codes, distinct = pd.factorize(pd.Series(list(texts), dtype=object).fillna(""))
+    halves = np.full(len(distinct), np.nan)
+    for i, text in enumerate(distinct):
+        found = _PRINTED_NUMBER.search(str(text))
+        if found:
+            decimals = len(found[1] or found[2] or "") - int(found[3] or 0)
+            halves[i] = PRINTED_ROUNDING * 10.0 ** -min(max(decimals, -300), 300)
+    return halves[codes] if len(codes) else np.zeros(0)
+
+
 def repeats(rows: Rows) -> tuple[np.ndarray, np.ndarray]:
-    """(duplicates, firsts): positions of repeated rows and of the row each one repeats.
+    """(duplicates, firsts): positions of repeated rows and of the row each one repeats
+    (the earliest it is the same result as).
 
     Of a group and time, the row of lowest `rank`, then the earliest by (file, row), is
-    kept; duplicates come in (group, time, rank, file, row) order.
+    kept; duplicates come in (group, time, rank, file, row) order. A row is compared with
+    every earlier row of its group and time, not only the first: rows printed alike are
+    set aside first (a run of copies costs one comparison each), and of the others only
+    neighbours by value are compared, so a run of many results stays cheap.
     """
     n = len(rows.group)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     rank = np.zeros(n, dtype=np.int64) if rows.rank is None else rows.rank
     order = np.lexsort((rows.row, rows.file, rank, rows.time, rows.group))
     r = rows.at(order)
     new_run = np.ones(n, dtype=bool)
     new_run[1:] = (r.group[1:] != r.group[:-1]) | (r.time[1:] != r.time[:-1])
-    run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
-    same_value = same_number(r.value, r.value[run_start])
-    same_text = (r.text != rows.no_text) & (r.text == r.text[run_start])
-    dup = ~new_run & (r.comparator == r.comparator[run_start]) & (same_value | same_text)
-    return order[dup], order[run_start[dup]]
+    run = np.cumsum(new_run) - 1
+    numeric = np.isfinite(r.value)
+    usable = numeric | (r.text != r.no_text)
+    # what is compared: the number, else the text (by its code)
+    key = np.where(numeric, r.value, r.text.astype(np.float64))
+    rounding = _filled(r.rounding, n, 0.0)
+    specimen, loinc, name, unit = (_filled(c, n, -1) for c in (r.specimen, r.loinc, r.name, r.unit))
+    first = np.full(n, -1, dtype=np.int64)  # per position, the earliest row it repeats
+
+    # rows alike in everything compared: each repeats the first of them
+    alike = _joint_codes(run, r.comparator, numeric, key, rounding, specimen, loinc, name, unit)
+    _, at_first, inverse = np.unique(alike, return_index=True, return_inverse=True)
+    lead = at_first[inverse.reshape(-1)]
+    alike_earlier = usable & (lead != np.arange(n))
+
+    # the first of each kind: compared pairwise with its neighbours by value (by text,
+    # which must be equal) among rows of its run and comparator
+    leads = np.flatnonzero(usable & (lead == np.arange(n)))
+    s = leads[np.lexsort((key[leads], numeric[leads], r.comparator[leads], run[leads]))]
+    block = _joint_codes(run[s], r.comparator[s], numeric[s])
+    k = key[s]
+    # No pair further apart than this can be the same result (the earlier number's own
+    # share is at most SAME_NUMBER of the larger one plus their difference), so a row
+    # stops looking further down once the next value is beyond it.
+    widest = np.zeros(run[-1] + 1)
+    np.maximum.at(widest, run, rounding)
+    reach = np.where(
+        numeric[s],
+        (SAME_NUMBER * np.abs(k) + widest[run[s]] * (1 + _FLOAT_SLACK)) / (1 - SAME_NUMBER),
+        0.0,
+    )
+    earliest = np.full(n, n, dtype=np.int64)
+    active = np.arange(1, len(s))
+    step = 1
+    while len(active):
+        below = active - step
+        diff = k[active] - k[below]
+        near = (block[below] == block[active]) & (diff <= reach[active])
+        active, below, diff = active[near], below[near], diff[near]
+        a, b = s[below], s[active]
+        early, late = np.minimum(a, b), np.maximum(a, b)
+        same = _same_result(r, numeric, rounding, specimen, loinc, name, unit, early, late, diff)
+        np.minimum.at(earliest, late[same], early[same])
+        step += 1
+        active = active[active >= step]
+    repeated_lead = earliest < n
+    first[repeated_lead] = earliest[repeated_lead]
+    # a row alike to an earlier one repeats it, or what that one repeats
+    via = lead[alike_earlier]
+    first[alike_earlier] = np.where(repeated_lead[via], earliest[via], via)
+    dup = np.flatnonzero(first >= 0)
+    return order[dup], order[first[dup]]
+
+
+def _same_result(
+    r: Rows,
+    numeric: np.ndarray,
+    rounding: np.ndarray,
+    specimen: np.ndarray,
+    loinc: np.ndarray,
+    name: np.ndarray,
+    unit: np.ndarray,
+    early: np.ndarray,
+    late: np.ndarray,
+    diff: np.ndarray,
+) -> np.ndarray:
+    """Per pair of positions (early before late, of one run, comparator and kind, `diff`
+    apart by value or text code): the two rows are one result."""
+    tolerance = np.maximum(
+        SAME_NUMBER * np.abs(r.value[early]),
+        np.maximum(rounding[early], rounding[late]) * (1 + _FLOAT_SLACK),
+    )
+    agree = np.where(numeric[late], diff <= tolerance, diff == 0)
+    other_test = _both_differ(loinc[early], loinc[late]) | (
+        (loinc[early] < 0) & (loinc[late] < 0) & _both_differ(name[early], name[late])
+    )
+    # the same result converted (a survey's mmol/L column beside its mg/dL one, a LOINC
+    # code of moles beside one of mass) has a code of its own: only in one unit do two
+    # codes make two tests
+    one_unit = (unit[early] >= 0) & (unit[early] == unit[late])
+    return agree & ~_both_differ(specimen[early], specimen[late]) & ~(other_test & one_unit)
+
+
+def _both_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a >= 0) & (b >= 0) & (a != b)
+
+
+def _filled(codes: np.ndarray | None, n: int, missing: float) -> np.ndarray:
+    if codes is None:
+        return np.full(n, missing)
+    return np.where(np.isnan(codes), missing, codes) if codes.dtype.kind == "f" else codes
+
+
+def _joint_codes(*columns: np.ndarray) -> np.ndarray:
+    """One int64 code per row for its combination of the columns' values (equal codes for
+    equal combinations; NaN equal to NaN)."""
+    joint = np.zeros(len(columns[0]), dtype=np.int64)
+    for column in columns:
+        codes, distinct = pd.factorize(column, use_na_sentinel=False)
+        joint = pd.factorize(joint * len(distinct) + codes)[0].astype(np.int64)
+    return joint
 
 
 def find(
