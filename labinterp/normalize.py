@@ -1888,6 +1888,7 @@ def _normalize(
                 test_label,
                 range_limits,
                 status,
+                factor,
             )
             unique, repeated = repeats.split(kept)
         range_numbers, range_texts = side.result(ranges_job)
@@ -2086,6 +2087,7 @@ class _Repeats:
     test_label: _Coded
     range_limits: _Coded  # per row, the (low, high) its printed range gave
     status: _Coded  # per row, the catalog.ResultStatus its status column gave
+    factor: np.ndarray  # per row, what its value is multiplied by in the canonical unit
 
     def split(self, rows: np.ndarray) -> tuple[np.ndarray | None, pd.DataFrame]:
         """(positions in `rows` of the rows that are neither replaced by the lab nor
@@ -2160,6 +2162,12 @@ class _Repeats:
                 no_text=no_text,
                 comparator=self.comparator.codes[picked],
                 rank=self._without_range(picked),
+                rounding=duplicates.printed_rounding(self.col["value_raw"].at(picked).strings())
+                * self.factor[picked],
+                specimen=duplicates.present_codes(_specimen_ids(self.frame["specimen_id"], picked)),
+                loinc=duplicates.present_codes(self.col["loinc"].at(picked).strings()),
+                name=duplicates.present_codes(self.test_label.at(picked).strings().str.casefold()),
+                unit=duplicates.unit_codes(self.factor[picked]),
             )
 
         dups, firsts = duplicates.find(group, time, details)
