@@ -145,11 +145,13 @@ def read(
             len(skipped),
             ", ".join(s["file"] for s in skipped),
         )
-    if not parts:
+    if not parts:  # file names only here too: the reasons are `check`'s to show
+        names = [s["file"] for s in skipped]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
         raise InputFileError(
-            "none of the files found could be read as a lab export "
-            f"({'; '.join(s['file'] + ': ' + s['reason'] for s in skipped)})",
-            fix="name the export files directly, or pass --mapping for their columns.",
+            f"none of the files found could be read as a lab export ({shown}).",
+            fix="`labinterp check FILE` on one of them says why; name the export files"
+            " directly, or pass --mapping for their columns.",
         )
     if alone:
         results, rejected = parts[0].results, parts[0].rejected
@@ -767,12 +769,14 @@ def _xlsx_sheets(
     assert first_error is not None  # a workbook has at least one sheet
     if len(names) == 1:
         raise first_error
-    raise type(first_error)(
+    error = type(first_error)(
         f"{first_error.problem} No other sheet has them either ({', '.join(names)}).",
         file=first_error.file,
         row=first_error.row,
         fix=first_error.fix,
-    ) from first_error
+    )
+    error.columns_read = first_error.columns_read
+    raise error from first_error
 
 
 def _formula_note(p: Path, index: int, sheet: str, head: table.Table) -> tuple[str, ...]:

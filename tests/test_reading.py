@@ -552,12 +552,26 @@ def test_a_folder_is_read_with_its_side_tables_skipped(tmp_path: Path) -> None:
 def test_a_folder_without_any_export_names_what_it_skipped(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     write(tmp_path / "in", "itemid,label\n50960,Magnesium\n", "items.csv")
-    with pytest.raises(InputFileError, match=r"items\.csv: no column") as info:
+    with pytest.raises(InputFileError, match=r"\(items\.csv\)") as info:
         read(tmp_path / "in")
+    # file names only: the reasons may quote the files, and `check` says them
+    assert "itemid" not in str(info.value) and "labinterp check" in str(info.value)
     assert "Fix:" in str(info.value)
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputNotFoundError, match="no export files"):
         read(tmp_path / "empty")
+
+
+def test_a_folder_without_exports_names_the_files_only(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.csv").write_text("ZZSECRET123;JOHNDOE;Magnesium;low\n", encoding="utf-8")
+    (folder / "b.json").write_text('{"ZZSECRET123": {"Magnesium": 1.234567}}', encoding="utf-8")
+    with pytest.raises(InputFileError) as info:
+        read(folder)
+    message = str(info.value)
+    assert "ZZSECRET123" not in message and "1.234567" not in message
+    assert "a.csv" in message and "b.json" in message and "labinterp check" in message
 
 
 @pytest.mark.parametrize("damaged", ["ndjson", "gzip", "json_cut_short", "fhir_json"])
