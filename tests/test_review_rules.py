@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from test_engine import _results, _row
 
 from labinterp.interpret import interpret_results
 from labinterp.reading import read
@@ -129,30 +130,12 @@ def test_p3_a_normal_mg_at_the_time_of_a_fired_low_k_breaks_refractory() -> None
     """Two Mg results at the time of a fired low K, one low and one normal (conflicting
     rows of one draw): the K pairs with the low one, and the normal one, measured at the
     K's own time, still says Mg did not stay low."""
-    from labinterp import schema
 
     def row(t: str, analyte: str, value: float, lo: float, hi: float, n: int) -> dict:
-        return {
-            "patient_id": "E1",
-            "collected_at": pd.Timestamp(t),
-            "analyte": analyte,
-            "value": value,
-            "value_reported": value,
-            "unit": "mmol/L",
-            "unit_reported": "mmol/L",
-            "range_low": lo,
-            "range_high": hi,
-            "range_low_reported": lo,
-            "range_high_reported": hi,
-            "range_origin": "row",
-            "comparator": "",
-            "value_raw": str(value),
-            "source_row": n,
-            "quality": "",
-        }
+        return _row("E1", t, analyte, value, lo, hi, source_row=n)
 
     def p3(rows: list[dict]) -> pd.Series:
-        found = interpret_results(schema.conform(pd.DataFrame(rows), schema.RESULTS))
+        found = interpret_results(_results(rows))
         return found[found["rule_id"] == "hypomagnesemia_hypokalemia"].iloc[0]
 
     rows = [
