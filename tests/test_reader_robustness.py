@@ -409,6 +409,23 @@ def test_a_workbook_cut_short_in_a_folder_stops_the_read(tmp_path: Path) -> None
     assert "unpack" not in str(info.value)
 
 
+def test_a_parquet_file_cut_short_in_a_folder_stops_the_read(tmp_path: Path) -> None:
+    """A Parquet file copied in part starts as Parquet but has no footer: damaged, so a
+    folder's read stops instead of skipping its rows. A file merely named .parquet that
+    is not Parquet at all is still skipped there, as any other non-export."""
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "good.csv").write_text("".join(EXPORT.splitlines(keepends=True)[:4]))
+    whole = tmp_path / "labs.parquet"
+    pd.read_csv(io.StringIO(EXPORT)).to_parquet(whole, index=False)
+    (folder / "labs_march.parquet").write_bytes(whole.read_bytes()[:1000])
+    with pytest.raises(DamagedFileError, match="in full") as info:
+        read(folder)
+    assert info.value.file and info.value.file.endswith("labs_march.parquet")
+    (folder / "labs_march.parquet").write_text("not parquet at all\n")
+    assert accounted(read(folder)).rows_used == 3
+
+
 @pytest.mark.parametrize(
     ("name", "encode"),
     [

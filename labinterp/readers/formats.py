@@ -282,23 +282,35 @@ def read_parquet(path: Path) -> Table:
 def iter_parquet(path: Path, batch_rows: int) -> Iterator[Table]:
     """A Parquet file in batches of `batch_rows` rows (the audit, for inputs larger than
     memory); rows are numbered through the file as `read_parquet` numbers them."""
+    first_row = 1
     try:
         source = pq.ParquetFile(path)
-        first_row = 1
         for batch in source.iter_batches(batch_size=batch_rows):
             yield _parquet_table(pa.Table.from_batches([batch]), first_row)
             first_row += batch.num_rows
         if first_row == 1:  # no rows: still one (empty) batch, with the columns
             yield _parquet_table(source.schema_arrow.empty_table(), 1)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise _unreadable_parquet(path, exc) from exc
+        raise _unreadable_parquet(path, exc, rows_read=first_row > 1) from exc
 
 
-def _unreadable_parquet(path: Path, exc: Exception) -> InputFileError:
-    return InputFileError(
+_PARQUET_MAGIC = b"PAR1"
+
+
+def _unreadable_parquet(path: Path, exc: Exception, rows_read: bool = False) -> InputFileError:
+    """A Parquet file that fails to read. One that starts as Parquet does (or broke after
+    rows were read) is damaged, most often copied or written only in part, and is never
+    skipped from a folder; any other file is simply not Parquet."""
+    try:
+        with path.open("rb") as fh:
+            starts_as_parquet = fh.read(len(_PARQUET_MAGIC)) == _PARQUET_MAGIC
+    except OSError:
+        starts_as_parquet = False
+    damaged = rows_read or starts_as_parquet
+    return (DamagedFileError if damaged else InputFileError)(
         f"the Parquet file cannot be read ({exc}).",
         file=display_name(path),
-        fix="re-export it.",
+        fix="copy or export it again in full." if damaged else "re-export it.",
     )
 
 
