@@ -361,29 +361,39 @@ def comparator_code(text: str) -> str | None:
 @cache
 def _medicine_words() -> dict[str, tuple[re.Pattern[str], re.Pattern[str]]]:
     """Per group of reference_ranges/medications.toml: (what not to count, its words), as
-    patterns. A word is whole; what is not counted (a group's not_words, or any of its
-    words after a negation) also takes the rest of its word ("stopped vitamin D3")."""
+    patterns. A word is whole; what is not counted (a group's not_words, any of its words
+    after a negation, or followed by a negation in the same entry) also takes the rest of
+    its word ("stopped vitamin D3")."""
 
-    def build(data: dict[str, Any]) -> tuple[list[str], dict[str, tuple[list[str], list[str]]]]:
+    Lists = tuple[list[str], list[str], dict[str, tuple[list[str], list[str]]]]
+
+    def build(data: dict[str, Any]) -> Lists:
         negations = [str(n) for n in data["negations"]]
+        after = [str(n) for n in data["negations_after"]]
         groups = {
             name: ([str(w) for w in entry["words"]], [str(w) for w in entry["not_words"]])
             for name, entry in data.items()
             if isinstance(entry, dict)
         }
-        return negations, groups
+        return negations, after, groups
 
-    negations, groups = read_reference_toml("medications.toml", build)
+    negations, after, groups = read_reference_toml("medications.toml", build)
 
     def alternatives(ws: list[str]) -> str:
         # longest first, so "vitamin d3" is one match, not "vitamin d" then a stray "3"
         folded = (fold_accents(w) for w in ws)  # the text is folded too
         return "|".join(re.escape(w) for w in sorted(folded, key=len, reverse=True))
 
+    # the rest of an entry: anything but its end (";", "|", a line break, a comma and a
+    # space: "50,000 IU" is one entry), then maybe ", " before the negation itself
+    entry_rest = r"(?:[^;|\n,]|,(?!\s))*?(?:,\s*)?"
     out = {}
     for name, (words, not_words) in groups.items():
         negated = rf"(?:{alternatives(negations)})\s+(?:{alternatives(words)})"
-        skip = "|".join(p for p in (alternatives(not_words), negated) if p)
+        negated_after = (
+            rf"(?:{alternatives(words)})\w*{entry_rest}(?<!\w)(?:{alternatives(after)})(?!\w)"
+        )
+        skip = "|".join(p for p in (alternatives(not_words), negated, negated_after) if p)
         out[name] = (
             re.compile(rf"(?<!\w)(?:{skip})\w*", re.I),
             re.compile(rf"(?<!\w)(?:{alternatives(words)})(?!\w)", re.I),
