@@ -348,8 +348,8 @@ def test_patterns_tiers_guards_and_honest_wording_in_html() -> None:
     # is about the latest result of each test, so it does not ask to call today
     assert "far from the range" not in html("P1-supported")
     assert "resistance" not in html("P2-serial").lower().replace("vitamin_d_resistance", "")
-    assert "not low any more" in html("P2-rose-later")
-    assert "ya no estaba bajo" in html("P2-rose-later", "es")
+    assert "later vitamin D test was higher" in html("P2-rose-later")
+    assert "salió más alto" in html("P2-rose-later", "es")
     assert "not going up" not in html("P2-rose-later")
     assert "high calcium can have other causes" in html("C-shpt-calcium-high")
     assert "otras causas" in html("C-shpt-calcium-high", "es")

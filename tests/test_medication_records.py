@@ -185,15 +185,19 @@ def test_a_record_covering_the_draw_says_so_in_the_finding(
 
 
 def test_a_vitamin_d_statement_strengthens_the_vitamin_d_pattern(tmp_path: Path) -> None:
-    vitamin_d = {
-        "resourceType": "Observation",
-        "id": "d",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "62292-8"}]},
-        "subject": {"reference": "Patient/p1"},
-        "effectiveDateTime": DRAW,
-        "valueQuantity": {"value": 12, "unit": "ng/mL"},
-    }
+    """A supplement recorded while 25-OH D stays low over months (tier serial)."""
+
+    def vitamin_d(i: str, when: str, value: float) -> dict:
+        return {
+            "resourceType": "Observation",
+            "id": i,
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "62292-8"}]},
+            "subject": {"reference": "Patient/p1"},
+            "effectiveDateTime": when,
+            "valueQuantity": {"value": value, "unit": "ng/mL"},
+        }
+
     statement = {
         "resourceType": "MedicationStatement",
         "status": "active",
@@ -202,10 +206,18 @@ def test_a_vitamin_d_statement_strengthens_the_vitamin_d_pattern(tmp_path: Path)
         "dateAsserted": "2024-01-15",
     }
     findings = interpret_results(
-        read(bundle(tmp_path, *low_mg_and_k(), vitamin_d, statement)).results
+        read(
+            bundle(
+                tmp_path,
+                *low_mg_and_k(),
+                vitamin_d("d0", "2023-11-20T08:00:00-05:00", 11),
+                vitamin_d("d1", DRAW, 12),
+                statement,
+            )
+        ).results
     )
     p2 = findings[findings["rule_id"] == "vitamin_d_resistance"].iloc[0]
-    assert (p2["status"], p2["tier"]) == ("fired", "single")
+    assert (p2["status"], p2["tier"]) == ("fired", "serial")
     assert "vitamin_d_supplement" in p2["caveats"]
 
 

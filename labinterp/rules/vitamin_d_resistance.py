@@ -4,18 +4,23 @@ What it flags:
     Tier `serial`: two or more 25-OH D results at least `p2_serial_min_span` apart, the
     latest still below the sufficiency cut-off of the chosen guideline, a rise from first to
     last smaller than `p2_min_expected_rise`, and a Mg below LLN between the first and the
-    last result (or within the vitamin D window before the last). Tier `single`: one low
+    last result (or within the vitamin D window before the last); the first is that of the
+    patient's latest run of Ds not known to be sufficient (a D at or above the cut-off
+    starts the run anew: "still below" the cut-off). Tier `single`: one low
     25-OH D with a Mg below LLN within the vitamin D window. "Low" means below the guideline
     cut-off (IOM 2011 by default, Endocrine Society 2011 as a setting), not below the lab's
     printed range. CRP above the inflammation threshold within the CRP window of a D result
     used adds the caveat `inflammation_caveat`; eGFR below the CKD threshold adds
-    `ckd_context`. A fired finding is strengthened, and says so with `vitamin_d_supplement`,
-    when the export's medication column names a form of vitamin D that raises 25-OH D on a
-    row of the patient from the vitamin D window before the first D cited to the last. A
+    `ckd_context`. A tier `serial` finding is strengthened, and says so with
+    `vitamin_d_supplement`, when the export's medication column names a form of vitamin D
+    that raises 25-OH D on a row of the patient from the vitamin D window before the first
+    D cited to the last (CLINICAL.md sec. 4 names the supplement with that tier: beside a
+    single D it says nothing about a rise). A
     proton pump inhibitor or diuretic listed within the electrolyte window of the Mg cited
     adds `mg_lowering_medication` (see P3). A tier `single` finding followed by a 25-OH D at
-    or above the cut-off gets `vitamin_d_rose_later` (the later D is not cited: the finding
-    is about the low one). A Mg whose state is unknown is still cited, with `range_unknown`
+    or above the cut-off, or risen from the cited one by at least `p2_min_expected_rise`,
+    gets `vitamin_d_rose_later` (the later D is not cited: the finding is about the low
+    one). A Mg whose state is unknown is still cited, with `range_unknown`
     (no range: a child without a printed one, CLINICAL.md sec. 2) or `hemolyzed` (a normal
     Mg of a hemolyzed sample cannot rule out a low one), as P1 does.
     Thresholds printed in two units are compared in the result's own (parameters.as_compared).
@@ -116,10 +121,18 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         "",
     )
 
-    # serial tier: first and last D of each patient
-    g = d.groupby("pat", sort=True)
-    first = d.loc[g["t"].idxmin()].set_index("pat")
-    last = d.loc[g["t"].idxmax()].set_index("pat")
+    # serial tier: the first and last D of each patient's latest run of Ds not known to be
+    # sufficient. "The latest still below the cut-off" (CLINICAL.md sec. 4) speaks of a D
+    # that was low and stayed low: a D at or above the cut-off starts the run anew, so 35
+    # then 15 ng/mL, or 12, 35, 14, is no failure to rise from the first.
+    pat_of_d = d["pat"].to_numpy()
+    sufficient = d["d_low"].to_numpy() == 0.0
+    run = pd.Series(sufficient).groupby(pat_of_d).cumsum().to_numpy()
+    latest_run = pd.Series(run).groupby(pat_of_d).transform("max").to_numpy()
+    run_d = d[(run == latest_run) & ~sufficient]
+    g = run_d.groupby("pat", sort=True)
+    first = run_d.loc[g["t"].idxmin()].set_index("pat")
+    last = run_d.loc[g["t"].idxmax()].set_index("pat")
     small = _rise_below(first, last)
     # every serial condition but the rise (which may be unknown: a censored result)
     candidate = (
@@ -166,11 +179,8 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     missing = np.where(
         is_serial, "", np.where(rise_unknown, "vitamin_d_25oh", best["missing"].to_numpy())
     )
-    # a D at or above the cut-off after the one a single tier cites (not cited itself: the
-    # evidence would then end after the follow-up the audit looks for)
-    sufficient_t = d.loc[d["d_low"].to_numpy() == 0.0].groupby("pat")["t"].max()
-    later_t = sufficient_t.reindex(pats).to_numpy()
-    rose_later = (tier == "single") & (later_t > obs["t"].to_numpy()[ev_last])
+    is_single = tier == "single"
+    rose_later = is_single & np.isin(pats, _rose_later(obs, d, pats[is_single], ev_last[is_single]))
 
     used = pd.DataFrame({"pat": pats, "t": obs["t"].to_numpy()[ev_last]})
     crp_id = nearest(ctx, used, "crp", duration("window_crp"), where=crp_high)
@@ -180,7 +190,9 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         crp_id = np.where((crp_id < 0) & (ev_first >= 0), crp_first, crp_id)
     ckd = common.ckd_nearby(ctx, used, wd, "ckd_context_egfr_below")
     fired = status == "fired"
-    supplemented = fired & _supplement_recorded(ctx, pats, ev_first, ev_last, wd)
+    # a supplement strengthens a D that stayed low over time (the serial tier, CLINICAL.md
+    # sec. 4); beside one D it says nothing about a rise
+    supplemented = is_serial & _supplement_recorded(ctx, pats, ev_first, ev_last, wd)
     near, medicines = common.mg_lowering_nearby(ctx, ev_mg, duration("window_electrolytes"))
     mg_lowering = fired & near
     caveats = common.flags(
@@ -215,7 +227,9 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     note = common.noted(note, supplemented, "A vitamin D supplement is recorded.")
     note = common.noted(note, mg_lowering, common.mg_lowering_sentences(medicines))
     note = common.noted(
-        note, rose_later, "A later 25-OH vitamin D is at or above the sufficiency cut-off."
+        note,
+        rose_later,
+        "A later 25-OH vitamin D rose to the sufficiency cut-off or by the expected rise.",
     )
     out = pd.DataFrame(
         {
@@ -269,6 +283,23 @@ def _rise_below(first: pd.DataFrame, last: pd.DataFrame) -> np.ndarray:
         out[lower & (rise >= least)] = 0.0
         out[upper & ((rise < least) | (strict_upper & (rise == least)))] = 1.0
     return out
+
+
+def _rose_later(
+    obs: pd.DataFrame, d: pd.DataFrame, pats: np.ndarray, cited: np.ndarray
+) -> np.ndarray:
+    """The patients of `pats` with a 25-OH D after the one they cite (`cited`, obs ids) that
+    is at or above the cut-off, or surely risen from it by at least `p2_min_expected_rise`:
+    vitamin D did rise as expected then. That D is not cited (the evidence would then end
+    after the follow-up the audit looks for)."""
+    pairs = d[["pat", "t", "obs_id", "d_low"]].merge(
+        pd.DataFrame({"pat": pats, "cited": cited}), on="pat"
+    )
+    pairs = pairs[pairs["t"].to_numpy() > obs["t"].to_numpy()[pairs["cited"].to_numpy()]]
+    cited_rows = obs.iloc[pairs["cited"].to_numpy()]
+    risen = _rise_below(cited_rows, obs.iloc[pairs["obs_id"].to_numpy()]) == 0.0
+    up = (pairs["d_low"].to_numpy() == 0.0) | risen
+    return pairs.loc[up, "pat"].unique()
 
 
 def _supplement_recorded(
