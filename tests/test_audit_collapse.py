@@ -153,3 +153,41 @@ def test_first_later_result_matches_a_plain_search() -> None:
         later = t[(pat == query_pat[q]) & (t > query_t[q])]
         assert got[q] == (later.min() if len(later) else _NAT)
     assert (_first_later(pat[:0], t[:0], query_pat, query_t) == _NAT).all()
+
+
+def _magnesium_histogram(values_mmol: np.ndarray) -> list[int]:
+    """The audit's Mg histogram (inner bins) of these canonical values."""
+    from labinterp.audit.collapse import BucketStats, _tally
+
+    n = len(values_mmol)
+    results = schema.conform(
+        pd.DataFrame(
+            {
+                "analyte": ["magnesium"] * n,
+                "value": values_mmol,
+                "range_low": np.full(n, 0.7),
+                "range_high": np.full(n, 1.05),
+            }
+        ),
+        schema.RESULTS,
+    )
+    stats = BucketStats()
+    _tally(results, stats)
+    return stats.histograms["magnesium"][1:-1]
+
+
+def test_magnesium_histogram_does_not_alias_printed_steps() -> None:
+    """Evenly spread results printed in 0.1 mg/dL steps (0.0411 mmol/L) fill every bin
+    alike (0.05 mmol/L bins held one or two steps in turn: a false cliff at 0.7 mmol/L),
+    and results printed in 0.01 mmol/L steps nearly alike."""
+    from labinterp.audit.collapse import bins
+
+    mmol_per_mg_dl = 10 / 24.305  # molar mass of Mg
+    mg_dl = np.round(np.arange(0.1, 4.8, 0.1), 1)  # 0.1 to 4.7 mg/dL, one result each
+    counts = _magnesium_histogram(mg_dl * mmol_per_mg_dl)
+    edges = bins("magnesium")
+    covered = [c for c, lo in zip(counts, edges, strict=False) if 0.1 < lo / mmol_per_mg_dl < 4.6]
+    assert set(covered) == {2}
+    counts = _magnesium_histogram(np.round(np.arange(0.1, 1.9, 0.01), 2))
+    covered = [c for c, lo in zip(counts, edges, strict=False) if 0.1 < lo < 1.8]
+    assert set(covered) <= {8, 9}

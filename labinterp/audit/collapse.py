@@ -64,9 +64,21 @@ LATEST_ANALYTES: tuple[str, ...] = (
     "egfr",
 )
 
-# Fixed histogram bins (canonical units) so partial histograms from any bucket add up.
+# mmol/L per mg/dL of magnesium (molar mass 24.305 g/mol)
+MG_MMOL_PER_MG_DL = 10 / 24.305
+
+# Fixed histogram bins (canonical units) so partial histograms from any bucket add up:
+# (first edge, last edge, width).
 HISTOGRAMS: dict[str, tuple[float, float, float]] = {
-    "magnesium": (0.0, 2.0, 0.05),
+    # Magnesium is printed in steps of 0.1 mg/dL (0.0411 mmol/L) or 0.01 mmol/L. Bins of
+    # 0.05 mmol/L held one or two 0.1 mg/dL steps in turn (1.6 and 1.7 mg/dL both fell in
+    # 0.65-0.70), which drew a false cliff at the lower limit and false modes. Bins of
+    # 0.2 mg/dL (0.0823 mmol/L) hold exactly two 0.1 mg/dL steps, with edges halfway
+    # between printed values (1.65, 1.85 mg/dL, ...) so that no converted value lies on an
+    # edge; results printed to 0.01 mmol/L fall 8 or 9 to a bin (a ripple of at most 1 in
+    # 8). Steps of 0.05 mmol/L (or 0.1 mEq/L) still fall 1 or 2 to a bin: no width under
+    # 0.25 mmol/L is a multiple of both 0.05 and 0.0411, and wider bins hide the range.
+    "magnesium": (0.05 * MG_MMOL_PER_MG_DL, 5.05 * MG_MMOL_PER_MG_DL, 0.2 * MG_MMOL_PER_MG_DL),
     "calcium": (1.0, 3.5, 0.05),
     "potassium": (2.0, 7.5, 0.1),
 }

@@ -6,9 +6,11 @@ is computed here so the template only places shapes and text.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jinja2
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -134,7 +136,7 @@ def _distributions(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 "w": round(step - 1, 2),
                 "h": round(c / top * height, 2),
                 "y": round(pad + height - c / top * height, 2),
-                "title": f"{edges[i]:g}-{edges[i + 1]:g} mmol/L: {c:,}",
+                "title": f"{edges[i]:.3g}-{edges[i + 1]:.3g} mmol/L: {c:,}",
             }
             for i, c in enumerate(inner)
         ]
@@ -147,10 +149,14 @@ def _distributions(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 return None
             return round(pad + (v - edges[0]) / (edges[1] - edges[0]) * step, 2)
 
+        # ticks at round values, not at the edges (the Mg bins start at 0.0206 mmol/L)
+        tick_step = next(
+            t for t in (0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0) if t * 6 >= edges[-1] - edges[0]
+        )
+        first_tick = math.ceil(edges[0] / tick_step) * tick_step
         ticks = [
-            {"x": xpos(float(e)), "label": f"{e:g}"}
-            for k, e in enumerate(edges)
-            if k % max(1, len(edges) // 6) == 0
+            {"x": xpos(v), "label": f"{v:g}"}
+            for v in np.round(np.arange(first_tick, edges[-1], tick_step), 6).tolist()
         ]
         out.append(
             {
