@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
+import re
 import sys
 import threading
 from pathlib import Path
@@ -557,3 +558,23 @@ def test_summary_balances_each_input_file(tmp_path: Path) -> None:
     assert sum(f["rows_used"] for f in inputs) == summary["rows_used"]
     assert sum(f["rows_rejected"] for f in inputs) == summary["rows_rejected"]
     assert [f["rows_rejected"] for f in inputs if f["file"] == "other.csv"] == [1]
+
+
+def test_patients_csv_marks_hemolyzed_latest_values_and_prints_them_short(
+    tmp_path: Path,
+) -> None:
+    """DEMO-009's K 5.9 is from a sample the lab noted as hemolyzed ("HEMOLYSIS FALSELY
+    ELEVATES K"): patients.csv says so beside it. Latest values print as the findings do
+    (1.4 mg/dL is 0.576 mmol/L, not 0.5760131660152232) and stay numbers."""
+    sample = Path(labinterp.__file__).parent / "sample_data"
+    labinterp.audit(sample, tmp_path / "out")
+    text = (tmp_path / "out" / "patients.csv").read_text(encoding="utf-8")
+    assert "0.5760131660152232" not in text
+    patients = pd.read_csv(tmp_path / "out" / "patients.csv")
+    demo9 = patients.set_index("patient_id").loc["DEMO-009"]
+    assert demo9["potassium_latest"] == 5.9
+    assert demo9["potassium_quality"] == "hemolyzed"
+    assert demo9["magnesium_latest"] == 0.576
+    assert pd.api.types.is_float_dtype(patients["magnesium_latest"])
+    report = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert re.search(r'<tr data-id="DEMO-009".*?5\.9 <span class="mark">hem\.</span>', report, re.S)

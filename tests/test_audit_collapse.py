@@ -191,3 +191,37 @@ def test_magnesium_histogram_does_not_alias_printed_steps() -> None:
     counts = _magnesium_histogram(np.round(np.arange(0.1, 1.9, 0.01), 2))
     covered = [c for c, lo in zip(counts, edges, strict=False) if 0.1 < lo < 1.8]
     assert set(covered) <= {8, 9}
+
+
+def test_latest_values_say_when_their_sample_was_hemolyzed_or_contaminated() -> None:
+    """The hemolysis noted on a K marks the Mg of the same tube too, not another sample;
+    the K, Ca and Mg of a draw the EDTA guard flagged are marked; values keep 4 decimals."""
+    t1, t2 = pd.Timestamp("2024-01-01 08:00"), pd.Timestamp("2024-01-02 08:00")
+    results = schema.conform(
+        pd.DataFrame(
+            {
+                "patient_id": ["P1", "P1", "P2", "P2", "P3", "P3", "P3"],
+                "collected_at": [t1, t1, t1, t2, t1, t1, t1],
+                "analyte": [
+                    *("potassium", "magnesium", "potassium", "potassium"),
+                    *("potassium", "calcium", "creatinine"),
+                ],
+                "value": [5.9, 0.5760131660152232, 5.5, 4.1, 7.9, 1.52, 80.0],
+                "quality": ["hemolyzed", "", "hemolyzed", None, "", "", ""],
+                "source_file": ["a.csv"] * 7,
+                "source_row": range(1, 8),
+            }
+        ),
+        schema.RESULTS,
+    )
+    edta = pd.DataFrame({"patient_id": ["P3"], "episode_start": [t1]})
+    empty = schema.empty(AUDIT_FINDINGS)
+    got = patient_rows(empty, results, edta_draws=edta).set_index("patient_id")
+    assert got.loc["P1", "potassium_quality"] == "hemolyzed"
+    assert got.loc["P1", "magnesium_quality"] == "hemolyzed"  # the same sample
+    assert got.loc["P1", "magnesium_latest"] == 0.576
+    assert got.loc["P2", "potassium_quality"] == ""  # its latest K is of a later sample
+    assert got.loc["P3", "potassium_quality"] == "edta_suspected"
+    assert got.loc["P3", "calcium_quality"] == "edta_suspected"
+    assert got.loc["P3", "creatinine_quality"] == ""  # EDTA does not change it
+    assert pd.isna(got.loc["P1", "calcium_quality"])  # no Ca: no note either

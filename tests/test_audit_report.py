@@ -54,7 +54,19 @@ def test_censored_latest_values_keep_their_comparator() -> None:
     }
     assert _latest_cell("0.206", "<")["title"] == "reported as below a limit: <0.206"
     assert _latest_cell("10", ">=")["title"].startswith("reported as above")
-    assert _latest_cell("", "<") == {"text": "", "title": ""}
+    assert _latest_cell("", "<") == {"text": "", "mark": "", "title": ""}
+
+
+def test_latest_values_of_a_hemolyzed_or_contaminated_sample_are_marked() -> None:
+    patients = _patients(comparators=True).append_column(
+        "potassium_quality", pa.array(["hemolyzed", "", "hemolyzed;edta_suspected"])
+    )
+    cells = {p["patient_id"]: p["latest"][2] for p in _patient_list(patients)["patients"]}
+    assert cells["A"]["text"] == ">10" and cells["A"]["mark"] == "hem."
+    assert cells["A"]["title"].startswith("reported as above a limit: >10; the sample was")
+    assert cells["B"] == {"text": "4", "mark": "", "title": ""}
+    assert cells["C"]["mark"] == "hem. EDTA?"
+    assert "EDTA contamination" in cells["C"]["title"]
 
 
 def test_patient_rows_carry_their_exact_statuses() -> None:

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from labinterp import schema
 from labinterp.episodes import sample_ids
+from labinterp.guards import EDTA_AFFECTED
 from labinterp.resources import reference_file
 from labinterp.rules.base import TIER_RANK
 from labinterp.rules.common import rank_of
@@ -288,8 +289,20 @@ def _ns_or_earliest(column: pd.Series) -> np.ndarray:
     return np.where(ns == np.iinfo("int64").min, pd.Timestamp.min.value, ns)
 
 
-def patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
-    """One row per patient: worst status (with tier) per rule, then latest values."""
+def patient_rows(
+    collapsed: pd.DataFrame,
+    results: pd.DataFrame,
+    *,
+    edta_draws: pd.DataFrame | None = None,
+    sample: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """One row per patient: worst status (with tier) per rule, then latest values.
+
+    Each latest value comes with `<analyte>_quality`: "hemolyzed" when its sample was
+    noted as hemolyzed (on any of its results, as the engine reads it), and
+    "edta_suspected" when it is a K, Ca or Mg of a draw the EDTA guard flagged
+    (`edta_draws`: patient_id and episode_start of its fired findings), ";"-joined; ""
+    for neither. `sample` is each result's sample (sample_of), when already at hand."""
     # Each row's patient as its position among the sorted ids, from one factorize of the
     # Arrow column (a string index lookup per row costs more); a finding's patient always
     # has results, but an id that has none still gets its row.
@@ -348,8 +361,11 @@ def patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame
     )
     group = group[order]
     latest = shown[order[np.r_[group[1:] != group[:-1], True]]] if len(order) else shown
-    value = results["value"].to_numpy(dtype="float64", na_value=np.nan)
+    # as the findings print numbers (labinterp.output.number_text): 4 decimals, so that
+    # 1.4 mg/dL reads 0.576, not 0.5760131660152232; the column stays numeric
+    value = np.round(results["value"].to_numpy(dtype="float64", na_value=np.nan), 4)
     unit = pa.array(results["unit"].array, from_pandas=True)
+    notes = _latest_notes(results, latest, row, pids, analyte, ns, edta_draws, sample)
     # "<" or ">" of a censored latest value ("<0.5 mg/dL" is read as 0.206 mmol/L, a bound)
     comparator = pa.array(results["comparator"].array, from_pandas=True)
     for k, name in enumerate(LATEST_ANALYTES):
@@ -363,10 +379,74 @@ def patient_rows(collapsed: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame
         columns[f"{name}_comparator"] = _pick(comparator, sel, at, len(pids))
         columns[f"{name}_unit"] = _pick(unit, sel, at, len(pids))
         columns[f"{name}_at"] = times
+        columns[f"{name}_quality"] = _pick(
+            notes, np.flatnonzero(analyte[latest] == k), at, len(pids)
+        )
     # one frame made at once: one grown a column at a time copies its columns every time
     out = pd.DataFrame(columns, index=pids)
     out.index.name = "patient_id"
     return out.reset_index()
+
+
+def sample_of(results: pd.DataFrame) -> np.ndarray:
+    """Each result's sample (a dense id): a patient's results with one collection time and
+    specimen id (undated results: one per patient and specimen id), as the engine pairs
+    them."""
+    patient = pd.factorize(results["patient_id"])[0]
+    when = pd.factorize(results["collected_at"].to_numpy().view("int64"))[0]
+    # the reader gives specimen ids stripped, and "" as missing: missing is one more code
+    spec = pd.factorize(results["specimen_id"], use_na_sentinel=False)[0]
+    return sample_ids(patient, when, spec)
+
+
+def _has_flag(results: pd.DataFrame, flag: str) -> np.ndarray:
+    """Per result, whether its quality flags hold `flag` (a whole entry of the ";"-joined
+    flags: "not_hemolyzed" is not "hemolyzed")."""
+    out = np.zeros(len(results), dtype=bool)
+    quality = results["quality"]
+    noted = np.flatnonzero((quality.fillna("") != "").to_numpy(dtype=bool))
+    if len(noted):  # few results carry a flag: the pattern runs on those only
+        has = quality.iloc[noted].str.contains(rf"(?:^|;){flag}(?:;|$)")
+        out[noted] = has.to_numpy(dtype=bool, na_value=False)
+    return out
+
+
+def _latest_notes(
+    results: pd.DataFrame,
+    latest: np.ndarray,
+    row: np.ndarray,
+    pids: pd.Index,
+    analyte: np.ndarray,
+    ns: np.ndarray,
+    edta_draws: pd.DataFrame | None,
+    sample: np.ndarray | None,
+) -> pa.Array:
+    """Per latest result (`latest`: its rows of `results`), what a reader of its value must
+    know about its sample: "hemolyzed", "edta_suspected", both ";"-joined, or ""."""
+    hemolyzed = np.zeros(len(latest), dtype=bool)
+    flagged = _has_flag(results, "hemolyzed")
+    if flagged.any():
+        # hemolysis is the tube's: labs often note it on the K only, and the engine reads
+        # every result of the sample as hemolyzed
+        sample = sample_of(results) if sample is None else sample
+        hemolyzed = np.isin(sample[latest], sample[flagged])
+    edta = np.zeros(len(latest), dtype=bool)
+    if edta_draws is not None and len(edta_draws):
+        # a flagged draw as (its patient's position in `pids`, its time): the few latest
+        # K, Ca and Mg of those patients are then looked up one by one
+        draw_pat = pids.get_indexer(pd.Index(edta_draws["patient_id"]))
+        draw_t = edta_draws["episode_start"].to_numpy(dtype="datetime64[ns]").view("int64")
+        draws = {(int(p), int(t)) for p, t in zip(draw_pat, draw_t, strict=True) if t != _NAT}
+        affected = [LATEST_ANALYTES.index(a) for a in EDTA_AFFECTED if a in LATEST_ANALYTES]
+        candidates = np.isin(analyte[latest], affected) & np.isin(row[latest], draw_pat)
+        for i in np.flatnonzero(candidates):
+            edta[i] = (int(row[latest[i]]), int(ns[latest[i]])) in draws
+    text = np.select(
+        [hemolyzed & edta, hemolyzed, edta],
+        ["hemolyzed;edta_suspected", "hemolyzed", "edta_suspected"],
+        "",
+    )
+    return pa.array(text.astype(object), pa.string())
 
 
 def _medicines_per_patient(results: pd.DataFrame, row: np.ndarray, patients: int) -> np.ndarray:
@@ -408,7 +488,7 @@ def _pick(
 SAMPLE_FLAGS = ("hemolyzed", "clotted", "lipemic", "icteric", "contamination_comment")
 
 
-def _tally_samples(results: pd.DataFrame, stats: BucketStats) -> None:
+def _tally_samples(results: pd.DataFrame, sample: np.ndarray, stats: BucketStats) -> None:
     """How many samples the rows come from, and how many carry each of SAMPLE_FLAGS.
 
     A sample is a patient's rows with one collection time and specimen id (undated rows:
@@ -416,11 +496,6 @@ def _tally_samples(results: pd.DataFrame, stats: BucketStats) -> None:
     its rows counts the sample once."""
     if results.empty:
         return
-    patient = pd.factorize(results["patient_id"])[0]
-    when = pd.factorize(results["collected_at"].to_numpy().view("int64"))[0]
-    # the reader gives specimen ids stripped, and "" as missing: missing is one more code
-    spec = pd.factorize(results["specimen_id"], use_na_sentinel=False)[0]
-    sample = sample_ids(patient, when, spec)
     stats.samples = int(sample.max()) + 1
     quality = results["quality"].fillna("")
     flagged = (quality != "").to_numpy()
@@ -515,7 +590,12 @@ def process_bucket(
         kept, dups = deduplicate(results)
         findings = interpret_results(kept)
     collapsed = with_follow_up(collapse(findings), kept)
-    patients = patient_rows(collapsed, kept)
+    sample = sample_of(kept) if len(kept) else np.zeros(0, dtype="int64")
+    edta = findings[
+        (findings["rule_id"] == "edta_contamination").to_numpy(dtype=bool, na_value=False)
+        & (findings["status"] == "fired").to_numpy(dtype=bool, na_value=False)
+    ]
+    patients = patient_rows(collapsed, kept, edta_draws=edta, sample=sample)
     stats.rows_used = len(kept)
     if len(kept):
         for label, n in kept["source_file"].value_counts(dropna=False).items():
@@ -524,7 +604,7 @@ def process_bucket(
     stats.patients = int(kept["patient_id"].nunique())
     stats.findings_rows = len(findings)
     _tally(kept, stats)
-    _tally_samples(kept, stats)
+    _tally_samples(kept, sample, stats)
     _tally_status(kept, stats)
     _write(collapsed, out_dir / f"findings-{tag}{SCRATCH_SUFFIX}")
     _write(patients, out_dir / f"patients-{tag}{SCRATCH_SUFFIX}")

@@ -200,13 +200,31 @@ _LATEST_LABELS = {"magnesium": "Mg", "calcium": "Ca", "potassium": "K"}
 _COMPARATOR_TEXT = {"<": "<", "<=": "\u2264", ">": ">", ">=": "\u2265"}
 
 
-def _latest_cell(value: str, comparator: str | None) -> dict[str, str]:
-    """A latest value as shown: "<0.206" for a result the lab gave as below a limit."""
+# what patients.csv's `<analyte>_quality` says of a latest value's sample, as the list
+# marks it (short) and explains it (the cell's title)
+_QUALITY_MARKS = {
+    "hemolyzed": ("hem.", "the sample was hemolyzed: K and Mg may read falsely high"),
+    "edta_suspected": ("EDTA?", "the draw is suspected of EDTA contamination: recollect"),
+}
+
+
+def _latest_cell(value: str, comparator: str | None, quality: str | None = None) -> dict[str, str]:
+    """A latest value as shown: "<0.206" for a result the lab gave as below a limit, and
+    a mark ("hem.", "EDTA?") when its sample was hemolyzed or its draw suspected of EDTA
+    contamination."""
     sign = _COMPARATOR_TEXT.get(comparator or "", "")
-    if not value or not sign:
-        return {"text": value, "title": ""}
-    side = "below" if sign in "<\u2264" else "above"
-    return {"text": f"{sign}{value}", "title": f"reported as {side} a limit: {sign}{value}"}
+    notes = [_QUALITY_MARKS[q] for q in (quality or "").split(";") if q in _QUALITY_MARKS]
+    titles = [title for _, title in notes]
+    text = value
+    if value and sign:
+        side = "below" if sign in "<\u2264" else "above"
+        text = f"{sign}{value}"
+        titles.insert(0, f"reported as {side} a limit: {sign}{value}")
+    return {
+        "text": text,
+        "mark": " ".join(mark for mark, _ in notes) if value else "",
+        "title": "; ".join(titles) if value else "",
+    }
 
 
 def _patient_list(patients: pa.Table) -> dict[str, Any]:
@@ -239,6 +257,7 @@ def _patient_list(patients: pa.Table) -> dict[str, Any]:
         *rules,
         *(f"{a}_latest" for a in latest),
         *(f"{a}_comparator" for a in latest),
+        *(f"{a}_quality" for a in latest),
     ]
     out: list[dict[str, Any]] = []
     for rec in _records(top, cols, PATIENT_LIST_MAX):
@@ -250,7 +269,11 @@ def _patient_list(patients: pa.Table) -> dict[str, Any]:
                 # each status once, for the page's filter to match exactly
                 "status_set": " ".join(sorted({s["status"] for s in statuses if s["status"]})),
                 "latest": [
-                    _latest_cell(str(rec.get(f"{a}_latest", "")), rec.get(f"{a}_comparator"))
+                    _latest_cell(
+                        str(rec.get(f"{a}_latest", "")),
+                        rec.get(f"{a}_comparator"),
+                        rec.get(f"{a}_quality"),
+                    )
                     for a in latest
                 ],
             }
