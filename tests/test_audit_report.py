@@ -11,7 +11,7 @@ import pytest
 
 import labinterp
 from labinterp.audit import report
-from labinterp.audit.report import _CHAR_W, _latest_cell, _patient_list
+from labinterp.audit.report import _CHAR_W, _latest_cell, _patient_list, _prevalence
 
 LONG_ID = "LONGID-" + "X" * 120  # the id of the last patient of the export
 # A few patients with known statuses: fired patterns, a guard that suppresses them, nothing
@@ -103,7 +103,9 @@ def test_report_is_self_contained_and_responsive(tmp_path: Path) -> None:
     # the prevalence chart is as wide as its labels need, and never drawn smaller
     svg = re.search(r'<svg viewBox="0 0 (\d+) \d+" style="--min-w: (\d+)px"', html)
     assert svg and svg.group(1) == svg.group(2)
-    notes = re.findall(r'<text x="([\d.]+)" y="[\d.]+">(\d+ fired[^<]*)</text>', html)
+    notes = re.findall(
+        r'<text x="([\d.]+)" y="[\d.]+">([\d,]+ of [\d,]+ patients fired[^<]*)</text>', html
+    )
     assert notes
     for x, note in notes:
         assert float(x) + _CHAR_W * len(note) <= int(svg.group(1))
@@ -118,3 +120,59 @@ def test_a_cut_list_says_how_many_it_holds(tmp_path: Path, monkeypatch: pytest.M
     assert 'data-total="4"' in html
     assert "The list holds 2 of 4 patients, those with findings first" in html
     assert len(re.findall(r"<tr data-id=", html)) == 2
+
+
+def _summary(patients: int, counts: dict) -> dict:
+    return {"patients": patients, "counts": counts}
+
+
+def test_prevalence_bars_are_shares_of_every_patient() -> None:
+    """2 suppressed of 5,905 patients is a sliver (still visible), not a full bar; the
+    note gives n of N and the share."""
+    chart = _prevalence(
+        _summary(
+            5905,
+            {
+                "hypomagnesemia_hypocalcemia": {"suppressed": {"": 2}, "not_fired": {"": 5903}},
+                "edta_contamination": {"fired": {"core_signature": 2}},
+                "hypomagnesemia_hypokalemia": {"fired": {"concurrent": 2952}},
+            },
+        )
+    )
+    rows = {r["rule"]: r for r in chart["rows"]}
+    suppressed = rows["hypomagnesemia_hypocalcemia"]["segments"]
+    assert [s["label"] for s in suppressed] == ["suppressed"]
+    assert 0 < suppressed[0]["w"] <= 5  # visible, and nowhere near the 400 px of all
+    half = rows["hypomagnesemia_hypokalemia"]["segments"][0]["w"]
+    assert half == pytest.approx(chart["bar_w"] / 2, abs=1)
+    assert rows["hypomagnesemia_hypocalcemia"]["note"].startswith("0 of 5,905 patients fired")
+    assert "2 suppressed (0.034%)" in rows["hypomagnesemia_hypocalcemia"]["note"]
+    assert rows["hypomagnesemia_hypokalemia"]["note"].startswith(
+        "2,952 of 5,905 patients fired (50.0%)"
+    )
+
+
+def test_tier_colours_follow_strength() -> None:
+    """The strongest tier of each rule is drawn first and darkest, whatever the alphabet
+    says (possible < supported, concurrent < refractory, serial < single)."""
+    chart = _prevalence(
+        _summary(
+            100,
+            {
+                "hypomagnesemia_hypocalcemia": {"fired": {"possible": 27, "supported": 4}},
+                "hypomagnesemia_hypokalemia": {"fired": {"concurrent": 24, "refractory": 2}},
+                "vitamin_d_resistance": {"fired": {"serial": 3, "single": 5}},
+                "edta_contamination": {
+                    "fired": {"core_signature": 22, "with_supporting_evidence": 2}
+                },
+            },
+        )
+    )
+    strongest = {"supported", "refractory", "serial", "with_supporting_evidence"}
+    colours: dict[str, set[str]] = {"strong": set(), "weak": set()}
+    for row in chart["rows"]:
+        first, second = row["segments"]
+        assert first["label"].removeprefix("fired: ") in strongest
+        colours["strong"].add(first["colour"])
+        colours["weak"].add(second["colour"])
+    assert colours == {"strong": {"#b2182b"}, "weak": {"#ef8a62"}}

@@ -17,6 +17,11 @@ import pyarrow.compute as pc
 from labinterp.audit.collapse import HISTOGRAMS, bins
 from labinterp.catalog import analytes, fallback_ranges
 from labinterp.resources import template_dir
+from labinterp.rules import (
+    hypomagnesemia_hypocalcemia,
+    hypomagnesemia_hypokalemia,
+    vitamin_d_resistance,
+)
 
 PATIENT_LIST_MAX = 2000
 TABLE_MAX = 200
@@ -35,7 +40,6 @@ _LABELS = {
     "ckd_context": "CKD context (low eGFR)",
 }
 _ANALYTE_LABELS = {"magnesium": "Magnesium", "calcium": "Calcium (total)", "potassium": "Potassium"}
-_TIER_COLOURS = ["#b2182b", "#ef8a62", "#fddbc7", "#d6604d"]
 _CHAR_W = 6.8  # an upper bound on the width of a character of the charts' 11px text
 
 
@@ -56,48 +60,85 @@ def _rule_order(rules: list[str]) -> list[str]:
     return known + sorted(r for r in rules if r not in known)
 
 
+# Each rule's tiers, strongest first (the rules' TIERS); the EDTA guard's are set in
+# labinterp.guards: supporting evidence (a low Mg or ALP, a comment) strengthens it.
+_TIER_ORDER: dict[str, tuple[str, ...]] = {
+    "hypomagnesemia_hypocalcemia": tuple(hypomagnesemia_hypocalcemia.TIERS),
+    "hypomagnesemia_hypokalemia": tuple(hypomagnesemia_hypokalemia.TIERS),
+    "vitamin_d_resistance": tuple(vitamin_d_resistance.TIERS),
+    "edta_contamination": ("with_supporting_evidence", "core_signature"),
+}
+# by strength: the strongest tier darkest, on every row
+_TIER_COLOURS = ("#b2182b", "#ef8a62", "#fddbc7")
+_SUPPRESSED_COLOUR = "#7f7f7f"
+_MIN_BAR_W = 3.0  # px: a non-zero count stays visible among thousands of patients
+
+
+def _strength(rule: str, tier: str) -> int:
+    """0 for a rule's strongest tier (or its only one), 1 for the next, ..."""
+    order = _TIER_ORDER.get(rule, ())
+    return order.index(tier) if tier in order else len(order)
+
+
+def _share(n: int, total: int) -> str:
+    """n of total as a percentage that a tiny share does not round to 0 ("0.034%")."""
+    if not n or not total:
+        return "0%"
+    percent = 100 * n / total
+    return f"{percent:.1f}%" if percent >= 1 else f"{percent:.2g}%"
+
+
 def _prevalence(summary: dict[str, Any]) -> dict[str, Any]:
+    """Per rule, a bar of its patients out of every patient of the audit (the full width
+    is all of them), one segment per fired tier and one for the suppressed."""
     counts: dict[str, dict[str, dict[str, int]]] = summary["counts"]
+    patients = int(summary["patients"])
     rows: list[dict[str, Any]] = []
     for rule in _rule_order(list(counts)):
         by_status = counts[rule]
         fired = by_status.get("fired", {})
+        tiers = sorted(fired, key=lambda t: (_strength(rule, t), t))
         segments: list[dict[str, Any]] = [
-            {"label": f"fired: {tier or 'untiered'}", "n": n, "colour": _TIER_COLOURS[i % 4]}
-            for i, (tier, n) in enumerate(sorted(fired.items()))
-        ]
-        segments.append(
             {
-                "label": "suppressed",
-                "n": sum(by_status.get("suppressed", {}).values()),
-                "colour": "#7f7f7f",
+                "label": f"fired: {tier or 'untiered'}",
+                "n": fired[tier],
+                "colour": _TIER_COLOURS[min(_strength(rule, tier), len(_TIER_COLOURS) - 1)],
             }
-        )
+            for tier in tiers
+        ]
+        suppressed = sum(by_status.get("suppressed", {}).values())
+        segments.append({"label": "suppressed", "n": suppressed, "colour": _SUPPRESSED_COLOUR})
+        indeterminate = sum(by_status.get("indeterminate", {}).values())
+        n_fired = sum(fired.values())
         rows.append(
             {
                 "rule": rule,
                 "label": _LABELS.get(rule, rule.replace("_", " ")),
-                "fired": sum(fired.values()),
+                "fired": n_fired,
                 "segments": [s for s in segments if s["n"]],
-                "indeterminate": sum(by_status.get("indeterminate", {}).values()),
+                "indeterminate": indeterminate,
                 "total": sum(sum(v.values()) for v in by_status.values()),
+                "note": " \u00b7 ".join(
+                    [f"{n_fired:,} of {patients:,} patients fired ({_share(n_fired, patients)})"]
+                    + (
+                        [f"{suppressed:,} suppressed ({_share(suppressed, patients)})"]
+                        if suppressed
+                        else []
+                    )
+                    + ([f"{indeterminate:,} indeterminate"] if indeterminate else [])
+                ),
             }
         )
-    longest = max([sum(s["n"] for s in r["segments"]) for r in rows] + [1])
     width, bar_h, gap, left = 400.0, 18, 10, 250
     for i, r in enumerate(rows):
         x = float(left)
         r["y"] = 10 + i * (bar_h + gap)
         for s in r["segments"]:
             s["x"] = round(x, 2)
-            s["w"] = round(max(s["n"] / longest * width, 1.0), 2)
+            s["w"] = round(max(s["n"] / max(patients, 1) * width, _MIN_BAR_W), 2)
+            s["share"] = _share(s["n"], patients)
             x += s["w"]
-        r["end"] = round(x + 6, 2)
-        r["note"] = " \u00b7 ".join(
-            [f"{r['fired']:,} fired"]
-            + [f"{s['n']:,} {s['label']}" for s in r["segments"] if s["label"] == "suppressed"]
-            + ([f"{r['indeterminate']:,} indeterminate"] if r["indeterminate"] else [])
-        )
+        r["end"] = round(max(x, left + width) + 6, 2)
     # the drawing is as wide as its longest line of text (11px text: under 7px a
     # character), so the page can keep it at full size and scroll it on a narrow screen
     view_w = max([r["end"] + _CHAR_W * len(r["note"]) for r in rows] + [left + width]) + 10
@@ -106,6 +147,8 @@ def _prevalence(summary: dict[str, Any]) -> dict[str, Any]:
         "height": 20 + len(rows) * (bar_h + gap),
         "bar_h": bar_h,
         "left": left,
+        "bar_w": width,
+        "patients": patients,
         "width": round(view_w),
     }
 
