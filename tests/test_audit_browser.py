@@ -218,3 +218,24 @@ def test_a_cut_list_counts_every_patient_in_the_browser(
     assert listed == 3 and count.startswith(f"Shown 3 {tail}")
     _, _, count = _shown(tmp_path, report, "#q=nobody")
     assert count.startswith(f"Shown 0 {tail}")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/system-deps.sh)")
+def test_nothing_fired_leaves_out_a_fired_context_finding(tmp_path: Path) -> None:
+    """DEMO-018 of the bundled sample has hypercalcemia_hypomagnesemia fired: it is not
+    "nothing fired", and the context filter and column show it."""
+    labinterp.audit(Path(labinterp.__file__).parent / "sample_data", tmp_path / "out")
+    report = tmp_path / "out" / "report.html"
+    with (tmp_path / "out" / "findings.csv").open(encoding="utf-8") as f:
+        fired = [r for r in csv.DictReader(f) if r["status"] == "fired"]
+    context = {r["patient_id"] for r in fired if r["kind"] == "context"}
+    any_fired = {r["patient_id"] for r in fired}
+    assert "DEMO-018" in context
+    shown, _, _ = _shown(tmp_path, report, "#status=nothing_fired")
+    assert "DEMO-018" not in shown
+    assert shown and not shown & any_fired
+    shown, _, _ = _shown(tmp_path, report, "#status=context_fired")
+    assert shown == context
+    html = report.read_text(encoding="utf-8")
+    assert re.search(r'data-id="DEMO-018".*?<td class="st ctx">High Ca with low Mg', html, re.S)

@@ -176,3 +176,18 @@ def test_tier_colours_follow_strength() -> None:
         colours["strong"].add(first["colour"])
         colours["weak"].add(second["colour"])
     assert colours == {"strong": {"#b2182b"}, "weak": {"#ef8a62"}}
+
+
+def test_a_fired_context_finding_is_listed_and_is_not_nothing_fired() -> None:
+    patients = _patients(comparators=False).append_column(
+        "hypercalcemia_hypomagnesemia", pa.array([None, "fired", None])
+    )
+    patients = patients.append_column("ckd_context", pa.array([None, "fired", None]))
+    listing = _patient_list(patients)
+    assert listing["patient_context"]
+    by_id = {p["patient_id"]: p for p in listing["patients"]}
+    assert by_id["B"]["context"] == "High Ca with low Mg; CKD context (low eGFR)"
+    assert by_id["B"]["status_set"] == "context_fired not_fired"
+    assert by_id["C"]["context"] == "" and by_id["C"]["status_set"] == "indeterminate"
+    # a context finding lists its patient before one with nothing
+    assert [p["patient_id"] for p in listing["patients"]] == ["A", "B", "C"]

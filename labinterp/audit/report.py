@@ -18,6 +18,7 @@ from labinterp.audit.collapse import HISTOGRAMS, bins
 from labinterp.catalog import analytes, fallback_ranges
 from labinterp.resources import template_dir
 from labinterp.rules import (
+    REGISTRY,
     hypomagnesemia_hypocalcemia,
     hypomagnesemia_hypokalemia,
     vitamin_d_resistance,
@@ -27,6 +28,8 @@ PATIENT_LIST_MAX = 2000
 TABLE_MAX = 200
 PATTERNS = ("hypomagnesemia_hypocalcemia", "hypomagnesemia_hypokalemia", "vitamin_d_resistance")
 GUARDS = ("edta_contamination",)
+# the context findings (CLINICAL.md sec. 6): findings.csv has their rows only where they fired
+CONTEXT = tuple(r.id for r in REGISTRY if r.kind == "context")
 _LABELS = {
     "hypomagnesemia_hypocalcemia": "Low Mg with low Ca",
     "hypomagnesemia_hypokalemia": "Low Mg with low K",
@@ -271,16 +274,22 @@ def _latest_cell(value: str, comparator: str | None, quality: str | None = None)
 
 
 def _patient_list(patients: pa.Table) -> dict[str, Any]:
-    """The patients shown (those with findings first), the rule and latest-value columns
-    (with the comparator of a censored result, patients.csv's `<analyte>_comparator`) and
-    the number of patients."""
+    """The patients shown (those with findings first), the rule columns, the context
+    findings fired, the latest values (with the comparator of a censored result,
+    patients.csv's `<analyte>_comparator`) and the number of patients.
+
+    A patient's `status_set` (what the page's filter matches) holds the statuses of its
+    pattern and guard cells, and "context_fired" when a context finding fired, so that
+    "nothing fired" leaves out a patient with a context finding."""
     rules = [r for r in (*PATTERNS, *GUARDS) if r in patients.column_names]
+    context = [r for r in CONTEXT if r in patients.column_names]
     latest = [a for a in LATEST_SHOWN if f"{a}_latest" in patients.column_names]
     listing: dict[str, Any] = {
         "patients": [],
         "patient_rules": rules,
         "patient_labels": {r: _LABELS.get(r, r) for r in rules},
         "patient_latest": [_LATEST_LABELS[a] for a in latest],
+        "patient_context": bool(context),
         "patients_total": patients.num_rows,
     }
     n = patients.num_rows
@@ -292,12 +301,16 @@ def _patient_list(patients: pa.Table) -> dict[str, Any]:
         hit = pc.cast(pc.starts_with(col, "fired"), pa.int64())
         score = pc.add(score, pc.multiply(hit, 4 if r in PATTERNS else 2))
         score = pc.add(score, pc.cast(pc.starts_with(col, "suppressed"), pa.int64()))
+    for r in context:
+        col = pc.fill_null(patients.column(r), "")
+        score = pc.add(score, pc.cast(pc.starts_with(col, "fired"), pa.int64()))
     with_score = patients.append_column("_score", score)
     order = pc.sort_indices(with_score, [("_score", "descending"), ("patient_id", "ascending")])
     top = with_score.take(order).slice(0, PATIENT_LIST_MAX)
     cols = [
         "patient_id",
         *rules,
+        *context,
         *(f"{a}_latest" for a in latest),
         *(f"{a}_comparator" for a in latest),
         *(f"{a}_quality" for a in latest),
@@ -305,12 +318,17 @@ def _patient_list(patients: pa.Table) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     for rec in _records(top, cols, PATIENT_LIST_MAX):
         statuses = [{"text": rec[r], "status": rec[r].split(":")[0]} for r in rules]
+        fired_context = [_LABELS.get(r, r) for r in context if rec[r].startswith("fired")]
+        status_set = {s["status"] for s in statuses if s["status"]}
+        if fired_context:
+            status_set.add("context_fired")
         out.append(
             {
                 "patient_id": str(rec["patient_id"]),
                 "statuses": statuses,
+                "context": "; ".join(fired_context),
                 # each status once, for the page's filter to match exactly
-                "status_set": " ".join(sorted({s["status"] for s in statuses if s["status"]})),
+                "status_set": " ".join(sorted(status_set)),
                 "latest": [
                     _latest_cell(
                         str(rec.get(f"{a}_latest", "")),
