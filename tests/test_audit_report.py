@@ -3,6 +3,7 @@ page's filter reads, censored values, long ids, the chart sizes, no network."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -11,7 +12,13 @@ import pytest
 
 import labinterp
 from labinterp.audit import report
-from labinterp.audit.report import _CHAR_W, _latest_cell, _patient_list, _prevalence
+from labinterp.audit.report import (
+    _CHAR_W,
+    _distributions,
+    _latest_cell,
+    _patient_list,
+    _prevalence,
+)
 
 LONG_ID = "LONGID-" + "X" * 120  # the id of the last patient of the export
 # A few patients with known statuses: fired patterns, a guard that suppresses them, nothing
@@ -148,7 +155,7 @@ def test_prevalence_bars_are_shares_of_every_patient() -> None:
     assert rows["hypomagnesemia_hypocalcemia"]["note"].startswith("0 of 5,905 patients fired")
     assert "2 suppressed (0.034%)" in rows["hypomagnesemia_hypocalcemia"]["note"]
     assert rows["hypomagnesemia_hypokalemia"]["note"].startswith(
-        "2,952 of 5,905 patients fired (50.0%)"
+        "2,952 of 5,905 patients fired (50%)"
     )
 
 
@@ -191,3 +198,60 @@ def test_a_fired_context_finding_is_listed_and_is_not_nothing_fired() -> None:
     assert by_id["C"]["context"] == "" and by_id["C"]["status_set"] == "indeterminate"
     # a context finding lists its patient before one with nothing
     assert [p["patient_id"] for p in listing["patients"]] == ["A", "B", "C"]
+
+
+def _distribution_summary(ranges: dict) -> dict:
+    from labinterp.audit.collapse import bins
+
+    counts = [0] * (len(bins("magnesium")) + 1)
+    counts[9], counts[10] = 321, 226
+    against = {"below": 186, "within": 300, "above": 61, "no_range": 0}
+    return {
+        "distributions": {
+            "histograms": {"magnesium": counts},
+            "against_ranges": {"magnesium": against},
+            "ranges": ranges,
+        }
+    }
+
+
+def test_distributions_have_a_count_axis_and_name_their_range() -> None:
+    from labinterp.audit.report import _count_ticks
+
+    assert _count_ticks(321) == [0, 100, 200, 300, 400]
+    assert _count_ticks(0) == [0, 1]
+    assert _count_ticks(7) == [0, 2, 4, 6, 8]
+    summary = _distribution_summary(
+        {"magnesium": [{"low": 0.7, "high": 1.05, "origin": "bundled", "results": 547}]}
+    )
+    mg = next(d for d in _distributions(summary) if d["analyte"] == "magnesium")
+    assert [t["label"] for t in mg["y_ticks"]] == ["0", "100", "200", "300", "400"]
+    assert mg["y_ticks"][0]["y"] == mg["base"]  # 0 on the base line
+    tallest = max(b["h"] for b in mg["bars"])
+    assert tallest == pytest.approx(321 / 400 * (mg["base"] - mg["y_ticks"][-1]["y"]), abs=0.01)
+    assert mg["shade"] == (
+        "the range most results were read with, 0.7-1.05 mmol/L "
+        "(the bundled adult fallback; 547 of 547 results with a range)"
+    )
+    printed = _distribution_summary(
+        {
+            "magnesium": [
+                {"low": 0.6583, "high": 1.0697, "origin": "row", "results": 500},
+                {"low": 0.7, "high": 1.0, "origin": "row", "results": 47},
+            ]
+        }
+    )
+    mg = next(d for d in _distributions(printed) if d["analyte"] == "magnesium")
+    assert "0.658-1.07 mmol/L (printed with the results; 500 of 547" in mg["shade"]
+    assert "other ranges for the rest" in mg["shade"]
+
+
+def test_report_says_which_ranges_the_distributions_are_against(tmp_path: Path) -> None:
+    html = _report(tmp_path)
+    assert "each row's own range" not in html
+    assert "Results per bin (left axis)" in html
+    summary = (tmp_path / "out" / "summary.json").read_text(encoding="utf-8")
+    ranges = json.loads(summary)["distributions"]["ranges"]
+    assert ranges["magnesium"][0]["origin"] in {"row", "bundled"}
+    counts = [r["results"] for r in ranges["magnesium"]]
+    assert counts == sorted(counts, reverse=True)

@@ -102,6 +102,9 @@ class BucketStats:
     histograms: dict[str, list[int]] = field(default_factory=dict)
     # analyte -> {"below": n, "within": n, "above": n, "no_range": n} against each row's range
     vs_range: dict[str, dict[str, int]] = field(default_factory=dict)
+    # analyte -> (range_low, range_high, range_origin) -> results read with that range,
+    # so the report can say which range its counts are against (NaN: no limit)
+    ranges: dict[str, dict[tuple[float, float, str], int]] = field(default_factory=dict)
     # samples (a patient's results of one collection time and specimen id), and of them
     # those whose results carry each quality flag the reader sets from lab comments
     samples: int = 0
@@ -126,6 +129,10 @@ class BucketStats:
         for a, h in other.histograms.items():
             mine = self.histograms.setdefault(a, [0] * len(h))
             self.histograms[a] = [x + y for x, y in zip(mine, h, strict=True)]
+        for a, by_range in other.ranges.items():
+            mine_r = self.ranges.setdefault(a, {})
+            for key, n in by_range.items():
+                mine_r[key] = mine_r.get(key, 0) + n
         for a, d in other.vs_range.items():
             mine_d = self.vs_range.setdefault(a, {})
             for k, v in d.items():
@@ -546,6 +553,21 @@ def _tally(results: pd.DataFrame, stats: BucketStats) -> None:
             "no_range": int(no_range.sum()),
             "within": int((~below & ~above & ~no_range).sum()),
         }
+        ranged = rows[~no_range]
+        if len(ranged):
+            # a lab prints a handful of ranges: count them on their distinct values
+            table = pd.DataFrame(
+                {
+                    "low": low_all[ranged],
+                    "high": high_all[ranged],
+                    "origin": results["range_origin"].iloc[ranged].fillna("").to_numpy(),
+                }
+            )
+            counted = table.groupby(["low", "high", "origin"], dropna=False).size()
+            stats.ranges[analyte] = {
+                (float(key[0]), float(key[1]), str(key[2])): int(n)
+                for key, n in zip(counted.index.to_list(), counted.to_list(), strict=True)
+            }
 
 
 # Scratch files (the buckets, and each bucket's parts for the output step) are written

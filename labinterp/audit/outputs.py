@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 import tomllib
@@ -30,6 +31,7 @@ from labinterp.audit.collapse import (
     SAMPLE_FLAGS,
     SCRATCH_SUFFIX,
     BucketStats,
+    bins,
     follow_up_analytes,
     read_scratch,
 )
@@ -233,6 +235,35 @@ def _with_file_balance(
     ]
 
 
+def _common_ranges(
+    ranges: dict[str, dict[tuple[float, float, str], int]], keep: int = 5
+) -> dict[str, list[dict[str, Any]]]:
+    """Per analyte, the `keep` ranges most results were read with: low and high (None for
+    no limit), origin ("row": printed with the result, "bundled": the adult fallback)
+    and results; ties in the order of the range, for the same bytes every run."""
+
+    def limit(v: float) -> float | None:
+        # 4 decimals, as the findings print numbers (a mg/dL range converted is 0.6583...)
+        return None if math.isnan(v) else round(v, 4)
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for analyte, counts in sorted(ranges.items()):
+        ordered = sorted(
+            counts.items(),
+            key=lambda kv: (
+                -kv[1],
+                math.inf if math.isnan(kv[0][0]) else kv[0][0],
+                math.inf if math.isnan(kv[0][1]) else kv[0][1],
+                kv[0][2],
+            ),
+        )
+        out[analyte] = [
+            {"low": limit(lo), "high": limit(hi), "origin": origin, "results": n}
+            for (lo, hi, origin), n in ordered[:keep]
+        ]
+    return out
+
+
 def _collection_times(files: list[dict[str, Any]]) -> str:
     kinds = {f.get("collection_times", "as_printed") for f in files}
     return "mixed" if len(kinds) > 1 else kinds.pop() if kinds else "as_printed"
@@ -363,7 +394,12 @@ def write_outputs(
         },
         "distributions": {
             "histograms": stats.histograms,
+            # the histograms' bin edges (canonical units); counts[0] is below the first
+            # edge, counts[-1] above the last
+            "histogram_edges": {a: bins(a).tolist() for a in stats.histograms},
             "against_ranges": stats.vs_range,
+            # the ranges the results were read with, most used first (at most 5)
+            "ranges": _common_ranges(stats.ranges),
         },
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }

@@ -88,6 +88,8 @@ def _share(n: int, total: int) -> str:
     if not n or not total:
         return "0%"
     percent = 100 * n / total
+    if percent >= 10:
+        return f"{percent:.0f}%"
     return f"{percent:.1f}%" if percent >= 1 else f"{percent:.2g}%"
 
 
@@ -132,7 +134,8 @@ def _prevalence(summary: dict[str, Any]) -> dict[str, Any]:
                 ),
             }
         )
-    width, bar_h, gap, left = 400.0, 18, 10, 250
+    # the widest label, "Vitamin D not rising with low Mg", takes under 220 px
+    width, bar_h, gap, left = 330.0, 18, 10, 230
     for i, r in enumerate(rows):
         x = float(left)
         r["y"] = 10 + i * (bar_h + gap)
@@ -163,37 +166,62 @@ def _fallback(analyte: str) -> tuple[float | None, float | None]:
     return None, None
 
 
+_ORIGIN_TEXT = {"row": "printed with the results", "bundled": "the bundled adult fallback"}
+
+
+def _count_ticks(top: int) -> list[int]:
+    """Round counts for a chart's count axis, from 0 to at least `top`: steps of 1, 2 or
+    5 times a power of ten, three to five of them."""
+    step = 1
+    while step * 4 < top:
+        for factor in (2, 2.5, 2):  # 1, 2, 5, 10, 20, 50, ...
+            step = int(step * factor)
+            if step * 4 >= top:
+                break
+    return list(range(0, step * math.ceil(max(top, 1) / step) + 1, step))
+
+
+def _range_text(lo: float | None, hi: float | None) -> str:
+    low = "" if lo is None else f"{lo:.3g}"
+    high = "" if hi is None else f"{hi:.3g}"
+    return f"{low}-{high}" if lo is not None and hi is not None else low or f"up to {high}"
+
+
 def _distributions(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per analyte, a histogram with a count axis, and the range most results were read
+    with (shaded, with its origin), or the bundled adult range when no result had one."""
     out = []
     hist = summary["distributions"]["histograms"]
     vs = summary["distributions"]["against_ranges"]
+    common = summary["distributions"].get("ranges", {})
     for analyte in HISTOGRAMS:
         counts = hist.get(analyte)
         edges = bins(analyte)
         if not counts:
             counts = [0] * (len(edges) + 1)
         inner = counts[1:-1]
-        top = max([*inner, 1])
-        width, height, pad = 460.0, 140.0, 30.0
+        y_ticks = _count_ticks(max(inner, default=0))
+        top = y_ticks[-1]
+        width, height, left, pad = 440.0, 140.0, 66.0, 30.0
+        base = pad + height
         step = width / len(inner)
         bars = [
             {
-                "x": round(pad + i * step, 2),
+                "x": round(left + i * step, 2),
                 "w": round(step - 1, 2),
                 "h": round(c / top * height, 2),
-                "y": round(pad + height - c / top * height, 2),
+                "y": round(base - c / top * height, 2),
                 "title": f"{edges[i]:.3g}-{edges[i + 1]:.3g} mmol/L: {c:,}",
             }
             for i, c in enumerate(inner)
         ]
-        lo, hi = _fallback(analyte)
 
         def xpos(
-            v: float | None, edges: Any = edges, step: float = step, pad: float = pad
+            v: float | None, edges: Any = edges, step: float = step, left: float = left
         ) -> float | None:
             if v is None or v < edges[0] or v > edges[-1]:
                 return None
-            return round(pad + (v - edges[0]) / (edges[1] - edges[0]) * step, 2)
+            return round(left + (v - edges[0]) / (edges[1] - edges[0]) * step, 2)
 
         # ticks at round values, not at the edges (the Mg bins start at 0.0206 mmol/L)
         tick_step = next(
@@ -204,23 +232,49 @@ def _distributions(summary: dict[str, Any]) -> list[dict[str, Any]]:
             {"x": xpos(v), "label": f"{v:g}"}
             for v in np.round(np.arange(first_tick, edges[-1], tick_step), 6).tolist()
         ]
+        ranges = common.get(analyte, [])
+        against = vs.get(analyte, {"below": 0, "within": 0, "above": 0, "no_range": 0})
+        with_range = sum(against[k] for k in ("below", "within", "above"))
+        if ranges:
+            shown = ranges[0]
+            lo, hi = shown["low"], shown["high"]
+            origin = _ORIGIN_TEXT.get(shown["origin"], "of unknown origin")
+            shade = (
+                f"the range most results were read with, {_range_text(lo, hi)} mmol/L "
+                f"({origin}; {shown['results']:,} of {with_range:,} results with a range"
+                + (", other ranges for the rest" if shown["results"] < with_range else "")
+                + ")"
+            )
+        else:
+            lo, hi = _fallback(analyte)
+            shade = (
+                f"the bundled adult range, {_range_text(lo, hi)} mmol/L (no result had a range)"
+                if lo is not None or hi is not None
+                else "no range"
+            )
         out.append(
             {
                 "analyte": analyte,
                 "label": _ANALYTE_LABELS[analyte],
                 "bars": bars,
                 "ticks": ticks,
+                "y_ticks": [
+                    {"y": round(base - t / top * height, 2), "label": f"{t:,}"} for t in y_ticks
+                ],
+                "left": left,
+                "right": left + width,
                 "low": lo,
                 "high": hi,
                 "low_x": xpos(lo),
                 "high_x": xpos(hi),
-                "width": width + 2 * pad,
+                "shade": shade,
+                "width": left + width + 20,
                 "height": height + 2 * pad,
-                "base": pad + height,
+                "base": base,
                 "under": counts[0],
                 "over": counts[-1],
                 "n": sum(counts),
-                "vs": vs.get(analyte, {"below": 0, "within": 0, "above": 0, "no_range": 0}),
+                "vs": against,
             }
         )
     return out
