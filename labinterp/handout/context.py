@@ -338,6 +338,8 @@ def _result_dict(row: Row, grader: Grader | None, lang: str = "en") -> dict[str,
         "sample_issue": any(
             q.startswith(("contamination", "hemoly")) for q in _split(row.get("quality"))
         ),
+        # hemolysis (not a suspected contamination) means a high K or Mg is not interpreted
+        "hemolyzed": any(q.startswith("hemoly") for q in _split(row.get("quality"))),
         # the lab may still change it (a final result would have replaced it)
         "preliminary": nfc(row.get("result_status")) == "preliminary",
         "_value": value,
@@ -372,8 +374,12 @@ def _sample_key(row: Row) -> tuple[Any, str]:
     return (when if _present(when) else None, nfc(row.get("specimen_id")).strip())
 
 
-def _spoiled_samples(res: list[Row], fnd: list[Row]) -> set[tuple[Any, str]]:
-    """The samples (`_sample_key`) whose results may be false, to be marked on the sheet.
+def _spoiled_samples(
+    res: list[Row], fnd: list[Row]
+) -> tuple[set[tuple[Any, str]], set[tuple[Any, str]]]:
+    """The samples (`_sample_key`) whose results may be false, to be marked on the sheet,
+    and among them the hemolyzed ones (whose high K or Mg is not interpreted; a draw
+    only suspected of contamination is still acted on, after a repeat: CLINICAL.md sec. 5).
 
     Hemolysis is a property of the tube: a note on one result (often the K) marks every
     result of the same sample, as the engine reads it. A draw a guard flagged (suspected
@@ -385,7 +391,8 @@ def _spoiled_samples(res: list[Row], fnd: list[Row]) -> set[tuple[Any, str]]:
     by specimen id, if any), as in a survey export.
     """
     dated = [r for r in res if _present(r.get("collected_at"))]
-    spoiled = {_sample_key(r) for r in dated if "hemolyzed" in _split(r.get("quality"))}
+    hemolyzed = {_sample_key(r) for r in dated if "hemolyzed" in _split(r.get("quality"))}
+    spoiled = set(hemolyzed)
     guards = [f for f in fnd if nfc(f.get("kind")) == "guard" and nfc(f.get("status")) == "fired"]
     flagged_at = {pd.Timestamp(f["evidence_at"]) for f in guards if _present(f["evidence_at"])}
     drawn = [r for r in dated if pd.Timestamp(r["collected_at"]) in flagged_at]
@@ -394,7 +401,7 @@ def _spoiled_samples(res: list[Row], fnd: list[Row]) -> set[tuple[Any, str]]:
     specimens = {nfc(r.get("specimen_id")).strip() for r in drawn} - {""}
     spoiled |= {_sample_key(r) for r in drawn}
     spoiled |= {_sample_key(r) for r in res if nfc(r.get("specimen_id")).strip() in specimens}
-    return spoiled
+    return spoiled, hemolyzed
 
 
 def _clock_where_needed(items: list[dict[str, Any]]) -> None:
@@ -781,17 +788,22 @@ def context_from_rows(
         if _present(a):
             by_analyte.setdefault(nfc(a), []).append(row)
     present = sorted(by_analyte, key=lambda a: (known.get(a, 99), a))
-    spoiled = _spoiled_samples(res, fnd)
+    spoiled, hemolyzed = _spoiled_samples(res, fnd)
     corrected_grades = _corrected_calcium_grades(fnd)
     latest_of: dict[str, list[dict[str, Any]]] = {}
     for analyte in present:
         rows = sorted(by_analyte[analyte], key=_ts_key)  # stable, missing dates last
         items = [_result_dict(r, grader, lang) for r in rows]
         for i, row in zip(items, rows, strict=True):
-            i["sample_issue"] = i["sample_issue"] or i.pop("_sample") in spoiled
+            sample = i.pop("_sample")
+            i["sample_issue"] = i["sample_issue"] or sample in spoiled
+            is_hemolyzed = i.pop("hemolyzed") or sample in hemolyzed
             is_high = "high" in (i["status"], i["graded_as"])
-            if i["sample_issue"] and is_high and analyte in HEMOLYSIS_SENSITIVE:
-                # a spoiled tube raises K and Mg: a high one is not interpreted (sec. 5)
+            if is_hemolyzed and is_high and analyte in HEMOLYSIS_SENSITIVE:
+                # a hemolyzed tube raises K and Mg: a high one is not interpreted (sec. 5).
+                # A draw only suspected of EDTA contamination keeps its grade: few high K
+                # samples are contaminated, so a far-out K still calls for a call today
+                # (and a repeat test right away).
                 i["grade"] = None
             if analyte == "calcium" and _row_key(row) in corrected_grades:
                 # a total Ca with an albumin beside it is graded by its corrected value
@@ -937,6 +949,8 @@ def context_from_rows(
         "urgent": urgent,
         "urgent_more": urgent_more,
         "urgent_findings": urgent_findings,
+        # a far-out result of a sample that may be spoiled: still a call today, for a repeat
+        "urgent_spoiled": any(u["sample_issue"] for u in urgent),
         # grade 3-4 latest results from well before the newest draw: asked about, not urgent
         "urgent_past": urgent_past,
         "urgent_past_more": urgent_past_more,

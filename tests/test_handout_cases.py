@@ -1,0 +1,79 @@
+"""Patient handouts: a far-out result of a sample suspected of contamination, caveats said
+where they belong, the urgent box kept whole on page one, and patients without a handout.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+from handout_exports import write_export
+from pypdf import PdfReader
+
+from labinterp.handout.api import _grader, load_inputs
+from labinterp.handout.context import build_context
+from labinterp.handout.render import shared_renderer
+
+SAMPLE = Path(__file__).resolve().parents[1] / "labinterp" / "sample_data" / "clinic_export.csv"
+WHEN = "2024-03-01 08:00"
+
+
+def _context(path: Path, pid: str, lang: str = "en", **kw):
+    res, fnd = load_inputs(path, None)
+    return build_context(res, fnd, pid, lang=lang, grader=_grader(), **kw)
+
+
+def _html(ctx) -> str:
+    return re.sub(r"\s+", " ", shared_renderer().html(ctx))
+
+
+def _pdf_pages(data: bytes) -> list[str]:
+    return [re.sub(r"\s+", " ", p.extract_text() or "") for p in PdfReader(io.BytesIO(data)).pages]
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_inputs(SAMPLE, None)
+
+
+def _sample_html(sample, pid: str, lang: str = "en") -> str:
+    res, fnd = sample
+    return _html(build_context(res, fnd, pid, lang=lang, grader=_grader()))
+
+
+# -- 1. a far-out K of a draw suspected of EDTA contamination still calls for a call today --
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_a_far_out_potassium_of_a_suspected_contaminated_draw_is_urgent(tmp_path, lang) -> None:
+    """K 8.4 with a low Ca on one draw: the EDTA guard fires, but only a few such samples
+    are contaminated (CLINICAL.md sec. 5: recollect before acting), so the K is still
+    listed in the urgent box, with a repeat test right away, and no good-news words."""
+    path = write_export(
+        tmp_path,
+        [("E-1", WHEN, "K", "8.4"), ("E-1", WHEN, "Ca", "8.2"), ("E-1", WHEN, "Mg", "2.0")],
+    )
+    ctx = _context(path, "E-1", lang)
+    assert any(g["rule_id"] == "edta_contamination" for g in ctx["guards"])
+    urgent = [(u["analyte"], u["grade"], u["sample_issue"]) for u in ctx["urgent"]]
+    assert urgent == [("potassium", 4, True)]
+    html = _html(ctx)
+    if lang == "en":
+        assert "Call your clinician today about them" in html
+        assert "a repeat test is needed right away" in html
+        assert "the test needs to be repeated right away" in html
+        assert "does not mean anything is wrong" not in html
+    else:
+        assert "Llame hoy a su médico" in html
+        assert "hay que repetir el análisis enseguida" in html
+        assert "no quiere decir que algo esté mal" not in html.lower()
+
+
+def test_the_sample_patient_with_a_suspected_contaminated_draw_lists_its_potassium(
+    sample,
+) -> None:
+    res, fnd = sample
+    ctx = build_context(res, fnd, "DEMO-008", grader=_grader())
+    assert "potassium" in [u["analyte"] for u in ctx["urgent"]]
