@@ -77,3 +77,38 @@ def test_the_sample_patient_with_a_suspected_contaminated_draw_lists_its_potassi
     res, fnd = sample
     ctx = build_context(res, fnd, "DEMO-008", grader=_grader())
     assert "potassium" in [u["analyte"] for u in ctx["urgent"]]
+
+
+# -- 2. and 3. what albumin does to a calcium result -----------------------------------------
+
+
+def test_a_missing_albumin_is_said_to_matter_when_it_is_low(sample) -> None:
+    """It is low protein (albumin) that makes calcium look low, not protein."""
+    html = _sample_html(sample, "DEMO-003")
+    assert "We did not have a protein test (albumin)" in html
+    assert "Low protein can make calcium look lower than it really is" in html
+
+
+@pytest.mark.parametrize(
+    ("lang", "words"),
+    [
+        ("en", "Ask your clinician if a free (ionized) calcium test would help"),
+        ("es", "una prueba de calcio libre (iónico)"),
+    ],
+)
+def test_a_calcium_adjusted_for_a_very_low_albumin_is_called_less_certain(
+    sample, tmp_path, lang, words
+) -> None:
+    """Below 30 g/L of albumin the corrected calcium is unreliable (CLINICAL.md sec. 3): the
+    sheet says so and suggests a free (ionized) calcium, for a pattern found with it and
+    for one it ruled out (DEMO-004's albumin 2.4 g/dL)."""
+    assert words in _sample_html(sample, "DEMO-004", lang)
+    assert words not in _sample_html(sample, "DEMO-003", lang)
+    path = write_export(
+        tmp_path,
+        [("A-1", WHEN, "Mg", "1.2"), ("A-1", WHEN, "Ca", "7.0"), ("A-1", WHEN, "Alb", "2.4")],
+    )
+    ctx = _context(path, "A-1", lang)
+    fired = [f for f in ctx["fired_patterns"] if "corrected_ca_low_albumin" in f["caveats"]]
+    assert [f["rule_id"] for f in fired] == ["hypomagnesemia_hypocalcemia"]
+    assert _html(ctx).count(words) == 1

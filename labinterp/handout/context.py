@@ -917,6 +917,11 @@ def context_from_rows(
     # total calcium low while a corrected or ionized calcium is in range
     pseudo = [f for f in patterns if "pseudo_hypocalcemia" in f["caveats"]]
     albumin_low = any(i["status"] == "low" for i in every_result.get("albumin", []))
+    # a pattern checked with a calcium adjusted for an albumin below 30 g/L (CLINICAL.md
+    # sec. 3): the adjustment is less certain. A fired finding's own text says so.
+    ca_adjustment_uncertain = any(
+        "corrected_ca_low_albumin" in f["caveats"] for f in patterns if f["status"] != "fired"
+    )
 
     today = today or dt.date.today()
     return {
@@ -961,6 +966,7 @@ def context_from_rows(
         "mg_findings": mg_findings,
         "pseudo_hypocalcemia": bool(pseudo),
         "albumin_low": albumin_low,
+        "ca_adjustment_uncertain": ca_adjustment_uncertain,
         "source_files": sorted(
             {nfc(s) for s in (r.get("source_file") for r in res) if _present(s)}
         ),
