@@ -112,3 +112,35 @@ def test_a_calcium_adjusted_for_a_very_low_albumin_is_called_less_certain(
     fired = [f for f in ctx["fired_patterns"] if "corrected_ca_low_albumin" in f["caveats"]]
     assert [f["rule_id"] for f in fired] == ["hypomagnesemia_hypocalcemia"]
     assert _html(ctx).count(words) == 1
+
+
+# -- 4. the note about a result not made final sits under the finding that uses it ----------
+
+
+@pytest.mark.parametrize(
+    ("lang", "note", "mg_k", "vit_d"),
+    [
+        (
+            "en",
+            "Some of this uses a result the lab has not made final yet",
+            "Low magnesium with low potassium</h3>",
+            "<h3>Vitamin D",
+        ),
+        (
+            "es",
+            "Parte de esto usa un resultado que el laboratorio aún no ha dado como final",
+            "Magnesio bajo con potasio bajo</h3>",
+            "<h3>Vitamina D",
+        ),
+    ],
+)
+def test_the_preliminary_result_note_follows_the_finding_that_uses_it(
+    sample, lang, note, mg_k, vit_d
+) -> None:
+    """DEMO-021's preliminary result is the potassium of the Mg/K pattern: its note comes
+    right after that pattern's text, before the vitamin D part, and only once."""
+    html = _sample_html(sample, "DEMO-021", lang)
+    assert html.count(note) == 1
+    after = html[html.index(mg_k) :]
+    assert after.index(note) < after.index(vit_d)
+    assert after.index("</article>") < after.index(note)

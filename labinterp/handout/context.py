@@ -942,9 +942,10 @@ def context_from_rows(
         "conflicting_results": any(
             "conflicting_results" in f["caveats"] for f in (*patterns, *guards, *context_rules)
         ),
-        # a finding cites a result the lab had not made final
-        "preliminary_results": any(
-            "preliminary_result" in f["caveats"] for f in (*patterns, *guards, *context_rules)
+        # a pattern checked that did not show up rests on a result the lab had not made
+        # final (a finding on the sheet carries the note under it, handout.html.j2)
+        "preliminary_unchecked": any(
+            "preliminary_result" in f["caveats"] for f in patterns if f["status"] == "not_fired"
         ),
         # a vitamin D the lab marks low: the vitamin D pattern judges it by a guideline's
         # cut-off, lower than the ranges labs print (CLINICAL.md sec. 4), which the sheet says
