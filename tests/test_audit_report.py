@@ -255,3 +255,39 @@ def test_report_says_which_ranges_the_distributions_are_against(tmp_path: Path) 
     assert ranges["magnesium"][0]["origin"] in {"row", "bundled"}
     counts = [r["results"] for r in ranges["magnesium"]]
     assert counts == sorted(counts, reverse=True)
+
+
+def test_rejected_preview_lists_rows_to_fix_first(tmp_path: Path) -> None:
+    """Out-of-scope tests and duplicates come first in file order; the preview lists the
+    implausible value, the unknown unit and the unreadable value before them."""
+    lines = ["patient_id,collected_at,test_name,value,unit"]
+    lines += [f"P{i},2024-01-0{1 + i % 9} 08:00,Sodium,140,mmol/L" for i in range(250)]
+    lines += [
+        "P1,2024-02-01 08:00,Magnesium,0.8,mmol/L",
+        "P1,2024-02-01 08:00,Magnesium,0.8,mmol/L",  # a duplicate
+        "P2,2024-02-01 08:00,Calcium,2.7,mg/dL",  # implausible: a unit error
+        "P3,2024-02-01 08:00,Potassium,4.1,furlongs",
+        "P4,2024-02-01 08:00,Magnesium,0.8.1,mmol/L",
+    ]
+    (tmp_path / "export.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    summary = labinterp.audit(tmp_path / "export.csv", tmp_path / "out")
+    assert summary["rows_rejected"] > report.TABLE_MAX
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    preview = html[html.index('<section id="rejected">') :]
+    reasons = re.findall(r'<td class="num">\d+</td><td>([a-z_]+)</td>', preview)
+    assert len(reasons) == report.TABLE_MAX
+    fixable = {"implausible_value", "unknown_unit", "unparseable_value"}
+    assert set(reasons[:3]) == fixable
+    assert "first the rows a lab can fix" in preview
+
+
+def test_headline_says_when_no_magnesium_was_read(tmp_path: Path) -> None:
+    lines = ["patient_id,collected_at,test_name,value,unit"]
+    lines += [f"P{i},2024-01-01 08:00,Calcium,{2.0 + i / 10},mmol/L" for i in range(5)]
+    lines += [f"P{i},2024-01-01 08:00,Potassium,3.2,mmol/L" for i in range(5)]
+    (tmp_path / "export.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    labinterp.audit(tmp_path / "export.csv", tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert 'id="no-magnesium"' in html and "No magnesium value was read" in html
+    (tmp_path / "with_mg").mkdir()
+    assert 'id="no-magnesium"' not in _report(tmp_path / "with_mg")

@@ -458,6 +458,38 @@ def _status_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+# The rejected rows the preview lists first: those a lab can fix (a value or unit the
+# reader could not take, an impossible magnitude, an unreadable date or id), then the
+# other reasons, and last the rows that are expected in any export (a test labinterp
+# does not read, a repeat of a row used).
+_REJECTED_FIRST = (
+    "implausible_value",
+    "unit_conflict",
+    "unknown_unit",
+    "unit_not_valid_for_analyte",
+    "unparseable_value",
+    "unparseable_date",
+    "ambiguous_two_digit_year",
+    "damaged_patient_id",
+    "missing_value",
+    "missing_date",
+    "missing_patient_id",
+    "missing_test",
+    "malformed_row",
+)
+_REJECTED_LAST = ("out_of_scope", "duplicate")
+
+
+def _rejected_preview(rejected: pa.Table) -> pa.Table:
+    """The first TABLE_MAX rejected rows by _REJECTED_FIRST, the others, _REJECTED_LAST,
+    each group in the file and row order of rejected_rows.csv."""
+    order = pa.array([*_REJECTED_FIRST, "", *_REJECTED_LAST])  # "": every other reason
+    found = pc.index_in(rejected.column("reason"), value_set=order)
+    rank = pc.fill_null(found, len(_REJECTED_FIRST)).to_numpy(zero_copy_only=False)
+    first = np.argsort(rank, kind="stable")[:TABLE_MAX]
+    return rejected.take(pa.array(first))
+
+
 def render_report(
     summary: dict[str, Any], *, findings: pa.Table, patients: pa.Table, rejected: pa.Table
 ) -> str:
@@ -510,13 +542,15 @@ def render_report(
             summary["rows_rejected_by_reason"].items(), key=lambda kv: (-kv[1], kv[0])
         ),
         "rejected": _records(
-            rejected,
+            _rejected_preview(rejected),
             ["source_file", "source_row", "reason", "test", "value_raw", "unit_raw"],
             TABLE_MAX,
         ),
         **_patient_list(patients),
         "inputs": summary["inputs"],
         "skipped_files": summary["skipped_files"],
+        # no Mg value at all: no pattern could fire, and "not fired" says nothing of Mg
+        "no_magnesium": not sum(summary["distributions"]["histograms"].get("magnesium", [])),
         "times_utc": summary["collection_times"] == "utc",
         "times_mixed": summary["collection_times"] == "mixed",
     }
