@@ -4,6 +4,7 @@ where they belong, the urgent box kept whole on page one, and patients without a
 
 from __future__ import annotations
 
+import html
 import io
 import re
 from pathlib import Path
@@ -144,3 +145,33 @@ def test_the_preliminary_result_note_follows_the_finding_that_uses_it(
     after = html[html.index(mg_k) :]
     assert after.index(note) < after.index(vit_d)
     assert after.index("</article>") < after.index(note)
+
+
+# -- 5. the box of when to get help stays whole on page one in large print -------------------
+
+
+def _box_lines(markup: str) -> list[str]:
+    """Every sentence and list line of the urgent box, without white space."""
+    box = re.search(r'<section class="urgent">(.*?)</section>', markup, re.S)
+    assert box is not None
+    lines = re.findall(r"<(?:li|p)[^>]*>(.*?)</(?:li|p)>", box.group(1), re.S)
+    return [re.sub(r"\s+", "", html.unescape(re.sub(r"<[^>]+>", "", x))) for x in lines]
+
+
+@pytest.mark.parametrize(
+    ("pid", "lang", "paper"),
+    [
+        ("DEMO-001", "en", "A4"),
+        ("DEMO-005", "en", "A4"),
+        ("DEMO-013", "es", "letter"),
+        ("DEMO-021", "es", "letter"),
+        ("DEMO-017", "en", "letter"),
+    ],
+)
+def test_the_urgent_box_is_whole_on_page_one_in_large_print(sample, pid, lang, paper) -> None:
+    res, fnd = sample
+    ctx = build_context(res, fnd, pid, lang=lang, paper=paper, large_print=True, grader=_grader())
+    lines = _box_lines(shared_renderer().html(ctx))
+    assert len(lines) >= 5  # the emergency signs at least
+    first_page = re.sub(r"\s+", "", _pdf_pages(shared_renderer().render(ctx))[0])
+    assert [x for x in lines if x not in first_page] == []
