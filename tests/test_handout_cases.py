@@ -175,3 +175,32 @@ def test_the_urgent_box_is_whole_on_page_one_in_large_print(sample, pid, lang, p
     assert len(lines) >= 5  # the emergency signs at least
     first_page = re.sub(r"\s+", "", _pdf_pages(shared_renderer().render(ctx))[0])
     assert [x for x in lines if x not in first_page] == []
+
+
+# -- 6. a pattern not checked on a spoiled draw, checked on a later one ----------------------
+
+
+@pytest.mark.parametrize(
+    ("lang", "later", "repeat"),
+    [
+        ("en", "A later test from 14 Jun 2024 was checked", "may repeat the test"),
+        ("es", "Un análisis posterior, del 14 jun 2024, sí se revisó", "tal vez repita"),
+    ],
+)
+def test_a_pattern_checked_on_a_later_draw_is_not_said_to_need_a_repeat(
+    sample, tmp_path, lang, later, repeat
+) -> None:
+    """DEMO-007's 11 Jun draw is suspected of contamination, and its 14 Jun repeat was
+    checked (Mg/Ca and Mg/K did not show up): the sheet says so instead of "your clinician
+    may repeat the test". A spoiled draw without a later one still says it."""
+    unchecked = "We did not check this pattern" if lang == "en" else "No revisamos este patrón"
+
+    def paragraphs(html: str) -> list[str]:
+        return [p for p in re.findall(r"<p>(.*?)</p>", html) if unchecked in p]
+
+    said = paragraphs(_sample_html(sample, "DEMO-007", lang))
+    assert len(said) == 2  # the Mg/Ca and the Mg/K patterns
+    assert all(later in p and repeat not in p for p in said)
+    path = write_export(tmp_path, [("E-1", WHEN, "K", "5.9"), ("E-1", WHEN, "Ca", "8.2")])
+    said = paragraphs(_html(_context(path, "E-1", lang)))
+    assert said and all(repeat in p and later[:12] not in p for p in said)

@@ -559,7 +559,10 @@ def _dedupe_findings(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     missing inputs of the episodes that share both, and the highest grade of any. With
     when it fired: `seen_last` and `seen_first`, the dates of the latest and earliest
     results of the episodes it fired in, and `seen_times`, on how many dates (a record of
-    years can hold patterns long past; the sheet says when each was seen)."""
+    years can hold patterns long past; the sheet says when each was seen). And
+    `checked_later`: for a rule not checked on a spoiled draw (suppressed), the date of a
+    later draw where it was checked and did not fire, else None: the sheet then says that
+    later test was checked rather than "your clinician may repeat the test"."""
     rank = {"fired": 0, "suppressed": 1, "indeterminate": 2, "not_fired": 3}
 
     def key(f: dict[str, Any]) -> tuple[int, int]:
@@ -568,6 +571,7 @@ def _dedupe_findings(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     best: dict[str, dict[str, Any]] = {}
     grade: dict[str, int] = {}
     fired_on: dict[str, set[tuple[int, int, int]]] = {}
+    checked_on: dict[str, tuple[int, int, int]] = {}  # the latest draw it did not fire on
     # the grade of the latest episode it fired in (the urgent box is about now, not then)
     last_fired: dict[str, tuple[tuple[int, int, int], int | None]] = {}
     for f in items:
@@ -580,6 +584,8 @@ def _dedupe_findings(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 last_fired[rule] = (day, f["grade"])
             elif day == prev_day and f["grade"] is not None:
                 last_fired[rule] = (day, max(f["grade"], prev_grade or 0))
+        if f["status"] == "not_fired" and f["seen"]:
+            checked_on[rule] = max(checked_on.get(rule, (0, 0, 0)), _date_key(f["seen"]))
         if f["grade"] is not None:
             grade[rule] = max(grade.get(rule, f["grade"]), f["grade"])
         cur = best.get(rule)
@@ -601,6 +607,12 @@ def _dedupe_findings(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         f["seen_first"] = _day(days[0]) if days else None
         f["seen_last"] = _day(days[-1]) if days else None
         f["seen_times"] = len(days)
+        later = checked_on.get(rule)
+        f["checked_later"] = (
+            _day(later)
+            if f["status"] == "suppressed" and later and later > _date_key(f["seen"])
+            else None
+        )
     return list(best.values())
 
 
