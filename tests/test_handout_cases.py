@@ -13,6 +13,7 @@ import pytest
 from handout_exports import write_export
 from pypdf import PdfReader
 
+from labinterp.handout import render_batch, render_handout
 from labinterp.handout.api import _grader, load_inputs
 from labinterp.handout.context import build_context
 from labinterp.handout.render import shared_renderer
@@ -204,3 +205,40 @@ def test_a_pattern_checked_on_a_later_draw_is_not_said_to_need_a_repeat(
     path = write_export(tmp_path, [("E-1", WHEN, "K", "5.9"), ("E-1", WHEN, "Ca", "8.2")])
     said = paragraphs(_html(_context(path, "E-1", lang)))
     assert said and all(repeat in p and later[:12] not in p for p in said)
+
+
+# -- 7. a patient id no installed font can draw ---------------------------------------------
+
+
+def test_an_id_no_font_can_draw_is_named_by_file_and_flagged_on_the_sheet(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    """The warning names each handout file that prints empty boxes, never the id, and the
+    sheet itself says its id could not be printed (the id is the check that the right
+    patient gets the sheet)."""
+    from labinterp.handout import fonts
+
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "patient_id,collected_at,test,result,unit,range\n"
+        "Ωμέγα-7,2024-03-01 08:00,Magnesium,1.2,mg/dL,1.6-2.6\n"
+        "P-2,2024-03-01 08:00,Magnesium,1.2,mg/dL,1.6-2.6\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(fonts, "_drawable", lambda char: char.isascii())  # no Greek font
+    out = tmp_path / "one.pdf"
+    with caplog.at_level("WARNING"):
+        pdf = render_handout(path, None, "Ωμέγα-7", output=out)
+    assert "1 handout holds characters" in caplog.text and str(out) in caplog.text
+    assert "Some characters of this ID could not be printed" in " ".join(_pdf_pages(pdf))
+    assert "could not be printed" not in " ".join(_pdf_pages(render_handout(path, None, "P-2")))
+    caplog.clear()
+    folder = tmp_path / "all"
+    folder.mkdir()
+    with caplog.at_level("WARNING"):
+        index = render_batch(path, None, folder, workers=1)
+    greek = index.loc[index["patient_id"] == "Ωμέγα-7", "file"].item()
+    assert "1 handout holds characters" in caplog.text and greek in caplog.text
+    assert "Ωμέγα" not in caplog.text
+    pages = _pdf_pages((folder / greek).read_bytes())
+    assert "Some characters of this ID could not be printed" in pages[0]

@@ -140,43 +140,50 @@ def render_handout(
     ctx = build_context(
         res, fnd, patient_id, lang=lang, large_print=large_print, paper=paper, grader=_grader()
     )
-    pdf = shared_renderer().render(ctx)
+    pdf = shared_renderer().render(_id_checked(ctx, patient_id))
     if output is not None:
         atomic.write_bytes(output, pdf)
     mine = res[res["patient_id"] == patient_id]
-    _warn_undrawable(
-        _undrawable(
-            patient_id, [{str(k): v for k, v in r.items()} for r in mine.to_dict("records")]
-        )
-    )
+    rows = [{str(k): v for k, v in r.items()} for r in mine.to_dict("records")]
+    if _undrawable(patient_id, rows):
+        _warn_undrawable([str(output) if output is not None else "the handout returned"])
     return pdf
+
+
+def _id_checked(ctx: dict[str, Any], patient_id: str) -> dict[str, Any]:
+    """`ctx` with `id_unprintable` set when the patient id holds a character no installed
+    font can draw: the sheet then says its id cannot be read as printed, since the id is
+    what tells whose sheet it is when it is handed over."""
+    return {**ctx, "id_unprintable": fonts.undrawable(patient_id)}
 
 
 # The texts of a patient's rows a handout prints as the export holds them.
 _PRINTED_AS_IS = ("comment", "value_raw", "text_result", "unit_raw")
 
 
-def _undrawable(patient_id: str, rows: list[Row]) -> int:
-    """1 if the handout of `patient_id` prints a character no installed font can draw (in
-    the id or a lab's own text), else 0."""
+def _undrawable(patient_id: str, rows: list[Row]) -> bool:
+    """Whether the handout of `patient_id` prints a character no installed font can draw
+    (in the id or a lab's own text)."""
     texts = [
         patient_id,
         *(str(r[k]) for r in rows for k in _PRINTED_AS_IS if isinstance(r.get(k), str)),
     ]
-    return int(any(fonts.undrawable(t) for t in texts))
+    return any(fonts.undrawable(t) for t in texts)
 
 
-def _warn_undrawable(count: int) -> None:
-    """Say (without the ids) how many handouts print empty boxes for missing glyphs."""
-    if count:
-        noun = "handout holds" if count == 1 else "handouts hold"
+def _warn_undrawable(files: Sequence[str]) -> None:
+    """Say which handout files print empty boxes for missing glyphs, by file name (a batch's
+    names carry nothing identifying), never by patient id."""
+    if files:
+        noun = "handout holds" if len(files) == 1 else "handouts hold"
         log.warning(
             "%d %s characters (in a patient id or a lab's text) that no installed font can"
-            " draw: they print as empty boxes. Install a font for that script (Debian:"
+            " draw: they print as empty boxes (%s). Install a font for that script (Debian:"
             " fonts-noto-cjk for Chinese, Japanese and Korean; fonts-noto-color-emoji)"
             " and render again.",
-            count,
+            len(files),
             noun,
+            ", ".join(files),
         )
 
 
@@ -240,7 +247,7 @@ def _render_tasks(tasks: Sequence[Task], lang: str, large_print: bool, paper: st
         ctx = context_from_rows(
             res_rows, fnd_rows, pid, lang=lang, large_print=large_print, paper=paper, grader=grader
         )
-        atomic.write_bytes(target, renderer.render(ctx))
+        atomic.write_bytes(target, renderer.render(_id_checked(ctx, pid)))
     return len(tasks)
 
 
@@ -441,7 +448,7 @@ def render_batch(
         neutralize_formulas(index).to_csv(buf, index=False, quoting=csv.QUOTE_MINIMAL)
         atomic.write_text(stage / INDEX, buf.getvalue())
         removed = _put_in_place(stage, out, list(index["file"]))
-    _warn_undrawable(sum(_undrawable(pid, res_rows[pid]) for pid in patient_ids))
+    _warn_undrawable([names[pid] for pid in patient_ids if _undrawable(pid, res_rows[pid])])
     if removed:
         noun = "handout" if removed == 1 else "handouts"
         log.warning(
