@@ -242,3 +242,41 @@ def test_an_id_no_font_can_draw_is_named_by_file_and_flagged_on_the_sheet(
     assert "Ωμέγα" not in caplog.text
     pages = _pdf_pages((folder / greek).read_bytes())
     assert "Some characters of this ID could not be printed" in pages[0]
+
+
+# -- 8. a patient whose every row was rejected ----------------------------------------------
+
+
+def _rejected_export(tmp_path: Path) -> Path:
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "patient_id,collected_at,test,result,unit,range\n"
+        "REJ-1,2024-03-01 08:00,Magnesium,17,mmol/L,0.70-1.00\n"
+        "REJ-1,2024-03-01 08:00,C-reactive protein,235,mg/dL,<10\n"
+        "OK-1,2024-03-01 08:00,Magnesium,1.2,mg/dL,1.6-2.6\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_a_patient_whose_rows_were_all_rejected_is_told_why(tmp_path, caplog) -> None:
+    """Not "all of this patient's results are of other tests" (they are tests labinterp
+    covers, rejected as suspected unit errors): the reasons, counted, without values; a
+    batch says how many rows could not be used and why, without ids."""
+    from labinterp.errors import LabinterpError
+
+    path = _rejected_export(tmp_path)
+    with pytest.raises(LabinterpError) as err:
+        render_handout(path, None, "REJ-1")
+    message = str(err.value)
+    assert "every row of this patient was rejected" in message
+    assert "2 with a value implausible for its unit (suspected unit error)" in message
+    assert "other tests" not in message and "17" not in message and "235" not in message
+    folder = tmp_path / "all"
+    folder.mkdir()
+    with caplog.at_level("WARNING"):
+        index = render_batch(path, None, folder, workers=1)
+    assert list(index["patient_id"]) == ["OK-1"]
+    assert "2 rows of the files read could not be used" in caplog.text
+    assert "a patient whose every row is among them has no handout" in caplog.text
+    assert "REJ" not in caplog.text and "235" not in caplog.text

@@ -450,5 +450,7 @@ def test_a_patient_with_only_other_tests_is_not_told_they_have_no_results(tmp_pa
     assert code == 2
     assert "no results for the requested patient id" not in err
     assert "no result of a test labinterp covers" in err
-    assert "all of this patient's results are of other tests" in err
+    # the rows' true fate, counted by reason (a sodium is of a test labinterp does not read)
+    assert "every row of this patient was rejected" in err
+    assert "1 of a test labinterp does not interpret" in err
     assert "NONE-1" not in err

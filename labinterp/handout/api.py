@@ -75,13 +75,16 @@ def load_inputs(
     from labinterp.interpret import interpret_results
     from labinterp.reading import ReadResult, read
 
-    if isinstance(results, ReadResult):
-        results = results.results
-    elif not isinstance(results, pd.DataFrame):
-        results = read(results, mapping=mapping, date_format=date_format).results
+    rejected: dict[str, int] | None = None  # known only where the rows are read here
+    given: Any = results
+    if not isinstance(given, (ReadResult, pd.DataFrame)):
+        given = read(given, mapping=mapping, date_format=date_format)
         findings = None
+    if isinstance(given, ReadResult):
+        rejected = rejected_reasons(given.rejected)
+        given = given.results
     if findings is None:
-        findings = interpret_results(results, vitamin_d_guideline=vitamin_d_guideline)
+        findings = interpret_results(given, vitamin_d_guideline=vitamin_d_guideline)
     if not isinstance(findings, pd.DataFrame):
         raise LabinterpError("findings must be a FINDINGS table when results is a table.")
     # Handouts word the findings from their other columns and from what the evidence
@@ -95,7 +98,46 @@ def load_inputs(
     findings = schema.conform(findings, schema.FINDINGS)
     if brief is not None:
         findings = findings.assign(evidence_brief=pd.Series(brief, dtype=object))
-    return schema.conform(results, schema.RESULTS), findings
+    results = schema.conform(given, schema.RESULTS)
+    if rejected is not None:
+        # the rows the reader could not use, counted by reason: what a patient without a
+        # handout is told about (rejected rows carry no patient id, so not per patient)
+        results = results.copy(deep=False)
+        results.attrs["rejected_reasons"] = rejected
+    return results, findings
+
+
+# Plain words for the reasons a row is rejected (schema.REJECT_REASONS); any other reason
+# is named by its code.
+REASON_WORDS = {
+    "implausible_value": "with a value implausible for its unit (suspected unit error)",
+    "out_of_scope": "of a test labinterp does not interpret",
+    "unknown_unit": "in a unit labinterp does not know",
+    "unit_not_valid_for_analyte": "in a unit that does not fit the test",
+    "unit_conflict": "with two different units",
+    "missing_value": "without a value",
+    "unparseable_value": "with a value that is not one number",
+    "missing_date": "without a date",
+    "unparseable_date": "with a date that could not be read",
+    "missing_patient_id": "without a patient id",
+    "non_blood_specimen": "not of blood",
+    "superseded": "replaced by a later result",
+    "duplicate": "repeating another row",
+}
+
+
+def rejected_reasons(rejected: pd.DataFrame) -> dict[str, int]:
+    """How many rejected rows there are of each reason, most first."""
+    if "reason" not in rejected.columns or not len(rejected):
+        return {}
+    counts = rejected["reason"].astype("string").fillna("unknown").value_counts()
+    return {str(k): int(v) for k, v in counts.items()}
+
+
+def describe_rejected(reasons: dict[str, int]) -> str:
+    """ "2 with a value implausible for its unit (...), 1 of a test labinterp does not
+    interpret": counts by reason, no value, no patient id."""
+    return ", ".join(f"{n} {REASON_WORDS.get(r, r.replace('_', ' '))}" for r, n in reasons.items())
 
 
 def render_handout(
@@ -128,14 +170,23 @@ def render_handout(
         vitamin_d_guideline=vitamin_d_guideline,
     )
     if not (res["patient_id"] == patient_id).any():
-        # Rows of tests labinterp does not cover are rejected without their patient id, so
-        # "no such patient" and "none of this patient's tests are covered" look the same
-        # here: the message says both rather than claim the patient has no results.
+        # Rejected rows carry no patient id, so "no such patient" and "every row of this
+        # patient was rejected" look the same here: the message says both, with the
+        # reasons the files' rows were rejected for, rather than guess one.
+        reasons = res.attrs.get("rejected_reasons") or {}
+        rows = sum(reasons.values())
+        why = (
+            f" The files read had {rows} rejected {'row' if rows == 1 else 'rows'}, by reason:"
+            f" {describe_rejected(reasons)}."
+            if rows
+            else ""
+        )
         raise LabinterpError(
             "the files read hold no result of a test labinterp covers (magnesium, calcium, "
-            "potassium, vitamin D, PTH and their context tests) for the requested patient "
-            "id: the id may be wrong, or all of this patient's results are of other tests.",
-            fix="check the id with 'labinterp check FILE' or use --all.",
+            "potassium, vitamin D, PTH and their context tests) that could be used for the "
+            "requested patient id: the id may be wrong, or every row of this patient was "
+            f"rejected.{why}",
+            fix="see each rejected row and its reason with 'labinterp check FILE', or use --all.",
         )
     ctx = build_context(
         res, fnd, patient_id, lang=lang, large_print=large_print, paper=paper, grader=_grader()
@@ -449,6 +500,22 @@ def render_batch(
         atomic.write_text(stage / INDEX, buf.getvalue())
         removed = _put_in_place(stage, out, list(index["file"]))
     _warn_undrawable([names[pid] for pid in patient_ids if _undrawable(pid, res_rows[pid])])
+    reasons = res.attrs.get("rejected_reasons") or {}
+    if reasons:
+        # a patient whose every row was rejected gets no handout; rejected rows carry no
+        # patient id, so what can be said is how many rows, and why. Rows of other tests
+        # (sodium, glucose) are in most exports: alone, they are said without a warning.
+        rows = sum(reasons.values())
+        level = logging.INFO if set(reasons) == {"out_of_scope"} else logging.WARNING
+        log.log(
+            level,
+            "%d %s of the files read could not be used (%s): a patient whose every row is"
+            " among them has no handout. 'labinterp check FILE' lists each with its reason.",
+            rows,
+            "row" if rows == 1 else "rows",
+            describe_rejected(reasons),
+        )
+    index.attrs["rejected_reasons"] = reasons
     if removed:
         noun = "handout" if removed == 1 else "handouts"
         log.warning(
