@@ -280,3 +280,31 @@ def test_a_patient_whose_rows_were_all_rejected_is_told_why(tmp_path, caplog) ->
     assert "2 rows of the files read could not be used" in caplog.text
     assert "a patient whose every row is among them has no handout" in caplog.text
     assert "REJ" not in caplog.text and "235" not in caplog.text
+
+
+# -- 9. Spanish wording and a box split across pages ----------------------------------------
+
+
+def test_spanish_words_agree_and_name_the_band_as_it_prints(sample) -> None:
+    """ "Vitamina D ... Baja", "PTH ... Alta" (feminine names), the shaded band is not
+    called grey (it prints light green), and "las de otras" (relaciones)."""
+    html = _sample_html(sample, "DEMO-013", "es")
+
+    def status_of(name: str) -> list[str]:
+        part = html[html.index(f"<h3>{name}") :]
+        return re.findall(r'class="status status-\w+">(\w[\w ]*)<', part)[:1]
+
+    assert status_of("Vitamina D</h3>") == ["Baja"]
+    assert status_of("PTH (") == ["Alta"]
+    assert status_of("Magnesio</h3>") in (["Bajo"], ["En rango"])  # masculine stays
+    assert "La parte sombreada es el rango" in html and "gris" not in html
+    assert "las de otras" in html and "las de otros" not in html
+
+
+@pytest.mark.parametrize(("pid", "paper"), [("DEMO-001", "A4"), ("DEMO-017", "letter")])
+def test_why_magnesium_matters_is_never_split_across_pages(sample, pid, paper) -> None:
+    res, fnd = sample
+    pages = _pdf_pages(render_handout(res, fnd, pid, paper=paper))
+    first = [i for i, p in enumerate(pages) if "Why magnesium matters" in p]
+    last = [i for i, p in enumerate(pages) if "make your kidneys lose potassium" in p]
+    assert len(first) == 1 and first == last
