@@ -92,9 +92,10 @@ RULE = Rule(
         "window_vitamin_d",
         "window_pth",
         "vitamin_d_sufficient_iom2011",
+        "vitamin_d_sufficient_es2011",
         "ckd_context_egfr_below",
     ),
-    citations=("S15", "S25", "S27", "S28", "S30", "S31"),
+    citations=("S15", "S25", "S27", "S28", "S30", "S31", "S33", "S34"),
     evaluate=evaluate,
     doc=__doc__ or "",
 )
