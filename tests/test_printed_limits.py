@@ -166,8 +166,19 @@ def test_a_change_is_compared_as_printed_only_when_both_results_share_the_unit()
 def test_a_converted_bundled_limit_shows_enough_digits_to_tell_a_value_from_it(
     tmp_path: Path,
 ) -> None:
-    # no pmol/L printing of the PTH range: 65 pg/mL is 6.8966 pmol/L, shown as 6.897, so a
-    # PTH of 6.9 pmol/L (65.03 pg/mL, high) does not sit on a limit that reads "6.9"
+    # no mg/dL printing of the ionized Ca range: 1.15 mmol/L is 4.6092 mg/dL, shown as
+    # 4.609, so an ionized Ca of 4.6 mg/dL (1.1477 mmol/L, low) does not sit on a limit
+    # that reads "4.6"
+    r = _results(tmp_path, 'P1,2024-03-01 08:00,"Calcium, ionized",4.6,mg/dL\n').iloc[0]
+    assert (r["range_low_reported"], r["range_high_reported"]) == (4.609, 5.29)
+    assert r["value"] < r["range_low"] and r["value_reported"] < r["range_low_reported"]
+
+
+def test_a_bundled_range_printed_in_the_reported_unit_is_used_as_printed(
+    tmp_path: Path,
+) -> None:
+    # PTH 15-65 pg/mL as labs print it in pmol/L, 1.6-6.9: a PTH of 6.9 pmol/L is the
+    # upper limit, not 65.03 pg/mL above 65
     r = _results(tmp_path, 'P1,2024-03-01 08:00,"PTH, intact",6.9,pmol/L\n').iloc[0]
-    assert (r["range_low_reported"], r["range_high_reported"]) == (1.592, 6.897)
-    assert r["value"] > r["range_high"] and r["value_reported"] > r["range_high_reported"]
+    assert (r["range_low_reported"], r["range_high_reported"]) == (1.6, 6.9)
+    assert r["value_reported"] <= r["range_high_reported"]
