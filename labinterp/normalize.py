@@ -2184,12 +2184,16 @@ class _Repeats:
         return (~limits).astype(np.int64)
 
     def _rejected(self, dups: np.ndarray, firsts: np.ndarray) -> pd.DataFrame:
-        files = self.col["source_file"]
-        first_file = [files.values[c] for c in files.codes[firsts]]
-        first_row = self.frame["source_row"].array[firsts].to_numpy(dtype=object)
-        details = [
-            f"same result as {f} row {r}" for f, r in zip(first_file, first_row, strict=True)
-        ]
+        def at(rows: np.ndarray) -> tuple[list[object], list[object]]:
+            files = self.col["source_file"]
+            file = [files.values[c] for c in files.codes[rows]]
+            return file, self.frame["source_row"].array[rows].to_numpy(dtype=object).tolist()
+
+        kept_file, kept_row = at(firsts)
+        kept_label = self.test_label.at(firsts).strings().tolist()
+        details = duplicates.repeat_details(
+            zip(kept_file, kept_row, kept_label, strict=True), zip(*at(dups), strict=True)
+        )
         return self._rejected_rows(dups, "duplicate", details)
 
     def _rejected_rows(self, rows: np.ndarray, reason: str, details: list[str]) -> pd.DataFrame:

@@ -272,10 +272,11 @@ _SIDE_TABLES = {
 
 
 def times_in_utc(results: pd.DataFrame) -> bool:
-    """Some collection times were printed with an offset from UTC other than 0: the
-    table holds them in UTC, which a person reading its times must be told."""
-    offsets = results["utc_offset_min"]
-    return bool((offsets.notna() & (offsets != 0)).any())
+    """Some collection times were printed with an offset from UTC ("-05:00", or "Z" and
+    "+00:00", which are UTC already): the table holds them in UTC, which a person reading
+    its times must be told, and which makes them comparable with another export's UTC
+    times (a file of "Z" times beside one of "-05:00" times is on one clock)."""
+    return bool(results["utc_offset_min"].notna().any())
 
 
 def _concat(parts: list[ReadResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -551,11 +552,19 @@ def _drop_repeats(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         )
 
     dup_rows, firsts = duplicates.find(group, times, details)
-    first_file = results["source_file"].iloc[firsts].to_numpy(dtype=object)
-    first_row = results["source_row"].iloc[firsts].to_numpy(dtype=object)
-    details_text = [
-        f"same result as {f} row {r}" for f, r in zip(first_file, first_row, strict=True)
-    ]
+
+    def at(column: str, rows: np.ndarray) -> list[Any]:
+        return results[column].iloc[rows].tolist()
+
+    details_text = duplicates.repeat_details(
+        zip(
+            at("source_file", firsts),
+            at("source_row", firsts),
+            at("test_label", firsts),
+            strict=True,
+        ),
+        zip(at("source_file", dup_rows), at("source_row", dup_rows), strict=True),
+    )
     return _split_off(results, dup_rows, "duplicate", details_text)
 
 

@@ -238,6 +238,24 @@ def test_rows_per_workbook_count_its_sheets(tmp_path: Path) -> None:
 # --- #6: inputs with and without UTC offsets --------------------------------------------
 
 
+def test_times_printed_in_utc_and_with_an_offset_are_one_clock(tmp_path: Path) -> None:
+    """ "Z" times are UTC, as "-05:00" ones are once moved: no mixed-clock warning (a
+    Synthea CSV of "Z" times beside its FHIR bundle of offsets)."""
+    folder = tmp_path / "tz"
+    folder.mkdir()
+    (folder / "a_offset.csv").write_text(
+        HEADER + "P1,2024-03-05T20:00:00-05:00,Magnesium,0.5,mmol/L\n", encoding="utf-8"
+    )
+    (folder / "b_zulu.csv").write_text(
+        HEADER + "P1,2024-03-06T01:00:00Z,Calcium ionized,0.9,mmol/L\n", encoding="utf-8"
+    )
+    done = _cli("audit", str(folder), "-o", str(tmp_path / "out"), "-q")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["collection_times"] == "utc"
+    assert not [line for line in done.stderr.splitlines() if "UTC" in line], done.stderr
+
+
 def test_inputs_with_and_without_offsets_are_told_apart(tmp_path: Path) -> None:
     """Only the input that printed offsets is held in UTC: summary.json must not say every
     time is, and the user is warned once (counts only, no ids, values or names)."""

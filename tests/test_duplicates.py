@@ -261,3 +261,16 @@ def test_a_long_run_of_copies_is_cheap() -> None:
 def test_printed_rounding(text: str, half: float) -> None:
     (got,) = duplicates.printed_rounding([text])
     assert got == pytest.approx(half, nan_ok=True)
+
+
+def test_a_result_printed_in_two_columns_of_a_row_names_the_column_kept(tmp_path: Path) -> None:
+    """A wide export (NHANES) prints total Ca in mg/dL (LBXSCA) and mmol/L (LBDSCASI) on
+    one row: the repeat names the column kept, not its own row, whether the file is read
+    alone or in an audit (whose buckets are deduplicated after reading)."""
+    path = tmp_path / "biopro.csv"
+    path.write_text("SEQN,LBXSCA,LBDSCASI\n93705,9.2,2.3\n", encoding="utf-8")
+    expected = ["same result as column LBXSCA of the same row"]
+    assert read(path).rejected["detail"].tolist() == expected
+    labinterp.audit(path, tmp_path / "audit")
+    rejected = pd.read_csv(tmp_path / "audit" / "rejected_rows.csv", dtype=str)
+    assert rejected["detail"].tolist() == expected

@@ -323,3 +323,18 @@ def replaced(
 def replaced_detail(status: object, file: object, row: object) -> str:
     """The rejected row's detail for a result replaced by the `status` row (file, row)."""
     return f"the lab replaced this result with the {status} one in {file} row {row}"
+
+
+def repeat_details(
+    kept: Iterable[tuple[object, object, object]], own: Iterable[tuple[object, object]]
+) -> list[str]:
+    """The rejected rows' details for repeats: per repeat, the (file, row, test label) of
+    the result kept and its own (file, row). A wide export prints one result in two columns
+    of a row (NHANES: LBXSCA in mg/dL, LBDSCASI in mmol/L): then the column kept is named,
+    as the row would name the repeat itself."""
+    return [
+        f"same result as column {label} of the same row"
+        if (file, row) == here and label
+        else f"same result as {file} row {row}"
+        for (file, row, label), here in zip(kept, own, strict=True)
+    ]
