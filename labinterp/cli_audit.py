@@ -7,6 +7,7 @@ import json
 import sys
 
 from labinterp.cli_check import date_format_arg
+from labinterp.cli_handout import positive_int
 from labinterp.cli_interpret import add_guideline_option
 
 ENGINES = ("local", "dask")  # as in labinterp.audit.core; kept here so --help stays fast
@@ -44,6 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="date format, e.g. %%d/%%m/%%Y %%H:%%M",
     )
     add_guideline_option(p)
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="processes that interpret patients with the local engine (default: one per "
+        "core, at most 2; each holds one part of the patients in memory, a few hundred MB)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
     p.set_defaults(run=run)
 
@@ -64,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             date_format=args.date_format,
             vitamin_d_guideline=args.vitamin_d_guideline,
             progress=not args.quiet and sys.stderr.isatty(),
+            workers=args.workers,
         )
     except OutputsWritten:
         # Ctrl-C or SIGTERM came too late to stop anything: the audit is complete, and a

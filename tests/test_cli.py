@@ -228,3 +228,28 @@ def test_interpret_says_how_many_rows_were_rejected(capsys: pytest.CaptureFixtur
     assert main(["interpret", str(sample_path()), "--status", "fired"]) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "rejected: `labinterp check FILE --rejected`" in err
+
+
+def test_audit_takes_the_number_of_worker_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--workers N` reaches the audit (a machine with more cores, or less memory, than the
+    default of at most 2 suits); 0 is a usage error."""
+    import importlib
+
+    package = importlib.import_module("labinterp.audit")
+    real = package.audit
+    seen: list[object] = []
+
+    def audit_seeing_workers(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("workers"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(package, "audit", audit_seeing_workers)
+    out = tmp_path / "audit"
+    assert main(["audit", str(sample_path()), "-o", str(out), "--workers", "3", "-q"]) == 0
+    assert seen == [3] and (out / "findings.csv").is_file()
+    assert main(["audit", str(sample_path()), "-o", str(out), "-q"]) == 0
+    assert seen == [3, None]
+    assert main(["audit", str(sample_path()), "-o", str(out), "--workers", "0"]) == 2
+    assert "whole number of 1 or more" in capsys.readouterr().err
