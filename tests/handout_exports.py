@@ -1,9 +1,14 @@
-"""Small clinic exports for the handout tests: one row per (patient, time, test, result)."""
+"""Small clinic exports for the handout tests: one row per (patient, time, test, result);
+and the template context and HTML of a patient's handout, as the tests inspect them."""
 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
+from typing import Any
+
+SAMPLE = Path(__file__).resolve().parents[1] / "labinterp" / "sample_data" / "clinic_export.csv"
 
 HEADER = [
     "patient_id",
@@ -53,3 +58,28 @@ def write_export(
                 [pid, "F", born, when, specimen, test, loinc, result, unit, rng, flag, comment]
             )
     return path
+
+
+def handout_context(path: Path, pid: str, lang: str = "en", **kw: Any) -> Any:
+    """The template context of patient `pid`'s handout from the export at `path`."""
+    from labinterp.handout.api import _grader, load_inputs
+    from labinterp.handout.context import build_context
+
+    res, fnd = load_inputs(path, None)
+    return build_context(res, fnd, pid, lang=lang, grader=_grader(), **kw)
+
+
+def handout_html(ctx: Any) -> str:
+    """A handout's HTML with runs of white space made one space (for `in` checks)."""
+    from labinterp.handout.render import shared_renderer
+
+    return re.sub(r"\s+", " ", shared_renderer().html(ctx))
+
+
+def sample_html(sample: Any, pid: str, lang: str = "en") -> str:
+    """The HTML of a bundled sample patient's handout; `sample` is load_inputs(SAMPLE)."""
+    from labinterp.handout.api import _grader
+    from labinterp.handout.context import build_context
+
+    res, fnd = sample
+    return handout_html(build_context(res, fnd, pid, lang=lang, grader=_grader()))

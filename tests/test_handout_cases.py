@@ -10,7 +10,10 @@ import re
 from pathlib import Path
 
 import pytest
-from handout_exports import write_export
+from handout_exports import SAMPLE, write_export
+from handout_exports import handout_context as _context
+from handout_exports import handout_html as _html
+from handout_exports import sample_html as _sample_html
 from pypdf import PdfReader
 
 from labinterp.handout import render_batch, render_handout
@@ -18,17 +21,7 @@ from labinterp.handout.api import _grader, load_inputs
 from labinterp.handout.context import build_context
 from labinterp.handout.render import shared_renderer
 
-SAMPLE = Path(__file__).resolve().parents[1] / "labinterp" / "sample_data" / "clinic_export.csv"
 WHEN = "2024-03-01 08:00"
-
-
-def _context(path: Path, pid: str, lang: str = "en", **kw):
-    res, fnd = load_inputs(path, None)
-    return build_context(res, fnd, pid, lang=lang, grader=_grader(), **kw)
-
-
-def _html(ctx) -> str:
-    return re.sub(r"\s+", " ", shared_renderer().html(ctx))
 
 
 def _pdf_pages(data: bytes) -> list[str]:
@@ -38,11 +31,6 @@ def _pdf_pages(data: bytes) -> list[str]:
 @pytest.fixture(scope="module")
 def sample():
     return load_inputs(SAMPLE, None)
-
-
-def _sample_html(sample, pid: str, lang: str = "en") -> str:
-    res, fnd = sample
-    return _html(build_context(res, fnd, pid, lang=lang, grader=_grader()))
 
 
 # -- 1. a far-out K of a draw suspected of EDTA contamination still calls for a call today --

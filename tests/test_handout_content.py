@@ -13,29 +13,21 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from handout_exports import write_export
+from handout_exports import SAMPLE, write_export
+from handout_exports import handout_context as _context
+from handout_exports import handout_html as _html
+from handout_exports import sample_html as _sample_html
 from pypdf import PdfReader
 
 from labinterp.handout import render_handout
-from labinterp.handout.api import _grader, load_inputs
-from labinterp.handout.context import build_context, classify, context_from_rows
+from labinterp.handout.api import load_inputs
+from labinterp.handout.context import classify, context_from_rows
 from labinterp.handout.render import shared_renderer
-
-SAMPLE = Path(__file__).resolve().parents[1] / "labinterp" / "sample_data" / "clinic_export.csv"
 
 
 def _export(tmp_path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
     """rows: (patient, when, test key, result) -> a clinic export CSV, a specimen per row."""
     return write_export(tmp_path, rows, specimens=True)
-
-
-def _context(path: Path, pid: str, lang: str = "en", **kw):
-    res, fnd = load_inputs(path, None)
-    return build_context(res, fnd, pid, lang=lang, grader=_grader(), **kw)
-
-
-def _html(ctx) -> str:
-    return re.sub(r"\s+", " ", shared_renderer().html(ctx))
 
 
 def _pdf_text(data: bytes) -> str:
@@ -47,11 +39,6 @@ def _pdf_text(data: bytes) -> str:
 @pytest.fixture(scope="module")
 def sample():
     return load_inputs(SAMPLE, None)
-
-
-def _sample_html(sample, pid: str, lang: str = "en") -> str:
-    res, fnd = sample
-    return _html(build_context(res, fnd, pid, lang=lang, grader=_grader()))
 
 
 # -- 1. the urgent box is about the latest result of each test -----------------------------
