@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from labinterp import schema
+from labinterp import schema, units
 from labinterp.episodes import sample_ids
 from labinterp.guards import EDTA_AFFECTED
 from labinterp.resources import reference_file
@@ -65,12 +65,9 @@ LATEST_ANALYTES: tuple[str, ...] = (
     "egfr",
 )
 
-# mmol/L per mg/dL of magnesium (molar mass 24.305 g/mol)
-MG_MMOL_PER_MG_DL = 10 / 24.305
-
-# Fixed histogram bins (canonical units) so partial histograms from any bucket add up:
-# (first edge, last edge, width).
-HISTOGRAMS: dict[str, tuple[float, float, float]] = {
+# Fixed histogram bins so partial histograms from any bucket add up: (first edge, last
+# edge, width, the unit they are set in); bins() gives the edges in the canonical unit.
+HISTOGRAMS: dict[str, tuple[float, float, float, str]] = {
     # Magnesium is printed in steps of 0.1 mg/dL (0.0411 mmol/L) or 0.01 mmol/L. Bins of
     # 0.05 mmol/L held one or two 0.1 mg/dL steps in turn (1.6 and 1.7 mg/dL both fell in
     # 0.65-0.70), which drew a false cliff at the lower limit and false modes. Bins of
@@ -79,15 +76,17 @@ HISTOGRAMS: dict[str, tuple[float, float, float]] = {
     # edge; results printed to 0.01 mmol/L fall 8 or 9 to a bin (a ripple of at most 1 in
     # 8). Steps of 0.05 mmol/L (or 0.1 mEq/L) still fall 1 or 2 to a bin: no width under
     # 0.25 mmol/L is a multiple of both 0.05 and 0.0411, and wider bins hide the range.
-    "magnesium": (0.05 * MG_MMOL_PER_MG_DL, 5.05 * MG_MMOL_PER_MG_DL, 0.2 * MG_MMOL_PER_MG_DL),
-    "calcium": (1.0, 3.5, 0.05),
-    "potassium": (2.0, 7.5, 0.1),
+    "magnesium": (0.05, 5.05, 0.2, "mg/dL"),
+    "calcium": (1.0, 3.5, 0.05, "mmol/L"),
+    "potassium": (2.0, 7.5, 0.1, "mmol/L"),
 }
 
 
 def bins(analyte: str) -> np.ndarray:
-    lo, hi, step = HISTOGRAMS[analyte]
-    return np.round(np.arange(lo, hi + step / 2, step), 6)
+    """The bin edges of `analyte`'s histogram, in its canonical unit (converted by the
+    analyte table's molar mass where the bins are set in another unit)."""
+    lo, hi, step, unit = HISTOGRAMS[analyte]
+    return np.round(np.arange(lo, hi + step / 2, step) * units.factor(analyte, unit), 6)
 
 
 @dataclass
@@ -406,14 +405,18 @@ def sample_of(results: pd.DataFrame) -> np.ndarray:
     return sample_ids(patient, when, spec)
 
 
-def _has_flag(results: pd.DataFrame, flag: str) -> np.ndarray:
+def _noted(results: pd.DataFrame) -> np.ndarray:
+    """The positions of the results that carry any quality flag (few do)."""
+    return np.flatnonzero((results["quality"].fillna("") != "").to_numpy(dtype=bool))
+
+
+def _has_flag(results: pd.DataFrame, flag: str, noted: np.ndarray | None = None) -> np.ndarray:
     """Per result, whether its quality flags hold `flag` (a whole entry of the ";"-joined
-    flags: "not_hemolyzed" is not "hemolyzed")."""
+    flags: "not_hemolyzed" is not "hemolyzed"). `noted`: _noted(results), if at hand."""
     out = np.zeros(len(results), dtype=bool)
-    quality = results["quality"]
-    noted = np.flatnonzero((quality.fillna("") != "").to_numpy(dtype=bool))
-    if len(noted):  # few results carry a flag: the pattern runs on those only
-        has = quality.iloc[noted].str.contains(rf"(?:^|;){flag}(?:;|$)")
+    noted = _noted(results) if noted is None else noted
+    if len(noted):  # the pattern runs on the few flagged results only
+        has = results["quality"].iloc[noted].str.contains(rf"(?:^|;){flag}(?:;|$)")
         out[noted] = has.to_numpy(dtype=bool, na_value=False)
     return out
 
@@ -504,15 +507,9 @@ def _tally_samples(results: pd.DataFrame, sample: np.ndarray, stats: BucketStats
     if results.empty:
         return
     stats.samples = int(sample.max()) + 1
-    quality = results["quality"].fillna("")
-    flagged = (quality != "").to_numpy()
-    if not flagged.any():
-        return
-    noted = quality[flagged]
+    noted = _noted(results)
     for flag in SAMPLE_FLAGS:
-        # a whole entry of the ";"-joined flags ("not_hemolyzed" is not "hemolyzed")
-        has = noted.str.contains(rf"(?:^|;){flag}(?:;|$)").to_numpy(dtype=bool)
-        n = len(np.unique(sample[flagged][has]))
+        n = len(np.unique(sample[_has_flag(results, flag, noted)]))
         if n:
             stats.sample_quality[flag] = n
 
