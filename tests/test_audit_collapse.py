@@ -70,6 +70,26 @@ def test_collapse_picks_the_rows_the_pandas_sort_picks(seed: int) -> None:
     pd.testing.assert_frame_equal(collapse(findings), _reference(findings))
 
 
+def test_the_edta_guard_row_shows_its_strongest_tier() -> None:
+    """A patient with two flagged draws, one backed by a low Mg: the audit's row is the
+    supported one, though the other draw is later (tier before time, as for patterns)."""
+    findings = schema.conform(
+        pd.DataFrame(
+            {
+                "patient_id": ["P1", "P1"],
+                "rule_id": ["edta_contamination"] * 2,
+                "status": ["fired"] * 2,
+                "tier": ["with_supporting_evidence", "core_signature"],
+                "episode_start": pd.to_datetime(["2024-01-01", "2024-02-01"]),
+                "episode_end": pd.to_datetime(["2024-01-01", "2024-02-01"]),
+            }
+        ),
+        schema.FINDINGS,
+    )
+    (row,) = collapse(findings).itertuples()
+    assert (row.tier, row.episodes_fired) == ("with_supporting_evidence", 2)
+
+
 def _reference_from_results(results: pd.DataFrame, patients: pd.Index) -> pd.DataFrame:
     """The columns patient_rows derives from the results, the plain pandas way: per
     patient the row count, first and last collection time, and per analyte the latest

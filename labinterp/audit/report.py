@@ -17,12 +17,8 @@ import pyarrow.compute as pc
 from labinterp.audit.collapse import HISTOGRAMS, bins
 from labinterp.catalog import analytes, fallback_ranges
 from labinterp.resources import template_dir
-from labinterp.rules import (
-    REGISTRY,
-    hypomagnesemia_hypocalcemia,
-    hypomagnesemia_hypokalemia,
-    vitamin_d_resistance,
-)
+from labinterp.rules import REGISTRY
+from labinterp.rules.base import TIER_RANK
 
 PATIENT_LIST_MAX = 2000
 TABLE_MAX = 200
@@ -63,24 +59,15 @@ def _rule_order(rules: list[str]) -> list[str]:
     return known + sorted(r for r in rules if r not in known)
 
 
-# Each rule's tiers, strongest first (the rules' TIERS); the EDTA guard's are set in
-# labinterp.guards: supporting evidence (a low Mg or ALP, a comment) strengthens it.
-_TIER_ORDER: dict[str, tuple[str, ...]] = {
-    "hypomagnesemia_hypocalcemia": tuple(hypomagnesemia_hypocalcemia.TIERS),
-    "hypomagnesemia_hypokalemia": tuple(hypomagnesemia_hypokalemia.TIERS),
-    "vitamin_d_resistance": tuple(vitamin_d_resistance.TIERS),
-    "edta_contamination": ("with_supporting_evidence", "core_signature"),
-}
-# by strength: the strongest tier darkest, on every row
+# by strength (TIER_RANK): the strongest tier darkest, on every row
 _TIER_COLOURS = ("#b2182b", "#ef8a62", "#fddbc7")
 _SUPPRESSED_COLOUR = "#7f7f7f"
 _MIN_BAR_W = 3.0  # px: a non-zero count stays visible among thousands of patients
 
 
-def _strength(rule: str, tier: str) -> int:
-    """0 for a rule's strongest tier (or its only one), 1 for the next, ..."""
-    order = _TIER_ORDER.get(rule, ())
-    return order.index(tier) if tier in order else len(order)
+def _strength(tier: str) -> int:
+    """0 for a strongest tier (or an untiered rule), 1 for the next, ..."""
+    return max(TIER_RANK.values()) - TIER_RANK.get(tier, max(TIER_RANK.values()))
 
 
 def _share(n: int, total: int) -> str:
@@ -102,12 +89,12 @@ def _prevalence(summary: dict[str, Any]) -> dict[str, Any]:
     for rule in _rule_order(list(counts)):
         by_status = counts[rule]
         fired = by_status.get("fired", {})
-        tiers = sorted(fired, key=lambda t: (_strength(rule, t), t))
+        tiers = sorted(fired, key=lambda t: (_strength(t), t))
         segments: list[dict[str, Any]] = [
             {
                 "label": f"fired: {tier or 'untiered'}",
                 "n": fired[tier],
-                "colour": _TIER_COLOURS[min(_strength(rule, tier), len(_TIER_COLOURS) - 1)],
+                "colour": _TIER_COLOURS[min(_strength(tier), len(_TIER_COLOURS) - 1)],
             }
             for tier in tiers
         ]

@@ -22,6 +22,9 @@ TIER_RANK = {
     "concurrent": 1,
     "serial": 2,
     "single": 1,
+    # the EDTA guard: a low Mg or ALP, or a contamination comment, supports the signature
+    "with_supporting_evidence": 2,
+    "core_signature": 1,
 }
 
 
