@@ -2496,20 +2496,21 @@ def _other_unit_verdict(analyte: str, reported: float, unit: str) -> tuple[str, 
     `unit` whose number, read in another unit labs commonly use for the analyte, is an
     ordinary result; else ("", "").
 
-    Ordinary is CTCAE grade 0 or 1, the number graded in the other unit against the
-    bundled adult range as LLN/ULN (labinterp.grading). Grade 1 is the line because it is
-    CTCAE's mildly abnormal band, anchored on the lab's own limit: a result just outside
+    Ordinary is CTCAE grade 0 or the band anchored on the lab's limit (grade 1; for
+    hypokalemia grade 2, see _mild_grade), the number graded in the other unit against the
+    bundled adult range as LLN/ULN (labinterp.grading). That band is the line because it is
+    CTCAE's mildly abnormal one, anchored on the lab's own limit: a result just outside
     the range, of the kind seen every day, and one that another lab's range may call
     normal. Strictly within the bundled range missed the commonest slips (Ca 2.1 mg/dL:
-    2.1 mmol/L is just below 2.12). From grade 2 on, the number is abnormal read either
+    2.1 mmol/L is just below 2.12). Beyond that band, the number is abnormal read either
     way, so the unit on the row is no less likely than the other and the row stays.
 
-    A grade 1 reading also needs the stated value beyond its own grade 4 cut-off by more
-    than unit_error_beyond_grade4_factor: Mg 0.6 mg/dL (0.25 mmol/L) is barely beyond
-    0.7 mg/dL, a critical value yet one severe deficiency reaches, while 0.6 mmol/L is only
-    grade 1; Ca 2.1 mg/dL is a third of its cut-off, 6.0 mg/dL. A real severe value stays
-    whenever its number is no ordinary result in the other unit (Ca 5.5 mg/dL: 5.5 mmol/L
-    would be grade 4 too)."""
+    A reading in that band (not within the range) also needs the stated value beyond its
+    own grade 4 cut-off by more than unit_error_beyond_grade4_factor: Mg 0.6 mg/dL
+    (0.25 mmol/L) is barely beyond 0.7 mg/dL, a critical value yet one severe deficiency
+    reaches, while 0.6 mmol/L is only grade 1; Ca 2.1 mg/dL is a third of its cut-off,
+    6.0 mg/dL. A real severe value stays whenever its number is no ordinary result in the
+    other unit (Ca 5.5 mg/dL: 5.5 mmol/L would be grade 4 too)."""
     if not unit or analyte not in grading.ANALYTE_TERMS:
         return ("", "")
     stated, low_side = _grade_in(analyte, reported, unit)
@@ -2521,20 +2522,44 @@ def _other_unit_verdict(analyte: str, reported: float, unit: str) -> tuple[str, 
     for alt in _common_units(analyte):
         if _same_unit(analyte, alt, unit):
             continue
-        in_alt = _grade_in(analyte, reported, alt)[0]
-        if not in_alt <= 1:  # NaN: no grade, nothing to tell
+        in_alt, alt_low_side = _grade_in(analyte, reported, alt)
+        mild = _mild_grade(analyte, low_side=alt_low_side)
+        if not (in_alt == 0 or in_alt == mild):  # NaN: no grade, nothing to tell
             continue
-        if in_alt == 1 and _grade_in(analyte, nearer, unit)[0] != 4:
+        if in_alt == mild and _grade_in(analyte, nearer, unit)[0] != 4:
             continue
         name = analytes()[analyte].display_name
+        fit = (
+            "within the adult range"
+            if in_alt == 0
+            else f"just outside the adult range, CTCAE grade {mild}"
+        )
         return (
             "implausible_value",
             f"{name} in {unit}: the value is beyond the CTCAE grade 4 limit, while its"
-            f" number would be an ordinary result (CTCAE grade {in_alt:.0f} against the adult"
-            f" range) if read in {alt}: suspected unit error; the number fits {alt}."
+            f" number would be an ordinary result if read in {alt} ({fit}): suspected unit"
+            f" error; the number fits {alt}."
             " Check the unit in the export.",
         )
     return ("", "")
+
+
+@cache
+def _mild_grade(analyte: str, *, low_side: bool) -> int:
+    """The grade CTCAE gives the band between the lab's limit and its first numeric cut-off
+    on that side (reference_ranges/ctcae_v5.csv: the row whose cut-off is LLN or ULN).
+    It is 1 for every term but hypokalemia, whose band below LLN down to 3.0 mmol/L is
+    graded 2 (grades 1 and 2 differ only by symptoms, CLINICAL.md sec. 7): a K of 3.2
+    read in mmol/L is as ordinary a result as a Mg just below its range."""
+    term = grading.ANALYTE_TERMS[analyte][0 if low_side else 1]
+    anchored = [
+        crit.grade
+        for (name, _), rules in grading.criteria().items()
+        if name == term
+        for crit in rules
+        if crit.anchor and crit.grade > 0
+    ]
+    return min(anchored, default=1)
 
 
 def _grade_in(analyte: str, reported: float, unit: str) -> tuple[float, bool]:

@@ -40,6 +40,10 @@ def read_rows(tmp_path: Path, rows: str, name: str = "lab.csv") -> ReadResult:
         ("Ionized calcium", "1.05", "mg/dL", "mmol/L"),  # 0.26 mmol/L; 1.05 below 1.15
         ("Calcium", "2.8", "mg/dL", "mmol/L"),  # 0.70 mmol/L; 2.8 mmol/L, grade 1 high
         ("Potassium", "5.3", "mg/dL", "mmol/L"),  # 1.36 mmol/L; 5.3 mmol/L, grade 1 high
+        # 0.82 mmol/L; 3.2 mmol/L is just below the range, a band CTCAE grades 2 for K
+        # (grades 1 and 2 differ only by symptoms): as ordinary as a grade 1 elsewhere
+        ("Potassium", "3.2", "mg/dL", "mmol/L"),
+        ("Potassium", "3.4", "mg/dL", "mmol/L"),
     ],
 )
 def test_a_life_threatening_value_normal_in_another_unit_is_a_unit_error(
