@@ -48,7 +48,7 @@ from labinterp.readers import columns as colplan
 from labinterp.readers import duplicates, fhir, formats, medications, sniff, table
 from labinterp.readers.hl7v2 import iter_hl7
 from labinterp.readers.medications import MedicationRecord
-from labinterp.schema import RAW, REJECTED, RESULTS, check, conform, empty
+from labinterp.schema import RAW, REJECTED, RESULTS, STR, check, conform, empty
 from labinterp.test_names import not_read_detail
 
 PathLike = str | os.PathLike[str]
@@ -589,6 +589,7 @@ def _split_off(
         {
             "source_file": sub["source_file"].to_numpy(),
             "source_row": sub["source_row"].to_numpy(),
+            "patient_id": sub["patient_id"].to_numpy(),
             "reason": reason,
             "detail": details,
             "test": sub["test_label"].to_numpy(),
@@ -921,10 +922,14 @@ def _from_records(
     plan: str,
 ) -> ReadResult:
     """A message format's RAW rows normalized, with the rows it could not use at all
-    (record number, reason, detail[, {"test", "value_raw", "unit_raw"} of the result, so
-    the user sees which test was dropped]) among the rejected ones."""
+    (record number, reason, detail[, {"patient_id", "test", "value_raw", "unit_raw"} of
+    the result, so the user sees whose test was dropped]) among the rejected ones."""
     options = Options(date_format=date_format, source_format=kind)
     results, rejected, repeated = _normalize(raw, label, options, dedupe)
+
+    def shown(column: str) -> list[Any]:
+        return [entry[3].get(column) if len(entry) > 3 else None for entry in invalid]
+
     bad = conform(
         pd.DataFrame(
             {
@@ -932,14 +937,14 @@ def _from_records(
                 "source_row": [entry[0] for entry in invalid],
                 "reason": [entry[1] for entry in invalid],
                 "detail": [entry[2] for entry in invalid],
-                **{
-                    column: [entry[3].get(column) if len(entry) > 3 else None for entry in invalid]
-                    for column in ("test", "value_raw", "unit_raw")
-                },
+                **{column: shown(column) for column in ("test", "value_raw", "unit_raw")},
             }
         ),
         REJECTED,
     )
+    # cleaned as the normalizer cleans the ids of the used rows, "" (none) as missing
+    ids = patient_id_text(pd.Series(shown("patient_id"), dtype=STR))
+    bad["patient_id"] = ids.mask(ids == "")
     rejected = _append(rejected, bad, repeated)
     report = FileReport(label, kind, plan, "", len(raw) + len(invalid))
     return ReadResult(results, rejected, [report])
@@ -966,6 +971,8 @@ def _from_table(
     if not_rows:
         bad = raw["source_row"].isin(list(not_rows)).to_numpy()
         lines = raw.loc[bad, "source_row"].to_numpy()
+        # no patient id: a row with fields missing or split has them shifted, and a header
+        # repeat or a footer holds none, so its id cell would name the wrong patient or none
         malformed = conform(
             pd.DataFrame(
                 {

@@ -1,0 +1,122 @@
+"""Every rejected row names its patient (as the used rows write ids), whatever rejected it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from labinterp.reading import read
+
+HEADER = "patient_id,collected_at,test,result,unit,reference_range,comment\n"
+
+
+def ids_by_row(rejected: pd.DataFrame) -> dict[tuple[int, str], Any]:
+    """(source_row, reason) -> patient id (None where missing)."""
+    return {
+        (int(r.source_row), r.reason): (None if pd.isna(r.patient_id) else r.patient_id)
+        for r in rejected.itertuples()
+    }
+
+
+def test_table_rows_rejected_by_the_normalizer_carry_the_id_as_results_do(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text(
+        HEADER
+        + " P1 ,2024-03-01 08:30,Magnesium,1.2,mg/dL,1.6-2.6,\n"  # used, id trimmed
+        + "P1,2024-03-01 09:00,Magnesium,1.2,mmol/kg/h,,\n"  # unknown unit
+        + "93705.0,2024-03-01 08:30,Magnesium,,mg/dL,,\n"  # no value; id re-saved by pandas
+        + ",2024-03-01 08:30,Magnesium,1.9,mg/dL,,\n"  # no id
+        + "1.23457E+11,2024-03-01 08:30,Magnesium,1.9,mg/dL,,\n"  # damaged by a spreadsheet
+        + "P2,2024-03-01 08:30,Sodium,140,mmol/L,,\n"  # not read
+        + "P1,2024-03-01 08:30,Magnesium,1.2,mg/dL,1.6-2.6,\n",  # repeat of row 2
+        encoding="utf-8",
+    )
+    res = read(path)
+    assert set(res.results["patient_id"]) == {"P1"}
+    assert ids_by_row(res.rejected) == {
+        (3, "unknown_unit"): "P1",
+        (4, "missing_value"): "93705",
+        (5, "missing_patient_id"): None,
+        (6, "damaged_patient_id"): "1.23457E+11",  # as printed: what a search finds
+        (7, "out_of_scope"): "P2",
+        (8, "duplicate"): "P1",
+    }
+
+
+def test_repeats_across_files_carry_the_id(tmp_path: Path) -> None:
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / name).write_text(
+            HEADER + "P7,2024-03-01 08:30,Magnesium,1.2,mg/dL,1.6-2.6,\n", encoding="utf-8"
+        )
+    res = read([tmp_path / "a.csv", tmp_path / "b.csv"])
+    assert res.rejected["reason"].tolist() == ["duplicate"]
+    assert res.rejected["patient_id"].tolist() == ["P7"]
+
+
+def test_malformed_table_rows_name_no_patient(tmp_path: Path) -> None:
+    # a row split by an unquoted comma has its fields shifted: its id cell is not trusted
+    path = tmp_path / "export.csv"
+    path.write_text(
+        HEADER
+        + "P1,2024-03-01 08:30,Magnesium,1.2,mg/dL,1.6-2.6,\n"
+        + "P1,2024-03-01 08:30,Magnesium,1,2,mg/dL,1.6-2.6,a note\n",
+        encoding="utf-8",
+    )
+    res = read(path)
+    assert res.rejected["reason"].tolist() == ["malformed_row"]
+    assert res.rejected["patient_id"].isna().all()
+
+
+def observation(i: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": f"o{i}",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "19123-9"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2024-03-01T08:30:00Z",
+        "valueQuantity": {"value": 1.1, "unit": "mg/dL"},
+        **extra,
+    }
+
+
+def test_fhir_observations_not_used_carry_their_subject(tmp_path: Path) -> None:
+    lines: list[Any] = [
+        observation(1),
+        observation(2, status="cancelled"),
+        observation(3, valueQuantity={"value": "not a number"}),  # fails validation
+        observation(4, subject={"reference": "Patient/ 93705.0 "}, status="entered-in-error"),
+        42,  # not a resource: no subject to read
+    ]
+    path = tmp_path / "Observation.ndjson"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n", encoding="utf-8")
+    res = read(path)
+    assert res.rows_used == 1
+    assert ids_by_row(res.rejected) == {
+        (2, "fhir_status"): "p1",
+        (3, "malformed_row"): "p1",
+        (4, "fhir_status"): "93705",  # cleaned as a used row's id is
+        (5, "malformed_row"): None,
+    }
+
+
+def test_hl7_results_not_given_carry_the_pid_id(tmp_path: Path) -> None:
+    message = "\r".join(
+        [
+            "MSH|^~\\&|LIS|LAB|EHR|CLINIC|20240301120000||ORU^R01^ORU_R01|MSG1|P|2.5.1",
+            "PID|1||MRN-77^^^LAB^MR||Doe^Jane||19600214|F",
+            "OBR|1||ORD1|BMP^Basic panel^L|||20240301083000",
+            "OBX|1|NM|19123-9^Magnesium^LN||1.1|mg/dL|1.6-2.6|L|||F",
+            "OBX|2|NM|1751-7^Albumin^LN||4.0|g/dL|3.5-5.0||||W",
+            "",
+        ]
+    )
+    path = tmp_path / "results.hl7"
+    path.write_text(message, encoding="utf-8")
+    res = read(path)
+    assert ids_by_row(res.rejected) == {(5, "hl7_status"): "MRN-77"}
