@@ -98,6 +98,40 @@ class ReadResult:
         return len(self.rejected)
 
 
+@dataclass(frozen=True)
+class UnusedPatients:
+    """The patients whose every row was rejected: they have no result, so no finding and
+    no handout. `by_reason`: per reason, how many of them have rows rejected for it (a
+    patient with rows of two reasons counts under both)."""
+
+    patients: int
+    by_reason: dict[str, int]
+
+
+def unused_patients(rejected: pa.Table, used_ids: pa.Array | pa.ChunkedArray) -> UnusedPatients:
+    """The patients of the `rejected` rows (REJECTED columns patient_id and reason) who are
+    not among `used_ids`. A damaged id ("1.23457E+11") is left out: it may be several
+    patients whose ids a spreadsheet made one (its rows are counted by reason elsewhere)."""
+    ids = rejected.column("patient_id")
+    reason = rejected.column("reason")
+    wanted = pc.and_(pc.is_valid(ids), pc.not_equal(reason, "damaged_patient_id"))
+    used = pc.unique(used_ids).cast(ids.type)
+    wanted = pc.and_(wanted, pc.invert(pc.is_in(ids, value_set=used)))
+    pairs = (
+        rejected.select(["patient_id", "reason"])
+        .filter(wanted)
+        .group_by(["patient_id", "reason"])
+        .aggregate([])
+    )
+    by_reason = {
+        str(row["values"]): int(row["counts"])
+        for row in pairs.column("reason").value_counts().to_pylist()
+    }
+    return UnusedPatients(
+        len(pc.unique(pairs.column("patient_id"))), dict(sorted(by_reason.items()))
+    )
+
+
 # ---------------------------------------------------------------- public API
 
 
