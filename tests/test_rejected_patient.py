@@ -120,3 +120,94 @@ def test_hl7_results_not_given_carry_the_pid_id(tmp_path: Path) -> None:
     path.write_text(message, encoding="utf-8")
     res = read(path)
     assert ids_by_row(res.rejected) == {(5, "hl7_status"): "MRN-77"}
+
+
+# -- handouts ------------------------------------------------------------------------------
+
+
+def _clinic(tmp_path: Path) -> Path:
+    from handout_exports import write_export
+
+    return write_export(
+        tmp_path,
+        [
+            ("SOME-1", "2024-03-01 08:00", "Mg", "1.9"),
+            ("SOME-1", "2024-03-01 08:00", "K", "4.1"),
+            ("SOME-1", "2024-03-01 08:00", "Ca", "9.1"),
+            ("SOME-1", "2024-03-02 08:00", "Mg", "0.1.2"),  # not one number
+            ("SOME-1", "2024-03-03 08:00", "Mg", ""),  # no value
+            ("SOME-1", "2024-03-01 08:00", "Na", "140"),  # a test not read: not said
+            ("ONE-1", "2024-03-01 08:00", "Mg", "1.9"),
+            ("ONE-1", "2024-03-01 08:00", "Mg", "1.9"),  # a repeat: shown once, not said
+            ("NA-1", "2024-03-01 08:00", "Na", "140"),
+        ],
+    )
+
+
+def test_a_handout_says_how_many_of_the_patients_results_could_not_be_read(
+    tmp_path: Path,
+) -> None:
+    from handout_exports import handout_context, handout_html
+
+    path = _clinic(tmp_path)
+    ctx = handout_context(path, "SOME-1")
+    assert ctx["unread"] == {"count": 2, "reasons": ["missing_value", "unparseable_value"]}
+    html = handout_html(ctx)
+    assert (
+        "2 of your test results could not be used on this sheet: it had no result; the result"
+        " could not be read as a number. So this sheet does not show them"
+    ) in html
+    assert "Your clinician can ask the lab about them." in html
+    # a result not read may be far out of range: nothing that sounds like good news
+    assert "That is good to know" not in html
+    assert "does not mean anything is wrong" not in html
+    es = handout_html(handout_context(path, "SOME-1", lang="es"))
+    assert "2 de sus resultados no se pudieron usar en esta hoja: no tenía resultado;" in es
+    assert "Su médico puede preguntar al laboratorio por ellos." in es
+    assert "Es bueno saberlo" not in es and "no quiere decir que algo esté mal" not in es
+
+
+def test_a_handout_without_unread_results_says_nothing_of_them(tmp_path: Path) -> None:
+    from handout_exports import handout_context, handout_html
+
+    path = _clinic(tmp_path)
+    ctx = handout_context(path, "ONE-1")
+    assert ctx["unread"] is None  # its rejected row repeats another: nothing is missing
+    assert 'class="note unread"' not in handout_html(ctx)
+
+
+def test_a_handout_of_an_id_not_in_the_files_says_so(tmp_path: Path) -> None:
+    import pytest
+
+    from labinterp.errors import LabinterpError
+    from labinterp.handout import render_handout
+
+    path = _clinic(tmp_path)
+    with pytest.raises(LabinterpError) as err:
+        render_handout(path, None, "NOBODY")
+    assert "no row of the files read has this patient id" in str(err.value)
+    with pytest.raises(LabinterpError) as err:
+        render_handout(path, None, "NA-1")
+    assert "every row of this patient was rejected (1 row: 1 of a test" in str(err.value)
+
+
+def test_a_batch_counts_the_patients_without_a_handout(tmp_path: Path, caplog: Any) -> None:
+    from labinterp.handout import render_batch
+
+    path = _clinic(tmp_path)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(",F,1960-01-01,2024-03-01 08:00,,Magnesium,19123-9,1.9,mg/dL,1.6-2.6,,\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    with caplog.at_level("INFO"):
+        index = render_batch(path, None, out, workers=1)
+    assert list(index["patient_id"]) == ["ONE-1", "SOME-1"]
+    assert index.attrs["patients_without_handout"] == 1
+    assert index.attrs["patients_without_handout_by_reason"] == {"out_of_scope": 1}
+    said = {r.getMessage(): r.levelname for r in caplog.records}
+    lines = [m for m in said if "no handout" in m or "on no handout" in m]
+    assert said[lines[0]] == "INFO"  # only a test not read: said without a warning
+    assert lines[0].startswith("1 patient of the files read has no handout")
+    assert "rows of a test labinterp does not interpret: 1" in lines[0]
+    assert said[lines[1]] == "WARNING" and lines[1].startswith("1 row of the files read has no")
+    assert not any(pid in caplog.text for pid in ("NA-1", "SOME-1", "ONE-1"))
