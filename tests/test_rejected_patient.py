@@ -211,3 +211,36 @@ def test_a_batch_counts_the_patients_without_a_handout(tmp_path: Path, caplog: A
     assert "rows of a test labinterp does not interpret: 1" in lines[0]
     assert said[lines[1]] == "WARNING" and lines[1].startswith("1 row of the files read has no")
     assert not any(pid in caplog.text for pid in ("NA-1", "SOME-1", "ONE-1"))
+
+
+# -- interpret --patient -------------------------------------------------------------------
+
+
+def test_interpret_for_a_patient_counts_its_rejected_rows(tmp_path: Path, capsys: Any) -> None:
+    from labinterp.cli import main
+
+    path = str(_clinic(tmp_path))
+    assert main(["interpret", path, "--patient", "SOME-1"]) == 0
+    captured = capsys.readouterr()
+    assert "SOME-1  rejected rows: 3 (1 missing_value, 1 out_of_scope, 1 unparseable_value)" in (
+        captured.out
+    )
+    assert "ONE-1" not in captured.out  # another patient's repeat is not counted
+    assert "(3 rejected of the requested patients:" in captured.err
+    assert "SOME-1" not in captured.err  # counts only on stderr
+    # machine formats keep the findings table as it is everywhere
+    assert main(["interpret", path, "--patient", "SOME-1", "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith('"patient_id","rule_id",') and "rejected rows" not in out
+
+
+def test_interpret_says_when_a_requested_patient_has_only_rejected_rows(
+    tmp_path: Path, capsys: Any
+) -> None:
+    from labinterp.cli import main
+
+    path = str(_clinic(tmp_path))
+    assert main(["interpret", path, "--patient", "NA-1", "--patient", "NOBODY"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no results for 2 of the 2 requested patient ids in the files read (1 of them has" in err
+    assert "NA-1" not in err
