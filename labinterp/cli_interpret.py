@@ -2,9 +2,11 @@
 
 On a terminal (`--format table`, the default) it prints compact columns, one line per
 patient x rule x episode, and with `--patient` each fired or suppressed finding's note and
-evidence below them; `--format csv|json` gives the full findings table (the same
-columns as the Python API). `--status` and `--rule` keep only some findings (a large
-export has mostly `not_fired` ones). Findings go to stdout; a one-line count goes to stderr.
+evidence below them, then each patient's rejected rows counted by reason; `--format
+csv|json` gives the full findings table only (the same columns as the Python API; the
+rejected rows, with their patient_id, are `labinterp check FILE --rejected --format csv`).
+`--status` and `--rule` keep only some findings (a large export has mostly `not_fired`
+ones). Findings go to stdout; a one-line count goes to stderr.
 """
 
 from __future__ import annotations
@@ -49,7 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_input_options(p)
     p.add_argument(
-        "--patient", metavar="ID", action="append", help="only this patient (repeatable)"
+        "--patient",
+        metavar="ID",
+        action="append",
+        help=(
+            "only this patient (repeatable); the table then also counts the patient's"
+            " rejected rows by reason (csv and json hold the findings only: 'labinterp check"
+            " FILE --rejected --format csv' lists rejected rows with their patient_id)"
+        ),
     )
     p.add_argument(
         "--status",
@@ -98,6 +107,20 @@ def details(findings: pd.DataFrame) -> str:
     return "".join(lines)
 
 
+def rejected_counts(rejected: pd.DataFrame) -> str:
+    """Below the table, for `--patient`: each patient's rejected rows, counted by reason
+    (most first), so that findings missing for a result that could not be read show why."""
+    lines = []
+    for pid, rows in rejected.groupby("patient_id", sort=True):
+        counts = rows["reason"].value_counts()
+        by_reason = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        said = ", ".join(f"{n} {reason}" for reason, n in by_reason)
+        lines.append(f"\n{pid}  rejected rows: {len(rows)} ({said})\n")
+    if lines:
+        lines.append("  `labinterp check FILE --rejected` lists each with its reason\n")
+    return "".join(lines)
+
+
 def compact(findings: pd.DataFrame, utc: bool = False) -> pd.DataFrame:
     """The terminal's columns. The time is when the finding was seen (its latest cited
     result), else the start of its episode: an episode of daily results can run for weeks.
@@ -121,9 +144,16 @@ def run(args: argparse.Namespace) -> int:
     if wanted:
         missing = set(wanted) - set(result.results["patient_id"].dropna())
         if missing:  # an empty table would look like "nothing to flag"
+            rejected_only = len(missing & set(result.rejected["patient_id"].dropna()))
+            why = (
+                f" ({rejected_only} of them {'has' if rejected_only == 1 else 'have'} rows,"
+                " all rejected: `labinterp check FILE --rejected` lists them)"
+                if rejected_only
+                else ""
+            )
             raise LabinterpError(
                 f"no results for {len(missing)} of the {len(set(wanted))} requested patient "
-                "ids in the files read.",
+                f"ids in the files read{why}.",
                 fix="the ids read are in the patient_id column of 'labinterp check FILE --format"
                 " csv'; or leave out --patient.",
             )
@@ -132,9 +162,13 @@ def run(args: argparse.Namespace) -> int:
     )
     fired = int((findings["status"] == "fired").sum())
     counts = f"{len(findings)} findings ({fired} fired) from {result.rows_in} rows read"
-    if result.rows_rejected:  # rows not interpreted: say so, and where to see why
+    rejected = result.rejected
+    if wanted:  # the requested patients' rows not interpreted
+        rejected = rejected[rejected["patient_id"].isin(wanted).to_numpy(na_value=False)]
+    if len(rejected):  # rows not interpreted: say so, and where to see why
+        whose = " of the requested patients" if wanted else ""
         counts += (
-            f" ({result.rows_rejected} rejected: `labinterp check FILE --rejected` lists them"
+            f" ({len(rejected)} rejected{whose}: `labinterp check FILE --rejected` lists them"
             " with the reason)"
         )
     if args.status or args.rule:
@@ -148,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         write_table(compact(findings, utc=times_in_utc(result.results)), "table")
         if wanted:  # a few patients: what each finding that fired or was vetoed rests on
             sys.stdout.write(details(findings))
+            sys.stdout.write(rejected_counts(rejected))
     else:
         write_table(findings, args.format)
     return 0

@@ -1901,7 +1901,9 @@ def _normalize(
     # the longest go first so that the threads finish together
     out = _in_threads(
         {
-            "rejected": lambda: _reject(frame, np.flatnonzero(~keep), verdict, col, test_fields),
+            "rejected": lambda: _reject(
+                frame, np.flatnonzero(~keep), verdict, col, test_fields, pid
+            ),
             "quality": lambda: _quality(
                 col,
                 flag,
@@ -2201,6 +2203,7 @@ class _Repeats:
             {
                 "source_file": self.col["source_file"].at(rows).strings(),
                 "source_row": _take(self.frame["source_row"], rows),
+                "patient_id": self.patient.at(rows).strings(empty_is_missing=True),
                 "reason": reason,
                 "detail": details,
                 "test": self.test_label.at(rows).strings(),
@@ -2231,6 +2234,7 @@ def _reject(
     verdict: _Verdicts,
     col: dict[str, _Coded],
     test_fields: _Coded,
+    pid: _Coded,
 ) -> pd.DataFrame:
     # a rejected row shows the test as the file wrote it
     test = _test_label(test_fields, stripped=False).at(rows)
@@ -2238,6 +2242,8 @@ def _reject(
         {
             "source_file": col["source_file"].at(rows).strings(),
             "source_row": _take(frame["source_row"], rows),
+            # cleaned as RESULTS' ids are, so a patient's rejected rows match its results
+            "patient_id": pid.at(rows).strings(empty_is_missing=True),
             "reason": verdict.text_of(verdict.reason[rows]),
             "detail": verdict.text_of(verdict.detail[rows]),
             "test": test.strings(),

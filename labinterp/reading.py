@@ -48,7 +48,7 @@ from labinterp.readers import columns as colplan
 from labinterp.readers import duplicates, fhir, formats, medications, sniff, table
 from labinterp.readers.hl7v2 import iter_hl7
 from labinterp.readers.medications import MedicationRecord
-from labinterp.schema import RAW, REJECTED, RESULTS, check, conform, empty
+from labinterp.schema import RAW, REJECTED, RESULTS, STR, check, conform, empty
 from labinterp.test_names import not_read_detail
 
 PathLike = str | os.PathLike[str]
@@ -96,6 +96,40 @@ class ReadResult:
     @property
     def rows_rejected(self) -> int:
         return len(self.rejected)
+
+
+@dataclass(frozen=True)
+class UnusedPatients:
+    """The patients whose every row was rejected: they have no result, so no finding and
+    no handout. `by_reason`: per reason, how many of them have rows rejected for it (a
+    patient with rows of two reasons counts under both)."""
+
+    patients: int
+    by_reason: dict[str, int]
+
+
+def unused_patients(rejected: pa.Table, used_ids: pa.Array | pa.ChunkedArray) -> UnusedPatients:
+    """The patients of the `rejected` rows (REJECTED columns patient_id and reason) who are
+    not among `used_ids`. A damaged id ("1.23457E+11") is left out: it may be several
+    patients whose ids a spreadsheet made one (its rows are counted by reason elsewhere)."""
+    ids = rejected.column("patient_id")
+    reason = rejected.column("reason")
+    wanted = pc.and_(pc.is_valid(ids), pc.not_equal(reason, "damaged_patient_id"))
+    used = pc.unique(used_ids).cast(ids.type)
+    wanted = pc.and_(wanted, pc.invert(pc.is_in(ids, value_set=used)))
+    pairs = (
+        rejected.select(["patient_id", "reason"])
+        .filter(wanted)
+        .group_by(["patient_id", "reason"])
+        .aggregate([])
+    )
+    by_reason = {
+        str(row["values"]): int(row["counts"])
+        for row in pairs.column("reason").value_counts().to_pylist()
+    }
+    return UnusedPatients(
+        len(pc.unique(pairs.column("patient_id"))), dict(sorted(by_reason.items()))
+    )
 
 
 # ---------------------------------------------------------------- public API
@@ -589,6 +623,7 @@ def _split_off(
         {
             "source_file": sub["source_file"].to_numpy(),
             "source_row": sub["source_row"].to_numpy(),
+            "patient_id": sub["patient_id"].to_numpy(),
             "reason": reason,
             "detail": details,
             "test": sub["test_label"].to_numpy(),
@@ -921,10 +956,14 @@ def _from_records(
     plan: str,
 ) -> ReadResult:
     """A message format's RAW rows normalized, with the rows it could not use at all
-    (record number, reason, detail[, {"test", "value_raw", "unit_raw"} of the result, so
-    the user sees which test was dropped]) among the rejected ones."""
+    (record number, reason, detail[, {"patient_id", "test", "value_raw", "unit_raw"} of
+    the result, so the user sees whose test was dropped]) among the rejected ones."""
     options = Options(date_format=date_format, source_format=kind)
     results, rejected, repeated = _normalize(raw, label, options, dedupe)
+
+    def shown(column: str) -> list[Any]:
+        return [entry[3].get(column) if len(entry) > 3 else None for entry in invalid]
+
     bad = conform(
         pd.DataFrame(
             {
@@ -932,14 +971,14 @@ def _from_records(
                 "source_row": [entry[0] for entry in invalid],
                 "reason": [entry[1] for entry in invalid],
                 "detail": [entry[2] for entry in invalid],
-                **{
-                    column: [entry[3].get(column) if len(entry) > 3 else None for entry in invalid]
-                    for column in ("test", "value_raw", "unit_raw")
-                },
+                **{column: shown(column) for column in ("test", "value_raw", "unit_raw")},
             }
         ),
         REJECTED,
     )
+    # cleaned as the normalizer cleans the ids of the used rows, "" (none) as missing
+    ids = patient_id_text(pd.Series(shown("patient_id"), dtype=STR))
+    bad["patient_id"] = ids.mask(ids == "")
     rejected = _append(rejected, bad, repeated)
     report = FileReport(label, kind, plan, "", len(raw) + len(invalid))
     return ReadResult(results, rejected, [report])
@@ -966,6 +1005,8 @@ def _from_table(
     if not_rows:
         bad = raw["source_row"].isin(list(not_rows)).to_numpy()
         lines = raw.loc[bad, "source_row"].to_numpy()
+        # no patient id: a row with fields missing or split has them shifted, and a header
+        # repeat or a footer holds none, so its id cell would name the wrong patient or none
         malformed = conform(
             pd.DataFrame(
                 {

@@ -100,6 +100,9 @@ RESULTS: dict[str, str] = {
 REJECTED: dict[str, str] = {
     "source_file": STR,
     "source_row": "Int64",
+    # the row's patient id as RESULTS writes ids (missing where the row had none); a
+    # damaged id ("1.23457E+11") as printed: what a search of the file finds
+    "patient_id": STR,
     "reason": STR,
     "detail": STR,  # one sentence for a person: what was wrong and how to fix it
     "test": STR,

@@ -61,12 +61,14 @@ def write_export(
 
 
 def handout_context(path: Path, pid: str, lang: str = "en", **kw: Any) -> Any:
-    """The template context of patient `pid`'s handout from the export at `path`."""
+    """The template context of patient `pid`'s handout from the export at `path`, with
+    the patient's rejected rows as render_handout gives them."""
     from labinterp.handout.api import _grader, load_inputs
     from labinterp.handout.context import build_context
 
     res, fnd = load_inputs(path, None)
-    return build_context(res, fnd, pid, lang=lang, grader=_grader(), **kw)
+    rejected = res.attrs["rejected_by_patient"].get(pid, {})
+    return build_context(res, fnd, pid, lang=lang, grader=_grader(), rejected=rejected, **kw)
 
 
 def handout_html(ctx: Any) -> str:

@@ -216,6 +216,34 @@ def test_formula_injection_neutralized(tmp_path: Path) -> None:
     assert pd.api.types.is_float_dtype(patients["magnesium_latest"])
     rejected = pd.read_csv(tmp_path / "out" / "rejected_rows.csv", dtype=str)
     assert all(not str(v).startswith(("=", "+", "@")) for v in rejected.to_numpy().ravel())
+    assert list(rejected["patient_id"]) == ["'" + evil.replace('""', '"')]  # the sodium row
+
+
+def test_rejected_rows_name_their_patients_and_those_left_without_a_result(
+    tmp_path: Path,
+) -> None:
+    body = "patient_id,collected_at,test,result,unit\n"
+    (tmp_path / "a.csv").write_text(
+        body
+        + "P1,2024-03-01 08:30,Magnesium,1.1,mg/dL\n"  # P1: used
+        + "P1,2024-03-01 08:30,Calcium,9.1,mmol/kg\n"  # P1: one row unusable
+        + "P2,2024-03-01 08:30,Magnesium,1.1,mmol/kg\n"  # P2: every row rejected
+        + "P2,2024-03-01 08:30,Sodium,140,mmol/L\n"
+        + "P3,2024-03-01 08:30,Sodium,140,mmol/L\n"  # P3: only a test not read
+        + "1.23457E+11,2024-03-01 08:30,Magnesium,1.1,mg/dL\n"  # damaged: not a patient
+        + ",2024-03-01 08:30,Magnesium,1.1,mg/dL\n"
+    )
+    summary = labinterp.audit(tmp_path / "a.csv", tmp_path / "out")
+    rejected = pd.read_csv(tmp_path / "out" / "rejected_rows.csv", dtype=str)
+    assert list(rejected.columns[:4]) == ["source_file", "source_row", "patient_id", "reason"]
+    assert rejected["patient_id"].fillna("").tolist() == ["P1", "P2", "P2", "P3", "1.23457E+11", ""]
+    assert summary["patients_all_rows_rejected"] == {
+        "patients": 2,
+        "by_reason": {"out_of_scope": 2, "unknown_unit": 1},
+    }
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "<td>P2</td>" in report
+    assert "2 patients of the rejected rows had no row used" in report
 
 
 def test_csv_times_are_iso_seconds() -> None:

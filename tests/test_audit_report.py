@@ -274,10 +274,10 @@ def test_rejected_preview_lists_rows_to_fix_first(tmp_path: Path) -> None:
     assert summary["rows_rejected"] > report.TABLE_MAX
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     preview = html[html.index('<section id="rejected">') :]
-    reasons = re.findall(r'<td class="num">\d+</td><td>([a-z_]+)</td>', preview)
-    assert len(reasons) == report.TABLE_MAX
-    fixable = {"implausible_value", "unknown_unit", "unparseable_value"}
-    assert set(reasons[:3]) == fixable
+    shown = re.findall(r'<td class="num">\d+</td><td>([^<]*)</td><td>([a-z_]+)</td>', preview)
+    assert len(shown) == report.TABLE_MAX
+    fixable = {("P2", "implausible_value"), ("P3", "unknown_unit"), ("P4", "unparseable_value")}
+    assert set(shown[:3]) == fixable  # each with its patient
     assert "first the rows a lab can fix" in preview
 
 

@@ -497,12 +497,17 @@ def test_readability_of_every_variant(offline_textstat) -> None:
 
     r = shared_renderer()
     worst = {"en": 0.0, "es": 100.0}
+    # the first case also has results that could not be read, of every kind the sheet words
+    unread = {reason: 1 for reason in schema.REJECT_REASONS}
     for pid in CASES:
+        rejected = unread if pid == next(iter(CASES)) else None
         for lang in ("en", "es"):
             for large in (False, True):
-                text = prose(
-                    r.html(build_context(RESULTS, FINDINGS, pid, lang=lang, large_print=large))
+                ctx = build_context(
+                    RESULTS, FINDINGS, pid, lang=lang, large_print=large, rejected=rejected
                 )
+                text = prose(r.html(ctx))
+                assert (rejected is not None) == ('class="note unread"' in r.html(ctx))
                 assert len(text) > 500
                 if lang == "en":
                     grade = metrics.flesch_kincaid_grade(text, "en_US")

@@ -265,8 +265,10 @@ def test_a_patient_whose_rows_were_all_rejected_is_told_why(tmp_path, caplog) ->
     with caplog.at_level("WARNING"):
         index = render_batch(path, None, folder, workers=1)
     assert list(index["patient_id"]) == ["OK-1"]
-    assert "2 rows of the files read could not be used" in caplog.text
-    assert "a patient whose every row is among them has no handout" in caplog.text
+    # counted in patients, not rows (REJ-1 has two)
+    assert "1 patient of the files read has no handout" in caplog.text
+    assert "rows with a value implausible for its unit (suspected unit error): 1" in caplog.text
+    assert index.attrs["patients_without_handout"] == 1
     assert "REJ" not in caplog.text and "235" not in caplog.text
 
 

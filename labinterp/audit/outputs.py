@@ -37,12 +37,14 @@ from labinterp.audit.collapse import (
 )
 from labinterp.catalog import UNRECOGNISED_STATUS, USABLE_STATUSES
 from labinterp.output import write_csv
+from labinterp.reading import unused_patients
 from labinterp.resources import data_dir, reference_file
 from labinterp.staging import interrupts_deferred
 
 REJECTED_COLUMNS = (
     "source_file",
     "source_row",
+    "patient_id",
     "reason",
     "detail",
     "test",
@@ -340,6 +342,7 @@ def write_outputs(
         for row in rejected.column("reason").value_counts().to_pylist():
             by_reason[str(row["values"])] = int(row["counts"])
     rows_rejected = int(rejected.num_rows)
+    unused = unused_patients(rejected, patients.column("patient_id"))
     timings = dict(timings)
     timings["write_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
@@ -353,6 +356,12 @@ def write_outputs(
         "rows_rejected_by_reason": dict(sorted(by_reason.items())),
         "rows_balanced": int(ingest.rows_in) == int(stats.rows_used) + rows_rejected,
         "patients": int(stats.patients),
+        # patients of the rejected rows with no row used: no finding could be made for
+        # them (by reason: how many have rows of it; a damaged id is not counted)
+        "patients_all_rows_rejected": {
+            "patients": unused.patients,
+            "by_reason": unused.by_reason,
+        },
         "findings_rows": int(findings.num_rows),
         "episodes": int(stats.findings_rows),
         "counts": _counts(findings),

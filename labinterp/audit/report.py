@@ -530,7 +530,7 @@ def render_report(
         ),
         "rejected": _records(
             _rejected_preview(rejected),
-            ["source_file", "source_row", "reason", "test", "value_raw", "unit_raw"],
+            ["source_file", "source_row", "patient_id", "reason", "test", "value_raw", "unit_raw"],
             TABLE_MAX,
         ),
         **_patient_list(patients),

@@ -10,7 +10,7 @@ import multiprocessing
 import os
 import re
 import shutil
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from functools import cache, lru_cache
@@ -75,13 +75,13 @@ def load_inputs(
     from labinterp.interpret import interpret_results
     from labinterp.reading import ReadResult, read
 
-    rejected: dict[str, int] | None = None  # known only where the rows are read here
+    rejected: pd.DataFrame | None = None  # known only where the rows are read here
     given: Any = results
     if not isinstance(given, (ReadResult, pd.DataFrame)):
         given = read(given, mapping=mapping, date_format=date_format)
         findings = None
     if isinstance(given, ReadResult):
-        rejected = rejected_reasons(given.rejected)
+        rejected = given.rejected
         given = given.results
     if findings is None:
         findings = interpret_results(given, vitamin_d_guideline=vitamin_d_guideline)
@@ -100,11 +100,24 @@ def load_inputs(
         findings = findings.assign(evidence_brief=pd.Series(brief, dtype=object))
     results = schema.conform(given, schema.RESULTS)
     if rejected is not None:
-        # the rows the reader could not use, counted by reason: what a patient without a
-        # handout is told about (rejected rows carry no patient id, so not per patient)
+        # the rows the reader could not use, counted by reason per patient: what a sheet
+        # says of a patient's results it cannot show, and why a patient has no sheet
         results = results.copy(deep=False)
-        results.attrs["rejected_reasons"] = rejected
+        results.attrs["rejected_reasons"] = rejected_reasons(rejected)
+        results.attrs["rejected_by_patient"] = rejected_by_patient(rejected)
     return results, findings
+
+
+def rejected_by_patient(rejected: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Per patient id, how many of its rows were rejected for each reason, most first
+    (rows without an id are in no patient's count)."""
+    named = rejected[rejected["patient_id"].notna().to_numpy()]
+    reasons = named["reason"].astype("string").fillna("unknown")
+    counts = Counter(zip(named["patient_id"].tolist(), reasons.tolist(), strict=True))
+    out: dict[str, dict[str, int]] = {}
+    for (pid, reason), n in sorted(counts.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1])):
+        out.setdefault(str(pid), {})[str(reason)] = n
+    return out
 
 
 # Plain words for the reasons a row is rejected (schema.REJECT_REASONS); any other reason
@@ -169,27 +182,19 @@ def render_handout(
         date_format=date_format,
         vitamin_d_guideline=vitamin_d_guideline,
     )
+    by_patient = res.attrs.get("rejected_by_patient")
+    mine_rejected = None if by_patient is None else by_patient.get(patient_id, {})
     if not (res["patient_id"] == patient_id).any():
-        # Rejected rows carry no patient id, so "no such patient" and "every row of this
-        # patient was rejected" look the same here: the message says both, with the
-        # reasons the files' rows were rejected for, rather than guess one.
-        reasons = res.attrs.get("rejected_reasons") or {}
-        rows = sum(reasons.values())
-        why = (
-            f" The files read had {rows} rejected {'row' if rows == 1 else 'rows'}, by reason:"
-            f" {describe_rejected(reasons)}."
-            if rows
-            else ""
-        )
-        raise LabinterpError(
-            "the files read hold no result of a test labinterp covers (magnesium, calcium, "
-            "potassium, vitamin D, PTH and their context tests) that could be used for the "
-            "requested patient id: the id may be wrong, or every row of this patient was "
-            f"rejected.{why}",
-            fix="see each rejected row and its reason with 'labinterp check FILE', or use --all.",
-        )
+        raise _no_results(patient_id, mine_rejected, res.attrs.get("rejected_reasons") or {})
     ctx = build_context(
-        res, fnd, patient_id, lang=lang, large_print=large_print, paper=paper, grader=_grader()
+        res,
+        fnd,
+        patient_id,
+        lang=lang,
+        large_print=large_print,
+        paper=paper,
+        grader=_grader(),
+        rejected=mine_rejected,
     )
     pdf = shared_renderer().render(_id_checked(ctx, patient_id))
     if output is not None:
@@ -199,6 +204,45 @@ def render_handout(
     if _undrawable(patient_id, rows):
         _warn_undrawable([str(output) if output is not None else "the handout returned"])
     return pdf
+
+
+def _no_results(
+    patient_id: str, mine: dict[str, int] | None, every: dict[str, int]
+) -> LabinterpError:
+    """Why `patient_id` gets no handout: every row of the patient rejected (counted by
+    reason), or no row of that id at all. Counts only: no id, no value."""
+    lead = (
+        "the files read hold no result of a test labinterp covers (magnesium, calcium, "
+        "potassium, vitamin D, PTH and their context tests) that could be used for the "
+        "requested patient id"
+    )
+    fix = (
+        "see each rejected row and its reason with 'labinterp check FILE --rejected', or use --all."
+    )
+    if mine:
+        rows = sum(mine.values())
+        return LabinterpError(
+            f"{lead}: every row of this patient was rejected ({rows} "
+            f"{'row' if rows == 1 else 'rows'}: {describe_rejected(mine)}).",
+            fix=fix,
+        )
+    if mine is not None:  # the rejected rows are known, and none is this patient's
+        return LabinterpError(
+            f"{lead}: no row of the files read has this patient id.",
+            fix="check the id (the ids read are in the patient_id column of 'labinterp check"
+            " FILE --format csv'), or use --all.",
+        )
+    # tables given without their rejected rows: either may be the case
+    rows = sum(every.values())
+    why = (
+        f" The files read had {rows} rejected {'row' if rows == 1 else 'rows'}, by reason:"
+        f" {describe_rejected(every)}."
+        if rows
+        else ""
+    )
+    return LabinterpError(
+        f"{lead}: the id may be wrong, or every row of this patient was rejected.{why}", fix=fix
+    )
 
 
 def _id_checked(ctx: dict[str, Any], patient_id: str) -> dict[str, Any]:
@@ -286,17 +330,25 @@ def _worker_init(
     shared_renderer()
 
 
-# One task: (patient id, target file, that patient's RESULTS rows, its FINDINGS rows).
-Task = tuple[str, str, list[Row], list[Row]]
+# One task: (patient id, target file, that patient's RESULTS rows, its FINDINGS rows, its
+# rejected rows counted by reason, or None when they are not known).
+Task = tuple[str, str, list[Row], list[Row], dict[str, int] | None]
 
 
 def _render_tasks(tasks: Sequence[Task], lang: str, large_print: bool, paper: str) -> int:
     """Build each patient's context here (in the worker) and write its PDF; return the count."""
     grader = _grader()
     renderer = shared_renderer()
-    for pid, target, res_rows, fnd_rows in tasks:
+    for pid, target, res_rows, fnd_rows, rejected in tasks:
         ctx = context_from_rows(
-            res_rows, fnd_rows, pid, lang=lang, large_print=large_print, paper=paper, grader=grader
+            res_rows,
+            fnd_rows,
+            pid,
+            lang=lang,
+            large_print=large_print,
+            paper=paper,
+            grader=grader,
+            rejected=rejected,
         )
         atomic.write_bytes(target, renderer.render(_id_checked(ctx, pid)))
     return len(tasks)
@@ -313,6 +365,7 @@ def iter_contexts(
 ) -> Iterator[dict[str, Any]]:
     grader = _grader()
     res_rows, fnd_rows = rows_by_patient(res), rows_by_patient(fnd)
+    by_patient = res.attrs.get("rejected_by_patient")
     for pid in patient_ids:
         yield context_from_rows(
             res_rows[pid],
@@ -322,6 +375,7 @@ def iter_contexts(
             large_print=large_print,
             paper=paper,
             grader=grader,
+            rejected=None if by_patient is None else by_patient.get(pid, {}),
         )
 
 
@@ -463,9 +517,16 @@ def render_batch(
     index = pd.DataFrame(
         {"file": [names[p] for p in patient_ids], "patient_id": patient_ids}, dtype="string"
     )
+    by_patient = res.attrs.get("rejected_by_patient")
     with _staging_folder(out) as stage:
         tasks: list[Task] = [
-            (pid, str(stage / names[pid]), res_rows[pid], fnd_rows.get(pid, []))
+            (
+                pid,
+                str(stage / names[pid]),
+                res_rows[pid],
+                fnd_rows.get(pid, []),
+                None if by_patient is None else by_patient.get(pid, {}),
+            )
             for pid in patient_ids
         ]
         options = (lang, large_print, paper)
@@ -501,21 +562,12 @@ def render_batch(
         removed = _put_in_place(stage, out, list(index["file"]))
     _warn_undrawable([names[pid] for pid in patient_ids if _undrawable(pid, res_rows[pid])])
     reasons = res.attrs.get("rejected_reasons") or {}
-    if reasons:
-        # a patient whose every row was rejected gets no handout; rejected rows carry no
-        # patient id, so what can be said is how many rows, and why. Rows of other tests
-        # (sodium, glucose) are in most exports: alone, they are said without a warning.
-        rows = sum(reasons.values())
-        level = logging.INFO if set(reasons) == {"out_of_scope"} else logging.WARNING
-        log.log(
-            level,
-            "%d %s of the files read could not be used (%s): a patient whose every row is"
-            " among them has no handout. 'labinterp check FILE' lists each with its reason.",
-            rows,
-            "row" if rows == 1 else "rows",
-            describe_rejected(reasons),
-        )
+    unsheeted, unsheeted_by_reason = _without_handout(by_patient or {}, set(patient_ids))
+    _say_without_handout(unsheeted, unsheeted_by_reason, reasons)
     index.attrs["rejected_reasons"] = reasons
+    # patients of the files read with no handout, and per reason those with rows of it
+    index.attrs["patients_without_handout"] = unsheeted
+    index.attrs["patients_without_handout_by_reason"] = unsheeted_by_reason
     if removed:
         noun = "handout" if removed == 1 else "handouts"
         log.warning(
@@ -525,6 +577,54 @@ def render_batch(
         )
     index.attrs["removed"] = removed
     return index
+
+
+def _without_handout(
+    by_patient: dict[str, dict[str, int]], with_handout: set[str]
+) -> tuple[int, dict[str, int]]:
+    """How many patients of the rejected rows got no handout (none of their rows could be
+    used), and per reason how many of them have rows rejected for it (a patient with rows
+    of two reasons counts under both, most patients first). A damaged id ("1.23457E+11")
+    may be several patients: not counted."""
+    patients = 0
+    by_reason: dict[str, int] = {}
+    for pid, reasons in by_patient.items():
+        if pid in with_handout or "damaged_patient_id" in reasons:
+            continue
+        patients += 1
+        for reason in reasons:
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+    return patients, dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _say_without_handout(patients: int, by_reason: dict[str, int], rows: dict[str, int]) -> None:
+    """Log how many patients got no handout and why, and how many rows reach no patient
+    (no id, or one a spreadsheet damaged): counts only, never an id. Patients with rows of
+    other tests only (sodium, glucose) are in most exports: alone, said without a warning."""
+    if patients:
+        level = logging.INFO if set(by_reason) == {"out_of_scope"} else logging.WARNING
+        log.log(
+            level,
+            "%d %s of the files read %s no handout: none of their rows could be used."
+            " Patients by the reasons of their rows (one counts under each): %s. 'labinterp"
+            " check FILE --rejected' lists each row with its reason.",
+            patients,
+            "patient" if patients == 1 else "patients",
+            "has" if patients == 1 else "have",
+            "; ".join(
+                f"rows {REASON_WORDS.get(r, r.replace('_', ' '))}: {n}"
+                for r, n in by_reason.items()
+            ),
+        )
+    no_id = rows.get("missing_patient_id", 0) + rows.get("damaged_patient_id", 0)
+    if no_id:
+        log.warning(
+            "%d %s of the files read %s no patient id, or one a spreadsheet damaged (such as"
+            " 1.23457E+11): on no handout.",
+            no_id,
+            "row" if no_id == 1 else "rows",
+            "has" if no_id == 1 else "have",
+        )
 
 
 INDEX = "index.csv"

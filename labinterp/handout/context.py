@@ -689,8 +689,10 @@ def build_context(
     paper: str = "A4",
     grader: Grader | None = None,
     today: dt.date | None = None,
+    rejected: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The template context for one patient (plain dicts, lists, str, int, float, bool)."""
+    """The template context for one patient (plain dicts, lists, str, int, float, bool).
+    `rejected`: the patient's rejected rows counted by reason, where they are known."""
     return context_from_rows(
         _records(results[results["patient_id"] == patient_id]),
         _records(findings[findings["patient_id"] == patient_id]),
@@ -700,7 +702,36 @@ def build_context(
         paper=paper,
         grader=grader,
         today=today,
+        rejected=rejected,
     )
+
+
+# Reasons a row is rejected that say nothing about a result of the patient's that could not
+# be read: tests labinterp does not interpret, results the sheet shows in another row (a
+# repeat, a result the lab replaced, a draw's total beside its parts) and rows that reach
+# no patient (without an id, or with an id a spreadsheet damaged).
+_NOT_UNREAD = frozenset(
+    {
+        "out_of_scope",
+        "duplicate",
+        "superseded",
+        "sample_quality_index",
+        "race_adjusted_egfr",
+        "vitamin_d_component",
+        "missing_patient_id",
+        "damaged_patient_id",
+    }
+)
+
+
+def _unread(rejected: dict[str, int] | None) -> dict[str, Any] | None:
+    """How many of the patient's results could not be read, and the reasons (most rows
+    first), for the sheet's line about them; None when there are none (or not known)."""
+    said = {r: n for r, n in (rejected or {}).items() if r not in _NOT_UNREAD and n > 0}
+    if not said:
+        return None
+    reasons = sorted(said, key=lambda r: (-said[r], r))
+    return {"count": sum(said.values()), "reasons": reasons}
 
 
 def rows_by_patient(frame: pd.DataFrame) -> dict[str, list[Row]]:
@@ -788,6 +819,7 @@ def context_from_rows(
     paper: str = "A4",
     grader: Grader | None = None,
     today: dt.date | None = None,
+    rejected: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """`build_context` for one patient's rows already turned into dicts (batch workers)."""
     res, fnd = _as_printed(res, fnd)
@@ -936,6 +968,7 @@ def context_from_rows(
     )
 
     today = today or dt.date.today()
+    unread = _unread(rejected)
     return {
         "lang": lang,
         "large_print": bool(large_print),
@@ -976,6 +1009,9 @@ def context_from_rows(
         # some result is far out of range, now or in the past: no wording that sounds like
         # good news ("this does not mean anything is wrong") anywhere on the sheet
         "far_out": bool(urgent_all or from_findings),
+        # results of this patient's that could not be read (a unit not known, no value):
+        # the sheet says how many and why, and says nothing that sounds like good news
+        "unread": unread,
         "mg_findings": mg_findings,
         "pseudo_hypocalcemia": bool(pseudo),
         "albumin_low": albumin_low,

@@ -723,7 +723,7 @@ def _row(obs: dict[str, Any], local: Index, number: int, found: Referenced) -> d
 
 def fhir_raw(
     doc: Any, source_file: str, other_medicines: list[MedicationRecord] | None = None
-) -> tuple[pd.DataFrame, list[tuple[int, str, str]], int]:
+) -> tuple[pd.DataFrame, list[tuple[Any, ...]], int]:
     """RAW rows for every Observation, plus (record number, reason, detail) for those that
     cannot be read (reason "malformed_row") or hold no result to interpret ("fhir_status"),
     and how many medication records of the file name a medicine the patterns read (they,
@@ -793,7 +793,7 @@ def iter_ndjson_rows(
     batch_rows: int | None = 100_000,
     executor: Executor | None = None,
     other_medicines: list[MedicationRecord] | None = None,
-) -> Iterator[tuple[pd.DataFrame, list[tuple[int, str, str]]]]:
+) -> Iterator[tuple[pd.DataFrame, list[tuple[Any, ...]]]]:
     """`fhir_raw` of NDJSON lines in batches of about `batch_rows` lines (None: one batch),
     with the resources of the file from `ndjson_index`; each Observation is numbered by its
     line. With an `executor` (the audit's worker processes), the Observations are validated
@@ -802,7 +802,7 @@ def iter_ndjson_rows(
     """
     coverage = Coverage([*found.medication_records(), *(other_medicines or [])])
     rows: list[dict[str, Any]] = []
-    invalid: list[tuple[int, str, str]] = []
+    invalid: list[tuple[Any, ...]] = []
     pending: list[Numbered] = []  # read, not yet validated
     checks: deque[tuple[list[Numbered], Future[list[str | None]]]] = deque()
 
@@ -835,7 +835,7 @@ def iter_ndjson_rows(
             for obs, local in _walk(res)[0]:
                 status = _status_problem(obs)
                 if status:
-                    invalid.append((line, "fhir_status", status))
+                    invalid.append(_unused(line, "fhir_status", status, obs, local, found))
                 else:
                     pending.append((line, obs, local))
         if executor is None or len(pending) >= VALIDATE_CHUNK:
@@ -864,17 +864,27 @@ def _rows(
     numbered: list[Numbered],
     found: Referenced,
     source_file: str,
-    invalid: list[tuple[int, str, str]],
-) -> tuple[pd.DataFrame, list[tuple[int, str, str]]]:
+    invalid: list[tuple[Any, ...]],
+) -> tuple[pd.DataFrame, list[tuple[Any, ...]]]:
     """RAW rows of numbered Observations, and the rejected ones added to `invalid`."""
     rows: list[dict[str, Any]] = []
     for number, obs, local in numbered:
         status = _status_problem(obs)
         if status:
-            invalid.append((number, "fhir_status", status))
+            invalid.append(_unused(number, "fhir_status", status, obs, local, found))
         else:
             _add_row(number, obs, local, found, rows, invalid, _validate(obs))
     return raw_from_records(rows, source_file), invalid
+
+
+def _unused(
+    number: int, reason: str, detail: str, obs: dict[str, Any], local: Index, found: Referenced
+) -> tuple[Any, ...]:
+    """An Observation that cannot be used, as `invalid` lists it: (record number, reason,
+    detail, {"patient_id": its subject's id}). The subject is read as for a used one (an
+    invalid resource's subject is still a JSON value), so a patient's rejected rows carry
+    the id its results do."""
+    return (number, reason, detail, {"patient_id": _patient(obs.get("subject"), local, found)[0]})
 
 
 def _add_row(
@@ -883,13 +893,14 @@ def _add_row(
     local: Index,
     found: Referenced,
     rows: list[dict[str, Any]],
-    invalid: list[tuple[int, str, str]],
+    invalid: list[tuple[Any, ...]],
     problem: str | None,
 ) -> None:
     """The Observation's RAW row added to `rows`, or, when validation found a `problem`,
     why it cannot be used to `invalid`. `local`: the resources its "#id" references name."""
     if problem:
-        invalid.append((number, "malformed_row", f"not a valid FHIR Observation: {problem}"))
+        detail = f"not a valid FHIR Observation: {problem}"
+        invalid.append(_unused(number, "malformed_row", detail, obs, local, found))
         return
     row = _row(obs, local, number, found)
     # the reader keeps the latest version of a result the lab replaced (the status is a

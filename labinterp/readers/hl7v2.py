@@ -431,6 +431,7 @@ def iter_hl7(
                     "test": test["test_name"] or test["test_code"] or test["loinc"],
                     "value_raw": _value(seg),
                     "unit_raw": unit_code or unit_text,
+                    "patient_id": ctx.patient.get("patient_id", ""),
                 }
                 invalid.append((number, "hl7_status", _NO_RESULT[status], shown))
                 notes = None
