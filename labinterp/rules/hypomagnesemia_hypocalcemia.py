@@ -144,7 +144,6 @@ def evaluate(ctx: Context) -> pd.DataFrame:
     note = common.choose(
         [
             contaminated,
-            fired & (pth_high == 1.0),
             fired & (basis == "total"),
             fired & (basis == "ionized"),
             fired,  # the basis is "corrected" here
@@ -152,12 +151,16 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         ],
         [
             "Not assessed: this draw looks EDTA-contaminated; recollect.",
-            "Low Mg with low Ca; PTH is raised, so a PTH response is present.",
             "Low Mg with low total Ca; albumin unknown, so true hypocalcemia is not proven.",
             "Low Mg with low Ca (Ca basis: ionized).",
             "Low Mg with low Ca (Ca basis: corrected).",
             "Total Ca is low but corrected/ionized Ca is normal (pseudo-hypocalcemia).",
         ],
+    )
+    # after the Ca basis, which a raised PTH does not make less worth saying (a total Ca
+    # with albumin unknown still proves no true hypocalcemia)
+    note = common.noted(
+        note, fired & (pth_high == 1.0), "PTH is raised, so a PTH response is present."
     )
     # why the tier is "supported" (CLINICAL.md sec. 4), so the clinician need not infer it
     supported_fired = fired & supported
