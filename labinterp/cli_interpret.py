@@ -130,6 +130,9 @@ def compact(findings: pd.DataFrame, utc: bool = False) -> pd.DataFrame:
     seen = out["evidence_at"].fillna(findings["episode_start"])
     out["evidence_at"] = seen.dt.strftime("%Y-%m-%d %H:%M").fillna("")
     out["grade"] = out["grade"].astype("string").fillna("")
+    # a grade from a censored result is a least one ("<0.5 mmol/L" Mg: grade 2 or worse)
+    at_least = findings["caveats"].fillna("").str.split(";").apply(lambda c: "grade_at_least" in c)
+    out.loc[at_least.to_numpy(dtype=bool), "grade"] = "\u2265" + out["grade"]
     # columns nothing in this table fills only widen it on a terminal (machine formats keep them)
     optional = ("tier", "grade", "missing_inputs", "suppressed_by", "caveats")
     out = out.drop(columns=[c for c in optional if not (out[c].fillna("") != "").any()])

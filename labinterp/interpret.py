@@ -429,9 +429,15 @@ def _obs_pieces(
     rng_s, rng_i, known_range = _range_pieces(enc["range_low_reported"], enc["range_high_reported"])
     unit_rep_s, unit_rep_i = _encoded(enc["unit_reported"], _plain)
     grade, grade_term = _obs_grades(ctx, ids, enc)
-    # "; CTCAE grade N)" closes the text of a graded result (grade 1-4), ")" any other
+    # "; CTCAE grade N)" closes the text of a graded result (grade 1-4), ")" any other; a
+    # censored result below grade 4 reads "grade >=N" (see _grade_at_least)
     grade_i = np.where(grade >= 1, np.nan_to_num(grade), 0).astype("int64")
-    grade_s = pa.array([")"] + [f"; CTCAE grade {g})" for g in range(1, 5)])
+    grade_i = np.where(_grade_at_least(grade, ctx.comparator()[ids]), grade_i + 4, grade_i)
+    grade_s = pa.array(
+        [")"]
+        + [f"; CTCAE grade {g})" for g in range(1, 5)]
+        + [f"; CTCAE grade \u2265{g})" for g in range(1, 5)]
+    )
     # one piece per distinct text (the same result of the same test reads the same)
     text = _fused(
         [
@@ -490,6 +496,15 @@ def _obs_pieces(
         "source_row": pc.cast(num["source_row"], pa.int64()),
     }
     return text_p, record, origin_np
+
+
+def _grade_at_least(grade: np.ndarray, comparator: np.ndarray) -> np.ndarray:
+    """Whether each grade is a least one: that of a censored result ("<0.5 mmol/L" Mg is
+    grade 2 or worse) below grade 4. A censored value's grade is the least of those the
+    values it allows have, the others more severe (labinterp.grading), and only grade 4
+    leaves none more severe."""
+    censored = np.isin(comparator, (*episodes.CENSOR_BELOW, *episodes.CENSOR_ABOVE))
+    return censored & (grade >= 1) & (grade < 4)
 
 
 def _obs_grades(
@@ -672,20 +687,23 @@ def _with_evidence_caveats(caveats: Any, ids: np.ndarray, obs: pd.DataFrame) -> 
     """`caveats` with "conflicting_results" added where the evidence (obs `ids`, rows x
     roles, -1 for none) holds a result contradicted by another at the same time, and
     "preliminary_result" where it holds one the lab has not made final."""
-    text = None
     for column, caveat in _EVIDENCE_CAVEATS:
         if column not in obs.columns:  # a flag no observation has (see episodes.build)
             continue
         flagged = obs[column].to_numpy(dtype=bool)
         if not flagged.any():  # nearly always: no gather over every finding's evidence
             continue
-        cited = np.append(flagged, False)[ids].any(axis=1)
-        if not cited.any():
-            continue
-        text = pa.array(caveats, type=pa.string()) if text is None else text
-        added = pc.if_else(pc.equal(text, ""), caveat, _join(text, ";" + caveat))
-        text = pc.if_else(pa.array(cited), added, text)
-    return caveats if text is None else _as_str(text)
+        caveats = _with_caveat(caveats, np.append(flagged, False)[ids].any(axis=1), caveat)
+    return caveats
+
+
+def _with_caveat(caveats: Any, where: np.ndarray, caveat: str) -> Any:
+    """`caveats` (";"-joined text per row) with `caveat` added on the rows `where`."""
+    if not where.any():
+        return caveats
+    text = pa.array(caveats, type=pa.string())
+    added = pc.if_else(pc.equal(text, ""), caveat, _join(text, ";" + caveat))
+    return _as_str(pc.if_else(pa.array(where), added, text))
 
 
 def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_records: bool) -> pd.DataFrame:
@@ -745,6 +763,7 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_records: bool) -> pd.
     origins = flags(*[(name, sets & (1 << i) != 0) for i, name in enumerate(ORIGINS)])[seen]
 
     grade = np.full(n, np.nan)
+    grade_at_least = np.zeros(n, dtype=bool)
     if "grade_obs" in f.columns:
         gobs = f["grade_obs"].fillna(-1).to_numpy(dtype="int64")
         term_codes, term_names = f["grade_term"].fillna("").factorize()
@@ -760,6 +779,7 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_records: bool) -> pd.
                 o["range_high_reported"].to_numpy(dtype="float64", na_value=np.nan),
                 o["comparator"].to_numpy(),
             )
+            grade_at_least[sel] = _grade_at_least(grade[sel], ctx.comparator()[gobs[sel]])
 
     out = pd.DataFrame(
         {
@@ -777,7 +797,12 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_records: bool) -> pd.
             "range_origin": origins,
             "missing_inputs": _text(f["missing_inputs"].fillna("")),
             "suppressed_by": _text(f["suppressed_by"].fillna("")),
-            "caveats": _with_evidence_caveats(_text(f["caveats"].fillna("")), ids, obs),
+            # a finding graded on a censored result has a least grade: the caveat says so
+            "caveats": _with_caveat(
+                _with_evidence_caveats(_text(f["caveats"].fillna("")), ids, obs),
+                grade_at_least,
+                "grade_at_least",
+            ),
             "note": _text(f["note"].fillna("")),
             "citations": _as_str(_RULE_TEXT["citations"].take(rule)),
         }

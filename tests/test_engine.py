@@ -612,3 +612,39 @@ def test_every_citation_key_is_listed_with_its_reference() -> None:
         if path.is_file() and path.name != "sources.csv":
             used |= set(re.findall(r"\bS\d+\b", path.read_text(encoding="utf-8")))
     assert used - set(listed) == set()
+
+
+def test_a_grade_from_a_censored_result_reads_as_a_least_one(tmp_path: Path) -> None:
+    """ "<0.5 mmol/L" Mg is grade 2 or worse: the evidence says "grade >=2", the finding
+    graded on it carries grade_at_least and the terminal table shows ">=2"; an exact
+    value, or a finding graded on another result, does not."""
+    from labinterp.cli_interpret import compact
+
+    path = tmp_path / "lab.csv"
+    rows = "".join(
+        f"{pid},2024-01-01 08:00,Magnesium,{mg},mmol/L,0.70-1.00\n"
+        f"{pid},2024-01-01 08:00,Calcium ionized,1.00,mmol/L,1.15-1.32\n"
+        f"{pid},2024-01-01 08:00,Potassium,3.1,mmol/L,3.5-5.1\n"
+        for pid, mg in (("P1", "<0.5"), ("P2", "0.45"))
+    )
+    path.write_text("patient_id,collected_at,test,result,unit,reference_range\n" + rows)
+    found = interpret(path)
+    fired = found[found["status"] == "fired"]
+    p1_ca, p2_ca = (
+        fired[
+            (fired["patient_id"] == p) & (fired["rule_id"] == "hypomagnesemia_hypocalcemia")
+        ].iloc[0]
+        for p in ("P1", "P2")
+    )
+    assert "Magnesium <0.5 mmol/L" in p1_ca["evidence"]
+    assert "CTCAE grade \u22652)" in p1_ca["evidence"]
+    assert (p1_ca["grade"], p1_ca["caveats"].split(";")) == (2, ["grade_at_least"])
+    assert "CTCAE grade 2)" in p2_ca["evidence"] and "\u2265" not in p2_ca["evidence"]
+    assert p2_ca["grade"] == 2 and "grade_at_least" not in p2_ca["caveats"]
+    # the Mg/K finding is graded on the K (3.1 mmol/L: grade 2, exact)
+    p1_k = fired[(fired["patient_id"] == "P1") & (fired["rule_id"] == "hypomagnesemia_hypokalemia")]
+    assert "grade_at_least" not in p1_k["caveats"].iloc[0]
+    shown = compact(fired).set_index(["patient_id", "rule_id"])["grade"]
+    assert shown[("P1", "hypomagnesemia_hypocalcemia")] == "\u22652"
+    assert shown[("P2", "hypomagnesemia_hypocalcemia")] == "2"
+    assert shown[("P1", "hypomagnesemia_hypokalemia")] == "2"
