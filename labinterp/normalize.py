@@ -2932,6 +2932,33 @@ def _quality(
     return _joint(*(p.at(rows) for p in parts), range_note).map(joined)
 
 
+def bundled_ranges(
+    analyte: str, factor: np.ndarray, sex: np.ndarray, age: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The bundled range of `analyte` for values with no range of their own (a value the
+    engine derives), as `_ranges` gives one to a row without a printed range: by sex
+    ("female", "male", "" unknown) and age in years (NaN unknown), in the unit whose factor
+    to the canonical one is `factor` where the source prints the range in it. Returns the
+    four limit columns of RESULTS and each value's range origin ("bundled" or "unknown")."""
+    n = len(factor)
+    limits, origin, _ = _ranges(
+        np.full(n, np.nan),
+        np.full(n, np.nan),
+        np.full(n, np.nan),
+        np.full(n, np.nan),
+        np.asarray(factor, dtype=float),
+        _Coded(np.zeros(n, dtype=np.int64), [analyte]),
+        _Coded(*_codes_of(np.asarray(sex, dtype=object))),
+        np.asarray(age, dtype=float),
+    )
+    return limits, np.array(origin.values, dtype=object)[origin.codes]
+
+
+def _codes_of(texts: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    codes, uniques = pd.factorize(texts)
+    return codes.astype(np.int64), list(uniques)
+
+
 def _ranges(
     low_rep: np.ndarray,
     high_rep: np.ndarray,
