@@ -12,8 +12,9 @@
   Text results have no value and never get a state. An unknown range gives an unknown
   state, never "normal".
 * Derived values: albumin-corrected calcium (S18) from a total Ca and the nearest albumin
-  within the electrolyte window, appended as extra observations with `derived` set; CKD
-  stage from eGFR (S28).
+  within the electrolyte window, and total 25-OH vitamin D from the D2 and D3 of a draw
+  printed without a total (reference_ranges/vitamin_d_components.toml), appended as extra
+  observations with `derived` set; CKD stage from eGFR (S28).
 
 Pairing (`nearest`) finds, for each anchor time, the nearest numeric observation of one
 analyte within a window (same draw first, since its distance is zero).
@@ -39,6 +40,10 @@ from labinterp.readers.duplicates import same_number
 SENTINEL = pd.Timestamp("1700-01-01")
 
 CORRECTED_CALCIUM = "calcium_corrected"
+VITAMIN_D = "vitamin_d_25oh"
+VITAMIN_D2, VITAMIN_D3 = "vitamin_d2_25oh", "vitamin_d3_25oh"
+# The evidence label of a total 25-OH vitamin D summed here, as "corrected Ca (derived)".
+SUMMED_VITAMIN_D_LABEL = "25-OH vitamin D, D2 + D3 (derived)"
 # The units of the conventional form of the calcium correction (CLINICAL.md sec. 3):
 # Ca in mg/dL + coefficient x (reference - albumin in g/dL).
 CONVENTIONAL_CALCIUM_UNIT = "mg/dL"
@@ -82,6 +87,9 @@ INPUT_COLUMNS = tuple(
             "range_low_reported",
             "range_high_reported",
             "source_row",
+            # the bundled range of a derived 25-OH vitamin D is chosen by them
+            "sex",
+            "age_years",
             *TEXT_FIELDS,
         )
     )
@@ -328,9 +336,10 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     # (an absent one simply has no rows).
     codes, uniques = pd.factorize(df["analyte"], sort=True)
     seen = np.asarray(uniques, dtype=object)
-    names = np.unique(np.append(seen, ["albumin", "calcium", CORRECTED_CALCIUM]))
+    built = ("albumin", "calcium", CORRECTED_CALCIUM, VITAMIN_D, VITAMIN_D2, VITAMIN_D3)
+    names = np.unique(np.append(seen, built))
     analyte = np.append(np.searchsorted(names, seen), -1)[codes]  # missing stays -1
-    code = {a: int(np.searchsorted(names, a)) for a in ("calcium", "albumin", CORRECTED_CALCIUM)}
+    code = {a: int(np.searchsorted(names, a)) for a in built}
     comparator = df["comparator"].fillna("").astype(str).to_numpy()
     value = _floats(df["value"])
     lo = _floats(df["range_low"])
@@ -363,14 +372,31 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
     corr_comp = _corrected_comparator(comparator[ca_rows], comparator[alb_rows])
     if len(ca_rows):
         _append_derived_text(text, ca_rows, corr_reported, corr_comp, conventional)
+    # Total 25-OH vitamin D of a draw printed as D2 and D3 without a total (the reader
+    # keeps such pairs only): a derived copy of the D3 row
+    d2_rows, d3_rows = _same_draw_pairs(
+        key, has_value & (analyte == code[VITAMIN_D2]), has_value & (analyte == code[VITAMIN_D3])
+    )
+    vd = _summed_vitamin_d(df, value, reported, comparator, text, d2_rows, d3_rows)
+    if len(d3_rows):
+        vd.choose_bounds(vitamin_d_guideline)
+        vd.append_text(text, d3_rows)
+    n_ca, n_vd = len(ca_rows), len(d3_rows)
+
+    def derived_of(ca_values: np.ndarray, vd_values: np.ndarray) -> np.ndarray:
+        """One value per derived row: the corrected Ca rows', then the vitamin D rows'."""
+        return np.concatenate([np.asarray(ca_values), np.asarray(vd_values)])
 
     # The order of sort_values(["pat", "t", "analyte", "source_row"], kind="stable") over
     # the results rows followed by the derived rows, found on integer keys; then every
     # column is gathered once in that order. `order` is also the observation's row in
     # `text` (results rows, then derived row k at n + k).
-    copied = np.concatenate([np.arange(n), ca_rows])  # the results row each row copies
+    copied = np.concatenate([np.arange(n), ca_rows, d3_rows])  # the results row each copies
     row_number = df["source_row"].to_numpy(dtype="float64", na_value=np.inf)[copied]  # missing last
-    rank = np.append(analyte, np.full(len(ca_rows), code[CORRECTED_CALCIUM]))
+    derived_analyte = derived_of(
+        np.full(n_ca, code[CORRECTED_CALCIUM]), np.full(n_vd, code[VITAMIN_D])
+    )
+    rank = np.append(analyte, derived_analyte)
     if len(key) == 0 or int(key.max()) < 2**62 // (len(names) + 1):
         # (pat, t, analyte) in one int64 when it fits: one sort pass fewer
         order = np.lexsort((row_number, key[copied] * (len(names) + 1) + (rank + 1)))
@@ -404,7 +430,8 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
         lambda s: s.str.contains("CONTAMINAT", case=False),
     )
     preliminary = _preliminary(df["result_status"])
-    analyte_obs = column(analyte, np.full(len(ca_rows), code[CORRECTED_CALCIUM]))
+    analyte_obs = column(analyte, derived_analyte)
+    none = np.zeros(n_ca + n_vd, dtype=bool)  # a flag no derived row carries
     classes = _comparator_classes(comparator)  # for both low and high
     obs = pd.DataFrame(
         {
@@ -418,29 +445,44 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
             "has_value": column(has_value),
             "has_text": column(has_text),
             "low": column(
-                tri_below(value, comparator, lo, classes), tri_below(corr, corr_comp, lo[ca_rows])
+                tri_below(value, comparator, lo, classes),
+                derived_of(
+                    tri_below(corr, corr_comp, lo[ca_rows]),
+                    tri_below(vd.value, vd.comparator, vd.range_low),
+                ),
             ),
             "high": column(
-                tri_above(value, comparator, hi, classes), tri_above(corr, corr_comp, hi[ca_rows])
+                tri_above(value, comparator, hi, classes),
+                derived_of(
+                    tri_above(corr, corr_comp, hi[ca_rows]),
+                    tri_above(vd.value, vd.comparator, vd.range_high),
+                ),
             ),
-            "hemolyzed": column(hemolyzed, np.zeros(len(ca_rows), bool)),
+            "hemolyzed": column(hemolyzed, none),
             "contam_comment": column(contam_comment | contam_text),
             "derived": derived,
             "contaminated": False,
             # derived Ca: the obs ids of the total Ca and the albumin it was worked out from
-            "calcium_obs": column(np.full(n, -1), obs_id[ca_rows]),
-            "albumin_obs": column(np.full(n, -1), obs_id[alb_rows]),
-            "comparator": pd.Series(column(comparator.astype(object)), dtype=object),
-            "value_reported": column(reported, corr_reported),
-            "value": column(value, corr),
-            "range_low": column(lo),
-            "range_high": column(hi),
+            "calcium_obs": column(np.full(n, -1), derived_of(obs_id[ca_rows], np.full(n_vd, -1))),
+            "albumin_obs": column(np.full(n, -1), derived_of(obs_id[alb_rows], np.full(n_vd, -1))),
+            "comparator": pd.Series(
+                column(comparator.astype(object), derived_of(comparator[ca_rows], vd.comparator)),
+                dtype=object,
+            ),
+            "value_reported": column(reported, derived_of(corr_reported, vd.reported)),
+            "value": column(value, derived_of(corr, vd.value)),
+            # derived Ca: its Ca's range; derived vitamin D: the bundled total's (a range
+            # printed for a component is not the total's)
+            "range_low": column(lo, derived_of(lo[ca_rows], vd.range_low)),
+            "range_high": column(hi, derived_of(hi[ca_rows], vd.range_high)),
             # derived Ca is reported in the unit it was worked out in (see _corrected_calcium)
             "range_low_reported": column(
-                lo_rep, np.where(conventional, lo_rep[ca_rows], lo[ca_rows])
+                lo_rep,
+                derived_of(np.where(conventional, lo_rep[ca_rows], lo[ca_rows]), vd.range_low_rep),
             ),
             "range_high_reported": column(
-                hi_rep, np.where(conventional, hi_rep[ca_rows], hi[ca_rows])
+                hi_rep,
+                derived_of(np.where(conventional, hi_rep[ca_rows], hi[ca_rows]), vd.range_high_rep),
             ),
             "source_row": df["source_row"].array.take(row),
             "obs_id": np.arange(len(order)),
@@ -454,8 +496,21 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
         pat, tt, analyte_obs, obs["value"].to_numpy(), obs["dated"].to_numpy()
     )
     if preliminary.any():  # most exports mark nothing preliminary: no column to carry
-        # a derived Ca is as preliminary as the Ca or albumin it was worked out from
-        obs["preliminary"] = column(preliminary, preliminary[ca_rows] | preliminary[alb_rows])
+        # a derived value is as preliminary as the results it was worked out from
+        obs["preliminary"] = column(
+            preliminary,
+            derived_of(
+                preliminary[ca_rows] | preliminary[alb_rows],
+                preliminary[d2_rows] | preliminary[d3_rows],
+            ),
+        )
+    if n_vd:  # a summed vitamin D: the obs ids of the D2 and D3 it was summed from
+        obs["vitamin_d2_obs"] = column(
+            np.full(n, -1), derived_of(np.full(n_ca, -1), obs_id[d2_rows])
+        )
+        obs["vitamin_d3_obs"] = column(
+            np.full(n, -1), derived_of(np.full(n_ca, -1), obs_id[d3_rows])
+        )
     # rows whose medication column names vitamin D, or a medicine that lowers Mg
     # (catalog.names_medicine): only exports with a medication column can say so
     for name, flagged in (
@@ -463,10 +518,10 @@ def build(results: pd.DataFrame, *, vitamin_d_guideline: str = "iom2011") -> Con
         ("mg_lowering_medication", mg_lowering),
     ):
         if flagged.any():
-            obs[name] = column(flagged, np.zeros(len(ca_rows), dtype=bool))
+            obs[name] = column(flagged, none)
     if mg_lowering.any():  # which medicines, for the finding's note
         medicines = df["mg_lowering_medicines"].fillna("").to_numpy(dtype=object)
-        obs["mg_lowering_medicines"] = column(medicines, np.full(len(ca_rows), "", dtype=object))
+        obs["mg_lowering_medicines"] = column(medicines, np.full(n_ca + n_vd, "", dtype=object))
     new_draw = np.ones(len(obs), dtype=bool)
     new_episode = np.ones(len(obs), dtype=bool)
     if len(obs):
@@ -700,6 +755,172 @@ def _append_derived_text(
     )
     for name in TEXT_FIELDS:
         text[name] = pa.chunked_array([*text[name].chunks, derived[name]], type=pa.string())
+
+
+def _same_draw_pairs(
+    key: np.ndarray, is_a: np.ndarray, is_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of `is_b` with a row of `is_a` in the same draw (same patient and time:
+    equal `key`, see `_pair_keys`), and that row (the first of the draw's, in row order)."""
+    a, b = np.flatnonzero(is_a), np.flatnonzero(is_b)
+    if len(a) == 0 or len(b) == 0:
+        return a[:0], b[:0]
+    a = a[np.argsort(key[a], kind="stable")]
+    pos = np.minimum(np.searchsorted(key[a], key[b]), len(a) - 1)
+    ok = key[a[pos]] == key[b]
+    return a[pos[ok]], b[ok]
+
+
+@dataclass
+class _SummedVitaminD:
+    """Total 25-OH vitamin D of each (D2, D3) pair of a draw: D2 + D3, each already in
+    nmol/L by its own factor (CLINICAL.md sec. 1), and as reported: the sum of the printed
+    numbers where both share a unit (what a lab prints as the total), else nmol/L.
+
+    A censored component bounds the total from one side only: "<4" D2 lies between 0 and
+    4, so D2 "<4" with D3 20 ng/mL is at least 20 and below 24 (`lower`, `upper`). One
+    comparator holds one bound: `choose_bounds` keeps the one that settles the total
+    against the vitamin D sufficiency cut-off, the only question the rules ask of it."""
+
+    value: np.ndarray  # canonical, the bound kept where censored
+    reported: np.ndarray
+    comparator: np.ndarray  # "", or a bound: "<", "<=", ">", ">="
+    lower: tuple[np.ndarray, np.ndarray]  # (canonical, reported): sure lower bound
+    upper: tuple[np.ndarray, np.ndarray]  # NaN where a component is only bounded below
+    lower_comparator: np.ndarray
+    upper_comparator: np.ndarray
+    only_below: np.ndarray  # censored, and every censored component bounded from above
+    unit_reported: np.ndarray
+    range_low: np.ndarray
+    range_high: np.ndarray
+    range_low_rep: np.ndarray
+    range_high_rep: np.ndarray
+    range_origin: np.ndarray
+
+    def choose_bounds(self, guideline: str) -> None:
+        """Where only an upper bound ("<") makes the total censored: keep the lower bound
+        when it, and not the upper, settles the total at or above the cut-off of
+        `guideline` (D2 "<4" with D3 25 ng/mL is ">=25", sufficient at 20 ng/mL; "<29"
+        would leave it open); else the upper one (D3 12: "<16", surely low). A total that
+        straddles the cut-off stays open either way. Compared as parameters.as_compared
+        says (a lower bound of D3 alone in ng/mL is compared in ng/mL)."""
+        from labinterp.rules.vitamin_d_resistance import cutoff_parameter  # rules import us
+
+        key = cutoff_parameter(guideline)
+        values, limits = as_compared(key, *self.upper)
+        surely_low = tri_below(values, self.upper_comparator, limits) == 1.0
+        values, limits = as_compared(key, *self.lower)
+        surely_not = tri_below(values, self.lower_comparator, limits) == 0.0
+        use_lower = self.only_below & ~surely_low & surely_not
+        self.value = np.where(use_lower, self.lower[0], self.value)
+        self.reported = np.where(use_lower, self.lower[1], self.reported)
+        self.comparator = np.where(use_lower, self.lower_comparator, self.comparator)
+
+    def append_text(self, text: dict[str, pa.ChunkedArray], d3_rows: np.ndarray) -> None:
+        """Add the text fields of the summed rows to `text` as one more chunk: the D3
+        row's file and canonical unit, with their own label, printed value (a kept bound
+        after its comparator, as in ">=20"), reported unit and range origin."""
+        rows = pa.array(d3_rows)
+        chunk = {c: pc.take(text[c], rows).combine_chunks() for c in ("unit", "source_file")}
+        chunk["test_label"] = pa.repeat(pa.scalar(SUMMED_VITAMIN_D_LABEL, pa.string()), len(rows))
+        chunk["text_result"] = pa.nulls(len(rows), pa.string())
+        # printed to 2 decimals at most (the components' own precision, summed), once per
+        # distinct value
+        distinct, index = np.unique(np.round(self.reported, 2), return_inverse=True)
+        printed = np.char.mod("%g", distinct)
+        chunk["value_raw"] = pa.array(
+            np.char.add(self.comparator.astype(str), printed[index.reshape(-1)]), pa.string()
+        )
+        chunk["unit_reported"] = pa.array(self.unit_reported.astype(str), pa.string())
+        chunk["range_origin"] = pa.array(self.range_origin.astype(str), pa.string())
+        for name in TEXT_FIELDS:
+            text[name] = pa.chunked_array([*text[name].chunks, chunk[name]], type=pa.string())
+
+
+def _summed_vitamin_d(
+    df: pd.DataFrame,
+    value: np.ndarray,
+    reported: np.ndarray,
+    comparator: np.ndarray,
+    text: dict[str, pa.ChunkedArray],
+    d2: np.ndarray,
+    d3: np.ndarray,
+) -> _SummedVitaminD:
+    """The total 25-OH vitamin D of each pair of rows (`d2`, `d3`), with the bundled range
+    of the total (a component's printed range is not the total's): see _SummedVitaminD."""
+    from labinterp.catalog import analytes
+    from labinterp.normalize import bundled_ranges  # the reader's choice of a bundled range
+
+    canonical_unit = analytes()[VITAMIN_D].canonical_unit
+    unit = {
+        name: np.asarray(pc.take(text["unit_reported"], pa.array(rows)).to_pylist(), dtype=object)
+        for name, rows in (("d2", d2), ("d3", d3))
+    }
+    same = (unit["d2"] == unit["d3"]) & (unit["d3"] != None)  # noqa: E711 (elementwise)
+    factors = {u: _total_factor(u) for u in set(unit["d3"][same])}
+    factor = np.array(
+        [factors.get(u, np.nan) if s else 1.0 for u, s in zip(unit["d3"], same, strict=True)]
+    )
+    same &= ~np.isnan(factor)  # a unit the total cannot be printed in: nmol/L
+    factor = np.where(same, factor, 1.0)
+    parts = []
+    for rows in (d2, d3):
+        c = comparator[rows]
+        canon = value[rows]
+        parts.append((canon, np.where(same, reported[rows], canon), c))
+    (v2, r2, c2), (v3, r3, c3) = parts
+    below = np.isin(c2, CENSOR_BELOW), np.isin(c3, CENSOR_BELOW)
+    above = np.isin(c2, CENSOR_ABOVE) | np.isin(c3, CENSOR_ABOVE)
+
+    # a component printed "<x" lies between 0 and x: it adds 0 to the sure lower bound
+    def sure_lower(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.round(np.where(below[0], 0.0, a) + np.where(below[1], 0.0, b), 6)
+
+    def sure_upper(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.where(above, np.nan, np.round(a + b, 6))
+
+    lower = (sure_lower(v2, v3), sure_lower(r2, r3))
+    upper = (sure_upper(v2, v3), sure_upper(r2, r3))
+    lower_cmp = np.where((c2 == ">") | (c3 == ">"), ">", ">=")
+    upper_cmp = np.where((c2 == "<") | (c3 == "<"), "<", "<=")
+    censored = below[0] | below[1] | above
+    # exact: the sum; bounded below by a ">" component: that bound; else the upper bound
+    # until choose_bounds
+    comp = np.where(above, lower_cmp, np.where(censored, upper_cmp, "")).astype(object)
+    val = np.where(above, lower[0], upper[0])
+    rep = np.where(above, lower[1], upper[1])
+    sex = df["sex"].fillna("").to_numpy(dtype=object)[d3] if "sex" in df else np.full(len(d3), "")
+    age = (
+        df["age_years"].to_numpy(dtype="float64", na_value=np.nan)[d3]
+        if "age_years" in df
+        else np.full(len(d3), np.nan)
+    )
+    limits, origin = bundled_ranges(VITAMIN_D, factor, sex, age)
+    return _SummedVitaminD(
+        value=val,
+        reported=rep,
+        comparator=comp,
+        lower=lower,
+        upper=upper,
+        lower_comparator=lower_cmp.astype(object),
+        upper_comparator=upper_cmp.astype(object),
+        only_below=censored & ~above,
+        unit_reported=np.where(same, unit["d3"], canonical_unit),
+        range_low=limits["range_low"],
+        range_high=limits["range_high"],
+        range_low_rep=limits["range_low_reported"],
+        range_high_rep=limits["range_high_reported"],
+        range_origin=origin,
+    )
+
+
+def _total_factor(unit: str) -> float:
+    """The factor of a total 25-OH vitamin D printed in `unit` to nmol/L (the D3 one, as
+    the catalog reads a total), NaN when the total cannot be printed in it."""
+    try:
+        return units.factor(VITAMIN_D, unit)
+    except ValueError:
+        return np.nan
 
 
 def _ns(t: object) -> np.ndarray:

@@ -41,12 +41,22 @@ ROLE_ORDER = tuple(
         "potassium_last",
         "pth",
         "vitamin_d_first",
+        "vitamin_d_first_d2",
+        "vitamin_d_first_d3",
         "vitamin_d",
+        "vitamin_d_d2",
+        "vitamin_d_d3",
         "crp",
         "phosphate",
         "egfr",
         "alp",
     )
+)
+# Roles cited to show what a derived value was worked out from, whose own ranges the rule
+# did not use: they add no range origin to the finding (a D2 printed without a range
+# leaves the total's bundled range the one used).
+_SUMMAND_ROLES = frozenset(
+    "ev_" + r for r in ("vitamin_d_first_d2", "vitamin_d_first_d3", "vitamin_d_d2", "vitamin_d_d3")
 )
 # Per rule, in registry order (findings of a patient are listed in this order): the text
 # columns every finding of the rule shares.
@@ -757,6 +767,8 @@ def _assemble(ctx: episodes.Context, f: pd.DataFrame, with_records: bool) -> pd.
     seen = np.zeros(n, dtype="int64")
     origin_or_none = np.append(origin_u, -1)  # position -1 (no evidence) picks the -1
     for j in range(len(roles)):
+        if roles[j] in _SUMMAND_ROLES:
+            continue
         code = origin_or_none[p[:, j]]
         seen |= np.where(code >= 0, 1 << np.maximum(code, 0), 0)
     sets = np.arange(1 << len(ORIGINS))

@@ -630,7 +630,8 @@ def _analyte_of(hint: object, loinc: object, code: object, name: object, tests: 
     h, lc, cd, nm = _text(hint), _text(loinc), _text(code), _text(name)
     race, without_race = egfr_race_form(lc, nm)  # "eGFR Non-Afr. American" -> "eGFR"
     if h:
-        return (h, "", _per_body_surface(h, lc, cd, nm), "", "", race if h == "egfr" else "")
+        form = race if h == "egfr" else _COMPONENT_FORM.get(h, "")
+        return (h, "", _per_body_surface(h, lc, cd, nm), "", "", form)
     for label in (nm, cd, lc):
         if label and label in tests:
             mapped = tests[label]
@@ -648,7 +649,7 @@ def _analyte_of(hint: object, loinc: object, code: object, name: object, tests: 
     lc, cd, nm = _plain_text(lc), _plain_text(cd), _plain_text(nm)
     component = vitamin_d_component(lc, cd, nm)  # "25-OH Vitamin D3": see _vitamin_d_parts
     if component:
-        return ("vitamin_d_25oh", "", False, "", unit_in_test_name(nm), component)
+        return (COMPONENT_ANALYTE[component], "", False, "", unit_in_test_name(nm), component)
     found = None
     if race:  # its name read without the race words must be eGFR's
         found = analyte_for(lc or None, cd or None, _plain_text(without_race) or None)
@@ -734,29 +735,60 @@ def _race_adjusted_egfr(
     return adjusted & paired, adjusted & ~paired
 
 
+# The catalog analyte of each 25-OH vitamin D component (reference_ranges/analytes.csv):
+# each converts ng/mL to nmol/L by its own factor (CLINICAL.md sec. 1, D2 x 2.423).
+COMPONENT_ANALYTE = {"vitamin_d2": "vitamin_d2_25oh", "vitamin_d3": "vitamin_d3_25oh"}
+_COMPONENT_FORM = {a: form for form, a in COMPONENT_ANALYTE.items()}
+
+
 def _vitamin_d_parts(
     analyte: _Coded,
     form: _Coded,
     kept: np.ndarray,
+    numeric: np.ndarray,
     pid: _Coded,
     when: np.ndarray,
     specimen: pd.Series,
-) -> list[tuple[np.ndarray, str]]:
-    """The 25-OH vitamin D component rows not read, each set with why: the components of a
-    draw that has its total (same patient, and the same collection time or specimen id),
-    D2 and D3 of a draw without one, and a D2 alone. A D3 alone is the patient's vitamin D
-    (CLINICAL.md sec. 1 lists its codes); every other vitamin D row read is a total."""
+) -> tuple[list[tuple[np.ndarray, str]], np.ndarray]:
+    """(the 25-OH vitamin D component rows not read, each set with why; the D3 rows read
+    as the patient's vitamin D) by draw: same patient, and the same collection time or
+    specimen id (reference_ranges/vitamin_d_components.toml).
+
+    Not read: the components of a draw that has its total; a D2 without a D3; D2 and D3
+    of a draw where one of its component rows has no number to add (a text result, or a
+    row already rejected for its own reason). Kept as they are: the D2 and D3 of a draw
+    without a total whose component rows all have a number; the engine sums them
+    (episodes). A D3 without a D2 is the patient's vitamin D (CLINICAL.md sec. 1)."""
     forms = np.array(form.values, dtype=object)[form.codes]
-    d2, d3 = kept & (forms == "vitamin_d2"), kept & (forms == "vitamin_d3")
-    vitamin_d = np.array(analyte.values, dtype=object)[analyte.codes] == "vitamin_d_25oh"
-    total = kept & vitamin_d & ~d2 & ~d3
+    placed = ~pid.rows_equal("")  # a row without a patient belongs to no draw
+    d2_any, d3_any = placed & (forms == "vitamin_d2"), placed & (forms == "vitamin_d3")
+    d2, d3 = kept & d2_any, kept & d3_any
+    total = kept & (np.array(analyte.values, dtype=object)[analyte.codes] == "vitamin_d_25oh")
     spec = _specimen_text(specimen)
-    with_total = _in_draws_of(total, pid.codes, when, spec)
-    beside_d2 = _in_draws_of(d2, pid.codes, when, spec)
-    return [
+
+    def in_draws(source: np.ndarray) -> np.ndarray:
+        return _in_draws_of(source, pid.codes, when, spec)
+
+    with_total = in_draws(total)
+    beside_d2, beside_d3 = in_draws(d2_any), in_draws(d3_any)
+    # a component row with no number to add keeps its draw's total from being summed
+    unsummable = in_draws((d2_any | d3_any) & ~(kept & numeric))
+    paired = (d2 | d3) & ~with_total & beside_d2 & beside_d3
+    rejected = [
         ((d2 | d3) & with_total, _DETAIL["vitamin_d_component"]),
-        ((d2 | (d3 & beside_d2)) & ~with_total, _DETAIL["vitamin_d_component_no_total"]),
+        (d2 & ~with_total & ~beside_d3, _DETAIL["vitamin_d_component_no_total"]),
+        (paired & unsummable, _DETAIL["vitamin_d_component_no_sum"]),
     ]
+    return rejected, d3 & ~with_total & ~beside_d2
+
+
+def _as_total(analyte: _Coded, rows: np.ndarray) -> _Coded:
+    """`analyte` with `rows` read as the total 25-OH vitamin D (a D3 printed alone: its
+    unit factor is the total's, the catalog's D3 molar mass)."""
+    values = list(analyte.values)
+    if "vitamin_d_25oh" not in values:
+        values.append("vitamin_d_25oh")
+    return _Coded(np.where(rows, values.index("vitamin_d_25oh"), analyte.codes), values)
 
 
 def _specimen_text(specimen: pd.Series) -> np.ndarray:
@@ -1569,9 +1601,15 @@ _DETAIL = {
         " (reference_ranges/vitamin_d_components.toml)"
     ),
     "vitamin_d_component_no_total": (
-        "a 25-OH vitamin D2 result, or a D3 beside one, without the draw's total: neither"
-        " alone is the patient's vitamin D; export the total 25-OH vitamin D"
+        "a 25-OH vitamin D2 result without the draw's total or its D3: D2 alone is not the"
+        " patient's vitamin D; export the total 25-OH vitamin D, or the D3 of the same draw"
         " (reference_ranges/vitamin_d_components.toml)"
+    ),
+    "vitamin_d_component_no_sum": (
+        "a 25-OH vitamin D2 or D3 result of a draw without a total whose other component"
+        " (or a second line of one) has no number to add: a text result, or a row rejected"
+        " for its own reason (see it); the total 25-OH vitamin D (D2 + D3) is not summed;"
+        " correct that row or export the total (reference_ranges/vitamin_d_components.toml)"
     ),
     "race_adjusted_egfr": (
         "the eGFR of this draw computed with a race coefficient; the same draw's eGFR "
@@ -1842,12 +1880,17 @@ def _normalize(
         verdict.mark(adjusted, "race_adjusted_egfr", _DETAIL["race_adjusted_egfr"])
         race_note = _Coded(unpaired.astype(np.int64), ["", RACE_ADJUSTED_EGFR])
 
-    # 25-OH vitamin D printed by component: the total of a draw is read, a D3 alone too
+    # 25-OH vitamin D printed by component: the total of a draw is read, else its D2 and
+    # D3 for the engine to sum, a D3 alone as the total
     # (reference_ranges/vitamin_d_components.toml)
     if any(v.startswith("vitamin_d") for v in race.values):
-        parts = _vitamin_d_parts(analyte, race, verdict.kept, pid, when, frame["specimen_id"])
+        parts, d3_alone = _vitamin_d_parts(
+            analyte, race, verdict.kept, has_number, pid, when, frame["specimen_id"]
+        )
         for rows, detail in parts:
             verdict.mark(rows, "vitamin_d_component", detail)
+        if d3_alone.any():
+            analyte = _as_total(analyte, d3_alone)
 
     # facts about what a row's test is: a calcium read as ionized by its range, an eGFR
     # computed with a race coefficient
@@ -2918,6 +2961,33 @@ def _quality(
         index_marks or _Coded(np.zeros(len(analyte_note.codes), np.int64), [""]),
     )
     return _joint(*(p.at(rows) for p in parts), range_note).map(joined)
+
+
+def bundled_ranges(
+    analyte: str, factor: np.ndarray, sex: np.ndarray, age: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The bundled range of `analyte` for values with no range of their own (a value the
+    engine derives), as `_ranges` gives one to a row without a printed range: by sex
+    ("female", "male", "" unknown) and age in years (NaN unknown), in the unit whose factor
+    to the canonical one is `factor` where the source prints the range in it. Returns the
+    four limit columns of RESULTS and each value's range origin ("bundled" or "unknown")."""
+    n = len(factor)
+    limits, origin, _ = _ranges(
+        np.full(n, np.nan),
+        np.full(n, np.nan),
+        np.full(n, np.nan),
+        np.full(n, np.nan),
+        np.asarray(factor, dtype=float),
+        _Coded(np.zeros(n, dtype=np.int64), [analyte]),
+        _Coded(*_codes_of(np.asarray(sex, dtype=object))),
+        np.asarray(age, dtype=float),
+    )
+    return limits, np.array(origin.values, dtype=object)[origin.codes]
+
+
+def _codes_of(texts: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    codes, uniques = pd.factorize(texts)
+    return codes.astype(np.int64), list(uniques)
 
 
 def _ranges(

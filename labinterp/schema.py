@@ -133,7 +133,9 @@ REJECT_REASONS: tuple[str, ...] = (
     "superseded",  # a result the lab replaced by a correction, or by the final result
     "sample_quality_index",  # a hemolysis/icterus/lipemia index: marks its sample, not a result
     "race_adjusted_egfr",  # the race-coefficient eGFR of a draw that also has one without race
-    "vitamin_d_component",  # a 25-OH D2 or D3 line of a draw whose total is read, or D2 alone
+    # a 25-OH D2 or D3 line of a draw whose total is read, a D2 alone, or D2 and D3 that
+    # cannot be summed (one has no number)
+    "vitamin_d_component",
 )
 
 # One item of a finding's evidence: an observation, with the role it played in the rule.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 import labinterp
 from labinterp import schema
@@ -648,3 +649,30 @@ def test_a_grade_from_a_censored_result_reads_as_a_least_one(tmp_path: Path) -> 
     assert shown[("P1", "hypomagnesemia_hypocalcemia")] == "\u22652"
     assert shown[("P2", "hypomagnesemia_hypocalcemia")] == "2"
     assert shown[("P1", "hypomagnesemia_hypokalemia")] == "2"
+
+
+def test_a_summed_vitamin_d_is_derived_cited_with_its_components(tmp_path: Path) -> None:
+    """D2 and D3 of a draw without a total: both rows are used (none rejected), and the
+    total summed from them is a derived observation that evidence marks as derived and
+    cites beside both components; its range is the bundled total's (the components'
+    printed ranges are not the total's) and only it adds a range origin."""
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "patient_id,collected_at,test,value,unit,reference_range\n"
+        "A,2024-01-02 08:00,25-OH Vitamin D3,12,ng/mL,\n"
+        "A,2024-01-02 08:00,25-OH Vitamin D2,3,ng/mL,\n"
+        "A,2024-01-02 08:00,Magnesium,1.5,mg/dL,1.6-2.6\n"
+    )
+    res = labinterp.read(path)
+    assert len(res.results) == 3 and len(res.rejected) == 0
+    findings = interpret_results(res.results)
+    row = findings[findings["rule_id"] == "vitamin_d_resistance"].iloc[0]
+    records = {r["role"]: r for r in row["evidence_json"]}
+    total = records["vitamin_d"]
+    assert total["derived"] and total["analyte"] == "vitamin_d_25oh"
+    assert total["value"] == pytest.approx(12 * 2.496 + 3 * 2.423, rel=1e-3)
+    assert (total["value_reported"], total["unit_reported"]) == (15.0, "ng/mL")
+    assert (total["range_low_reported"], total["range_origin"]) == (20.0, "bundled")
+    assert [records[r]["source_row"] for r in ("vitamin_d_d2", "vitamin_d_d3")] == [3, 2]
+    assert not records["vitamin_d_d2"]["derived"]
+    assert row["range_origin"] == "row;bundled"

@@ -333,3 +333,42 @@ def test_characters_no_installed_font_draws_are_warned_of_without_the_id(
     with caplog.at_level("WARNING"):
         render_handout(path, None, "Ωμέγα-7")
     assert "1 handout holds characters" in caplog.text and "Ωμέγα" not in caplog.text
+
+
+SUMMED_EXPORT = (
+    "patient_id,sex,birth_date,collected_at,test,result,unit,reference_range\n"
+    "A,F,1960-01-01,2024-01-02 08:00,25-OH Vitamin D3,12,ng/mL,\n"
+    "A,F,1960-01-01,2024-01-02 08:00,25-OH Vitamin D2,{d2},ng/mL,\n"
+    "A,F,1960-01-01,2024-01-02 08:00,Magnesium,1.4,mg/dL,1.6-2.6\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("lang", "summed", "bound", "part"),
+    [
+        (
+            "en",
+            "We added the two parts to get your total vitamin D.",
+            "One part was too low",
+            "Vitamin D2 (one part of your vitamin D)",
+        ),
+        (
+            "es",
+            "Nosotros sumamos las dos partes para tener su vitamina D total.",
+            "Una parte estaba tan baja",
+            "Vitamina D2 (una parte de su vitamina D)",
+        ),
+    ],
+)
+def test_a_vitamin_d_summed_from_d2_and_d3_is_explained(
+    tmp_path: Path, lang: str, summed: str, bound: str, part: str
+) -> None:
+    """A finding citing a total vitamin D summed from D2 and D3 says, in plain words, that
+    it was added up (as a corrected calcium is explained), and that it is known only
+    within bounds where one part was too low to measure; each part is listed by name."""
+    for d2, censored in (("3", False), ("<4", True)):
+        path = tmp_path / f"summed_{censored}.csv"
+        path.write_text(SUMMED_EXPORT.format(d2=d2), encoding="utf-8")
+        html = _html(_context(path, "A", lang=lang))
+        assert summed in html and part in html
+        assert (bound in html) is censored

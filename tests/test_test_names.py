@@ -138,9 +138,10 @@ def test_a_mapping_file_overrides_a_reading(tmp_path: Path) -> None:
 
 def test_vitamin_d_components_give_way_to_the_total_of_their_draw(tmp_path: Path) -> None:
     """D2 and D3 beside their total: the total is read (D3 kept would be a second, lower
-    vitamin D at the same time). D2 with D3 and no total: neither (D3 alone would hide a
-    patient's D2). A D3 alone, by code or name, is the patient's vitamin D (CLINICAL.md
-    sec. 1); a D2 alone is not."""
+    vitamin D at the same time). D2 with D3 and no total: both are kept, each as its own
+    component in nmol/L by its own factor (CLINICAL.md sec. 1: D2 x 2.423, D3 x 2.496),
+    for the engine to sum. A D3 alone, by code or name, is the patient's vitamin D
+    (CLINICAL.md sec. 1); a D2 alone is not."""
     path = tmp_path / "export.csv"
     path.write_text(
         "patient_id,collected_at,test,loinc,value,unit\n"
@@ -154,10 +155,51 @@ def test_vitamin_d_components_give_way_to_the_total_of_their_draw(tmp_path: Path
         "E,2024-01-02 08:00,25-OH Vitamin D2,,11,ng/mL\n"
     )
     res = read(path)
-    read_as = res.results[["patient_id", "value_reported"]].values.tolist()
-    assert read_as == [["A", 22.0], ["C", 11.0], ["D", 12.0]]
-    assert (res.rejected["reason"] == "vitamin_d_component").sum() == 5
-    assert sorted(res.rejected["source_row"]) == [2, 3, 5, 6, 9]
+    read_as = res.results[["patient_id", "analyte", "value_reported"]].values.tolist()
+    assert read_as == [
+        ["A", "vitamin_d_25oh", 22.0],
+        ["B", "vitamin_d2_25oh", 30.0],
+        ["B", "vitamin_d3_25oh", 11.0],
+        ["C", "vitamin_d_25oh", 11.0],
+        ["D", "vitamin_d_25oh", 12.0],
+    ]
+    b = res.results[res.results["patient_id"] == "B"]
+    assert b["value"].tolist() == pytest.approx([30 * 2.423, 11 * 2.496], rel=1e-3)
+    assert (res.rejected["reason"] == "vitamin_d_component").sum() == 3
+    assert sorted(res.rejected["source_row"]) == [2, 3, 9]
+
+
+def test_vitamin_d_components_without_a_number_are_not_summed(tmp_path: Path) -> None:
+    """D2 and D3 of a draw without a total are summed only when every component row has a
+    number: a text D2, or a D2 rejected for its unit, leaves its D3 rejected too (D3 alone
+    would understate the patient's vitamin D), with a reason that says why; each row is
+    accounted for once."""
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "patient_id,collected_at,specimen_id,test,loinc,value,unit\n"
+        "A,2024-01-02 08:00,,25-OH Vitamin D3,,18,ng/mL\n"
+        "A,2024-01-02 08:00,,25-OH Vitamin D2,,See comment,ng/mL\n"
+        "B,2024-01-02 08:00,,25-OH Vitamin D3,,18,ng/mL\n"
+        "B,2024-01-02 08:00,,25-OH Vitamin D2,,4,furlongs\n"
+        # one draw by its specimen id, the D2 printed a minute later
+        "C,2024-01-02 08:00,S1,25-OH Vitamin D3,,30,nmol/L\n"
+        "C,2024-01-02 08:01,S1,25-OH Vitamin D2,,<10,nmol/L\n"
+    )
+    res = read(path)
+    assert res.results[["patient_id", "analyte"]].values.tolist() == [
+        ["C", "vitamin_d3_25oh"],
+        ["C", "vitamin_d2_25oh"],
+    ]
+    why = dict(zip(res.rejected["source_row"], res.rejected["reason"], strict=True))
+    assert why == {
+        2: "vitamin_d_component",
+        3: "vitamin_d_component",
+        4: "vitamin_d_component",
+        5: "unknown_unit",
+    }
+    details = res.rejected.set_index("source_row")["detail"]
+    assert "not summed" in details[2] and "not summed" in details[4]
+    assert len(res.results) + len(res.rejected) == 6
 
 
 def test_a_calculated_ionized_calcium_is_not_read_by_code_or_by_name(tmp_path: Path) -> None:

@@ -37,6 +37,8 @@ ANALYTE_ORDER = (
     "calcium_ionized",
     "potassium",
     "vitamin_d_25oh",
+    "vitamin_d2_25oh",
+    "vitamin_d3_25oh",
     "pth",
     "phosphate",
     "crp",
@@ -470,8 +472,10 @@ def _mg_pth_failure(record: dict[str, Any]) -> bool:
 def _evidence_facts(records: list[dict[str, Any]]) -> dict[str, Any]:
     """What a finding's evidence holds, for wording only what it supports: the tests
     (families, see _family) it cites as low, high, in range, or without a number, and
-    whether a magnesium it cites is below P1's PTH-failure threshold. `known` is False
-    when the finding came without its evidence records (nothing may be assumed)."""
+    whether a magnesium it cites is below P1's PTH-failure threshold, and whether it cites a
+    vitamin D summed from D2 and D3 (known only within bounds, where a part was too low to
+    measure). `known` is False when the finding came without its evidence records
+    (nothing may be assumed)."""
     facts: dict[str, Any] = {
         "known": bool(records),
         "low": set(),
@@ -479,9 +483,14 @@ def _evidence_facts(records: list[dict[str, Any]]) -> dict[str, Any]:
         "normal": set(),
         "unreported": set(),
         "mg_very_low": False,
+        "vitamin_d_summed": False,
+        "vitamin_d_summed_bound": False,
     }
     for r in records:
         analyte = nfc(r.get("analyte"))
+        if analyte == "vitamin_d_25oh" and r.get("derived") is True:
+            facts["vitamin_d_summed"] = True
+            facts["vitamin_d_summed_bound"] |= nfc(r.get("comparator")) != ""
         if not analyte or r.get("derived") is True:
             continue
         value = _num(r.get("value_reported"))

@@ -35,6 +35,20 @@ def anchors(ctx: Context, analytes: tuple[str, ...]) -> pd.DataFrame:
     return a
 
 
+def vitamin_d_components(ctx: Context, ids: np.ndarray, role: str) -> dict[str, np.ndarray]:
+    """Evidence columns `ev_<role>_d2` and `ev_<role>_d3`: per cited 25-OH vitamin D
+    `ids` (obs ids, -1 none), the D2 and D3 a derived total was summed from (-1 for a
+    printed total), so that evidence shows what was added up."""
+    out = {}
+    for part in ("d2", "d3"):
+        column = f"vitamin_{part}_obs"
+        found = np.full(len(ids), -1, dtype="int64")
+        if column in ctx.obs:  # only where a total was summed
+            found = take(ctx, ids, column, fill=-1).astype("int64")
+        out[f"ev_{role}_{part}"] = found
+    return out
+
+
 def known(ctx: Context, column: str = "low") -> np.ndarray:
     """Observations usable as evidence: state known and not from a contaminated draw."""
     return (

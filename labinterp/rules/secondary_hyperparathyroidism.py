@@ -52,6 +52,7 @@ def evaluate(ctx: Context) -> pd.DataFrame:
         tier="",
         ev_pth=a["obs_id"].to_numpy(),
         ev_vitamin_d=d[hit],
+        **common.vitamin_d_components(ctx, d[hit], "vitamin_d"),
         ev_calcium=ca,
         grade_obs=-1,
         grade_term="",

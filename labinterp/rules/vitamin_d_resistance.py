@@ -41,7 +41,9 @@ Limitations:
     a "<" last or a ">" first from above (it can settle `serial`), a ">" last or a "<"
     first only from below; when that leaves the rise open and no D fired `single`, the
     outcome is indeterminate with `vitamin_d_25oh` missing (the Mg is measured). One episode
-    per patient hides a second, separate course.
+    per patient hides a second, separate course. A total summed from the D2 and D3 of a
+    draw printed without one (reference_ranges/vitamin_d_components.toml) is read like a
+    printed total and cited with both; a censored component leaves it a bound.
 
 References:
     S56 (Mg as hydroxylase cofactor), S55 (weaker evidence), S30-S34 (cut-offs), S38, S39
@@ -240,7 +242,9 @@ def evaluate(ctx: Context) -> pd.DataFrame:
             "status": status,
             "tier": tier,
             "ev_vitamin_d_first": ev_first,
+            **common.vitamin_d_components(ctx, ev_first, "vitamin_d_first"),
             "ev_vitamin_d": ev_last,
+            **common.vitamin_d_components(ctx, ev_last, "vitamin_d"),
             "ev_magnesium": ev_mg,
             "ev_crp": crp_id,
             "grade_obs": np.where(fired, ev_mg, -1),

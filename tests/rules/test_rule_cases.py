@@ -2,7 +2,8 @@
 
 Each case becomes a small CSV in the bundled sample's layout (units as labs print them),
 is read with `labinterp.read` and interpreted; the finding of the case's rule is compared
-with the expectation. Guard and context rules report fired rows only, so "not_fired" for
+with the expectation. A case's rows are all read, unless it lists the reasons of the rows
+the reader rejects (`rejected`). Guard and context rules report fired rows only, so "not_fired" for
 them means "no fired row".
 """
 
@@ -92,13 +93,20 @@ def case_findings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.Data
     out: dict[str, pd.DataFrame] = {}
     for i, (key, cases) in enumerate(groups.items()):
         path = tmp_path_factory.mktemp("cases") / f"cases_{i}.csv"
+        case_of_line: list[int] = []  # per data line of the file, its case
         with path.open("w", encoding="utf-8", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(HEADER)
             for j, (_, case) in enumerate(cases):
-                w.writerows(_case_rows(case, f"CASE-{i:02d}-{j:03d}"))
+                rows = _case_rows(case, f"CASE-{i:02d}-{j:03d}")
+                w.writerows(rows)
+                case_of_line += [j] * len(rows)
         result = read([path])
-        assert len(result.rejected) == 0, result.rejected[["reason", "detail"]].to_string()
+        rejected = result.rejected
+        of_case = [case_of_line[int(r) - 2] for r in rejected["source_row"]]  # line 1: header
+        for j, (name, case) in enumerate(cases):
+            reasons = sorted(rejected["reason"][[c == j for c in of_case]])
+            assert reasons == sorted(case.get("rejected", [])), (name, rejected.to_string())
         findings = interpret_results(result.results, **yaml.safe_load(key))
         for j, (name, _) in enumerate(cases):
             out[name] = findings[findings["patient_id"] == f"CASE-{i:02d}-{j:03d}"]
@@ -137,6 +145,8 @@ def test_case(rule_id: str, case: dict[str, Any], case_findings: dict[str, pd.Da
         assert row["suppressed_by"] == expect["suppressed_by"]
     if "note_contains" in expect:
         assert expect["note_contains"] in row["note"], row["note"]
+    for text in expect.get("evidence_contains", []):
+        assert text in row["evidence"], row["evidence"]
     if row["status"] == "fired":
         assert row["evidence"], "a fired finding must carry evidence"
 
