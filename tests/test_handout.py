@@ -329,7 +329,7 @@ def test_patterns_tiers_guards_and_honest_wording_in_html() -> None:
     assert "protein test (albumin)" in html("P1-possible")
     assert "more than one day" in html("P3-refractory")
     assert "one point in time" in html("P3-concurrent")
-    assert "Swelling can make vitamin D look lower" in html("P2-serial")
+    assert "Inflammation can make vitamin D look lower" in html("P2-serial")
     assert "tested more than once" in html("P2-serial")
     assert "Your vitamin D was low" in html("P2-single")
     assert "you take vitamin D" in html("P2-serial") and "toma vitamina D" in html(
@@ -612,7 +612,7 @@ def sample_tables():
 CONTEXT_TITLES = {
     "ckd_context": ("A note about your kidneys", "Una nota sobre sus riñones"),
     "inflammation_hypomagnesemia": (
-        "Signs of swelling with low magnesium",
+        "Signs of inflammation with low magnesium",
         "Señales de inflamación con magnesio bajo",
     ),
     "hypercalcemia_hypomagnesemia": (
