@@ -1440,6 +1440,39 @@ def _warn_unrecognised(status: _Coded, source_row: pd.Series, file_label: str):
     )
 
 
+def _warn_ids_alike_but_for_zeros(pid: _Coded, source_row: pd.Series, file_label: str) -> None:
+    """A warning when numeric patient ids differ only by leading zeros ("00789", "789"):
+    a spreadsheet that saved the column as numbers drops them, so one patient may be two
+    here. They stay two (a guess could merge two patients); the warning names rows, never
+    the ids, which are patient data."""
+    ids = pid.text if pid.text is not None else pa.array(pid.values, type=pa.string())
+    numeric = pc.fill_null(pc.match_substring_regex(ids, r"^\d+$"), False).to_numpy(
+        zero_copy_only=False
+    )
+    if not numeric.any():
+        return
+    # "0" and "000" are alike too: each loses every zero
+    stripped = pc.utf8_ltrim(ids.filter(pa.array(numeric)), "0").to_pandas()
+    stripped.index = np.flatnonzero(numeric)  # positions among the distinct ids
+    alike = stripped[stripped.duplicated(keep=False)]
+    if alike.empty:
+        return
+    # a pair of rows to look at: the first row of each of two ids that read alike
+    first_row = pd.Series(pid.codes).drop_duplicates()
+    first_row = pd.Series(first_row.index.to_numpy(), index=first_row.to_numpy())
+    pair = alike[alike == alike.iloc[0]].index[:2]
+    rows = _take(source_row, first_row[pair].to_numpy()).astype(str).tolist()
+    log.warning(
+        "%s: %d patient ids differ from another only by leading zeros (for example on rows"
+        " %s and %s); they are read as different patients. If a spreadsheet dropped the"
+        " zeros, export the id column as text so one patient keeps one id.",
+        file_label,
+        len(alike),
+        rows[0],
+        rows[1],
+    )
+
+
 def _status_verdict(status: ResultStatus) -> tuple[str, str]:
     """("result_status", detail) for a status that says the row holds no result."""
     if not status.no_result:
@@ -1771,6 +1804,7 @@ def _normalize(
         # each row's first reason, in this order
         verdict = _Verdicts(n)
         pid = side.result(patient_job)
+        _warn_ids_alike_but_for_zeros(pid, frame["source_row"], file_label)
         verdict.mark(
             pid.rows_equal(""),
             "missing_patient_id",

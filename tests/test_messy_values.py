@@ -365,3 +365,35 @@ def test_result_only_in_comment_is_told_apart(tmp_path: Path) -> None:
     assert list(res.rejected["reason"]) == ["missing_value", "missing_value"]
     assert "comment" in details[2] and "result column" in details[2]
     assert details[3] == "the row has neither a result nor a result text"
+
+
+def test_ids_alike_but_for_leading_zeros_are_warned_not_merged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A spreadsheet that saved ids as numbers turns "00789" into "789": the two stay two
+    patients (merging could join two people), and a warning names rows, not ids."""
+    rows = (
+        "00789,1960-01-01,2024-01-01 08:00,Magnesium,0.5,mmol/L,0.70-1.00,\n"
+        "P2,1960-01-01,2024-01-01 08:00,Magnesium,0.8,mmol/L,0.70-1.00,\n"
+        "789,1960-01-01,2024-01-03 08:00,Potassium,3.1,mmol/L,3.5-5.1,\n"
+        "7890,1960-01-01,2024-01-03 08:00,Potassium,3.1,mmol/L,3.5-5.1,\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="labinterp"):
+        res = read_rows(tmp_path, rows)
+    assert sorted(res.results["patient_id"]) == ["00789", "789", "7890", "P2"]
+    (message,) = [r.getMessage() for r in caplog.records if "leading zeros" in r.getMessage()]
+    assert "2 patient ids" in message and "rows 2 and 4" in message
+    assert "789" not in message  # patient ids never go into the log
+
+
+def test_ids_without_such_twins_draw_no_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = (
+        "00789,1960-01-01,2024-01-01 08:00,Magnesium,0.5,mmol/L,0.70-1.00,\n"
+        "7890,1960-01-01,2024-01-03 08:00,Potassium,3.1,mmol/L,3.5-5.1,\n"
+        "A0789,1960-01-01,2024-01-03 08:00,Potassium,3.1,mmol/L,3.5-5.1,\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="labinterp"):
+        read_rows(tmp_path, rows)
+    assert not [r for r in caplog.records if "leading zeros" in r.getMessage()]
