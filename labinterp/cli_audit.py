@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from typing import Any
 
 from labinterp.cli_check import date_format_arg
 from labinterp.cli_handout import positive_int
@@ -84,20 +84,44 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     if not args.quiet:
-        fired = {
-            rule: sum(by_status.get("fired", {}).values())
-            for rule, by_status in summary["counts"].items()
-        }
-        not_followed = {
-            rule: f["not_followed_up"]
-            for rule, f in summary["follow_up"].items()
-            if f["not_followed_up"]
-        }
-        sys.stderr.write(
-            f"labinterp: audited {summary['rows_in']:,} rows ({summary['rows_used']:,} used, "
-            f"{summary['rows_rejected']:,} rejected), {summary['patients']:,} patients; "
-            f"patients fired per rule: {json.dumps(fired, sort_keys=True)}; "
-            f"of them with no later test: {json.dumps(not_followed, sort_keys=True)}; "
-            f"wrote {args.output}\n"
-        )
+        sys.stderr.write(summary_text(summary, args.output))
     return 0
+
+
+def summary_text(summary: dict[str, Any], output: str) -> str:
+    """What the audit found, for a person on stderr: rows and patients, then one line per
+    rule that fired with its patients by tier and, where the rule calls for a later test,
+    how many had none. Counts and rule names only: no patient id, no value."""
+    from labinterp.rules import REGISTRY
+
+    lines = [
+        f"labinterp: audited {summary['rows_in']:,} rows ({summary['rows_used']:,} used, "
+        f"{summary['rows_rejected']:,} rejected), {summary['patients']:,} patients; "
+        f"wrote {output}"
+    ]
+    order = {rule.id: i for i, rule in enumerate(REGISTRY)}  # guard, patterns, context
+    rules = sorted(summary["counts"], key=lambda r: (order.get(r, len(order)), r))
+    fired = {r: summary["counts"][r].get("fired", {}) for r in rules}
+    width = max((len(r) for r in rules if fired[r]), default=0)
+    for rule in (r for r in rules if fired[r]):
+        by_tier = fired[rule]
+        n = sum(by_tier.values())
+        line = f"  fired: {rule:<{width}} {n:>{len(str(summary['patients']))},} patient"
+        line += "" if n == 1 else "s"
+        tiers = sorted(((t, k) for t, k in by_tier.items() if t), key=lambda tk: (-tk[1], tk[0]))
+        if tiers:
+            line += " (" + ", ".join(f"{t} {k:,}" for t, k in tiers) + ")"
+        follow = summary.get("follow_up", {}).get(rule)
+        if follow:
+            names = list(follow["analytes"])
+            wanted = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+            line += f"; {follow['not_followed_up']:,} with no later test ({wanted})"
+            if follow["undated"]:
+                line += f", {follow['undated']:,} cannot tell (undated)"
+        lines.append(line)
+    never = [r for r in rules if not fired[r]]
+    if not any(fired.values()):
+        lines.append("  fired: nothing")
+    if never:
+        lines.append(f"  fired for no patient: {', '.join(never)}")
+    return "\n".join(lines) + "\n"

@@ -43,11 +43,38 @@ TABLE_COLUMNS = (
 )
 
 
+# What the terminal table's columns mean, for `interpret --help`; kept beside `compact`,
+# which makes them.
+TABLE_EPILOG = """\
+columns of the terminal table (a column no finding fills is left out):
+  patient_id      the patient's id as the export gives it
+  rule_id         the pattern, guard or context finding the row is about
+  status          fired, not_fired, indeterminate (an input is missing) or suppressed
+                  (a guard vetoed it)
+  tier            the rule's tier of a fired finding (supported or possible, serial or single);
+                  for ckd_context the KDIGO stage of the lowest eGFR
+  grade           CTCAE v5 grade of the result a fired finding is graded on (the Mg for
+                  Mg/Ca and vitamin D, the K for Mg/K, the Ca for high Ca with low Mg);
+                  "\u2265N" when that result was censored ("<0.5"): grade N or worse
+  when            time of the latest result the finding cites, else the start of its
+                  episode; "when (UTC)" when the export printed times with an offset
+  missing_inputs  the analytes an indeterminate finding needed and did not have
+  suppressed      the guard that vetoed the finding (e.g. edta_contamination)
+  caveats         what qualifies the finding, ";"-joined (e.g. albumin_unknown,
+                  preliminary_result, grade_at_least)
+
+--format csv or json gives every column, with the evidence and the note; --patient
+prints the note and evidence of each fired or suppressed finding below the table.
+"""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "interpret",
         help="flag Mg-linked patterns (with guards and CTCAE grades) in lab exports",
         description="Read the export(s) and print one finding per patient x rule x episode.",
+        epilog=TABLE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_input_options(p)
     p.add_argument(

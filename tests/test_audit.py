@@ -428,15 +428,70 @@ def test_cli_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     assert captured.err == "" and captured.out == ""
     assert (tmp_path / "out" / "findings.csv").exists()
-    # without -q: one summary line on stderr, with the findings nobody followed up
+    # without -q: a summary for a person on stderr, with the findings nobody followed up
     assert main(["audit", str(tmp_path / "e.csv"), "-o", str(tmp_path / "out")]) == 0
-    line = capsys.readouterr().err.strip()
-    assert line.startswith("labinterp: audited 3,000 rows") and "\n" not in line
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("labinterp: audited 3,000 rows")
+    assert lines[0].endswith(f"wrote {tmp_path / 'out'}")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    unfollowed = {
-        r: f["not_followed_up"] for r, f in summary["follow_up"].items() if f["not_followed_up"]
+    for rule, f in summary["follow_up"].items():
+        if f["not_followed_up"]:
+            line = next(x for x in lines if x.split()[:2] == ["fired:", rule])
+            assert f"; {f['not_followed_up']:,} with no later test (" in line
+    assert "{" not in "".join(lines)  # no raw JSON
+    patient_ids = pd.read_csv(tmp_path / "out" / "patients.csv", dtype=str)["patient_id"]
+    words = set("".join(lines).replace(",", " ").replace("(", " ").replace(")", " ").split())
+    assert not words & set(patient_ids)
+
+
+def test_cli_summary_reads_as_lines() -> None:
+    from labinterp.cli_audit import summary_text
+
+    summary = {
+        "rows_in": 12345,
+        "rows_used": 12000,
+        "rows_rejected": 345,
+        "patients": 150,
+        "counts": {
+            "vitamin_d_resistance": {"not_fired": {"": 150}},
+            "hypomagnesemia_hypocalcemia": {
+                "fired": {"possible": 7, "supported": 5},
+                "not_fired": {"": 138},
+            },
+            "ckd_context": {"fired": {"G3a": 1}},
+            "edta_contamination": {"fired": {"core_signature": 2}},
+        },
+        "follow_up": {
+            "edta_contamination": {
+                "analytes": ["potassium", "calcium"],
+                "followed_up": 1,
+                "not_followed_up": 1,
+                "undated": 0,
+            },
+            "hypomagnesemia_hypocalcemia": {
+                "analytes": ["magnesium"],
+                "followed_up": 2,
+                "not_followed_up": 9,
+                "undated": 1,
+            },
+            "vitamin_d_resistance": {
+                "analytes": ["vitamin_d_25oh", "magnesium"],
+                "followed_up": 0,
+                "not_followed_up": 0,
+                "undated": 0,
+            },
+        },
     }
-    assert unfollowed and f"with no later test: {json.dumps(unfollowed, sort_keys=True)}" in line
+    assert summary_text(summary, "audit-out") == (
+        "labinterp: audited 12,345 rows (12,000 used, 345 rejected), 150 patients;"
+        " wrote audit-out\n"
+        "  fired: edta_contamination            2 patients (core_signature 2);"
+        " 1 with no later test (potassium or calcium)\n"
+        "  fired: hypomagnesemia_hypocalcemia  12 patients (possible 7, supported 5);"
+        " 9 with no later test (magnesium), 1 cannot tell (undated)\n"
+        "  fired: ckd_context                   1 patient (G3a 1)\n"
+        "  fired for no patient: vitamin_d_resistance\n"
+    )
 
 
 def test_cli_bad_input_exit_2(tmp_path: Path) -> None:

@@ -26,6 +26,23 @@ def test_table_is_compact_and_readable(capsys: pytest.CaptureFixture[str]) -> No
     assert "DEMO-001" not in out
 
 
+def test_help_says_what_each_table_column_means(capsys: pytest.CaptureFixture[str]) -> None:
+    from labinterp.cli_interpret import TABLE_COLUMNS, compact
+
+    assert main(["interpret", "--help"]) == 0
+    text = capsys.readouterr().out
+    explained = {
+        line.split()[0]
+        for line in text.split("columns of the terminal table")[1].splitlines()
+        if line.startswith("  ") and not line.startswith("   ")
+    }
+    findings = labinterp.interpret(labinterp.read(SAMPLE))
+    shown = set(compact(findings).columns)
+    assert len(shown) == len(TABLE_COLUMNS)  # the sample fills every column
+    assert shown == explained
+    assert "\u2265N" in text and "else the start of its" in text  # censored grades; the time
+
+
 def test_one_patient_shows_the_note_and_evidence_of_what_fired(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
