@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 class Options:
     date_format: str | None = None  # strftime format forced by the user
     decimal: str | None = None  # "," for decimal-comma files; None = detect
+    # the file shows both separators (see decimal_evidence); only with `decimal` given
+    decimal_mixed: bool = False
     tests: tuple[tuple[str, str], ...] = ()  # user mapping: test label/code -> analyte
     undated: bool = False  # the file has no collection-time column at all
     slash_order: str | None = None  # "mdy" | "dmy" already decided for this file (batches)
@@ -449,11 +451,34 @@ def _ungrouped(text: str, decimal: str) -> str:
     return pattern.sub(lambda m: m[0].replace(group, ""), text)
 
 
+# Numbers that can be read only one way whatever the file's separator, so that a value
+# from a lab of the other convention (two exports joined) is read, not dropped: a decimal
+# comma ("0,62", "12,5", "1,2345", "0,500", "1.250,5") is never a thousands group, as a group
+# has exactly three digits and never starts a number with 0; "1,250.5" has a decimal point.
+# "1,250" and "1.250" fit both and are left to the file's separator (see _GROUPED).
+_ONLY_DECIMAL_COMMA = re.compile(
+    r"(?<![\d.,])(?:0,\d+|\d+,(?:\d{1,2}|\d{4,})|[1-9]\d{0,2}(?:\.\d{3})+,\d+)(?![\d.,])"
+)
+_ONLY_DECIMAL_POINT_GROUPED = re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:,\d{3})+\.\d+(?![\d.,])")
+
+
+def _other_convention_read(text: str, decimal: str) -> str:
+    """`text` with its numbers that can be read only with the separator the file does not
+    use (see _ONLY_DECIMAL_COMMA) written with decimal points and no grouping."""
+    if decimal == "." and "," in text:
+        return _ONLY_DECIMAL_COMMA.sub(lambda m: m[0].replace(".", "").replace(",", "."), text)
+    if decimal == "," and "." in text:
+        return _ONLY_DECIMAL_POINT_GROUPED.sub(lambda m: m[0].replace(",", ""), text)
+    return text
+
+
 def parse_value(text: str, decimal: str) -> tuple[str, float | None]:
     """('<', 0.5) for '<0.5'; ('', 7.9) for '7.9'; ('', None) when not a number. A number
     grouped in thousands by the other separator reads whole: PTH "1,250" is 1250 in a file
-    of decimal points, "1.250" is 1250 in a file of decimal commas."""
-    s = _ungrouped(text.strip(), decimal)
+    of decimal points, "1.250" is 1250 in a file of decimal commas. A number that can be
+    read only one way is read that way in either file: "0,62" is 0.62 in a file of decimal
+    points, "1,250.5" is 1250.5 in a file of decimal commas."""
+    s = _ungrouped(_other_convention_read(text.strip(), decimal), decimal)
     if decimal == ",":
         s = s.replace(".", "").replace(",", ".") if re.search(r"\d,\d", s) else s
     m = _SYMBOLIC.match(s)
@@ -588,13 +613,35 @@ def _read_value(text: str, decimal: str) -> tuple[str, float | None, str, str, b
     return "", None, "", "", hides
 
 
-def _value_of(value_raw: object, valuenum_raw: object, comparator_raw: object, decimal: str):
+# A number that reads differently with either separator: "1,250" is 1250 with decimal
+# points, 1.25 with decimal commas (a thousands group: three digits, not after a 0).
+_EITHER_SEPARATOR = re.compile(r"(?<![\d.,])[1-9]\d{0,2}[.,]\d{3}(?![\d.,])")
+
+
+def _value_of(
+    value_raw: object,
+    valuenum_raw: object,
+    comparator_raw: object,
+    decimal: str,
+    mixed_decimals: bool = False,
+):
     """(comparator, number, text_result, reason, detail, unit printed with the number,
-    abnormal-flag marker) for one distinct value triple."""
+    abnormal-flag marker) for one distinct value triple. `mixed_decimals`: the file shows
+    both decimal separators, so a number that reads differently with either is not read."""
     text = _text(value_raw)
     cmp_, number, unit, marker, hides = (
         _read_value(text, decimal) if text else ("", None, "", "", False)
     )
+    either = _EITHER_SEPARATOR.search(text) if number is not None and mixed_decimals else None
+    if either:
+        detail = (
+            f"the result '{text}' is ambiguous: this file has numbers with decimal points"
+            f" and others with decimal commas, and '{either[0][-4]}' followed by three digits"
+            " can be either a decimal or a thousands separator; write the number without"
+            " a thousands separator in the export, or name the file's decimal separator"
+            ' in a mapping file ([options] decimal = "." or ",") passed with --mapping'
+        )
+        return ("", None, "", "unparseable_value", detail, "", "")
     if number is None:
         num_text = _text(valuenum_raw)
         if num_text:
@@ -1680,9 +1727,12 @@ def _normalize(
         analyte = found.field(0).compact()
 
         # value
-        decimal = opts.decimal or _detect_decimal(frame["value_raw"])
+        if opts.decimal:
+            decimal, mixed_decimals = opts.decimal, opts.decimal_mixed
+        else:
+            decimal, mixed_decimals = _detect_decimal(frame["value_raw"])
         parsed = _joint(col["value_raw"], col["valuenum_raw"], col["comparator_raw"]).map(
-            lambda v: _value_of(v[0], v[1], v[2], decimal)
+            lambda v: _value_of(v[0], v[1], v[2], decimal, mixed_decimals)
         )
         cmp_ = parsed.field(0).compact()
         number = parsed.field(1).floats()
@@ -2253,14 +2303,17 @@ def _reject(
     )
 
 
-def _detect_decimal(values: pd.Series) -> str:
+def _detect_decimal(values: pd.Series) -> tuple[str, bool]:
     # Without evidence either way, decimal points.
-    return decimal_evidence(values) or "."
+    found, mixed = decimal_evidence(values)
+    return found or ".", mixed
 
 
-def decimal_evidence(values: pd.Series) -> str:
-    """The decimal separator some result texts show ("," or "."), "" when none of them
-    tells. A file read in batches decides it once for the whole file."""
+def decimal_evidence(values: pd.Series) -> tuple[str, bool]:
+    """The decimal separator most result texts show ("," or "."), "" when none of them
+    tells, and whether some show the other one (two exports joined): such a file has no
+    separator to read "1,250" or "1.250" by. A file read in batches decides both once for
+    the whole file."""
     sample = values.head(5000)
     if sample.hasnans:  # else the first 5,000 non-missing values, without copying the column
         sample = values.dropna().head(5000)
@@ -2271,8 +2324,8 @@ def decimal_evidence(values: pd.Series) -> str:
     commas = sample.str.fullmatch(_COMMA_DECIMAL).sum()
     points = sample.str.fullmatch(_POINT_DECIMAL).sum()
     if commas == points == 0:
-        return ""
-    return "," if commas > points else "."
+        return "", False
+    return ("," if commas > points else "."), bool(commas and points)
 
 
 _COMMA_DECIMAL = r"[<>]?\s*-?(?:0,\d+|\d+,(?:\d{1,2}|\d{4,})|[1-9]\d{0,2}(?:\.\d{3})+,\d+)"

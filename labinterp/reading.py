@@ -455,13 +455,14 @@ def _file_slash_order(
 
 def _file_decimal(
     first: table.Table, column: str, again: Callable[[], Iterator[table.Table]]
-) -> str | None:
-    """The file's decimal separator: what its first batch shows, else the first batch
-    that shows one; None (each batch's own guess: points) when none does."""
+) -> tuple[str, bool] | None:
+    """The file's decimal separator and whether it shows both (see decimal_evidence): what
+    its first batch shows, else the first batch that shows one; None (each batch's own
+    guess: points) when none does."""
     for tbl in itertools.chain([first], again()):
-        found = decimal_evidence(tbl.frame[column])
+        found, mixed = decimal_evidence(tbl.frame[column])
         if found:
-            return found
+            return found, mixed
     return None
 
 
@@ -993,7 +994,7 @@ def _from_table(
     date_format: str | None,
     dedupe: bool,
     slash_order: str | None = None,
-    decimal: str | None = None,
+    decimal: tuple[str, bool] | None = None,
 ) -> ReadResult:
     """One table's rows normalized. `slash_order` and `decimal`: what the whole file
     decided, for a batch of it (else the table decides)."""
@@ -1023,7 +1024,10 @@ def _from_table(
         raw = raw.loc[~bad].reset_index(drop=True)
     options = Options(
         date_format=date_format or plan.date_format,
-        decimal=plan.decimal or decimal,
+        # a separator the mapping names decides every number; else the file's (see
+        # decimal_evidence), which leaves a number it cannot tell unread
+        decimal=plan.decimal or (decimal[0] if decimal else None),
+        decimal_mixed=not plan.decimal and bool(decimal and decimal[1]),
         tests=tuple(plan.tests.items()),
         undated=undated,
         slash_order=slash_order,

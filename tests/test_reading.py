@@ -1275,3 +1275,30 @@ def test_a_file_with_a_header_and_no_rows_is_warned_of(
         res = read(path)
     assert res.rows_in == 0 and "no result rows" in caplog.text
     assert any("no result rows" in w for w in res.files[0].warnings)
+
+
+def test_batches_reject_a_number_either_separator_reads_differently_in_a_file_of_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose first batch shows decimal points and decimal commas is such a file in
+    every batch: "1,250" in a later batch is rejected as ambiguous, as reading it whole
+    does."""
+    from labinterp.readers import table
+    from labinterp.reading import iter_batches
+
+    lines = ["patient_id,collected_at,test,result,unit"]
+    lines += ['Z1,2024-04-03 08:00,Magnesium,"0,55",mmol/L']
+    lines += [f"A{i},2024-04-03 08:00,PTH,{40 + i % 50}.5,pg/mL" for i in range(60)]
+    lines += ['Z1,2024-04-25 08:00,PTH,"1,250",pg/mL']
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    monkeypatch.setattr(table, "STREAM_BLOCK_BYTES", 512)  # many small batches
+    batches = list(iter_batches(path, batch_rows=10))
+    assert len(batches) > 2
+    rejected = pd.concat([b.rejected for b in batches], ignore_index=True)
+    assert rejected["value_raw"].tolist() == ["1,250"]
+    assert "ambiguous" in rejected["detail"].iloc[0]
+    whole = read(path).rejected
+    assert (
+        whole[["source_row", "detail"]].values.tolist()
+        == rejected[["source_row", "detail"]].values.tolist()
+    )
