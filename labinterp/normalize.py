@@ -1120,7 +1120,12 @@ def _parse_dates(
                 reasons[two_digit[two_digit].index] = "ambiguous_two_digit_year"
     reasons[far & (reasons == "")] = "date_out_of_range"
     bad = stamps.isna() & (reasons == "")
-    reasons[bad] = "unparseable_date"
+    # with a format given, "pass --date-format" would be no fix: the time does not fit it
+    reasons[bad] = "date_not_in_format" if forced else "unparseable_date"
+    if forced and "%Y" in forced and bad.any():
+        # "3/6/24" against "%m/%d/%Y": a two-digit year, which labinterp never guesses
+        short = pd.to_datetime(values[bad], format=forced.replace("%Y", "%y"), errors="coerce")
+        reasons[short[short.notna()].index] = "two_digit_year_not_in_format"
     # a plain number: a spreadsheet's date serial (45352.5) in a cell not formatted as a date
     serial = bad & values.str.fullmatch(r"\d{5}(?:\.\d+)?").fillna(False).astype(bool)
     reasons[serial] = "date_serial"
@@ -1655,7 +1660,31 @@ def _detail(reason: str, source_format: str) -> str:
 
 
 # Reasons found here that schema.REJECT_REASONS names otherwise; the detail tells them apart.
-_REASON = {"date_out_of_range": "unparseable_date", "date_serial": "unparseable_date"}
+_REASON = {
+    "date_out_of_range": "unparseable_date",
+    "date_serial": "unparseable_date",
+    "date_not_in_format": "unparseable_date",
+    "two_digit_year_not_in_format": "ambiguous_two_digit_year",
+}
+
+
+def _date_detail(reason: str, opts: Options) -> str:
+    """The detail of a collection time's reject reason; one that does not fit the date
+    format given names it."""
+    given = f"the date format given ('{opts.date_format}', by --date-format or a mapping)"
+    if reason == "date_not_in_format":
+        return (
+            f"the collection time does not match {given}; correct the date in the export, or"
+            " give the format the file's dates are printed in (or leave it out to let"
+            " labinterp work it out)"
+        )
+    if reason == "two_digit_year_not_in_format":
+        return (
+            f"the collection time does not match {given}: it has a two-digit year (a"
+            " spreadsheet re-save?), which labinterp does not guess the century of;"
+            " re-export with 4-digit years"
+        )
+    return _detail(reason, opts.source_format)
 
 
 def _strip(series: pd.Series) -> pd.Series:
@@ -2385,7 +2414,7 @@ def _dates(
     reason_codes, reason_names = pd.factorize(reasons)
     why = _Coded(
         reason_codes[codes],
-        [(_REASON.get(r, r), _detail(r, opts.source_format)) for r in reason_names],
+        [(_REASON.get(r, r), _date_detail(r, opts)) for r in reason_names],
     )
     return stamps[codes], None if offsets is None else offsets[codes], why
 

@@ -1058,7 +1058,7 @@ def _check_date_format(
     """A date format given (--date-format, a mapping's option) that reads none of a file's
     collection times is a mistake in the format, not a file of bad dates: every row would
     be rejected and the command end as if all were well."""
-    bad = rejected["reason"] == "unparseable_date"
+    bad = rejected["reason"].isin(["unparseable_date", "ambiguous_two_digit_year"])
     if len(results) or not bad.any():
         return
     first = int(rejected.loc[bad, "source_row"].min())

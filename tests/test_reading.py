@@ -1267,6 +1267,35 @@ def test_a_date_format_that_reads_no_date_of_a_file_is_an_error(tmp_path: Path) 
     assert read(path, date_format="%m/%d/%Y %H:%M").rows_used == 2
 
 
+def test_a_date_the_given_format_does_not_read_is_told_so_not_to_pass_the_format(
+    tmp_path: Path,
+) -> None:
+    """With --date-format given, "pass --date-format" is no fix: a time that does not match
+    it is told so, and a two-digit year is named (the same reason as without a format)."""
+    text = (
+        "patient_id,collected_at,test,result,unit\n"
+        "P1,3/5/2024 12:00,Magnesium,0.55,mmol/L\n"
+        "P1,3/6/24 12:00,Magnesium,0.60,mmol/L\n"
+        "P1,6 March 2024,Magnesium,0.65,mmol/L\n"
+    )
+    res = read(write(tmp_path, text), date_format="%m/%d/%Y %H:%M")
+    assert res.rows_used == 1
+    rows = res.rejected.set_index("source_row")
+    assert rows.loc[3, "reason"] == "ambiguous_two_digit_year"
+    assert rows.loc[4, "reason"] == "unparseable_date"
+    for detail in rows["detail"]:
+        assert "does not match the date format given ('%m/%d/%Y %H:%M'" in detail
+        assert "pass --date-format" not in detail
+    assert "two-digit year" in rows.loc[3, "detail"] and "4-digit years" in rows.loc[3, "detail"]
+    assert "two-digit year" not in rows.loc[4, "detail"]
+
+
+def test_a_date_format_that_reads_only_two_digit_years_wrong_is_an_error(tmp_path: Path) -> None:
+    text = "patient_id,collected_at,test,result,unit\nP1,3/6/24 12:00,Magnesium,0.60,mmol/L\n"
+    with pytest.raises(InputFileError, match="reads none of the collection times"):
+        read(write(tmp_path, text), date_format="%m/%d/%Y %H:%M")
+
+
 def test_a_file_with_a_header_and_no_rows_is_warned_of(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
