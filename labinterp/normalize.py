@@ -738,14 +738,18 @@ def _index_outcome(
     if raised:
         detail = (
             f"a {kind} index the lab marks as raised: the other results of this sample"
-            f" are marked {mark}"
+            f" are marked {mark}; nothing to fix"
         )
     elif raised is False:
-        detail = f"a {kind} index within the lab's limit: a check of the sample, nothing to mark"
+        detail = (
+            f"a {kind} index within the lab's limit: a check of the sample, nothing to mark;"
+            " nothing to fix"
+        )
     else:
         detail = (
             f"a {kind} index with no printed limit or flag to judge it by (limits depend on"
-            " the analyzer: labinterp has none of its own): nothing marked"
+            " the analyzer: labinterp has none of its own): nothing marked; to have it"
+            " judged, export the index with the lab's limit or flag"
         )
     return ("sample_quality_index", detail, mark if raised else "")
 
@@ -845,11 +849,13 @@ def _unit_of(
     value_unit: str = "",
     per_body_surface: bool = False,
     name_unit: str = "",
+    no_unit_detail: str = "",
 ):
     """(factor, reported spelling, system, reason, detail), from the unit column, the unit
     printed after the number in the result and the unit printed in the test's name, if
     any. `per_body_surface`: the test is defined per 1.73 m2 (_per_body_surface), so a
-    plain "mL/min" means mL/min/1.73 m2."""
+    plain "mL/min" means mL/min/1.73 m2. `no_unit_detail`: the detail of a result with no
+    unit anywhere, in the words of the export's format (see _detail)."""
     raw = _text(unit_raw)
     if not analyte:
         return (np.nan, raw, "", "", "")
@@ -871,7 +877,7 @@ def _unit_of(
         )
         return (np.nan, raw, "", "unit_conflict", detail)
     if not raw:
-        return (np.nan, "", "", "unknown_unit", "the result has no unit")
+        return (np.nan, "", "", "unknown_unit", no_unit_detail or _DETAIL["missing_unit"])
     alias = units.lookup(raw)
     if per_body_surface and alias is not None and alias.pint_expr == _PLAIN_FLOW:
         indexed = units.factor(analyte, analytes()[analyte].canonical_unit)
@@ -880,7 +886,9 @@ def _unit_of(
         f = units.factor(analyte, raw)
     except UnitError as exc:
         reason = "unknown_unit" if units.lookup(raw) is None else "unit_not_valid_for_analyte"
-        return (np.nan, raw, "", reason, exc.problem)
+        # the problem and its fix, as one sentence
+        fix = f"; {exc.fix.rstrip('.')}" if exc.fix else ""
+        return (np.nan, raw, "", reason, exc.problem.rstrip(".") + fix)
     alias = units.lookup(raw)
     assert alias is not None
     return (f, alias.raw, alias.system, "", "")
@@ -1464,7 +1472,11 @@ def _status_verdict(status: ResultStatus) -> tuple[str, str]:
     """("result_status", detail) for a status that says the row holds no result."""
     if not status.no_result:
         return ("", "")
-    return ("result_status", f"the export's result status says {status.no_result}")
+    return (
+        "result_status",
+        f"the export's result status says {status.no_result}; nothing to fix, unless the"
+        " status is wrong in the export",
+    )
 
 
 def _specimen_verdict(specimen_type: object) -> tuple[str, str]:
@@ -1475,7 +1487,7 @@ def _specimen_verdict(specimen_type: object) -> tuple[str, str]:
     return (
         "non_blood_specimen",
         f"the specimen is '{text[:40]}', not blood; labinterp reads serum, plasma and "
-        "whole-blood results",
+        "whole-blood results: nothing to fix, unless the specimen type is wrong in the export",
     )
 
 
@@ -1588,7 +1600,11 @@ def _sex(text: object) -> str:
 
 
 _DETAIL = {
-    "out_of_scope": "test not interpreted by labinterp (not in the analyte catalog)",
+    "out_of_scope": (
+        "test not interpreted by labinterp (not in the analyte catalog); nothing to fix,"
+        " unless it is a test labinterp reads under a name it does not know: then name it"
+        ' in a mapping file ([tests] "NAME" = "magnesium") passed with --mapping'
+    ),
     "missing_test": "the row names no test (no code, name or LOINC); add the test column",
     "missing_patient_id": "the row has no patient identifier; fill it in the export",
     "scientific_patient_id": (
@@ -1610,12 +1626,23 @@ _DETAIL = {
     "ambiguous_two_digit_year": (
         "two-digit year (a spreadsheet re-save?); re-export with 4-digit years"
     ),
-    "missing_value": "the row has neither a result nor a result text",
+    # labinterp has no default unit per test: the unit has to come with the result
+    "missing_unit": (
+        "the result has no unit; add it in the export (a unit column, the unit after the"
+        " number as in '1.2 mg/dL', or in the test's name as in 'Magnesium (mg/dL)'), or if"
+        " the file has a unit column labinterp did not find, name it in a mapping file"
+        ' (unit_raw = "..." under [columns]) passed with --mapping'
+    ),
+    "missing_value": (
+        "the row has neither a result nor a result text; fill in the result in the export"
+    ),
     "missing_value_commented": (
         "the result column is empty; the comment may give the result as free text, which"
         " labinterp does not read as a value (put the result in the result column)"
     ),
-    "sample_quality_index": "a sample-quality index (hemolysis, icterus or lipemia), not a result",
+    "sample_quality_index": (
+        "a sample-quality index (hemolysis, icterus or lipemia), not a result; nothing to fix"
+    ),
     "vitamin_d_component": (
         "a 25-OH vitamin D2 or D3 result of a draw whose total 25-OH vitamin D is read"
         " (reference_ranges/vitamin_d_components.toml)"
@@ -1627,7 +1654,7 @@ _DETAIL = {
     ),
     "race_adjusted_egfr": (
         "the eGFR of this draw computed with a race coefficient; the same draw's eGFR "
-        "without race is used (reference_ranges/egfr_race.toml)"
+        "without race is used (reference_ranges/egfr_race.toml); nothing to fix"
     ),
     # unit_conflict and unparseable_value carry a detail naming the value and units
 }
@@ -1641,6 +1668,14 @@ _DETAIL_BY_FORMAT = {
     ("missing_patient_id", "fhir"): (
         "the Observation names no patient: give it a subject (a reference to a Patient, or"
         " an identifier), or export it inside the DiagnosticReport or Bundle that does"
+    ),
+    ("missing_unit", "hl7v2"): (
+        "the result has no unit (OBX-6 is empty); check the sending system's message, or"
+        " export the results from the LIS with their units"
+    ),
+    ("missing_unit", "fhir"): (
+        "the Observation's valueQuantity has no unit (neither unit nor code); export the"
+        " Observations with their units"
     ),
     ("missing_date", "hl7v2"): (
         "the result has no collection time: neither SPM-17, OBR-7 nor OBX-14 holds one;"
@@ -1799,8 +1834,9 @@ def _normalize(
         # unit (only numeric results need one): (factor, spelling, system, reason, detail)
         per_body_surface = found.field(2).compact()
         name_unit = found.field(4).compact()  # "Magnesium (mg/dL)": rare, "" nearly always
+        no_unit_detail = _detail("missing_unit", opts.source_format)
         unit = _joint(analyte, col["unit_raw"], value_unit, per_body_surface, name_unit).map(
-            lambda v: _unit_of(*v)
+            lambda v: _unit_of(v[0], v[1], v[2], v[3], v[4], no_unit_detail)
         )
         factor = unit.field(0).floats()
         unit_rep = unit.field(1).compact()

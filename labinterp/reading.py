@@ -1082,10 +1082,12 @@ _MAY_BE_MISSING = frozenset(
     | {"range_raw", "range_low_raw", "range_high_raw"}
 )
 
-_REPEATED_HEADER = "a repeat of the header line (a page break in the export), not a result row"
+_REPEATED_HEADER = (
+    "a repeat of the header line (a page break in the export), not a result row; nothing to fix"
+)
 _ONE_FIELD = (
     "only one field is filled: a page footer, title or note inside the table (such as"
-    " 'Page 1 of 2'), not a result row"
+    " 'Page 1 of 2'), not a result row; nothing to fix"
 )
 
 
@@ -1148,13 +1150,16 @@ def _ragged_detail(fields: int, header_fields: int) -> str:
     if fields == 1:  # no separator at all: a line of text inside or below the table
         return (
             "a line of text without the file's separators (a note, or a footer such as "
-            "'End of report'), not a row of the table"
+            "'End of report'), not a row of the table; nothing to fix"
         )
     if fields < header_fields:
-        return f"the row has {fields} fields and the header {header_fields}: fields are missing"
+        return (
+            f"the row has {fields} fields and the header {header_fields}: fields are missing;"
+            " correct the row in the export"
+        )
     return (
         f"the row has {fields} fields and the header {header_fields}: a value holding the "
-        "separator was split (it needs quotes)"
+        "separator was split; put quotes around such values in the export"
     )
 
 

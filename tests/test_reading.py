@@ -242,7 +242,7 @@ def test_of_the_same_result_in_two_exports_the_one_with_the_printed_range_is_kep
     assert (dup.source_file, dup.reason, dup.detail) == (
         "a.csv",
         "duplicate",
-        "same result as b.csv row 2",
+        "same result as b.csv row 2; nothing to fix: that one is read",
     )
     # without a range on either side the earliest row is kept, as before
     res = read(
@@ -1121,11 +1121,11 @@ def test_a_malformed_row_says_what_is_wrong_with_it(tmp_path: Path) -> None:
     res = read(write(tmp_path, body))
     assert res.rows_used == 1
     assert res.rejected["detail"].tolist() == [
-        "the row has 6 fields and the header 5: a value holding the separator was split "
-        "(it needs quotes)",
-        "the row has 4 fields and the header 5: fields are missing",
+        "the row has 6 fields and the header 5: a value holding the separator was split; "
+        "put quotes around such values in the export",
+        "the row has 4 fields and the header 5: fields are missing; correct the row in the export",
         "a line of text without the file's separators (a note, or a footer such as "
-        "'End of report'), not a row of the table",
+        "'End of report'), not a row of the table; nothing to fix",
     ]
 
 
