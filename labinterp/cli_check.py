@@ -320,5 +320,6 @@ def run(args: argparse.Namespace) -> int:
             out.write(f"   {reason:<28} {n:>8}\n")
     if args.rejected and len(result.rejected):
         out.write("\n")
-        write_table(result.rejected, "table", out)
+        # the detail ends in the fix: written whole under its row, not cut to a cell
+        write_table(result.rejected, "table", out, below="detail")
     return 0

@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 class Options:
     date_format: str | None = None  # strftime format forced by the user
     decimal: str | None = None  # "," for decimal-comma files; None = detect
+    # the file shows both separators (see decimal_evidence); only with `decimal` given
+    decimal_mixed: bool = False
     tests: tuple[tuple[str, str], ...] = ()  # user mapping: test label/code -> analyte
     undated: bool = False  # the file has no collection-time column at all
     slash_order: str | None = None  # "mdy" | "dmy" already decided for this file (batches)
@@ -449,11 +451,34 @@ def _ungrouped(text: str, decimal: str) -> str:
     return pattern.sub(lambda m: m[0].replace(group, ""), text)
 
 
+# Numbers that can be read only one way whatever the file's separator, so that a value
+# from a lab of the other convention (two exports joined) is read, not dropped: a decimal
+# comma ("0,62", "12,5", "1,2345", "0,500", "1.250,5") is never a thousands group, as a group
+# has exactly three digits and never starts a number with 0; "1,250.5" has a decimal point.
+# "1,250" and "1.250" fit both and are left to the file's separator (see _GROUPED).
+_ONLY_DECIMAL_COMMA = re.compile(
+    r"(?<![\d.,])(?:0,\d+|\d+,(?:\d{1,2}|\d{4,})|[1-9]\d{0,2}(?:\.\d{3})+,\d+)(?![\d.,])"
+)
+_ONLY_DECIMAL_POINT_GROUPED = re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:,\d{3})+\.\d+(?![\d.,])")
+
+
+def _other_convention_read(text: str, decimal: str) -> str:
+    """`text` with its numbers that can be read only with the separator the file does not
+    use (see _ONLY_DECIMAL_COMMA) written with decimal points and no grouping."""
+    if decimal == "." and "," in text:
+        return _ONLY_DECIMAL_COMMA.sub(lambda m: m[0].replace(".", "").replace(",", "."), text)
+    if decimal == "," and "." in text:
+        return _ONLY_DECIMAL_POINT_GROUPED.sub(lambda m: m[0].replace(",", ""), text)
+    return text
+
+
 def parse_value(text: str, decimal: str) -> tuple[str, float | None]:
     """('<', 0.5) for '<0.5'; ('', 7.9) for '7.9'; ('', None) when not a number. A number
     grouped in thousands by the other separator reads whole: PTH "1,250" is 1250 in a file
-    of decimal points, "1.250" is 1250 in a file of decimal commas."""
-    s = _ungrouped(text.strip(), decimal)
+    of decimal points, "1.250" is 1250 in a file of decimal commas. A number that can be
+    read only one way is read that way in either file: "0,62" is 0.62 in a file of decimal
+    points, "1,250.5" is 1250.5 in a file of decimal commas."""
+    s = _ungrouped(_other_convention_read(text.strip(), decimal), decimal)
     if decimal == ",":
         s = s.replace(".", "").replace(",", ".") if re.search(r"\d,\d", s) else s
     m = _SYMBOLIC.match(s)
@@ -588,13 +613,35 @@ def _read_value(text: str, decimal: str) -> tuple[str, float | None, str, str, b
     return "", None, "", "", hides
 
 
-def _value_of(value_raw: object, valuenum_raw: object, comparator_raw: object, decimal: str):
+# A number that reads differently with either separator: "1,250" is 1250 with decimal
+# points, 1.25 with decimal commas (a thousands group: three digits, not after a 0).
+_EITHER_SEPARATOR = re.compile(r"(?<![\d.,])[1-9]\d{0,2}[.,]\d{3}(?![\d.,])")
+
+
+def _value_of(
+    value_raw: object,
+    valuenum_raw: object,
+    comparator_raw: object,
+    decimal: str,
+    mixed_decimals: bool = False,
+):
     """(comparator, number, text_result, reason, detail, unit printed with the number,
-    abnormal-flag marker) for one distinct value triple."""
+    abnormal-flag marker) for one distinct value triple. `mixed_decimals`: the file shows
+    both decimal separators, so a number that reads differently with either is not read."""
     text = _text(value_raw)
     cmp_, number, unit, marker, hides = (
         _read_value(text, decimal) if text else ("", None, "", "", False)
     )
+    either = _EITHER_SEPARATOR.search(text) if number is not None and mixed_decimals else None
+    if either:
+        detail = (
+            f"the result '{text}' is ambiguous: this file has numbers with decimal points"
+            f" and others with decimal commas, and '{either[0][-4]}' followed by three digits"
+            " can be either a decimal or a thousands separator; write the number without"
+            " a thousands separator in the export, or name the file's decimal separator"
+            ' in a mapping file ([options] decimal = "." or ",") passed with --mapping'
+        )
+        return ("", None, "", "unparseable_value", detail, "", "")
     if number is None:
         num_text = _text(valuenum_raw)
         if num_text:
@@ -692,14 +739,18 @@ def _index_outcome(
     if raised:
         detail = (
             f"a {kind} index the lab marks as raised: the other results of this sample"
-            f" are marked {mark}"
+            f" are marked {mark}; nothing to fix"
         )
     elif raised is False:
-        detail = f"a {kind} index within the lab's limit: a check of the sample, nothing to mark"
+        detail = (
+            f"a {kind} index within the lab's limit: a check of the sample, nothing to mark;"
+            " nothing to fix"
+        )
     else:
         detail = (
             f"a {kind} index with no printed limit or flag to judge it by (limits depend on"
-            " the analyzer: labinterp has none of its own): nothing marked"
+            " the analyzer: labinterp has none of its own): nothing marked; to have it"
+            " judged, export the index with the lab's limit or flag"
         )
     return ("sample_quality_index", detail, mark if raised else "")
 
@@ -830,11 +881,13 @@ def _unit_of(
     value_unit: str = "",
     per_body_surface: bool = False,
     name_unit: str = "",
+    no_unit_detail: str = "",
 ):
     """(factor, reported spelling, system, reason, detail), from the unit column, the unit
     printed after the number in the result and the unit printed in the test's name, if
     any. `per_body_surface`: the test is defined per 1.73 m2 (_per_body_surface), so a
-    plain "mL/min" means mL/min/1.73 m2."""
+    plain "mL/min" means mL/min/1.73 m2. `no_unit_detail`: the detail of a result with no
+    unit anywhere, in the words of the export's format (see _detail)."""
     raw = _text(unit_raw)
     if not analyte:
         return (np.nan, raw, "", "", "")
@@ -856,7 +909,7 @@ def _unit_of(
         )
         return (np.nan, raw, "", "unit_conflict", detail)
     if not raw:
-        return (np.nan, "", "", "unknown_unit", "the result has no unit")
+        return (np.nan, "", "", "unknown_unit", no_unit_detail or _DETAIL["missing_unit"])
     alias = units.lookup(raw)
     if per_body_surface and alias is not None and alias.pint_expr == _PLAIN_FLOW:
         indexed = units.factor(analyte, analytes()[analyte].canonical_unit)
@@ -865,7 +918,9 @@ def _unit_of(
         f = units.factor(analyte, raw)
     except UnitError as exc:
         reason = "unknown_unit" if units.lookup(raw) is None else "unit_not_valid_for_analyte"
-        return (np.nan, raw, "", reason, exc.problem)
+        # the problem and its fix, as one sentence
+        fix = f"; {exc.fix.rstrip('.')}" if exc.fix else ""
+        return (np.nan, raw, "", reason, exc.problem.rstrip(".") + fix)
     alias = units.lookup(raw)
     assert alias is not None
     return (f, alias.raw, alias.system, "", "")
@@ -1105,7 +1160,12 @@ def _parse_dates(
                 reasons[two_digit[two_digit].index] = "ambiguous_two_digit_year"
     reasons[far & (reasons == "")] = "date_out_of_range"
     bad = stamps.isna() & (reasons == "")
-    reasons[bad] = "unparseable_date"
+    # with a format given, "pass --date-format" would be no fix: the time does not fit it
+    reasons[bad] = "date_not_in_format" if forced else "unparseable_date"
+    if forced and "%Y" in forced and bad.any():
+        # "3/6/24" against "%m/%d/%Y": a two-digit year, which labinterp never guesses
+        short = pd.to_datetime(values[bad], format=forced.replace("%Y", "%y"), errors="coerce")
+        reasons[short[short.notna()].index] = "two_digit_year_not_in_format"
     # a plain number: a spreadsheet's date serial (45352.5) in a cell not formatted as a date
     serial = bad & values.str.fullmatch(r"\d{5}(?:\.\d+)?").fillna(False).astype(bool)
     reasons[serial] = "date_serial"
@@ -1477,7 +1537,11 @@ def _status_verdict(status: ResultStatus) -> tuple[str, str]:
     """("result_status", detail) for a status that says the row holds no result."""
     if not status.no_result:
         return ("", "")
-    return ("result_status", f"the export's result status says {status.no_result}")
+    return (
+        "result_status",
+        f"the export's result status says {status.no_result}; nothing to fix, unless the"
+        " status is wrong in the export",
+    )
 
 
 def _specimen_verdict(specimen_type: object) -> tuple[str, str]:
@@ -1488,7 +1552,7 @@ def _specimen_verdict(specimen_type: object) -> tuple[str, str]:
     return (
         "non_blood_specimen",
         f"the specimen is '{text[:40]}', not blood; labinterp reads serum, plasma and "
-        "whole-blood results",
+        "whole-blood results: nothing to fix, unless the specimen type is wrong in the export",
     )
 
 
@@ -1601,7 +1665,11 @@ def _sex(text: object) -> str:
 
 
 _DETAIL = {
-    "out_of_scope": "test not interpreted by labinterp (not in the analyte catalog)",
+    "out_of_scope": (
+        "test not interpreted by labinterp (not in the analyte catalog); nothing to fix,"
+        " unless it is a test labinterp reads under a name it does not know: then name it"
+        ' in a mapping file ([tests] "NAME" = "magnesium") passed with --mapping'
+    ),
     "missing_test": "the row names no test (no code, name or LOINC); add the test column",
     "missing_patient_id": "the row has no patient identifier; fill it in the export",
     "scientific_patient_id": (
@@ -1623,12 +1691,23 @@ _DETAIL = {
     "ambiguous_two_digit_year": (
         "two-digit year (a spreadsheet re-save?); re-export with 4-digit years"
     ),
-    "missing_value": "the row has neither a result nor a result text",
+    # labinterp has no default unit per test: the unit has to come with the result
+    "missing_unit": (
+        "the result has no unit; add it in the export (a unit column, the unit after the"
+        " number as in '1.2 mg/dL', or in the test's name as in 'Magnesium (mg/dL)'), or if"
+        " the file has a unit column labinterp did not find, name it in a mapping file"
+        ' (unit_raw = "..." under [columns]) passed with --mapping'
+    ),
+    "missing_value": (
+        "the row has neither a result nor a result text; fill in the result in the export"
+    ),
     "missing_value_commented": (
         "the result column is empty; the comment may give the result as free text, which"
         " labinterp does not read as a value (put the result in the result column)"
     ),
-    "sample_quality_index": "a sample-quality index (hemolysis, icterus or lipemia), not a result",
+    "sample_quality_index": (
+        "a sample-quality index (hemolysis, icterus or lipemia), not a result; nothing to fix"
+    ),
     "vitamin_d_component": (
         "a 25-OH vitamin D2 or D3 result of a draw whose total 25-OH vitamin D is read"
         " (reference_ranges/vitamin_d_components.toml)"
@@ -1646,7 +1725,7 @@ _DETAIL = {
     ),
     "race_adjusted_egfr": (
         "the eGFR of this draw computed with a race coefficient; the same draw's eGFR "
-        "without race is used (reference_ranges/egfr_race.toml)"
+        "without race is used (reference_ranges/egfr_race.toml); nothing to fix"
     ),
     # unit_conflict and unparseable_value carry a detail naming the value and units
 }
@@ -1660,6 +1739,14 @@ _DETAIL_BY_FORMAT = {
     ("missing_patient_id", "fhir"): (
         "the Observation names no patient: give it a subject (a reference to a Patient, or"
         " an identifier), or export it inside the DiagnosticReport or Bundle that does"
+    ),
+    ("missing_unit", "hl7v2"): (
+        "the result has no unit (OBX-6 is empty); check the sending system's message, or"
+        " export the results from the LIS with their units"
+    ),
+    ("missing_unit", "fhir"): (
+        "the Observation's valueQuantity has no unit (neither unit nor code); export the"
+        " Observations with their units"
     ),
     ("missing_date", "hl7v2"): (
         "the result has no collection time: neither SPM-17, OBR-7 nor OBX-14 holds one;"
@@ -1679,7 +1766,31 @@ def _detail(reason: str, source_format: str) -> str:
 
 
 # Reasons found here that schema.REJECT_REASONS names otherwise; the detail tells them apart.
-_REASON = {"date_out_of_range": "unparseable_date", "date_serial": "unparseable_date"}
+_REASON = {
+    "date_out_of_range": "unparseable_date",
+    "date_serial": "unparseable_date",
+    "date_not_in_format": "unparseable_date",
+    "two_digit_year_not_in_format": "ambiguous_two_digit_year",
+}
+
+
+def _date_detail(reason: str, opts: Options) -> str:
+    """The detail of a collection time's reject reason; one that does not fit the date
+    format given names it."""
+    given = f"the date format given ('{opts.date_format}', by --date-format or a mapping)"
+    if reason == "date_not_in_format":
+        return (
+            f"the collection time does not match {given}; correct the date in the export, or"
+            " give the format the file's dates are printed in (or leave it out to let"
+            " labinterp work it out)"
+        )
+    if reason == "two_digit_year_not_in_format":
+        return (
+            f"the collection time does not match {given}: it has a two-digit year (a"
+            " spreadsheet re-save?), which labinterp does not guess the century of;"
+            " re-export with 4-digit years"
+        )
+    return _detail(reason, opts.source_format)
 
 
 def _strip(series: pd.Series) -> pd.Series:
@@ -1751,9 +1862,12 @@ def _normalize(
         analyte = found.field(0).compact()
 
         # value
-        decimal = opts.decimal or _detect_decimal(frame["value_raw"])
+        if opts.decimal:
+            decimal, mixed_decimals = opts.decimal, opts.decimal_mixed
+        else:
+            decimal, mixed_decimals = _detect_decimal(frame["value_raw"])
         parsed = _joint(col["value_raw"], col["valuenum_raw"], col["comparator_raw"]).map(
-            lambda v: _value_of(v[0], v[1], v[2], decimal)
+            lambda v: _value_of(v[0], v[1], v[2], decimal, mixed_decimals)
         )
         cmp_ = parsed.field(0).compact()
         number = parsed.field(1).floats()
@@ -1791,8 +1905,9 @@ def _normalize(
         # unit (only numeric results need one): (factor, spelling, system, reason, detail)
         per_body_surface = found.field(2).compact()
         name_unit = found.field(4).compact()  # "Magnesium (mg/dL)": rare, "" nearly always
+        no_unit_detail = _detail("missing_unit", opts.source_format)
         unit = _joint(analyte, col["unit_raw"], value_unit, per_body_surface, name_unit).map(
-            lambda v: _unit_of(*v)
+            lambda v: _unit_of(v[0], v[1], v[2], v[3], v[4], no_unit_detail)
         )
         factor = unit.field(0).floats()
         unit_rep = unit.field(1).compact()
@@ -2330,14 +2445,17 @@ def _reject(
     )
 
 
-def _detect_decimal(values: pd.Series) -> str:
+def _detect_decimal(values: pd.Series) -> tuple[str, bool]:
     # Without evidence either way, decimal points.
-    return decimal_evidence(values) or "."
+    found, mixed = decimal_evidence(values)
+    return found or ".", mixed
 
 
-def decimal_evidence(values: pd.Series) -> str:
-    """The decimal separator some result texts show ("," or "."), "" when none of them
-    tells. A file read in batches decides it once for the whole file."""
+def decimal_evidence(values: pd.Series) -> tuple[str, bool]:
+    """The decimal separator most result texts show ("," or "."), "" when none of them
+    tells, and whether some show the other one (two exports joined): such a file has no
+    separator to read "1,250" or "1.250" by. A file read in batches decides both once for
+    the whole file."""
     sample = values.head(5000)
     if sample.hasnans:  # else the first 5,000 non-missing values, without copying the column
         sample = values.dropna().head(5000)
@@ -2348,8 +2466,8 @@ def decimal_evidence(values: pd.Series) -> str:
     commas = sample.str.fullmatch(_COMMA_DECIMAL).sum()
     points = sample.str.fullmatch(_POINT_DECIMAL).sum()
     if commas == points == 0:
-        return ""
-    return "," if commas > points else "."
+        return "", False
+    return ("," if commas > points else "."), bool(commas and points)
 
 
 _COMMA_DECIMAL = r"[<>]?\s*-?(?:0,\d+|\d+,(?:\d{1,2}|\d{4,})|[1-9]\d{0,2}(?:\.\d{3})+,\d+)"
@@ -2409,7 +2527,7 @@ def _dates(
     reason_codes, reason_names = pd.factorize(reasons)
     why = _Coded(
         reason_codes[codes],
-        [(_REASON.get(r, r), _detail(r, opts.source_format)) for r in reason_names],
+        [(_REASON.get(r, r), _date_detail(r, opts)) for r in reason_names],
     )
     return stamps[codes], None if offsets is None else offsets[codes], why
 

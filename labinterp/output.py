@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, TextIO
 
@@ -203,7 +205,11 @@ def _write_bytes(stream: TextIO, write: Callable[[Any], None]) -> None:
         stream.write(sink.getvalue().to_pybytes().decode("utf-8"))
 
 
-def write_table(df: pd.DataFrame, fmt: str, stream: TextIO | None = None) -> None:
+def write_table(
+    df: pd.DataFrame, fmt: str, stream: TextIO | None = None, below: str | None = None
+) -> None:
+    """`df` in `fmt`. `below`: a column of sentences (a rejected row's detail, which ends
+    in its fix) that a terminal table writes whole, wrapped under each row, not cut."""
     stream = stream or sys.stdout
     if fmt == "csv":
         # as the audit writes its CSV files (Arrow's writer: ~15x pandas' to_csv)
@@ -213,25 +219,51 @@ def write_table(df: pd.DataFrame, fmt: str, stream: TextIO | None = None) -> Non
         records = json_records(df)
         _write_bytes(stream, lambda sink: sink.write(records))
     else:
-        stream.write(_text_table(df) + "\n")
+        stream.write(_text_table(df, below) + "\n")
 
 
 # A cell longer than this is cut on a terminal (the machine formats keep it whole).
 _CELL_WIDTH = 60
 
 
-def _text_table(df: pd.DataFrame) -> str:
-    """Columns aligned left, two spaces apart, for reading on a terminal."""
+# The indent of a sentence written under its row (see _text_table's `below`).
+_BELOW_INDENT = "    "
+
+
+def _texts(column: pd.Series) -> list[str]:
+    return ["" if v is None or v is pd.NA or v != v else str(v) for v in column.tolist()]
+
+
+def _text_table(df: pd.DataFrame, below: str | None = None) -> str:
+    """Columns aligned left, two spaces apart, for reading on a terminal; the column
+    `below` written whole under each row, wrapped to the terminal's width."""
     if not len(df):
         return "(no rows)"
-    columns = [str(c) for c in df.columns]
+    shown = [c for c in df.columns if c != below]
+    columns = [str(c) for c in shown]
     cells = []
-    for c in df.columns:
-        texts = ["" if v is None or v is pd.NA or v != v else str(v) for v in df[c].tolist()]
+    for c in shown:
+        texts = _texts(df[c])
         cells.append([t if len(t) <= _CELL_WIDTH else t[: _CELL_WIDTH - 1] + "…" for t in texts])
     widths = [max([len(name), *map(len, col)]) for name, col in zip(columns, cells, strict=True)]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
 
-    return "\n".join([line(columns), *(line(row) for row in zip(*cells, strict=True))])
+    rows = [line(row) for row in zip(*cells, strict=True)]
+    if below is not None and below in df.columns:
+        width = max(40, shutil.get_terminal_size(fallback=(100, 24)).columns - 1)
+        wrapped: dict[str, str] = {}  # most rows share a few sentences: wrap each once
+        for i, text in enumerate(_texts(df[below])):
+            if text and text not in wrapped:
+                wrapped[text] = textwrap.fill(
+                    text,
+                    width,
+                    initial_indent=_BELOW_INDENT,
+                    subsequent_indent=_BELOW_INDENT,
+                    break_long_words=False,  # an option or a file name stays whole
+                    break_on_hyphens=False,
+                )
+            if text:
+                rows[i] += "\n" + wrapped[text]
+    return "\n".join([line(columns), *rows])

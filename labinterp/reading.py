@@ -455,13 +455,14 @@ def _file_slash_order(
 
 def _file_decimal(
     first: table.Table, column: str, again: Callable[[], Iterator[table.Table]]
-) -> str | None:
-    """The file's decimal separator: what its first batch shows, else the first batch
-    that shows one; None (each batch's own guess: points) when none does."""
+) -> tuple[str, bool] | None:
+    """The file's decimal separator and whether it shows both (see decimal_evidence): what
+    its first batch shows, else the first batch that shows one; None (each batch's own
+    guess: points) when none does."""
     for tbl in itertools.chain([first], again()):
-        found = decimal_evidence(tbl.frame[column])
+        found, mixed = decimal_evidence(tbl.frame[column])
         if found:
-            return found
+            return found, mixed
     return None
 
 
@@ -993,7 +994,7 @@ def _from_table(
     date_format: str | None,
     dedupe: bool,
     slash_order: str | None = None,
-    decimal: str | None = None,
+    decimal: tuple[str, bool] | None = None,
 ) -> ReadResult:
     """One table's rows normalized. `slash_order` and `decimal`: what the whole file
     decided, for a batch of it (else the table decides)."""
@@ -1023,7 +1024,10 @@ def _from_table(
         raw = raw.loc[~bad].reset_index(drop=True)
     options = Options(
         date_format=date_format or plan.date_format,
-        decimal=plan.decimal or decimal,
+        # a separator the mapping names decides every number; else the file's (see
+        # decimal_evidence), which leaves a number it cannot tell unread
+        decimal=plan.decimal or (decimal[0] if decimal else None),
+        decimal_mixed=not plan.decimal and bool(decimal and decimal[1]),
         tests=tuple(plan.tests.items()),
         undated=undated,
         slash_order=slash_order,
@@ -1054,7 +1058,7 @@ def _check_date_format(
     """A date format given (--date-format, a mapping's option) that reads none of a file's
     collection times is a mistake in the format, not a file of bad dates: every row would
     be rejected and the command end as if all were well."""
-    bad = rejected["reason"] == "unparseable_date"
+    bad = rejected["reason"].isin(["unparseable_date", "ambiguous_two_digit_year"])
     if len(results) or not bad.any():
         return
     first = int(rejected.loc[bad, "source_row"].min())
@@ -1078,10 +1082,12 @@ _MAY_BE_MISSING = frozenset(
     | {"range_raw", "range_low_raw", "range_high_raw"}
 )
 
-_REPEATED_HEADER = "a repeat of the header line (a page break in the export), not a result row"
+_REPEATED_HEADER = (
+    "a repeat of the header line (a page break in the export), not a result row; nothing to fix"
+)
 _ONE_FIELD = (
     "only one field is filled: a page footer, title or note inside the table (such as"
-    " 'Page 1 of 2'), not a result row"
+    " 'Page 1 of 2'), not a result row; nothing to fix"
 )
 
 
@@ -1144,13 +1150,16 @@ def _ragged_detail(fields: int, header_fields: int) -> str:
     if fields == 1:  # no separator at all: a line of text inside or below the table
         return (
             "a line of text without the file's separators (a note, or a footer such as "
-            "'End of report'), not a row of the table"
+            "'End of report'), not a row of the table; nothing to fix"
         )
     if fields < header_fields:
-        return f"the row has {fields} fields and the header {header_fields}: fields are missing"
+        return (
+            f"the row has {fields} fields and the header {header_fields}: fields are missing;"
+            " correct the row in the export"
+        )
     return (
         f"the row has {fields} fields and the header {header_fields}: a value holding the "
-        "separator was split (it needs quotes)"
+        "separator was split; put quotes around such values in the export"
     )
 
 

@@ -253,3 +253,27 @@ def test_audit_takes_the_number_of_worker_processes(
     assert seen == [3, None]
     assert main(["audit", str(sample_path()), "-o", str(out), "--workers", "0"]) == 2
     assert "whole number of 1 or more" in capsys.readouterr().err
+
+
+def test_check_rejected_on_a_terminal_writes_each_detail_whole_with_its_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The detail of a rejected row ends in its fix: the terminal table writes it whole,
+    wrapped under its row, instead of cutting it to a cell."""
+    monkeypatch.setenv("COLUMNS", "60")
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "patient_id,collected_at,test,result,unit\n"
+        "P1,2024-03-01 08:00,Magnesium,(1.2),mg/dL\n"
+        "P1,2024-03-01 08:00,Potassium,3.9,mmol/L\n"
+    )
+    assert main(["check", str(path), "--rejected"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("source_file") :].splitlines()
+    assert "detail" not in table[0] and "(1.2)" in table[1]
+    below = table[2:]
+    assert below and all(line.startswith("    ") and len(line) <= 59 for line in below)
+    words = " ".join(line.strip() for line in below)
+    assert (
+        words == "the result '(1.2)' is not a number labinterp can read; correct it in the export"
+    )

@@ -36,7 +36,7 @@ def test_a_copy_of_a_later_result_of_the_draw_is_a_duplicate(tmp_path: Path) -> 
     assert (dup.source_file, dup.reason, dup.detail) == (
         "b.csv",
         "duplicate",
-        "same result as a.csv row 3",
+        "same result as a.csv row 3; nothing to fix: that one is read",
     )
 
 
@@ -86,8 +86,8 @@ def test_two_samples_of_one_time_are_two_results(tmp_path: Path) -> None:
     res = read([a, b, c])
     assert res.rows_used == 2
     assert res.rejected["detail"].tolist() == [
-        "same result as b.csv row 2",
-        "same result as a.csv row 2",
+        "same result as b.csv row 2; nothing to fix: that one is read",
+        "same result as a.csv row 2; nothing to fix: that one is read",
     ]
 
 
@@ -100,7 +100,9 @@ def test_two_tests_of_one_draw_are_two_results(tmp_path: Path) -> None:
     copy = write(tmp_path, "c.csv", f"{DRAW},,Potassium,2823-3,3.8,mmol/L")
     res = read([whole, serum, copy])
     assert res.results["source_file"].tolist() == ["a.csv", "b.csv"]
-    assert res.rejected["detail"].tolist() == ["same result as b.csv row 2"]
+    assert res.rejected["detail"].tolist() == [
+        "same result as b.csv row 2; nothing to fix: that one is read"
+    ]
     named = write(tmp_path, "d.csv", f'{DRAW},,"Potassium, Whole Blood",,3.8,mmol/L')
     plain = write(tmp_path, "e.csv", f"{DRAW},,Potassium,,3.8,mmol/L")
     assert read([named, plain]).rows_used == 2
@@ -155,7 +157,9 @@ def test_deduplicate_compares_every_earlier_row_of_a_run() -> None:
     )
     kept, dropped = deduplicate(frame)
     assert kept["value"].tolist() == [4.0, 4.2]
-    assert dropped["detail"].tolist() == ["same result as a.csv row 3"]
+    assert dropped["detail"].tolist() == [
+        "same result as a.csv row 3; nothing to fix: that one is read"
+    ]
 
 
 def test_repeats_match_the_rule_written_out_per_pair() -> None:
@@ -269,7 +273,7 @@ def test_a_result_printed_in_two_columns_of_a_row_names_the_column_kept(tmp_path
     alone or in an audit (whose buckets are deduplicated after reading)."""
     path = tmp_path / "biopro.csv"
     path.write_text("SEQN,LBXSCA,LBDSCASI\n93705,9.2,2.3\n", encoding="utf-8")
-    expected = ["same result as column LBXSCA of the same row"]
+    expected = ["same result as column LBXSCA of the same row; nothing to fix: that one is read"]
     assert read(path).rejected["detail"].tolist() == expected
     labinterp.audit(path, tmp_path / "audit")
     rejected = pd.read_csv(tmp_path / "audit" / "rejected_rows.csv", dtype=str)

@@ -390,8 +390,9 @@ def test_a_censored_value_in_english_words_prints_as_symbol_and_number_in_spanis
         for lang in ("en", "es")
     }
     assert shown["en"] == ["menor de 0,5", "<0.6", "1.8"]  # the latest 3; as the lab wrote
-    # a comparator this export's reader did not parse: kept as the lab wrote it
-    assert shown["es"] == ["menor de 0,5", "<0.6", "1.8"]
+    # words with a decimal comma in a file of points: read, so symbols on a Spanish sheet,
+    # with the comma the lab wrote
+    assert shown["es"] == ["< 0,5", "<0.6", "1.8"]
     ctx = _context(path, "C-1", lang="es")
     assert ctx["analytes"][0]["trend"]["first_value"] == "< 0.4"
     assert "LESS THAN" not in _html(ctx)

@@ -364,7 +364,9 @@ def test_result_only_in_comment_is_told_apart(tmp_path: Path) -> None:
     details = dict(zip(res.rejected["source_row"], res.rejected["detail"], strict=True))
     assert list(res.rejected["reason"]) == ["missing_value", "missing_value"]
     assert "comment" in details[2] and "result column" in details[2]
-    assert details[3] == "the row has neither a result nor a result text"
+    assert details[3] == (
+        "the row has neither a result nor a result text; fill in the result in the export"
+    )
 
 
 def test_ids_alike_but_for_leading_zeros_are_warned_not_merged(

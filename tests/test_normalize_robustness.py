@@ -427,15 +427,64 @@ def test_thousands_separators(tmp_path: Path, values: list[str], expected: list[
     assert list(res.results.sort_values("collected_at")["value_reported"]) == expected
 
 
-def test_a_decimal_comma_in_a_file_of_decimal_points_is_rejected(tmp_path: Path) -> None:
-    # "12,5" cannot be 125 (a group has 3 digits) and the file reads points: neither guess
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        # a file of decimal points with a few decimal commas (two exports joined): a
+        # comma followed by other than three digits, or after a 0, is never a group
+        (["12,5", "0.55", "8.1"], [12.5, 0.55, 8.1]),
+        (
+            ["0,62", "< 1,5", "1,2345", "0,500", "0.9", "8.1", "2.5", "3.5", "4.5"],
+            [0.62, 1.5, 1.2345, 0.5, 0.9, 8.1, 2.5, 3.5, 4.5],
+        ),
+        (["1.250,5", "0.55", "8.1"], [1250.5, 0.55, 8.1]),
+        (["0,62 pg/mL", "1,5 H", "0.55", "8.1"], [0.62, 1.5, 0.55, 8.1]),
+        # a file of decimal commas with a number grouped by commas and a decimal point
+        (["1,250.5", "0,55", "8,1"], [1250.5, 0.55, 8.1]),
+    ],
+)
+def test_a_number_of_the_other_decimal_separator_is_read_when_it_can_only_be_read_one_way(
+    tmp_path: Path, values: list[str], expected: list[float]
+) -> None:
+    body = "".join(f'P1,2024-03-0{i + 1} 08:30,PTH,"{v}",pg/mL,\n' for i, v in enumerate(values))
+    res = read_rows(tmp_path, body)
+    assert res.rows_rejected == 0, res.rejected.to_dict("records")
+    assert list(res.results.sort_values("collected_at")["value_reported"]) == expected
+
+
+@pytest.mark.parametrize("ambiguous", ["1,250", "1.250", "<1,250"])
+def test_a_number_either_separator_reads_differently_is_rejected_in_a_file_of_both(
+    tmp_path: Path, ambiguous: str
+) -> None:
+    """A file with decimal points and decimal commas has no separator to read "1,250" (1250
+    or 1.25) or "1.250" by: the row is rejected, the detail says why and what to do."""
     res = read_rows(
         tmp_path,
-        'P1,2024-03-01 08:30,PTH,"12,5",pg/mL,\n'
-        'P1,2024-03-02 08:30,PTH,"0.55",pg/mL,\n'
+        f'P1,2024-03-01 08:30,PTH,"{ambiguous}",pg/mL,\n'
+        'P1,2024-03-02 08:30,PTH,"0,55",pg/mL,\n'
         'P1,2024-03-03 08:30,PTH,"8.1",pg/mL,\n',
     )
+    assert res.rows_used == 2
+    (detail,) = res.rejected["detail"]
     assert list(res.rejected["reason"]) == ["unparseable_value"]
+    assert "ambiguous" in detail and "decimal points and others with decimal commas" in detail
+    assert "--mapping" in detail and 'decimal = "."' in detail
+
+
+def test_a_decimal_separator_named_in_the_mapping_reads_what_the_file_leaves_ambiguous(
+    tmp_path: Path,
+) -> None:
+    mapping = tmp_path / "map.toml"
+    mapping.write_text('[options]\ndecimal = "."\n')
+    res = read_rows(
+        tmp_path,
+        'P1,2024-03-01 08:30,PTH,"1,250",pg/mL,\n'
+        'P1,2024-03-02 08:30,PTH,"0,55",pg/mL,\n'
+        'P1,2024-03-03 08:30,PTH,"8.1",pg/mL,\n',
+        mapping=mapping,
+    )
+    assert res.rows_rejected == 0, res.rejected.to_dict("records")
+    assert list(res.results.sort_values("collected_at")["value_reported"]) == [1250, 0.55, 8.1]
 
 
 @pytest.mark.parametrize(

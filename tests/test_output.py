@@ -76,3 +76,23 @@ def test_terminal_table_aligns_left_and_cuts_long_cells() -> None:
     empty = io.StringIO()
     write_table(df.iloc[:0], "table", empty)
     assert empty.getvalue() == "(no rows)\n"
+
+
+def test_terminal_table_writes_a_below_column_whole_under_each_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "50")
+    sentence = "a sentence longer than a cell, which ends in the fix: pass --date-format " * 2
+    df = pd.DataFrame({"row": [1, 2, 3], "detail": [sentence, "", sentence]})
+    out = io.StringIO()
+    write_table(df, "table", out, below="detail")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "row"
+    first = lines[2 : lines.index("2")]
+    assert all(line.startswith("    ") and len(line) <= 49 for line in first)
+    assert " ".join(line.strip() for line in first) == sentence.strip()
+    assert "--date-format" in first[-1]  # an option is never cut at its hyphens
+    assert lines[lines.index("2") + 1] == "3"  # a row without one has nothing under it
+    csv = io.StringIO()
+    write_table(df, "csv", csv, below="detail")
+    assert sentence in csv.getvalue()  # the machine formats are as before

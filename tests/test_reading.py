@@ -242,7 +242,7 @@ def test_of_the_same_result_in_two_exports_the_one_with_the_printed_range_is_kep
     assert (dup.source_file, dup.reason, dup.detail) == (
         "a.csv",
         "duplicate",
-        "same result as b.csv row 2",
+        "same result as b.csv row 2; nothing to fix: that one is read",
     )
     # without a range on either side the earliest row is kept, as before
     res = read(
@@ -1121,11 +1121,11 @@ def test_a_malformed_row_says_what_is_wrong_with_it(tmp_path: Path) -> None:
     res = read(write(tmp_path, body))
     assert res.rows_used == 1
     assert res.rejected["detail"].tolist() == [
-        "the row has 6 fields and the header 5: a value holding the separator was split "
-        "(it needs quotes)",
-        "the row has 4 fields and the header 5: fields are missing",
+        "the row has 6 fields and the header 5: a value holding the separator was split; "
+        "put quotes around such values in the export",
+        "the row has 4 fields and the header 5: fields are missing; correct the row in the export",
         "a line of text without the file's separators (a note, or a footer such as "
-        "'End of report'), not a row of the table",
+        "'End of report'), not a row of the table; nothing to fix",
     ]
 
 
@@ -1267,6 +1267,35 @@ def test_a_date_format_that_reads_no_date_of_a_file_is_an_error(tmp_path: Path) 
     assert read(path, date_format="%m/%d/%Y %H:%M").rows_used == 2
 
 
+def test_a_date_the_given_format_does_not_read_is_told_so_not_to_pass_the_format(
+    tmp_path: Path,
+) -> None:
+    """With --date-format given, "pass --date-format" is no fix: a time that does not match
+    it is told so, and a two-digit year is named (the same reason as without a format)."""
+    text = (
+        "patient_id,collected_at,test,result,unit\n"
+        "P1,3/5/2024 12:00,Magnesium,0.55,mmol/L\n"
+        "P1,3/6/24 12:00,Magnesium,0.60,mmol/L\n"
+        "P1,6 March 2024,Magnesium,0.65,mmol/L\n"
+    )
+    res = read(write(tmp_path, text), date_format="%m/%d/%Y %H:%M")
+    assert res.rows_used == 1
+    rows = res.rejected.set_index("source_row")
+    assert rows.loc[3, "reason"] == "ambiguous_two_digit_year"
+    assert rows.loc[4, "reason"] == "unparseable_date"
+    for detail in rows["detail"]:
+        assert "does not match the date format given ('%m/%d/%Y %H:%M'" in detail
+        assert "pass --date-format" not in detail
+    assert "two-digit year" in rows.loc[3, "detail"] and "4-digit years" in rows.loc[3, "detail"]
+    assert "two-digit year" not in rows.loc[4, "detail"]
+
+
+def test_a_date_format_that_reads_only_two_digit_years_wrong_is_an_error(tmp_path: Path) -> None:
+    text = "patient_id,collected_at,test,result,unit\nP1,3/6/24 12:00,Magnesium,0.60,mmol/L\n"
+    with pytest.raises(InputFileError, match="reads none of the collection times"):
+        read(write(tmp_path, text), date_format="%m/%d/%Y %H:%M")
+
+
 def test_a_file_with_a_header_and_no_rows_is_warned_of(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1275,3 +1304,30 @@ def test_a_file_with_a_header_and_no_rows_is_warned_of(
         res = read(path)
     assert res.rows_in == 0 and "no result rows" in caplog.text
     assert any("no result rows" in w for w in res.files[0].warnings)
+
+
+def test_batches_reject_a_number_either_separator_reads_differently_in_a_file_of_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose first batch shows decimal points and decimal commas is such a file in
+    every batch: "1,250" in a later batch is rejected as ambiguous, as reading it whole
+    does."""
+    from labinterp.readers import table
+    from labinterp.reading import iter_batches
+
+    lines = ["patient_id,collected_at,test,result,unit"]
+    lines += ['Z1,2024-04-03 08:00,Magnesium,"0,55",mmol/L']
+    lines += [f"A{i},2024-04-03 08:00,PTH,{40 + i % 50}.5,pg/mL" for i in range(60)]
+    lines += ['Z1,2024-04-25 08:00,PTH,"1,250",pg/mL']
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    monkeypatch.setattr(table, "STREAM_BLOCK_BYTES", 512)  # many small batches
+    batches = list(iter_batches(path, batch_rows=10))
+    assert len(batches) > 2
+    rejected = pd.concat([b.rejected for b in batches], ignore_index=True)
+    assert rejected["value_raw"].tolist() == ["1,250"]
+    assert "ambiguous" in rejected["detail"].iloc[0]
+    whole = read(path).rejected
+    assert (
+        whole[["source_row", "detail"]].values.tolist()
+        == rejected[["source_row", "detail"]].values.tolist()
+    )

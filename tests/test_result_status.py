@@ -76,11 +76,17 @@ def test_csv_status_column_rejects_no_result_and_keeps_the_latest_version(
         12: "result_status",
     }
     detail = res.rejected.set_index("source_row")["detail"]
-    assert detail[2] == "the lab replaced this result with the final one in lab.csv row 3"
+    assert (
+        detail[2] == "the lab replaced this result with the final one in lab.csv row 3"
+        "; nothing to fix: that one is read"
+    )
     assert (
         detail[4]
         == detail[5]
-        == ("the lab replaced this result with the corrected one in lab.csv row 6")
+        == (
+            "the lab replaced this result with the corrected one in lab.csv row 6"
+            "; nothing to fix: that one is read"
+        )
     )
     assert "cancelled" in detail[11] and "no result yet" in detail[12]
     used = res.results

@@ -322,7 +322,10 @@ def replaced(
 
 def replaced_detail(status: object, file: object, row: object) -> str:
     """The rejected row's detail for a result replaced by the `status` row (file, row)."""
-    return f"the lab replaced this result with the {status} one in {file} row {row}"
+    return (
+        f"the lab replaced this result with the {status} one in {file} row {row};"
+        " nothing to fix: that one is read"
+    )
 
 
 def repeat_details(
@@ -333,8 +336,8 @@ def repeat_details(
     of a row (NHANES: LBXSCA in mg/dL, LBDSCASI in mmol/L): then the column kept is named,
     as the row would name the repeat itself."""
     return [
-        f"same result as column {label} of the same row"
+        f"same result as column {label} of the same row; nothing to fix: that one is read"
         if (file, row) == here and label
-        else f"same result as {file} row {row}"
+        else f"same result as {file} row {row}; nothing to fix: that one is read"
         for (file, row, label), here in zip(kept, own, strict=True)
     ]

@@ -46,9 +46,11 @@ def _observation_model() -> tuple[Any, Any]:
 # FHIR R4/R5 ObservationStatus codes for which there is no result to interpret, and why.
 # preliminary, final, amended, corrected and unknown results are read as usual.
 NO_RESULT_STATUSES = {
-    "cancelled": "the test was cancelled, so there is no result to interpret",
-    "entered-in-error": "the result was withdrawn as entered in error and must not be used",
-    "registered": "the test is ordered but has no result yet",
+    "cancelled": "the test was cancelled, so there is no result to interpret; nothing to fix",
+    "entered-in-error": (
+        "the result was withdrawn as entered in error and must not be used; nothing to fix"
+    ),
+    "registered": "the test is ordered but has no result yet; read it again once it has one",
 }
 # The rest of FHIR R4/R5's ObservationStatus codes (a required binding, which the model
 # classes do not check): results that may be interpreted, each with the word
@@ -75,7 +77,10 @@ def _status_problem(resource: dict[str, Any]) -> str | None:
         return f"status is {code}: {NO_RESULT_STATUSES[code]}"
     if code not in RESULT_STATUSES:
         # not knowing what the sender meant, the result is not used
-        return "status is not a FHIR Observation status, so whether the result stands is unknown"
+        return (
+            "status is not a FHIR Observation status, so whether the result stands is"
+            " unknown; correct the status at the source (final, amended, corrected, ...)"
+        )
     return None
 
 
@@ -830,7 +835,14 @@ def iter_ndjson_rows(
 
     for line, res in lines:
         if not isinstance(res, dict):  # a line is one resource: this one is counted too
-            invalid.append((line, "malformed_row", "the line is not a FHIR resource"))
+            invalid.append(
+                (
+                    line,
+                    "malformed_row",
+                    "the line is not a FHIR resource; correct the export (one JSON resource"
+                    " per line)",
+                )
+            )
         else:
             for obs, local in _walk(res)[0]:
                 status = _status_problem(obs)
@@ -899,7 +911,7 @@ def _add_row(
     """The Observation's RAW row added to `rows`, or, when validation found a `problem`,
     why it cannot be used to `invalid`. `local`: the resources its "#id" references name."""
     if problem:
-        detail = f"not a valid FHIR Observation: {problem}"
+        detail = f"not a valid FHIR Observation: {problem}; correct it at the source"
         invalid.append(_unused(number, "malformed_row", detail, obs, local, found))
         return
     row = _row(obs, local, number, found)

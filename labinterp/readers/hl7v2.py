@@ -36,11 +36,11 @@ MESSAGE_HEADERS = ("MSH", "FHS", "BHS")
 
 # OBX-11 result statuses (HL7 table 0085) whose OBX holds no result to interpret.
 _NO_RESULT = {
-    "D": "the result was deleted (result status D)",
-    "W": "the result was reported in error (result status W)",
-    "X": "the result could not be obtained (result status X)",
-    "I": "the result is pending (result status I)",
-    "N": "the test was not asked for (result status N)",
+    "D": "the result was deleted (result status D); nothing to fix",
+    "W": "the result was reported in error (result status W); nothing to fix",
+    "X": "the result could not be obtained (result status X); nothing to fix",
+    "I": "the result is pending (result status I); read its final result when it is sent",
+    "N": "the test was not asked for (result status N); nothing to fix",
 }
 _LOINC_SYSTEMS = {"LN", "LOINC"}
 # HL7 timestamp: YYYY[MM[DD[HH[MM[SS[.S...]]]]]][+/-ZZZZ]
