@@ -1709,8 +1709,8 @@ _DETAIL = {
         "a sample-quality index (hemolysis, icterus or lipemia), not a result; nothing to fix"
     ),
     "vitamin_d_component": (
-        "a 25-OH vitamin D2 or D3 result of a draw whose total 25-OH vitamin D is read"
-        " (reference_ranges/vitamin_d_components.toml)"
+        "a 25-OH vitamin D2 or D3 result of a draw whose total 25-OH vitamin D is read;"
+        " nothing to fix (reference_ranges/vitamin_d_components.toml)"
     ),
     "vitamin_d_component_no_total": (
         "a 25-OH vitamin D2 result without the draw's total or its D3: D2 alone is not the"
