@@ -1665,10 +1665,11 @@ def _sex(text: object) -> str:
 
 
 _DETAIL = {
+    # kept short: it is the commonest detail of all (every sodium or glucose row of an
+    # export), and rejected_rows.csv repeats it on each
     "out_of_scope": (
-        "test not interpreted by labinterp (not in the analyte catalog); nothing to fix,"
-        " unless it is a test labinterp reads under a name it does not know: then name it"
-        ' in a mapping file ([tests] "NAME" = "magnesium") passed with --mapping'
+        "test not interpreted by labinterp; nothing to fix (to have it read, see --mapping"
+        " [tests])"
     ),
     "missing_test": "the row names no test (no code, name or LOINC); add the test column",
     "missing_patient_id": "the row has no patient identifier; fill it in the export",
