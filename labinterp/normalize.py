@@ -800,16 +800,18 @@ def _vitamin_d_parts(
     pid: _Coded,
     when: np.ndarray,
     specimen: pd.Series,
-) -> tuple[list[tuple[np.ndarray, str]], np.ndarray]:
-    """(the 25-OH vitamin D component rows not read, each set with why; the D3 rows read
-    as the patient's vitamin D) by draw: same patient, and the same collection time or
+) -> tuple[list[tuple[np.ndarray, str, str]], np.ndarray]:
+    """(the 25-OH vitamin D component rows not read, each set with its reason and why; the
+    D3 rows read as the patient's vitamin D) by draw: same patient, and the same collection time or
     specimen id (reference_ranges/vitamin_d_components.toml).
 
     Not read: the components of a draw that has its total; a D2 without a D3; D2 and D3
     of a draw where one of its component rows has no number to add (a text result, or a
-    row already rejected for its own reason). Kept as they are: the D2 and D3 of a draw
-    without a total whose component rows all have a number; the engine sums them
-    (episodes). A D3 without a D2 is the patient's vitamin D (CLINICAL.md sec. 1)."""
+    row already rejected for its own reason), or whose sample does not hold exactly one D2
+    and one D3 (`vitamin_d_not_summed`: a result is lost, which a handout says). Kept: the
+    D2 and D3 of a draw without a total, one of each, of one sample, both with a number;
+    the engine sums them (episodes). A D3 without a D2 is the patient's vitamin D
+    (CLINICAL.md sec. 1)."""
     forms = np.array(form.values, dtype=object)[form.codes]
     placed = ~pid.rows_equal("")  # a row without a patient belongs to no draw
     d2_any, d3_any = placed & (forms == "vitamin_d2"), placed & (forms == "vitamin_d3")
@@ -825,12 +827,45 @@ def _vitamin_d_parts(
     # a component row with no number to add keeps its draw's total from being summed
     unsummable = in_draws((d2_any | d3_any) & ~(kept & numeric))
     paired = (d2 | d3) & ~with_total & beside_d2 & beside_d3
+    one_pair = _one_pair_of_one_sample(paired & ~unsummable, d2, pid.codes, when, spec)
     rejected = [
-        ((d2 | d3) & with_total, _DETAIL["vitamin_d_component"]),
-        (d2 & ~with_total & ~beside_d3, _DETAIL["vitamin_d_component_no_total"]),
-        (paired & unsummable, _DETAIL["vitamin_d_component_no_sum"]),
+        ((d2 | d3) & with_total, "vitamin_d_component", _DETAIL["vitamin_d_component"]),
+        (
+            d2 & ~with_total & ~beside_d3,
+            "vitamin_d_component",
+            _DETAIL["vitamin_d_component_no_total"],
+        ),
+        (paired & unsummable, "vitamin_d_not_summed", _DETAIL["vitamin_d_component_no_sum"]),
+        (paired & ~one_pair, "vitamin_d_not_summed", _DETAIL["vitamin_d_component_not_one"]),
     ]
     return rejected, d3 & ~with_total & ~beside_d2
+
+
+def _one_pair_of_one_sample(
+    rows: np.ndarray, d2: np.ndarray, patient: np.ndarray, when: np.ndarray, spec: np.ndarray
+) -> np.ndarray:
+    """Of the component `rows` (D2 or D3 with a number, of draws without a total), those
+    whose sample holds exactly one D2 and one D3 of them: the same specimen id, else (both
+    without one) the same collection time, as the engine pairs them (episodes). Two D2
+    lines, or parts on different specimen ids, give no single sum: choosing one would make
+    the total depend on row order."""
+    at = np.flatnonzero(rows)
+    if not len(at):
+        return rows
+    sample = pd.DataFrame(
+        {
+            "patient": patient[at],
+            "spec": spec[at],
+            # the time matters only for rows without a specimen id
+            "when": np.where(spec[at] == "", when[at].astype("int64"), 0),
+            "d2": d2[at],
+        }
+    )
+    counts = sample.groupby(["patient", "spec", "when"])["d2"].transform("sum")
+    sizes = sample.groupby(["patient", "spec", "when"])["d2"].transform("size")
+    out = np.zeros(len(rows), dtype=bool)
+    out[at] = (counts.to_numpy() == 1) & (sizes.to_numpy() == 2)
+    return out
 
 
 def _as_total(analyte: _Coded, rows: np.ndarray) -> _Coded:
@@ -1668,8 +1703,7 @@ _DETAIL = {
     # kept short: it is the commonest detail of all (every sodium or glucose row of an
     # export), and rejected_rows.csv repeats it on each
     "out_of_scope": (
-        "test not interpreted by labinterp; nothing to fix (to have it read, see --mapping"
-        " [tests])"
+        "test not interpreted by labinterp; nothing to fix (to have it read, see --mapping [tests])"
     ),
     "missing_test": "the row names no test (no code, name or LOINC); add the test column",
     "missing_patient_id": "the row has no patient identifier; fill it in the export",
@@ -1717,6 +1751,12 @@ _DETAIL = {
         "a 25-OH vitamin D2 result without the draw's total or its D3: D2 alone is not the"
         " patient's vitamin D; export the total 25-OH vitamin D, or the D3 of the same draw"
         " (reference_ranges/vitamin_d_components.toml)"
+    ),
+    "vitamin_d_component_not_one": (
+        "a 25-OH vitamin D2 or D3 result of a draw without a total whose sample does not hold"
+        " exactly one D2 and one D3 (two lines of one, or parts on different specimen ids):"
+        " the total 25-OH vitamin D (D2 + D3) is not summed; export the total, or correct"
+        " the specimen ids (reference_ranges/vitamin_d_components.toml)"
     ),
     "vitamin_d_component_no_sum": (
         "a 25-OH vitamin D2 or D3 result of a draw without a total whose other component"
@@ -2037,8 +2077,8 @@ def _normalize(
         parts, d3_alone = _vitamin_d_parts(
             analyte, race, verdict.kept, has_number, pid, when, frame["specimen_id"]
         )
-        for rows, detail in parts:
-            verdict.mark(rows, "vitamin_d_component", detail)
+        for rows, reason, detail in parts:
+            verdict.mark(rows, reason, detail)
         if d3_alone.any():
             analyte = _as_total(analyte, d3_alone)
 

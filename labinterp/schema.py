@@ -133,9 +133,11 @@ REJECT_REASONS: tuple[str, ...] = (
     "superseded",  # a result the lab replaced by a correction, or by the final result
     "sample_quality_index",  # a hemolysis/icterus/lipemia index: marks its sample, not a result
     "race_adjusted_egfr",  # the race-coefficient eGFR of a draw that also has one without race
-    # a 25-OH D2 or D3 line of a draw whose total is read, a D2 alone, or D2 and D3 that
-    # cannot be summed (one has no number)
+    # a 25-OH D2 or D3 line of a draw whose total is read, or a D2 alone
     "vitamin_d_component",
+    # D2 and D3 of a draw without a total that cannot be summed: one has no number, or the
+    # sample holds more than one of a part, or the parts lie on different specimen ids
+    "vitamin_d_not_summed",
 )
 
 # One item of a finding's evidence: an observation, with the role it played in the rule.

@@ -192,14 +192,39 @@ def test_vitamin_d_components_without_a_number_are_not_summed(tmp_path: Path) ->
     ]
     why = dict(zip(res.rejected["source_row"], res.rejected["reason"], strict=True))
     assert why == {
-        2: "vitamin_d_component",
-        3: "vitamin_d_component",
-        4: "vitamin_d_component",
+        2: "vitamin_d_not_summed",
+        3: "vitamin_d_not_summed",
+        4: "vitamin_d_not_summed",
         5: "unknown_unit",
     }
     details = res.rejected.set_index("source_row")["detail"]
     assert "not summed" in details[2] and "not summed" in details[4]
     assert len(res.results) + len(res.rejected) == 6
+
+
+def test_vitamin_d_components_are_summed_only_as_one_pair_of_one_sample(tmp_path: Path) -> None:
+    """Two D2 lines beside one D3 give no single total (which D2 is summed would depend on
+    row order), nor do parts on different specimen ids of one time: every such part is
+    rejected as not summed, whatever the order of the rows."""
+    rows = [
+        "A,2024-01-02 08:00,,25-OH Vitamin D3,,12,ng/mL",
+        "A,2024-01-02 08:00,,25-OH Vitamin D2,,3,ng/mL",
+        "A,2024-01-02 08:00,,25-OH Vitamin D2,,30,ng/mL",
+        "B,2024-01-02 08:00,S1,25-OH Vitamin D3,,12,ng/mL",
+        "B,2024-01-02 08:00,S2,25-OH Vitamin D2,,3,ng/mL",
+        "C,2024-01-02 08:00,S3,25-OH Vitamin D3,,12,ng/mL",
+        "C,2024-01-02 08:05,S3,25-OH Vitamin D2,,3,ng/mL",
+    ]
+    header = "patient_id,collected_at,specimen_id,test,loinc,value,unit\n"
+    for order in (rows, rows[::-1]):
+        path = tmp_path / "export.csv"
+        path.write_text(header + "\n".join(order) + "\n")
+        res = read(path)
+        not_summed = res.rejected[res.rejected["reason"] == "vitamin_d_not_summed"]
+        assert sorted(not_summed["patient_id"]) == ["A", "A", "A", "B", "B"]
+        # one sample by its specimen id, a few minutes apart: summed by the engine
+        assert sorted(res.results["patient_id"]) == ["C", "C"]
+        assert len(res.results) + len(res.rejected) == len(rows)
 
 
 def test_a_calculated_ionized_calcium_is_not_read_by_code_or_by_name(tmp_path: Path) -> None:
