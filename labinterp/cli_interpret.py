@@ -83,8 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         help=(
             "only this patient (repeatable); the table then also counts the patient's"
-            " rejected rows by reason (csv and json hold the findings only: 'labinterp check"
-            " FILE --rejected --format csv' lists rejected rows with their patient_id)"
+            " rejected rows by reason, for a patient whose every row was rejected too (csv"
+            " and json hold the findings only: 'labinterp check FILE --rejected --format csv'"
+            " lists rejected rows with their patient_id); an id in no row of the files is"
+            " an error"
         ),
     )
     p.add_argument(
@@ -172,18 +174,17 @@ def run(args: argparse.Namespace) -> int:
     # ids are trimmed when read, so the ones asked for are too
     wanted = [p.strip() for p in args.patient] if args.patient else None
     if wanted:
-        missing = set(wanted) - set(result.results["patient_id"].dropna())
-        if missing:  # an empty table would look like "nothing to flag"
-            rejected_only = len(missing & set(result.rejected["patient_id"].dropna()))
-            why = (
-                f" ({rejected_only} of them {'has' if rejected_only == 1 else 'have'} rows,"
-                " all rejected: `labinterp check FILE --rejected` lists them)"
-                if rejected_only
-                else ""
-            )
+        # an id in no row of the files (a typo, another export): an empty table would look
+        # like "nothing to flag". An id whose rows were all rejected is shown, with them.
+        unknown = (
+            set(wanted)
+            - set(result.results["patient_id"].dropna())
+            - set(result.rejected["patient_id"].dropna())
+        )
+        if unknown:
             raise LabinterpError(
-                f"no results for {len(missing)} of the {len(set(wanted))} requested patient "
-                f"ids in the files read{why}.",
+                f"{len(unknown)} of the {len(set(wanted))} requested patient ids "
+                f"{'is' if len(unknown) == 1 else 'are'} in no row of the files read.",
                 fix="the ids read are in the patient_id column of 'labinterp check FILE --format"
                 " csv'; or leave out --patient.",
             )

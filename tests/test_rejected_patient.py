@@ -241,7 +241,12 @@ def test_interpret_says_when_a_requested_patient_has_only_rejected_rows(
     from labinterp.cli import main
 
     path = str(_clinic(tmp_path))
+    # an id in no row of the files stops the command, naming no id
     assert main(["interpret", path, "--patient", "NA-1", "--patient", "NOBODY"]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "no results for 2 of the 2 requested patient ids in the files read (1 of them has" in err
-    assert "NA-1" not in err
+    assert "1 of the 2 requested patient ids is in no row of the files read" in err
+    assert "NA-1" not in err and "NOBODY" not in err
+    # an id whose every row was rejected is shown with its rejected rows, beside another
+    assert main(["interpret", path, "--patient", "NA-1", "--patient", "SOME-1"]) == 0
+    out = capsys.readouterr().out
+    assert "NA-1  rejected rows:" in out and "SOME-1  rejected rows: 3" in out
