@@ -827,7 +827,8 @@ def _vitamin_d_parts(
     # a component row with no number to add keeps its draw's total from being summed
     unsummable = in_draws((d2_any | d3_any) & ~(kept & numeric))
     paired = (d2 | d3) & ~with_total & beside_d2 & beside_d3
-    one_pair = _one_pair_of_one_sample(paired & ~unsummable, d2, pid.codes, when, spec)
+    summable = paired & ~unsummable
+    one_pair = _one_pair_of_one_sample(summable, d2, pid.codes, when, spec)
     rejected = [
         ((d2 | d3) & with_total, "vitamin_d_component", _DETAIL["vitamin_d_component"]),
         (
@@ -836,7 +837,7 @@ def _vitamin_d_parts(
             _DETAIL["vitamin_d_component_no_total"],
         ),
         (paired & unsummable, "vitamin_d_not_summed", _DETAIL["vitamin_d_component_no_sum"]),
-        (paired & ~one_pair, "vitamin_d_not_summed", _DETAIL["vitamin_d_component_not_one"]),
+        (summable & ~one_pair, "vitamin_d_not_summed", _DETAIL["vitamin_d_component_not_one"]),
     ]
     return rejected, d3 & ~with_total & ~beside_d2
 
