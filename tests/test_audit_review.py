@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -238,20 +239,28 @@ def test_rows_per_workbook_count_its_sheets(tmp_path: Path) -> None:
 # --- #6: inputs with and without UTC offsets --------------------------------------------
 
 
-def test_times_printed_in_utc_and_with_an_offset_are_one_clock(tmp_path: Path) -> None:
-    """ "Z" times are UTC, as "-05:00" ones are once moved: no mixed-clock warning (a
-    Synthea CSV of "Z" times beside its FHIR bundle of offsets)."""
+def _audit_beside_an_offset_file(
+    tmp_path: Path, name: str, row: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """The audit of a folder of two exports: one printing a "-05:00" offset, and `name`
+    holding `row`; its run and its summary.json."""
     folder = tmp_path / "tz"
     folder.mkdir()
     (folder / "a_offset.csv").write_text(
         HEADER + "P1,2024-03-05T20:00:00-05:00,Magnesium,0.5,mmol/L\n", encoding="utf-8"
     )
-    (folder / "b_zulu.csv").write_text(
-        HEADER + "P1,2024-03-06T01:00:00Z,Calcium ionized,0.9,mmol/L\n", encoding="utf-8"
-    )
+    (folder / name).write_text(HEADER + row, encoding="utf-8")
     done = _cli("audit", str(folder), "-o", str(tmp_path / "out"), "-q")
     assert done.returncode == 0, done.stderr
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    return done, json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+
+
+def test_times_printed_in_utc_and_with_an_offset_are_one_clock(tmp_path: Path) -> None:
+    """ "Z" times are UTC, as "-05:00" ones are once moved: no mixed-clock warning (a
+    Synthea CSV of "Z" times beside its FHIR bundle of offsets)."""
+    done, summary = _audit_beside_an_offset_file(
+        tmp_path, "b_zulu.csv", "P1,2024-03-06T01:00:00Z,Calcium ionized,0.9,mmol/L\n"
+    )
     assert summary["collection_times"] == "utc"
     assert not [line for line in done.stderr.splitlines() if "UTC" in line], done.stderr
 
@@ -259,17 +268,9 @@ def test_times_printed_in_utc_and_with_an_offset_are_one_clock(tmp_path: Path) -
 def test_inputs_with_and_without_offsets_are_told_apart(tmp_path: Path) -> None:
     """Only the input that printed offsets is held in UTC: summary.json must not say every
     time is, and the user is warned once (counts only, no ids, values or names)."""
-    folder = tmp_path / "tz"
-    folder.mkdir()
-    (folder / "a_offset.csv").write_text(
-        HEADER + "P1,2024-03-05T20:00:00-05:00,Magnesium,0.5,mmol/L\n", encoding="utf-8"
+    done, summary = _audit_beside_an_offset_file(
+        tmp_path, "b_local.csv", "P1,2024-03-03 22:00,Calcium ionized,0.9,mmol/L\n"
     )
-    (folder / "b_local.csv").write_text(
-        HEADER + "P1,2024-03-03 22:00,Calcium ionized,0.9,mmol/L\n", encoding="utf-8"
-    )
-    done = _cli("audit", str(folder), "-o", str(tmp_path / "out"), "-q")
-    assert done.returncode == 0, done.stderr
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     assert summary["collection_times"] == "mixed"
     times = {f["file"]: f["collection_times"] for f in summary["inputs"]}
     assert times == {"a_offset.csv": "utc", "b_local.csv": "as_printed"}
@@ -281,7 +282,7 @@ def test_inputs_with_and_without_offsets_are_told_apart(tmp_path: Path) -> None:
     assert "Times are in UTC for the inputs that printed them" in report
 
     # each input alone: no warning
-    alone = _cli("audit", str(folder / "b_local.csv"), "-o", str(tmp_path / "alone"), "-q")
+    alone = _cli("audit", str(tmp_path / "tz" / "b_local.csv"), "-o", str(tmp_path / "alone"), "-q")
     assert alone.returncode == 0 and alone.stderr == ""
 
 
