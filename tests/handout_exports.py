@@ -60,6 +60,19 @@ def write_export(
     return path
 
 
+def write_unprintable_id_export(tmp_path: Path) -> Path:
+    """An export of two patients, one with an id in a script (Greek) that a test makes
+    undrawable by the fonts."""
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "patient_id,collected_at,test,result,unit,range\n"
+        "Ωμέγα-7,2024-03-01 08:00,Magnesium,1.2,mg/dL,1.6-2.6\n"
+        "P-2,2024-03-01 08:00,Magnesium,1.2,mg/dL,1.6-2.6\n",
+        encoding="utf-8",
+    )
+    return path
+
+
 def handout_context(path: Path, pid: str, lang: str = "en", **kw: Any) -> Any:
     """The template context of patient `pid`'s handout from the export at `path`, with
     the patient's rejected rows as render_handout gives them."""

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from handout_exports import SAMPLE, write_export
+from handout_exports import SAMPLE, write_export, write_unprintable_id_export
 from handout_exports import handout_context as _context
 from handout_exports import handout_html as _html
 from handout_exports import sample_html as _sample_html
@@ -206,13 +206,7 @@ def test_an_id_no_font_can_draw_is_named_by_file_and_flagged_on_the_sheet(
     patient gets the sheet)."""
     from labinterp.handout import fonts
 
-    path = tmp_path / "export.csv"
-    path.write_text(
-        "patient_id,collected_at,test,result,unit,range\n"
-        "Ωμέγα-7,2024-03-01 08:00,Magnesium,1.2,mg/dL,1.6-2.6\n"
-        "P-2,2024-03-01 08:00,Magnesium,1.2,mg/dL,1.6-2.6\n",
-        encoding="utf-8",
-    )
+    path = write_unprintable_id_export(tmp_path)
     monkeypatch.setattr(fonts, "_drawable", lambda char: char.isascii())  # no Greek font
     out = tmp_path / "one.pdf"
     with caplog.at_level("WARNING"):

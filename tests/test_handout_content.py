@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from handout_exports import SAMPLE, write_export
+from handout_exports import SAMPLE, write_export, write_unprintable_id_export
 from handout_exports import handout_context as _context
 from handout_exports import handout_html as _html
 from handout_exports import sample_html as _sample_html
@@ -319,13 +319,7 @@ def test_characters_no_installed_font_draws_are_warned_of_without_the_id(
     run says how many handouts, never which ids."""
     from labinterp.handout import fonts
 
-    path = tmp_path / "export.csv"
-    path.write_text(
-        "patient_id,collected_at,test,result,unit,range\n"
-        "Ωμέγα-7,2024-03-01 08:00,Magnesium,1.2,mg/dL,1.6-2.6\n"
-        "P-2,2024-03-01 08:00,Magnesium,1.2,mg/dL,1.6-2.6\n",
-        encoding="utf-8",
-    )
+    path = write_unprintable_id_export(tmp_path)
     with caplog.at_level("WARNING"):
         render_handout(path, None, "P-2")
     assert "no installed font" not in caplog.text  # Latin: the bundled fonts hold it
